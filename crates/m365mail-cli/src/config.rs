@@ -1,0 +1,1 @@
+//! TOML config file with named profiles. (Owned by the auth/CLI work; placeholder.)

@@ -1,0 +1,89 @@
+//! `m365mail`: a thin command line over the `m365mail` library and the `m365mail-sandbox` tenant.
+//!
+//! Parse arguments, call the library, print. Errors are printed with their whole context chain and mapped to
+//! an exit code by cause (see `token::exit_code`).
+#![forbid(unsafe_code)]
+
+mod config;
+mod demo;
+mod sandbox_cmd;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Read and send Microsoft 365 mail with OAuth 2.0, and run an offline Microsoft 365 sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "m365mail", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct GlobalArgs {
+    /// Config file (TOML with named profiles). Default: the user config dir's m365mail/config.toml.
+    #[arg(long, global = true, env = "M365MAIL_CONFIG")]
+    pub(crate) config: Option<std::path::PathBuf>,
+    /// Profile name in the config file.
+    #[arg(long, short = 'p', global = true, env = "M365MAIL_PROFILE")]
+    pub(crate) profile: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Log filter for stderr (tracing syntax, e.g. `debug` or `m365mail=trace`). Secrets are never logged.
+    #[arg(long, global = true, env = "M365MAIL_LOG", default_value = "warn")]
+    pub(crate) log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Get, inspect and clear OAuth 2.0 tokens from Microsoft Entra ID.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Run the offline Microsoft 365 sandbox tenant.
+    #[command(subcommand)]
+    Sandbox(sandbox_cmd::SandboxCommand),
+    /// Run the demo on the embedded sandbox: every token flow, with decoded claims.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("m365mail: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("m365mail: {err:#}");
+            token::exit_code(&err)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Token(command) => token::run(command, &cli.global).await,
+        Command::Sandbox(command) => sandbox_cmd::run(command, &cli.global).await,
+        Command::Demo(args) => demo::run(args, &cli.global).await,
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
