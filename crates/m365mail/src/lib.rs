@@ -1,1 +1,17 @@
+//! m365mail: a Microsoft 365 mail connector.
+//!
+//! This crate currently holds the auth layer:
+//! - [`secret::Secret`]: a redacting, zeroizing string for passwords, client secrets, keys and tokens;
+//! - [`time`]: the injected [`time::Clock`] and [`time::Sleeper`] (tests use [`time::FakeClock`]);
+//! - [`auth`]: Entra ID authorities, every token grant a mail connector needs ([`auth::TokenClient`]), Entra's
+//!   error JSON and the AADSTS catalogue ([`auth::AuthError`]), the token cache and single-flight
+//!   [`auth::TokenProvider`], and JWT inspection ([`auth::inspect()`]).
+//!
+//! Secrets never reach logs or `Debug` output; the only way to read one is [`secret::Secret::expose`].
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod secret;
+pub mod time;
+
+pub use secret::Secret;

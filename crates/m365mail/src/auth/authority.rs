@@ -1,0 +1,338 @@
+//! [`Authority`]: which cloud and which tenant; builds the token, device-code and authorize endpoints, and
+//! refuses tenant aliases a grant cannot use before any request is sent.
+
+use std::fmt;
+use std::str::FromStr;
+
+use url::Url;
+
+use super::error::{AuthError, Grant};
+
+/// The Entra cloud (authority host).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Cloud {
+    /// `https://login.microsoftonline.com/`.
+    Global,
+    /// US Government (GCC High / DoD): `https://login.microsoftonline.us/`.
+    UsGov,
+    /// China (21Vianet): `https://login.partner.microsoftonline.cn/`.
+    China,
+    /// Any other authority base, e.g. the sandbox `https://127.0.0.1:40123/`. The tenant segment is appended.
+    Custom(Url),
+}
+
+impl Cloud {
+    /// The authority base URL (always ends with `/`).
+    pub fn base_url(&self) -> Url {
+        let s = match self {
+            Self::Global => "https://login.microsoftonline.com/",
+            Self::UsGov => "https://login.microsoftonline.us/",
+            Self::China => "https://login.partner.microsoftonline.cn/",
+            Self::Custom(url) => return url.clone(),
+        };
+        Url::parse(s).expect("static URL")
+    }
+
+    /// Parses `global`, `usgov`, `china` or an `http(s)://` base URL.
+    pub fn parse(s: &str) -> Result<Self, AuthError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "global" | "public" | "azurepublic" => Ok(Self::Global),
+            "usgov" | "us-gov" | "gcchigh" | "dod" => Ok(Self::UsGov),
+            "china" | "cn" => Ok(Self::China),
+            _ => Self::custom(s),
+        }
+    }
+
+    /// A custom authority base. A path is allowed (kept, with a trailing `/` added); query and fragment are not.
+    pub fn custom(url: &str) -> Result<Self, AuthError> {
+        let bad = |reason: String| AuthError::InvalidInput {
+            field: "authority",
+            reason,
+        };
+        let mut url =
+            Url::parse(url.trim()).map_err(|e| bad(format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(bad(format!("scheme {:?} is not http(s)", url.scheme())));
+        }
+        if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+            return Err(bad(
+                "the authority must be scheme://host[:port][/path] only".into(),
+            ));
+        }
+        if !url.path().ends_with('/') {
+            let p = format!("{}/", url.path());
+            url.set_path(&p);
+        }
+        Ok(Self::Custom(url))
+    }
+}
+
+/// The `{tenant}` segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Tenant {
+    /// A tenant GUID (recommended).
+    Id(uuid::Uuid),
+    /// A verified domain, e.g. `contoso.onmicrosoft.com`.
+    Domain(String),
+    /// Work or school accounts of any tenant.
+    Organizations,
+    /// Work/school and personal accounts.
+    Common,
+    /// Personal Microsoft accounts only.
+    Consumers,
+}
+
+impl FromStr for Tenant {
+    type Err = AuthError;
+
+    fn from_str(s: &str) -> Result<Self, AuthError> {
+        let bad = |reason: &str| AuthError::InvalidInput {
+            field: "tenant",
+            reason: reason.to_owned(),
+        };
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("contains whitespace or control characters"));
+        }
+        match s.to_ascii_lowercase().as_str() {
+            "organizations" => return Ok(Self::Organizations),
+            "common" => return Ok(Self::Common),
+            "consumers" => return Ok(Self::Consumers),
+            _ => {}
+        }
+        if let Ok(id) = uuid::Uuid::parse_str(s) {
+            return Ok(Self::Id(id));
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if s.contains('.') && s.split('.').all(label_ok) {
+            return Ok(Self::Domain(s.to_ascii_lowercase()));
+        }
+        Err(bad(
+            "expected a tenant GUID, a domain such as contoso.onmicrosoft.com, `organizations`, `common` or `consumers`",
+        ))
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Domain(d) => f.write_str(d),
+            Self::Organizations => f.write_str("organizations"),
+            Self::Common => f.write_str("common"),
+            Self::Consumers => f.write_str("consumers"),
+        }
+    }
+}
+
+/// Cloud + tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Authority {
+    /// The cloud (host).
+    pub cloud: Cloud,
+    /// The tenant segment.
+    pub tenant: Tenant,
+}
+
+impl Authority {
+    /// Builds an authority.
+    pub fn new(cloud: Cloud, tenant: Tenant) -> Self {
+        Self { cloud, tenant }
+    }
+
+    /// `{base}{tenant}/` — the authority URL as MSAL writes it (also the cache key component).
+    pub fn url(&self) -> Url {
+        self.cloud
+            .base_url()
+            .join(&format!("{}/", self.tenant))
+            .expect("tenant segment is URL-safe")
+    }
+
+    fn endpoint(&self, tail: &str) -> Url {
+        self.url().join(tail).expect("static path")
+    }
+
+    /// `POST {authority}/oauth2/v2.0/token`.
+    pub fn token_endpoint(&self) -> Url {
+        self.endpoint("oauth2/v2.0/token")
+    }
+
+    /// `POST {authority}/oauth2/v2.0/devicecode`.
+    pub fn devicecode_endpoint(&self) -> Url {
+        self.endpoint("oauth2/v2.0/devicecode")
+    }
+
+    /// `GET {authority}/oauth2/v2.0/authorize`.
+    pub fn authorize_endpoint(&self) -> Url {
+        self.endpoint("oauth2/v2.0/authorize")
+    }
+
+    /// Refuses tenant aliases the grant cannot use (microsoft.md §1.2): ROPC not over `common`/`consumers`;
+    /// client credentials only with a tenant GUID or domain.
+    pub fn check_grant(&self, grant: Grant) -> Result<(), AuthError> {
+        let refused = match grant {
+            Grant::Password => matches!(self.tenant, Tenant::Common | Tenant::Consumers),
+            Grant::ClientCredentials => {
+                matches!(
+                    self.tenant,
+                    Tenant::Common | Tenant::Consumers | Tenant::Organizations
+                )
+            }
+            Grant::DeviceCode | Grant::RefreshToken | Grant::AuthCode => false,
+        };
+        if refused {
+            return Err(AuthError::TenantNotAllowed {
+                grant,
+                tenant: self.tenant.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.url())
+    }
+}
+
+/// Checks an identifier (client id, username) for emptiness, whitespace and control characters (CR/LF would
+/// let a value inject form fields or log lines).
+pub fn validate_identifier(field: &'static str, value: &str) -> Result<(), AuthError> {
+    if value.is_empty() {
+        return Err(AuthError::InvalidInput {
+            field,
+            reason: "empty".into(),
+        });
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(AuthError::InvalidInput {
+            field,
+            reason: "contains whitespace or control characters (CR/LF?)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a client id: non-empty, no whitespace. Entra client ids are GUIDs, but the check stays lenient so
+/// a sandbox can use other ids; a warning is logged for non-GUIDs.
+pub fn validate_client_id(client_id: &str) -> Result<(), AuthError> {
+    validate_identifier("client id", client_id)?;
+    if uuid::Uuid::parse_str(client_id).is_err() {
+        tracing::warn!(
+            "client id is not a GUID; Entra client ids are GUIDs (App registration → Overview)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_per_cloud() {
+        let t: Tenant = "contoso.onmicrosoft.com".parse().unwrap();
+        let a = Authority::new(Cloud::Global, t.clone());
+        assert_eq!(
+            a.token_endpoint().as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        let a = Authority::new(Cloud::UsGov, t.clone());
+        assert_eq!(
+            a.devicecode_endpoint().as_str(),
+            "https://login.microsoftonline.us/contoso.onmicrosoft.com/oauth2/v2.0/devicecode"
+        );
+        let a = Authority::new(Cloud::China, Tenant::Organizations);
+        assert_eq!(
+            a.authorize_endpoint().as_str(),
+            "https://login.partner.microsoftonline.cn/organizations/oauth2/v2.0/authorize"
+        );
+        let a = Authority::new(Cloud::custom("https://127.0.0.1:4443").unwrap(), t);
+        assert_eq!(
+            a.token_endpoint().as_str(),
+            "https://127.0.0.1:4443/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        let a = Authority::new(
+            Cloud::custom("http://localhost:1/base").unwrap(),
+            Tenant::Common,
+        );
+        assert_eq!(
+            a.token_endpoint().as_str(),
+            "http://localhost:1/base/common/oauth2/v2.0/token"
+        );
+        assert_eq!(Cloud::parse("usgov").unwrap(), Cloud::UsGov);
+        assert!(Cloud::parse("ftp://x").is_err());
+        assert!(Cloud::custom("https://x/?q=1").is_err());
+    }
+
+    #[test]
+    fn tenant_parsing() {
+        let id = "9188040d-6c67-4c5b-b112-36a304b66dad";
+        assert!(matches!(id.parse::<Tenant>().unwrap(), Tenant::Id(_)));
+        assert_eq!(
+            "Organizations".parse::<Tenant>().unwrap(),
+            Tenant::Organizations
+        );
+        assert_eq!("common".parse::<Tenant>().unwrap(), Tenant::Common);
+        assert_eq!("consumers".parse::<Tenant>().unwrap(), Tenant::Consumers);
+        assert!("contoso".parse::<Tenant>().is_err());
+        assert!("conto so.com".parse::<Tenant>().is_err());
+        assert!("contoso.com\r\n".parse::<Tenant>().is_err());
+        assert!("".parse::<Tenant>().is_err());
+        assert!("a/b.com".parse::<Tenant>().is_err());
+    }
+
+    #[test]
+    fn grant_tenant_rules() {
+        let a = |t: Tenant| Authority::new(Cloud::Global, t);
+        let dom = Tenant::Domain("contoso.com".into());
+        for g in [
+            Grant::Password,
+            Grant::ClientCredentials,
+            Grant::DeviceCode,
+            Grant::AuthCode,
+        ] {
+            a(dom.clone()).check_grant(g).unwrap();
+        }
+        assert!(a(Tenant::Common).check_grant(Grant::Password).is_err());
+        assert!(a(Tenant::Consumers).check_grant(Grant::Password).is_err());
+        a(Tenant::Organizations)
+            .check_grant(Grant::Password)
+            .unwrap();
+        let err = a(Tenant::Organizations)
+            .check_grant(Grant::ClientCredentials)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AuthError::TenantNotAllowed {
+                grant: Grant::ClientCredentials,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("organizations"));
+        assert!(
+            a(Tenant::Common)
+                .check_grant(Grant::ClientCredentials)
+                .is_err()
+        );
+        a(Tenant::Common).check_grant(Grant::DeviceCode).unwrap();
+    }
+
+    #[test]
+    fn identifiers() {
+        validate_identifier("username", "user@contoso.com").unwrap();
+        assert!(validate_identifier("username", "user@contoso.com\r\nX: y").is_err());
+        assert!(validate_identifier("username", " user").is_err());
+        assert!(validate_client_id("").is_err());
+        validate_client_id("00000000-0000-0000-0000-000000000001").unwrap();
+    }
+}

@@ -1,0 +1,533 @@
+//! [`TokenCache`]: access and refresh tokens in a JSON file in the user data dir.
+//!
+//! File rules (rust.md §5): the directory is created 0700 and the file 0600; writes go to a temp file in the
+//! same directory and are renamed over the old file (atomic); every read-modify-write happens under an
+//! exclusive lock on a sidecar `.lock` file (`File::lock`), so several processes can share the cache; a file
+//! readable by group or others is refused, not read. The rotated refresh token is saved every time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::authority::Authority;
+use super::error::AuthError;
+use super::response::TokenResponse;
+use super::scopes::Scopes;
+use crate::secret::{Secret, serde_exposed};
+use crate::time::unix_secs;
+
+/// Default reuse margin: an access token is reused until 5 minutes before it expires.
+pub const DEFAULT_MARGIN: Duration = Duration::from_secs(300);
+
+/// What a cache entry is keyed by: authority + tenant, client id, account, sorted scope set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey {
+    /// Authority URL (`{base}{tenant}/`), which covers cloud and tenant.
+    pub authority: String,
+    /// Client id.
+    pub client_id: String,
+    /// Account: the username for delegated flows, `app` for client credentials.
+    pub account: String,
+    /// Sorted, lower-cased scopes.
+    pub scopes: String,
+}
+
+impl CacheKey {
+    /// A key.
+    pub fn new(authority: &Authority, client_id: &str, account: &str, scopes: &Scopes) -> Self {
+        Self {
+            authority: authority.url().to_string(),
+            client_id: client_id.to_owned(),
+            account: account.to_ascii_lowercase(),
+            scopes: scopes.cache_key(),
+        }
+    }
+
+    fn id(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.authority, self.client_id, self.account, self.scopes
+        )
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id())
+    }
+}
+
+/// One cached token set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedToken {
+    /// The access token.
+    #[serde(with = "serde_exposed")]
+    pub access_token: Secret,
+    /// Expiry, Unix seconds (local receive time + `expires_in`).
+    pub expires_at: u64,
+    /// The newest refresh token.
+    #[serde(
+        with = "serde_exposed::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refresh_token: Option<Secret>,
+    /// Granted scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl CachedToken {
+    /// Expiry as a `SystemTime`.
+    pub fn expires_at_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.expires_at)
+    }
+
+    /// Whether the access token is still usable at `now` with `margin` to spare.
+    pub fn is_fresh(&self, now: SystemTime, margin: Duration) -> bool {
+        !self.access_token.is_empty() && unix_secs(now) + margin.as_secs() < self.expires_at
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    #[serde(default)]
+    entries: BTreeMap<String, CachedToken>,
+}
+
+/// The token cache: a file, or memory only (for `--no-cache` and tests).
+pub struct TokenCache {
+    path: Option<PathBuf>,
+    memory: Mutex<BTreeMap<String, CachedToken>>,
+    /// Serialises threads of this process; the file lock serialises processes.
+    local: Mutex<()>,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    /// The default file: `<user data dir>/m365mail/token-cache.json`.
+    pub fn default_path() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "m365mail")
+            .map(|d| d.data_dir().join("token-cache.json"))
+    }
+
+    /// A cache in `path`; creates the parent directory (0700) if missing.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, AuthError> {
+        let path = path.into();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            create_private_dir(dir)
+                .map_err(|e| cache_err(&path, format!("creating {}: {e}", dir.display())))?;
+        }
+        Ok(Self {
+            path: Some(path),
+            memory: Mutex::default(),
+            local: Mutex::default(),
+        })
+    }
+
+    /// A cache that lives only in memory.
+    pub fn in_memory() -> Self {
+        Self {
+            path: None,
+            memory: Mutex::default(),
+            local: Mutex::default(),
+        }
+    }
+
+    /// The file path (None for memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The entry for `key`.
+    pub fn get(&self, key: &CacheKey) -> Result<Option<CachedToken>, AuthError> {
+        self.with_entries(|entries| (entries.get(&key.id()).cloned(), false))
+    }
+
+    /// Saves a token response: the access token, and the refresh token — the rotated one if the response has
+    /// one, else the one already cached (client credentials and some refreshes return none).
+    pub fn store(&self, key: &CacheKey, token: &TokenResponse) -> Result<CachedToken, AuthError> {
+        self.with_entries(|entries| {
+            let id = key.id();
+            let previous_rt = entries.get(&id).and_then(|e| e.refresh_token.clone());
+            let entry = CachedToken {
+                access_token: token.access_token.clone(),
+                expires_at: unix_secs(token.expires_at),
+                refresh_token: token.refresh_token.clone().or(previous_rt),
+                scope: token.scope.clone(),
+            };
+            entries.insert(id, entry.clone());
+            (entry, true)
+        })
+    }
+
+    /// Drops the refresh token of `key` (after Entra declared it dead), keeping nothing else usable.
+    pub fn drop_refresh_token(&self, key: &CacheKey) -> Result<(), AuthError> {
+        self.with_entries(|entries| {
+            let changed = entries
+                .get_mut(&key.id())
+                .is_some_and(|e| e.refresh_token.take().is_some());
+            ((), changed)
+        })
+    }
+
+    /// Removes `key`; returns whether it existed.
+    pub fn remove(&self, key: &CacheKey) -> Result<bool, AuthError> {
+        self.with_entries(|entries| {
+            let existed = entries.remove(&key.id()).is_some();
+            (existed, existed)
+        })
+    }
+
+    /// Removes every entry; returns how many there were.
+    pub fn clear(&self) -> Result<usize, AuthError> {
+        self.with_entries(|entries| {
+            let n = entries.len();
+            entries.clear();
+            (n, n > 0)
+        })
+    }
+
+    /// Removes entries whose key matches `pred`; returns how many.
+    pub fn remove_where(&self, pred: impl Fn(&str) -> bool) -> Result<usize, AuthError> {
+        self.with_entries(|entries| {
+            let before = entries.len();
+            entries.retain(|k, _| !pred(k));
+            let n = before - entries.len();
+            (n, n > 0)
+        })
+    }
+
+    /// The keys (as `authority|client|account|scopes` strings) and expiries.
+    pub fn list(&self) -> Result<Vec<(String, u64, bool)>, AuthError> {
+        self.with_entries(|entries| {
+            (
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expires_at, v.refresh_token.is_some()))
+                    .collect(),
+                false,
+            )
+        })
+    }
+
+    /// Runs `f` on the entries under both locks; writes back atomically when `f` says it changed something.
+    fn with_entries<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, CachedToken>) -> (T, bool),
+    ) -> Result<T, AuthError> {
+        let _local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(path) = &self.path else {
+            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            return Ok(f(&mut memory).0);
+        };
+        let lock = open_lock_file(path)?;
+        lock.lock()
+            .map_err(|e| cache_err(path, format!("locking: {e}")))?;
+        let mut file = read_file(path)?;
+        let (out, dirty) = f(&mut file.entries);
+        if dirty {
+            file.version = 1;
+            write_atomic(path, &file)?;
+        }
+        drop(lock); // releases the flock
+        Ok(out)
+    }
+}
+
+fn cache_err(path: &Path, detail: String) -> AuthError {
+    AuthError::Cache {
+        path: path.display().to_string(),
+        detail,
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+fn open_lock_file(path: &Path) -> Result<File, AuthError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    opts.open(&lock_path)
+        .map_err(|e| cache_err(path, format!("lock file: {e}")))
+}
+
+fn read_file(path: &Path) -> Result<CacheFile, AuthError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CacheFile::default()),
+        Err(e) => return Err(cache_err(path, format!("open: {e}"))),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = file
+            .metadata()
+            .map_err(|e| cache_err(path, e.to_string()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(AuthError::InsecureCache {
+                path: path.display().to_string(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| cache_err(path, format!("read: {e}")))?;
+    let text = zeroize::Zeroizing::new(text);
+    if text.trim().is_empty() {
+        return Ok(CacheFile::default());
+    }
+    match serde_json::from_str::<CacheFile>(&text) {
+        Ok(f) => Ok(f),
+        Err(e) => {
+            // A corrupt cache holds nothing worth keeping; start over rather than failing every command.
+            tracing::warn!(path = %path.display(), line = e.line(), "token cache is not valid JSON; starting empty");
+            Ok(CacheFile::default())
+        }
+    }
+}
+
+fn write_atomic(path: &Path, file: &CacheFile) -> Result<(), AuthError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let json = zeroize::Zeroizing::new(
+        serde_json::to_vec_pretty(file).map_err(|e| cache_err(path, format!("serialise: {e}")))?,
+    );
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".token-cache").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(fs::Permissions::from_mode(0o600));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(|e| cache_err(path, format!("temp file: {e}")))?;
+    tmp.write_all(&json)
+        .map_err(|e| cache_err(path, format!("write: {e}")))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| cache_err(path, format!("sync: {e}")))?;
+    tmp.persist(path)
+        .map_err(|e| cache_err(path, format!("rename: {}", e.error)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::{Cloud, Tenant};
+    use crate::time::{Clock, FakeClock};
+
+    fn key(account: &str) -> CacheKey {
+        let a = Authority::new(Cloud::Global, Tenant::Domain("contoso.com".into()));
+        CacheKey::new(&a, "client", account, &Scopes::parse("b a"))
+    }
+
+    fn token(clock: &FakeClock, at: &str, rt: Option<&str>) -> TokenResponse {
+        let body = match rt {
+            Some(rt) => format!(
+                r#"{{"token_type":"Bearer","access_token":"{at}","expires_in":3600,"refresh_token":"{rt}"}}"#
+            ),
+            None => format!(r#"{{"token_type":"Bearer","access_token":"{at}","expires_in":3600}}"#),
+        };
+        TokenResponse::parse(body.as_bytes(), clock.now(), "u").unwrap()
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn key_ignores_scope_order_and_account_case() {
+        let a = Authority::new(Cloud::Global, Tenant::Domain("contoso.com".into()));
+        let k1 = CacheKey::new(&a, "c", "User@X.com", &Scopes::parse("b a"));
+        let k2 = CacheKey::new(&a, "c", "user@x.com", &Scopes::parse("a b"));
+        assert_eq!(k1, k2);
+        let k3 = CacheKey::new(
+            &Authority::new(Cloud::UsGov, Tenant::Domain("contoso.com".into())),
+            "c",
+            "user@x.com",
+            &Scopes::parse("a b"),
+        );
+        assert_ne!(k1, k3);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn file_permissions_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/cache.json");
+        let cache = TokenCache::open(&path).unwrap();
+        let clock = FakeClock::fixed();
+        assert!(cache.get(&key("u")).unwrap().is_none());
+        cache
+            .store(&key("u"), &token(&clock, "at1", Some("rt1")))
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let e = cache.get(&key("u")).unwrap().unwrap();
+        assert_eq!(e.access_token.expose(), "at1");
+        assert_eq!(e.refresh_token.as_ref().unwrap().expose(), "rt1");
+        // Rotation: the new refresh token replaces the old one.
+        cache
+            .store(&key("u"), &token(&clock, "at2", Some("rt2")))
+            .unwrap();
+        let e = TokenCache::open(&path)
+            .unwrap()
+            .get(&key("u"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.refresh_token.as_ref().unwrap().expose(), "rt2");
+        // A response without a refresh token keeps the cached one.
+        cache.store(&key("u"), &token(&clock, "at3", None)).unwrap();
+        let e = cache.get(&key("u")).unwrap().unwrap();
+        assert_eq!(
+            (
+                e.access_token.expose(),
+                e.refresh_token.as_ref().unwrap().expose()
+            ),
+            ("at3", "rt2")
+        );
+        cache.drop_refresh_token(&key("u")).unwrap();
+        assert!(
+            cache
+                .get(&key("u"))
+                .unwrap()
+                .unwrap()
+                .refresh_token
+                .is_none()
+        );
+        // Freshness with the margin.
+        assert!(e.is_fresh(clock.now(), DEFAULT_MARGIN));
+        assert!(!e.is_fresh(
+            clock.now() + Duration::from_secs(3600 - 299),
+            DEFAULT_MARGIN
+        ));
+        assert!(e.is_fresh(
+            clock.now() + Duration::from_secs(3600 - 301),
+            DEFAULT_MARGIN
+        ));
+        // Clear per key and all.
+        cache.store(&key("v"), &token(&clock, "x", None)).unwrap();
+        assert!(cache.remove(&key("u")).unwrap());
+        assert!(!cache.remove(&key("u")).unwrap());
+        assert_eq!(cache.clear().unwrap(), 1);
+        assert!(cache.list().unwrap().is_empty());
+        // No temp files left behind.
+        let names: Vec<String> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_group_or_world_readable_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let cache = TokenCache::open(&path).unwrap();
+        cache
+            .store(&key("u"), &token(&FakeClock::fixed(), "at", None))
+            .unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = cache.get(&key("u")).unwrap_err();
+        assert!(
+            matches!(err, AuthError::InsecureCache { mode: 0o644, .. }),
+            "{err}"
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(cache.get(&key("u")).is_err());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(cache.get(&key("u")).unwrap().is_some());
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing_and_file_stays_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let clock = FakeClock::fixed();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let path = path.clone();
+                let clock = clock.clone();
+                // A separate TokenCache per thread stands in for separate processes: only the file lock
+                // serialises them.
+                std::thread::spawn(move || {
+                    let cache = TokenCache::open(&path).unwrap();
+                    for i in 0..10 {
+                        cache
+                            .store(&key(&format!("t{t}-{i}")), &token(&clock, "at", Some("rt")))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let cache = Arc::new(TokenCache::open(&path).unwrap());
+        assert_eq!(cache.list().unwrap().len(), 80);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+    }
+
+    #[test]
+    fn corrupt_file_starts_empty_and_memory_cache_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let cache = TokenCache::open(&path).unwrap();
+        cache
+            .store(&key("u"), &token(&FakeClock::fixed(), "at", None))
+            .unwrap();
+        fs::write(&path, b"{not json").unwrap();
+        assert!(cache.get(&key("u")).unwrap().is_none());
+        let mem = TokenCache::in_memory();
+        mem.store(&key("u"), &token(&FakeClock::fixed(), "at", None))
+            .unwrap();
+        assert!(mem.get(&key("u")).unwrap().is_some());
+        assert!(mem.path().is_none());
+    }
+}

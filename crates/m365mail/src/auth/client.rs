@@ -1,0 +1,718 @@
+//! [`TokenClient`]: one async method per grant against an [`Authority`], hand-rolled on reqwest + rustls.
+//!
+//! Every request is a form POST encoded once by the form encoder (secrets contain `~ . _ -`); TLS is verified
+//! (platform verifier, plus an optional extra CA for the sandbox); redirects are not followed; transient
+//! failures are retried a bounded number of times honouring `Retry-After`. Bad credentials are never transient,
+//! so they are never retried (smart lockout).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use url::Url;
+
+use super::assertion::{ASSERTION_TYPE, AssertionAlg, CertificateCredential};
+use super::authority::{Authority, validate_client_id, validate_identifier};
+use super::device_code::{DeviceCode, DevicePoller, PollStep};
+use super::error::{AuthError, EntraError, Grant, strip_trace_suffix};
+use super::pkce::{Pkce, random_b64url};
+use super::response::TokenResponse;
+use super::scopes::Scopes;
+use crate::secret::Secret;
+use crate::time::{Clock, Sleeper, SystemClock, TokioSleeper};
+
+/// How the client authenticates itself.
+#[derive(Debug, Clone, Default)]
+pub enum ClientCredential {
+    /// A public client: sends no secret or assertion (device code, ROPC without secret, native auth code).
+    #[default]
+    Public,
+    /// A client secret (the secret's *value*).
+    Secret {
+        /// The value.
+        secret: Secret,
+        /// `client_secret_basic` (HTTP Basic) instead of the default `client_secret_post`.
+        basic: bool,
+    },
+    /// A certificate: a signed JWT assertion per request (`private_key_jwt`).
+    Certificate {
+        /// Certificate and key.
+        cert: Arc<CertificateCredential>,
+        /// Signature algorithm and thumbprint header.
+        alg: AssertionAlg,
+    },
+}
+
+impl ClientCredential {
+    /// A `client_secret_post` credential.
+    pub fn secret(secret: Secret) -> Self {
+        Self::Secret {
+            secret,
+            basic: false,
+        }
+    }
+
+    /// Whether this is a public client.
+    pub fn is_public(&self) -> bool {
+        matches!(self, Self::Public)
+    }
+}
+
+/// Bounded retry of transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 disables retrying).
+    pub max_retries: u32,
+    /// First backoff; doubles each retry.
+    pub base_delay: Duration,
+    /// Upper bound for any wait, including `Retry-After`.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Options for [`TokenClient::new`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Extra CA certificates (PEM) to trust besides the platform roots, e.g. the sandbox CA.
+    pub extra_ca_pem: Option<String>,
+    /// A PEM file with extra CA certificates (read at construction).
+    pub ca_file: Option<PathBuf>,
+    /// Trust only the extra CAs, not the platform roots.
+    pub ca_only: bool,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// The clock (expiry, assertions, polling deadlines).
+    pub clock: Arc<dyn Clock>,
+    /// The sleeper (polling interval, backoff).
+    pub sleeper: Arc<dyn Sleeper>,
+    /// Transient-failure retries.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            extra_ca_pem: None,
+            ca_file: None,
+            ca_only: false,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
+            sleeper: Arc::new(TokioSleeper),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Options for [`TokenClient::auth_code`].
+#[derive(Debug, Clone)]
+pub struct AuthCodeOptions {
+    /// Host in the redirect URI (`localhost` matches the `http://localhost` registration; any port is allowed
+    /// for loopback).
+    pub redirect_host: String,
+    /// Port to listen on (0 = any free port).
+    pub port: u16,
+    /// `prompt` (`login`, `none`, `consent`, `select_account`).
+    pub prompt: Option<String>,
+    /// `login_hint`.
+    pub login_hint: Option<String>,
+    /// How long to wait for the browser to come back.
+    pub timeout: Duration,
+}
+
+impl Default for AuthCodeOptions {
+    fn default() -> Self {
+        Self {
+            redirect_host: "localhost".to_owned(),
+            port: 0,
+            prompt: None,
+            login_hint: None,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The token client. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    authority: Authority,
+    client_id: String,
+    credential: ClientCredential,
+    clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for TokenClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenClient")
+            .field("authority", &self.inner.authority.to_string())
+            .field("client_id", &self.inner.client_id)
+            .field("credential", &self.inner.credential)
+            .finish()
+    }
+}
+
+impl TokenClient {
+    /// Builds a client. Validates the client id and loads the extra CA before any request.
+    pub fn new(
+        authority: Authority,
+        client_id: impl Into<String>,
+        credential: ClientCredential,
+        options: ClientOptions,
+    ) -> Result<Self, AuthError> {
+        let client_id = client_id.into();
+        validate_client_id(&client_id)?;
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("m365mail/", env!("CARGO_PKG_VERSION")));
+        let mut pem = options.extra_ca_pem.clone().unwrap_or_default();
+        if let Some(path) = &options.ca_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| AuthError::Credential(format!("CA file {}: {e}", path.display())))?;
+            pem.push('\n');
+            pem.push_str(&text);
+        }
+        if !pem.trim().is_empty() {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| AuthError::Credential(format!("CA PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(AuthError::Credential("CA PEM holds no certificate".into()));
+            }
+            builder = if options.ca_only {
+                builder.tls_certs_only(certs)
+            } else {
+                builder.tls_certs_merge(certs)
+            };
+        }
+        let http = builder
+            .build()
+            .map_err(|e| AuthError::Credential(format!("building the HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                authority,
+                client_id,
+                credential,
+                clock: options.clock,
+                sleeper: options.sleeper,
+                retry: options.retry,
+            }),
+        })
+    }
+
+    /// The authority.
+    pub fn authority(&self) -> &Authority {
+        &self.inner.authority
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    /// The client credential kind.
+    pub fn credential(&self) -> &ClientCredential {
+        &self.inner.credential
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// ROPC (`grant_type=password`): public without a secret, confidential with one. Refused over `common` and
+    /// `consumers` before any request.
+    pub async fn password(
+        &self,
+        username: &str,
+        password: &Secret,
+        scopes: &Scopes,
+    ) -> Result<TokenResponse, AuthError> {
+        self.inner.authority.check_grant(Grant::Password)?;
+        validate_identifier("username", username)?;
+        if password.is_empty() {
+            return Err(AuthError::InvalidInput {
+                field: "password",
+                reason: "empty".into(),
+            });
+        }
+        if password.expose().trim() != password.expose() {
+            // ROPC fails for passwords with leading/trailing whitespace (microsoft.md §11); warn, still send.
+            tracing::warn!(
+                "the password has leading or trailing whitespace; ROPC is known to fail for such passwords"
+            );
+        }
+        let scope = scopes.to_param();
+        let params = [
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password.expose()),
+            ("scope", scope.as_str()),
+        ];
+        self.token_request(Grant::Password, &params).await
+    }
+
+    /// Client credentials with the configured secret or certificate. Needs `/.default` scopes and a tenant GUID
+    /// or domain (refused before any request otherwise).
+    pub async fn client_credentials(&self, scopes: &Scopes) -> Result<TokenResponse, AuthError> {
+        self.inner.authority.check_grant(Grant::ClientCredentials)?;
+        if self.inner.credential.is_public() {
+            return Err(AuthError::MissingCredential {
+                grant: Grant::ClientCredentials,
+            });
+        }
+        if !scopes.is_default_only() {
+            tracing::warn!(scope = %scopes, "client credentials need `{{resource}}/.default` scopes; Entra will answer AADSTS1002012");
+        }
+        let scope = scopes.to_param();
+        let params = [
+            ("grant_type", "client_credentials"),
+            ("scope", scope.as_str()),
+        ];
+        self.token_request(Grant::ClientCredentials, &params).await
+    }
+
+    /// Redeems a refresh token. A public client sends no secret (as required for device-code/native tokens).
+    pub async fn refresh(
+        &self,
+        refresh_token: &Secret,
+        scopes: &Scopes,
+    ) -> Result<TokenResponse, AuthError> {
+        self.inner.authority.check_grant(Grant::RefreshToken)?;
+        let scope = scopes.to_param();
+        let params = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+            ("scope", scope.as_str()),
+        ];
+        self.token_request(Grant::RefreshToken, &params).await
+    }
+
+    /// Step 1 of the device flow: request a code.
+    pub async fn start_device_code(&self, scopes: &Scopes) -> Result<DeviceCode, AuthError> {
+        self.inner.authority.check_grant(Grant::DeviceCode)?;
+        let url = self.inner.authority.devicecode_endpoint();
+        let scope = scopes.to_param();
+        let mut form: Vec<(&str, &str)> =
+            vec![("client_id", &self.inner.client_id), ("scope", &scope)];
+        // Confidential clients may use the device flow too; a public client must not send a secret.
+        let secret;
+        if let ClientCredential::Secret { secret: s, .. } = &self.inner.credential {
+            secret = s.expose().to_owned();
+            form.push(("client_secret", &secret));
+        }
+        tracing::debug!(url = %url, "device code request");
+        let (status, retry_after, body) = self.send(&url, &form, None).await?;
+        let now = self.inner.clock.now();
+        if (200..300).contains(&status) {
+            let code = DeviceCode::parse(&body, now, url.as_str())?;
+            tracing::debug!(
+                expires_in = code.expires_in.as_secs(),
+                interval = code.interval.as_secs(),
+                "device code issued"
+            );
+            return Ok(code);
+        }
+        Err(error_reply(&url, status, retry_after, &body))
+    }
+
+    /// One poll of the token endpoint with a device code.
+    pub async fn poll_device_code_once(
+        &self,
+        code: &DeviceCode,
+    ) -> Result<TokenResponse, AuthError> {
+        let params = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", code.device_code.expose()),
+        ];
+        self.token_request_once(Grant::DeviceCode, &params).await
+    }
+
+    /// Step 2 of the device flow: polls until approved, declined, expired (server or local) or cancelled. Waits
+    /// `interval` before every poll (through the injected sleeper); `slow_down` adds 5 s.
+    pub async fn poll_device_code(
+        &self,
+        code: &DeviceCode,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<TokenResponse, AuthError> {
+        let mut cancel = pin!(cancel);
+        let mut poller = DevicePoller::new(code);
+        loop {
+            let PollStep::Wait(wait) = poller.next_wait(self.inner.clock.now())?;
+            tokio::select! {
+                biased;
+                () = &mut cancel => return Err(AuthError::Cancelled),
+                () = self.inner.sleeper.sleep(wait) => {}
+            }
+            poller.may_poll(self.inner.clock.now())?;
+            let result = tokio::select! {
+                biased;
+                () = &mut cancel => return Err(AuthError::Cancelled),
+                r = self.poll_device_code_once(code) => r,
+            };
+            match result {
+                Ok(token) => {
+                    tracing::debug!(polls = poller.polls(), "device code approved");
+                    return Ok(token);
+                }
+                Err(e) => poller.on_error(e)?,
+            }
+        }
+    }
+
+    /// The whole device flow: request a code, hand it to `on_code` (show `code.message` to the user), poll.
+    pub async fn device_code(
+        &self,
+        scopes: &Scopes,
+        on_code: impl FnOnce(&DeviceCode),
+        cancel: impl Future<Output = ()>,
+    ) -> Result<TokenResponse, AuthError> {
+        let code = self.start_device_code(scopes).await?;
+        on_code(&code);
+        self.poll_device_code(&code, cancel).await
+    }
+
+    /// The authorize URL for the auth-code flow.
+    pub fn authorize_url(
+        &self,
+        scopes: &Scopes,
+        redirect_uri: &str,
+        state: &str,
+        pkce: &Pkce,
+        options: &AuthCodeOptions,
+    ) -> Url {
+        let mut url = self.inner.authority.authorize_endpoint();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &self.inner.client_id)
+                .append_pair("response_type", "code")
+                .append_pair("redirect_uri", redirect_uri)
+                .append_pair("response_mode", "query")
+                .append_pair("scope", &scopes.to_param())
+                .append_pair("state", state)
+                .append_pair("code_challenge", &pkce.challenge)
+                .append_pair("code_challenge_method", pkce.method());
+            if let Some(p) = &options.prompt {
+                q.append_pair("prompt", p);
+            }
+            if let Some(h) = &options.login_hint {
+                q.append_pair("login_hint", h);
+            }
+        }
+        url
+    }
+
+    /// Redeems an authorization code with its PKCE verifier.
+    pub async fn redeem_code(
+        &self,
+        code: &Secret,
+        redirect_uri: &str,
+        verifier: &Secret,
+        scopes: &Scopes,
+    ) -> Result<TokenResponse, AuthError> {
+        let scope = scopes.to_param();
+        let params = [
+            ("grant_type", "authorization_code"),
+            ("code", code.expose()),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", verifier.expose()),
+            ("scope", scope.as_str()),
+        ];
+        self.token_request(Grant::AuthCode, &params).await
+    }
+
+    /// Auth code + PKCE with a loopback redirect listener on 127.0.0.1. `open_browser` receives the authorize
+    /// URL (open it in a browser, print it, or drive it from a test); the listener answers the redirect with a
+    /// small HTML page, checks `state`, and the code is redeemed.
+    pub async fn auth_code(
+        &self,
+        scopes: &Scopes,
+        options: &AuthCodeOptions,
+        open_browser: impl FnOnce(&Url),
+        cancel: impl Future<Output = ()>,
+    ) -> Result<TokenResponse, AuthError> {
+        self.inner.authority.check_grant(Grant::AuthCode)?;
+        let listener = TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .map_err(|e| AuthError::Redirect(format!("cannot listen on 127.0.0.1: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| AuthError::Redirect(e.to_string()))?
+            .port();
+        let redirect_uri = format!("http://{}:{port}", options.redirect_host);
+        let state = random_b64url(24);
+        let pkce = Pkce::generate();
+        let url = self.authorize_url(scopes, &redirect_uri, &state, &pkce, options);
+        tracing::debug!(port, "waiting for the authorization redirect");
+        open_browser(&url);
+        let mut cancel = pin!(cancel);
+        let code = tokio::select! {
+            biased;
+            () = &mut cancel => return Err(AuthError::Cancelled),
+            r = tokio::time::timeout(options.timeout, wait_for_redirect(&listener, &state)) => match r {
+                Ok(r) => r?,
+                Err(_) => return Err(AuthError::Redirect(format!(
+                    "no redirect within {} s", options.timeout.as_secs()))),
+            },
+        };
+        drop(listener);
+        self.redeem_code(&code, &redirect_uri, &pkce.verifier, scopes)
+            .await
+    }
+
+    /// A token request with retries of transient failures.
+    async fn token_request(
+        &self,
+        grant: Grant,
+        params: &[(&str, &str)],
+    ) -> Result<TokenResponse, AuthError> {
+        let policy = self.inner.retry;
+        let mut attempt = 0u32;
+        loop {
+            match self.token_request_once(grant, params).await {
+                Ok(t) => return Ok(t),
+                Err(e) if e.is_transient() && attempt < policy.max_retries => {
+                    let backoff = policy.base_delay.saturating_mul(1 << attempt.min(16));
+                    let wait = e.retry_after().unwrap_or(backoff).min(policy.max_delay);
+                    attempt += 1;
+                    tracing::info!(%grant, attempt, wait_ms = wait.as_millis() as u64, error = %e, "transient failure; retrying");
+                    self.inner.sleeper.sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One token request: adds client id and client authentication (a fresh assertion each time).
+    async fn token_request_once(
+        &self,
+        grant: Grant,
+        params: &[(&str, &str)],
+    ) -> Result<TokenResponse, AuthError> {
+        let url = self.inner.authority.token_endpoint();
+        let mut form: Vec<(&str, &str)> = Vec::with_capacity(params.len() + 3);
+        form.push(("client_id", &self.inner.client_id));
+        form.extend_from_slice(params);
+        let assertion;
+        let mut basic = None;
+        match &self.inner.credential {
+            ClientCredential::Public => {}
+            ClientCredential::Secret {
+                secret,
+                basic: false,
+            } => form.push(("client_secret", secret.expose())),
+            ClientCredential::Secret {
+                secret,
+                basic: true,
+            } => basic = Some(secret),
+            ClientCredential::Certificate { cert, alg } => {
+                assertion = cert.assertion(
+                    *alg,
+                    &self.inner.client_id,
+                    url.as_str(),
+                    self.inner.clock.as_ref(),
+                )?;
+                form.push(("client_assertion_type", ASSERTION_TYPE));
+                form.push(("client_assertion", assertion.expose()));
+            }
+        }
+        tracing::debug!(%grant, url = %url, "token request");
+        let (status, retry_after, body) = self.send(&url, &form, basic).await?;
+        let now = self.inner.clock.now();
+        if (200..300).contains(&status) {
+            let token = TokenResponse::parse(&body, now, url.as_str())?;
+            tracing::debug!(%grant, status, expires_in = token.expires_in.as_secs(), refresh_token = token.refresh_token.is_some(), "token issued");
+            return Ok(token);
+        }
+        let err = error_reply(&url, status, retry_after, &body);
+        tracing::debug!(%grant, status, class = %err.class(), codes = ?err.entra().map(|e| &e.error_codes), "token request refused");
+        Err(err)
+    }
+
+    async fn send(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        basic: Option<&Secret>,
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), AuthError> {
+        let mut req = self
+            .inner
+            .http
+            .post(url.clone())
+            .form(form)
+            .header("Accept", "application/json");
+        if let Some(secret) = basic {
+            // RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            req = req.basic_auth(enc(&self.inner.client_id), Some(enc(secret.expose())));
+        }
+        let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.map_err(|e| transport_error(url, &e))?;
+        Ok((status, retry_after, body.to_vec()))
+    }
+}
+
+/// Turns a non-2xx reply into an error: Entra JSON if it parses, else `UnexpectedReply` with an excerpt.
+fn error_reply(url: &Url, status: u16, retry_after: Option<Duration>, body: &[u8]) -> AuthError {
+    if let Some(mut e) = EntraError::parse(status, body) {
+        e.retry_after = retry_after;
+        return e.into();
+    }
+    let text = String::from_utf8_lossy(body);
+    let excerpt: String = text
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    AuthError::UnexpectedReply {
+        url: url.to_string(),
+        status,
+        excerpt,
+    }
+}
+
+/// Classifies a transport error: timeout, TLS, connect, other. Walks the source chain because reqwest wraps
+/// rustls errors inside hyper and io errors.
+fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
+    let url_s = url.to_string();
+    let mut chain = Vec::new();
+    let mut tls = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            tls = true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            tls = true;
+        }
+        let text = e.to_string();
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            tls = true;
+        }
+        if !chain.contains(&text) {
+            chain.push(text);
+        }
+        source = e.source();
+    }
+    let detail = chain.join(": ");
+    if err.is_timeout() {
+        AuthError::Timeout { url: url_s }
+    } else if tls {
+        AuthError::Tls { url: url_s, detail }
+    } else if err.is_connect() {
+        AuthError::Connect { url: url_s, detail }
+    } else {
+        AuthError::Http { url: url_s, detail }
+    }
+}
+
+/// Accepts loopback connections until one carries `code` or `error`; answers each with a small page.
+async fn wait_for_redirect(listener: &TcpListener, state: &str) -> Result<Secret, AuthError> {
+    loop {
+        let (mut stream, _) = listener
+            .accept()
+            .await
+            .map_err(|e| AuthError::Redirect(format!("accept: {e}")))?;
+        let mut buf = Vec::with_capacity(2048);
+        let mut chunk = [0u8; 2048];
+        // Read the request head only (bounded to 16 KiB).
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&buf);
+        let target = head
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("GET "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or("");
+        let query = Url::parse(&format!("http://127.0.0.1{target}")).ok();
+        let pairs: Vec<(String, String)> = query
+            .map(|u| u.query_pairs().into_owned().collect())
+            .unwrap_or_default();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let outcome = match (get("code"), get("error")) {
+            (_, Some(error)) => Some(Err(AuthError::AuthorizeRedirect {
+                error,
+                description: strip_trace_suffix(&get("error_description").unwrap_or_default()),
+            })),
+            (Some(code), None) => {
+                if get("state").as_deref() == Some(state) {
+                    Some(Ok(Secret::new(code)))
+                } else {
+                    Some(Err(AuthError::StateMismatch))
+                }
+            }
+            (None, None) => None,
+        };
+        let (status, body) = match &outcome {
+            None => ("404 Not Found", "Not found.".to_owned()),
+            Some(Ok(_)) => (
+                "200 OK",
+                "Sign-in complete. You can close this window and return to m365mail.".to_owned(),
+            ),
+            Some(Err(e)) => (
+                "400 Bad Request",
+                format!("Sign-in failed: {}", html_escape(&e.to_string())),
+            ),
+        };
+        let page = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>m365mail</title></head><body><p>{body}</p></body></html>"
+        );
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{page}",
+            page.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

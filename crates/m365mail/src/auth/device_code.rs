@@ -1,0 +1,245 @@
+//! Device authorization grant: the device-code response and a sans-I/O polling state machine
+//! (microsoft.md §5.4, RFC 8628). The HTTP driver lives in [`super::client::TokenClient::device_code`].
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use super::error::{AuthError, EntraError};
+use crate::secret::Secret;
+
+/// The device-code endpoint's reply.
+#[derive(Debug, Clone)]
+pub struct DeviceCode {
+    /// Secret: sent when polling.
+    pub device_code: Secret,
+    /// Shown to the user.
+    pub user_code: String,
+    /// Shown to the user (always display the returned value).
+    pub verification_uri: String,
+    /// The server's ready-made text (localised); show it verbatim.
+    pub message: String,
+    /// Lifetime of the code.
+    pub expires_in: Duration,
+    /// Seconds between polls.
+    pub interval: Duration,
+    /// Local time the code was received.
+    pub issued_at: SystemTime,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    device_code: String,
+    user_code: String,
+    #[serde(alias = "verification_url")]
+    verification_uri: String,
+    message: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    interval: Option<serde_json::Value>,
+}
+
+fn secs(v: Option<&serde_json::Value>) -> Option<u64> {
+    match v? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+impl DeviceCode {
+    /// Parses the reply received at `now`. Defaults: 900 s lifetime, 5 s interval.
+    pub fn parse(body: &[u8], now: SystemTime, url: &str) -> Result<Self, AuthError> {
+        let raw: Raw = serde_json::from_slice(body).map_err(|e| AuthError::MalformedResponse {
+            url: url.to_owned(),
+            reason: format!("not a device-code response ({:?})", e.classify()),
+        })?;
+        let message = raw.message.unwrap_or_else(|| {
+            format!(
+                "To sign in, use a web browser to open the page {} and enter the code {} to authenticate.",
+                raw.verification_uri, raw.user_code
+            )
+        });
+        Ok(Self {
+            device_code: Secret::new(raw.device_code),
+            user_code: raw.user_code,
+            verification_uri: raw.verification_uri,
+            message,
+            expires_in: Duration::from_secs(secs(raw.expires_in.as_ref()).unwrap_or(900)),
+            interval: Duration::from_secs(secs(raw.interval.as_ref()).unwrap_or(5).max(1)),
+            issued_at: now,
+        })
+    }
+
+    /// When the code expires locally.
+    pub fn deadline(&self) -> SystemTime {
+        self.issued_at + self.expires_in
+    }
+}
+
+/// What the poll loop should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollStep {
+    /// Wait this long, then poll.
+    Wait(Duration),
+}
+
+/// The polling state machine: decides waits and reacts to poll outcomes, with no I/O.
+#[derive(Debug, Clone)]
+pub struct DevicePoller {
+    interval: Duration,
+    deadline: SystemTime,
+    polls: u32,
+}
+
+/// Extra wait added by `slow_down` (RFC 8628 §3.5).
+pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+
+impl DevicePoller {
+    /// A poller for a code.
+    pub fn new(code: &DeviceCode) -> Self {
+        Self {
+            interval: code.interval,
+            deadline: code.deadline(),
+            polls: 0,
+        }
+    }
+
+    /// The current interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// How many polls were made.
+    pub fn polls(&self) -> u32 {
+        self.polls
+    }
+
+    /// Before each poll: wait `interval` (also before the first poll), unless the code has expired by `now`.
+    pub fn next_wait(&self, now: SystemTime) -> Result<PollStep, AuthError> {
+        if now >= self.deadline {
+            return Err(AuthError::DeviceCodeExpired);
+        }
+        Ok(PollStep::Wait(self.interval))
+    }
+
+    /// After the wait: may we poll at `now`? (Stops locally once `expires_in` has elapsed.)
+    pub fn may_poll(&mut self, now: SystemTime) -> Result<(), AuthError> {
+        if now > self.deadline {
+            return Err(AuthError::DeviceCodeExpired);
+        }
+        self.polls += 1;
+        Ok(())
+    }
+
+    /// A poll failed with `err`: `Ok(())` means keep polling, `Err` means stop with that error.
+    /// `authorization_pending` continues; `slow_down` adds 5 s; transient errors (network, 5xx) keep polling
+    /// while the code is valid; `expired_token`, `authorization_declined`, `bad_verification_code` and anything
+    /// else stop.
+    pub fn on_error(&mut self, err: AuthError) -> Result<(), AuthError> {
+        match &err {
+            AuthError::Entra(e) if is_pending(e) => Ok(()),
+            AuthError::Entra(e) if e.error == "slow_down" => {
+                self.interval += SLOW_DOWN_STEP;
+                Ok(())
+            }
+            e if e.is_transient() => {
+                tracing::debug!(error = %e, "transient error while polling; continuing");
+                Ok(())
+            }
+            _ => Err(err),
+        }
+    }
+}
+
+fn is_pending(e: &EntraError) -> bool {
+    e.error == "authorization_pending" || (e.has_code(70016) && e.error != "slow_down")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{Clock, FakeClock};
+
+    fn code(clock: &FakeClock, expires: u64, interval: u64) -> DeviceCode {
+        let body = format!(
+            r#"{{"device_code":"DC-secret","user_code":"ABCD-EFGH","verification_uri":"https://microsoft.com/devicelogin","expires_in":{expires},"interval":{interval},"message":"To sign in, open https://microsoft.com/devicelogin and enter ABCD-EFGH."}}"#
+        );
+        DeviceCode::parse(body.as_bytes(), clock.now(), "u").unwrap()
+    }
+
+    fn entra(json: &str) -> AuthError {
+        EntraError::parse(400, json.as_bytes()).unwrap().into()
+    }
+
+    #[test]
+    fn parse_and_defaults() {
+        let clock = FakeClock::fixed();
+        let c = code(&clock, 900, 5);
+        assert_eq!(c.user_code, "ABCD-EFGH");
+        assert!(c.message.contains("ABCD-EFGH"));
+        assert!(!format!("{c:?}").contains("DC-secret"));
+        let c = DeviceCode::parse(
+            br#"{"device_code":"d","user_code":"u","verification_uri":"v"}"#,
+            clock.now(),
+            "u",
+        )
+        .unwrap();
+        assert_eq!(c.expires_in, Duration::from_secs(900));
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert!(c.message.contains('v'));
+    }
+
+    #[test]
+    fn pending_slow_down_and_stop_conditions() {
+        let clock = FakeClock::fixed();
+        let mut p = DevicePoller::new(&code(&clock, 900, 5));
+        assert_eq!(
+            p.next_wait(clock.now()).unwrap(),
+            PollStep::Wait(Duration::from_secs(5))
+        );
+        p.on_error(entra(
+            r#"{"error":"authorization_pending","error_codes":[70016]}"#,
+        ))
+        .unwrap();
+        assert_eq!(p.interval(), Duration::from_secs(5));
+        p.on_error(entra(r#"{"error":"slow_down"}"#)).unwrap();
+        assert_eq!(
+            p.next_wait(clock.now()).unwrap(),
+            PollStep::Wait(Duration::from_secs(10))
+        );
+        p.on_error(entra(r#"{"error":"slow_down"}"#)).unwrap();
+        assert_eq!(p.interval(), Duration::from_secs(15));
+        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        for stop in [
+            r#"{"error":"expired_token","error_codes":[70019]}"#,
+            r#"{"error":"authorization_declined"}"#,
+            r#"{"error":"bad_verification_code","error_codes":[70018]}"#,
+            r#"{"error":"invalid_client","error_codes":[7000218]}"#,
+        ] {
+            assert!(p.on_error(entra(stop)).is_err(), "{stop}");
+        }
+    }
+
+    #[test]
+    fn stops_locally_when_expires_in_elapses() {
+        let clock = FakeClock::fixed();
+        let mut p = DevicePoller::new(&code(&clock, 12, 5));
+        let mut polls = 0;
+        let err = loop {
+            let PollStep::Wait(d) = match p.next_wait(clock.now()) {
+                Ok(s) => s,
+                Err(e) => break e,
+            };
+            clock.advance(d);
+            if let Err(e) = p.may_poll(clock.now()) {
+                break e;
+            }
+            polls += 1;
+            p.on_error(entra(r#"{"error":"authorization_pending"}"#))
+                .unwrap();
+        };
+        assert!(matches!(err, AuthError::DeviceCodeExpired));
+        assert_eq!(polls, 2); // at t=5 and t=10; t=15 is past the 12 s lifetime
+        assert_eq!(p.polls(), 2);
+    }
+}

@@ -1,0 +1,666 @@
+//! [`AuthError`], the one error type of the auth layer, and [`EntraError`], Entra's error JSON.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::aadsts::{self, AadstsInfo};
+
+/// Who has to act to fix an error. The CLI maps each class to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// The user must act (credentials, password change, sign in again).
+    User,
+    /// A tenant admin must act (consent, Conditional Access, disabled account or app, expired secret).
+    Admin,
+    /// The connector configuration is wrong (client id, tenant, scope, app registration settings).
+    Config,
+    /// This flow cannot work here: switch flow (e.g. MFA blocks ROPC).
+    SwitchFlow,
+    /// Transient: retry later with backoff.
+    Transient,
+    /// Protocol or flow state (device code expired or declined, cancelled, state mismatch).
+    FlowState,
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::User => "user action needed",
+            Self::Admin => "admin action needed",
+            Self::Config => "connector configuration",
+            Self::SwitchFlow => "switch flow",
+            Self::Transient => "transient",
+            Self::FlowState => "flow state",
+        })
+    }
+}
+
+/// Entra's error reply, parsed leniently: every field optional, unknown fields ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntraError {
+    /// HTTP status of the reply.
+    pub http_status: u16,
+    /// The OAuth `error` string (`invalid_grant`, `authorization_pending`, ...).
+    pub error: String,
+    /// Every `error_codes` entry, in order.
+    pub error_codes: Vec<u32>,
+    /// `error_description` without the `\r\nTrace ID: ... Timestamp: ...` suffix.
+    pub description: String,
+    /// `trace_id`, for support requests.
+    pub trace_id: Option<String>,
+    /// `correlation_id`, for support requests.
+    pub correlation_id: Option<String>,
+    /// `suberror` (`user_password_expired`, `consent_required`, `basic_action`, `additional_action`).
+    pub suberror: Option<String>,
+    /// A Conditional Access claims challenge, kept opaque.
+    pub claims: Option<String>,
+    /// `error_uri`, when Entra has more detail.
+    pub error_uri: Option<String>,
+    /// `password_change_url` (with `suberror: user_password_expired`).
+    pub password_change_url: Option<String>,
+    /// The `Retry-After` header, when present.
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+struct RawEntraError {
+    error: Option<String>,
+    error_description: Option<String>,
+    #[serde(default, deserialize_with = "lenient_codes")]
+    error_codes: Vec<u32>,
+    trace_id: Option<String>,
+    correlation_id: Option<String>,
+    suberror: Option<String>,
+    claims: Option<serde_json::Value>,
+    error_uri: Option<String>,
+    password_change_url: Option<String>,
+}
+
+/// `error_codes` should be an integer array; accept numbers as strings and a bare number too.
+fn lenient_codes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let one = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    Ok(match &value {
+        serde_json::Value::Array(items) => items.iter().filter_map(one).collect(),
+        other => one(other).into_iter().collect(),
+    })
+}
+
+impl EntraError {
+    /// Parses an error body. Returns `None` when the body is not JSON or has no `error` field (then it is
+    /// not an OAuth error reply, e.g. a proxy's HTML page).
+    pub fn parse(http_status: u16, body: &[u8]) -> Option<Self> {
+        let raw: RawEntraError = serde_json::from_slice(body).ok()?;
+        let error = raw.error?;
+        let mut error_codes = raw.error_codes;
+        let description = raw
+            .error_description
+            .map(|d| strip_trace_suffix(&d))
+            .unwrap_or_default();
+        // Some replies carry the code only in the description ("AADSTS50126: ..."); recover it so branching
+        // on codes still works. (This reads the description for the code only, never to branch on text.)
+        if error_codes.is_empty()
+            && let Some(code) = leading_aadsts_code(&description)
+        {
+            error_codes.push(code);
+        }
+        Some(Self {
+            http_status,
+            error,
+            error_codes,
+            description,
+            trace_id: raw.trace_id,
+            correlation_id: raw.correlation_id,
+            suberror: raw.suberror,
+            claims: raw.claims.map(|c| match c {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            }),
+            error_uri: raw.error_uri,
+            password_change_url: raw.password_change_url,
+            retry_after: None,
+        })
+    }
+
+    /// The catalogue entry of the first known code.
+    pub fn known(&self) -> Option<&'static AadstsInfo> {
+        aadsts::first_known(&self.error_codes)
+    }
+
+    /// Whether any of the codes is `code`.
+    pub fn has_code(&self, code: u32) -> bool {
+        self.error_codes.contains(&code)
+    }
+
+    /// The class: codes first, then `error`, then `suberror`, then the HTTP status.
+    pub fn class(&self) -> ErrorClass {
+        if let Some(info) = self.known() {
+            return info.class;
+        }
+        match self.error.as_str() {
+            "authorization_pending"
+            | "slow_down"
+            | "authorization_declined"
+            | "bad_verification_code"
+            | "expired_token" => return ErrorClass::FlowState,
+            "temporarily_unavailable" | "server_error" => return ErrorClass::Transient,
+            "interaction_required" => return ErrorClass::SwitchFlow,
+            "consent_required" => return ErrorClass::Admin,
+            "invalid_client"
+            | "unauthorized_client"
+            | "invalid_scope"
+            | "invalid_request"
+            | "unsupported_grant_type"
+            | "invalid_resource" => return ErrorClass::Config,
+            "invalid_grant" => return ErrorClass::User,
+            _ => {}
+        }
+        match self.suberror.as_deref() {
+            Some("user_password_expired") => return ErrorClass::User,
+            Some("consent_required") => return ErrorClass::Admin,
+            Some("basic_action" | "additional_action") => return ErrorClass::SwitchFlow,
+            _ => {}
+        }
+        if self.http_status == 429 || self.http_status >= 500 {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Config
+        }
+    }
+
+    /// Named cause.
+    pub fn cause(&self) -> String {
+        if let Some(info) = self.known() {
+            return info.cause.to_owned();
+        }
+        match self.error.as_str() {
+            "authorization_declined" => "device flow: the user declined the sign-in".into(),
+            "expired_token" => "device flow: the device code expired".into(),
+            "bad_verification_code" => "device flow: the device code was not recognised".into(),
+            "interaction_required" => "an interactive sign-in is required (MFA or policy)".into(),
+            "consent_required" => "consent is missing for the requested scopes".into(),
+            "temporarily_unavailable" | "server_error" => "Entra is temporarily unavailable".into(),
+            "invalid_client" => "the client could not be authenticated".into(),
+            "invalid_scope" => "the scope is not valid".into(),
+            "invalid_grant" => "the grant (password, code or refresh token) is not valid".into(),
+            "unauthorized_client" => "the client is not authorised for this grant".into(),
+            other => format!("Entra ID refused the request ({other})"),
+        }
+    }
+
+    /// Remedy.
+    pub fn remedy(&self) -> String {
+        if let Some(info) = self.known() {
+            return info.remedy.to_owned();
+        }
+        match (self.error.as_str(), self.suberror.as_deref()) {
+            ("authorization_declined" | "expired_token" | "bad_verification_code", _) => {
+                "start a new device-code sign-in".into()
+            }
+            ("interaction_required", _) => "use device code or auth code + PKCE".into(),
+            (_, Some("user_password_expired")) => "the user must change the password".into(),
+            ("consent_required", _) | (_, Some("consent_required")) => {
+                "grant admin consent (App registration → API permissions → Grant admin consent)"
+                    .into()
+            }
+            ("temporarily_unavailable" | "server_error", _) => "retry later with backoff".into(),
+            _ => match self.error_codes.first() {
+                Some(code) => format!("see https://login.microsoftonline.com/error?code={code}"),
+                None => "check the app registration and the request".into(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for EntraError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.known() {
+            Some(info) => write!(f, "AADSTS{} {}: {}", info.code, info.name, info.cause)?,
+            None => match self.error_codes.first() {
+                Some(code) => write!(f, "AADSTS{code}: {}", self.cause())?,
+                None => write!(f, "{}", self.cause())?,
+            },
+        }
+        write!(f, ". Remedy: {}", self.remedy())?;
+        write!(f, " [error={}, HTTP {}", self.error, self.http_status)?;
+        if self.error_codes.len() > 1 {
+            let codes: Vec<String> = self.error_codes.iter().map(u32::to_string).collect();
+            write!(f, ", codes={}", codes.join(","))?;
+        }
+        if let Some(sub) = &self.suberror {
+            write!(f, ", suberror={sub}")?;
+        }
+        if let Some(trace) = &self.trace_id {
+            write!(f, ", trace ID {trace}")?;
+        }
+        if let Some(corr) = &self.correlation_id {
+            write!(f, ", correlation ID {corr}")?;
+        }
+        f.write_str("]")?;
+        if !self.description.is_empty() {
+            write!(f, " Entra said: {}", self.description)?;
+        }
+        Ok(())
+    }
+}
+
+/// Cuts `\r\nTrace ID: ...` (and everything after) off an `error_description`.
+pub fn strip_trace_suffix(description: &str) -> String {
+    let cut = ["\r\nTrace ID:", "\nTrace ID:", " Trace ID:"]
+        .iter()
+        .filter_map(|m| description.find(m))
+        .min()
+        .unwrap_or(description.len());
+    description[..cut].trim_end().to_owned()
+}
+
+fn leading_aadsts_code(description: &str) -> Option<u32> {
+    let rest = description.strip_prefix("AADSTS")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Which grant a request is for (used in messages and tenant checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grant {
+    /// ROPC (`grant_type=password`).
+    Password,
+    /// Device authorization grant.
+    DeviceCode,
+    /// Client credentials (secret or certificate).
+    ClientCredentials,
+    /// Refresh token.
+    RefreshToken,
+    /// Authorization code + PKCE.
+    AuthCode,
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Password => "password (ROPC)",
+            Self::DeviceCode => "device code",
+            Self::ClientCredentials => "client credentials",
+            Self::RefreshToken => "refresh token",
+            Self::AuthCode => "authorization code",
+        })
+    }
+}
+
+/// Every error of the auth layer. Display shows cause and remedy (and, for Entra errors, code, name, trace and
+/// correlation ids) and never a secret.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A user-supplied value is invalid (client id, tenant, username, URL, ...), detected before any request.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// Which field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The tenant alias cannot be used with this grant (e.g. `common` with ROPC), detected before any request.
+    #[error(
+        "the {grant} grant cannot use the '{tenant}' tenant endpoint; use the tenant GUID or domain{}",
+        if *.grant == Grant::Password { " (or `organizations`)" } else { "" }
+    )]
+    TenantNotAllowed {
+        /// The grant.
+        grant: Grant,
+        /// The alias that was refused.
+        tenant: String,
+    },
+    /// The grant needs a client credential (secret or certificate) that is not configured.
+    #[error("the {grant} grant needs a client secret or certificate; none is configured")]
+    MissingCredential {
+        /// The grant.
+        grant: Grant,
+    },
+    /// Entra ID answered with its error JSON.
+    #[error("{0}")]
+    Entra(Box<EntraError>),
+    /// The server answered with something that is not JSON (e.g. a proxy page).
+    #[error("unexpected reply from {url}: HTTP {status}, not an OAuth JSON body: {excerpt:?}")]
+    UnexpectedReply {
+        /// Endpoint.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The first ~200 characters of the body.
+        excerpt: String,
+    },
+    /// A success reply that is not a valid token response.
+    #[error("malformed token response from {url}: {reason}")]
+    MalformedResponse {
+        /// Endpoint.
+        url: String,
+        /// What was wrong (never the token itself).
+        reason: String,
+    },
+    /// The token type is not Bearer.
+    #[error("unsupported token_type {0:?} (expected Bearer)")]
+    UnsupportedTokenType(String),
+    /// The request timed out.
+    #[error("request to {url} timed out")]
+    Timeout {
+        /// Endpoint.
+        url: String,
+    },
+    /// Could not connect (refused, DNS, unreachable).
+    #[error("cannot connect to {url}: {detail}")]
+    Connect {
+        /// Endpoint.
+        url: String,
+        /// Transport detail.
+        detail: String,
+    },
+    /// TLS failure (untrusted CA, wrong host name, handshake).
+    #[error("TLS failure talking to {url}: {detail}")]
+    Tls {
+        /// Endpoint.
+        url: String,
+        /// TLS detail.
+        detail: String,
+    },
+    /// Other transport error.
+    #[error("HTTP error talking to {url}: {detail}")]
+    Http {
+        /// Endpoint.
+        url: String,
+        /// Detail.
+        detail: String,
+    },
+    /// A certificate, private key or CA file could not be loaded or used.
+    #[error("credential error: {0}")]
+    Credential(String),
+    /// Device flow: `expires_in` elapsed locally before approval.
+    #[error("the device code expired before the sign-in was completed")]
+    DeviceCodeExpired,
+    /// The flow was cancelled by the caller.
+    #[error("the sign-in was cancelled")]
+    Cancelled,
+    /// Auth code: the `state` on the redirect does not match the one sent.
+    #[error("the redirect's state does not match the request (possible CSRF); sign-in aborted")]
+    StateMismatch,
+    /// Auth code: the authorize endpoint redirected back with an error.
+    #[error("the authorization endpoint returned {error}: {description}")]
+    AuthorizeRedirect {
+        /// `error` query parameter.
+        error: String,
+        /// `error_description` query parameter, without the trace suffix.
+        description: String,
+    },
+    /// Auth code: the loopback redirect listener failed or timed out.
+    #[error("loopback redirect listener: {0}")]
+    Redirect(String),
+    /// No refresh token is available for this account.
+    #[error(
+        "no refresh token is cached for this account; sign in with an interactive or password flow"
+    )]
+    NoRefreshToken,
+    /// The token cache could not be read or written.
+    #[error("token cache {path}: {detail}")]
+    Cache {
+        /// Cache file.
+        path: String,
+        /// Detail.
+        detail: String,
+    },
+    /// The token cache file is readable by group or others; it is not read.
+    #[error(
+        "refusing to read token cache {path}: mode {mode:o} is group/world-accessible; run `chmod 600 {path}`"
+    )]
+    InsecureCache {
+        /// Cache file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl From<EntraError> for AuthError {
+    fn from(e: EntraError) -> Self {
+        Self::Entra(Box::new(e))
+    }
+}
+
+impl AuthError {
+    /// Who has to act.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::InvalidInput { .. }
+            | Self::TenantNotAllowed { .. }
+            | Self::MissingCredential { .. }
+            | Self::Credential(_)
+            | Self::UnsupportedTokenType(_)
+            | Self::Cache { .. }
+            | Self::InsecureCache { .. } => ErrorClass::Config,
+            Self::Entra(e) => e.class(),
+            Self::UnexpectedReply { status, .. } => {
+                if *status == 429 || *status >= 500 {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Config
+                }
+            }
+            Self::MalformedResponse { .. } => ErrorClass::Config,
+            Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
+                ErrorClass::Transient
+            }
+            Self::Tls { .. } => ErrorClass::Config,
+            Self::DeviceCodeExpired
+            | Self::Cancelled
+            | Self::StateMismatch
+            | Self::Redirect(_)
+            | Self::AuthorizeRedirect { .. } => ErrorClass::FlowState,
+            Self::NoRefreshToken => ErrorClass::User,
+        }
+    }
+
+    /// Whether retrying later may succeed. Bad credentials (50126) and lockout (50053) are never transient.
+    pub fn is_transient(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
+
+    /// The Entra error, if this is one.
+    pub fn entra(&self) -> Option<&EntraError> {
+        match self {
+            Self::Entra(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether Entra reported `code` (anywhere in `error_codes`).
+    pub fn has_code(&self, code: u32) -> bool {
+        self.entra().is_some_and(|e| e.has_code(code))
+    }
+
+    /// Named cause, one line.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Entra(e) => e.cause(),
+            Self::TenantNotAllowed { grant, tenant } => {
+                format!("the {grant} grant is not supported over /{tenant}")
+            }
+            Self::Timeout { .. } => "the identity endpoint did not answer in time".into(),
+            Self::Connect { .. } => "the identity endpoint is unreachable".into(),
+            Self::Tls { .. } => "the server certificate is not trusted or TLS failed".into(),
+            Self::InsecureCache { .. } => "the token cache file is readable by others".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// What to do.
+    pub fn remedy(&self) -> String {
+        match self {
+            Self::Entra(e) => e.remedy(),
+            Self::InvalidInput { field, .. } => format!("fix the {field} in the profile or arguments"),
+            Self::TenantNotAllowed { .. } => {
+                "set tenant to the tenant GUID or verified domain".into()
+            }
+            Self::MissingCredential { .. } => {
+                "configure a client secret (M365MAIL_CLIENT_SECRET / --secret-file) or a certificate".into()
+            }
+            Self::UnexpectedReply { .. } => {
+                "check the authority URL / cloud and any proxy in between".into()
+            }
+            Self::MalformedResponse { .. } | Self::UnsupportedTokenType(_) => {
+                "check the authority URL points at Entra ID".into()
+            }
+            Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
+                "check network access to the authority host, then retry".into()
+            }
+            Self::Tls { .. } => {
+                "trust the server's CA (ca_file in the profile) or fix the authority host name".into()
+            }
+            Self::Credential(_) => "check the certificate / private key / CA file paths and formats".into(),
+            Self::DeviceCodeExpired => "start a new device-code sign-in and complete it in time".into(),
+            Self::Cancelled => "run the command again".into(),
+            Self::StateMismatch | Self::Redirect(_) | Self::AuthorizeRedirect { .. } => {
+                "start the sign-in again".into()
+            }
+            Self::NoRefreshToken => "sign in once with device code, auth code or password".into(),
+            Self::Cache { .. } => "check the cache path and its permissions, or use --no-cache".into(),
+            Self::InsecureCache { path, .. } => format!("chmod 600 {path}"),
+        }
+    }
+
+    /// The `Retry-After` the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.entra().and_then(|e| e.retry_after)
+    }
+
+    /// Whether a cached refresh token should be dropped after this error on refresh (the grant is dead).
+    pub fn refresh_token_is_dead(&self) -> bool {
+        let Some(e) = self.entra() else { return false };
+        [50173, 70000, 70008, 700082, 70043, 50076, 50079, 65001]
+            .iter()
+            .any(|c| e.has_code(*c))
+            || (e.error == "invalid_grant" && e.error_codes.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROPC_BAD: &str = r#"{"error":"invalid_grant","error_description":"AADSTS50126: Error validating credentials due to invalid username or password.\r\nTrace ID: 0000aaaa-11bb-cccc-dd33-eeeeee333333\r\nCorrelation ID: aaaa0000-bb11-2222-33cc-444444dddddd\r\nTimestamp: 2026-01-09 02:02:12Z","error_codes":[70002,50126],"timestamp":"2026-01-09 02:02:12Z","trace_id":"0000aaaa-11bb-cccc-dd33-eeeeee333333","correlation_id":"aaaa0000-bb11-2222-33cc-444444dddddd","error_uri":"https://login.microsoftonline.com/error?code=50126","unknown_field":1}"#;
+
+    #[test]
+    fn parses_multi_code_error_and_strips_trace_suffix() {
+        let e = EntraError::parse(400, ROPC_BAD.as_bytes()).unwrap();
+        assert_eq!(e.error, "invalid_grant");
+        assert_eq!(e.error_codes, vec![70002, 50126]);
+        assert_eq!(
+            e.description,
+            "AADSTS50126: Error validating credentials due to invalid username or password."
+        );
+        assert_eq!(
+            e.trace_id.as_deref(),
+            Some("0000aaaa-11bb-cccc-dd33-eeeeee333333")
+        );
+        assert_eq!(
+            e.correlation_id.as_deref(),
+            Some("aaaa0000-bb11-2222-33cc-444444dddddd")
+        );
+        assert!(e.has_code(50126));
+        // The first known code wins: 70002 (InvalidClient) is first in the array.
+        assert_eq!(e.known().unwrap().code, 70002);
+        let err = AuthError::from(e);
+        let shown = err.to_string();
+        assert!(shown.contains("AADSTS70002 InvalidClient"), "{shown}");
+        assert!(shown.contains("codes=70002,50126"), "{shown}");
+        assert!(shown.contains("trace ID 0000aaaa"), "{shown}");
+        assert!(shown.contains("correlation ID aaaa0000"), "{shown}");
+        assert!(!shown.contains("Timestamp"), "{shown}");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn branches_on_codes_then_error_then_suberror() {
+        let lockout = br#"{"error":"unauthorized_client","error_codes":[50053]}"#;
+        let e = EntraError::parse(400, lockout).unwrap();
+        assert_eq!(e.class(), ErrorClass::User);
+        let pending = br#"{"error":"authorization_pending","error_codes":[70016]}"#;
+        assert_eq!(
+            EntraError::parse(400, pending).unwrap().class(),
+            ErrorClass::FlowState
+        );
+        let slow = br#"{"error":"slow_down"}"#;
+        assert_eq!(
+            EntraError::parse(400, slow).unwrap().class(),
+            ErrorClass::FlowState
+        );
+        let busy = br#"{"error":"temporarily_unavailable"}"#;
+        assert!(AuthError::from(EntraError::parse(503, busy).unwrap()).is_transient());
+        let sub = br#"{"error":"some_new_error","suberror":"user_password_expired"}"#;
+        assert_eq!(
+            EntraError::parse(400, sub).unwrap().class(),
+            ErrorClass::User
+        );
+        let unknown = br#"{"error":"weird","error_codes":[999999999]}"#;
+        assert_eq!(
+            EntraError::parse(500, unknown).unwrap().class(),
+            ErrorClass::Transient
+        );
+        let mfa = br#"{"error":"invalid_grant","error_codes":[50076],"claims":{"access_token":{"capolids":{"essential":true}}}}"#;
+        let e = EntraError::parse(400, mfa).unwrap();
+        assert_eq!(e.class(), ErrorClass::SwitchFlow);
+        assert!(e.claims.as_deref().unwrap().contains("capolids"));
+    }
+
+    #[test]
+    fn lenient_parsing() {
+        assert!(EntraError::parse(502, b"<html>Bad gateway</html>").is_none());
+        assert!(EntraError::parse(400, br#"{"no_error":1}"#).is_none());
+        let e = EntraError::parse(
+            400,
+            br#"{"error":"invalid_client","error_codes":"7000215"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.error_codes, vec![7000215]);
+        let e = EntraError::parse(
+            401,
+            br#"{"error":"invalid_client","error_description":"AADSTS7000218: The request body must contain ...\r\nTrace ID: x"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.error_codes, vec![7000218]);
+        assert!(e.remedy().contains("Allow public client flows = Yes"));
+    }
+
+    #[test]
+    fn strip_suffix_variants() {
+        assert_eq!(strip_trace_suffix("plain"), "plain");
+        assert_eq!(strip_trace_suffix("x\nTrace ID: 1\nCorrelation ID: 2"), "x");
+        assert_eq!(strip_trace_suffix("x.\r\nTrace ID: 1"), "x.");
+    }
+
+    #[test]
+    fn local_errors_are_classified() {
+        assert_eq!(AuthError::Cancelled.class(), ErrorClass::FlowState);
+        assert!(AuthError::Timeout { url: "u".into() }.is_transient());
+        assert_eq!(
+            AuthError::TenantNotAllowed {
+                grant: Grant::Password,
+                tenant: "common".into()
+            }
+            .class(),
+            ErrorClass::Config
+        );
+        let e = AuthError::UnexpectedReply {
+            url: "u".into(),
+            status: 502,
+            excerpt: "x".into(),
+        };
+        assert!(e.is_transient());
+    }
+}

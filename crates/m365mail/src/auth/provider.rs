@@ -1,0 +1,509 @@
+//! [`TokenProvider`]: cache + flow + single flight.
+//!
+//! `token()` returns the cached access token while it is fresh (default margin 5 minutes), else redeems the
+//! cached refresh token (saving the rotated one), else runs the configured flow. Concurrent callers for the
+//! same cache key in one process wait for a single in-flight request (a per-key async mutex in a process-wide
+//! registry) and then read its result from the cache; across processes the cache file lock keeps the file
+//! consistent.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use url::Url;
+
+use super::cache::{CacheKey, CachedToken, DEFAULT_MARGIN, TokenCache};
+use super::client::{AuthCodeOptions, TokenClient};
+use super::device_code::DeviceCode;
+use super::error::AuthError;
+use super::response::TokenResponse;
+use super::scopes::Scopes;
+use crate::secret::Secret;
+use crate::time::{BoxFuture, Clock};
+
+/// Where tokens come from when the cache cannot serve: the configured flow, and refresh.
+pub trait TokenSource: Send + Sync {
+    /// Runs the configured flow (no usable refresh token).
+    fn acquire<'a>(&'a self, scopes: &'a Scopes)
+    -> BoxFuture<'a, Result<TokenResponse, AuthError>>;
+    /// Redeems a refresh token.
+    fn refresh<'a>(
+        &'a self,
+        refresh_token: &'a Secret,
+        scopes: &'a Scopes,
+    ) -> BoxFuture<'a, Result<TokenResponse, AuthError>>;
+}
+
+/// The flow a [`TokenClient`] runs when no cached token can serve.
+#[derive(Clone)]
+pub enum Flow {
+    /// ROPC.
+    Password {
+        /// UPN.
+        username: String,
+        /// Password.
+        password: Secret,
+    },
+    /// Device code; `on_code` shows the server's message.
+    DeviceCode {
+        /// Called with the code (show `code.message`).
+        on_code: Arc<dyn Fn(&DeviceCode) + Send + Sync>,
+    },
+    /// Client credentials (the client's secret or certificate).
+    ClientCredentials,
+    /// Bootstrap from a given refresh token.
+    RefreshToken {
+        /// The refresh token.
+        refresh_token: Secret,
+    },
+    /// Auth code + PKCE; `open_browser` receives the authorize URL.
+    AuthCode {
+        /// Listener and authorize options.
+        options: AuthCodeOptions,
+        /// Opens (or prints) the URL.
+        open_browser: Arc<dyn Fn(&Url) + Send + Sync>,
+    },
+}
+
+impl fmt::Debug for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Password { username, .. } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .field("password", &"[REDACTED]")
+                .finish(),
+            Self::DeviceCode { .. } => f.write_str("DeviceCode"),
+            Self::ClientCredentials => f.write_str("ClientCredentials"),
+            Self::RefreshToken { .. } => f.write_str("RefreshToken([REDACTED])"),
+            Self::AuthCode { options, .. } => f
+                .debug_struct("AuthCode")
+                .field("options", options)
+                .finish(),
+        }
+    }
+}
+
+/// A [`TokenSource`] over a [`TokenClient`] and a [`Flow`].
+#[derive(Debug, Clone)]
+pub struct FlowSource {
+    /// The client.
+    pub client: TokenClient,
+    /// The flow.
+    pub flow: Flow,
+}
+
+impl TokenSource for FlowSource {
+    fn acquire<'a>(
+        &'a self,
+        scopes: &'a Scopes,
+    ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+        Box::pin(async move {
+            match &self.flow {
+                Flow::Password { username, password } => {
+                    self.client.password(username, password, scopes).await
+                }
+                Flow::DeviceCode { on_code } => {
+                    self.client
+                        .device_code(scopes, |c| on_code(c), std::future::pending())
+                        .await
+                }
+                Flow::ClientCredentials => self.client.client_credentials(scopes).await,
+                Flow::RefreshToken { refresh_token } => {
+                    self.client.refresh(refresh_token, scopes).await
+                }
+                Flow::AuthCode {
+                    options,
+                    open_browser,
+                } => {
+                    self.client
+                        .auth_code(scopes, options, |u| open_browser(u), std::future::pending())
+                        .await
+                }
+            }
+        })
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        refresh_token: &'a Secret,
+        scopes: &'a Scopes,
+    ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+        Box::pin(self.client.refresh(refresh_token, scopes))
+    }
+}
+
+/// How a token was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenOrigin {
+    /// Reused from the cache.
+    Cache,
+    /// Minted with the cached refresh token.
+    Refresh,
+    /// The configured flow ran.
+    Flow,
+}
+
+/// An access token ready to use.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The token.
+    pub token: Secret,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Granted scopes, when known.
+    pub scope: Option<String>,
+    /// Whether a refresh token is cached for the account.
+    pub has_refresh_token: bool,
+    /// How it was obtained.
+    pub origin: TokenOrigin,
+}
+
+impl AccessToken {
+    fn from_cached(c: &CachedToken, origin: TokenOrigin) -> Self {
+        Self {
+            token: c.access_token.clone(),
+            expires_at: c.expires_at_time(),
+            scope: c.scope.clone(),
+            has_refresh_token: c.refresh_token.is_some(),
+            origin,
+        }
+    }
+}
+
+/// Process-wide in-flight registry: one async mutex per cache key, alive while someone holds it.
+static INFLIGHT: LazyLock<Mutex<HashMap<CacheKey, Weak<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Mutex::default);
+
+fn flight_lock(key: &CacheKey) -> Arc<tokio::sync::Mutex<()>> {
+    let mut map = INFLIGHT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(existing) = map.get(key).and_then(Weak::upgrade) {
+        return existing;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    map.insert(key.clone(), Arc::downgrade(&lock));
+    lock
+}
+
+/// Cache + source + single flight. See the [module docs](self).
+pub struct TokenProvider {
+    source: Arc<dyn TokenSource>,
+    cache: Arc<TokenCache>,
+    key: CacheKey,
+    scopes: Scopes,
+    clock: Arc<dyn Clock>,
+    margin: Duration,
+}
+
+impl fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("key", &self.key)
+            .field("cache", &self.cache)
+            .field("margin", &self.margin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenProvider {
+    /// A provider for one cache key.
+    pub fn new(
+        source: Arc<dyn TokenSource>,
+        cache: Arc<TokenCache>,
+        key: CacheKey,
+        scopes: Scopes,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            source,
+            cache,
+            key,
+            scopes,
+            clock,
+            margin: DEFAULT_MARGIN,
+        }
+    }
+
+    /// Changes the reuse margin (default 5 minutes).
+    pub fn with_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// The cache key.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// A usable access token: cached, refreshed, or from the flow.
+    pub async fn token(&self) -> Result<AccessToken, AuthError> {
+        if let Some(hit) = self.fresh_cached().await? {
+            return Ok(hit);
+        }
+        let lock = flight_lock(&self.key);
+        let _guard = lock.lock().await;
+        // Whoever held the lock before us may have just stored a fresh token: share it.
+        if let Some(hit) = self.fresh_cached().await? {
+            return Ok(hit);
+        }
+        self.renew(false).await
+    }
+
+    /// Ignores the cached access token (e.g. after the server rejected it) but still prefers refresh.
+    pub async fn force_renew(&self) -> Result<AccessToken, AuthError> {
+        let lock = flight_lock(&self.key);
+        let _guard = lock.lock().await;
+        self.renew(true).await
+    }
+
+    async fn renew(&self, _forced: bool) -> Result<AccessToken, AuthError> {
+        let cached = self.cache_op(|c, k| c.get(k)).await?;
+        if let Some(rt) = cached.and_then(|c| c.refresh_token) {
+            tracing::debug!("access token stale; redeeming the cached refresh token");
+            match self.source.refresh(&rt, &self.scopes).await {
+                Ok(resp) => return self.save(resp, TokenOrigin::Refresh).await,
+                Err(e) if e.refresh_token_is_dead() => {
+                    tracing::info!(error = %e, "cached refresh token is no longer valid; dropping it");
+                    self.cache_op(|c, k| c.drop_refresh_token(k)).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let resp = self.source.acquire(&self.scopes).await?;
+        self.save(resp, TokenOrigin::Flow).await
+    }
+
+    async fn save(
+        &self,
+        resp: TokenResponse,
+        origin: TokenOrigin,
+    ) -> Result<AccessToken, AuthError> {
+        let stored = self.cache_op(move |c, k| c.store(k, &resp)).await?;
+        Ok(AccessToken::from_cached(&stored, origin))
+    }
+
+    async fn fresh_cached(&self) -> Result<Option<AccessToken>, AuthError> {
+        let now = self.clock.now();
+        let margin = self.margin;
+        Ok(self
+            .cache_op(|c, k| c.get(k))
+            .await?
+            .filter(|c| c.is_fresh(now, margin))
+            .map(|c| AccessToken::from_cached(&c, TokenOrigin::Cache)))
+    }
+
+    /// Runs a cache operation off the async threads (it may block on the cross-process file lock).
+    async fn cache_op<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&TokenCache, &CacheKey) -> Result<T, AuthError> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        if self.cache.path().is_none() {
+            return op(&self.cache, &self.key);
+        }
+        let cache = Arc::clone(&self.cache);
+        let key = self.key.clone();
+        tokio::task::spawn_blocking(move || op(&cache, &key))
+            .await
+            .map_err(|e| AuthError::Cache {
+                path: "?".into(),
+                detail: format!("cache task failed: {e}"),
+            })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::auth::{Authority, Cloud, Tenant};
+    use crate::time::FakeClock;
+
+    /// Counts upstream requests; each takes a little real time so callers really overlap.
+    #[derive(Default)]
+    struct Counting {
+        acquires: AtomicUsize,
+        refreshes: AtomicUsize,
+        clock: Option<FakeClock>,
+        refresh_fails_with: Option<&'static str>,
+    }
+
+    impl Counting {
+        fn response(&self, at: String, rt: &str) -> TokenResponse {
+            let body = format!(
+                r#"{{"token_type":"Bearer","access_token":"{at}","expires_in":3600,"refresh_token":"{rt}"}}"#
+            );
+            TokenResponse::parse(body.as_bytes(), self.clock.as_ref().unwrap().now(), "u").unwrap()
+        }
+    }
+
+    impl TokenSource for Counting {
+        fn acquire<'a>(
+            &'a self,
+            _s: &'a Scopes,
+        ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+            Box::pin(async move {
+                let n = self.acquires.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(self.response(format!("flow-at-{n}"), &format!("rt-{n}")))
+            })
+        }
+        fn refresh<'a>(
+            &'a self,
+            rt: &'a Secret,
+            _s: &'a Scopes,
+        ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+            Box::pin(async move {
+                let n = self.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(json) = self.refresh_fails_with {
+                    return Err(crate::auth::EntraError::parse(400, json.as_bytes())
+                        .unwrap()
+                        .into());
+                }
+                Ok(self.response(
+                    format!("refreshed-at-{n}-from-{}", rt.expose()),
+                    &format!("rt-r{n}"),
+                ))
+            })
+        }
+    }
+
+    fn key(account: &str) -> CacheKey {
+        let a = Authority::new(Cloud::Global, Tenant::Domain("contoso.com".into()));
+        CacheKey::new(&a, "client", account, &Scopes::parse("x"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hundred_concurrent_callers_one_upstream_request() {
+        let clock = FakeClock::fixed();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(TokenCache::open(dir.path().join("c.json")).unwrap());
+        let source = Arc::new(Counting {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        });
+        let provider = Arc::new(TokenProvider::new(
+            source.clone(),
+            cache,
+            key("single-flight@x"),
+            Scopes::parse("x"),
+            Arc::new(clock.clone()),
+        ));
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let p = Arc::clone(&provider);
+                tokio::spawn(async move { p.token().await.unwrap() })
+            })
+            .collect();
+        let mut origins = HashMap::new();
+        for t in tasks {
+            let tok = t.await.unwrap();
+            assert_eq!(tok.token.expose(), "flow-at-1");
+            *origins.entry(tok.origin).or_insert(0) += 1;
+        }
+        assert_eq!(
+            source.acquires.load(Ordering::SeqCst),
+            1,
+            "exactly one upstream request"
+        );
+        assert_eq!(origins[&TokenOrigin::Flow], 1);
+        assert_eq!(origins[&TokenOrigin::Cache], 99);
+    }
+
+    #[tokio::test]
+    async fn reuse_until_margin_then_refresh_with_rotated_token() {
+        let clock = FakeClock::fixed();
+        let cache = Arc::new(TokenCache::in_memory());
+        let source = Arc::new(Counting {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        });
+        let p = TokenProvider::new(
+            source.clone(),
+            cache.clone(),
+            key("reuse@x"),
+            Scopes::parse("x"),
+            Arc::new(clock.clone()),
+        );
+        let t1 = p.token().await.unwrap();
+        assert_eq!(t1.origin, TokenOrigin::Flow);
+        clock.advance(Duration::from_secs(3600 - 301));
+        assert_eq!(p.token().await.unwrap().origin, TokenOrigin::Cache);
+        clock.advance(Duration::from_secs(2)); // now inside the 5-minute margin
+        let t3 = p.token().await.unwrap();
+        assert_eq!(t3.origin, TokenOrigin::Refresh);
+        assert_eq!(t3.token.expose(), "refreshed-at-1-from-rt-1");
+        // The rotated refresh token was saved and is used next time.
+        clock.advance(Duration::from_secs(3600));
+        let t4 = p.token().await.unwrap();
+        assert_eq!(t4.token.expose(), "refreshed-at-2-from-rt-r1");
+        assert_eq!(source.acquires.load(Ordering::SeqCst), 1);
+        assert_eq!(source.refreshes.load(Ordering::SeqCst), 2);
+        // A custom margin.
+        let p = p.with_margin(Duration::from_secs(0));
+        clock.advance(Duration::from_secs(3599));
+        assert_eq!(p.token().await.unwrap().origin, TokenOrigin::Cache);
+    }
+
+    #[tokio::test]
+    async fn dead_refresh_token_falls_back_to_the_flow() {
+        let clock = FakeClock::fixed();
+        let cache = Arc::new(TokenCache::in_memory());
+        let source = Arc::new(Counting {
+            clock: Some(clock.clone()),
+            refresh_fails_with: Some(r#"{"error":"invalid_grant","error_codes":[50173]}"#),
+            ..Default::default()
+        });
+        let p = TokenProvider::new(
+            source.clone(),
+            cache.clone(),
+            key("dead@x"),
+            Scopes::parse("x"),
+            Arc::new(clock.clone()),
+        );
+        p.token().await.unwrap();
+        clock.advance(Duration::from_secs(4000));
+        let t = p.token().await.unwrap();
+        assert_eq!(t.origin, TokenOrigin::Flow);
+        assert_eq!(t.token.expose(), "flow-at-2");
+        assert_eq!(source.refreshes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_refresh_failure_is_returned_not_swallowed() {
+        let clock = FakeClock::fixed();
+        let source = Arc::new(Counting {
+            clock: Some(clock.clone()),
+            refresh_fails_with: Some(r#"{"error":"temporarily_unavailable"}"#),
+            ..Default::default()
+        });
+        let p = TokenProvider::new(
+            source.clone(),
+            Arc::new(TokenCache::in_memory()),
+            key("t@x"),
+            Scopes::parse("x"),
+            Arc::new(clock.clone()),
+        );
+        p.token().await.unwrap();
+        clock.advance(Duration::from_secs(4000));
+        assert!(p.token().await.unwrap_err().is_transient());
+        assert_eq!(source.acquires.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn flow_debug_hides_secrets() {
+        let f = Flow::Password {
+            username: "u@x".into(),
+            password: Secret::new("pw-123"),
+        };
+        assert!(!format!("{f:?}").contains("pw-123"));
+        let f = Flow::RefreshToken {
+            refresh_token: Secret::new("rt-123"),
+        };
+        assert!(!format!("{f:?}").contains("rt-123"));
+    }
+}
