@@ -1,1 +1,267 @@
+//! An offline Microsoft 365 tenant for tests and demos: Entra ID's token endpoints (every grant a mail
+//! connector uses, with Entra's exact error answers), served over HTTPS with a generated CA.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), m365mail_sandbox::SandboxError> {
+//! use m365mail_sandbox::{Sandbox, SandboxConfig, demo};
+//! let sandbox = Sandbox::start(SandboxConfig::default()).await?;
+//! let token_endpoint = sandbox.base_url().join(&format!("{}/oauth2/v2.0/token", demo::TENANT_ID));
+//! sandbox.write_ca("/tmp/sandbox-ca.pem")?;
+//! sandbox.admin().set_mfa_required(demo::USER_UPN, true)?;
+//! sandbox.shutdown().await;
+//! # let _ = token_endpoint;
+//! # Ok(()) }
+//! ```
+//!
+//! The crate does not depend on the `m365mail` connector: each is tested against the other and both
+//! against clients nobody here wrote (MSAL Python, curl).
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod clock;
+pub mod demo;
+mod error;
+mod identity;
+mod server;
+mod state;
+pub mod tenant;
+mod tls;
+
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{sync::watch, task::JoinHandle};
+use url::Url;
+
+pub use admin::AdminHandle;
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use error::SandboxError;
+pub use state::RequestStats;
+pub use tenant::TenantModel;
+
+/// Token and code lifetimes. Short values make expiry testable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Access and ID tokens (`expires_in`). Entra picks 60–90 minutes; the sandbox uses a fixed value.
+    pub access_token: Duration,
+    /// Refresh tokens, counted from issue (Entra: 90 days of inactivity).
+    pub refresh_token: Duration,
+    /// Device codes (`expires_in` of the device code response; Entra: 15 minutes).
+    pub device_code: Duration,
+    /// Minimum time between device-code polls (`interval`); faster polls get `slow_down`.
+    pub device_poll_interval: Duration,
+    /// Authorization codes (Entra: about 10 minutes).
+    pub authorization_code: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            access_token: Duration::from_secs(3600),
+            refresh_token: Duration::from_secs(90 * 24 * 3600),
+            device_code: Duration::from_secs(900),
+            device_poll_interval: Duration::from_secs(5),
+            authorization_code: Duration::from_secs(600),
+        }
+    }
+}
+
+/// How to run a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Address to listen on; loopback only. Default `127.0.0.1:0` (a free port).
+    pub bind: SocketAddr,
+    /// Serve HTTPS with the generated CA (default) or plain HTTP.
+    pub tls: bool,
+    /// The directory. Default: [`TenantModel::demo`].
+    pub tenant: TenantModel,
+    /// Token and code lifetimes.
+    pub lifetimes: Lifetimes,
+    /// The clock every expiry decision reads.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            tls: true,
+            tenant: TenantModel::demo(),
+            lifetimes: Lifetimes::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A running sandbox tenant.
+pub struct Sandbox {
+    base_url: Url,
+    ca_pem: String,
+    admin: AdminHandle,
+    shutdown: watch::Sender<bool>,
+    server: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("base_url", &self.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Generates keys and certificates, binds the listener and starts serving in the background.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(config: SandboxConfig) -> Result<Self, SandboxError> {
+        if !config.bind.ip().is_loopback() {
+            return Err(SandboxError::InvalidRequest(format!(
+                "the sandbox listens on loopback only, not {}",
+                config.bind
+            )));
+        }
+        config.tenant.validate()?;
+        // Key generation is CPU-bound (RSA); keep it off the async worker.
+        let (tls, signing_key) = tokio::task::spawn_blocking(|| {
+            Ok::<_, SandboxError>((tls::generate()?, identity::crypto::SigningKey::generate()?))
+        })
+        .await
+        .map_err(|error| SandboxError::crypto("keys", error))??;
+
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| SandboxError::Bind { addr: config.bind, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| SandboxError::Bind { addr: config.bind, source })?;
+        let scheme = if config.tls { "https" } else { "http" };
+        let base_url = Url::parse(&format!("{scheme}://{local}/"))
+            .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
+
+        let state = Arc::new(state::SandboxState {
+            directory: Mutex::new(config.tenant),
+            grants: Mutex::new(state::Grants::default()),
+            stats: Mutex::new(RequestStats::default()),
+            signing_key,
+            lifetimes: config.lifetimes,
+            clock: config.clock,
+            base_url: base_url.clone(),
+        });
+        let router = identity::router()
+            .merge(admin::router())
+            .with_state(Arc::clone(&state));
+        let (shutdown, shutdown_receiver) = watch::channel(false);
+        let server = server::spawn(
+            listener,
+            router,
+            config.tls.then(|| Arc::clone(&tls.server_config)),
+            shutdown_receiver,
+        );
+        tracing::info!(base_url = %base_url, "sandbox tenant listening");
+        Ok(Self {
+            base_url,
+            ca_pem: tls.ca_pem,
+            admin: AdminHandle::new(state),
+            shutdown,
+            server: Mutex::new(Some(server)),
+        })
+    }
+
+    /// The authority host, e.g. `https://127.0.0.1:40123/`; clients append the tenant segment.
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// The authority for a tenant segment, e.g. `https://127.0.0.1:40123/{tenant}` (no trailing slash,
+    /// as MSAL wants it).
+    pub fn authority(&self, tenant: &str) -> String {
+        format!("{}{tenant}", self.base_url)
+    }
+
+    /// PEM of the generated CA that clients must trust (generated even when serving plain HTTP).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Writes the CA PEM to a file.
+    pub fn write_ca(&self, path: impl AsRef<Path>) -> Result<(), SandboxError> {
+        let path = path.as_ref();
+        std::fs::write(path, &self.ca_pem).map_err(|source| SandboxError::File {
+            action: "writing",
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The runtime admin handle.
+    pub fn admin(&self) -> &AdminHandle {
+        &self.admin
+    }
+
+    /// A human-readable summary: URLs and the demo identities (no passwords or secrets).
+    pub fn summary(&self) -> String {
+        let tenant = demo::TENANT_ID;
+        format!(
+            "m365mail sandbox tenant\n  base URL:        {base}\n  authority:       {base}{tenant}  (also {base}{domain}, {base}organizations)\n  token endpoint:  {base}{tenant}/oauth2/v2.0/token\n  device login:    {base}devicelogin\n  admin API:       {base}_sandbox/admin/stats\n",
+            base = self.base_url,
+            domain = demo::DOMAIN,
+        )
+    }
+
+    /// Stops accepting connections and waits (briefly) for in-flight requests.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let server = self
+            .server
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Stop the accept loop even if the owner forgot to call shutdown().
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Runs a sandbox until `stop` completes: prints [`Sandbox::summary`] (and the CA path) to stdout,
+/// writes the CA to `ca_path` if given, then shuts down. This is what `m365mail sandbox serve` calls,
+/// with `tokio::signal::ctrl_c()` as `stop` (see [`serve`]).
+pub async fn serve_until<F>(
+    config: SandboxConfig,
+    ca_path: Option<PathBuf>,
+    stop: F,
+) -> Result<(), SandboxError>
+where
+    F: Future<Output = ()>,
+{
+    let sandbox = Sandbox::start(config).await?;
+    let mut summary = sandbox.summary();
+    if let Some(ca_path) = &ca_path {
+        sandbox.write_ca(ca_path)?;
+        summary.push_str(&format!("  CA certificate:  {}\n", ca_path.display()));
+    }
+    summary.push_str("Press Ctrl-C to stop.\n");
+    print!("{summary}");
+    stop.await;
+    sandbox.shutdown().await;
+    Ok(())
+}
+
+/// Runs a sandbox until Ctrl-C; see [`serve_until`].
+pub async fn serve(config: SandboxConfig, ca_path: Option<PathBuf>) -> Result<(), SandboxError> {
+    serve_until(config, ca_path, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

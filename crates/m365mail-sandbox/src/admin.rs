@@ -1,0 +1,551 @@
+//! The run-time admin API: Rust methods on [`AdminHandle`], and the same operations as JSON over HTTP
+//! under `/_sandbox/admin/` (for the CLI, curl and the Python tests).
+//!
+//! HTTP routes (all JSON; errors answer `{"error": "not_found"|"conflict"|"invalid_request", "message": …}`
+//! with 404, 409 or 400). There is no authentication: the sandbox listens on loopback only.
+//!
+//! | Method and path | Body | Answer |
+//! |---|---|---|
+//! | `GET /_sandbox/admin/stats` | – | [`RequestStats`] |
+//! | `POST /_sandbox/admin/stats/reset` | – | `{}` |
+//! | `GET /_sandbox/admin/device-codes` | – | `[`[`PendingDeviceCode`]`]` |
+//! | `POST /_sandbox/admin/device-codes/{user_code}/approve` | `{"username": upn}` | `{"user_code", "status": "approved"}` |
+//! | `POST /_sandbox/admin/device-codes/{user_code}/decline` | – | `{"user_code", "status": "declined"}` |
+//! | `POST /_sandbox/admin/users/{upn}` | [`UserUpdate`] | [`UserStatus`] |
+//! | `POST /_sandbox/admin/users/{upn}/revoke-refresh-tokens` | – | `{"revoked": n}` |
+//! | `POST /_sandbox/admin/apps/{client_id}/secrets/expire` | `{"secret_id": id}` (optional; all if absent) | `{"expired": n}` |
+//! | `POST /_sandbox/admin/apps/{client_id}/consent` | [`ConsentChange`] | `{}` |
+//! | `POST /_sandbox/admin/apps/{client_id}/consent/revoke` | [`ConsentChange`] (`scopes` ignored; fields optional) | `{"removed": n}` |
+//! | `POST /_sandbox/admin/apps/{client_id}/app-roles` | [`AppRolesChange`] | `{}` |
+//! | `POST /_sandbox/admin/apps/{client_id}/app-roles/revoke` | [`AppRolesChange`] (`roles` ignored; `resource` optional) | `{"removed": n}` |
+//! | `POST /_sandbox/admin/apps/{client_id}/enabled` | `{"enabled": bool}` | `{}` |
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use crate::{
+    SandboxError,
+    identity::devicecode::{DeviceDecision, decide},
+    state::{DeviceState, RequestStats, SandboxState, lock},
+    tenant::{AppRoleGrant, DelegatedGrant, TenantModel, User},
+};
+
+/// Changes to a user's flags; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    /// MFA required (ROPC → AADSTS50076).
+    #[serde(default)]
+    pub mfa_required: Option<bool>,
+    /// Disabled (AADSTS50057).
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// Locked (AADSTS50053).
+    #[serde(default)]
+    pub locked: Option<bool>,
+    /// Password expired (AADSTS50055).
+    #[serde(default)]
+    pub password_expired: Option<bool>,
+    /// Federated (ROPC → AADSTS50126).
+    #[serde(default)]
+    pub federated: Option<bool>,
+    /// A new password. Like a reset in Entra, it revokes the user's refresh tokens (AADSTS50173).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// A user's state as the admin API reports it (never the password).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStatus {
+    /// UPN.
+    pub upn: String,
+    /// Object id.
+    pub object_id: String,
+    /// MFA required.
+    pub mfa_required: bool,
+    /// Disabled.
+    pub disabled: bool,
+    /// Locked.
+    pub locked: bool,
+    /// Password expired.
+    pub password_expired: bool,
+    /// Federated.
+    pub federated: bool,
+}
+
+impl From<&User> for UserStatus {
+    fn from(user: &User) -> Self {
+        Self {
+            upn: user.upn.clone(),
+            object_id: user.object_id.clone(),
+            mfa_required: user.mfa_required,
+            disabled: user.disabled,
+            locked: user.locked,
+            password_expired: user.password_expired,
+            federated: user.federated,
+        }
+    }
+}
+
+/// A delegated consent to grant or revoke.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentChange {
+    /// Resource app id or identifier URI (`https://outlook.office.com`); for revocation, absent means
+    /// every resource.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Short scope names (`IMAP.AccessAsUser.All`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// A user's own consent (UPN); absent means admin consent for all users.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// App roles to grant or revoke.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRolesChange {
+    /// Resource app id or identifier URI; for revocation, absent means every resource.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Role values (`IMAP.AccessAsApp`).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// A device code waiting for the user (no secret device code in it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDeviceCode {
+    /// The code the user types.
+    pub user_code: String,
+    /// The client that asked.
+    pub client_id: String,
+    /// The requested scope string.
+    pub scope: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Runtime control of a running sandbox; cheap to clone.
+#[derive(Clone)]
+pub struct AdminHandle {
+    state: Arc<SandboxState>,
+}
+
+impl std::fmt::Debug for AdminHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminHandle")
+            .field("base_url", &self.state.base_url.as_str())
+            .finish()
+    }
+}
+
+impl AdminHandle {
+    pub(crate) fn new(state: Arc<SandboxState>) -> Self {
+        Self { state }
+    }
+
+    /// Approves a pending device code as `upn` (signed in without a password; the account's disabled,
+    /// locked and expired-password states still refuse).
+    pub fn approve_device_code(&self, user_code: &str, upn: &str) -> Result<(), SandboxError> {
+        let directory = lock(&self.state.directory);
+        decide(&self.state, &directory, user_code, DeviceDecision::Approve { upn, password: None })
+            .map_err(|(_, error)| error)
+    }
+
+    /// Declines a pending device code: the next poll answers `authorization_declined`.
+    pub fn decline_device_code(&self, user_code: &str) -> Result<(), SandboxError> {
+        let directory = lock(&self.state.directory);
+        decide(&self.state, &directory, user_code, DeviceDecision::Decline).map_err(|(_, error)| error)
+    }
+
+    /// Device codes still waiting for a decision and not expired.
+    pub fn pending_device_codes(&self) -> Vec<PendingDeviceCode> {
+        let now = self.state.now_unix();
+        lock(&self.state.grants)
+            .device_codes
+            .values()
+            .filter(|grant| grant.state == DeviceState::Pending && grant.expires_at > now)
+            .map(|grant| PendingDeviceCode {
+                user_code: grant.user_code.clone(),
+                client_id: grant.client_id.clone(),
+                scope: grant.scope.clone(),
+                expires_in: grant.expires_at - now,
+            })
+            .collect()
+    }
+
+    /// Changes a user's flags or password.
+    pub fn update_user(&self, upn: &str, update: UserUpdate) -> Result<UserStatus, SandboxError> {
+        let mut directory = lock(&self.state.directory);
+        let user = directory
+            .find_user_mut(upn)
+            .ok_or_else(|| SandboxError::not_found("user", upn))?;
+        let apply = |flag: &mut bool, value: Option<bool>| {
+            if let Some(value) = value {
+                *flag = value;
+            }
+        };
+        apply(&mut user.mfa_required, update.mfa_required);
+        apply(&mut user.disabled, update.disabled);
+        apply(&mut user.locked, update.locked);
+        apply(&mut user.password_expired, update.password_expired);
+        apply(&mut user.federated, update.federated);
+        let password_changed = update.password.is_some();
+        if let Some(password) = update.password {
+            user.password = password;
+        }
+        let status = UserStatus::from(&*user);
+        if password_changed {
+            lock(&self.state.grants).revoke_user(&status.object_id);
+        }
+        Ok(status)
+    }
+
+    /// Sets or clears "MFA required".
+    pub fn set_mfa_required(&self, upn: &str, required: bool) -> Result<UserStatus, SandboxError> {
+        self.update_user(upn, UserUpdate { mfa_required: Some(required), ..UserUpdate::default() })
+    }
+
+    /// Disables or enables a user.
+    pub fn set_user_disabled(&self, upn: &str, disabled: bool) -> Result<UserStatus, SandboxError> {
+        self.update_user(upn, UserUpdate { disabled: Some(disabled), ..UserUpdate::default() })
+    }
+
+    /// Locks or unlocks a user.
+    pub fn set_user_locked(&self, upn: &str, locked: bool) -> Result<UserStatus, SandboxError> {
+        self.update_user(upn, UserUpdate { locked: Some(locked), ..UserUpdate::default() })
+    }
+
+    /// Marks a user's password expired or not.
+    pub fn set_password_expired(&self, upn: &str, expired: bool) -> Result<UserStatus, SandboxError> {
+        self.update_user(upn, UserUpdate { password_expired: Some(expired), ..UserUpdate::default() })
+    }
+
+    /// Sets a new password (revokes the user's refresh tokens, as a reset does in Entra).
+    pub fn set_password(&self, upn: &str, password: &str) -> Result<UserStatus, SandboxError> {
+        self.update_user(upn, UserUpdate { password: Some(password.to_string()), ..UserUpdate::default() })
+    }
+
+    /// Revokes every refresh token of a user (`revokeSignInSessions`): the next refresh answers
+    /// AADSTS50173. Returns how many were revoked.
+    pub fn revoke_refresh_tokens(&self, upn: &str) -> Result<usize, SandboxError> {
+        let directory = lock(&self.state.directory);
+        let (_, user) = directory
+            .find_user(upn)
+            .ok_or_else(|| SandboxError::not_found("user", upn))?;
+        Ok(lock(&self.state.grants).revoke_user(&user.object_id))
+    }
+
+    /// Expires one secret of an app (by secret id), or all of them when `secret_id` is `None`, as of
+    /// now: using it then answers AADSTS7000222. Returns how many were expired.
+    pub fn expire_secret(&self, client_id: &str, secret_id: Option<&str>) -> Result<usize, SandboxError> {
+        let now = self.state.now_unix();
+        self.with_app(client_id, |app| {
+            let mut expired = 0;
+            for secret in &mut app.secrets {
+                if secret_id.is_none_or(|wanted| secret.secret_id.eq_ignore_ascii_case(wanted)) {
+                    secret.expires_at_unix = Some(now);
+                    expired += 1;
+                }
+            }
+            if expired == 0 {
+                return Err(SandboxError::not_found("secret", secret_id.unwrap_or("(any)")));
+            }
+            Ok(expired)
+        })
+    }
+
+    /// Grants delegated scopes on a resource: admin consent (`user: None`) or one user's consent.
+    pub fn grant_delegated_consent(
+        &self,
+        client_id: &str,
+        resource: &str,
+        scopes: &[&str],
+        user: Option<&str>,
+    ) -> Result<(), SandboxError> {
+        let resource_app_id = self.resource_app_id(client_id, resource)?;
+        self.with_app(client_id, |app| {
+            app.delegated_grants.push(DelegatedGrant {
+                resource: resource_app_id,
+                scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
+                user: user.map(str::to_string),
+            });
+            Ok(())
+        })
+    }
+
+    /// Removes delegated grants matching `resource` and `user` (`None` matches all). Returns how many
+    /// grants were removed.
+    pub fn revoke_delegated_consent(
+        &self,
+        client_id: &str,
+        resource: Option<&str>,
+        user: Option<&str>,
+    ) -> Result<usize, SandboxError> {
+        let resource_app_id = resource
+            .map(|resource| self.resource_app_id(client_id, resource))
+            .transpose()?;
+        self.with_app(client_id, |app| {
+            let before = app.delegated_grants.len();
+            app.delegated_grants.retain(|grant| {
+                let resource_matches = resource_app_id
+                    .as_deref()
+                    .is_none_or(|wanted| grant.resource.eq_ignore_ascii_case(wanted));
+                let user_matches = user.is_none_or(|wanted| {
+                    grant.user.as_deref().is_some_and(|upn| upn.eq_ignore_ascii_case(wanted))
+                });
+                !(resource_matches && user_matches)
+            });
+            Ok(before - app.delegated_grants.len())
+        })
+    }
+
+    /// Grants app roles on a resource (admin consent for application permissions).
+    pub fn grant_app_roles(&self, client_id: &str, resource: &str, roles: &[&str]) -> Result<(), SandboxError> {
+        let resource_app_id = self.resource_app_id(client_id, resource)?;
+        self.with_app(client_id, |app| {
+            app.app_role_grants.push(AppRoleGrant {
+                resource: resource_app_id,
+                roles: roles.iter().map(|role| role.to_string()).collect(),
+            });
+            Ok(())
+        })
+    }
+
+    /// Removes app-role grants on `resource` (all resources when `None`). Returns how many were removed.
+    pub fn revoke_app_roles(&self, client_id: &str, resource: Option<&str>) -> Result<usize, SandboxError> {
+        let resource_app_id = resource
+            .map(|resource| self.resource_app_id(client_id, resource))
+            .transpose()?;
+        self.with_app(client_id, |app| {
+            let before = app.app_role_grants.len();
+            app.app_role_grants.retain(|grant| {
+                !resource_app_id
+                    .as_deref()
+                    .is_none_or(|wanted| grant.resource.eq_ignore_ascii_case(wanted))
+            });
+            Ok(before - app.app_role_grants.len())
+        })
+    }
+
+    /// Enables or disables an app (disabled: AADSTS7000112).
+    pub fn set_app_enabled(&self, client_id: &str, enabled: bool) -> Result<(), SandboxError> {
+        self.with_app(client_id, |app| {
+            app.enabled = enabled;
+            Ok(())
+        })
+    }
+
+    /// The request counters.
+    pub fn stats(&self) -> RequestStats {
+        lock(&self.state.stats).clone()
+    }
+
+    /// Zeroes the request counters.
+    pub fn reset_stats(&self) {
+        *lock(&self.state.stats) = RequestStats::default();
+    }
+
+    /// A copy of the current tenant model.
+    pub fn tenant_model(&self) -> TenantModel {
+        lock(&self.state.directory).clone()
+    }
+
+    /// Changes the tenant model directly, for anything the named operations do not cover.
+    pub fn update_tenant_model<T>(&self, change: impl FnOnce(&mut TenantModel) -> T) -> T {
+        change(&mut lock(&self.state.directory))
+    }
+
+    fn with_app<T>(
+        &self,
+        client_id: &str,
+        change: impl FnOnce(&mut crate::tenant::AppRegistration) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let mut directory = lock(&self.state.directory);
+        let app = directory
+            .find_app_mut(client_id)
+            .ok_or_else(|| SandboxError::not_found("application", client_id))?;
+        change(app)
+    }
+
+    /// Resolves an app id or identifier URI to the resource app id, in the app's tenant.
+    fn resource_app_id(&self, client_id: &str, resource: &str) -> Result<String, SandboxError> {
+        let directory = lock(&self.state.directory);
+        let (tenant, _) = directory
+            .find_app(client_id)
+            .ok_or_else(|| SandboxError::not_found("application", client_id))?;
+        tenant
+            .resource(resource)
+            .map(|resource| resource.app_id.clone())
+            .ok_or_else(|| SandboxError::not_found("resource", resource))
+    }
+}
+
+// ---- HTTP ----------------------------------------------------------------------------------------
+
+impl IntoResponse for SandboxError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            SandboxError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            SandboxError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            SandboxError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        (status, Json(json!({ "error": kind, "message": self.to_string() }))).into_response()
+    }
+}
+
+/// Parses an optional JSON body: empty means the type's default.
+fn body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, SandboxError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|error| SandboxError::InvalidRequest(error.to_string()))
+}
+
+type AdminState = State<Arc<SandboxState>>;
+type AdminResult = Result<Response, SandboxError>;
+
+fn handle(state: Arc<SandboxState>) -> AdminHandle {
+    AdminHandle::new(state)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveRequest {
+    #[serde(default)]
+    username: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpireSecretRequest {
+    #[serde(default)]
+    secret_id: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnabledRequest {
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+async fn http_stats(State(state): AdminState) -> Json<RequestStats> {
+    Json(handle(state).stats())
+}
+
+async fn http_reset_stats(State(state): AdminState) -> Json<serde_json::Value> {
+    handle(state).reset_stats();
+    Json(json!({}))
+}
+
+async fn http_device_codes(State(state): AdminState) -> Json<Vec<PendingDeviceCode>> {
+    Json(handle(state).pending_device_codes())
+}
+
+async fn http_approve(State(state): AdminState, Path(user_code): Path<String>, bytes: Bytes) -> AdminResult {
+    let request: ApproveRequest = body(&bytes)?;
+    let username = request
+        .username
+        .ok_or_else(|| SandboxError::InvalidRequest("'username' is required".into()))?;
+    handle(state).approve_device_code(&user_code, &username)?;
+    Ok(Json(json!({ "user_code": user_code, "status": "approved" })).into_response())
+}
+
+async fn http_decline(State(state): AdminState, Path(user_code): Path<String>) -> AdminResult {
+    handle(state).decline_device_code(&user_code)?;
+    Ok(Json(json!({ "user_code": user_code, "status": "declined" })).into_response())
+}
+
+async fn http_update_user(State(state): AdminState, Path(upn): Path<String>, bytes: Bytes) -> AdminResult {
+    let update: UserUpdate = body(&bytes)?;
+    Ok(Json(handle(state).update_user(&upn, update)?).into_response())
+}
+
+async fn http_revoke_refresh_tokens(State(state): AdminState, Path(upn): Path<String>) -> AdminResult {
+    let revoked = handle(state).revoke_refresh_tokens(&upn)?;
+    Ok(Json(json!({ "revoked": revoked })).into_response())
+}
+
+async fn http_expire_secret(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+    let request: ExpireSecretRequest = body(&bytes)?;
+    let expired = handle(state).expire_secret(&client_id, request.secret_id.as_deref())?;
+    Ok(Json(json!({ "expired": expired })).into_response())
+}
+
+async fn http_grant_consent(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+    let change: ConsentChange = body(&bytes)?;
+    let resource = change
+        .resource
+        .ok_or_else(|| SandboxError::InvalidRequest("'resource' is required".into()))?;
+    let scopes: Vec<&str> = change.scopes.iter().map(String::as_str).collect();
+    handle(state).grant_delegated_consent(&client_id, &resource, &scopes, change.user.as_deref())?;
+    Ok(Json(json!({})).into_response())
+}
+
+async fn http_revoke_consent(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+    let change: ConsentChange = body(&bytes)?;
+    let removed = handle(state).revoke_delegated_consent(
+        &client_id,
+        change.resource.as_deref(),
+        change.user.as_deref(),
+    )?;
+    Ok(Json(json!({ "removed": removed })).into_response())
+}
+
+async fn http_grant_roles(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+    let change: AppRolesChange = body(&bytes)?;
+    let resource = change
+        .resource
+        .ok_or_else(|| SandboxError::InvalidRequest("'resource' is required".into()))?;
+    let roles: Vec<&str> = change.roles.iter().map(String::as_str).collect();
+    handle(state).grant_app_roles(&client_id, &resource, &roles)?;
+    Ok(Json(json!({})).into_response())
+}
+
+async fn http_revoke_roles(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+    let change: AppRolesChange = body(&bytes)?;
+    let removed = handle(state).revoke_app_roles(&client_id, change.resource.as_deref())?;
+    Ok(Json(json!({ "removed": removed })).into_response())
+}
+
+async fn http_set_enabled(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+    let request: EnabledRequest = body(&bytes)?;
+    let enabled = request
+        .enabled
+        .ok_or_else(|| SandboxError::InvalidRequest("'enabled' is required".into()))?;
+    handle(state).set_app_enabled(&client_id, enabled)?;
+    Ok(Json(json!({})).into_response())
+}
+
+/// The admin routes (see the module documentation).
+pub(crate) fn router() -> Router<Arc<SandboxState>> {
+    Router::new()
+        .route("/_sandbox/admin/stats", get(http_stats))
+        .route("/_sandbox/admin/stats/reset", post(http_reset_stats))
+        .route("/_sandbox/admin/device-codes", get(http_device_codes))
+        .route("/_sandbox/admin/device-codes/{user_code}/approve", post(http_approve))
+        .route("/_sandbox/admin/device-codes/{user_code}/decline", post(http_decline))
+        .route("/_sandbox/admin/users/{upn}", post(http_update_user))
+        .route("/_sandbox/admin/users/{upn}/revoke-refresh-tokens", post(http_revoke_refresh_tokens))
+        .route("/_sandbox/admin/apps/{client_id}/secrets/expire", post(http_expire_secret))
+        .route("/_sandbox/admin/apps/{client_id}/consent", post(http_grant_consent))
+        .route("/_sandbox/admin/apps/{client_id}/consent/revoke", post(http_revoke_consent))
+        .route("/_sandbox/admin/apps/{client_id}/app-roles", post(http_grant_roles))
+        .route("/_sandbox/admin/apps/{client_id}/app-roles/revoke", post(http_revoke_roles))
+        .route("/_sandbox/admin/apps/{client_id}/enabled", post(http_set_enabled))
+}

@@ -1,0 +1,271 @@
+//! Client authentication at the token endpoint: public clients, client secrets (post and basic), and
+//! certificate assertions (`private_key_jwt`, RS256 + `x5t` or PS256 + `x5t#S256`).
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use serde_json::Value;
+
+use crate::{
+    identity::{
+        FormParams, TenantAlias,
+        crypto::b64url_decode,
+        errors::EntraError,
+        tokens::ClientAuthMethod,
+    },
+    tenant::{AppRegistration, Tenant},
+};
+
+/// The only `client_assertion_type` Entra accepts.
+pub(crate) const JWT_BEARER_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Allowed clock skew for assertion `nbf`/`exp`, as Entra's five minutes.
+const ASSERTION_CLOCK_SKEW_SECONDS: u64 = 300;
+
+/// What a grant allows a client without a credential to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PublicClientRule {
+    /// ROPC and device code: only with "Allow public client flows".
+    NeedsPublicClientFlows,
+    /// Authorization code and refresh: native apps without any credential are public clients too.
+    NativeAppsAllowed,
+    /// Client credentials: a credential is always needed.
+    CredentialRequired,
+}
+
+/// The credential presented with a request.
+pub(crate) enum PresentedCredential {
+    None,
+    Secret(String),
+    Assertion(String),
+}
+
+/// Reads `client_secret`, HTTP Basic (`client_secret_basic`) or `client_assertion` from the request.
+pub(crate) fn presented_credential(
+    params: &FormParams,
+    headers: &HeaderMap,
+) -> Result<PresentedCredential, EntraError> {
+    if let Some(assertion) = params.get("client_assertion") {
+        match params.get("client_assertion_type") {
+            Some(JWT_BEARER_ASSERTION_TYPE) => {
+                return Ok(PresentedCredential::Assertion(assertion.to_string()));
+            }
+            Some(_) => {
+                return Err(EntraError::invalid_request(
+                    "The client_assertion_type is not supported. Use urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+                ));
+            }
+            None => return Err(EntraError::missing_parameter("client_assertion_type")),
+        }
+    }
+    if let Some(secret) = params.get("client_secret") {
+        return Ok(PresentedCredential::Secret(secret.to_string()));
+    }
+    if let Some((_, secret)) = basic_credentials(headers) {
+        return Ok(PresentedCredential::Secret(secret));
+    }
+    Ok(PresentedCredential::None)
+}
+
+/// `Authorization: Basic base64(urlencode(client_id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (client_id, secret) = decoded.split_once(':')?;
+    let unescape = |part: &str| {
+        url::form_urlencoded::parse(format!("v={part}").as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default()
+    };
+    Some((unescape(client_id), unescape(secret)))
+}
+
+/// Where the request arrived, for checking an assertion's `aud`.
+pub(crate) struct TokenEndpointContext<'a> {
+    pub(crate) base_url: &'a url::Url,
+    pub(crate) alias: &'a TenantAlias,
+    pub(crate) now_unix: u64,
+}
+
+/// Authenticates the client for a grant. Order as in Entra: a credential sent by an app that has none
+/// is AADSTS700025; a missing one is AADSTS7000218 unless public client use is allowed.
+pub(crate) fn authenticate(
+    app: &AppRegistration,
+    tenant: &Tenant,
+    credential: &PresentedCredential,
+    rule: PublicClientRule,
+    context: &TokenEndpointContext<'_>,
+) -> Result<ClientAuthMethod, EntraError> {
+    match credential {
+        PresentedCredential::None => {
+            let public_allowed = match rule {
+                PublicClientRule::NeedsPublicClientFlows => app.allow_public_client_flows,
+                PublicClientRule::NativeAppsAllowed => {
+                    app.allow_public_client_flows || !app.has_credentials()
+                }
+                PublicClientRule::CredentialRequired => false,
+            };
+            if public_allowed {
+                Ok(ClientAuthMethod::Public)
+            } else {
+                Err(EntraError::credential_required())
+            }
+        }
+        _ if !app.has_credentials() => Err(EntraError::public_client_with_credential()),
+        PresentedCredential::Secret(value) => check_secret(app, value, context.now_unix),
+        PresentedCredential::Assertion(assertion) => {
+            check_assertion(app, tenant, assertion, context)
+        }
+    }
+}
+
+fn check_secret(app: &AppRegistration, value: &str, now_unix: u64) -> Result<ClientAuthMethod, EntraError> {
+    // Compare every secret without stopping early, so timing does not tell which one matched.
+    let matching = app
+        .secrets
+        .iter()
+        .filter(|secret| constant_time_eq(secret.value.as_bytes(), value.as_bytes()))
+        .collect::<Vec<_>>();
+    match matching.first() {
+        None => Err(EntraError::invalid_secret(&app.client_id)),
+        Some(secret) if secret.expires_at_unix.is_some_and(|expiry| expiry <= now_unix) => {
+            Err(EntraError::expired_secret(&app.client_id))
+        }
+        Some(_) => Ok(ClientAuthMethod::Secret),
+    }
+}
+
+fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+fn decode_json_part(part: &str) -> Option<Value> {
+    serde_json::from_slice(&b64url_decode(part)?).ok()
+}
+
+fn check_assertion(
+    app: &AppRegistration,
+    tenant: &Tenant,
+    assertion: &str,
+    context: &TokenEndpointContext<'_>,
+) -> Result<ClientAuthMethod, EntraError> {
+    let malformed = || EntraError::assertion_invalid("Client assertion is not a well-formed JWT.");
+    let mut parts = assertion.split('.');
+    let (Some(header_part), Some(payload_part), Some(signature_part), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let header = decode_json_part(header_part).ok_or_else(malformed)?;
+    let payload = decode_json_part(payload_part).ok_or_else(malformed)?;
+    let signature = b64url_decode(signature_part).ok_or_else(malformed)?;
+
+    let algorithm: &dyn rustls_pki_types::SignatureVerificationAlgorithm =
+        match header.get("alg").and_then(Value::as_str) {
+            Some("RS256") => webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+            Some("PS256") => webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            _ => {
+                return Err(EntraError::assertion_invalid(
+                    "Client assertion uses an unsupported algorithm; use RS256 or PS256.",
+                ));
+            }
+        };
+    // Prefer the SHA-256 thumbprint when both are present, as Entra does.
+    let (thumbprint, use_sha256) = match (
+        header.get("x5t#S256").and_then(Value::as_str),
+        header.get("x5t").and_then(Value::as_str),
+    ) {
+        (Some(sha256), _) => (sha256, true),
+        (None, Some(sha1)) => (sha1, false),
+        (None, None) => {
+            return Err(EntraError::assertion_invalid(
+                "Client assertion header has neither 'x5t' nor 'x5t#S256'.",
+            ));
+        }
+    };
+    let certificate = app
+        .certificates
+        .iter()
+        .filter(|certificate| {
+            certificate
+                .expires_at_unix
+                .is_none_or(|expiry| expiry > context.now_unix)
+        })
+        .find(|certificate| {
+            let registered = if use_sha256 { certificate.x5t_s256() } else { certificate.x5t() };
+            registered.is_ok_and(|registered| registered == thumbprint)
+        })
+        .ok_or_else(|| EntraError::assertion_key_not_found(thumbprint))?;
+    let der = certificate
+        .der()
+        .map_err(|_| EntraError::assertion_key_not_found(thumbprint))?;
+    let der = rustls_pki_types::CertificateDer::from(der);
+    let end_entity = webpki::EndEntityCert::try_from(&der)
+        .map_err(|_| EntraError::assertion_key_not_found(thumbprint))?;
+    let signed_data = format!("{header_part}.{payload_part}");
+    end_entity
+        .verify_signature(algorithm, signed_data.as_bytes(), &signature)
+        .map_err(|_| EntraError::assertion_bad_signature())?;
+
+    let claim = |name: &str| payload.get(name).and_then(Value::as_str);
+    if claim("iss") != Some(app.client_id.as_str()) || claim("sub") != Some(app.client_id.as_str()) {
+        return Err(EntraError::assertion_wrong_client(&app.client_id));
+    }
+    let audience_ok = match payload.get("aud") {
+        Some(Value::String(audience)) => audience_names_this_endpoint(audience, tenant, context),
+        Some(Value::Array(audiences)) => audiences
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|audience| audience_names_this_endpoint(audience, tenant, context)),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(EntraError::assertion_invalid(
+            "Client assertion audience claim does not match Realm issuer.",
+        ));
+    }
+    if claim("jti").is_none() {
+        return Err(EntraError::assertion_invalid("Client assertion has no 'jti' claim."));
+    }
+    let number = |name: &str| payload.get(name).and_then(Value::as_f64).map(|value| value as u64);
+    let Some(expires) = number("exp") else {
+        return Err(EntraError::assertion_invalid("Client assertion has no 'exp' claim."));
+    };
+    let not_before = number("nbf").or_else(|| number("iat")).unwrap_or(0);
+    let now = context.now_unix;
+    if expires + ASSERTION_CLOCK_SKEW_SECONDS <= now || not_before > now + ASSERTION_CLOCK_SKEW_SECONDS {
+        return Err(EntraError::assertion_out_of_time_range(now, not_before, expires));
+    }
+    Ok(ClientAuthMethod::Certificate)
+}
+
+/// The assertion audience must be this token endpoint: the sandbox's (or Entra's public) host, and a
+/// `{tenant}` segment naming this tenant or the alias of the request.
+fn audience_names_this_endpoint(audience: &str, tenant: &Tenant, context: &TokenEndpointContext<'_>) -> bool {
+    let Ok(url) = url::Url::parse(audience) else {
+        return false;
+    };
+    let same_origin = url.origin() == context.base_url.origin()
+        || url.host_str() == Some("login.microsoftonline.com");
+    let segments: Vec<&str> = url.path().trim_matches('/').split('/').collect();
+    let path_ok = match segments.as_slice() {
+        [tenant_segment, "oauth2", "v2.0", "token"] | [tenant_segment, "oauth2", "token"] => {
+            tenant.is_named(tenant_segment)
+                || tenant_segment.eq_ignore_ascii_case(context.alias.path_segment())
+        }
+        _ => false,
+    };
+    same_origin && path_ok
+}

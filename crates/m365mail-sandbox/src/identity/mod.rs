@@ -1,0 +1,135 @@
+//! Entra ID endpoints: discovery, keys, token (every grant), device code, authorize and the sign-in pages.
+
+pub(crate) mod authorize;
+pub(crate) mod client_auth;
+pub(crate) mod crypto;
+pub(crate) mod devicecode;
+pub(crate) mod discovery;
+pub(crate) mod errors;
+pub(crate) mod scopes;
+pub(crate) mod signin;
+pub(crate) mod token_endpoint;
+pub(crate) mod tokens;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+use crate::{state::SandboxState, tenant::TenantModel};
+use errors::EntraError;
+
+/// The tenant id Microsoft uses for personal accounts (issuer of `consumers`).
+pub(crate) const CONSUMERS_TENANT_ID: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+/// The identity routes. Paths are Entra's, with the `{tenant}` segment first.
+pub(crate) fn router() -> Router<Arc<SandboxState>> {
+    Router::new()
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(discovery::keys))
+        .route("/common/discovery/instance", get(discovery::instance_discovery))
+        .route("/common/userrealm/{username}", get(discovery::user_realm))
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            post(token_endpoint::token).get(token_endpoint::token_with_wrong_method),
+        )
+        .route("/{tenant}/oauth2/v2.0/devicecode", post(devicecode::device_code))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(authorize::sign_in_form).post(authorize::sign_in_submit),
+        )
+        .route(
+            "/devicelogin",
+            get(devicecode::login_page).post(devicecode::login_submit),
+        )
+}
+
+/// What the `{tenant}` URL segment named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TenantAlias {
+    /// A tenant GUID or verified domain, resolved to the tenant id.
+    Tenant(String),
+    /// `organizations`: any work or school tenant.
+    Organizations,
+    /// `common`: work/school or personal accounts.
+    Common,
+    /// `consumers`: personal accounts only (none exist in the sandbox).
+    Consumers,
+}
+
+impl TenantAlias {
+    /// Resolves the segment; unknown names give AADSTS90002.
+    pub(crate) fn resolve(model: &TenantModel, segment: &str) -> Result<Self, EntraError> {
+        match segment.to_ascii_lowercase().as_str() {
+            "organizations" => Ok(Self::Organizations),
+            "common" => Ok(Self::Common),
+            "consumers" => Ok(Self::Consumers),
+            _ => model
+                .tenant(segment)
+                .map(|tenant| Self::Tenant(tenant.id.clone()))
+                .ok_or_else(|| EntraError::tenant_not_found(segment)),
+        }
+    }
+
+    /// The path segment endpoints advertise: the GUID for a tenant, the alias otherwise.
+    pub(crate) fn path_segment(&self) -> &str {
+        match self {
+            Self::Tenant(id) => id,
+            Self::Organizations => "organizations",
+            Self::Common => "common",
+            Self::Consumers => "consumers",
+        }
+    }
+
+    pub(crate) fn is_multi_tenant(&self) -> bool {
+        !matches!(self, Self::Tenant(_))
+    }
+}
+
+/// HTML-escapes text for the sign-in pages.
+pub(crate) fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Parses an `application/x-www-form-urlencoded` body (or query) into ordered pairs; the first
+/// occurrence of a name wins.
+pub(crate) fn parse_form(body: &[u8]) -> FormParams {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if !pairs.iter().any(|(existing, _)| *existing == name) {
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+    }
+    FormParams { pairs }
+}
+
+/// Form or query parameters.
+pub(crate) struct FormParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl FormParams {
+    /// A non-empty parameter.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(existing, _)| existing == name)
+            .map(|(_, value)| value.as_str())
+            .filter(|value| !value.is_empty())
+    }
+
+    /// A required parameter; missing gives AADSTS900144.
+    pub(crate) fn require(&self, name: &str) -> Result<&str, EntraError> {
+        self.get(name)
+            .ok_or_else(|| EntraError::missing_parameter(name))
+    }
+}

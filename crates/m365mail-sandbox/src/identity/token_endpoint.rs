@@ -1,0 +1,364 @@
+//! `POST /{tenant}/oauth2/v2.0/token`: one function per grant.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, Method},
+    response::{IntoResponse, Response},
+};
+use serde_json::Value;
+
+use crate::{
+    identity::{
+        FormParams, TenantAlias,
+        client_auth::{PresentedCredential, PublicClientRule, TokenEndpointContext, authenticate, presented_credential},
+        crypto::{b64url, sha256},
+        errors::EntraError,
+        parse_form,
+        scopes::{consented_delegated_scopes, parse_app_only, parse_delegated},
+        signin::{SignInKind, check_account_usable, check_sign_in, find_user},
+        tokens::{ClientAuthMethod, DelegatedIssue, issue_app_only, issue_delegated},
+    },
+    state::{DeviceState, SandboxState, lock},
+    tenant::{AppRegistration, Tenant, TenantModel},
+};
+
+/// The device-code grant type of RFC 8628.
+pub(crate) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// `GET` (or any non-POST verb) on the token endpoint: AADSTS900561.
+pub(crate) async fn token_with_wrong_method(
+    State(state): State<Arc<SandboxState>>,
+    method: Method,
+) -> Response {
+    state.count_endpoint("token");
+    EntraError::post_only(method.as_str()).into_response_at(state.clock.as_ref())
+}
+
+/// The token endpoint.
+pub(crate) async fn token(
+    State(state): State<Arc<SandboxState>>,
+    Path(tenant_segment): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.count_endpoint("token");
+    let params = parse_form(&body);
+    state.count_grant(params.get("grant_type").unwrap_or("(none)"));
+    match handle_token_request(&state, &tenant_segment, &params, &headers) {
+        Ok(response) => Json(response).into_response(),
+        Err(error) => error.into_response_at(state.clock.as_ref()),
+    }
+}
+
+fn handle_token_request(
+    state: &SandboxState,
+    tenant_segment: &str,
+    params: &FormParams,
+    headers: &HeaderMap,
+) -> Result<Value, EntraError> {
+    let directory = lock(&state.directory);
+    let alias = TenantAlias::resolve(&directory, tenant_segment)?;
+    let grant_type = params.require("grant_type")?;
+    let client_id = match params.get("client_id") {
+        Some(client_id) => client_id.to_string(),
+        // client_secret_basic may carry the client id only in the header.
+        None => crate::identity::client_auth::basic_credentials(headers)
+            .map(|(client_id, _)| client_id)
+            .filter(|client_id| !client_id.is_empty())
+            .ok_or_else(|| EntraError::missing_parameter("client_id"))?,
+    };
+    let request = TokenRequest {
+        state,
+        directory: &directory,
+        alias: &alias,
+        params,
+        client_id: &client_id,
+        credential: presented_credential(params, headers)?,
+    };
+    match grant_type {
+        "password" => request.password(),
+        "client_credentials" => request.client_credentials(),
+        "refresh_token" => request.refresh_token(),
+        DEVICE_CODE_GRANT => request.device_code(),
+        "authorization_code" => request.authorization_code(),
+        other => Err(EntraError::unsupported_grant_type(other)),
+    }
+}
+
+/// One token request, with the directory locked for its (synchronous) duration.
+struct TokenRequest<'a> {
+    state: &'a SandboxState,
+    directory: &'a TenantModel,
+    alias: &'a TenantAlias,
+    params: &'a FormParams,
+    client_id: &'a str,
+    credential: PresentedCredential,
+}
+
+impl<'a> TokenRequest<'a> {
+    /// The app and its home tenant as seen from this endpoint: a tenant endpoint only sees its own
+    /// apps (AADSTS700016 otherwise); a disabled app gets AADSTS7000112.
+    fn app(&self) -> Result<(&'a Tenant, &'a AppRegistration), EntraError> {
+        let found = match self.alias {
+            TenantAlias::Tenant(tenant_id) => self
+                .directory
+                .tenant(tenant_id)
+                .and_then(|tenant| tenant.app(self.client_id).map(|app| (tenant, app))),
+            TenantAlias::Organizations | TenantAlias::Common => self.directory.find_app(self.client_id),
+            // The sandbox has no personal-account apps.
+            TenantAlias::Consumers => None,
+        };
+        let (tenant, app) = found.ok_or_else(|| {
+            EntraError::app_not_found(self.client_id, self.alias.path_segment())
+        })?;
+        if !app.enabled {
+            return Err(EntraError::app_disabled(&app.client_id, &app.display_name));
+        }
+        Ok((tenant, app))
+    }
+
+    fn authenticate(&self, tenant: &Tenant, app: &AppRegistration, rule: PublicClientRule) -> Result<ClientAuthMethod, EntraError> {
+        let context = TokenEndpointContext {
+            base_url: &self.state.base_url,
+            alias: self.alias,
+            now_unix: self.state.now_unix(),
+        };
+        authenticate(app, tenant, &self.credential, rule, &context)
+    }
+
+    fn client_info(&self) -> bool {
+        self.params.get("client_info") == Some("1")
+    }
+
+    /// ROPC (reference §5.1).
+    fn password(&self) -> Result<Value, EntraError> {
+        if matches!(self.alias, TenantAlias::Common | TenantAlias::Consumers) {
+            return Err(EntraError::grant_not_supported_on_endpoint(self.alias.path_segment()));
+        }
+        let username = self.params.require("username")?;
+        let password = self.params.require("password")?;
+        let scope = self.params.require("scope")?;
+        let (app_tenant, app) = self.app()?;
+        let method = self.authenticate(app_tenant, app, PublicClientRule::NeedsPublicClientFlows)?;
+        let (tenant, user) = find_user(self.directory, self.alias, username)?;
+        if tenant.id != app_tenant.id {
+            return Err(EntraError::app_not_found(&app.client_id, &tenant.id));
+        }
+        let scopes = parse_delegated(tenant, scope)?;
+        check_sign_in(
+            user,
+            password,
+            SignInKind::PasswordGrant,
+            &scopes.selection.resource.app_id,
+            self.state.base(),
+        )?;
+        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
+        issue_delegated(
+            self.state,
+            DelegatedIssue {
+                tenant,
+                app,
+                user,
+                scopes: &scopes,
+                granted,
+                requested_scope: scope,
+                client_info: self.client_info(),
+                nonce: None,
+                method,
+                mfa_performed: false,
+            },
+        )
+    }
+
+    /// Client credentials with a secret or a certificate (reference §5.2, §5.3).
+    fn client_credentials(&self) -> Result<Value, EntraError> {
+        if self.alias.is_multi_tenant() {
+            return Err(EntraError::tenant_required(self.alias.path_segment()));
+        }
+        let scope = self.params.require("scope")?;
+        let (tenant, app) = self.app()?;
+        let method = self.authenticate(tenant, app, PublicClientRule::CredentialRequired)?;
+        let selection = parse_app_only(tenant, scope)?;
+        issue_app_only(self.state, tenant, app, &selection, method)
+    }
+
+    /// Refresh (reference §5.5): rotating, the old token stays valid until revoked or expired.
+    fn refresh_token(&self) -> Result<Value, EntraError> {
+        let refresh_token = self.params.require("refresh_token")?;
+        let (app_tenant, app) = self.app()?;
+        let method = self.authenticate(app_tenant, app, PublicClientRule::NativeAppsAllowed)?;
+        let (user_upn, original_scope) = {
+            let grants = lock(&self.state.grants);
+            let grant = grants
+                .refresh_tokens
+                .get(refresh_token)
+                .filter(|grant| grant.client_id.eq_ignore_ascii_case(&app.client_id))
+                .ok_or_else(EntraError::invalid_refresh_token)?;
+            if grant.revoked {
+                return Err(EntraError::grant_revoked());
+            }
+            if grant.expires_at <= self.state.now_unix() {
+                return Err(EntraError::refresh_token_expired());
+            }
+            if let TenantAlias::Tenant(tenant_id) = self.alias {
+                if !tenant_id.eq_ignore_ascii_case(&grant.tenant_id) {
+                    return Err(EntraError::invalid_refresh_token());
+                }
+            }
+            (grant.user_upn.clone(), grant.scope.clone())
+        };
+        let (tenant, user) = self
+            .directory
+            .find_user(&user_upn)
+            .ok_or_else(EntraError::invalid_refresh_token)?;
+        check_account_usable(user)?;
+        let scope = self.params.get("scope").unwrap_or(&original_scope);
+        let scopes = parse_delegated(tenant, scope)?;
+        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
+        issue_delegated(
+            self.state,
+            DelegatedIssue {
+                tenant,
+                app,
+                user,
+                scopes: &scopes,
+                granted,
+                requested_scope: scope,
+                client_info: self.client_info(),
+                nonce: None,
+                method,
+                mfa_performed: user.mfa_required,
+            },
+        )
+    }
+
+    /// Device code polling (reference §5.4).
+    fn device_code(&self) -> Result<Value, EntraError> {
+        let device_code = self.params.require("device_code")?;
+        let (app_tenant, app) = self.app()?;
+        let method = self.authenticate(app_tenant, app, PublicClientRule::NeedsPublicClientFlows)?;
+        let (approved_upn, scope) = {
+            let mut grants = lock(&self.state.grants);
+            let grant = grants
+                .device_codes
+                .get_mut(device_code)
+                .filter(|grant| grant.client_id.eq_ignore_ascii_case(&app.client_id))
+                .ok_or_else(EntraError::bad_verification_code)?;
+            let now = self.state.now();
+            if grant.expires_at <= self.state.now_unix() {
+                return Err(EntraError::device_code_expired());
+            }
+            let too_soon = grant.last_poll.is_some_and(|last_poll| {
+                now.duration_since(last_poll)
+                    .map(|elapsed| elapsed.as_secs_f64() < grant.interval_seconds as f64)
+                    .unwrap_or(false)
+            });
+            grant.last_poll = Some(now);
+            if too_soon && grant.state == DeviceState::Pending {
+                return Err(EntraError::slow_down());
+            }
+            match &grant.state {
+                DeviceState::Pending => return Err(EntraError::authorization_pending()),
+                DeviceState::Declined => return Err(EntraError::authorization_declined()),
+                DeviceState::Redeemed => return Err(EntraError::device_code_already_used()),
+                DeviceState::Approved { upn } => {
+                    let approved = (upn.clone(), grant.scope.clone());
+                    grant.state = DeviceState::Redeemed;
+                    approved
+                }
+            }
+        };
+        let (tenant, user) = self
+            .directory
+            .find_user(&approved_upn)
+            .ok_or_else(EntraError::bad_verification_code)?;
+        check_account_usable(user)?;
+        let scopes = parse_delegated(tenant, &scope)?;
+        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
+        issue_delegated(
+            self.state,
+            DelegatedIssue {
+                tenant,
+                app,
+                user,
+                scopes: &scopes,
+                granted,
+                requested_scope: &scope,
+                client_info: self.client_info(),
+                nonce: None,
+                method,
+                mfa_performed: user.mfa_required,
+            },
+        )
+    }
+
+    /// Authorization code redemption with PKCE (reference §5.6).
+    fn authorization_code(&self) -> Result<Value, EntraError> {
+        let code = self.params.require("code")?;
+        let redirect_uri = self.params.require("redirect_uri")?;
+        let (app_tenant, app) = self.app()?;
+        let method = self.authenticate(app_tenant, app, PublicClientRule::NativeAppsAllowed)?;
+        let (user_upn, scope, nonce) = {
+            let mut grants = lock(&self.state.grants);
+            let grant = grants
+                .authorization_codes
+                .get_mut(code)
+                .filter(|grant| grant.client_id.eq_ignore_ascii_case(&app.client_id))
+                .ok_or_else(EntraError::invalid_authorization_code)?;
+            if grant.redeemed {
+                return Err(EntraError::code_already_redeemed());
+            }
+            if grant.expires_at <= self.state.now_unix() {
+                return Err(EntraError::authorization_code_expired());
+            }
+            if let TenantAlias::Tenant(tenant_id) = self.alias {
+                if !tenant_id.eq_ignore_ascii_case(&grant.tenant_id) {
+                    return Err(EntraError::code_redeemed_against_wrong_tenant());
+                }
+            }
+            if grant.redirect_uri != redirect_uri {
+                return Err(EntraError::redirect_uri_mismatch(redirect_uri, &app.client_id));
+            }
+            if let Some((challenge, challenge_method)) = &grant.code_challenge {
+                let verifier = self.params.require("code_verifier")?;
+                let computed = if challenge_method == "S256" {
+                    b64url(&sha256(verifier.as_bytes()))
+                } else {
+                    verifier.to_string()
+                };
+                if computed != *challenge {
+                    return Err(EntraError::pkce_mismatch());
+                }
+            }
+            grant.redeemed = true;
+            (grant.user_upn.clone(), grant.scope.clone(), grant.nonce.clone())
+        };
+        let (tenant, user) = self
+            .directory
+            .find_user(&user_upn)
+            .ok_or_else(EntraError::invalid_authorization_code)?;
+        check_account_usable(user)?;
+        let scope = self.params.get("scope").map(str::to_string).unwrap_or(scope);
+        let scopes = parse_delegated(tenant, &scope)?;
+        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
+        issue_delegated(
+            self.state,
+            DelegatedIssue {
+                tenant,
+                app,
+                user,
+                scopes: &scopes,
+                granted,
+                requested_scope: &scope,
+                client_info: self.client_info(),
+                nonce: nonce.as_deref(),
+                method,
+                mfa_performed: user.mfa_required,
+            },
+        )
+    }
+}

@@ -1,0 +1,164 @@
+//! Shared run-time state: the tenant model, issued grants (refresh tokens, device codes, authorization
+//! codes) and request counters. Locks are std mutexes held only for short, non-async sections.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::{Lifetimes, clock::Clock, identity::crypto::SigningKey, tenant::TenantModel};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data stays consistent
+/// because every critical section is a few field updates).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) struct SandboxState {
+    pub(crate) directory: Mutex<TenantModel>,
+    pub(crate) grants: Mutex<Grants>,
+    pub(crate) stats: Mutex<RequestStats>,
+    pub(crate) signing_key: SigningKey,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// `https://127.0.0.1:port/`, always with a trailing slash.
+    pub(crate) base_url: Url,
+}
+
+impl SandboxState {
+    pub(crate) fn count_endpoint(&self, endpoint: &str) {
+        let mut stats = lock(&self.stats);
+        stats.total_requests += 1;
+        *stats.by_endpoint.entry(endpoint.to_string()).or_default() += 1;
+    }
+
+    pub(crate) fn count_grant(&self, grant_type: &str) {
+        *lock(&self.stats)
+            .by_grant_type
+            .entry(grant_type.to_string())
+            .or_default() += 1;
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    pub(crate) fn now_unix(&self) -> u64 {
+        self.clock.unix_seconds()
+    }
+
+    /// The base URL as a string ending in `/`.
+    pub(crate) fn base(&self) -> &str {
+        self.base_url.as_str()
+    }
+}
+
+/// Request counters, read through the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStats {
+    /// Every counted request (identity endpoints; admin calls are not counted).
+    pub total_requests: u64,
+    /// Per endpoint: `openid-configuration`, `keys`, `instance-discovery`, `userrealm`, `token`,
+    /// `devicecode`, `authorize`, `devicelogin`.
+    pub by_endpoint: BTreeMap<String, u64>,
+    /// Token requests per `grant_type` value as sent (`password`, `client_credentials`, `refresh_token`,
+    /// `authorization_code`, `urn:ietf:params:oauth:grant-type:device_code`; missing → `(none)`).
+    pub by_grant_type: BTreeMap<String, u64>,
+}
+
+impl RequestStats {
+    /// Requests to one endpoint (see [`RequestStats::by_endpoint`]).
+    pub fn endpoint(&self, endpoint: &str) -> u64 {
+        self.by_endpoint.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// Token requests with one grant type.
+    pub fn grant(&self, grant_type: &str) -> u64 {
+        self.by_grant_type.get(grant_type).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Grants {
+    pub(crate) refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Keyed by device code.
+    pub(crate) device_codes: HashMap<String, DeviceGrant>,
+    pub(crate) authorization_codes: HashMap<String, AuthorizationCodeGrant>,
+}
+
+impl Grants {
+    pub(crate) fn device_by_user_code_mut(&mut self, user_code: &str) -> Option<&mut DeviceGrant> {
+        let wanted = normalize_user_code(user_code);
+        self.device_codes
+            .values_mut()
+            .find(|grant| grant.user_code == wanted)
+    }
+
+    /// Marks every refresh token of a user as revoked (password change, admin revocation).
+    pub(crate) fn revoke_user(&mut self, user_object_id: &str) -> usize {
+        let mut revoked = 0;
+        for grant in self.refresh_tokens.values_mut() {
+            if grant.user_object_id.eq_ignore_ascii_case(user_object_id) && !grant.revoked {
+                grant.revoked = true;
+                revoked += 1;
+            }
+        }
+        revoked
+    }
+}
+
+/// User codes are compared without case, spaces or dashes, as people type them.
+pub(crate) fn normalize_user_code(user_code: &str) -> String {
+    user_code
+        .chars()
+        .filter(|character| character.is_ascii_alphanumeric())
+        .map(|character| character.to_ascii_uppercase())
+        .collect()
+}
+
+pub(crate) struct RefreshGrant {
+    pub(crate) user_object_id: String,
+    pub(crate) user_upn: String,
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+    /// The original request's scope string, reused when a refresh request names no scope.
+    pub(crate) scope: String,
+    pub(crate) expires_at: u64,
+    pub(crate) revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeviceState {
+    Pending,
+    Approved { upn: String },
+    Declined,
+    Redeemed,
+}
+
+pub(crate) struct DeviceGrant {
+    pub(crate) user_code: String,
+    pub(crate) client_id: String,
+    /// Tenant id when the flow started on a tenant-specific endpoint; `None` for organizations/common.
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) scope: String,
+    pub(crate) expires_at: u64,
+    pub(crate) interval_seconds: u64,
+    pub(crate) last_poll: Option<SystemTime>,
+    pub(crate) state: DeviceState,
+}
+
+pub(crate) struct AuthorizationCodeGrant {
+    pub(crate) client_id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) user_upn: String,
+    pub(crate) redirect_uri: String,
+    pub(crate) scope: String,
+    pub(crate) code_challenge: Option<(String, String)>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) expires_at: u64,
+    pub(crate) redeemed: bool,
+}
