@@ -1,1 +1,252 @@
-//! TOML config file with named profiles. (Owned by the auth/CLI work; placeholder.)
+//! The TOML config file: named profiles.
+//!
+//! ```toml
+//! default_profile = "work"
+//!
+//! [profiles.work]
+//! tenant = "contoso.onmicrosoft.com"        # GUID (recommended), domain, organizations, common, consumers
+//! client_id = "c0ffee00-0000-4000-8000-00000000a001"
+//! flow = "device-code"                      # password | device-code | client-secret | client-certificate | refresh | auth-code
+//! username = "adele@contoso.onmicrosoft.com"
+//! cloud = "global"                          # global | usgov | china   (or: authority = "https://127.0.0.1:8443/")
+//! ca_file = "/path/sandbox-ca.pem"          # extra CA to trust (the sandbox)
+//! certificate = "/path/cert.pem"            # client-certificate flow
+//! private_key = "/path/key.pem"
+//! assertion_alg = "RS256"                   # RS256 (x5t) | PS256 (x5t#S256)
+//! secret_auth = "post"                      # post (client_secret_post) | basic (client_secret_basic)
+//! target = "imap"                           # imap | pop | smtp | graph
+//! scopes = ["https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"]  # overrides target
+//! cache = "/path/token-cache.json"          # default: the user data dir
+//! ```
+//!
+//! Secrets never live here: passwords and client secrets come from the environment (`M365MAIL_PASSWORD`,
+//! `M365MAIL_CLIENT_SECRET`), `--password-stdin`, `--secret-file` or a no-echo prompt.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A usage or configuration-file error (exit code 2).
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand: a [`UsageError`] as an `anyhow::Error`.
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// The token flow a profile uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum FlowName {
+    /// ROPC (username + password).
+    Password,
+    /// Device code.
+    DeviceCode,
+    /// Client credentials with a secret.
+    ClientSecret,
+    /// Client credentials with a certificate.
+    ClientCertificate,
+    /// Refresh token (cached, or from M365MAIL_REFRESH_TOKEN).
+    Refresh,
+    /// Authorization code + PKCE with a loopback redirect.
+    AuthCode,
+}
+
+impl FlowName {
+    /// Whether the flow yields app-only tokens.
+    pub(crate) fn is_app_only(self) -> bool {
+        matches!(self, Self::ClientSecret | Self::ClientCertificate)
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::DeviceCode => "device-code",
+            Self::ClientSecret => "client-secret",
+            Self::ClientCertificate => "client-certificate",
+            Self::Refresh => "refresh",
+            Self::AuthCode => "auth-code",
+        }
+    }
+}
+
+/// `client_secret_post` or `client_secret_basic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SecretAuth {
+    #[default]
+    Post,
+    Basic,
+}
+
+/// One profile. Every field is optional here; `token get` flags fill or override them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Profile {
+    pub(crate) tenant: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) flow: Option<FlowName>,
+    pub(crate) username: Option<String>,
+    pub(crate) cloud: Option<String>,
+    pub(crate) authority: Option<String>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) certificate: Option<PathBuf>,
+    pub(crate) private_key: Option<PathBuf>,
+    pub(crate) assertion_alg: Option<String>,
+    pub(crate) secret_auth: Option<SecretAuth>,
+    pub(crate) target: Option<String>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) cache: Option<PathBuf>,
+    /// Present only to give a clear error: secrets do not belong in the config file.
+    password: Option<toml::Value>,
+    /// Present only to give a clear error.
+    client_secret: Option<toml::Value>,
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfigFile {
+    pub(crate) default_profile: Option<String>,
+    #[serde(default)]
+    pub(crate) profiles: BTreeMap<String, Profile>,
+}
+
+/// The default config path: `<user config dir>/m365mail/config.toml`.
+pub(crate) fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "m365mail").map(|d| d.config_dir().join("config.toml"))
+}
+
+impl ConfigFile {
+    /// Parses TOML text.
+    pub(crate) fn parse(text: &str, origin: &Path) -> anyhow::Result<Self> {
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| usage(format!("config file {}: {e}", origin.display())))?;
+        for (name, p) in &cfg.profiles {
+            if p.password.is_some() || p.client_secret.is_some() {
+                return Err(usage(format!(
+                    "config file {}: profile {name:?} holds a secret; remove it and use M365MAIL_PASSWORD / \
+                     M365MAIL_CLIENT_SECRET, --password-stdin or --secret-file",
+                    origin.display()
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Loads `explicit` (must exist) or the default path (may be absent: then an empty config).
+    pub(crate) fn load(explicit: Option<&Path>) -> anyhow::Result<(Self, Option<PathBuf>)> {
+        let (path, required) = match explicit {
+            Some(p) => (Some(p.to_path_buf()), true),
+            None => (default_path(), false),
+        };
+        let Some(path) = path else {
+            return Ok((Self::default(), None));
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((Self::parse(&text, &path)?, Some(path))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok((Self::default(), None))
+            }
+            Err(e) => Err(usage(format!("config file {}: {e}", path.display()))),
+        }
+    }
+
+    /// The selected profile: `name`, else `default_profile`, else a profile named `default`, else the only
+    /// profile; an empty profile when the file has none and no name was asked for.
+    pub(crate) fn profile(&self, name: Option<&str>) -> anyhow::Result<(String, Profile)> {
+        if let Some(name) = name {
+            return self
+                .profiles
+                .get(name)
+                .cloned()
+                .map(|p| (name.to_owned(), p))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                    usage(format!(
+                        "no profile {name:?} in the config file (profiles: {})",
+                        known.join(", ")
+                    ))
+                });
+        }
+        if let Some(name) = &self.default_profile {
+            return self.profile(Some(name));
+        }
+        if let Some(p) = self.profiles.get("default") {
+            return Ok(("default".into(), p.clone()));
+        }
+        if self.profiles.len() == 1 {
+            let (n, p) = self.profiles.iter().next().expect("one profile");
+            return Ok((n.clone(), p.clone()));
+        }
+        if self.profiles.is_empty() {
+            return Ok(("default".into(), Profile::default()));
+        }
+        Err(usage(
+            "several profiles and no default_profile: choose one with --profile",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+default_profile = "work"
+[profiles.work]
+tenant = "contoso.onmicrosoft.com"
+client_id = "c0ffee00-0000-4000-8000-00000000a001"
+flow = "device-code"
+username = "adele@contoso.onmicrosoft.com"
+cloud = "global"
+target = "smtp"
+[profiles.daemon]
+tenant = "72f988bf-0000-4a00-8000-00000000c0de"
+client_id = "c0ffee00-0000-4000-8000-00000000a002"
+flow = "client-certificate"
+authority = "https://127.0.0.1:8443/"
+certificate = "/tmp/c.pem"
+private_key = "/tmp/k.pem"
+assertion_alg = "PS256"
+scopes = ["https://outlook.office365.com/.default"]
+"#;
+
+    #[test]
+    fn parses_profiles_and_selects() {
+        let cfg = ConfigFile::parse(SAMPLE, Path::new("x")).unwrap();
+        let (name, p) = cfg.profile(None).unwrap();
+        assert_eq!(name, "work");
+        assert_eq!(p.flow, Some(FlowName::DeviceCode));
+        let (_, d) = cfg.profile(Some("daemon")).unwrap();
+        assert_eq!(d.flow, Some(FlowName::ClientCertificate));
+        assert!(d.flow.unwrap().is_app_only());
+        assert!(cfg.profile(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn rejects_secrets_and_unknown_keys() {
+        let e = ConfigFile::parse("[profiles.a]\npassword = \"x\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("holds a secret"));
+        assert!(e.downcast_ref::<UsageError>().is_some());
+        assert!(ConfigFile::parse("[profiles.a]\ntenat = \"x\"\n", Path::new("x")).is_err());
+        assert!(ConfigFile::parse("[profiles.a]\nflow = \"magic\"\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn empty_config_gives_empty_default_profile() {
+        let cfg = ConfigFile::default();
+        assert_eq!(cfg.profile(None).unwrap().0, "default");
+    }
+}

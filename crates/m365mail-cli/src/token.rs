@@ -1,19 +1,704 @@
-//! `m365mail token get | inspect | clear`. (Placeholder; filled by the auth work.)
+//! `m365mail token get | inspect | clear`.
+//!
+//! Secrets never come from argv: passwords from `M365MAIL_PASSWORD`, `--password-stdin` or a no-echo prompt;
+//! client secrets from `M365MAIL_CLIENT_SECRET`, `--secret-file` or a prompt; tokens to inspect from stdin by
+//! default. The access token is printed only with `--show-token` (text: the bare token on stdout; JSON: an
+//! `access_token` field); otherwise `token get` reports expiry, scopes and origin only.
+//!
+//! Exit codes (see [`exit_code`]): 0 ok, 1 other, 2 usage/config file, 3 user credentials or sign-in needed,
+//! 4 admin action needed, 5 connector configuration, 6 switch flow, 7 transient/network, 8 flow state or
+//! cancelled.
+
+use std::io::{IsTerminal as _, Read as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use m365mail::auth::provider::{FlowSource, TokenOrigin};
+use m365mail::auth::{
+    Access, AccessToken, AssertionAlg, AuthCodeOptions, AuthError, Authority, CacheKey,
+    CertificateCredential, ClientCredential, ClientOptions, Cloud, ErrorClass, Flow, Grant,
+    Inspection, Scopes, Target, Tenant, TokenCache, TokenClient, TokenProvider, TokenResponse,
+    TokenSource,
+};
+use m365mail::secret::Secret;
+use m365mail::time::{BoxFuture, Clock as _, SystemClock, unix_secs};
+use serde_json::json;
 
 use crate::GlobalArgs;
+use crate::config::{ConfigFile, FlowName, Profile, SecretAuth, usage};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TokenCommand {
-    /// Get a token with the profile's flow.
-    Get,
+    /// Get an access token with the profile's flow (cached tokens are reused; refresh tokens are rotated).
+    Get(Box<GetArgs>),
+    /// Decode a token without verifying it and say which protocols it can serve. Reads stdin by default.
+    Inspect(InspectArgs),
+    /// Remove cached tokens (the profile's app and account, or everything with --all).
+    Clear(Box<ClearArgs>),
 }
 
-pub(crate) async fn run(_command: TokenCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Connection settings; each overrides the profile's value.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ProfileArgs {
+    /// Tenant GUID, domain, `organizations`, `common` or `consumers`.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Application (client) id.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Username (UPN) for password flow, and the cache account for delegated flows.
+    #[arg(long)]
+    username: Option<String>,
+    /// Cloud: global, usgov, china.
+    #[arg(long, conflicts_with = "authority")]
+    cloud: Option<String>,
+    /// Custom authority base URL (e.g. the sandbox https://127.0.0.1:8443/).
+    #[arg(long)]
+    authority: Option<String>,
+    /// Extra CA certificate(s) to trust (PEM file), e.g. the sandbox CA.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Token cache file (default: the user data dir).
+    #[arg(long)]
+    cache: Option<PathBuf>,
 }
 
-/// Exit code for an error, by cause.
-pub(crate) fn exit_code(_err: &anyhow::Error) -> ExitCode {
-    ExitCode::from(1)
+#[derive(Debug, clap::Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Flow (overrides the profile).
+    #[arg(long, value_enum)]
+    flow: Option<FlowName>,
+    /// What the token is for: imap, pop, smtp, graph (default imap).
+    #[arg(long)]
+    target: Option<String>,
+    /// Explicit scope (repeatable); overrides --target.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Read the client secret from this file.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Client certificate (PEM) for client-certificate flow.
+    #[arg(long)]
+    certificate: Option<PathBuf>,
+    /// Private key (PEM) for client-certificate flow.
+    #[arg(long)]
+    private_key: Option<PathBuf>,
+    /// Assertion algorithm: RS256 (x5t) or PS256 (x5t#S256).
+    #[arg(long)]
+    assertion_alg: Option<String>,
+    /// Neither read nor write the token cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Ignore a cached access token (a cached refresh token is still used).
+    #[arg(long)]
+    force: bool,
+    /// Print the access token (text: alone on stdout; JSON: the `access_token` field).
+    #[arg(long)]
+    show_token: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InspectArgs {
+    /// The token, or `-` for stdin (the default, so tokens stay off argv).
+    token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ClearArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Remove every cached token.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Runs a `token` subcommand. With `--json`, an error is also printed as JSON on stdout.
+pub(crate) async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let result = match command {
+        TokenCommand::Get(args) => get(*args, global).await,
+        TokenCommand::Inspect(args) => inspect(args, global),
+        TokenCommand::Clear(args) => clear(*args, global),
+    };
+    if let Err(err) = &result
+        && global.json
+    {
+        println!("{}", error_json(err));
+    }
+    result
+}
+
+/// Exit code for an error, by cause: 2 usage/config, 3 user, 4 admin, 5 connector config, 6 switch flow,
+/// 7 transient, 8 flow state/cancelled, 1 other.
+pub(crate) fn exit_code(err: &anyhow::Error) -> ExitCode {
+    ExitCode::from(exit_code_num(err))
+}
+
+fn exit_code_num(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<crate::config::UsageError>().is_some() {
+            return 2;
+        }
+        if let Some(auth) = cause.downcast_ref::<AuthError>() {
+            return match auth.class() {
+                ErrorClass::User => 3,
+                ErrorClass::Admin => 4,
+                ErrorClass::Config => 5,
+                ErrorClass::SwitchFlow => 6,
+                ErrorClass::Transient => 7,
+                ErrorClass::FlowState => 8,
+            };
+        }
+    }
+    1
+}
+
+fn error_json(err: &anyhow::Error) -> serde_json::Value {
+    let auth = err.chain().find_map(|c| c.downcast_ref::<AuthError>());
+    let mut e = json!({ "message": format!("{err:#}"), "exit_code": exit_code_num(err) });
+    if let Some(a) = auth {
+        e["class"] = json!(a.class());
+        e["cause"] = json!(a.cause());
+        e["remedy"] = json!(a.remedy());
+        if let Some(entra) = a.entra() {
+            e["error"] = json!(entra.error);
+            e["error_codes"] = json!(entra.error_codes);
+            e["suberror"] = json!(entra.suberror);
+            e["trace_id"] = json!(entra.trace_id);
+            e["correlation_id"] = json!(entra.correlation_id);
+        }
+    }
+    json!({ "ok": false, "error": e })
+}
+
+/// Profile + flags, validated.
+struct Settings {
+    authority: Authority,
+    client_id: String,
+    username: Option<String>,
+    ca_file: Option<PathBuf>,
+    cache_path: Option<PathBuf>,
+}
+
+fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<Settings> {
+    let tenant_s = args
+        .tenant
+        .clone()
+        .or_else(|| profile.tenant.clone())
+        .ok_or_else(|| usage("no tenant: set `tenant` in the profile or pass --tenant"))?;
+    let tenant: Tenant = tenant_s.parse()?;
+    let cloud = match (
+        &args.authority,
+        &args.cloud,
+        &profile.authority,
+        &profile.cloud,
+    ) {
+        (Some(a), _, _, _) => Cloud::custom(a)?,
+        (None, Some(c), _, _) => Cloud::parse(c)?,
+        (None, None, Some(a), _) => Cloud::custom(a)?,
+        (None, None, None, Some(c)) => Cloud::parse(c)?,
+        _ => Cloud::Global,
+    };
+    let client_id = args
+        .client_id
+        .clone()
+        .or_else(|| profile.client_id.clone())
+        .ok_or_else(|| usage("no client id: set `client_id` in the profile or pass --client-id"))?;
+    Ok(Settings {
+        authority: Authority::new(cloud, tenant),
+        client_id,
+        username: args.username.clone().or_else(|| profile.username.clone()),
+        ca_file: args.ca_file.clone().or_else(|| profile.ca_file.clone()),
+        cache_path: args.cache.clone().or_else(|| profile.cache.clone()),
+    })
+}
+
+fn load_profile(global: &GlobalArgs) -> anyhow::Result<(String, Profile)> {
+    let (cfg, _) = ConfigFile::load(global.config.as_deref())?;
+    cfg.profile(global.profile.as_deref())
+}
+
+fn open_cache(path: Option<PathBuf>) -> anyhow::Result<TokenCache> {
+    let path = path.or_else(TokenCache::default_path).ok_or_else(|| {
+        usage("cannot determine the user data dir for the token cache; set `cache` or --cache")
+    })?;
+    Ok(TokenCache::open(path)?)
+}
+
+fn read_stdin_line(what: &str) -> anyhow::Result<Secret> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| usage(format!("reading the {what} from stdin: {e}")))?;
+    let line = Secret::new(line);
+    // Strip only the line ending: leading/trailing spaces may be part of the secret.
+    let value = line.expose().trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(usage(format!("empty {what} on stdin")));
+    }
+    Ok(Secret::new(value))
+}
+
+fn password(args: &GetArgs, username: &str) -> anyhow::Result<Secret> {
+    if args.password_stdin {
+        return read_stdin_line("password");
+    }
+    if let Ok(v) = std::env::var("M365MAIL_PASSWORD")
+        && !v.is_empty()
+    {
+        return Ok(Secret::new(v));
+    }
+    if std::io::stdin().is_terminal() {
+        let v = rpassword::prompt_password(format!("Password for {username}: "))
+            .map_err(|e| usage(format!("password prompt: {e}")))?;
+        return Ok(Secret::new(v));
+    }
+    Err(usage(
+        "no password: set M365MAIL_PASSWORD, pass --password-stdin, or run in a terminal",
+    ))
+}
+
+/// The client secret, if one was supplied; `required` prompts on a terminal when none was.
+fn client_secret(args: &GetArgs, required: bool) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = &args.secret_file {
+        let text = Secret::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("--secret-file {}: {e}", path.display())))?,
+        );
+        let v = text.expose().trim_end_matches(['\n', '\r']);
+        if v.is_empty() {
+            return Err(usage(format!("--secret-file {} is empty", path.display())));
+        }
+        return Ok(Some(Secret::new(v)));
+    }
+    if let Ok(v) = std::env::var("M365MAIL_CLIENT_SECRET")
+        && !v.is_empty()
+    {
+        return Ok(Some(Secret::new(v)));
+    }
+    if required {
+        if std::io::stdin().is_terminal() {
+            let v = rpassword::prompt_password("Client secret (value): ")
+                .map_err(|e| usage(format!("secret prompt: {e}")))?;
+            return Ok(Some(Secret::new(v)));
+        }
+        return Err(usage(
+            "no client secret: set M365MAIL_CLIENT_SECRET, pass --secret-file, or run in a terminal",
+        ));
+    }
+    Ok(None)
+}
+
+/// For `--flow refresh` without M365MAIL_REFRESH_TOKEN: only the cached refresh token can be used.
+struct RefreshOnly(TokenClient);
+
+impl TokenSource for RefreshOnly {
+    fn acquire<'a>(&'a self, _: &'a Scopes) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+        Box::pin(async { Err(AuthError::NoRefreshToken) })
+    }
+    fn refresh<'a>(
+        &'a self,
+        rt: &'a Secret,
+        scopes: &'a Scopes,
+    ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+        Box::pin(self.0.refresh(rt, scopes))
+    }
+}
+
+async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (profile_name, profile) = load_profile(global)?;
+    let s = settings(&profile, &args.profile)?;
+    let flow = args.flow.or(profile.flow).unwrap_or(FlowName::DeviceCode);
+    let access = if flow.is_app_only() {
+        Access::AppOnly
+    } else {
+        Access::Delegated
+    };
+    let scopes = if !args.scopes.is_empty() {
+        Scopes::new(args.scopes.clone())
+    } else if let (None, Some(list)) = (&args.target, &profile.scopes) {
+        Scopes::new(list.clone())
+    } else {
+        let target: Target = args
+            .target
+            .as_deref()
+            .or(profile.target.as_deref())
+            .unwrap_or("imap")
+            .parse()?;
+        Scopes::for_target(target, access, &s.authority.cloud)
+    };
+
+    // Client credential.
+    let credential = match flow {
+        FlowName::ClientCertificate => {
+            let cert = args
+                .certificate
+                .clone()
+                .or_else(|| profile.certificate.clone());
+            let key = args
+                .private_key
+                .clone()
+                .or_else(|| profile.private_key.clone());
+            let (Some(cert), Some(key)) = (cert, key) else {
+                return Err(usage(
+                    "client-certificate flow needs `certificate` and `private_key` (PEM files)",
+                ));
+            };
+            let alg: AssertionAlg = args
+                .assertion_alg
+                .as_deref()
+                .or(profile.assertion_alg.as_deref())
+                .unwrap_or("RS256")
+                .parse()?;
+            ClientCredential::Certificate {
+                cert: Arc::new(CertificateCredential::from_files(&cert, &key)?),
+                alg,
+            }
+        }
+        FlowName::ClientSecret => secret_credential(client_secret(&args, true)?, &profile),
+        _ => match client_secret(&args, false)? {
+            Some(secret) => secret_credential(Some(secret), &profile),
+            None => ClientCredential::Public,
+        },
+    };
+    let client = TokenClient::new(
+        s.authority.clone(),
+        s.client_id.clone(),
+        credential,
+        ClientOptions {
+            ca_file: s.ca_file.clone(),
+            ..ClientOptions::default()
+        },
+    )?;
+
+    let account = if flow.is_app_only() {
+        "app".to_owned()
+    } else {
+        s.username.clone().unwrap_or_else(|| "default".to_owned())
+    };
+    let source: Arc<dyn TokenSource> = match flow {
+        FlowName::Password => {
+            let username = s
+                .username
+                .clone()
+                .ok_or_else(|| usage("password flow needs `username` (profile) or --username"))?;
+            let password = password(&args, &username)?;
+            Arc::new(FlowSource {
+                client,
+                flow: Flow::Password { username, password },
+            })
+        }
+        FlowName::DeviceCode => Arc::new(FlowSource {
+            client,
+            flow: Flow::DeviceCode {
+                on_code: Arc::new(|code| eprintln!("{}", code.message)),
+            },
+        }),
+        FlowName::ClientSecret | FlowName::ClientCertificate => Arc::new(FlowSource {
+            client,
+            flow: Flow::ClientCredentials,
+        }),
+        FlowName::AuthCode => Arc::new(FlowSource {
+            client,
+            flow: Flow::AuthCode {
+                options: AuthCodeOptions {
+                    login_hint: s.username.clone(),
+                    ..Default::default()
+                },
+                open_browser: Arc::new(|url| {
+                    eprintln!("Open this URL in a browser to sign in:\n{url}");
+                }),
+            },
+        }),
+        FlowName::Refresh => match std::env::var("M365MAIL_REFRESH_TOKEN") {
+            Ok(rt) if !rt.is_empty() => Arc::new(FlowSource {
+                client,
+                flow: Flow::RefreshToken {
+                    refresh_token: Secret::new(rt),
+                },
+            }),
+            _ => Arc::new(RefreshOnly(client)),
+        },
+    };
+
+    let cache = if args.no_cache {
+        TokenCache::in_memory()
+    } else {
+        open_cache(s.cache_path.clone())?
+    };
+    let cache_path = cache.path().map(|p| p.display().to_string());
+    let key = CacheKey::new(&s.authority, &s.client_id, &account, &scopes);
+    let provider = TokenProvider::new(
+        source,
+        Arc::new(cache),
+        key,
+        scopes.clone(),
+        Arc::new(SystemClock),
+    );
+    let fut = async {
+        if args.force || flow == FlowName::Refresh {
+            provider.force_renew().await
+        } else {
+            provider.token().await
+        }
+    };
+    let token = tokio::select! {
+        r = fut => r?,
+        _ = tokio::signal::ctrl_c() => return Err(AuthError::Cancelled.into()),
+    };
+    print_token(
+        &token,
+        &profile_name,
+        flow,
+        &account,
+        cache_path,
+        &args,
+        global,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn secret_credential(secret: Option<Secret>, profile: &Profile) -> ClientCredential {
+    match secret {
+        Some(secret) => ClientCredential::Secret {
+            secret,
+            basic: profile.secret_auth.unwrap_or_default() == SecretAuth::Basic,
+        },
+        None => ClientCredential::Public,
+    }
+}
+
+fn print_token(
+    token: &AccessToken,
+    profile: &str,
+    flow: FlowName,
+    account: &str,
+    cache_path: Option<String>,
+    args: &GetArgs,
+    global: &GlobalArgs,
+) {
+    let now = SystemClock.now();
+    let expires_at = unix_secs(token.expires_at);
+    let expires_in = token
+        .expires_at
+        .duration_since(now)
+        .unwrap_or_default()
+        .as_secs();
+    let origin = match token.origin {
+        TokenOrigin::Cache => "cache",
+        TokenOrigin::Refresh => "refresh",
+        TokenOrigin::Flow => "flow",
+    };
+    if global.json {
+        let mut out = json!({
+            "ok": true,
+            "profile": profile,
+            "flow": flow.as_str(),
+            "account": account,
+            "origin": origin,
+            "expires_at": expires_at,
+            "expires_at_utc": rfc3339(expires_at),
+            "expires_in": expires_in,
+            "scope": token.scope,
+            "has_refresh_token": token.has_refresh_token,
+            "cache": cache_path,
+        });
+        if args.show_token {
+            out["token_type"] = json!("Bearer");
+            out["access_token"] = json!(token.token.expose());
+        }
+        println!("{out}");
+    } else if args.show_token {
+        println!("{}", token.token.expose());
+    } else {
+        println!(
+            "Access token for {account} ({} flow, from {origin})",
+            flow.as_str()
+        );
+        println!(
+            "  expires:        {} (in {} min)",
+            rfc3339(expires_at),
+            expires_in / 60
+        );
+        if let Some(scope) = &token.scope {
+            println!("  scope:          {scope}");
+        }
+        println!(
+            "  refresh token:  {}",
+            if token.has_refresh_token {
+                "cached"
+            } else {
+                "none"
+            }
+        );
+        println!(
+            "  cache:          {}",
+            cache_path.as_deref().unwrap_or("off")
+        );
+        println!("  (use --show-token to print the token, or `token inspect` to decode it)");
+    }
+}
+
+fn inspect(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let token = match args.token.as_deref() {
+        None | Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| usage(format!("reading the token from stdin: {e}")))?;
+            Secret::new(text.trim().to_owned())
+        }
+        Some(t) => Secret::new(t.trim()),
+    };
+    if token.is_empty() {
+        return Err(usage("no token given (pass it on stdin)"));
+    }
+    let inspection = m365mail::auth::inspect(token.expose(), &SystemClock);
+    if global.json {
+        println!("{}", serde_json::to_string(&inspection).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    match inspection {
+        Inspection::Opaque { reason } => println!("{reason}"),
+        Inspection::Jwt(info) => {
+            let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            println!(
+                "header:  alg={} kid={} x5t={}",
+                opt(&info.alg),
+                opt(&info.kid),
+                opt(&info.x5t)
+            );
+            println!("aud:     {}", info.aud.join(", "));
+            println!("iss:     {}", opt(&info.iss));
+            println!("tid:     {}", opt(&info.tid));
+            println!("user:    {}", opt(&info.user));
+            println!("oid:     {}", opt(&info.oid));
+            println!("appid:   {}", opt(&info.appid));
+            println!("kind:    {:?}", info.kind);
+            if !info.scp.is_empty() {
+                println!("scp:     {}", info.scp.join(" "));
+            }
+            if !info.roles.is_empty() {
+                println!("roles:   {}", info.roles.join(" "));
+            }
+            let t = |v: Option<u64>| v.map(rfc3339).unwrap_or_else(|| "-".into());
+            println!("iat:     {}", t(info.iat));
+            println!("nbf:     {}", t(info.nbf));
+            println!(
+                "exp:     {}{}",
+                t(info.exp),
+                if info.expired { " (EXPIRED)" } else { "" }
+            );
+            println!("usable for:");
+            for v in &info.verdicts {
+                println!(
+                    "  {:<10} {:<3} {}",
+                    v.protocol,
+                    if v.usable { "yes" } else { "no" },
+                    v.reason
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn clear(args: ClearArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (_, profile) = load_profile(global)?;
+    let cache_path = args.profile.cache.clone().or_else(|| profile.cache.clone());
+    let cache = open_cache(cache_path)?;
+    let removed = if args.all {
+        cache.clear()?
+    } else {
+        let s = settings(&profile, &args.profile)
+            .map_err(|e| usage(format!("{e:#}; or pass --all to clear every cached token")))?;
+        let prefix = format!("{}|{}|", s.authority.url(), s.client_id);
+        let account = s
+            .username
+            .as_ref()
+            .map(|u| format!("{prefix}{}|", u.to_ascii_lowercase()));
+        cache.remove_where(|k| match &account {
+            Some(a) => k.starts_with(a.as_str()),
+            None => k.starts_with(&prefix),
+        })?
+    };
+    if global.json {
+        println!(
+            "{}",
+            json!({ "ok": true, "removed": removed, "cache": cache.path().map(|p| p.display().to_string()) })
+        );
+    } else {
+        println!("removed {removed} cached token set(s)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn exit_codes_by_class() {
+        let e = |a: AuthError| exit_code_num(&anyhow::Error::from(a));
+        assert_eq!(exit_code_num(&usage("x")), 2);
+        let entra = |j: &str| {
+            AuthError::from(m365mail::auth::EntraError::parse(400, j.as_bytes()).unwrap())
+        };
+        assert_eq!(
+            e(entra(r#"{"error":"invalid_grant","error_codes":[50126]}"#)),
+            3
+        );
+        assert_eq!(
+            e(entra(r#"{"error":"invalid_grant","error_codes":[53003]}"#)),
+            4
+        );
+        assert_eq!(
+            e(entra(
+                r#"{"error":"invalid_client","error_codes":[7000218]}"#
+            )),
+            5
+        );
+        assert_eq!(
+            e(entra(r#"{"error":"invalid_grant","error_codes":[50076]}"#)),
+            6
+        );
+        assert_eq!(e(AuthError::Timeout { url: "u".into() }), 7);
+        assert_eq!(e(AuthError::Cancelled), 8);
+        assert_eq!(exit_code_num(&anyhow::anyhow!("other")), 1);
+        let wrapped = anyhow::Error::from(AuthError::Cancelled).context("while getting a token");
+        assert_eq!(exit_code_num(&wrapped), 8);
+    }
 }
