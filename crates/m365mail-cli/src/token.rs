@@ -319,6 +319,14 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     } else {
         Access::Delegated
     };
+    // Refuse a tenant alias the grant cannot use before prompting for anything.
+    s.authority.check_grant(match flow {
+        FlowName::Password => Grant::Password,
+        FlowName::DeviceCode => Grant::DeviceCode,
+        FlowName::ClientSecret | FlowName::ClientCertificate => Grant::ClientCredentials,
+        FlowName::Refresh => Grant::RefreshToken,
+        FlowName::AuthCode => Grant::AuthCode,
+    })?;
     let scopes = if !args.scopes.is_empty() {
         Scopes::new(args.scopes.clone())
     } else if let (None, Some(list)) = (&args.target, &profile.scopes) {
