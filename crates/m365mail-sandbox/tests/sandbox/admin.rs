@@ -1,0 +1,229 @@
+use m365mail_sandbox::demo;
+use serde_json::json;
+
+use crate::common::start;
+
+#[tokio::test]
+async fn stats_count_requests_per_endpoint_and_grant_type() {
+    let sandbox = start().await;
+    let requests = (0..5).map(|_| {
+        sandbox.token(
+            demo::TENANT_ID,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", demo::CONFIDENTIAL_APP_ID),
+                ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
+                ("scope", demo::EXCHANGE_APP_SCOPE),
+            ],
+        )
+    });
+    for answer in futures_join_all(requests).await {
+        answer.assert_ok();
+    }
+    sandbox
+        .ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .await
+        .assert_ok();
+    sandbox.get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID)).await.assert_ok();
+
+    let stats = sandbox.sandbox.admin().stats();
+    assert_eq!(stats.grant("client_credentials"), 5);
+    assert_eq!(stats.grant("password"), 1);
+    assert_eq!(stats.endpoint("token"), 6);
+    assert_eq!(stats.endpoint("keys"), 1);
+    assert_eq!(stats.total_requests, 7);
+
+    let over_http = sandbox.get_json("_sandbox/admin/stats").await;
+    assert_eq!(over_http.assert_ok()["by_grant_type"]["client_credentials"], 5);
+    assert_eq!(over_http.body["by_endpoint"]["token"], 6);
+    // Admin calls are not counted.
+    assert_eq!(sandbox.sandbox.admin().stats().total_requests, 7);
+
+    sandbox.admin_post("stats/reset", json!({})).await.assert_ok();
+    assert_eq!(sandbox.sandbox.admin().stats(), m365mail_sandbox::RequestStats::default());
+}
+
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut outputs = Vec::new();
+    let handles: Vec<_> = futures.collect();
+    for future in handles {
+        outputs.push(future.await);
+    }
+    outputs
+}
+
+#[tokio::test]
+async fn user_flags_over_http_change_sign_in_answers() {
+    let sandbox = start().await;
+    let ropc = || sandbox.ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE);
+    let flagged = sandbox
+        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"mfa_required": true}))
+        .await;
+    assert_eq!(flagged.assert_ok()["mfa_required"], true);
+    assert!(flagged.body.get("password").is_none(), "never reports the password");
+    ropc().await.assert_error(400, "invalid_grant", 50076);
+    sandbox
+        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"mfa_required": false, "locked": true}))
+        .await
+        .assert_ok();
+    ropc().await.assert_error(400, "invalid_grant", 50053);
+    sandbox
+        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"locked": false, "password_expired": true}))
+        .await
+        .assert_ok();
+    ropc().await.assert_error(400, "invalid_grant", 50055);
+    sandbox
+        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"password_expired": false, "disabled": true}))
+        .await
+        .assert_ok();
+    ropc().await.assert_error(400, "invalid_grant", 50057);
+    sandbox
+        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"disabled": false}))
+        .await
+        .assert_ok();
+    ropc().await.assert_ok();
+
+    let unknown = sandbox.admin_post("users/nobody@contoso.onmicrosoft.com", json!({"locked": true})).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body["error"], "not_found");
+    let bad_field = sandbox.admin_post(&format!("users/{}", demo::USER_UPN), json!({"colour": "blue"})).await;
+    assert_eq!(bad_field.status, 400);
+}
+
+#[tokio::test]
+async fn app_changes_over_http() {
+    let sandbox = start().await;
+    let client_credentials = || {
+        sandbox.token(
+            demo::TENANT_ID,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", demo::CONFIDENTIAL_APP_ID),
+                ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
+                ("scope", demo::EXCHANGE_APP_SCOPE),
+            ],
+        )
+    };
+    client_credentials().await.assert_ok();
+
+    // Revoking the Exchange app roles leaves a token without roles, as Entra does.
+    let revoked = sandbox
+        .admin_post(
+            &format!("apps/{}/app-roles/revoke", demo::CONFIDENTIAL_APP_ID),
+            json!({"resource": "https://outlook.office365.com"}),
+        )
+        .await;
+    assert_eq!(revoked.assert_ok()["removed"], 1);
+    let token = client_credentials().await;
+    assert!(crate::common::claims(token.assert_ok()["access_token"].as_str().unwrap()).get("roles").is_none());
+    sandbox
+        .admin_post(
+            &format!("apps/{}/app-roles", demo::CONFIDENTIAL_APP_ID),
+            json!({"resource": "00000002-0000-0ff1-ce00-000000000000", "roles": ["IMAP.AccessAsApp"]}),
+        )
+        .await
+        .assert_ok();
+    let token = client_credentials().await;
+    assert_eq!(
+        crate::common::claims(token.assert_ok()["access_token"].as_str().unwrap())["roles"],
+        json!(["IMAP.AccessAsApp"])
+    );
+
+    let expired = sandbox
+        .admin_post(
+            &format!("apps/{}/secrets/expire", demo::CONFIDENTIAL_APP_ID),
+            json!({"secret_id": demo::CONFIDENTIAL_APP_SECRET_ID}),
+        )
+        .await;
+    assert_eq!(expired.assert_ok()["expired"], 1);
+    client_credentials().await.assert_error(401, "invalid_client", 7000222);
+
+    sandbox
+        .admin_post(&format!("apps/{}/enabled", demo::CONFIDENTIAL_APP_ID), json!({"enabled": false}))
+        .await
+        .assert_ok();
+    client_credentials().await.assert_error(400, "unauthorized_client", 7000112);
+}
+
+#[tokio::test]
+async fn consent_changes_over_http() {
+    let sandbox = start().await;
+    let ropc = || sandbox.ropc(demo::NO_CONSENT_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE);
+    ropc().await.assert_error(400, "invalid_grant", 65001);
+    // One user's own consent covers that user only.
+    sandbox
+        .admin_post(
+            &format!("apps/{}/consent", demo::NO_CONSENT_APP_ID),
+            json!({"resource": "https://outlook.office.com", "scopes": ["IMAP.AccessAsUser.All"], "user": demo::USER_UPN}),
+        )
+        .await
+        .assert_ok();
+    ropc().await.assert_ok();
+    sandbox
+        .ropc(demo::NO_CONSENT_APP_ID, demo::SECOND_USER_UPN, demo::SECOND_USER_PASSWORD, demo::IMAP_SCOPE)
+        .await
+        .assert_error(400, "invalid_grant", 65001);
+    let removed = sandbox
+        .admin_post(&format!("apps/{}/consent/revoke", demo::NO_CONSENT_APP_ID), json!({"user": demo::USER_UPN}))
+        .await;
+    assert_eq!(removed.assert_ok()["removed"], 1);
+    ropc().await.assert_error(400, "invalid_grant", 65001);
+}
+
+#[tokio::test]
+async fn device_codes_can_be_listed_approved_and_declined_over_http() {
+    let sandbox = start().await;
+    let started = sandbox
+        .post_form(
+            &sandbox.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
+            &[("client_id", demo::PUBLIC_APP_ID), ("scope", demo::IMAP_SCOPE)],
+        )
+        .await;
+    let user_code = started.assert_ok()["user_code"].as_str().unwrap().to_string();
+    let pending = sandbox.get_json("_sandbox/admin/device-codes").await;
+    assert_eq!(pending.assert_ok()[0]["user_code"], user_code.as_str());
+    assert!(pending.body[0].get("device_code").is_none(), "the secret device code is not listed");
+
+    let declined = sandbox.admin_post(&format!("device-codes/{user_code}/decline"), json!({})).await;
+    assert_eq!(declined.assert_ok()["status"], "declined");
+    let again = sandbox
+        .admin_post(&format!("device-codes/{user_code}/approve"), json!({"username": demo::USER_UPN}))
+        .await;
+    assert_eq!(again.status, 409);
+    let missing = sandbox
+        .admin_post("device-codes/NOSUCH/approve", json!({"username": demo::USER_UPN}))
+        .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(sandbox.get_json("_sandbox/admin/device-codes").await.body, json!([]));
+}
+
+#[tokio::test]
+async fn user_revocation_over_http() {
+    let sandbox = start().await;
+    let body = sandbox
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
+        )
+        .await
+        .assert_ok()
+        .clone();
+    let revoked = sandbox
+        .admin_post(&format!("users/{}/revoke-refresh-tokens", demo::USER_UPN), json!({}))
+        .await;
+    assert_eq!(revoked.assert_ok()["revoked"], 1);
+    sandbox
+        .token(
+            demo::TENANT_ID,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", demo::PUBLIC_APP_ID),
+                ("refresh_token", body["refresh_token"].as_str().unwrap()),
+                ("scope", demo::IMAP_SCOPE),
+            ],
+        )
+        .await
+        .assert_error(400, "invalid_grant", 50173);
+}

@@ -1,0 +1,188 @@
+//! Helpers shared by the sandbox tests: a started sandbox, an HTTP client trusting its CA, and
+//! assertions on Entra's error JSON.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use m365mail_sandbox::{FakeClock, Lifetimes, Sandbox, SandboxConfig, demo};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub(crate) struct TestSandbox {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) http: reqwest::Client,
+}
+
+/// An HTTP client that trusts only the sandbox CA and never follows redirects (tests act as the
+/// browser and look at each 302).
+pub(crate) fn client_for(sandbox: &Sandbox) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(sandbox.ca_pem().as_bytes()).expect("CA PEM parses");
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client builds")
+}
+
+pub(crate) async fn start_with(config: SandboxConfig) -> TestSandbox {
+    let sandbox = Sandbox::start(config).await.expect("sandbox starts");
+    let http = client_for(&sandbox);
+    TestSandbox { sandbox, http }
+}
+
+pub(crate) async fn start() -> TestSandbox {
+    start_with(SandboxConfig::default()).await
+}
+
+/// A sandbox on a fake clock (starting at the real time, so assertion checks stay meaningful).
+pub(crate) async fn start_with_fake_clock(lifetimes: Lifetimes) -> (TestSandbox, Arc<FakeClock>) {
+    let clock = Arc::new(FakeClock::new(m365mail_sandbox::Clock::now(&m365mail_sandbox::SystemClock)));
+    let config = SandboxConfig {
+        lifetimes,
+        clock: clock.clone(),
+        ..SandboxConfig::default()
+    };
+    (start_with(config).await, clock)
+}
+
+/// What a response came back as.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+}
+
+impl Answer {
+    /// Asserts Entra's error shape and returns the body.
+    #[track_caller]
+    pub(crate) fn assert_error(&self, status: u16, error: &str, code: u32) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "status; body: {}", self.body);
+        assert_eq!(self.body["error"], error, "error; body: {}", self.body);
+        assert_eq!(self.body["error_codes"], serde_json::json!([code]), "error_codes; body: {}", self.body);
+        let description = self.body["error_description"].as_str().expect("error_description");
+        assert!(
+            description.starts_with(&format!("AADSTS{code}: ")),
+            "description starts with the code: {description}"
+        );
+        for part in ["\r\nTrace ID: ", "\r\nCorrelation ID: ", "\r\nTimestamp: "] {
+            assert!(description.contains(part), "description has {part:?}: {description}");
+        }
+        for field in ["timestamp", "trace_id", "correlation_id"] {
+            assert!(self.body[field].is_string(), "{field} present: {}", self.body);
+        }
+        assert_eq!(
+            self.body["error_uri"],
+            format!("https://login.microsoftonline.com/error?code={code}")
+        );
+        &self.body
+    }
+
+    /// Asserts a device-flow answer that carries no AADSTS code.
+    #[track_caller]
+    pub(crate) fn assert_codeless_error(&self, error: &str) {
+        assert_eq!(self.status, StatusCode::BAD_REQUEST, "body: {}", self.body);
+        assert_eq!(self.body["error"], error, "body: {}", self.body);
+    }
+
+    #[track_caller]
+    pub(crate) fn assert_ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);
+        &self.body
+    }
+}
+
+impl TestSandbox {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sandbox.base_url())
+    }
+
+    pub(crate) fn token_url(&self, tenant: &str) -> String {
+        self.url(&format!("{tenant}/oauth2/v2.0/token"))
+    }
+
+    pub(crate) async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Answer {
+        let response = self.http.post(url).form(form).send().await.expect("request is answered");
+        answer(response).await
+    }
+
+    pub(crate) async fn token(&self, tenant: &str, form: &[(&str, &str)]) -> Answer {
+        self.post_form(&self.token_url(tenant), form).await
+    }
+
+    pub(crate) async fn get_json(&self, path: &str) -> Answer {
+        let response = self.http.get(self.url(path)).send().await.expect("request is answered");
+        answer(response).await
+    }
+
+    pub(crate) async fn admin_post(&self, path: &str, body: Value) -> Answer {
+        let response = self
+            .http
+            .post(self.url(&format!("_sandbox/admin/{path}")))
+            .json(&body)
+            .send()
+            .await
+            .expect("request is answered");
+        answer(response).await
+    }
+
+    /// ROPC for the demo public app.
+    pub(crate) async fn ropc(&self, client_id: &str, username: &str, password: &str, scope: &str) -> Answer {
+        self.token(
+            demo::TENANT_ID,
+            &[
+                ("grant_type", "password"),
+                ("client_id", client_id),
+                ("username", username),
+                ("password", password),
+                ("scope", scope),
+            ],
+        )
+        .await
+    }
+
+    /// The verification key of the sandbox's JWKS.
+    pub(crate) async fn jwks_key(&self) -> jsonwebtoken::DecodingKey {
+        let jwks = self.get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID)).await;
+        let key = &jwks.assert_ok()["keys"][0];
+        jsonwebtoken::DecodingKey::from_rsa_components(
+            key["n"].as_str().expect("n"),
+            key["e"].as_str().expect("e"),
+        )
+        .expect("JWKS key is usable")
+    }
+
+    /// Verifies a token's RS256 signature against the JWKS and returns its claims.
+    pub(crate) async fn verified_claims(&self, token: &str) -> Value {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(token, &self.jwks_key().await, &validation)
+            .expect("token signature verifies against the JWKS")
+            .claims
+    }
+}
+
+pub(crate) async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let text = response.text().await.expect("body is readable");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer { status, body }
+}
+
+/// Claims of a JWT without verifying it.
+pub(crate) fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("JWT has a payload");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON claims")
+}
+
+/// Header of a JWT.
+pub(crate) fn header(token: &str) -> Value {
+    let header = token.split('.').next().expect("JWT has a header");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("JSON header")
+}
+
+/// `url` with the parameters appended as a query string.
+pub(crate) fn with_query(url: &str, params: &[(&str, &str)]) -> String {
+    url::Url::parse_with_params(url, params).expect("valid URL").to_string()
+}

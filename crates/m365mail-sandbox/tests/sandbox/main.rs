@@ -1,0 +1,12 @@
+//! End-to-end tests of the sandbox tenant over HTTPS, acting as clients and as the browser.
+
+mod admin;
+mod auth_code;
+mod client_credentials;
+mod common;
+mod device_code;
+mod discovery;
+mod msal;
+mod refresh;
+mod ropc;
+mod tenant_file;

@@ -1,0 +1,86 @@
+use m365mail_sandbox::{SandboxConfig, TenantModel, demo};
+
+use crate::common::start_with;
+
+const FABRIKAM: &str = r#"
+[[tenants]]
+id = "6f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c"
+display_name = "Fabrikam"
+domains = ["fabrikam.onmicrosoft.com"]
+
+[[tenants.users]]
+upn = "ann@fabrikam.onmicrosoft.com"
+object_id = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"
+display_name = "Ann"
+password = "correct horse"
+
+[[tenants.apps]]
+client_id = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+display_name = "Mail client"
+allow_public_client_flows = true
+redirect_uris = ["http://localhost"]
+
+[[tenants.apps.delegated_grants]]
+resource = "00000002-0000-0ff1-ce00-000000000000"
+scopes = ["IMAP.AccessAsUser.All"]
+"#;
+
+#[test]
+fn the_demo_model_round_trips_through_toml() {
+    let demo_model = TenantModel::demo();
+    let text = demo_model.to_toml_string().unwrap();
+    assert_eq!(TenantModel::from_toml_str(&text).unwrap(), demo_model);
+}
+
+#[test]
+fn tenant_files_are_validated() {
+    let duplicated = FABRIKAM.to_string() + &FABRIKAM.replace("6f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c", "7f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c");
+    let error = TenantModel::from_toml_str(&duplicated).unwrap_err().to_string();
+    assert!(error.contains("appears twice"), "{error}");
+    let unknown_field = TenantModel::from_toml_str("[[tenants]]\nid = \"x\"\ncolour = \"blue\"\n").unwrap_err();
+    assert!(unknown_field.to_string().contains("colour"), "{unknown_field}");
+}
+
+#[tokio::test]
+async fn a_tenant_loaded_from_a_file_is_served() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("fabrikam.toml");
+    std::fs::write(&path, FABRIKAM).unwrap();
+    let model = TenantModel::from_file(&path).unwrap();
+    assert_eq!(model.tenants[0].resources.len(), 2, "Exchange and Graph by default");
+    let sandbox = start_with(SandboxConfig { tenant: model, ..SandboxConfig::default() }).await;
+    let answer = sandbox
+        .token(
+            "fabrikam.onmicrosoft.com",
+            &[
+                ("grant_type", "password"),
+                ("client_id", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"),
+                ("username", "ann@fabrikam.onmicrosoft.com"),
+                ("password", "correct horse"),
+                ("scope", demo::IMAP_SCOPE),
+            ],
+        )
+        .await;
+    let claims = crate::common::claims(answer.assert_ok()["access_token"].as_str().unwrap());
+    assert_eq!(claims["tid"], "6f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c");
+    // The demo tenant is not part of this model.
+    sandbox
+        .get_json(&format!("{}/v2.0/.well-known/openid-configuration", demo::TENANT_ID))
+        .await
+        .assert_error(400, "invalid_request", 90002);
+}
+
+#[test]
+fn the_ca_can_be_written_to_a_file() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let sandbox = m365mail_sandbox::Sandbox::start(SandboxConfig::default()).await.unwrap();
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("ca.pem");
+        sandbox.write_ca(&path).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written, sandbox.ca_pem());
+        assert!(written.starts_with("-----BEGIN CERTIFICATE-----"));
+        sandbox.shutdown().await;
+    });
+}
