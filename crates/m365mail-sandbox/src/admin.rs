@@ -161,14 +161,23 @@ impl AdminHandle {
     /// locked and expired-password states still refuse).
     pub fn approve_device_code(&self, user_code: &str, upn: &str) -> Result<(), SandboxError> {
         let directory = lock(&self.state.directory);
-        decide(&self.state, &directory, user_code, DeviceDecision::Approve { upn, password: None })
-            .map_err(|(_, error)| error)
+        decide(
+            &self.state,
+            &directory,
+            user_code,
+            DeviceDecision::Approve {
+                upn,
+                password: None,
+            },
+        )
+        .map_err(|refusal| refusal.1)
     }
 
     /// Declines a pending device code: the next poll answers `authorization_declined`.
     pub fn decline_device_code(&self, user_code: &str) -> Result<(), SandboxError> {
         let directory = lock(&self.state.directory);
-        decide(&self.state, &directory, user_code, DeviceDecision::Decline).map_err(|(_, error)| error)
+        decide(&self.state, &directory, user_code, DeviceDecision::Decline)
+            .map_err(|refusal| refusal.1)
     }
 
     /// Device codes still waiting for a decision and not expired.
@@ -216,27 +225,61 @@ impl AdminHandle {
 
     /// Sets or clears "MFA required".
     pub fn set_mfa_required(&self, upn: &str, required: bool) -> Result<UserStatus, SandboxError> {
-        self.update_user(upn, UserUpdate { mfa_required: Some(required), ..UserUpdate::default() })
+        self.update_user(
+            upn,
+            UserUpdate {
+                mfa_required: Some(required),
+                ..UserUpdate::default()
+            },
+        )
     }
 
     /// Disables or enables a user.
     pub fn set_user_disabled(&self, upn: &str, disabled: bool) -> Result<UserStatus, SandboxError> {
-        self.update_user(upn, UserUpdate { disabled: Some(disabled), ..UserUpdate::default() })
+        self.update_user(
+            upn,
+            UserUpdate {
+                disabled: Some(disabled),
+                ..UserUpdate::default()
+            },
+        )
     }
 
     /// Locks or unlocks a user.
     pub fn set_user_locked(&self, upn: &str, locked: bool) -> Result<UserStatus, SandboxError> {
-        self.update_user(upn, UserUpdate { locked: Some(locked), ..UserUpdate::default() })
+        self.update_user(
+            upn,
+            UserUpdate {
+                locked: Some(locked),
+                ..UserUpdate::default()
+            },
+        )
     }
 
     /// Marks a user's password expired or not.
-    pub fn set_password_expired(&self, upn: &str, expired: bool) -> Result<UserStatus, SandboxError> {
-        self.update_user(upn, UserUpdate { password_expired: Some(expired), ..UserUpdate::default() })
+    pub fn set_password_expired(
+        &self,
+        upn: &str,
+        expired: bool,
+    ) -> Result<UserStatus, SandboxError> {
+        self.update_user(
+            upn,
+            UserUpdate {
+                password_expired: Some(expired),
+                ..UserUpdate::default()
+            },
+        )
     }
 
     /// Sets a new password (revokes the user's refresh tokens, as a reset does in Entra).
     pub fn set_password(&self, upn: &str, password: &str) -> Result<UserStatus, SandboxError> {
-        self.update_user(upn, UserUpdate { password: Some(password.to_string()), ..UserUpdate::default() })
+        self.update_user(
+            upn,
+            UserUpdate {
+                password: Some(password.to_string()),
+                ..UserUpdate::default()
+            },
+        )
     }
 
     /// Revokes every refresh token of a user (`revokeSignInSessions`): the next refresh answers
@@ -251,7 +294,11 @@ impl AdminHandle {
 
     /// Expires one secret of an app (by secret id), or all of them when `secret_id` is `None`, as of
     /// now: using it then answers AADSTS7000222. Returns how many were expired.
-    pub fn expire_secret(&self, client_id: &str, secret_id: Option<&str>) -> Result<usize, SandboxError> {
+    pub fn expire_secret(
+        &self,
+        client_id: &str,
+        secret_id: Option<&str>,
+    ) -> Result<usize, SandboxError> {
         let now = self.state.now_unix();
         self.with_app(client_id, |app| {
             let mut expired = 0;
@@ -262,7 +309,10 @@ impl AdminHandle {
                 }
             }
             if expired == 0 {
-                return Err(SandboxError::not_found("secret", secret_id.unwrap_or("(any)")));
+                return Err(SandboxError::not_found(
+                    "secret",
+                    secret_id.unwrap_or("(any)"),
+                ));
             }
             Ok(expired)
         })
@@ -305,7 +355,10 @@ impl AdminHandle {
                     .as_deref()
                     .is_none_or(|wanted| grant.resource.eq_ignore_ascii_case(wanted));
                 let user_matches = user.is_none_or(|wanted| {
-                    grant.user.as_deref().is_some_and(|upn| upn.eq_ignore_ascii_case(wanted))
+                    grant
+                        .user
+                        .as_deref()
+                        .is_some_and(|upn| upn.eq_ignore_ascii_case(wanted))
                 });
                 !(resource_matches && user_matches)
             });
@@ -314,7 +367,12 @@ impl AdminHandle {
     }
 
     /// Grants app roles on a resource (admin consent for application permissions).
-    pub fn grant_app_roles(&self, client_id: &str, resource: &str, roles: &[&str]) -> Result<(), SandboxError> {
+    pub fn grant_app_roles(
+        &self,
+        client_id: &str,
+        resource: &str,
+        roles: &[&str],
+    ) -> Result<(), SandboxError> {
         let resource_app_id = self.resource_app_id(client_id, resource)?;
         self.with_app(client_id, |app| {
             app.app_role_grants.push(AppRoleGrant {
@@ -326,7 +384,11 @@ impl AdminHandle {
     }
 
     /// Removes app-role grants on `resource` (all resources when `None`). Returns how many were removed.
-    pub fn revoke_app_roles(&self, client_id: &str, resource: Option<&str>) -> Result<usize, SandboxError> {
+    pub fn revoke_app_roles(
+        &self,
+        client_id: &str,
+        resource: Option<&str>,
+    ) -> Result<usize, SandboxError> {
         let resource_app_id = resource
             .map(|resource| self.resource_app_id(client_id, resource))
             .transpose()?;
@@ -404,7 +466,11 @@ impl IntoResponse for SandboxError {
             SandboxError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        (status, Json(json!({ "error": kind, "message": self.to_string() }))).into_response()
+        (
+            status,
+            Json(json!({ "error": kind, "message": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
@@ -457,7 +523,11 @@ async fn http_device_codes(State(state): AdminState) -> Json<Vec<PendingDeviceCo
     Json(handle(state).pending_device_codes())
 }
 
-async fn http_approve(State(state): AdminState, Path(user_code): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_approve(
+    State(state): AdminState,
+    Path(user_code): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let request: ApproveRequest = body(&bytes)?;
     let username = request
         .username
@@ -471,33 +541,57 @@ async fn http_decline(State(state): AdminState, Path(user_code): Path<String>) -
     Ok(Json(json!({ "user_code": user_code, "status": "declined" })).into_response())
 }
 
-async fn http_update_user(State(state): AdminState, Path(upn): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_update_user(
+    State(state): AdminState,
+    Path(upn): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let update: UserUpdate = body(&bytes)?;
     Ok(Json(handle(state).update_user(&upn, update)?).into_response())
 }
 
-async fn http_revoke_refresh_tokens(State(state): AdminState, Path(upn): Path<String>) -> AdminResult {
+async fn http_revoke_refresh_tokens(
+    State(state): AdminState,
+    Path(upn): Path<String>,
+) -> AdminResult {
     let revoked = handle(state).revoke_refresh_tokens(&upn)?;
     Ok(Json(json!({ "revoked": revoked })).into_response())
 }
 
-async fn http_expire_secret(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_expire_secret(
+    State(state): AdminState,
+    Path(client_id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let request: ExpireSecretRequest = body(&bytes)?;
     let expired = handle(state).expire_secret(&client_id, request.secret_id.as_deref())?;
     Ok(Json(json!({ "expired": expired })).into_response())
 }
 
-async fn http_grant_consent(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_grant_consent(
+    State(state): AdminState,
+    Path(client_id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let change: ConsentChange = body(&bytes)?;
     let resource = change
         .resource
         .ok_or_else(|| SandboxError::InvalidRequest("'resource' is required".into()))?;
     let scopes: Vec<&str> = change.scopes.iter().map(String::as_str).collect();
-    handle(state).grant_delegated_consent(&client_id, &resource, &scopes, change.user.as_deref())?;
+    handle(state).grant_delegated_consent(
+        &client_id,
+        &resource,
+        &scopes,
+        change.user.as_deref(),
+    )?;
     Ok(Json(json!({})).into_response())
 }
 
-async fn http_revoke_consent(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_revoke_consent(
+    State(state): AdminState,
+    Path(client_id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let change: ConsentChange = body(&bytes)?;
     let removed = handle(state).revoke_delegated_consent(
         &client_id,
@@ -507,7 +601,11 @@ async fn http_revoke_consent(State(state): AdminState, Path(client_id): Path<Str
     Ok(Json(json!({ "removed": removed })).into_response())
 }
 
-async fn http_grant_roles(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_grant_roles(
+    State(state): AdminState,
+    Path(client_id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let change: AppRolesChange = body(&bytes)?;
     let resource = change
         .resource
@@ -517,13 +615,21 @@ async fn http_grant_roles(State(state): AdminState, Path(client_id): Path<String
     Ok(Json(json!({})).into_response())
 }
 
-async fn http_revoke_roles(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_revoke_roles(
+    State(state): AdminState,
+    Path(client_id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let change: AppRolesChange = body(&bytes)?;
     let removed = handle(state).revoke_app_roles(&client_id, change.resource.as_deref())?;
     Ok(Json(json!({ "removed": removed })).into_response())
 }
 
-async fn http_set_enabled(State(state): AdminState, Path(client_id): Path<String>, bytes: Bytes) -> AdminResult {
+async fn http_set_enabled(
+    State(state): AdminState,
+    Path(client_id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
     let request: EnabledRequest = body(&bytes)?;
     let enabled = request
         .enabled
@@ -538,14 +644,41 @@ pub(crate) fn router() -> Router<Arc<SandboxState>> {
         .route("/_sandbox/admin/stats", get(http_stats))
         .route("/_sandbox/admin/stats/reset", post(http_reset_stats))
         .route("/_sandbox/admin/device-codes", get(http_device_codes))
-        .route("/_sandbox/admin/device-codes/{user_code}/approve", post(http_approve))
-        .route("/_sandbox/admin/device-codes/{user_code}/decline", post(http_decline))
+        .route(
+            "/_sandbox/admin/device-codes/{user_code}/approve",
+            post(http_approve),
+        )
+        .route(
+            "/_sandbox/admin/device-codes/{user_code}/decline",
+            post(http_decline),
+        )
         .route("/_sandbox/admin/users/{upn}", post(http_update_user))
-        .route("/_sandbox/admin/users/{upn}/revoke-refresh-tokens", post(http_revoke_refresh_tokens))
-        .route("/_sandbox/admin/apps/{client_id}/secrets/expire", post(http_expire_secret))
-        .route("/_sandbox/admin/apps/{client_id}/consent", post(http_grant_consent))
-        .route("/_sandbox/admin/apps/{client_id}/consent/revoke", post(http_revoke_consent))
-        .route("/_sandbox/admin/apps/{client_id}/app-roles", post(http_grant_roles))
-        .route("/_sandbox/admin/apps/{client_id}/app-roles/revoke", post(http_revoke_roles))
-        .route("/_sandbox/admin/apps/{client_id}/enabled", post(http_set_enabled))
+        .route(
+            "/_sandbox/admin/users/{upn}/revoke-refresh-tokens",
+            post(http_revoke_refresh_tokens),
+        )
+        .route(
+            "/_sandbox/admin/apps/{client_id}/secrets/expire",
+            post(http_expire_secret),
+        )
+        .route(
+            "/_sandbox/admin/apps/{client_id}/consent",
+            post(http_grant_consent),
+        )
+        .route(
+            "/_sandbox/admin/apps/{client_id}/consent/revoke",
+            post(http_revoke_consent),
+        )
+        .route(
+            "/_sandbox/admin/apps/{client_id}/app-roles",
+            post(http_grant_roles),
+        )
+        .route(
+            "/_sandbox/admin/apps/{client_id}/app-roles/revoke",
+            post(http_revoke_roles),
+        )
+        .route(
+            "/_sandbox/admin/apps/{client_id}/enabled",
+            post(http_set_enabled),
+        )
 }

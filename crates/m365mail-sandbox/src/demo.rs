@@ -209,11 +209,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// Admin consent for the delegated mail scopes a desktop mail client needs.
 fn mail_client_consent() -> (Vec<RequiredPermission>, Vec<DelegatedGrant>) {
-    let exchange_scopes = strings(&[
-        "IMAP.AccessAsUser.All",
-        "POP.AccessAsUser.All",
-        "SMTP.Send",
-    ]);
+    let exchange_scopes = strings(&["IMAP.AccessAsUser.All", "POP.AccessAsUser.All", "SMTP.Send"]);
     let graph_scopes = strings(&["User.Read", "offline_access"]);
     (
         vec![
@@ -273,7 +269,12 @@ fn app_only_mail_roles() -> (Vec<RequiredPermission>, Vec<AppRoleGrant>) {
 }
 
 pub(crate) fn tenant_model() -> TenantModel {
-    let mut mfa_user = user(MFA_USER_UPN, MFA_USER_OBJECT_ID, "Megan Bowen", MFA_USER_PASSWORD);
+    let mut mfa_user = user(
+        MFA_USER_UPN,
+        MFA_USER_OBJECT_ID,
+        "Megan Bowen",
+        MFA_USER_PASSWORD,
+    );
     mfa_user.mfa_required = true;
     let mut disabled_user = user(
         DISABLED_USER_UPN,
@@ -328,7 +329,8 @@ pub(crate) fn tenant_model() -> TenantModel {
         pem: certificate().certificate_pem.clone(),
         expires_at_unix: None,
     }];
-    confidential_app.required_permissions = [mail_permissions.clone(), role_permissions.clone()].concat();
+    confidential_app.required_permissions =
+        [mail_permissions.clone(), role_permissions.clone()].concat();
     confidential_app.delegated_grants = mail_consent.clone();
     confidential_app.app_role_grants = role_grants.clone();
 

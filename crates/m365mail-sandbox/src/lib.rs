@@ -135,10 +135,14 @@ impl Sandbox {
 
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
-            .map_err(|source| SandboxError::Bind { addr: config.bind, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| SandboxError::Bind { addr: config.bind, source })?;
+            .map_err(|source| SandboxError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| SandboxError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let scheme = if config.tls { "https" } else { "http" };
         let base_url = Url::parse(&format!("{scheme}://{local}/"))
             .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;

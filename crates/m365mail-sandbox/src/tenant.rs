@@ -203,17 +203,23 @@ impl AppCertificate {
 
     /// Upper-case hex SHA-1 thumbprint (what the portal shows).
     pub fn sha1_thumbprint_hex(&self) -> Result<String, SandboxError> {
-        Ok(crate::identity::crypto::hex_upper(&crate::identity::crypto::sha1(&self.der()?)))
+        Ok(crate::identity::crypto::hex_upper(
+            &crate::identity::crypto::sha1(&self.der()?),
+        ))
     }
 
     /// Base64url SHA-1 thumbprint, the JWT `x5t` header.
     pub fn x5t(&self) -> Result<String, SandboxError> {
-        Ok(crate::identity::crypto::b64url(&crate::identity::crypto::sha1(&self.der()?)))
+        Ok(crate::identity::crypto::b64url(
+            &crate::identity::crypto::sha1(&self.der()?),
+        ))
     }
 
     /// Base64url SHA-256 thumbprint, the JWT `x5t#S256` header.
     pub fn x5t_s256(&self) -> Result<String, SandboxError> {
-        Ok(crate::identity::crypto::b64url(&crate::identity::crypto::sha256(&self.der()?)))
+        Ok(crate::identity::crypto::b64url(
+            &crate::identity::crypto::sha256(&self.der()?),
+        ))
     }
 }
 
@@ -346,7 +352,12 @@ fn enabled() -> bool {
 
 /// Exchange Online and Microsoft Graph with the mail-related permissions.
 pub fn default_resources() -> Vec<ResourceApi> {
-    let strings = |items: &[&str]| items.iter().map(|item| item.to_string()).collect::<Vec<_>>();
+    let strings = |items: &[&str]| {
+        items
+            .iter()
+            .map(|item| item.to_string())
+            .collect::<Vec<_>>()
+    };
     vec![
         ResourceApi {
             app_id: EXCHANGE_ONLINE_APP_ID.into(),
@@ -477,7 +488,9 @@ impl TenantModel {
 
     /// Mutable access to a user by UPN, searching every tenant.
     pub fn find_user_mut(&mut self, upn: &str) -> Option<&mut User> {
-        self.tenants.iter_mut().find_map(|tenant| tenant.user_mut(upn))
+        self.tenants
+            .iter_mut()
+            .find_map(|tenant| tenant.user_mut(upn))
     }
 
     /// The tenant and app for a client id, searching every tenant.

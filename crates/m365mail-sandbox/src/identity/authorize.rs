@@ -52,11 +52,18 @@ enum Rejection {
     /// Shown as a page: the redirect URI cannot be trusted.
     Page(EntraError),
     /// Sent back to the (validated) redirect URI.
-    Redirect { redirect_uri: String, error: &'static str, description: String },
+    Redirect {
+        redirect_uri: String,
+        error: &'static str,
+        description: String,
+    },
 }
 
 fn error_page(error: &EntraError) -> Response {
-    let code = error.code.map(|code| format!("AADSTS{code}: ")).unwrap_or_default();
+    let code = error
+        .code
+        .map(|code| format!("AADSTS{code}: "))
+        .unwrap_or_default();
     let body = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign in</title></head><body>\n<h1>Sorry, but we're having trouble signing you in.</h1>\n<p id=\"error\">{}</p>\n</body></html>\n",
         html_escape(&format!("{code}{}", error.message))
@@ -64,7 +71,11 @@ fn error_page(error: &EntraError) -> Response {
     (StatusCode::BAD_REQUEST, Html(body)).into_response()
 }
 
-fn redirect_response(redirect_uri: &str, response_mode: Option<&str>, pairs: &[(&str, &str)]) -> Response {
+fn redirect_response(
+    redirect_uri: &str,
+    response_mode: Option<&str>,
+    pairs: &[(&str, &str)],
+) -> Response {
     if response_mode == Some("form_post") {
         let inputs: String = pairs
             .iter()
@@ -99,8 +110,15 @@ fn redirect_response(redirect_uri: &str, response_mode: Option<&str>, pairs: &[(
 fn reject(rejection: Rejection, params: &FormParams) -> Response {
     match rejection {
         Rejection::Page(error) => error_page(&error),
-        Rejection::Redirect { redirect_uri, error, description } => {
-            let mut pairs = vec![("error", error), ("error_description", description.as_str())];
+        Rejection::Redirect {
+            redirect_uri,
+            error,
+            description,
+        } => {
+            let mut pairs = vec![
+                ("error", error),
+                ("error_description", description.as_str()),
+            ];
             if let Some(state) = params.get("state") {
                 pairs.push(("state", state));
             }
@@ -123,21 +141,30 @@ fn validate<'model>(
     params: &FormParams,
 ) -> Result<(TenantAlias, &'model AppRegistration, String), Rejection> {
     let alias = TenantAlias::resolve(directory, tenant_segment).map_err(Rejection::Page)?;
-    let client_id = params
-        .require("client_id")
-        .map_err(Rejection::Page)?;
+    let client_id = params.require("client_id").map_err(Rejection::Page)?;
     let found = match &alias {
-        TenantAlias::Tenant(tenant_id) => directory.tenant(tenant_id).and_then(|tenant| tenant.app(client_id)),
-        TenantAlias::Organizations | TenantAlias::Common => directory.find_app(client_id).map(|(_, app)| app),
+        TenantAlias::Tenant(tenant_id) => directory
+            .tenant(tenant_id)
+            .and_then(|tenant| tenant.app(client_id)),
+        TenantAlias::Organizations | TenantAlias::Common => {
+            directory.find_app(client_id).map(|(_, app)| app)
+        }
         TenantAlias::Consumers => None,
     };
-    let app = found.ok_or_else(|| Rejection::Page(EntraError::app_not_found(client_id, alias.path_segment())))?;
+    let app = found.ok_or_else(|| {
+        Rejection::Page(EntraError::app_not_found(client_id, alias.path_segment()))
+    })?;
     if app.redirect_uris.is_empty() {
-        return Err(Rejection::Page(EntraError::no_reply_address(&app.client_id)));
+        return Err(Rejection::Page(EntraError::no_reply_address(
+            &app.client_id,
+        )));
     }
     let redirect_uri = params.require("redirect_uri").map_err(Rejection::Page)?;
     if !app.accepts_redirect_uri(redirect_uri) {
-        return Err(Rejection::Page(EntraError::redirect_uri_mismatch(redirect_uri, &app.client_id)));
+        return Err(Rejection::Page(EntraError::redirect_uri_mismatch(
+            redirect_uri,
+            &app.client_id,
+        )));
     }
     let redirect = |error: EntraError| Rejection::Redirect {
         redirect_uri: redirect_uri.to_string(),
@@ -145,7 +172,10 @@ fn validate<'model>(
         description: described(&error),
     };
     if !app.enabled {
-        return Err(redirect(EntraError::app_disabled(&app.client_id, &app.display_name)));
+        return Err(redirect(EntraError::app_disabled(
+            &app.client_id,
+            &app.display_name,
+        )));
     }
     match params.get("response_type") {
         Some("code") => {}
@@ -169,7 +199,10 @@ fn validate<'model>(
         parse_delegated(tenant, scope).map_err(redirect)?;
     }
     if params.get("code_challenge").is_some()
-        && !matches!(params.get("code_challenge_method").unwrap_or("plain"), "S256" | "plain")
+        && !matches!(
+            params.get("code_challenge_method").unwrap_or("plain"),
+            "S256" | "plain"
+        )
     {
         return Err(redirect(EntraError::invalid_request(
             "The code_challenge_method is not supported. Use S256 or plain.",
@@ -191,7 +224,12 @@ fn sign_in_page(tenant_segment: &str, params: &FormParams, message: Option<&str>
         })
         .collect();
     let message = message
-        .map(|message| format!("<p id=\"error\" role=\"alert\">{}</p>\n", html_escape(message)))
+        .map(|message| {
+            format!(
+                "<p id=\"error\" role=\"alert\">{}</p>\n",
+                html_escape(message)
+            )
+        })
         .unwrap_or_default();
     let login_hint = html_escape(params.get("login_hint").unwrap_or_default());
     format!(
@@ -233,8 +271,12 @@ pub(crate) async fn sign_in_submit(
         Err(rejection) => return reject(rejection, &params),
     };
     let (Some(username), Some(password)) = (params.get("username"), params.get("password")) else {
-        return Html(sign_in_page(&tenant_segment, &params, Some("Enter your username and password.")))
-            .into_response();
+        return Html(sign_in_page(
+            &tenant_segment,
+            &params,
+            Some("Enter your username and password."),
+        ))
+        .into_response();
     };
     let redirect_error = |error: EntraError| {
         reject(
@@ -249,7 +291,12 @@ pub(crate) async fn sign_in_submit(
     let (tenant, user) = match find_user(&directory, &alias, username) {
         Ok(found) => found,
         Err(error) => {
-            return Html(sign_in_page(&tenant_segment, &params, Some(&described(&error)))).into_response();
+            return Html(sign_in_page(
+                &tenant_segment,
+                &params,
+                Some(&described(&error)),
+            ))
+            .into_response();
         }
     };
     let scope = params.get("scope").unwrap_or_default();
@@ -265,7 +312,12 @@ pub(crate) async fn sign_in_submit(
         state.base(),
     ) {
         // Credential problems keep the user on the page, as Entra does.
-        return Html(sign_in_page(&tenant_segment, &params, Some(&described(&error)))).into_response();
+        return Html(sign_in_page(
+            &tenant_segment,
+            &params,
+            Some(&described(&error)),
+        ))
+        .into_response();
     }
     // The sandbox has no consent prompt: missing consent goes back to the app as Entra's
     // `consent_required` answer with AADSTS65001.
@@ -283,7 +335,10 @@ pub(crate) async fn sign_in_submit(
     let code_challenge = params.get("code_challenge").map(|challenge| {
         (
             challenge.to_string(),
-            params.get("code_challenge_method").unwrap_or("plain").to_string(),
+            params
+                .get("code_challenge_method")
+                .unwrap_or("plain")
+                .to_string(),
         )
     });
     lock(&state.grants).authorization_codes.insert(

@@ -7,9 +7,7 @@ use serde_json::Value;
 
 use crate::{
     identity::{
-        FormParams, TenantAlias,
-        crypto::b64url_decode,
-        errors::EntraError,
+        FormParams, TenantAlias, crypto::b64url_decode, errors::EntraError,
         tokens::ClientAuthMethod,
     },
     tenant::{AppRegistration, Tenant},
@@ -69,7 +67,10 @@ pub(crate) fn presented_credential(
 
 /// `Authorization: Basic base64(urlencode(client_id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
 pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let encoded = value
         .strip_prefix("Basic ")
         .or_else(|| value.strip_prefix("basic "))?;
@@ -126,7 +127,11 @@ pub(crate) fn authenticate(
     }
 }
 
-fn check_secret(app: &AppRegistration, value: &str, now_unix: u64) -> Result<ClientAuthMethod, EntraError> {
+fn check_secret(
+    app: &AppRegistration,
+    value: &str,
+    now_unix: u64,
+) -> Result<ClientAuthMethod, EntraError> {
     // Compare every secret without stopping early, so timing does not tell which one matched.
     let matching = app
         .secrets
@@ -135,7 +140,11 @@ fn check_secret(app: &AppRegistration, value: &str, now_unix: u64) -> Result<Cli
         .collect::<Vec<_>>();
     match matching.first() {
         None => Err(EntraError::invalid_secret(&app.client_id)),
-        Some(secret) if secret.expires_at_unix.is_some_and(|expiry| expiry <= now_unix) => {
+        Some(secret)
+            if secret
+                .expires_at_unix
+                .is_some_and(|expiry| expiry <= now_unix) =>
+        {
             Err(EntraError::expired_secret(&app.client_id))
         }
         Some(_) => Ok(ClientAuthMethod::Secret),
@@ -204,7 +213,11 @@ fn check_assertion(
                 .is_none_or(|expiry| expiry > context.now_unix)
         })
         .find(|certificate| {
-            let registered = if use_sha256 { certificate.x5t_s256() } else { certificate.x5t() };
+            let registered = if use_sha256 {
+                certificate.x5t_s256()
+            } else {
+                certificate.x5t()
+            };
             registered.is_ok_and(|registered| registered == thumbprint)
         })
         .ok_or_else(|| EntraError::assertion_key_not_found(thumbprint))?;
@@ -220,7 +233,8 @@ fn check_assertion(
         .map_err(|_| EntraError::assertion_bad_signature())?;
 
     let claim = |name: &str| payload.get(name).and_then(Value::as_str);
-    if claim("iss") != Some(app.client_id.as_str()) || claim("sub") != Some(app.client_id.as_str()) {
+    if claim("iss") != Some(app.client_id.as_str()) || claim("sub") != Some(app.client_id.as_str())
+    {
         return Err(EntraError::assertion_wrong_client(&app.client_id));
     }
     let audience_ok = match payload.get("aud") {
@@ -237,23 +251,40 @@ fn check_assertion(
         ));
     }
     if claim("jti").is_none() {
-        return Err(EntraError::assertion_invalid("Client assertion has no 'jti' claim."));
+        return Err(EntraError::assertion_invalid(
+            "Client assertion has no 'jti' claim.",
+        ));
     }
-    let number = |name: &str| payload.get(name).and_then(Value::as_f64).map(|value| value as u64);
+    let number = |name: &str| {
+        payload
+            .get(name)
+            .and_then(Value::as_f64)
+            .map(|value| value as u64)
+    };
     let Some(expires) = number("exp") else {
-        return Err(EntraError::assertion_invalid("Client assertion has no 'exp' claim."));
+        return Err(EntraError::assertion_invalid(
+            "Client assertion has no 'exp' claim.",
+        ));
     };
     let not_before = number("nbf").or_else(|| number("iat")).unwrap_or(0);
     let now = context.now_unix;
-    if expires + ASSERTION_CLOCK_SKEW_SECONDS <= now || not_before > now + ASSERTION_CLOCK_SKEW_SECONDS {
-        return Err(EntraError::assertion_out_of_time_range(now, not_before, expires));
+    if expires + ASSERTION_CLOCK_SKEW_SECONDS <= now
+        || not_before > now + ASSERTION_CLOCK_SKEW_SECONDS
+    {
+        return Err(EntraError::assertion_out_of_time_range(
+            now, not_before, expires,
+        ));
     }
     Ok(ClientAuthMethod::Certificate)
 }
 
 /// The assertion audience must be this token endpoint: the sandbox's (or Entra's public) host, and a
 /// `{tenant}` segment naming this tenant or the alias of the request.
-fn audience_names_this_endpoint(audience: &str, tenant: &Tenant, context: &TokenEndpointContext<'_>) -> bool {
+fn audience_names_this_endpoint(
+    audience: &str,
+    tenant: &Tenant,
+    context: &TokenEndpointContext<'_>,
+) -> bool {
     let Ok(url) = url::Url::parse(audience) else {
         return false;
     };

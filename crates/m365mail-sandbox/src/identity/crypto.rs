@@ -87,8 +87,10 @@ impl SigningKey {
         let certificate = params
             .self_signed(&key)
             .map_err(|error| SandboxError::crypto("token signing certificate", error))?;
-        let (modulus, exponent) = rsa_public_key_components(key.public_key_raw())
-            .ok_or_else(|| SandboxError::crypto("token signing key", "unexpected public key DER"))?;
+        let (modulus, exponent) =
+            rsa_public_key_components(key.public_key_raw()).ok_or_else(|| {
+                SandboxError::crypto("token signing key", "unexpected public key DER")
+            })?;
         let encoding_key = jsonwebtoken::EncodingKey::from_rsa_pem(key.serialize_pem().as_bytes())
             .map_err(|error| SandboxError::crypto("token signing key", error))?;
         let x5t = b64url(&sha1(certificate.der()));
@@ -122,7 +124,10 @@ fn rsa_public_key_components(der: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn strip_leading_zeros(integer: &[u8]) -> &[u8] {
-    let first_non_zero = integer.iter().position(|byte| *byte != 0).unwrap_or(integer.len());
+    let first_non_zero = integer
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(integer.len());
     &integer[first_non_zero..]
 }
 
@@ -155,7 +160,9 @@ mod tests {
     #[test]
     fn public_key_components_round_trip_through_der() {
         // SEQUENCE { INTEGER 0x00C5 (leading zero for the sign bit), INTEGER 0x010001 }
-        let der = [0x30, 0x09, 0x02, 0x02, 0x00, 0xC5, 0x02, 0x03, 0x01, 0x00, 0x01];
+        let der = [
+            0x30, 0x09, 0x02, 0x02, 0x00, 0xC5, 0x02, 0x03, 0x01, 0x00, 0x01,
+        ];
         let (modulus, exponent) = rsa_public_key_components(&der).expect("parses");
         assert_eq!(modulus, &[0xC5]);
         assert_eq!(exponent, &[0x01, 0x00, 0x01]);

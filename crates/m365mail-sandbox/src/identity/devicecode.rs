@@ -105,33 +105,43 @@ fn start_device_flow(
 pub(crate) enum DeviceDecision<'a> {
     /// Approve as this user. `password` is checked when given (the page); the admin API approves
     /// without one, as an already signed-in user.
-    Approve { upn: &'a str, password: Option<&'a str> },
+    Approve {
+        upn: &'a str,
+        password: Option<&'a str>,
+    },
     Decline,
 }
 
-/// Why a decision was refused: an Entra error (shown on the page) or an admin-API error.
+/// Why a decision was refused: the Entra error (shown on the page) and the admin-API error.
+pub(crate) type Refusal = (EntraError, SandboxError);
+
+fn refused(entra: EntraError, admin: SandboxError) -> Box<Refusal> {
+    Box::new((entra, admin))
+}
+
+/// Applies a decision to a pending device code.
 pub(crate) fn decide(
     state: &SandboxState,
     directory: &TenantModel,
     user_code: &str,
     decision: DeviceDecision<'_>,
-) -> Result<(), (EntraError, SandboxError)> {
+) -> Result<(), Box<Refusal>> {
     let mut grants = lock(&state.grants);
     let now = state.now_unix();
     let grant = grants.device_by_user_code_mut(user_code).ok_or_else(|| {
-        (
+        refused(
             EntraError::bad_verification_code(),
             SandboxError::not_found("device code", normalize_user_code(user_code)),
         )
     })?;
     if grant.expires_at <= now {
-        return Err((
+        return Err(refused(
             EntraError::device_code_expired(),
             SandboxError::Conflict("the device code has expired".into()),
         ));
     }
     if grant.state != DeviceState::Pending {
-        return Err((
+        return Err(refused(
             EntraError::device_code_already_used(),
             SandboxError::Conflict("the device code was already approved or declined".into()),
         ));
@@ -140,29 +150,37 @@ pub(crate) fn decide(
         DeviceDecision::Decline => grant.state = DeviceState::Declined,
         DeviceDecision::Approve { upn, password } => {
             let (tenant, user) = directory.find_user(upn).ok_or_else(|| {
-                (
-                    EntraError::user_not_found(grant.tenant_id.as_deref().unwrap_or("organizations")),
+                refused(
+                    EntraError::user_not_found(
+                        grant.tenant_id.as_deref().unwrap_or("organizations"),
+                    ),
                     SandboxError::not_found("user", upn),
                 )
             })?;
-            if let Some(tenant_id) = &grant.tenant_id {
-                if !tenant.id.eq_ignore_ascii_case(tenant_id) {
-                    return Err((
-                        EntraError::user_not_found(tenant_id),
-                        SandboxError::Conflict(format!("{upn} is not in the flow's tenant")),
-                    ));
-                }
+            if let Some(tenant_id) = &grant.tenant_id
+                && !tenant.id.eq_ignore_ascii_case(tenant_id)
+            {
+                return Err(refused(
+                    EntraError::user_not_found(tenant_id),
+                    SandboxError::Conflict(format!("{upn} is not in the flow's tenant")),
+                ));
             }
             let resource_app_id = parse_delegated(tenant, &grant.scope)
                 .map(|scopes| scopes.selection.resource.app_id)
                 .unwrap_or_default();
             // The admin API signs in "as the user" without a password; account state still applies.
             let password = password.unwrap_or(&user.password);
-            check_sign_in(user, password, SignInKind::Interactive, &resource_app_id, state.base())
-                .map_err(|error| {
-                    let message = error.message.clone();
-                    (error, SandboxError::Conflict(message))
-                })?;
+            check_sign_in(
+                user,
+                password,
+                SignInKind::Interactive,
+                &resource_app_id,
+                state.base(),
+            )
+            .map_err(|error| {
+                let message = error.message.clone();
+                (error, SandboxError::Conflict(message))
+            })?;
             grant.state = DeviceState::Approved {
                 upn: user.upn.clone(),
             };
@@ -171,7 +189,8 @@ pub(crate) fn decide(
     Ok(())
 }
 
-const PAGE_STYLE: &str = "body{font-family:sans-serif;max-width:30em;margin:3em auto}label{display:block;margin:.5em 0}";
+const PAGE_STYLE: &str =
+    "body{font-family:sans-serif;max-width:30em;margin:3em auto}label{display:block;margin:.5em 0}";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -182,7 +201,12 @@ fn page(title: &str, body: &str) -> String {
 
 fn login_form(message: Option<&str>) -> String {
     let message = message
-        .map(|message| format!("<p id=\"error\" role=\"alert\">{}</p>", html_escape(message)))
+        .map(|message| {
+            format!(
+                "<p id=\"error\" role=\"alert\">{}</p>",
+                html_escape(message)
+            )
+        })
         .unwrap_or_default();
     page(
         "Enter code",
@@ -208,7 +232,11 @@ pub(crate) async fn login_submit(State(state): State<Arc<SandboxState>>, body: B
     state.count_endpoint("devicelogin");
     let params = parse_form(&body);
     let Some(user_code) = params.get("user_code") else {
-        return (StatusCode::BAD_REQUEST, Html(login_form(Some("Enter the code shown on your device.")))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Html(login_form(Some("Enter the code shown on your device."))),
+        )
+            .into_response();
     };
     let decision = match params.get("action").unwrap_or("approve") {
         "decline" => DeviceDecision::Decline,
@@ -239,7 +267,8 @@ pub(crate) async fn login_submit(State(state): State<Arc<SandboxState>>, body: B
             "<p id=\"result\">You have signed in on your device. You may now close this window.</p>",
         ))
         .into_response(),
-        Err((error, _)) => {
+        Err(refusal) => {
+            let (error, _) = *refusal;
             let code = error.code.map(|code| format!("AADSTS{code}: ")).unwrap_or_default();
             (
                 StatusCode::BAD_REQUEST,

@@ -12,7 +12,7 @@ use axum::{
 use serde_json::json;
 
 use crate::{
-    identity::{CONSUMERS_TENANT_ID, TenantAlias},
+    identity::{CONSUMERS_TENANT_ID, TenantAlias, errors::EntraError},
     state::{SandboxState, lock},
 };
 
@@ -29,9 +29,8 @@ fn issuer(base: &str, alias: &TenantAlias) -> String {
     }
 }
 
-fn resolve(state: &SandboxState, tenant_segment: &str) -> Result<TenantAlias, Response> {
+fn resolve(state: &SandboxState, tenant_segment: &str) -> Result<TenantAlias, EntraError> {
     TenantAlias::resolve(&lock(&state.directory), tenant_segment)
-        .map_err(|error| error.into_response_at(state.clock.as_ref()))
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`.
@@ -42,7 +41,7 @@ pub(crate) async fn openid_configuration(
     state.count_endpoint("openid-configuration");
     let alias = match resolve(&state, &tenant_segment) {
         Ok(alias) => alias,
-        Err(response) => return response,
+        Err(error) => return error.into_response_at(state.clock.as_ref()),
     };
     let base = state.base();
     let endpoint = |path: &str| format!("{base}{}/{path}", alias.path_segment());
@@ -71,7 +70,11 @@ pub(crate) async fn openid_configuration(
         "msgraph_host": "graph.microsoft.com",
         "rbac_url": "https://pas.windows.net",
     });
-    ([(header::CACHE_CONTROL, METADATA_CACHE_CONTROL)], Json(document)).into_response()
+    (
+        [(header::CACHE_CONTROL, METADATA_CACHE_CONTROL)],
+        Json(document),
+    )
+        .into_response()
 }
 
 /// `GET /{tenant}/discovery/v2.0/keys`: the JWKS with the one signing key.
@@ -82,7 +85,7 @@ pub(crate) async fn keys(
     state.count_endpoint("keys");
     let alias = match resolve(&state, &tenant_segment) {
         Ok(alias) => alias,
-        Err(response) => return response,
+        Err(error) => return error.into_response_at(state.clock.as_ref()),
     };
     let key = &state.signing_key;
     let document = json!({
@@ -97,7 +100,11 @@ pub(crate) async fn keys(
             "issuer": issuer(state.base(), &alias),
         }]
     });
-    ([(header::CACHE_CONTROL, METADATA_CACHE_CONTROL)], Json(document)).into_response()
+    (
+        [(header::CACHE_CONTROL, METADATA_CACHE_CONTROL)],
+        Json(document),
+    )
+        .into_response()
 }
 
 /// `GET /common/discovery/instance`: the instance-discovery answer MSAL asks for when it has not been
@@ -142,7 +149,11 @@ pub(crate) async fn user_realm(
     Path(username): Path<String>,
 ) -> Response {
     state.count_endpoint("userrealm");
-    let domain = username.rsplit_once('@').map(|(_, domain)| domain).unwrap_or_default().to_string();
+    let domain = username
+        .rsplit_once('@')
+        .map(|(_, domain)| domain)
+        .unwrap_or_default()
+        .to_string();
     let known = lock(&state.directory).tenant(&domain).is_some();
     Json(json!({
         "ver": "1.0",

@@ -114,7 +114,9 @@ impl EntraError {
         Self::bad_request(
             "invalid_request",
             900561,
-            format!("The endpoint only accepts POST, OPTIONS requests. Received a {method} request."),
+            format!(
+                "The endpoint only accepts POST, OPTIONS requests. Received a {method} request."
+            ),
         )
     }
 
@@ -403,7 +405,9 @@ impl EntraError {
         Self::bad_request(
             "invalid_request",
             900971,
-            format!("No reply address provided. The application '{client_id}' has no redirect URI registered."),
+            format!(
+                "No reply address provided. The application '{client_id}' has no redirect URI registered."
+            ),
         )
     }
 
@@ -513,7 +517,11 @@ pub(crate) fn format_timestamp(unix_seconds: u64) -> String {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",

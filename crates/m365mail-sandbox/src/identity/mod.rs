@@ -32,13 +32,19 @@ pub(crate) fn router() -> Router<Arc<SandboxState>> {
             get(discovery::openid_configuration),
         )
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::keys))
-        .route("/common/discovery/instance", get(discovery::instance_discovery))
+        .route(
+            "/common/discovery/instance",
+            get(discovery::instance_discovery),
+        )
         .route("/common/userrealm/{username}", get(discovery::user_realm))
         .route(
             "/{tenant}/oauth2/v2.0/token",
             post(token_endpoint::token).get(token_endpoint::token_with_wrong_method),
         )
-        .route("/{tenant}/oauth2/v2.0/devicecode", post(devicecode::device_code))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(devicecode::device_code),
+        )
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
             get(authorize::sign_in_form).post(authorize::sign_in_submit),

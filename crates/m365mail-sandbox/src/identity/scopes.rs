@@ -42,9 +42,12 @@ fn split_scope(item: &str) -> (Option<&str>, &str) {
 
 fn find_resource(tenant: &Tenant, identifier: Option<&str>) -> Option<(ResourceApi, String)> {
     match identifier {
-        Some(identifier) => tenant
-            .resource(identifier)
-            .map(|resource| (resource.clone(), identifier.trim_end_matches('/').to_string())),
+        Some(identifier) => tenant.resource(identifier).map(|resource| {
+            (
+                resource.clone(),
+                identifier.trim_end_matches('/').to_string(),
+            )
+        }),
         None => tenant
             .resources
             .iter()
@@ -166,8 +169,11 @@ pub(crate) fn consented_delegated_scopes(
     upn: &str,
 ) -> Result<Vec<String>, EntraError> {
     let consented = app.consented_scopes(&selection.resource.app_id, upn);
-    let is_consented =
-        |name: &str| consented.iter().any(|granted| granted.eq_ignore_ascii_case(name));
+    let is_consented = |name: &str| {
+        consented
+            .iter()
+            .any(|granted| granted.eq_ignore_ascii_case(name))
+    };
     let granted: Vec<String> = match &selection.named_scopes {
         Some(names) => {
             if names.iter().all(|name| is_consented(name)) {
@@ -185,13 +191,20 @@ pub(crate) fn consented_delegated_scopes(
             .collect(),
     };
     if granted.is_empty() {
-        return Err(EntraError::consent_required(&app.client_id, &app.display_name));
+        return Err(EntraError::consent_required(
+            &app.client_id,
+            &app.display_name,
+        ));
     }
     Ok(granted)
 }
 
 /// The `scope` value of a token response: full URIs for most resources, short names for Graph.
-pub(crate) fn response_scope(selection: &ResourceSelection, granted: &[String], oidc: &[String]) -> String {
+pub(crate) fn response_scope(
+    selection: &ResourceSelection,
+    granted: &[String],
+    oidc: &[String],
+) -> String {
     let resource_scopes = granted.iter().map(|name| {
         if selection.resource.default_for_short_scopes {
             name.clone()

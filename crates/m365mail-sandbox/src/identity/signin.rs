@@ -31,9 +31,9 @@ pub(crate) fn find_user<'model>(
                 .map(|user| (tenant, user))
                 .ok_or_else(|| EntraError::user_not_found(tenant_id))
         }
-        _ => model.find_user(username).ok_or_else(|| {
-            EntraError::user_not_found(alias.path_segment())
-        }),
+        _ => model
+            .find_user(username)
+            .ok_or_else(|| EntraError::user_not_found(alias.path_segment())),
     }
 }
 

@@ -14,7 +14,10 @@ use serde_json::Value;
 use crate::{
     identity::{
         FormParams, TenantAlias,
-        client_auth::{PresentedCredential, PublicClientRule, TokenEndpointContext, authenticate, presented_credential},
+        client_auth::{
+            PresentedCredential, PublicClientRule, TokenEndpointContext, authenticate,
+            presented_credential,
+        },
         crypto::{b64url, sha256},
         errors::EntraError,
         parse_form,
@@ -108,20 +111,26 @@ impl<'a> TokenRequest<'a> {
                 .directory
                 .tenant(tenant_id)
                 .and_then(|tenant| tenant.app(self.client_id).map(|app| (tenant, app))),
-            TenantAlias::Organizations | TenantAlias::Common => self.directory.find_app(self.client_id),
+            TenantAlias::Organizations | TenantAlias::Common => {
+                self.directory.find_app(self.client_id)
+            }
             // The sandbox has no personal-account apps.
             TenantAlias::Consumers => None,
         };
-        let (tenant, app) = found.ok_or_else(|| {
-            EntraError::app_not_found(self.client_id, self.alias.path_segment())
-        })?;
+        let (tenant, app) = found
+            .ok_or_else(|| EntraError::app_not_found(self.client_id, self.alias.path_segment()))?;
         if !app.enabled {
             return Err(EntraError::app_disabled(&app.client_id, &app.display_name));
         }
         Ok((tenant, app))
     }
 
-    fn authenticate(&self, tenant: &Tenant, app: &AppRegistration, rule: PublicClientRule) -> Result<ClientAuthMethod, EntraError> {
+    fn authenticate(
+        &self,
+        tenant: &Tenant,
+        app: &AppRegistration,
+        rule: PublicClientRule,
+    ) -> Result<ClientAuthMethod, EntraError> {
         let context = TokenEndpointContext {
             base_url: &self.state.base_url,
             alias: self.alias,
@@ -137,13 +146,16 @@ impl<'a> TokenRequest<'a> {
     /// ROPC (reference §5.1).
     fn password(&self) -> Result<Value, EntraError> {
         if matches!(self.alias, TenantAlias::Common | TenantAlias::Consumers) {
-            return Err(EntraError::grant_not_supported_on_endpoint(self.alias.path_segment()));
+            return Err(EntraError::grant_not_supported_on_endpoint(
+                self.alias.path_segment(),
+            ));
         }
         let username = self.params.require("username")?;
         let password = self.params.require("password")?;
         let scope = self.params.require("scope")?;
         let (app_tenant, app) = self.app()?;
-        let method = self.authenticate(app_tenant, app, PublicClientRule::NeedsPublicClientFlows)?;
+        let method =
+            self.authenticate(app_tenant, app, PublicClientRule::NeedsPublicClientFlows)?;
         let (tenant, user) = find_user(self.directory, self.alias, username)?;
         if tenant.id != app_tenant.id {
             return Err(EntraError::app_not_found(&app.client_id, &tenant.id));
@@ -204,10 +216,10 @@ impl<'a> TokenRequest<'a> {
             if grant.expires_at <= self.state.now_unix() {
                 return Err(EntraError::refresh_token_expired());
             }
-            if let TenantAlias::Tenant(tenant_id) = self.alias {
-                if !tenant_id.eq_ignore_ascii_case(&grant.tenant_id) {
-                    return Err(EntraError::invalid_refresh_token());
-                }
+            if let TenantAlias::Tenant(tenant_id) = self.alias
+                && !tenant_id.eq_ignore_ascii_case(&grant.tenant_id)
+            {
+                return Err(EntraError::invalid_refresh_token());
             }
             (grant.user_upn.clone(), grant.scope.clone())
         };
@@ -240,7 +252,8 @@ impl<'a> TokenRequest<'a> {
     fn device_code(&self) -> Result<Value, EntraError> {
         let device_code = self.params.require("device_code")?;
         let (app_tenant, app) = self.app()?;
-        let method = self.authenticate(app_tenant, app, PublicClientRule::NeedsPublicClientFlows)?;
+        let method =
+            self.authenticate(app_tenant, app, PublicClientRule::NeedsPublicClientFlows)?;
         let (approved_upn, scope) = {
             let mut grants = lock(&self.state.grants);
             let grant = grants
@@ -315,13 +328,16 @@ impl<'a> TokenRequest<'a> {
             if grant.expires_at <= self.state.now_unix() {
                 return Err(EntraError::authorization_code_expired());
             }
-            if let TenantAlias::Tenant(tenant_id) = self.alias {
-                if !tenant_id.eq_ignore_ascii_case(&grant.tenant_id) {
-                    return Err(EntraError::code_redeemed_against_wrong_tenant());
-                }
+            if let TenantAlias::Tenant(tenant_id) = self.alias
+                && !tenant_id.eq_ignore_ascii_case(&grant.tenant_id)
+            {
+                return Err(EntraError::code_redeemed_against_wrong_tenant());
             }
             if grant.redirect_uri != redirect_uri {
-                return Err(EntraError::redirect_uri_mismatch(redirect_uri, &app.client_id));
+                return Err(EntraError::redirect_uri_mismatch(
+                    redirect_uri,
+                    &app.client_id,
+                ));
             }
             if let Some((challenge, challenge_method)) = &grant.code_challenge {
                 let verifier = self.params.require("code_verifier")?;
@@ -335,14 +351,22 @@ impl<'a> TokenRequest<'a> {
                 }
             }
             grant.redeemed = true;
-            (grant.user_upn.clone(), grant.scope.clone(), grant.nonce.clone())
+            (
+                grant.user_upn.clone(),
+                grant.scope.clone(),
+                grant.nonce.clone(),
+            )
         };
         let (tenant, user) = self
             .directory
             .find_user(&user_upn)
             .ok_or_else(EntraError::invalid_authorization_code)?;
         check_account_usable(user)?;
-        let scope = self.params.get("scope").map(str::to_string).unwrap_or(scope);
+        let scope = self
+            .params
+            .get("scope")
+            .map(str::to_string)
+            .unwrap_or(scope);
         let scopes = parse_delegated(tenant, &scope)?;
         let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
         issue_delegated(

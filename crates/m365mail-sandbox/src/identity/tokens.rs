@@ -47,12 +47,20 @@ fn unique_token_id() -> String {
     random_url_safe(22)
 }
 
-fn base_claims(state: &SandboxState, tenant: &Tenant, audience: &str, app: &AppRegistration) -> Map<String, Value> {
+fn base_claims(
+    state: &SandboxState,
+    tenant: &Tenant,
+    audience: &str,
+    app: &AppRegistration,
+) -> Map<String, Value> {
     let now = state.now_unix();
     let expires = now + state.lifetimes.access_token.as_secs();
     let mut claims = Map::new();
     claims.insert("aud".into(), json!(audience));
-    claims.insert("iss".into(), json!(format!("https://sts.windows.net/{}/", tenant.id)));
+    claims.insert(
+        "iss".into(),
+        json!(format!("https://sts.windows.net/{}/", tenant.id)),
+    );
     claims.insert("iat".into(), json!(now));
     claims.insert("nbf".into(), json!(now));
     claims.insert("exp".into(), json!(expires));
@@ -64,7 +72,11 @@ fn base_claims(state: &SandboxState, tenant: &Tenant, audience: &str, app: &AppR
     claims
 }
 
-fn token_response(state: &SandboxState, scope: Option<String>, access_token: String) -> Map<String, Value> {
+fn token_response(
+    state: &SandboxState,
+    scope: Option<String>,
+    access_token: String,
+) -> Map<String, Value> {
     let lifetime = state.lifetimes.access_token.as_secs();
     let mut response = Map::new();
     response.insert("token_type".into(), json!("Bearer"));
@@ -123,9 +135,22 @@ pub(crate) struct DelegatedIssue<'a> {
 
 /// A delegated token response: access token, plus a refresh token when `offline_access` was asked
 /// for, an ID token when `openid` was, and `client_info` when the client sent `client_info=1`.
-pub(crate) fn issue_delegated(state: &SandboxState, issue: DelegatedIssue<'_>) -> Result<Value, EntraError> {
-    let DelegatedIssue { tenant, app, user, scopes, granted, requested_scope, client_info, nonce, method, mfa_performed } =
-        issue;
+pub(crate) fn issue_delegated(
+    state: &SandboxState,
+    issue: DelegatedIssue<'_>,
+) -> Result<Value, EntraError> {
+    let DelegatedIssue {
+        tenant,
+        app,
+        user,
+        scopes,
+        granted,
+        requested_scope,
+        client_info,
+        nonce,
+        method,
+        mfa_performed,
+    } = issue;
     let mut claims = base_claims(state, tenant, &scopes.selection.audience, app);
     claims.insert("oid".into(), json!(user.object_id));
     // Entra's `sub` is pairwise per app; a digest of user and app keeps that property.
@@ -139,7 +164,11 @@ pub(crate) fn issue_delegated(state: &SandboxState, issue: DelegatedIssue<'_>) -
     claims.insert("scp".into(), json!(granted.join(" ")));
     claims.insert("idtyp".into(), json!("user"));
     claims.insert("appidacr".into(), json!(method.appidacr()));
-    let amr = if mfa_performed { json!(["pwd", "mfa"]) } else { json!(["pwd"]) };
+    let amr = if mfa_performed {
+        json!(["pwd", "mfa"])
+    } else {
+        json!(["pwd"])
+    };
     claims.insert("amr".into(), amr);
     let access_token = sign(state, &Value::Object(claims))?;
 
@@ -166,10 +195,16 @@ pub(crate) fn issue_delegated(state: &SandboxState, issue: DelegatedIssue<'_>) -
         let now = state.now_unix();
         let mut id_claims = Map::new();
         id_claims.insert("aud".into(), json!(app.client_id));
-        id_claims.insert("iss".into(), json!(format!("{}{}/v2.0", state.base(), tenant.id)));
+        id_claims.insert(
+            "iss".into(),
+            json!(format!("{}{}/v2.0", state.base(), tenant.id)),
+        );
         id_claims.insert("iat".into(), json!(now));
         id_claims.insert("nbf".into(), json!(now));
-        id_claims.insert("exp".into(), json!(now + state.lifetimes.access_token.as_secs()));
+        id_claims.insert(
+            "exp".into(),
+            json!(now + state.lifetimes.access_token.as_secs()),
+        );
         id_claims.insert("name".into(), json!(user.display_name));
         id_claims.insert("oid".into(), json!(user.object_id));
         id_claims.insert("preferred_username".into(), json!(user.upn));
@@ -183,7 +218,10 @@ pub(crate) fn issue_delegated(state: &SandboxState, issue: DelegatedIssue<'_>) -
         if let Some(nonce) = nonce {
             id_claims.insert("nonce".into(), json!(nonce));
         }
-        response.insert("id_token".into(), json!(sign(state, &Value::Object(id_claims))?));
+        response.insert(
+            "id_token".into(),
+            json!(sign(state, &Value::Object(id_claims))?),
+        );
     }
     if client_info {
         let info = json!({ "uid": user.object_id, "utid": tenant.id }).to_string();

@@ -21,10 +21,18 @@ async fn stats_count_requests_per_endpoint_and_grant_type() {
         answer.assert_ok();
     }
     sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_ok();
-    sandbox.get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID)).await.assert_ok();
+    sandbox
+        .get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID))
+        .await
+        .assert_ok();
 
     let stats = sandbox.sandbox.admin().stats();
     assert_eq!(stats.grant("client_credentials"), 5);
@@ -34,16 +42,27 @@ async fn stats_count_requests_per_endpoint_and_grant_type() {
     assert_eq!(stats.total_requests, 7);
 
     let over_http = sandbox.get_json("_sandbox/admin/stats").await;
-    assert_eq!(over_http.assert_ok()["by_grant_type"]["client_credentials"], 5);
+    assert_eq!(
+        over_http.assert_ok()["by_grant_type"]["client_credentials"],
+        5
+    );
     assert_eq!(over_http.body["by_endpoint"]["token"], 6);
     // Admin calls are not counted.
     assert_eq!(sandbox.sandbox.admin().stats().total_requests, 7);
 
-    sandbox.admin_post("stats/reset", json!({})).await.assert_ok();
-    assert_eq!(sandbox.sandbox.admin().stats(), m365mail_sandbox::RequestStats::default());
+    sandbox
+        .admin_post("stats/reset", json!({}))
+        .await
+        .assert_ok();
+    assert_eq!(
+        sandbox.sandbox.admin().stats(),
+        m365mail_sandbox::RequestStats::default()
+    );
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let mut outputs = Vec::new();
     let handles: Vec<_> = futures.collect();
     for future in handles {
@@ -55,38 +74,73 @@ async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = 
 #[tokio::test]
 async fn user_flags_over_http_change_sign_in_answers() {
     let sandbox = start().await;
-    let ropc = || sandbox.ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE);
+    let ropc = || {
+        sandbox.ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
+    };
     let flagged = sandbox
-        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"mfa_required": true}))
+        .admin_post(
+            &format!("users/{}", demo::USER_UPN),
+            json!({"mfa_required": true}),
+        )
         .await;
     assert_eq!(flagged.assert_ok()["mfa_required"], true);
-    assert!(flagged.body.get("password").is_none(), "never reports the password");
+    assert!(
+        flagged.body.get("password").is_none(),
+        "never reports the password"
+    );
     ropc().await.assert_error(400, "invalid_grant", 50076);
     sandbox
-        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"mfa_required": false, "locked": true}))
+        .admin_post(
+            &format!("users/{}", demo::USER_UPN),
+            json!({"mfa_required": false, "locked": true}),
+        )
         .await
         .assert_ok();
     ropc().await.assert_error(400, "invalid_grant", 50053);
     sandbox
-        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"locked": false, "password_expired": true}))
+        .admin_post(
+            &format!("users/{}", demo::USER_UPN),
+            json!({"locked": false, "password_expired": true}),
+        )
         .await
         .assert_ok();
     ropc().await.assert_error(400, "invalid_grant", 50055);
     sandbox
-        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"password_expired": false, "disabled": true}))
+        .admin_post(
+            &format!("users/{}", demo::USER_UPN),
+            json!({"password_expired": false, "disabled": true}),
+        )
         .await
         .assert_ok();
     ropc().await.assert_error(400, "invalid_grant", 50057);
     sandbox
-        .admin_post(&format!("users/{}", demo::USER_UPN), json!({"disabled": false}))
+        .admin_post(
+            &format!("users/{}", demo::USER_UPN),
+            json!({"disabled": false}),
+        )
         .await
         .assert_ok();
     ropc().await.assert_ok();
 
-    let unknown = sandbox.admin_post("users/nobody@contoso.onmicrosoft.com", json!({"locked": true})).await;
+    let unknown = sandbox
+        .admin_post(
+            "users/nobody@contoso.onmicrosoft.com",
+            json!({"locked": true}),
+        )
+        .await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.body["error"], "not_found");
-    let bad_field = sandbox.admin_post(&format!("users/{}", demo::USER_UPN), json!({"colour": "blue"})).await;
+    let bad_field = sandbox
+        .admin_post(
+            &format!("users/{}", demo::USER_UPN),
+            json!({"colour": "blue"}),
+        )
+        .await;
     assert_eq!(bad_field.status, 400);
 }
 
@@ -115,7 +169,11 @@ async fn app_changes_over_http() {
         .await;
     assert_eq!(revoked.assert_ok()["removed"], 1);
     let token = client_credentials().await;
-    assert!(crate::common::claims(token.assert_ok()["access_token"].as_str().unwrap()).get("roles").is_none());
+    assert!(
+        crate::common::claims(token.assert_ok()["access_token"].as_str().unwrap())
+            .get("roles")
+            .is_none()
+    );
     sandbox
         .admin_post(
             &format!("apps/{}/app-roles", demo::CONFIDENTIAL_APP_ID),
@@ -136,19 +194,33 @@ async fn app_changes_over_http() {
         )
         .await;
     assert_eq!(expired.assert_ok()["expired"], 1);
-    client_credentials().await.assert_error(401, "invalid_client", 7000222);
+    client_credentials()
+        .await
+        .assert_error(401, "invalid_client", 7000222);
 
     sandbox
-        .admin_post(&format!("apps/{}/enabled", demo::CONFIDENTIAL_APP_ID), json!({"enabled": false}))
+        .admin_post(
+            &format!("apps/{}/enabled", demo::CONFIDENTIAL_APP_ID),
+            json!({"enabled": false}),
+        )
         .await
         .assert_ok();
-    client_credentials().await.assert_error(400, "unauthorized_client", 7000112);
+    client_credentials()
+        .await
+        .assert_error(400, "unauthorized_client", 7000112);
 }
 
 #[tokio::test]
 async fn consent_changes_over_http() {
     let sandbox = start().await;
-    let ropc = || sandbox.ropc(demo::NO_CONSENT_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE);
+    let ropc = || {
+        sandbox.ropc(
+            demo::NO_CONSENT_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
+    };
     ropc().await.assert_error(400, "invalid_grant", 65001);
     // One user's own consent covers that user only.
     sandbox
@@ -160,11 +232,19 @@ async fn consent_changes_over_http() {
         .assert_ok();
     ropc().await.assert_ok();
     sandbox
-        .ropc(demo::NO_CONSENT_APP_ID, demo::SECOND_USER_UPN, demo::SECOND_USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::NO_CONSENT_APP_ID,
+            demo::SECOND_USER_UPN,
+            demo::SECOND_USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_error(400, "invalid_grant", 65001);
     let removed = sandbox
-        .admin_post(&format!("apps/{}/consent/revoke", demo::NO_CONSENT_APP_ID), json!({"user": demo::USER_UPN}))
+        .admin_post(
+            &format!("apps/{}/consent/revoke", demo::NO_CONSENT_APP_ID),
+            json!({"user": demo::USER_UPN}),
+        )
         .await;
     assert_eq!(removed.assert_ok()["removed"], 1);
     ropc().await.assert_error(400, "invalid_grant", 65001);
@@ -176,25 +256,45 @@ async fn device_codes_can_be_listed_approved_and_declined_over_http() {
     let started = sandbox
         .post_form(
             &sandbox.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
-            &[("client_id", demo::PUBLIC_APP_ID), ("scope", demo::IMAP_SCOPE)],
+            &[
+                ("client_id", demo::PUBLIC_APP_ID),
+                ("scope", demo::IMAP_SCOPE),
+            ],
         )
         .await;
-    let user_code = started.assert_ok()["user_code"].as_str().unwrap().to_string();
+    let user_code = started.assert_ok()["user_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let pending = sandbox.get_json("_sandbox/admin/device-codes").await;
     assert_eq!(pending.assert_ok()[0]["user_code"], user_code.as_str());
-    assert!(pending.body[0].get("device_code").is_none(), "the secret device code is not listed");
+    assert!(
+        pending.body[0].get("device_code").is_none(),
+        "the secret device code is not listed"
+    );
 
-    let declined = sandbox.admin_post(&format!("device-codes/{user_code}/decline"), json!({})).await;
+    let declined = sandbox
+        .admin_post(&format!("device-codes/{user_code}/decline"), json!({}))
+        .await;
     assert_eq!(declined.assert_ok()["status"], "declined");
     let again = sandbox
-        .admin_post(&format!("device-codes/{user_code}/approve"), json!({"username": demo::USER_UPN}))
+        .admin_post(
+            &format!("device-codes/{user_code}/approve"),
+            json!({"username": demo::USER_UPN}),
+        )
         .await;
     assert_eq!(again.status, 409);
     let missing = sandbox
-        .admin_post("device-codes/NOSUCH/approve", json!({"username": demo::USER_UPN}))
+        .admin_post(
+            "device-codes/NOSUCH/approve",
+            json!({"username": demo::USER_UPN}),
+        )
         .await;
     assert_eq!(missing.status, 404);
-    assert_eq!(sandbox.get_json("_sandbox/admin/device-codes").await.body, json!([]));
+    assert_eq!(
+        sandbox.get_json("_sandbox/admin/device-codes").await.body,
+        json!([])
+    );
 }
 
 #[tokio::test]
@@ -211,7 +311,10 @@ async fn user_revocation_over_http() {
         .assert_ok()
         .clone();
     let revoked = sandbox
-        .admin_post(&format!("users/{}/revoke-refresh-tokens", demo::USER_UPN), json!({}))
+        .admin_post(
+            &format!("users/{}/revoke-refresh-tokens", demo::USER_UPN),
+            json!({}),
+        )
         .await;
     assert_eq!(revoked.assert_ok()["revoked"], 1);
     sandbox

@@ -6,7 +6,8 @@ use crate::common::{Answer, TestSandbox, claims, start, with_query};
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const REDIRECT: &str = "http://localhost:53117/";
-const SCOPE: &str = "https://outlook.office.com/IMAP.AccessAsUser.All openid profile offline_access";
+const SCOPE: &str =
+    "https://outlook.office.com/IMAP.AccessAsUser.All openid profile offline_access";
 
 fn authorize_url(sandbox: &TestSandbox) -> String {
     sandbox.url(&format!("{}/oauth2/v2.0/authorize", demo::TENANT_ID))
@@ -26,13 +27,27 @@ fn authorize_params<'a>(client_id: &'a str, redirect_uri: &'a str) -> Vec<(&'a s
 }
 
 /// Posts the sign-in form and returns (status, Location or page text).
-async fn sign_in(sandbox: &TestSandbox, mut params: Vec<(&str, &str)>, username: &str, password: &str) -> (u16, String) {
+async fn sign_in(
+    sandbox: &TestSandbox,
+    mut params: Vec<(&str, &str)>,
+    username: &str,
+    password: &str,
+) -> (u16, String) {
     params.push(("username", username));
     params.push(("password", password));
-    let response = sandbox.http.post(authorize_url(sandbox)).form(&params).send().await.unwrap();
+    let response = sandbox
+        .http
+        .post(authorize_url(sandbox))
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     if status == 302 {
-        return (status, response.headers()["location"].to_str().unwrap().to_string());
+        return (
+            status,
+            response.headers()["location"].to_str().unwrap().to_string(),
+        );
     }
     (status, response.text().await.unwrap())
 }
@@ -67,7 +82,10 @@ async fn authorize_shows_a_form_that_carries_the_request() {
     let sandbox = start().await;
     let response = sandbox
         .http
-        .get(with_query(&authorize_url(&sandbox), &authorize_params(demo::PUBLIC_APP_ID, REDIRECT)))
+        .get(with_query(
+            &authorize_url(&sandbox),
+            &authorize_params(demo::PUBLIC_APP_ID, REDIRECT),
+        ))
         .send()
         .await
         .unwrap();
@@ -82,10 +100,19 @@ async fn authorize_shows_a_form_that_carries_the_request() {
 async fn auth_code_with_pkce_s256_end_to_end() {
     let sandbox = start().await;
     // MFA users pass in the browser.
-    let (status, location) = sign_in(&sandbox, authorize_params(demo::PUBLIC_APP_ID, REDIRECT), demo::MFA_USER_UPN, demo::MFA_USER_PASSWORD).await;
+    let (status, location) = sign_in(
+        &sandbox,
+        authorize_params(demo::PUBLIC_APP_ID, REDIRECT),
+        demo::MFA_USER_UPN,
+        demo::MFA_USER_PASSWORD,
+    )
+    .await;
     assert_eq!(status, 302, "{location}");
     assert!(location.starts_with(REDIRECT));
-    assert_eq!(query_value(&location, "state").as_deref(), Some("xyz-state"));
+    assert_eq!(
+        query_value(&location, "state").as_deref(),
+        Some("xyz-state")
+    );
     let code = query_value(&location, "code").unwrap();
 
     let answer = redeem(&sandbox, &code, VERIFIER, REDIRECT).await;
@@ -93,7 +120,10 @@ async fn auth_code_with_pkce_s256_end_to_end() {
     let id_token = claims(body["id_token"].as_str().unwrap());
     assert_eq!(id_token["nonce"], "n-0S6_WzA2Mj");
     assert_eq!(id_token["preferred_username"], demo::MFA_USER_UPN);
-    assert_eq!(claims(body["access_token"].as_str().unwrap())["scp"], "IMAP.AccessAsUser.All");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["scp"],
+        "IMAP.AccessAsUser.All"
+    );
     assert!(body["refresh_token"].is_string() && body["client_info"].is_string());
 
     redeem(&sandbox, &code, VERIFIER, REDIRECT)
@@ -104,16 +134,29 @@ async fn auth_code_with_pkce_s256_end_to_end() {
 #[tokio::test]
 async fn pkce_mismatch_plain_method_and_redirect_mismatch() {
     let sandbox = start().await;
-    let (_, location) = sign_in(&sandbox, authorize_params(demo::PUBLIC_APP_ID, REDIRECT), demo::USER_UPN, demo::USER_PASSWORD).await;
+    let (_, location) = sign_in(
+        &sandbox,
+        authorize_params(demo::PUBLIC_APP_ID, REDIRECT),
+        demo::USER_UPN,
+        demo::USER_PASSWORD,
+    )
+    .await;
     let code = query_value(&location, "code").unwrap();
-    redeem(&sandbox, &code, "a-different-verifier-a-different-verifier-1234", REDIRECT)
-        .await
-        .assert_error(400, "invalid_grant", 501481);
+    redeem(
+        &sandbox,
+        &code,
+        "a-different-verifier-a-different-verifier-1234",
+        REDIRECT,
+    )
+    .await
+    .assert_error(400, "invalid_grant", 501481);
     redeem(&sandbox, &code, VERIFIER, "http://localhost:9999/")
         .await
         .assert_error(400, "invalid_request", 50011);
     // The failed attempts did not consume the code.
-    redeem(&sandbox, &code, VERIFIER, REDIRECT).await.assert_ok();
+    redeem(&sandbox, &code, VERIFIER, REDIRECT)
+        .await
+        .assert_ok();
 
     let mut plain = authorize_params(demo::PUBLIC_APP_ID, REDIRECT);
     plain.retain(|(name, _)| !name.starts_with("code_challenge"));
@@ -121,36 +164,74 @@ async fn pkce_mismatch_plain_method_and_redirect_mismatch() {
     plain.push(("code_challenge_method", "plain"));
     let (_, location) = sign_in(&sandbox, plain, demo::USER_UPN, demo::USER_PASSWORD).await;
     let code = query_value(&location, "code").unwrap();
-    redeem(&sandbox, &code, VERIFIER, REDIRECT).await.assert_ok();
+    redeem(&sandbox, &code, VERIFIER, REDIRECT)
+        .await
+        .assert_ok();
 }
 
 #[tokio::test]
 async fn authorize_errors_as_pages_and_redirects() {
     let sandbox = start().await;
     // Unregistered redirect URI: a page, never a redirect.
-    let (status, page) = sign_in(&sandbox, authorize_params(demo::PUBLIC_APP_ID, "https://evil.example.com/cb"), demo::USER_UPN, demo::USER_PASSWORD).await;
+    let (status, page) = sign_in(
+        &sandbox,
+        authorize_params(demo::PUBLIC_APP_ID, "https://evil.example.com/cb"),
+        demo::USER_UPN,
+        demo::USER_PASSWORD,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(page.contains("AADSTS50011"), "{page}");
 
     // A wrong password keeps the user on the form.
-    let (status, page) = sign_in(&sandbox, authorize_params(demo::PUBLIC_APP_ID, REDIRECT), demo::USER_UPN, "nope").await;
+    let (status, page) = sign_in(
+        &sandbox,
+        authorize_params(demo::PUBLIC_APP_ID, REDIRECT),
+        demo::USER_UPN,
+        "nope",
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(page.contains("AADSTS50126"), "{page}");
 
     // Missing consent goes back to the app.
-    let (status, location) = sign_in(&sandbox, authorize_params(demo::NO_CONSENT_APP_ID, REDIRECT), demo::USER_UPN, demo::USER_PASSWORD).await;
+    let (status, location) = sign_in(
+        &sandbox,
+        authorize_params(demo::NO_CONSENT_APP_ID, REDIRECT),
+        demo::USER_UPN,
+        demo::USER_PASSWORD,
+    )
+    .await;
     assert_eq!(status, 302);
-    assert_eq!(query_value(&location, "error").as_deref(), Some("consent_required"));
-    assert!(query_value(&location, "error_description").unwrap().starts_with("AADSTS65001"));
-    assert_eq!(query_value(&location, "state").as_deref(), Some("xyz-state"));
+    assert_eq!(
+        query_value(&location, "error").as_deref(),
+        Some("consent_required")
+    );
+    assert!(
+        query_value(&location, "error_description")
+            .unwrap()
+            .starts_with("AADSTS65001")
+    );
+    assert_eq!(
+        query_value(&location, "state").as_deref(),
+        Some("xyz-state")
+    );
 
     let mut token_flow = authorize_params(demo::PUBLIC_APP_ID, REDIRECT);
     token_flow.retain(|(name, _)| *name != "response_type");
     token_flow.push(("response_type", "token"));
-    let response = sandbox.http.get(with_query(&authorize_url(&sandbox), &token_flow)).send().await.unwrap();
+    let response = sandbox
+        .http
+        .get(with_query(&authorize_url(&sandbox), &token_flow))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 302);
     let location = response.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(query_value(&location, "error").as_deref(), Some("unsupported_response_type"));
+    assert_eq!(
+        query_value(&location, "error").as_deref(),
+        Some("unsupported_response_type")
+    );
 }
 
 #[tokio::test]
@@ -174,7 +255,15 @@ async fn confidential_app_redeems_with_its_secret() {
         }
         form
     };
-    sandbox.token(demo::TENANT_ID, &form(None)).await.assert_error(401, "invalid_client", 7000218);
-    let answer = sandbox.token(demo::TENANT_ID, &form(Some(demo::CONFIDENTIAL_APP_SECRET))).await;
-    assert_eq!(claims(answer.assert_ok()["access_token"].as_str().unwrap())["appidacr"], "1");
+    sandbox
+        .token(demo::TENANT_ID, &form(None))
+        .await
+        .assert_error(401, "invalid_client", 7000218);
+    let answer = sandbox
+        .token(demo::TENANT_ID, &form(Some(demo::CONFIDENTIAL_APP_SECRET)))
+        .await;
+    assert_eq!(
+        claims(answer.assert_ok()["access_token"].as_str().unwrap())["appidacr"],
+        "1"
+    );
 }

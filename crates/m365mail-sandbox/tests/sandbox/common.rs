@@ -37,7 +37,9 @@ pub(crate) async fn start() -> TestSandbox {
 
 /// A sandbox on a fake clock (starting at the real time, so assertion checks stay meaningful).
 pub(crate) async fn start_with_fake_clock(lifetimes: Lifetimes) -> (TestSandbox, Arc<FakeClock>) {
-    let clock = Arc::new(FakeClock::new(m365mail_sandbox::Clock::now(&m365mail_sandbox::SystemClock)));
+    let clock = Arc::new(FakeClock::new(m365mail_sandbox::Clock::now(
+        &m365mail_sandbox::SystemClock,
+    )));
     let config = SandboxConfig {
         lifetimes,
         clock: clock.clone(),
@@ -59,17 +61,31 @@ impl Answer {
     pub(crate) fn assert_error(&self, status: u16, error: &str, code: u32) -> &Value {
         assert_eq!(self.status.as_u16(), status, "status; body: {}", self.body);
         assert_eq!(self.body["error"], error, "error; body: {}", self.body);
-        assert_eq!(self.body["error_codes"], serde_json::json!([code]), "error_codes; body: {}", self.body);
-        let description = self.body["error_description"].as_str().expect("error_description");
+        assert_eq!(
+            self.body["error_codes"],
+            serde_json::json!([code]),
+            "error_codes; body: {}",
+            self.body
+        );
+        let description = self.body["error_description"]
+            .as_str()
+            .expect("error_description");
         assert!(
             description.starts_with(&format!("AADSTS{code}: ")),
             "description starts with the code: {description}"
         );
         for part in ["\r\nTrace ID: ", "\r\nCorrelation ID: ", "\r\nTimestamp: "] {
-            assert!(description.contains(part), "description has {part:?}: {description}");
+            assert!(
+                description.contains(part),
+                "description has {part:?}: {description}"
+            );
         }
         for field in ["timestamp", "trace_id", "correlation_id"] {
-            assert!(self.body[field].is_string(), "{field} present: {}", self.body);
+            assert!(
+                self.body[field].is_string(),
+                "{field} present: {}",
+                self.body
+            );
         }
         assert_eq!(
             self.body["error_uri"],
@@ -102,7 +118,13 @@ impl TestSandbox {
     }
 
     pub(crate) async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Answer {
-        let response = self.http.post(url).form(form).send().await.expect("request is answered");
+        let response = self
+            .http
+            .post(url)
+            .form(form)
+            .send()
+            .await
+            .expect("request is answered");
         answer(response).await
     }
 
@@ -111,7 +133,12 @@ impl TestSandbox {
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> Answer {
-        let response = self.http.get(self.url(path)).send().await.expect("request is answered");
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request is answered");
         answer(response).await
     }
 
@@ -127,7 +154,13 @@ impl TestSandbox {
     }
 
     /// ROPC for the demo public app.
-    pub(crate) async fn ropc(&self, client_id: &str, username: &str, password: &str, scope: &str) -> Answer {
+    pub(crate) async fn ropc(
+        &self,
+        client_id: &str,
+        username: &str,
+        password: &str,
+        scope: &str,
+    ) -> Answer {
         self.token(
             demo::TENANT_ID,
             &[
@@ -143,7 +176,9 @@ impl TestSandbox {
 
     /// The verification key of the sandbox's JWKS.
     pub(crate) async fn jwks_key(&self) -> jsonwebtoken::DecodingKey {
-        let jwks = self.get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID)).await;
+        let jwks = self
+            .get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID))
+            .await;
         let key = &jwks.assert_ok()["keys"][0];
         jsonwebtoken::DecodingKey::from_rsa_components(
             key["n"].as_str().expect("n"),
@@ -173,16 +208,20 @@ pub(crate) async fn answer(response: reqwest::Response) -> Answer {
 /// Claims of a JWT without verifying it.
 pub(crate) fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("JWT has a payload");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON claims")
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
+        .expect("JSON claims")
 }
 
 /// Header of a JWT.
 pub(crate) fn header(token: &str) -> Value {
     let header = token.split('.').next().expect("JWT has a header");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url")).expect("JSON header")
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).expect("base64url"))
+        .expect("JSON header")
 }
 
 /// `url` with the parameters appended as a query string.
 pub(crate) fn with_query(url: &str, params: &[(&str, &str)]) -> String {
-    url::Url::parse_with_params(url, params).expect("valid URL").to_string()
+    url::Url::parse_with_params(url, params)
+        .expect("valid URL")
+        .to_string()
 }

@@ -6,7 +6,8 @@ use serde_json::json;
 use crate::common::{Answer, TestSandbox, claims, start, start_with_fake_clock};
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-const SCOPE: &str = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access openid profile";
+const SCOPE: &str =
+    "https://outlook.office.com/IMAP.AccessAsUser.All offline_access openid profile";
 
 async fn start_flow(sandbox: &TestSandbox, tenant: &str, client_id: &str) -> (String, String) {
     let answer = sandbox
@@ -26,16 +27,31 @@ async fn poll(sandbox: &TestSandbox, tenant: &str, client_id: &str, device_code:
     sandbox
         .token(
             tenant,
-            &[("grant_type", DEVICE_GRANT), ("client_id", client_id), ("device_code", device_code)],
+            &[
+                ("grant_type", DEVICE_GRANT),
+                ("client_id", client_id),
+                ("device_code", device_code),
+            ],
         )
         .await
 }
 
-async fn sign_in_on_page(sandbox: &TestSandbox, user_code: &str, username: &str, password: &str, action: &str) -> (u16, String) {
+async fn sign_in_on_page(
+    sandbox: &TestSandbox,
+    user_code: &str,
+    username: &str,
+    password: &str,
+    action: &str,
+) -> (u16, String) {
     let response = sandbox
         .http
         .post(sandbox.url("devicelogin"))
-        .form(&[("user_code", user_code), ("username", username), ("password", password), ("action", action)])
+        .form(&[
+            ("user_code", user_code),
+            ("username", username),
+            ("password", password),
+            ("action", action),
+        ])
         .send()
         .await
         .unwrap();
@@ -67,10 +83,20 @@ async fn device_code_response_has_entra_fields_and_message() {
     assert_eq!(body["interval"], 5);
     assert_eq!(
         body["message"],
-        format!("To sign in, use a web browser to open the page {verification_uri} and enter the code {user_code} to authenticate.")
+        format!(
+            "To sign in, use a web browser to open the page {verification_uri} and enter the code {user_code} to authenticate."
+        )
     );
     assert!(body.get("verification_uri_complete").is_none());
-    let page = sandbox.http.get(&verification_uri).send().await.unwrap().text().await.unwrap();
+    let page = sandbox
+        .http
+        .get(&verification_uri)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("name=\"user_code\""));
 }
 
@@ -90,7 +116,14 @@ async fn device_flow_pending_slow_down_approval_and_reuse() {
         .assert_error(400, "authorization_pending", 70016);
 
     // The MFA user can use the device flow: MFA happens in the browser.
-    let (status, page) = sign_in_on_page(&sandbox, &user_code.to_lowercase(), demo::MFA_USER_UPN, demo::MFA_USER_PASSWORD, "approve").await;
+    let (status, page) = sign_in_on_page(
+        &sandbox,
+        &user_code.to_lowercase(),
+        demo::MFA_USER_UPN,
+        demo::MFA_USER_PASSWORD,
+        "approve",
+    )
+    .await;
     assert_eq!(status, 200, "{page}");
     clock.advance(Duration::from_secs(5));
     let answer = poll(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID, &device_code).await;
@@ -106,7 +139,14 @@ async fn device_flow_pending_slow_down_approval_and_reuse() {
         .await
         .assert_error(400, "invalid_grant", 90120);
     // Approving again on the page is refused the same way.
-    let (status, page) = sign_in_on_page(&sandbox, &user_code, demo::USER_UPN, demo::USER_PASSWORD, "approve").await;
+    let (status, page) = sign_in_on_page(
+        &sandbox,
+        &user_code,
+        demo::USER_UPN,
+        demo::USER_PASSWORD,
+        "approve",
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(page.contains("AADSTS90120"), "{page}");
 }
@@ -127,10 +167,22 @@ async fn device_flow_decline_expiry_and_unknown_codes() {
         .await
         .assert_error(400, "expired_token", 70019);
 
-    poll(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID, "DAQABAAEAAAnot-a-code")
-        .await
-        .assert_error(400, "bad_verification_code", 70018);
-    let (status, page) = sign_in_on_page(&sandbox, "NOSUCHCODE", demo::USER_UPN, demo::USER_PASSWORD, "approve").await;
+    poll(
+        &sandbox,
+        demo::TENANT_ID,
+        demo::PUBLIC_APP_ID,
+        "DAQABAAEAAAnot-a-code",
+    )
+    .await
+    .assert_error(400, "bad_verification_code", 70018);
+    let (status, page) = sign_in_on_page(
+        &sandbox,
+        "NOSUCHCODE",
+        demo::USER_UPN,
+        demo::USER_PASSWORD,
+        "approve",
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(page.contains("AADSTS70018"), "{page}");
 }
@@ -139,10 +191,18 @@ async fn device_flow_decline_expiry_and_unknown_codes() {
 async fn device_login_page_checks_the_password() {
     let (sandbox, _clock) = start_with_fake_clock(fast_lifetimes()).await;
     let (_, user_code) = start_flow(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID).await;
-    let (status, page) = sign_in_on_page(&sandbox, &user_code, demo::USER_UPN, "wrong", "approve").await;
+    let (status, page) =
+        sign_in_on_page(&sandbox, &user_code, demo::USER_UPN, "wrong", "approve").await;
     assert_eq!(status, 400);
     assert!(page.contains("AADSTS50126"), "{page}");
-    let (status, page) = sign_in_on_page(&sandbox, &user_code, demo::DISABLED_USER_UPN, demo::DISABLED_USER_PASSWORD, "approve").await;
+    let (status, page) = sign_in_on_page(
+        &sandbox,
+        &user_code,
+        demo::DISABLED_USER_UPN,
+        demo::DISABLED_USER_PASSWORD,
+        "approve",
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(page.contains("AADSTS50057"), "{page}");
 }
@@ -151,21 +211,39 @@ async fn device_login_page_checks_the_password() {
 async fn device_flow_app_errors_surface_when_polling() {
     let (sandbox, clock) = start_with_fake_clock(fast_lifetimes()).await;
     let (no_public, _) = start_flow(&sandbox, demo::TENANT_ID, demo::NO_PUBLIC_FLOWS_APP_ID).await;
-    poll(&sandbox, demo::TENANT_ID, demo::NO_PUBLIC_FLOWS_APP_ID, &no_public)
-        .await
-        .assert_error(401, "invalid_client", 7000218);
+    poll(
+        &sandbox,
+        demo::TENANT_ID,
+        demo::NO_PUBLIC_FLOWS_APP_ID,
+        &no_public,
+    )
+    .await
+    .assert_error(401, "invalid_client", 7000218);
 
-    let (no_consent, user_code) = start_flow(&sandbox, demo::TENANT_ID, demo::NO_CONSENT_APP_ID).await;
-    sandbox.sandbox.admin().approve_device_code(&user_code, demo::USER_UPN).unwrap();
+    let (no_consent, user_code) =
+        start_flow(&sandbox, demo::TENANT_ID, demo::NO_CONSENT_APP_ID).await;
+    sandbox
+        .sandbox
+        .admin()
+        .approve_device_code(&user_code, demo::USER_UPN)
+        .unwrap();
     clock.advance(Duration::from_secs(5));
-    poll(&sandbox, demo::TENANT_ID, demo::NO_CONSENT_APP_ID, &no_consent)
-        .await
-        .assert_error(400, "invalid_grant", 65001);
+    poll(
+        &sandbox,
+        demo::TENANT_ID,
+        demo::NO_CONSENT_APP_ID,
+        &no_consent,
+    )
+    .await
+    .assert_error(400, "invalid_grant", 65001);
 
     let bad_scope = sandbox
         .post_form(
             &sandbox.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
-            &[("client_id", demo::PUBLIC_APP_ID), ("scope", "https://nowhere.example.com/X.Read")],
+            &[
+                ("client_id", demo::PUBLIC_APP_ID),
+                ("scope", "https://nowhere.example.com/X.Read"),
+            ],
         )
         .await;
     bad_scope.assert_error(400, "invalid_resource", 500011);
@@ -183,10 +261,16 @@ async fn device_flow_over_organizations_finds_the_users_tenant() {
     let (sandbox, clock) = start_with_fake_clock(fast_lifetimes()).await;
     let (device_code, user_code) = start_flow(&sandbox, "organizations", demo::PUBLIC_APP_ID).await;
     let approve = sandbox
-        .admin_post(&format!("device-codes/{user_code}/approve"), json!({"username": demo::USER_UPN}))
+        .admin_post(
+            &format!("device-codes/{user_code}/approve"),
+            json!({"username": demo::USER_UPN}),
+        )
         .await;
     assert_eq!(approve.assert_ok()["status"], "approved");
     clock.advance(Duration::from_secs(5));
     let answer = poll(&sandbox, "organizations", demo::PUBLIC_APP_ID, &device_code).await;
-    assert_eq!(claims(answer.assert_ok()["access_token"].as_str().unwrap())["tid"], demo::TENANT_ID);
+    assert_eq!(
+        claims(answer.assert_ok()["access_token"].as_str().unwrap())["tid"],
+        demo::TENANT_ID
+    );
 }

@@ -13,10 +13,19 @@ async fn openid_configuration_names_the_sandbox_endpoints() {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.headers()["cache-control"], "max-age=86400, private");
+        assert_eq!(
+            response.headers()["cache-control"],
+            "max-age=86400, private"
+        );
         let document: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(document["issuer"], format!("{base}{}/v2.0", demo::TENANT_ID));
-        assert_eq!(document["token_endpoint"], format!("{base}{}/oauth2/v2.0/token", demo::TENANT_ID));
+        assert_eq!(
+            document["issuer"],
+            format!("{base}{}/v2.0", demo::TENANT_ID)
+        );
+        assert_eq!(
+            document["token_endpoint"],
+            format!("{base}{}/oauth2/v2.0/token", demo::TENANT_ID)
+        );
         assert_eq!(
             document["device_authorization_endpoint"],
             format!("{base}{}/oauth2/v2.0/devicecode", demo::TENANT_ID)
@@ -25,15 +34,30 @@ async fn openid_configuration_names_the_sandbox_endpoints() {
             document["authorization_endpoint"],
             format!("{base}{}/oauth2/v2.0/authorize", demo::TENANT_ID)
         );
-        assert_eq!(document["jwks_uri"], format!("{base}{}/discovery/v2.0/keys", demo::TENANT_ID));
+        assert_eq!(
+            document["jwks_uri"],
+            format!("{base}{}/discovery/v2.0/keys", demo::TENANT_ID)
+        );
         assert_eq!(
             document["token_endpoint_auth_methods_supported"],
-            serde_json::json!(["client_secret_post", "private_key_jwt", "client_secret_basic"])
+            serde_json::json!([
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic"
+            ])
         );
     }
-    let common = sandbox.get_json("common/v2.0/.well-known/openid-configuration").await;
-    assert_eq!(common.assert_ok()["issuer"], format!("{base}{{tenantid}}/v2.0"));
-    assert_eq!(common.body["token_endpoint"], format!("{base}common/oauth2/v2.0/token"));
+    let common = sandbox
+        .get_json("common/v2.0/.well-known/openid-configuration")
+        .await;
+    assert_eq!(
+        common.assert_ok()["issuer"],
+        format!("{base}{{tenantid}}/v2.0")
+    );
+    assert_eq!(
+        common.body["token_endpoint"],
+        format!("{base}common/oauth2/v2.0/token")
+    );
 }
 
 #[tokio::test]
@@ -46,7 +70,10 @@ async fn unknown_tenant_is_aadsts90002_everywhere() {
     sandbox
         .token(
             "00000000-1111-2222-3333-444444444444",
-            &[("grant_type", "client_credentials"), ("client_id", demo::CONFIDENTIAL_APP_ID)],
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", demo::CONFIDENTIAL_APP_ID),
+            ],
         )
         .await
         .assert_error(400, "invalid_request", 90002);
@@ -55,7 +82,9 @@ async fn unknown_tenant_is_aadsts90002_everywhere() {
 #[tokio::test]
 async fn jwks_publishes_an_rsa_key_with_kid_and_x5t() {
     let sandbox = start().await;
-    let jwks = sandbox.get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID)).await;
+    let jwks = sandbox
+        .get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID))
+        .await;
     let key = &jwks.assert_ok()["keys"][0];
     assert_eq!(key["kty"], "RSA");
     assert_eq!(key["use"], "sig");
@@ -73,7 +102,10 @@ async fn instance_discovery_and_user_realm_answer_like_entra() {
         .http
         .get(crate::common::with_query(
             &sandbox.url("common/discovery/instance"),
-            &[("api-version", "1.1"), ("authorization_endpoint", authorize.as_str())],
+            &[
+                ("api-version", "1.1"),
+                ("authorization_endpoint", authorize.as_str()),
+            ],
         ))
         .send()
         .await
@@ -81,36 +113,61 @@ async fn instance_discovery_and_user_realm_answer_like_entra() {
     let discovery: serde_json::Value = response.json().await.unwrap();
     assert_eq!(
         discovery["tenant_discovery_endpoint"],
-        sandbox.url(&format!("{}/v2.0/.well-known/openid-configuration", demo::TENANT_ID))
+        sandbox.url(&format!(
+            "{}/v2.0/.well-known/openid-configuration",
+            demo::TENANT_ID
+        ))
     );
     let host = sandbox.sandbox.base_url().host_str().unwrap().to_string();
     let port = sandbox.sandbox.base_url().port().unwrap();
-    assert_eq!(discovery["metadata"][0]["aliases"][0], format!("{host}:{port}"));
+    assert_eq!(
+        discovery["metadata"][0]["aliases"][0],
+        format!("{host}:{port}")
+    );
 
     let realm = sandbox
-        .get_json(&format!("common/userrealm/{}?api-version=1.0", demo::USER_UPN))
+        .get_json(&format!(
+            "common/userrealm/{}?api-version=1.0",
+            demo::USER_UPN
+        ))
         .await;
     assert_eq!(realm.assert_ok()["account_type"], "Managed");
     assert_eq!(realm.body["domain_name"], demo::DOMAIN);
-    let unknown = sandbox.get_json("common/userrealm/someone@example.org?api-version=1.0").await;
+    let unknown = sandbox
+        .get_json("common/userrealm/someone@example.org?api-version=1.0")
+        .await;
     assert_eq!(unknown.assert_ok()["account_type"], "Unknown");
 }
 
 #[tokio::test]
 async fn token_endpoint_rejects_get_and_missing_fields() {
     let sandbox = start().await;
-    let get = sandbox.get_json(&format!("{}/oauth2/v2.0/token", demo::TENANT_ID)).await;
+    let get = sandbox
+        .get_json(&format!("{}/oauth2/v2.0/token", demo::TENANT_ID))
+        .await;
     get.assert_error(400, "invalid_request", 900561);
 
-    let no_grant = sandbox.token(demo::TENANT_ID, &[("client_id", demo::PUBLIC_APP_ID)]).await;
+    let no_grant = sandbox
+        .token(demo::TENANT_ID, &[("client_id", demo::PUBLIC_APP_ID)])
+        .await;
     let body = no_grant.assert_error(400, "invalid_request", 900144);
-    assert!(body["error_description"].as_str().unwrap().contains("'grant_type'"));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("'grant_type'")
+    );
 
-    let no_client = sandbox.token(demo::TENANT_ID, &[("grant_type", "password")]).await;
+    let no_client = sandbox
+        .token(demo::TENANT_ID, &[("grant_type", "password")])
+        .await;
     no_client.assert_error(400, "invalid_request", 900144);
 
     let unknown_grant = sandbox
-        .token(demo::TENANT_ID, &[("grant_type", "saml"), ("client_id", demo::PUBLIC_APP_ID)])
+        .token(
+            demo::TENANT_ID,
+            &[("grant_type", "saml"), ("client_id", demo::PUBLIC_APP_ID)],
+        )
         .await;
     unknown_grant.assert_error(400, "unsupported_grant_type", 70003);
 }
@@ -134,7 +191,10 @@ async fn plain_http_mode_serves_the_same_endpoints() {
     .json()
     .await
     .unwrap();
-    assert_eq!(document["issuer"], format!("{}{}/v2.0", sandbox.base_url(), demo::TENANT_ID));
+    assert_eq!(
+        document["issuer"],
+        format!("{}{}/v2.0", sandbox.base_url(), demo::TENANT_ID)
+    );
     sandbox.shutdown().await;
 }
 

@@ -13,7 +13,10 @@ async fn refresh_token_for(sandbox: &TestSandbox) -> String {
             "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
         )
         .await;
-    answer.assert_ok()["refresh_token"].as_str().unwrap().to_string()
+    answer.assert_ok()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn refresh(sandbox: &TestSandbox, refresh_token: &str, scope: &str) -> crate::common::Answer {
@@ -35,15 +38,27 @@ async fn refresh_rotates_and_the_old_token_stays_valid() {
     let sandbox = start().await;
     let original = refresh_token_for(&sandbox).await;
     let scope = "https://outlook.office.com/IMAP.AccessAsUser.All offline_access";
-    let (first, second) = tokio::join!(refresh(&sandbox, &original, scope), refresh(&sandbox, &original, scope));
+    let (first, second) = tokio::join!(
+        refresh(&sandbox, &original, scope),
+        refresh(&sandbox, &original, scope)
+    );
     let first = first.assert_ok().clone();
     let second = second.assert_ok().clone();
     let first_refresh = first["refresh_token"].as_str().unwrap();
     let second_refresh = second["refresh_token"].as_str().unwrap();
     assert_ne!(first_refresh, original);
-    assert_ne!(first_refresh, second_refresh, "two refreshes in the same second differ");
-    assert_ne!(first["access_token"], second["access_token"], "access tokens differ too (uti)");
-    assert_ne!(claims(first["access_token"].as_str().unwrap())["uti"], claims(second["access_token"].as_str().unwrap())["uti"]);
+    assert_ne!(
+        first_refresh, second_refresh,
+        "two refreshes in the same second differ"
+    );
+    assert_ne!(
+        first["access_token"], second["access_token"],
+        "access tokens differ too (uti)"
+    );
+    assert_ne!(
+        claims(first["access_token"].as_str().unwrap())["uti"],
+        claims(second["access_token"].as_str().unwrap())["uti"]
+    );
     // Rotation does not revoke: the original and the new ones all still work.
     refresh(&sandbox, &original, scope).await.assert_ok();
     refresh(&sandbox, first_refresh, scope).await.assert_ok();
@@ -74,7 +89,13 @@ async fn refresh_failures_carry_entra_codes() {
         .await
         .assert_error(400, "invalid_grant", 70000);
     sandbox
-        .token(demo::TENANT_ID, &[("grant_type", "refresh_token"), ("client_id", demo::PUBLIC_APP_ID)])
+        .token(
+            demo::TENANT_ID,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", demo::PUBLIC_APP_ID),
+            ],
+        )
         .await
         .assert_error(400, "invalid_request", 900144);
 
@@ -112,37 +133,71 @@ async fn refresh_failures_carry_entra_codes() {
     sandbox
         .sandbox
         .admin()
-        .revoke_delegated_consent(demo::PUBLIC_APP_ID, Some("https://outlook.office.com"), None)
+        .revoke_delegated_consent(
+            demo::PUBLIC_APP_ID,
+            Some("https://outlook.office.com"),
+            None,
+        )
         .unwrap();
     refresh(&sandbox, &refresh_token, demo::IMAP_SCOPE)
         .await
         .assert_error(400, "invalid_grant", 65001);
 
     // Disabled after sign-in.
-    sandbox.sandbox.admin().set_user_disabled(demo::USER_UPN, true).unwrap();
-    refresh(&sandbox, &refresh_token, "User.Read").await.assert_error(400, "invalid_grant", 50057);
+    sandbox
+        .sandbox
+        .admin()
+        .set_user_disabled(demo::USER_UPN, true)
+        .unwrap();
+    refresh(&sandbox, &refresh_token, "User.Read")
+        .await
+        .assert_error(400, "invalid_grant", 50057);
 }
 
 #[tokio::test]
 async fn revocation_and_password_change_give_50173() {
     let sandbox = start().await;
     let revoked = refresh_token_for(&sandbox).await;
-    let revoked_count = sandbox.sandbox.admin().revoke_refresh_tokens(demo::USER_UPN).unwrap();
+    let revoked_count = sandbox
+        .sandbox
+        .admin()
+        .revoke_refresh_tokens(demo::USER_UPN)
+        .unwrap();
     assert_eq!(revoked_count, 1);
-    refresh(&sandbox, &revoked, demo::IMAP_SCOPE).await.assert_error(400, "invalid_grant", 50173);
+    refresh(&sandbox, &revoked, demo::IMAP_SCOPE)
+        .await
+        .assert_error(400, "invalid_grant", 50173);
 
     // Tokens issued after the revocation work.
     let fresh = refresh_token_for(&sandbox).await;
-    refresh(&sandbox, &fresh, demo::IMAP_SCOPE).await.assert_ok();
+    refresh(&sandbox, &fresh, demo::IMAP_SCOPE)
+        .await
+        .assert_ok();
 
-    sandbox.sandbox.admin().set_password(demo::USER_UPN, "New-Password-7!").unwrap();
-    refresh(&sandbox, &fresh, demo::IMAP_SCOPE).await.assert_error(400, "invalid_grant", 50173);
     sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .sandbox
+        .admin()
+        .set_password(demo::USER_UPN, "New-Password-7!")
+        .unwrap();
+    refresh(&sandbox, &fresh, demo::IMAP_SCOPE)
+        .await
+        .assert_error(400, "invalid_grant", 50173);
+    sandbox
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_error(400, "invalid_grant", 50126);
     sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, "New-Password-7!", demo::IMAP_SCOPE)
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            "New-Password-7!",
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_ok();
 }
@@ -156,12 +211,22 @@ async fn refresh_tokens_expire_after_their_lifetime() {
     let (sandbox, clock) = start_with_fake_clock(lifetimes).await;
     let refresh_token = refresh_token_for(&sandbox).await;
     clock.advance(Duration::from_secs(60));
-    let renewed = refresh(&sandbox, &refresh_token, "https://outlook.office.com/IMAP.AccessAsUser.All offline_access").await;
-    let renewed = renewed.assert_ok()["refresh_token"].as_str().unwrap().to_string();
+    let renewed = refresh(
+        &sandbox,
+        &refresh_token,
+        "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
+    )
+    .await;
+    let renewed = renewed.assert_ok()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     clock.advance(Duration::from_secs(61));
     refresh(&sandbox, &refresh_token, demo::IMAP_SCOPE)
         .await
         .assert_error(400, "invalid_grant", 700082);
     // The rotated token has its own, later expiry.
-    refresh(&sandbox, &renewed, demo::IMAP_SCOPE).await.assert_ok();
+    refresh(&sandbox, &renewed, demo::IMAP_SCOPE)
+        .await
+        .assert_ok();
 }

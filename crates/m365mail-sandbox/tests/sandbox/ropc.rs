@@ -2,14 +2,18 @@ use m365mail_sandbox::demo;
 
 use crate::common::{claims, header, start};
 
-const IMAP_AND_SMTP: &str =
-    "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access";
+const IMAP_AND_SMTP: &str = "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access";
 
 #[tokio::test]
 async fn ropc_issues_a_delegated_exchange_token_with_only_requested_consented_scopes() {
     let sandbox = start().await;
     let answer = sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, IMAP_AND_SMTP)
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            IMAP_AND_SMTP,
+        )
         .await;
     let body = answer.assert_ok();
     assert_eq!(body["token_type"], "Bearer");
@@ -21,7 +25,10 @@ async fn ropc_issues_a_delegated_exchange_token_with_only_requested_consented_sc
     assert_eq!(body["ext_expires_in"], 3600);
     assert!(body["refresh_token"].as_str().unwrap().starts_with("1.AV"));
     assert!(body.get("id_token").is_none(), "no openid, no id_token");
-    assert!(body.get("client_info").is_none(), "no client_info=1, no client_info");
+    assert!(
+        body.get("client_info").is_none(),
+        "no client_info=1, no client_info"
+    );
 
     let access_token = body["access_token"].as_str().unwrap();
     let header = header(access_token);
@@ -29,7 +36,10 @@ async fn ropc_issues_a_delegated_exchange_token_with_only_requested_consented_sc
     assert!(header["kid"].is_string() && header["x5t"].is_string());
     let claims = sandbox.verified_claims(access_token).await;
     assert_eq!(claims["aud"], "https://outlook.office.com");
-    assert_eq!(claims["iss"], format!("https://sts.windows.net/{}/", demo::TENANT_ID));
+    assert_eq!(
+        claims["iss"],
+        format!("https://sts.windows.net/{}/", demo::TENANT_ID)
+    );
     assert_eq!(claims["tid"], demo::TENANT_ID);
     assert_eq!(claims["oid"], demo::USER_OBJECT_ID);
     assert_eq!(claims["upn"], demo::USER_UPN);
@@ -64,22 +74,36 @@ async fn openid_and_client_info_add_an_id_token_and_account_identifiers() {
         )
         .await;
     let body = answer.assert_ok();
-    let id_token = sandbox.verified_claims(body["id_token"].as_str().unwrap()).await;
+    let id_token = sandbox
+        .verified_claims(body["id_token"].as_str().unwrap())
+        .await;
     assert_eq!(id_token["aud"], demo::PUBLIC_APP_ID);
-    assert_eq!(id_token["iss"], format!("{}{}/v2.0", sandbox.sandbox.base_url(), demo::TENANT_ID));
+    assert_eq!(
+        id_token["iss"],
+        format!("{}{}/v2.0", sandbox.sandbox.base_url(), demo::TENANT_ID)
+    );
     assert_eq!(id_token["oid"], demo::USER_OBJECT_ID);
     assert_eq!(id_token["tid"], demo::TENANT_ID);
     assert_eq!(id_token["preferred_username"], demo::USER_UPN);
     assert_eq!(id_token["name"], demo::USER_DISPLAY_NAME);
-    let client_info = crate::common::claims(&format!("x.{}.y", body["client_info"].as_str().unwrap()));
-    assert_eq!(client_info, serde_json::json!({"uid": demo::USER_OBJECT_ID, "utid": demo::TENANT_ID}));
+    let client_info =
+        crate::common::claims(&format!("x.{}.y", body["client_info"].as_str().unwrap()));
+    assert_eq!(
+        client_info,
+        serde_json::json!({"uid": demo::USER_OBJECT_ID, "utid": demo::TENANT_ID})
+    );
 }
 
 #[tokio::test]
 async fn graph_short_scopes_give_a_graph_token() {
     let sandbox = start().await;
     let answer = sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, "User.Read")
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            "User.Read",
+        )
         .await;
     let body = answer.assert_ok();
     assert_eq!(body["scope"], "User.Read");
@@ -92,10 +116,18 @@ async fn graph_short_scopes_give_a_graph_token() {
 async fn default_scope_gives_every_consented_scope_of_the_resource() {
     let sandbox = start().await;
     let answer = sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, "https://outlook.office.com/.default")
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            "https://outlook.office.com/.default",
+        )
         .await;
     let claims = claims(answer.assert_ok()["access_token"].as_str().unwrap());
-    assert_eq!(claims["scp"], "IMAP.AccessAsUser.All POP.AccessAsUser.All SMTP.Send");
+    assert_eq!(
+        claims["scp"],
+        "IMAP.AccessAsUser.All POP.AccessAsUser.All SMTP.Send"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +150,12 @@ async fn confidential_client_can_use_ropc_with_its_secret() {
     assert_eq!(claims["appidacr"], "1");
     // Without its secret the confidential app is refused.
     sandbox
-        .ropc(demo::CONFIDENTIAL_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::CONFIDENTIAL_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_error(401, "invalid_client", 7000218);
 }
@@ -128,23 +165,60 @@ async fn ropc_user_errors_carry_entra_codes() {
     let sandbox = start().await;
     let cases: [(&str, &str, &str, u32); 6] = [
         (demo::USER_UPN, "wrong password", "invalid_grant", 50126),
-        ("nobody@contoso.onmicrosoft.com", "x", "invalid_grant", 50034),
-        (demo::DISABLED_USER_UPN, demo::DISABLED_USER_PASSWORD, "invalid_grant", 50057),
-        (demo::LOCKED_USER_UPN, demo::LOCKED_USER_PASSWORD, "invalid_grant", 50053),
-        (demo::EXPIRED_PASSWORD_USER_UPN, demo::EXPIRED_PASSWORD_USER_PASSWORD, "invalid_grant", 50055),
-        (demo::MFA_USER_UPN, demo::MFA_USER_PASSWORD, "invalid_grant", 50076),
+        (
+            "nobody@contoso.onmicrosoft.com",
+            "x",
+            "invalid_grant",
+            50034,
+        ),
+        (
+            demo::DISABLED_USER_UPN,
+            demo::DISABLED_USER_PASSWORD,
+            "invalid_grant",
+            50057,
+        ),
+        (
+            demo::LOCKED_USER_UPN,
+            demo::LOCKED_USER_PASSWORD,
+            "invalid_grant",
+            50053,
+        ),
+        (
+            demo::EXPIRED_PASSWORD_USER_UPN,
+            demo::EXPIRED_PASSWORD_USER_PASSWORD,
+            "invalid_grant",
+            50055,
+        ),
+        (
+            demo::MFA_USER_UPN,
+            demo::MFA_USER_PASSWORD,
+            "invalid_grant",
+            50076,
+        ),
     ];
     for (username, password, error, code) in cases {
-        let answer = sandbox.ropc(demo::PUBLIC_APP_ID, username, password, demo::IMAP_SCOPE).await;
+        let answer = sandbox
+            .ropc(demo::PUBLIC_APP_ID, username, password, demo::IMAP_SCOPE)
+            .await;
         answer.assert_error(400, error, code);
     }
     let expired = sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::EXPIRED_PASSWORD_USER_UPN, demo::EXPIRED_PASSWORD_USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::EXPIRED_PASSWORD_USER_UPN,
+            demo::EXPIRED_PASSWORD_USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await;
     assert_eq!(expired.body["suberror"], "user_password_expired");
     assert!(expired.body["password_change_url"].is_string());
     let mfa = sandbox
-        .ropc(demo::PUBLIC_APP_ID, demo::MFA_USER_UPN, demo::MFA_USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::MFA_USER_UPN,
+            demo::MFA_USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await;
     assert_eq!(mfa.body["suberror"], "basic_action");
     assert!(mfa.body["claims"].is_string());
@@ -154,21 +228,41 @@ async fn ropc_user_errors_carry_entra_codes() {
 async fn ropc_app_errors_carry_entra_codes() {
     let sandbox = start().await;
     let consent = sandbox
-        .ropc(demo::NO_CONSENT_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::NO_CONSENT_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await;
     consent.assert_error(400, "invalid_grant", 65001);
     assert_eq!(consent.body["suberror"], "consent_required");
 
     sandbox
-        .ropc(demo::NO_PUBLIC_FLOWS_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::NO_PUBLIC_FLOWS_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_error(401, "invalid_client", 7000218);
     sandbox
-        .ropc(demo::DISABLED_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            demo::DISABLED_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_error(400, "unauthorized_client", 7000112);
     sandbox
-        .ropc("11111111-2222-3333-4444-555555555555", demo::USER_UPN, demo::USER_PASSWORD, demo::IMAP_SCOPE)
+        .ropc(
+            "11111111-2222-3333-4444-555555555555",
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
         .await
         .assert_error(400, "unauthorized_client", 700016);
 
@@ -192,7 +286,14 @@ async fn ropc_app_errors_carry_entra_codes() {
 #[tokio::test]
 async fn ropc_scope_errors_carry_entra_codes() {
     let sandbox = start().await;
-    let ropc = |scope: &'static str| sandbox.ropc(demo::PUBLIC_APP_ID, demo::USER_UPN, demo::USER_PASSWORD, scope);
+    let ropc = |scope: &'static str| {
+        sandbox.ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            scope,
+        )
+    };
     ropc("https://outlook.office.com/IMAP.AccessAsUser.All https://graph.microsoft.com/User.Read")
         .await
         .assert_error(400, "invalid_scope", 700022);
@@ -232,7 +333,10 @@ async fn ropc_follows_the_tenant_segment_rules() {
             ("scope", demo::IMAP_SCOPE),
         ]
     };
-    sandbox.token("organizations", &form(demo::PUBLIC_APP_ID)).await.assert_ok();
+    sandbox
+        .token("organizations", &form(demo::PUBLIC_APP_ID))
+        .await
+        .assert_ok();
     for alias in ["common", "consumers"] {
         sandbox
             .token(alias, &form(demo::PUBLIC_APP_ID))

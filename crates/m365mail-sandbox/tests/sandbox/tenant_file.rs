@@ -34,11 +34,21 @@ fn the_demo_model_round_trips_through_toml() {
 
 #[test]
 fn tenant_files_are_validated() {
-    let duplicated = FABRIKAM.to_string() + &FABRIKAM.replace("6f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c", "7f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c");
-    let error = TenantModel::from_toml_str(&duplicated).unwrap_err().to_string();
+    let duplicated = FABRIKAM.to_string()
+        + &FABRIKAM.replace(
+            "6f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c",
+            "7f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c",
+        );
+    let error = TenantModel::from_toml_str(&duplicated)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("appears twice"), "{error}");
-    let unknown_field = TenantModel::from_toml_str("[[tenants]]\nid = \"x\"\ncolour = \"blue\"\n").unwrap_err();
-    assert!(unknown_field.to_string().contains("colour"), "{unknown_field}");
+    let unknown_field =
+        TenantModel::from_toml_str("[[tenants]]\nid = \"x\"\ncolour = \"blue\"\n").unwrap_err();
+    assert!(
+        unknown_field.to_string().contains("colour"),
+        "{unknown_field}"
+    );
 }
 
 #[tokio::test]
@@ -47,8 +57,16 @@ async fn a_tenant_loaded_from_a_file_is_served() {
     let path = directory.path().join("fabrikam.toml");
     std::fs::write(&path, FABRIKAM).unwrap();
     let model = TenantModel::from_file(&path).unwrap();
-    assert_eq!(model.tenants[0].resources.len(), 2, "Exchange and Graph by default");
-    let sandbox = start_with(SandboxConfig { tenant: model, ..SandboxConfig::default() }).await;
+    assert_eq!(
+        model.tenants[0].resources.len(),
+        2,
+        "Exchange and Graph by default"
+    );
+    let sandbox = start_with(SandboxConfig {
+        tenant: model,
+        ..SandboxConfig::default()
+    })
+    .await;
     let answer = sandbox
         .token(
             "fabrikam.onmicrosoft.com",
@@ -65,16 +83,24 @@ async fn a_tenant_loaded_from_a_file_is_served() {
     assert_eq!(claims["tid"], "6f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c");
     // The demo tenant is not part of this model.
     sandbox
-        .get_json(&format!("{}/v2.0/.well-known/openid-configuration", demo::TENANT_ID))
+        .get_json(&format!(
+            "{}/v2.0/.well-known/openid-configuration",
+            demo::TENANT_ID
+        ))
         .await
         .assert_error(400, "invalid_request", 90002);
 }
 
 #[test]
 fn the_ca_can_be_written_to_a_file() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
-        let sandbox = m365mail_sandbox::Sandbox::start(SandboxConfig::default()).await.unwrap();
+        let sandbox = m365mail_sandbox::Sandbox::start(SandboxConfig::default())
+            .await
+            .unwrap();
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("ca.pem");
         sandbox.write_ca(&path).unwrap();
