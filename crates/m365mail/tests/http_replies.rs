@@ -1,0 +1,203 @@
+//! Replies the sandbox does not model: non-JSON bodies, 429 with Retry-After, 5xx. A tiny canned HTTP server
+//! on loopback counts how many requests arrive.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use m365mail::auth::{
+    AuthError, Authority, ClientCredential, ClientOptions, Cloud, ErrorClass, Scopes, TokenClient,
+};
+use m365mail::time::FakeClock;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Serves `reply(n)` for the n-th request (0-based); returns the base URL and the request counter.
+async fn canned(
+    reply: impl Fn(usize) -> String + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 65536];
+            let mut got = 0;
+            // Read head + body (Content-Length) well enough for a form POST.
+            loop {
+                let n = s.read(&mut buf[got..]).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got += n;
+                let text = String::from_utf8_lossy(&buf[..got]);
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if got >= head_end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(reply(n).as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    });
+    (base, count)
+}
+
+fn http(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn client(base: &str, clock: &FakeClock) -> TokenClient {
+    let a = Authority::new(
+        Cloud::custom(base).unwrap(),
+        "contoso.onmicrosoft.com".parse().unwrap(),
+    );
+    TokenClient::new(
+        a,
+        "00000000-0000-0000-0000-0000000000aa",
+        ClientCredential::Public,
+        ClientOptions {
+            clock: Arc::new(clock.clone()),
+            sleeper: Arc::new(clock.clone()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn non_json_reply_is_typed_with_an_excerpt_and_retried_when_5xx() {
+    let (base, count) = canned(|_| {
+        http(
+            "502 Bad Gateway",
+            "Content-Type: text/html\r\n",
+            "<html><body>Bad gateway from the proxy</body></html>",
+        )
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let e = client(&base, &clock)
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+        .unwrap_err();
+    match &e {
+        AuthError::UnexpectedReply {
+            status, excerpt, ..
+        } => {
+            assert_eq!(*status, 502);
+            assert!(excerpt.contains("Bad gateway from the proxy"), "{excerpt}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.is_transient());
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        3,
+        "first attempt + 2 bounded retries"
+    );
+    assert_eq!(
+        clock.sleeps(),
+        vec![Duration::from_millis(500), Duration::from_millis(1000)],
+        "exponential backoff"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_then_success() {
+    let (base, count) = canned(|n| if n == 0 {
+        http("429 Too Many Requests", "Retry-After: 7\r\nContent-Type: application/json\r\n",
+            r#"{"error":"temporarily_unavailable","error_codes":[90055],"error_description":"AADSTS90055: throttled.\r\nTrace ID: t\r\nCorrelation ID: c"}"#)
+    } else {
+        http("200 OK", "Content-Type: application/json\r\n", r#"{"token_type":"Bearer","access_token":"at","expires_in":60}"#)
+    }).await;
+    let clock = FakeClock::fixed();
+    let t = client(&base, &clock)
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.access_token.expose(), "at");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    assert_eq!(clock.sleeps(), vec![Duration::from_secs(7)]);
+}
+
+#[tokio::test]
+async fn bad_credentials_are_never_retried() {
+    let (base, count) = canned(|_| http("400 Bad Request", "Content-Type: application/json\r\n",
+        r#"{"error":"invalid_grant","error_codes":[50126],"error_description":"AADSTS50126: bad."}"#)).await;
+    let clock = FakeClock::fixed();
+    let e = client(&base, &clock)
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::User);
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert!(clock.sleeps().is_empty());
+}
+
+#[tokio::test]
+async fn malformed_success_and_wrong_token_type() {
+    let (base, _) = canned(|n| match n {
+        0 => http(
+            "200 OK",
+            "Content-Type: application/json\r\n",
+            r#"{"token_type":"Bearer"}"#,
+        ),
+        _ => http(
+            "200 OK",
+            "Content-Type: application/json\r\n",
+            r#"{"token_type":"pop","access_token":"x"}"#,
+        ),
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let c = client(&base, &clock);
+    let e = c
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::MalformedResponse { .. }), "{e:?}");
+    let e = c
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, AuthError::UnsupportedTokenType(ref t) if t == "pop"),
+        "{e:?}"
+    );
+}
