@@ -133,7 +133,7 @@ pub(crate) async fn run(command: TokenCommand, global: &GlobalArgs) -> anyhow::R
     result
 }
 
-/// Exit code for an error, by cause: 2 usage/config, 3 user, 4 admin, 5 connector config, 6 switch flow,
+/// Exit code for an error, by cause: 2 usage/config (including invalid input values), 3 user, 4 admin, 5 connector config, 6 switch flow,
 /// 7 transient, 8 flow state/cancelled, 1 other.
 pub(crate) fn exit_code(err: &anyhow::Error) -> ExitCode {
     ExitCode::from(exit_code_num(err))
@@ -145,6 +145,10 @@ fn exit_code_num(err: &anyhow::Error) -> u8 {
             return 2;
         }
         if let Some(auth) = cause.downcast_ref::<AuthError>() {
+            if matches!(auth, AuthError::InvalidInput { .. }) {
+                // A bad or missing value the user supplies (tenant, client id, password source).
+                return 2;
+            }
             return match auth.class() {
                 ErrorClass::User => 3,
                 ErrorClass::Admin => 4,
@@ -244,8 +248,8 @@ fn read_stdin_line(what: &str) -> anyhow::Result<Secret> {
     Ok(Secret::new(value))
 }
 
-fn password(args: &GetArgs, username: &str) -> anyhow::Result<Secret> {
-    if args.password_stdin {
+fn password(password_stdin: bool, username: &str) -> anyhow::Result<Secret> {
+    if password_stdin {
         return read_stdin_line("password");
     }
     if let Ok(v) = std::env::var("M365MAIL_PASSWORD")
@@ -292,6 +296,47 @@ fn client_secret(args: &GetArgs, required: bool) -> anyhow::Result<Option<Secret
         ));
     }
     Ok(None)
+}
+
+/// ROPC whose password is read (env, stdin or prompt) only when the flow actually has to run.
+struct LazyPassword {
+    client: TokenClient,
+    username: String,
+    password: std::sync::Mutex<Option<Secret>>,
+    read: Box<dyn Fn() -> Result<Secret, AuthError> + Send + Sync>,
+}
+
+impl TokenSource for LazyPassword {
+    fn acquire<'a>(
+        &'a self,
+        scopes: &'a Scopes,
+    ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+        Box::pin(async move {
+            let cached = self
+                .password
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let password = match cached {
+                Some(p) => p,
+                None => {
+                    let p = (self.read)()?;
+                    *self.password.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                    p
+                }
+            };
+            self.client
+                .password(&self.username, &password, scopes)
+                .await
+        })
+    }
+    fn refresh<'a>(
+        &'a self,
+        rt: &'a Secret,
+        scopes: &'a Scopes,
+    ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+        Box::pin(self.client.refresh(rt, scopes))
+    }
 }
 
 /// For `--flow refresh` without M365MAIL_REFRESH_TOKEN: only the cached refresh token can be used.
@@ -395,10 +440,18 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 .username
                 .clone()
                 .ok_or_else(|| usage("password flow needs `username` (profile) or --username"))?;
-            let password = password(&args, &username)?;
-            Arc::new(FlowSource {
+            // Read the password only if the flow must run: a cached token or refresh token needs none.
+            let password_stdin = args.password_stdin;
+            Arc::new(LazyPassword {
                 client,
-                flow: Flow::Password { username, password },
+                username: username.clone(),
+                password: std::sync::Mutex::new(None),
+                read: Box::new(move || {
+                    password(password_stdin, &username).map_err(|e| AuthError::InvalidInput {
+                        field: "password",
+                        reason: e.to_string(),
+                    })
+                }),
             })
         }
         FlowName::DeviceCode => Arc::new(FlowSource {
@@ -705,6 +758,7 @@ mod tests {
         );
         assert_eq!(e(AuthError::Timeout { url: "u".into() }), 7);
         assert_eq!(e(AuthError::Cancelled), 8);
+        assert_eq!(e(AuthError::InvalidInput { field: "password", reason: "none".into() }), 2);
         assert_eq!(exit_code_num(&anyhow::anyhow!("other")), 1);
         let wrapped = anyhow::Error::from(AuthError::Cancelled).context("while getting a token");
         assert_eq!(exit_code_num(&wrapped), 8);

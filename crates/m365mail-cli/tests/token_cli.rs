@@ -1,0 +1,349 @@
+//! `m365mail token ...` end to end against an in-process sandbox (HTTPS, CA written to a file).
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use m365mail_sandbox::{Sandbox, SandboxConfig, demo};
+use serde_json::Value;
+
+struct Env {
+    sbx: Sandbox,
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    cache: PathBuf,
+}
+
+async fn env() -> Env {
+    let sbx = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    sbx.write_ca(&ca).unwrap();
+    let cache = dir.path().join("cache/tokens.json");
+    Env {
+        sbx,
+        dir,
+        ca,
+        cache,
+    }
+}
+
+impl Env {
+    /// `m365mail token get` against the sandbox with an isolated config and cache.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("m365mail").unwrap();
+        c.env("M365MAIL_CONFIG", self.dir.path().join("none.toml"))
+            .env_remove("M365MAIL_PROFILE")
+            .env_remove("M365MAIL_PASSWORD")
+            .env_remove("M365MAIL_CLIENT_SECRET")
+            .env_remove("M365MAIL_REFRESH_TOKEN")
+            .env("M365MAIL_LOG", "error")
+            .args(args);
+        std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
+        c
+    }
+
+    fn get(&self, extra: &[&str]) -> Command {
+        let base = self.sbx.base_url().to_string();
+        let mut args = vec![
+            "--json",
+            "token",
+            "get",
+            "--authority",
+            &base,
+            "--ca-file",
+            self.ca.to_str().unwrap(),
+            "--tenant",
+            demo::TENANT_ID,
+            "--cache",
+            self.cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.cmd(&args)
+    }
+}
+
+/// Runs the (blocking) command off the async workers so the in-process sandbox keeps serving.
+async fn run(mut cmd: Command) -> (i32, Value, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let json = stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null);
+        (
+            out.status.code().unwrap_or(-1),
+            json,
+            format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_flow_caches_reuses_and_inspects() {
+    let e = env().await;
+    let mut c = e.get(&[
+        "--flow",
+        "password",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::USER_UPN,
+    ]);
+    c.env("M365MAIL_PASSWORD", demo::USER_PASSWORD);
+    let (code, json, all) = run(c).await;
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(json["origin"], "flow");
+    assert_eq!(json["has_refresh_token"], true);
+    assert!(
+        json.get("access_token").is_none(),
+        "the token is printed only with --show-token"
+    );
+    assert_eq!(mode(&e.cache), 0o600);
+    assert_eq!(mode(e.cache.parent().unwrap()), 0o700);
+
+    // Second run: served from the cache, no password needed, no token request.
+    let before = e.sbx.admin().stats().endpoint("token");
+    let (code, json, all) = run(e.get(&[
+        "--flow",
+        "password",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::USER_UPN,
+        "--show-token",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(json["origin"], "cache");
+    assert_eq!(e.sbx.admin().stats().endpoint("token"), before);
+    let token = json["access_token"].as_str().unwrap().to_owned();
+
+    // --flow refresh redeems the cached refresh token.
+    let (code, json, all) = run(e.get(&[
+        "--flow",
+        "refresh",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::USER_UPN,
+    ]))
+    .await;
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(json["origin"], "refresh");
+
+    // inspect reads stdin.
+    let mut c = e.cmd(&["--json", "token", "inspect"]);
+    c.write_stdin(token);
+    let (code, json, all) = run(c).await;
+    assert_eq!(code, 0, "{all}");
+    let imap = json["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["protocol"] == "imap")
+        .unwrap();
+    assert_eq!(imap["usable"], true, "{json}");
+
+    // clear.
+    let (code, json, _) = run(e.cmd(&[
+        "--json",
+        "token",
+        "clear",
+        "--all",
+        "--cache",
+        e.cache.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(json["removed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_by_cause() {
+    let e = env().await;
+    // Wrong password via --password-stdin: exit 3 with the AADSTS code in the JSON error.
+    let mut c = e.get(&[
+        "--flow",
+        "password",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::USER_UPN,
+        "--password-stdin",
+        "--no-cache",
+    ]);
+    c.write_stdin("not-the-password\n");
+    let (code, json, all) = run(c).await;
+    assert_eq!(code, 3, "{all}");
+    assert_eq!(json["error"]["error_codes"][0], 50126, "{json}");
+    assert!(!all.contains("not-the-password"));
+    // MFA: switch flow, 6.
+    let mut c = e.get(&[
+        "--flow",
+        "password",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::MFA_USER_UPN,
+        "--no-cache",
+    ]);
+    c.env("M365MAIL_PASSWORD", demo::MFA_USER_PASSWORD);
+    assert_eq!(run(c).await.0, 6);
+    // Disabled user: admin, 4.
+    let mut c = e.get(&[
+        "--flow",
+        "password",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::DISABLED_USER_UPN,
+        "--no-cache",
+    ]);
+    c.env("M365MAIL_PASSWORD", demo::DISABLED_USER_PASSWORD);
+    assert_eq!(run(c).await.0, 4);
+    // Secret ID instead of value: connector config, 5.
+    let secret_file = e.dir.path().join("secret");
+    std::fs::write(
+        &secret_file,
+        format!("{}\n", demo::CONFIDENTIAL_APP_SECRET_ID),
+    )
+    .unwrap();
+    let (code, json, all) = run(e.get(&[
+        "--flow",
+        "client-secret",
+        "--client-id",
+        demo::CONFIDENTIAL_APP_ID,
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+        "--no-cache",
+    ]))
+    .await;
+    assert_eq!(code, 5, "{all}");
+    assert!(
+        json["error"]["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("secret's ID"),
+        "{json}"
+    );
+    // `common` with ROPC: refused before any request, 5.
+    let before = e.sbx.admin().stats().total_requests;
+    let base = e.sbx.base_url().to_string();
+    let c = e.cmd(&[
+        "token",
+        "get",
+        "--authority",
+        &base,
+        "--tenant",
+        "common",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--flow",
+        "password",
+        "--username",
+        demo::USER_UPN,
+        "--no-cache",
+    ]);
+    assert_eq!(run(c).await.0, 5);
+    assert_eq!(e.sbx.admin().stats().total_requests, before);
+    // Untrusted CA: TLS failure is connector configuration, 5.
+    let c = e.cmd(&[
+        "token",
+        "get",
+        "--authority",
+        &base,
+        "--tenant",
+        demo::TENANT_ID,
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--flow",
+        "password",
+        "--username",
+        demo::USER_UPN,
+        "--no-cache",
+        "--password-stdin",
+    ]);
+    let mut c = c;
+    c.write_stdin("x\n");
+    let (code, _, all) = run(c).await;
+    assert_eq!(code, 5, "{all}");
+    assert!(all.contains("TLS"), "{all}");
+    // Usage: no client id, 2.
+    assert_eq!(
+        run(e.cmd(&["token", "get", "--tenant", demo::TENANT_ID]))
+            .await
+            .0,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_only_flows_from_a_config_profile() {
+    let e = env().await;
+    let cert = demo::certificate();
+    let cert_path = e.dir.path().join("cert.pem");
+    let key_path = e.dir.path().join("key.pem");
+    std::fs::write(&cert_path, &cert.certificate_pem).unwrap();
+    std::fs::write(&key_path, &cert.private_key_pem).unwrap();
+    let config = e.dir.path().join("config.toml");
+    std::fs::write(&config, format!(
+        "default_profile = \"daemon\"\n\n[profiles.daemon]\ntenant = \"{tenant}\"\nclient_id = \"{app}\"\nflow = \"client-certificate\"\nauthority = \"{base}\"\nca_file = \"{ca}\"\ncertificate = \"{cert}\"\nprivate_key = \"{key}\"\nassertion_alg = \"PS256\"\ntarget = \"smtp\"\ncache = \"{cache}\"\n\n[profiles.secret]\ntenant = \"{tenant}\"\nclient_id = \"{app}\"\nflow = \"client-secret\"\nauthority = \"{base}\"\nca_file = \"{ca}\"\ntarget = \"graph\"\ncache = \"{cache}\"\n",
+        tenant = demo::TENANT_ID, app = demo::CONFIDENTIAL_APP_ID, base = e.sbx.base_url(), ca = e.ca.display(),
+        cert = cert_path.display(), key = key_path.display(), cache = e.cache.display(),
+    )).unwrap();
+    let mut c = e.cmd(&["--json", "token", "get", "--show-token"]);
+    c.env("M365MAIL_CONFIG", &config);
+    let (code, json, all) = run(c).await;
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(json["flow"], "client-certificate");
+    assert_eq!(json["account"], "app");
+    let mut c = e.cmd(&["--json", "token", "inspect", "-"]);
+    c.write_stdin(json["access_token"].as_str().unwrap().to_owned());
+    let (_, inspected, _) = run(c).await;
+    let smtp = inspected["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["protocol"] == "smtp")
+        .unwrap();
+    assert_eq!(smtp["usable"], true, "{inspected}");
+
+    let mut c = e.cmd(&["--json", "--profile", "secret", "token", "get"]);
+    c.env("M365MAIL_CONFIG", &config)
+        .env("M365MAIL_CLIENT_SECRET", demo::CONFIDENTIAL_APP_SECRET);
+    let (code, json, all) = run(c).await;
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(json["flow"], "client-secret");
+    assert!(
+        json["scope"].as_str().unwrap_or("").contains("graph") || json["scope"].is_null(),
+        "{json}"
+    );
+    // Text output never prints the token unless asked.
+    let mut c = e.cmd(&["--profile", "secret", "token", "get"]);
+    c.env("M365MAIL_CONFIG", &config)
+        .env("M365MAIL_CLIENT_SECRET", demo::CONFIDENTIAL_APP_SECRET);
+    let (code, _, all) = run(c).await;
+    assert_eq!(code, 0, "{all}");
+    assert!(all.contains("from cache"), "{all}");
+    assert!(!all.contains("eyJ"), "{all}");
+    // Secrets in the config file are refused.
+    std::fs::write(
+        &config,
+        "[profiles.a]\ntenant = \"x.com\"\nclient_secret = \"s\"\n",
+    )
+    .unwrap();
+    let mut c = e.cmd(&["token", "get"]);
+    c.env("M365MAIL_CONFIG", &config);
+    let (code, _, all) = run(c).await;
+    assert_eq!(code, 2, "{all}");
+    assert!(all.contains("holds a secret"));
+}
