@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use crate::{
     identity::{
-        FormParams, TenantAlias, crypto::b64url_decode, errors::EntraError,
+        FormParams, TenantAlias,
+        crypto::{b64url_decode, sha1, sha256},
+        errors::EntraError,
         tokens::ClientAuthMethod,
     },
     tenant::{AppRegistration, Tenant},
@@ -204,6 +206,8 @@ fn check_assertion(
             ));
         }
     };
+    // Compare digests, not strings: clients differ on base64url padding (MSAL Python pads).
+    let wanted_digest = b64url_decode(thumbprint);
     let certificate = app
         .certificates
         .iter()
@@ -213,12 +217,11 @@ fn check_assertion(
                 .is_none_or(|expiry| expiry > context.now_unix)
         })
         .find(|certificate| {
-            let registered = if use_sha256 {
-                certificate.x5t_s256()
-            } else {
-                certificate.x5t()
+            let Ok(der) = certificate.der() else {
+                return false;
             };
-            registered.is_ok_and(|registered| registered == thumbprint)
+            let registered = if use_sha256 { sha256(&der) } else { sha1(&der) };
+            wanted_digest.as_deref() == Some(registered.as_slice())
         })
         .ok_or_else(|| EntraError::assertion_key_not_found(thumbprint))?;
     let der = certificate
