@@ -16,6 +16,7 @@
 //! The crate does not depend on the `m365mail` connector: each is tested against the other and both
 //! against clients nobody here wrote (MSAL Python, curl).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod clock;

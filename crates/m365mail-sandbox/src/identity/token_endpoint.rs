@@ -51,9 +51,25 @@ pub(crate) async fn token(
     state.count_endpoint("token");
     let params = parse_form(&body);
     state.count_grant(params.get("grant_type").unwrap_or("(none)"));
+    let grant_type = params.get("grant_type").unwrap_or("(none)");
+    let client_id = params.get("client_id").unwrap_or("(none)");
+    // Only identifiers and outcomes are logged: never passwords, secrets, assertions or tokens.
     match handle_token_request(&state, &tenant_segment, &params, &headers) {
-        Ok(response) => Json(response).into_response(),
-        Err(error) => error.into_response_at(state.clock.as_ref()),
+        Ok(response) => {
+            tracing::debug!(tenant = %tenant_segment, grant_type, client_id, "token issued");
+            Json(response).into_response()
+        }
+        Err(error) => {
+            tracing::debug!(
+                tenant = %tenant_segment,
+                grant_type,
+                client_id,
+                error = error.error,
+                code = error.code,
+                "token request refused"
+            );
+            error.into_response_at(state.clock.as_ref())
+        }
     }
 }
 

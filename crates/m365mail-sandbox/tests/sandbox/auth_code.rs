@@ -267,3 +267,37 @@ async fn confidential_app_redeems_with_its_secret() {
         "1"
     );
 }
+
+#[tokio::test]
+async fn codes_from_the_organizations_endpoint_redeem_there() {
+    let sandbox = start().await;
+    let mut params = authorize_params(demo::PUBLIC_APP_ID, REDIRECT);
+    params.push(("username", demo::USER_UPN));
+    params.push(("password", demo::USER_PASSWORD));
+    let response = sandbox
+        .http
+        .post(sandbox.url("organizations/oauth2/v2.0/authorize"))
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let code = query_value(&location, "code").unwrap();
+    let answer = sandbox
+        .token(
+            "organizations",
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", demo::PUBLIC_APP_ID),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    assert_eq!(
+        claims(answer.assert_ok()["access_token"].as_str().unwrap())["tid"],
+        demo::TENANT_ID
+    );
+}

@@ -344,3 +344,28 @@ async fn ropc_follows_the_tenant_segment_rules() {
             .assert_error(400, "invalid_request", 9001023);
     }
 }
+
+#[tokio::test]
+async fn federated_users_cannot_use_ropc() {
+    let sandbox = start().await;
+    sandbox
+        .sandbox
+        .admin()
+        .update_user(
+            demo::SECOND_USER_UPN,
+            m365mail_sandbox::admin::UserUpdate {
+                federated: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    sandbox
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::SECOND_USER_UPN,
+            demo::SECOND_USER_PASSWORD,
+            demo::IMAP_SCOPE,
+        )
+        .await
+        .assert_error(400, "invalid_grant", 50126);
+}

@@ -110,3 +110,71 @@ fn the_ca_can_be_written_to_a_file() {
         sandbox.shutdown().await;
     });
 }
+
+#[tokio::test]
+async fn the_sandbox_refuses_to_listen_beyond_loopback() {
+    let config = SandboxConfig {
+        bind: "0.0.0.0:0".parse().unwrap(),
+        ..SandboxConfig::default()
+    };
+    let error = m365mail_sandbox::Sandbox::start(config).await.unwrap_err();
+    assert!(error.to_string().contains("loopback"), "{error}");
+}
+
+#[tokio::test]
+async fn ipv6_loopback_is_served_with_a_matching_certificate() {
+    let config = SandboxConfig {
+        bind: "[::1]:0".parse().unwrap(),
+        ..SandboxConfig::default()
+    };
+    let sandbox = match m365mail_sandbox::Sandbox::start(config).await {
+        Ok(sandbox) => sandbox,
+        // Hosts without IPv6 cannot run this test; everything else must.
+        Err(m365mail_sandbox::SandboxError::Bind { .. }) => return,
+        Err(other) => panic!("{other}"),
+    };
+    assert_eq!(sandbox.base_url().host_str(), Some("[::1]"));
+    let client = crate::common::client_for(&sandbox);
+    let answer = crate::common::answer(
+        client
+            .get(format!(
+                "{}{}/discovery/v2.0/keys",
+                sandbox.base_url(),
+                demo::TENANT_ID
+            ))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    answer.assert_ok();
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn serve_until_writes_the_ca_and_stops_on_request() {
+    let directory = tempfile::tempdir().unwrap();
+    let ca_path = directory.path().join("ca.pem");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(m365mail_sandbox::serve_until(
+        SandboxConfig::default(),
+        Some(ca_path.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // Wait for the CA file: it is written once the sandbox is listening.
+    for _ in 0..200 {
+        if std::fs::read_to_string(&ca_path).is_ok_and(|pem| pem.contains("END CERTIFICATE")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        std::fs::read_to_string(&ca_path)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
