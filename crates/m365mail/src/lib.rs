@@ -9,6 +9,7 @@
 //!
 //! Secrets never reach logs or `Debug` output; the only way to read one is [`secret::Secret::expose`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod auth;
 pub mod secret;

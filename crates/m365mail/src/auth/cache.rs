@@ -81,6 +81,9 @@ pub struct CachedToken {
     /// Granted scopes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Whether the tokens are held by the [`SecretStore`] instead of this file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_secret_store: bool,
 }
 
 impl CachedToken {
@@ -102,8 +105,29 @@ struct CacheFile {
     entries: BTreeMap<String, CachedToken>,
 }
 
+/// Where token secrets live when they should not be in the cache file (the OS keychain with the `keyring`
+/// feature). Values are opaque strings keyed by the cache entry id.
+pub trait SecretStore: Send + Sync + fmt::Debug {
+    /// Saves (or replaces) the value for `id`.
+    fn put(&self, id: &str, value: &Secret) -> Result<(), String>;
+    /// The value for `id`, if any.
+    fn get(&self, id: &str) -> Result<Option<Secret>, String>;
+    /// Deletes the value for `id` (absent is fine).
+    fn delete(&self, id: &str) -> Result<(), String>;
+}
+
+/// The secrets of one entry, as stored in a [`SecretStore`].
+#[derive(Serialize, Deserialize)]
+struct StoredSecrets {
+    #[serde(with = "serde_exposed")]
+    access_token: Secret,
+    #[serde(with = "serde_exposed::option", default)]
+    refresh_token: Option<Secret>,
+}
+
 /// The token cache: a file, or memory only (for `--no-cache` and tests).
 pub struct TokenCache {
+    secrets: Option<std::sync::Arc<dyn SecretStore>>,
     path: Option<PathBuf>,
     memory: Mutex<BTreeMap<String, CachedToken>>,
     /// Serialises threads of this process; the file lock serialises processes.
@@ -135,6 +159,7 @@ impl TokenCache {
                 .map_err(|e| cache_err(&path, format!("creating {}: {e}", dir.display())))?;
         }
         Ok(Self {
+            secrets: None,
             path: Some(path),
             memory: Mutex::default(),
             local: Mutex::default(),
@@ -144,9 +169,86 @@ impl TokenCache {
     /// A cache that lives only in memory.
     pub fn in_memory() -> Self {
         Self {
+            secrets: None,
             path: None,
             memory: Mutex::default(),
             local: Mutex::default(),
+        }
+    }
+
+    /// Keeps access and refresh tokens in `store` (e.g. the OS keychain) instead of the file; the file then
+    /// holds only expiry and scope.
+    pub fn with_secret_store(mut self, store: std::sync::Arc<dyn SecretStore>) -> Self {
+        self.secrets = Some(store);
+        self
+    }
+
+    /// Fills the tokens of an entry kept in the secret store.
+    fn hydrate(&self, id: &str, mut entry: CachedToken) -> Result<Option<CachedToken>, AuthError> {
+        if !entry.in_secret_store {
+            return Ok(Some(entry));
+        }
+        let Some(store) = &self.secrets else {
+            return Err(
+                self.err("entry is in the OS keychain but no secret store is configured".into())
+            );
+        };
+        let Some(blob) = store
+            .get(id)
+            .map_err(|e| self.err(format!("secret store: {e}")))?
+        else {
+            return Ok(None);
+        };
+        let stored: StoredSecrets = serde_json::from_str(blob.expose())
+            .map_err(|_| self.err("secret store value is not a token set".into()))?;
+        entry.access_token = stored.access_token;
+        entry.refresh_token = stored.refresh_token;
+        entry.in_secret_store = false;
+        Ok(Some(entry))
+    }
+
+    /// What goes into the file for `entry`: with a secret store, the tokens move there.
+    fn dehydrate(&self, id: &str, entry: &CachedToken) -> Result<CachedToken, AuthError> {
+        let Some(store) = &self.secrets else {
+            return Ok(entry.clone());
+        };
+        let blob = StoredSecrets {
+            access_token: entry.access_token.clone(),
+            refresh_token: entry.refresh_token.clone(),
+        };
+        let json = Secret::new(
+            serde_json::to_string(&blob).map_err(|e| self.err(format!("serialise: {e}")))?,
+        );
+        store
+            .put(id, &json)
+            .map_err(|e| self.err(format!("secret store: {e}")))?;
+        Ok(CachedToken {
+            access_token: Secret::default(),
+            refresh_token: None,
+            in_secret_store: true,
+            ..entry.clone()
+        })
+    }
+
+    fn forget(&self, ids: &[String]) -> Result<(), AuthError> {
+        if let Some(store) = &self.secrets {
+            for id in ids {
+                store
+                    .delete(id)
+                    .map_err(|e| self.err(format!("secret store: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn err(&self, detail: String) -> AuthError {
+        AuthError::Cache {
+            path: self
+                .path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(memory)".into()),
+            detail,
         }
     }
 
@@ -157,61 +259,101 @@ impl TokenCache {
 
     /// The entry for `key`.
     pub fn get(&self, key: &CacheKey) -> Result<Option<CachedToken>, AuthError> {
-        self.with_entries(|entries| (entries.get(&key.id()).cloned(), false))
+        let id = key.id();
+        match self.with_entries(|entries| (entries.get(&id).cloned(), false))? {
+            Some(entry) => self.hydrate(&id, entry),
+            None => Ok(None),
+        }
     }
 
     /// Saves a token response: the access token, and the refresh token — the rotated one if the response has
     /// one, else the one already cached (client credentials and some refreshes return none).
     pub fn store(&self, key: &CacheKey, token: &TokenResponse) -> Result<CachedToken, AuthError> {
+        let id = key.id();
         self.with_entries(|entries| {
-            let id = key.id();
-            let previous_rt = entries.get(&id).and_then(|e| e.refresh_token.clone());
+            let previous = entries.get(&id).cloned().map(|e| self.hydrate(&id, e));
+            let previous_rt = match previous {
+                Some(Ok(Some(e))) => e.refresh_token,
+                Some(Err(e)) => return (Err(e), false),
+                _ => None,
+            };
             let entry = CachedToken {
                 access_token: token.access_token.clone(),
                 expires_at: unix_secs(token.expires_at),
                 refresh_token: token.refresh_token.clone().or(previous_rt),
                 scope: token.scope.clone(),
+                in_secret_store: false,
             };
-            entries.insert(id, entry.clone());
-            (entry, true)
-        })
+            match self.dehydrate(&id, &entry) {
+                Ok(on_file) => {
+                    entries.insert(id.clone(), on_file);
+                    (Ok(entry), true)
+                }
+                Err(e) => (Err(e), false),
+            }
+        })?
     }
 
     /// Drops the refresh token of `key` (after Entra declared it dead), keeping nothing else usable.
     pub fn drop_refresh_token(&self, key: &CacheKey) -> Result<(), AuthError> {
+        let id = key.id();
         self.with_entries(|entries| {
-            let changed = entries
-                .get_mut(&key.id())
-                .is_some_and(|e| e.refresh_token.take().is_some());
-            ((), changed)
-        })
+            let Some(entry) = entries.get(&id).cloned() else {
+                return (Ok(()), false);
+            };
+            let mut entry = match self.hydrate(&id, entry) {
+                Ok(Some(e)) => e,
+                Ok(None) => return (Ok(()), false),
+                Err(e) => return (Err(e), false),
+            };
+            if entry.refresh_token.take().is_none() {
+                return (Ok(()), false);
+            }
+            match self.dehydrate(&id, &entry) {
+                Ok(on_file) => {
+                    entries.insert(id.clone(), on_file);
+                    (Ok(()), true)
+                }
+                Err(e) => (Err(e), false),
+            }
+        })?
     }
 
     /// Removes `key`; returns whether it existed.
     pub fn remove(&self, key: &CacheKey) -> Result<bool, AuthError> {
-        self.with_entries(|entries| {
-            let existed = entries.remove(&key.id()).is_some();
+        let id = key.id();
+        let existed = self.with_entries(|entries| {
+            let existed = entries.remove(&id).is_some();
             (existed, existed)
-        })
+        })?;
+        self.forget(&[id])?;
+        Ok(existed)
     }
 
     /// Removes every entry; returns how many there were.
     pub fn clear(&self) -> Result<usize, AuthError> {
-        self.with_entries(|entries| {
-            let n = entries.len();
+        let ids = self.with_entries(|entries| {
+            let ids: Vec<String> = entries.keys().cloned().collect();
             entries.clear();
-            (n, n > 0)
-        })
+            let dirty = !ids.is_empty();
+            (ids, dirty)
+        })?;
+        self.forget(&ids)?;
+        Ok(ids.len())
     }
 
     /// Removes entries whose key matches `pred`; returns how many.
     pub fn remove_where(&self, pred: impl Fn(&str) -> bool) -> Result<usize, AuthError> {
-        self.with_entries(|entries| {
-            let before = entries.len();
-            entries.retain(|k, _| !pred(k));
-            let n = before - entries.len();
-            (n, n > 0)
-        })
+        let ids = self.with_entries(|entries| {
+            let ids: Vec<String> = entries.keys().filter(|k| pred(k)).cloned().collect();
+            for id in &ids {
+                entries.remove(id);
+            }
+            let dirty = !ids.is_empty();
+            (ids, dirty)
+        })?;
+        self.forget(&ids)?;
+        Ok(ids.len())
     }
 
     /// The keys (as `authority|client|account|scopes` strings) and expiries.

@@ -21,7 +21,7 @@ const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
 /// What inspection found.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Inspection {
     /// A JWT.
     Jwt(Box<JwtInfo>),

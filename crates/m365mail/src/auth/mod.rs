@@ -18,6 +18,8 @@ pub mod client;
 pub mod device_code;
 pub mod error;
 pub mod inspect;
+#[cfg(feature = "keyring")]
+pub mod keyring;
 pub mod pkce;
 pub mod provider;
 pub mod response;
@@ -25,7 +27,7 @@ pub mod scopes;
 
 pub use assertion::{AssertionAlg, CertificateCredential};
 pub use authority::{Authority, Cloud, Tenant};
-pub use cache::{CacheKey, CachedToken, TokenCache};
+pub use cache::{CacheKey, CachedToken, SecretStore, TokenCache};
 pub use client::{AuthCodeOptions, ClientCredential, ClientOptions, RetryPolicy, TokenClient};
 pub use device_code::{DeviceCode, DevicePoller};
 pub use error::{AuthError, EntraError, ErrorClass, Grant};

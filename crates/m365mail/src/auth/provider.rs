@@ -249,17 +249,17 @@ impl TokenProvider {
         if let Some(hit) = self.fresh_cached().await? {
             return Ok(hit);
         }
-        self.renew(false).await
+        self.renew().await
     }
 
     /// Ignores the cached access token (e.g. after the server rejected it) but still prefers refresh.
     pub async fn force_renew(&self) -> Result<AccessToken, AuthError> {
         let lock = flight_lock(&self.key);
         let _guard = lock.lock().await;
-        self.renew(true).await
+        self.renew().await
     }
 
-    async fn renew(&self, _forced: bool) -> Result<AccessToken, AuthError> {
+    async fn renew(&self) -> Result<AccessToken, AuthError> {
         let cached = self.cache_op(|c, k| c.get(k)).await?;
         if let Some(rt) = cached.and_then(|c| c.refresh_token) {
             tracing::debug!("access token stale; redeeming the cached refresh token");
