@@ -9,6 +9,9 @@ pub(crate) enum SandboxCommand {
     Serve,
 }
 
-pub(crate) async fn run(_command: SandboxCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    _command: SandboxCommand,
+    _global: &GlobalArgs,
+) -> anyhow::Result<ExitCode> {
     anyhow::bail!("not implemented yet")
 }
