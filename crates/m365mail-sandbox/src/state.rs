@@ -131,6 +131,9 @@ pub(crate) struct RefreshGrant {
     pub(crate) scope: String,
     pub(crate) expires_at: u64,
     pub(crate) revoked: bool,
+    /// Whether the sign-in behind this grant performed MFA (interactive flows); a ROPC grant of a user
+    /// who later needs MFA fails to refresh with AADSTS50076.
+    pub(crate) mfa_performed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

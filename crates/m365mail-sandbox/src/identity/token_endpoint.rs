@@ -219,7 +219,7 @@ impl<'a> TokenRequest<'a> {
         let refresh_token = self.params.require("refresh_token")?;
         let (app_tenant, app) = self.app()?;
         let method = self.authenticate(app_tenant, app, PublicClientRule::NativeAppsAllowed)?;
-        let (user_upn, original_scope) = {
+        let (user_upn, original_scope, mfa_performed) = {
             let grants = lock(&self.state.grants);
             let grant = grants
                 .refresh_tokens
@@ -237,7 +237,11 @@ impl<'a> TokenRequest<'a> {
             {
                 return Err(EntraError::invalid_refresh_token());
             }
-            (grant.user_upn.clone(), grant.scope.clone())
+            (
+                grant.user_upn.clone(),
+                grant.scope.clone(),
+                grant.mfa_performed,
+            )
         };
         let (tenant, user) = self
             .directory
@@ -246,6 +250,10 @@ impl<'a> TokenRequest<'a> {
         check_account_usable(user)?;
         let scope = self.params.get("scope").unwrap_or(&original_scope);
         let scopes = parse_delegated(tenant, scope)?;
+        // MFA required since a password-only sign-in: the refresh token no longer suffices.
+        if user.mfa_required && !mfa_performed {
+            return Err(EntraError::mfa_required(&scopes.selection.resource.app_id));
+        }
         let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
         issue_delegated(
             self.state,
@@ -259,7 +267,7 @@ impl<'a> TokenRequest<'a> {
                 client_info: self.client_info(),
                 nonce: None,
                 method,
-                mfa_performed: user.mfa_required,
+                mfa_performed,
             },
         )
     }

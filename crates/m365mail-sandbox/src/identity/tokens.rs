@@ -187,6 +187,7 @@ pub(crate) fn issue_delegated(
                 scope: requested_scope.to_string(),
                 expires_at: state.now_unix() + state.lifetimes.refresh_token.as_secs(),
                 revoked: false,
+                mfa_performed,
             },
         );
         response.insert("refresh_token".into(), json!(refresh_token));

@@ -230,3 +230,24 @@ async fn refresh_tokens_expire_after_their_lifetime() {
         .await
         .assert_ok();
 }
+
+#[tokio::test]
+async fn mfa_required_after_a_password_sign_in_stops_refresh_with_50076() {
+    let sandbox = start().await;
+    let refresh_token = refresh_token_for(&sandbox).await;
+    sandbox
+        .sandbox
+        .admin()
+        .set_mfa_required(demo::USER_UPN, true)
+        .unwrap();
+    let answer = refresh(&sandbox, &refresh_token, demo::IMAP_SCOPE).await;
+    answer.assert_error(400, "invalid_grant", 50076);
+    sandbox
+        .sandbox
+        .admin()
+        .set_mfa_required(demo::USER_UPN, false)
+        .unwrap();
+    refresh(&sandbox, &refresh_token, demo::IMAP_SCOPE)
+        .await
+        .assert_ok();
+}
