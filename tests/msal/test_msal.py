@@ -76,10 +76,10 @@ def stats():
     return response.json()
 
 
-def public_app(client_id=None):
+def public_app(client_id=None, authority=AUTHORITY):
     return msal.PublicClientApplication(
         client_id or ENV["SANDBOX_PUBLIC_APP_ID"],
-        authority=AUTHORITY,
+        authority=authority,
         http_client=PortKeepingSession(),
         instance_discovery=False,
     )
@@ -137,6 +137,16 @@ class MsalAgainstSandbox(unittest.TestCase):
         # The same refresh token serves another consented resource (Graph).
         graph = app.acquire_token_silent(["User.Read"], account=accounts[0])
         self.assertEqual(self.assert_token(graph)["aud"], "https://graph.microsoft.com")
+
+    def test_organizations_authority_with_templated_issuer(self):
+        # The discovery document of /organizations has issuer ".../{tenantid}/v2.0", as Entra's does.
+        app = public_app(authority=BASE_URL + "organizations")
+        result = app.acquire_token_by_username_password(
+            ENV["SANDBOX_USER_UPN"], ENV["SANDBOX_USER_PASSWORD"], scopes=[IMAP_SCOPE])
+        self.assertEqual(self.assert_token(result)["tid"], TENANT_ID)
+        account = app.get_accounts()[0]
+        refreshed = app.acquire_token_silent([IMAP_SCOPE], account=account, force_refresh=True)
+        self.assert_token(refreshed)
 
     def test_ropc_bad_password_is_50126(self):
         result = public_app().acquire_token_by_username_password(
