@@ -201,3 +201,47 @@ async fn malformed_success_and_wrong_token_type() {
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn timeout_is_typed_and_transient() {
+    // Accepts connections but never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let clock = FakeClock::fixed();
+    let a = Authority::new(
+        Cloud::custom(&base).unwrap(),
+        "contoso.onmicrosoft.com".parse().unwrap(),
+    );
+    let c = TokenClient::new(
+        a,
+        "00000000-0000-0000-0000-0000000000aa",
+        ClientCredential::Public,
+        ClientOptions {
+            timeout: Duration::from_millis(200),
+            sleeper: Arc::new(clock.clone()),
+            retry: m365mail::auth::RetryPolicy {
+                max_retries: 1,
+                ..Default::default()
+            },
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let e = c
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::Timeout { .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert_eq!(clock.sleeps().len(), 1);
+}
