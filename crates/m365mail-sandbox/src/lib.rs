@@ -208,14 +208,60 @@ impl Sandbox {
         &self.admin
     }
 
-    /// A human-readable summary: URLs and the demo identities (no passwords or secrets).
+    /// A human-readable summary: URLs, tenants, users and apps. Passwords and secret values are never
+    /// included (the demo's are constants in [`demo`]).
     pub fn summary(&self) -> String {
-        let tenant = demo::TENANT_ID;
-        format!(
-            "m365mail sandbox tenant\n  base URL:        {base}\n  authority:       {base}{tenant}  (also {base}{domain}, {base}organizations)\n  token endpoint:  {base}{tenant}/oauth2/v2.0/token\n  device login:    {base}devicelogin\n  admin API:       {base}_sandbox/admin/stats\n",
-            base = self.base_url,
-            domain = demo::DOMAIN,
-        )
+        use std::fmt::Write as _;
+        let base = &self.base_url;
+        let mut text = format!(
+            "m365mail sandbox tenant\n  base URL:        {base}\n  device login:    {base}devicelogin\n  admin API:       {base}_sandbox/admin/stats\n"
+        );
+        for tenant in self.admin.tenant_model().tenants {
+            let _ = writeln!(
+                text,
+                "  tenant {} ({}): authority {base}{}  token endpoint {base}{}/oauth2/v2.0/token",
+                tenant.id,
+                tenant.domains.join(", "),
+                tenant.id,
+                tenant.id
+            );
+            for user in &tenant.users {
+                let flags: Vec<&str> = [
+                    (user.mfa_required, "mfa-required"),
+                    (user.disabled, "disabled"),
+                    (user.locked, "locked"),
+                    (user.password_expired, "password-expired"),
+                    (user.federated, "federated"),
+                ]
+                .iter()
+                .filter_map(|(set, name)| set.then_some(*name))
+                .collect();
+                let _ = writeln!(text, "    user {} {}", user.upn, flags.join(" "));
+            }
+            for app in &tenant.apps {
+                let mut traits = Vec::new();
+                if app.allow_public_client_flows {
+                    traits.push("public-client-flows");
+                }
+                if !app.secrets.is_empty() {
+                    traits.push("secret");
+                }
+                if !app.certificates.is_empty() {
+                    traits.push("certificate");
+                }
+                if !app.enabled {
+                    traits.push("disabled");
+                }
+                let _ = writeln!(
+                    text,
+                    "    app  {} {} [{}]",
+                    app.client_id,
+                    app.display_name,
+                    traits.join(", ")
+                );
+            }
+        }
+        text
     }
 
     /// Stops accepting connections and waits (briefly) for in-flight requests.

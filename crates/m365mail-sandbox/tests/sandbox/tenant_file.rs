@@ -178,3 +178,19 @@ async fn serve_until_writes_the_ca_and_stops_on_request() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_summary_lists_identities_but_no_secrets() {
+    let sandbox = crate::common::start().await;
+    let summary = sandbox.sandbox.summary();
+    assert!(summary.contains(demo::TENANT_ID) && summary.contains(demo::DOMAIN));
+    assert!(summary.contains(demo::MFA_USER_UPN) && summary.contains("mfa-required"));
+    assert!(summary.contains(demo::CONFIDENTIAL_APP_ID));
+    for secret in [
+        demo::USER_PASSWORD,
+        demo::CONFIDENTIAL_APP_SECRET,
+        demo::MFA_USER_PASSWORD,
+    ] {
+        assert!(!summary.contains(secret), "summary leaks a secret");
+    }
+}
