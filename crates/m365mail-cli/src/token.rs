@@ -473,6 +473,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 },
                 open_browser: Arc::new(|url| {
                     eprintln!("Open this URL in a browser to sign in:\n{url}");
+                    open_in_browser(url.as_str());
                 }),
             },
         }),
@@ -522,6 +523,27 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         global,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Best effort: hand the URL to the desktop's browser when a person is at the terminal. The URL is printed
+/// either way, so a failure here changes nothing.
+fn open_in_browser(url: &str) {
+    if !std::io::stderr().is_terminal() || std::env::var_os("M365MAIL_NO_BROWSER").is_some() {
+        return;
+    }
+    let program = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    let _ = std::process::Command::new(program)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }
 
 fn secret_credential(secret: Option<Secret>, profile: &Profile) -> ClientCredential {
@@ -758,7 +780,13 @@ mod tests {
         );
         assert_eq!(e(AuthError::Timeout { url: "u".into() }), 7);
         assert_eq!(e(AuthError::Cancelled), 8);
-        assert_eq!(e(AuthError::InvalidInput { field: "password", reason: "none".into() }), 2);
+        assert_eq!(
+            e(AuthError::InvalidInput {
+                field: "password",
+                reason: "none".into()
+            }),
+            2
+        );
         assert_eq!(exit_code_num(&anyhow::anyhow!("other")), 1);
         let wrapped = anyhow::Error::from(AuthError::Cancelled).context("while getting a token");
         assert_eq!(exit_code_num(&wrapped), 8);

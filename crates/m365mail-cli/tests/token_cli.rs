@@ -14,7 +14,10 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let sbx = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let mut config = SandboxConfig::default();
+    // The CLI polls in real time: keep the device-code interval short.
+    config.lifetimes.device_poll_interval = std::time::Duration::from_secs(1);
+    let sbx = Sandbox::start(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     sbx.write_ca(&ca).unwrap();
@@ -346,4 +349,71 @@ async fn app_only_flows_from_a_config_profile() {
     let (code, _, all) = run(c).await;
     assert_eq!(code, 2, "{all}");
     assert!(all.contains("holds a secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_code_flow_shows_the_message_and_polls_until_approved() {
+    let e = env().await;
+    let cmd = e.get(&[
+        "--flow",
+        "device-code",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::USER_UPN,
+        "--target",
+        "smtp",
+    ]);
+    let admin = e.sbx.admin().clone();
+    let approver = tokio::spawn(async move {
+        for _ in 0..200 {
+            if let Some(code) = admin.pending_device_codes().into_iter().next() {
+                admin
+                    .approve_device_code(&code.user_code, demo::USER_UPN)
+                    .unwrap();
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    });
+    let (code, json, all) = run(cmd).await;
+    assert!(approver.await.unwrap(), "a device code was requested");
+    assert_eq!(code, 0, "{all}");
+    assert!(
+        all.contains("enter the code"),
+        "the server's message is shown: {all}"
+    );
+    assert_eq!(json["flow"], "device-code");
+    assert!(
+        json["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SMTP.Send"),
+        "{json}"
+    );
+    // Declined: flow state, exit 8.
+    let cmd = e.get(&[
+        "--flow",
+        "device-code",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::SECOND_USER_UPN,
+        "--no-cache",
+    ]);
+    let admin = e.sbx.admin().clone();
+    let decliner = tokio::spawn(async move {
+        for _ in 0..200 {
+            if let Some(code) = admin.pending_device_codes().into_iter().next() {
+                admin.decline_device_code(&code.user_code).unwrap();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let (code, json, all) = run(cmd).await;
+    decliner.await.unwrap();
+    assert_eq!(code, 8, "{all}");
+    assert_eq!(json["error"]["error"], "authorization_declined", "{json}");
 }

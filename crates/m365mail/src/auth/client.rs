@@ -319,10 +319,8 @@ impl TokenClient {
         let mut form: Vec<(&str, &str)> =
             vec![("client_id", &self.inner.client_id), ("scope", &scope)];
         // Confidential clients may use the device flow too; a public client must not send a secret.
-        let secret;
-        if let ClientCredential::Secret { secret: s, .. } = &self.inner.credential {
-            secret = s.expose().to_owned();
-            form.push(("client_secret", &secret));
+        if let ClientCredential::Secret { secret, .. } = &self.inner.credential {
+            form.push(("client_secret", secret.expose()));
         }
         tracing::debug!(url = %url, "device code request");
         let (status, retry_after, body) = self.send(&url, &form, None).await?;
