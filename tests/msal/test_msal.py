@@ -148,6 +148,19 @@ class MsalAgainstSandbox(unittest.TestCase):
         refreshed = app.acquire_token_silent([IMAP_SCOPE], account=account, force_refresh=True)
         self.assert_token(refreshed)
 
+    def test_instance_discovery_served_by_the_sandbox(self):
+        # Instead of turning instance discovery off, point MSAL at the sandbox's own endpoint.
+        app = msal.PublicClientApplication(
+            ENV["SANDBOX_PUBLIC_APP_ID"],
+            authority=AUTHORITY,
+            http_client=PortKeepingSession(),
+            instance_discovery=BASE_URL + "common/discovery/instance",
+        )
+        result = app.acquire_token_by_username_password(
+            ENV["SANDBOX_USER_UPN"], ENV["SANDBOX_USER_PASSWORD"], scopes=[IMAP_SCOPE])
+        self.assert_token(result)
+        self.assertGreaterEqual(stats()["by_endpoint"].get("instance-discovery", 0), 1)
+
     def test_ropc_bad_password_is_50126(self):
         result = public_app().acquire_token_by_username_password(
             ENV["SANDBOX_USER_UPN"], "not the password", scopes=[IMAP_SCOPE])

@@ -41,7 +41,7 @@ use crate::{
 };
 
 /// Changes to a user's flags; absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     /// MFA required (ROPC → AADSTS50076).
@@ -62,6 +62,19 @@ pub struct UserUpdate {
     /// A new password. Like a reset in Entra, it revokes the user's refresh tokens (AADSTS50173).
     #[serde(default)]
     pub password: Option<String>,
+}
+
+impl std::fmt::Debug for UserUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserUpdate")
+            .field("mfa_required", &self.mfa_required)
+            .field("disabled", &self.disabled)
+            .field("locked", &self.locked)
+            .field("password_expired", &self.password_expired)
+            .field("federated", &self.federated)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A user's state as the admin API reports it (never the password).

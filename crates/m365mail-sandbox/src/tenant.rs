@@ -89,7 +89,7 @@ pub struct Tenant {
 }
 
 /// A user account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// User principal name, the sign-in name (`upn`, `preferred_username`).
@@ -117,6 +117,23 @@ pub struct User {
     /// password validation).
     #[serde(default)]
     pub federated: bool,
+}
+
+// Passwords must never reach a log line.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("upn", &self.upn)
+            .field("object_id", &self.object_id)
+            .field("display_name", &self.display_name)
+            .field("password", &"<redacted>")
+            .field("mfa_required", &self.mfa_required)
+            .field("disabled", &self.disabled)
+            .field("locked", &self.locked)
+            .field("password_expired", &self.password_expired)
+            .field("federated", &self.federated)
+            .finish()
+    }
 }
 
 /// An app registration together with its service principal in the home tenant.

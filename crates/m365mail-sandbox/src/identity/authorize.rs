@@ -190,6 +190,10 @@ fn validate<'model>(
         }
         None => return Err(redirect(EntraError::missing_parameter("response_type"))),
     }
+    // The sandbox keeps no browser session, so a silent request never finds a signed-in user.
+    if params.get("prompt") == Some("none") {
+        return Err(redirect(EntraError::login_required()));
+    }
     let scope = params.require("scope").map_err(redirect)?;
     let tenant_for_scopes = match &alias {
         TenantAlias::Tenant(tenant_id) => directory.tenant(tenant_id),

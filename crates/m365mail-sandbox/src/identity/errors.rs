@@ -359,10 +359,18 @@ impl EntraError {
         )
         .with_suberror("basic_action");
         error.claims = Some(
-            r#"{"access_token":{"capolids":{"essential":true,"values":["00000000-0000-0000-0000-00000000mfa0"]}}}"#
+            r#"{"access_token":{"capolids":{"essential":true,"values":["5a3b6c1d-0000-4000-8000-00000000f0a0"]}}}"#
                 .to_string(),
         );
         error
+    }
+
+    pub(crate) fn login_required() -> Self {
+        Self::bad_request(
+            "login_required",
+            50058,
+            "A silent sign-in request was sent but no user is signed in.",
+        )
     }
 
     // ---- refresh tokens and codes ---------------------------------------------------------------

@@ -301,3 +301,27 @@ async fn codes_from_the_organizations_endpoint_redeem_there() {
         demo::TENANT_ID
     );
 }
+
+#[tokio::test]
+async fn silent_authorize_requests_get_login_required() {
+    let sandbox = start().await;
+    let mut params = authorize_params(demo::PUBLIC_APP_ID, REDIRECT);
+    params.push(("prompt", "none"));
+    let response = sandbox
+        .http
+        .get(with_query(&authorize_url(&sandbox), &params))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        query_value(&location, "error").as_deref(),
+        Some("login_required")
+    );
+    assert!(
+        query_value(&location, "error_description")
+            .unwrap()
+            .starts_with("AADSTS50058")
+    );
+}

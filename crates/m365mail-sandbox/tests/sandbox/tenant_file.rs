@@ -194,3 +194,24 @@ async fn the_summary_lists_identities_but_no_secrets() {
         assert!(!summary.contains(secret), "summary leaks a secret");
     }
 }
+
+#[test]
+fn debug_output_never_shows_passwords_or_secret_values() {
+    let rendered = format!("{:?}", SandboxConfig::default());
+    for secret in [
+        demo::USER_PASSWORD,
+        demo::CONFIDENTIAL_APP_SECRET,
+        demo::EXPIRED_SECRET_APP_SECRET,
+    ] {
+        assert!(!rendered.contains(secret), "Debug leaks a secret");
+    }
+    assert!(
+        rendered.contains(demo::USER_UPN),
+        "identifiers stay visible"
+    );
+    let update = m365mail_sandbox::admin::UserUpdate {
+        password: Some("Hunter2-Secret!".into()),
+        ..Default::default()
+    };
+    assert!(!format!("{update:?}").contains("Hunter2"));
+}
