@@ -13,6 +13,53 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Endpoints
+//!
+//! Paths are Entra's; `{tenant}` is the tenant GUID, a verified domain, `organizations`, `common` or
+//! `consumers` (anything else: AADSTS90002).
+//! - `GET /{tenant}/v2.0/.well-known/openid-configuration`, `GET /{tenant}/discovery/v2.0/keys`
+//! - `GET /common/discovery/instance`, `GET /common/userrealm/{username}?api-version=1.0`
+//! - `POST /{tenant}/oauth2/v2.0/token`: `password`, `client_credentials` (secret post/basic,
+//!   `private_key_jwt` RS256+`x5t` or PS256+`x5t#S256`), `refresh_token` (rotating),
+//!   `urn:ietf:params:oauth:grant-type:device_code`, `authorization_code` (PKCE S256/plain)
+//! - `POST /{tenant}/oauth2/v2.0/devicecode`, `GET/POST /devicelogin` (see `identity::devicecode`)
+//! - `GET/POST /{tenant}/oauth2/v2.0/authorize` (a plain HTML form: fields `username`, `password`)
+//! - `/_sandbox/admin/...`: see [`admin`]
+//!
+//! # Errors the sandbox answers with
+//!
+//! Entra's JSON (`error`, `error_description` with trace suffix, `error_codes`, `timestamp`, `trace_id`,
+//! `correlation_id`, `error_uri`, and `suberror`/`claims`/`password_change_url` where Entra adds them),
+//! HTTP 400, or 401 for `invalid_client`:
+//!
+//! | Code | `error` | When |
+//! |---|---|---|
+//! | 50126 | invalid_grant | wrong password; federated user on ROPC |
+//! | 50034 | invalid_grant | unknown user |
+//! | 50057 / 50053 | invalid_grant | user disabled / locked |
+//! | 50055 | invalid_grant (`suberror` user_password_expired) | password expired |
+//! | 50076 | invalid_grant (`suberror` basic_action, `claims`) | MFA user on ROPC, or refresh of a password-only grant after MFA became required |
+//! | 65001 | invalid_grant (`suberror` consent_required) | scope not consented (admin or user) |
+//! | 7000218 | invalid_client | no credential and public client flows off (or client credentials without one) |
+//! | 700025 | invalid_client | credential sent by an app that has none |
+//! | 7000215 / 7000222 | invalid_client | wrong secret (also: the secret ID) / expired secret |
+//! | 700016 / 7000112 | unauthorized_client | unknown app in this tenant / disabled app |
+//! | 700027 | invalid_client | assertion signed by an unregistered key, or bad signature |
+//! | 700024 | invalid_client | assertion outside its `nbf`/`exp` (5 minutes skew) |
+//! | 50012 | invalid_client | malformed assertion, wrong `aud`, no `jti`/`exp`, unsupported `alg`, no thumbprint |
+//! | 700021 | invalid_client | assertion `iss`/`sub` is not the client id |
+//! | 90002 | invalid_request | unknown tenant |
+//! | 9001023 | invalid_request | ROPC over common/consumers; client credentials over organizations/common/consumers |
+//! | 1002012 | invalid_scope | client credentials without `/.default` (also double-encoded scopes) |
+//! | 70011 / 700022 | invalid_scope | scope unknown to the resource, `.default` mixed with names / several resources |
+//! | 500011 | invalid_resource | resource not in the tenant |
+//! | 70000 / 700082 / 50173 | invalid_grant | refresh token unknown or of another client / expired / revoked (also by a password change) |
+//! | 70016 / 70018 / 70019 / 90120 | authorization_pending / bad_verification_code / expired_token / invalid_grant | device flow states |
+//! | – | slow_down / authorization_declined | device flow (no AADSTS code, as in Entra) |
+//! | 50011 / 501481 / 54005 / 70008 / 700005 | invalid_request / invalid_grant | redirect URI mismatch / PKCE mismatch / code reused / code expired / code from another tenant |
+//! | 900971 / 50058 | (authorize page / redirect) | no redirect URI registered / `prompt=none` |
+//! | 900144 / 900561 / 70003 / 9002313 | invalid_request / unsupported_grant_type | missing parameter / GET on the token endpoint / unknown grant / malformed request |
+//!
 //! The crate does not depend on the `m365mail` connector: each is tested against the other and both
 //! against clients nobody here wrote (MSAL Python, curl).
 #![forbid(unsafe_code)]
