@@ -56,7 +56,7 @@
 //! | 70000 / 700082 / 50173 | invalid_grant | refresh token unknown or of another client / expired / revoked (also by a password change) |
 //! | 70016 / 70018 / 70019 / 90120 | authorization_pending / bad_verification_code / expired_token / invalid_grant | device flow states |
 //! | – | slow_down / authorization_declined | device flow (no AADSTS code, as in Entra) |
-//! | 50011 / 501481 / 54005 / 70008 / 700005 | invalid_request / invalid_grant | redirect URI mismatch / PKCE mismatch / code reused / code expired / code from another tenant |
+//! | 50011 / 501481 / 54005 / 70008 | invalid_request / invalid_grant | redirect URI mismatch / PKCE mismatch / code reused / code expired |
 //! | 900971 / 50058 | (authorize page / redirect) | no redirect URI registered / `prompt=none` |
 //! | 900144 / 900561 / 70003 / 9002313 | invalid_request / unsupported_grant_type | missing parameter / GET on the token endpoint / unknown grant / malformed request |
 //!
