@@ -1,11 +1,459 @@
-//! `m365mail demo`. (Placeholder.)
-use std::process::ExitCode;
+//! `m365mail demo`: starts the sandbox tenant in-process and walks through every token flow, printing the
+//! decoded claims of each token, three typical Entra errors with their remedies, and the cache's
+//! single-flight behaviour. Nothing leaves the machine; no token is printed.
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use m365mail::{
+    auth::{
+        Access, AssertionAlg, AuthCodeOptions, AuthError, Authority, CacheKey,
+        CertificateCredential, ClientCredential, ClientOptions, Cloud, Inspection, Scopes, Target,
+        Tenant, TokenCache, TokenClient, TokenProvider, TokenResponse, inspect,
+        provider::{Flow, FlowSource},
+    },
+    secret::Secret,
+    time::{Clock, SystemClock},
+};
+use m365mail_sandbox::{Lifetimes, Sandbox, SandboxConfig, demo};
+use serde_json::{Value, json};
 
 use crate::GlobalArgs;
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct DemoArgs {}
+pub(crate) struct DemoArgs {
+    /// Concurrent callers in the cache single-flight step.
+    #[arg(long, default_value_t = 100)]
+    callers: usize,
+}
 
-pub(crate) async fn run(_args: DemoArgs, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Collects the demo's steps and prints them as text as they happen (or as one JSON document at the end).
+struct Report {
+    json: bool,
+    steps: Vec<Value>,
+}
+
+impl Report {
+    fn heading(&self, text: &str) {
+        if !self.json {
+            println!("\n== {text}");
+        }
+    }
+
+    fn line(&self, text: impl AsRef<str>) {
+        if !self.json {
+            println!("   {}", text.as_ref());
+        }
+    }
+
+    fn token(&mut self, step: &str, response: &TokenResponse) {
+        let inspection = inspect(response.access_token.expose(), &SystemClock);
+        let mut step_json = json!({
+            "step": step,
+            "ok": true,
+            "token_type": response.token_type,
+            "scope": response.scope,
+            "refresh_token": response.refresh_token.is_some(),
+            "claims": serde_json::to_value(&inspection).unwrap_or(Value::Null),
+        });
+        match &inspection {
+            Inspection::Jwt(info) => {
+                self.line(format!("aud:      {}", info.aud.join(", ")));
+                self.line(format!("iss:      {}", info.iss.as_deref().unwrap_or("-")));
+                if let Some(user) = &info.user {
+                    self.line(format!("user:     {user}"));
+                }
+                self.line(format!(
+                    "appid:    {}",
+                    info.appid.as_deref().unwrap_or("-")
+                ));
+                if !info.scp.is_empty() {
+                    self.line(format!("scp:      {}", info.scp.join(" ")));
+                }
+                if !info.roles.is_empty() {
+                    self.line(format!("roles:    {}", info.roles.join(" ")));
+                }
+                self.line(format!(
+                    "expires:  in {} s; refresh token: {}",
+                    info.expires_in.unwrap_or(0),
+                    if response.refresh_token.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                ));
+                let serves: Vec<&str> = info
+                    .verdicts
+                    .iter()
+                    .filter(|v| v.usable)
+                    .map(|v| v.protocol)
+                    .collect();
+                self.line(format!("serves:   {}", display_list(&serves)));
+            }
+            Inspection::Opaque { reason } => self.line(reason),
+        }
+        if let Some(obj) = step_json.as_object_mut() {
+            obj.insert("kind".into(), json!("token"));
+        }
+        self.steps.push(step_json);
+    }
+
+    fn error(&mut self, step: &str, err: &AuthError) {
+        self.line(format!("refused:  {err}"));
+        self.steps.push(json!({
+            "step": step,
+            "ok": false,
+            "kind": "expected-error",
+            "class": err.class().to_string(),
+            "aadsts": err.entra().map(|e| e.error_codes.clone()).unwrap_or_default(),
+            "cause": err.cause(),
+            "remedy": err.remedy(),
+        }));
+    }
+}
+
+fn display_list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "nothing".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let mut report = Report {
+        json: global.json,
+        steps: Vec::new(),
+    };
+    // A 1-second device-code interval keeps the demo quick; everything else is Entra's default.
+    let sandbox = Sandbox::start(SandboxConfig {
+        lifetimes: Lifetimes {
+            device_poll_interval: Duration::from_secs(1),
+            ..Lifetimes::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await
+    .context("starting the embedded sandbox tenant")?;
+    if !report.json {
+        println!("m365mail demo: an offline Microsoft 365 tenant is running in this process.");
+        print!("{}", sandbox.summary());
+    }
+
+    let cloud = Cloud::custom(sandbox.base_url().as_str())?;
+    let authority = Authority::new(cloud.clone(), demo::TENANT_ID.parse::<Tenant>()?);
+    let options = ClientOptions {
+        extra_ca_pem: Some(sandbox.ca_pem().to_owned()),
+        ca_only: true,
+        ..ClientOptions::default()
+    };
+    let public = TokenClient::new(
+        authority.clone(),
+        demo::PUBLIC_APP_ID,
+        ClientCredential::Public,
+        options.clone(),
+    )?;
+    let delegated = |target| Scopes::for_target(target, Access::Delegated, &cloud);
+    let app_only = |target| Scopes::for_target(target, Access::AppOnly, &cloud);
+
+    report.heading(&format!(
+        "1. Password grant (ROPC) as {}, public client, IMAP scope",
+        demo::USER_UPN
+    ));
+    let password = Secret::new(demo::USER_PASSWORD);
+    let ropc = public
+        .password(demo::USER_UPN, &password, &delegated(Target::Imap))
+        .await?;
+    report.token("ropc", &ropc);
+
+    report.heading(
+        "2. Refresh token: the ROPC refresh token buys an SMTP token (rotated token returned)",
+    );
+    let refresh_token = ropc
+        .refresh_token
+        .clone()
+        .context("the sandbox returned no refresh token for offline_access")?;
+    let refreshed = public
+        .refresh(&refresh_token, &delegated(Target::Smtp))
+        .await?;
+    let rotated = refreshed
+        .refresh_token
+        .as_ref()
+        .is_some_and(|new| new.expose() != refresh_token.expose());
+    report.line(format!(
+        "rotated:  {}",
+        if rotated {
+            "yes, a new refresh token"
+        } else {
+            "no"
+        }
+    ));
+    report.token("refresh", &refreshed);
+
+    report.heading(&format!(
+        "3. Device code as {} (MFA user: device code satisfies MFA, ROPC cannot)",
+        demo::MFA_USER_UPN
+    ));
+    let admin = sandbox.admin().clone();
+    let json_mode = report.json;
+    let device = public
+        .device_code(
+            &delegated(Target::Pop),
+            move |code| {
+                if !json_mode {
+                    println!("   server:   {}", code.message);
+                    println!("   (the demo signs in for the user through the sandbox admin API)");
+                }
+                let user_code = code.user_code.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    if let Err(err) = admin.approve_device_code(&user_code, demo::MFA_USER_UPN) {
+                        eprintln!("m365mail demo: approving the device code failed: {err}");
+                    }
+                });
+            },
+            tokio::time::sleep(Duration::from_secs(60)),
+        )
+        .await?;
+    report.token("device-code", &device);
+
+    report.heading("4. Authorization code + PKCE with a loopback redirect listener");
+    let ca_pem = sandbox.ca_pem().to_owned();
+    let auth_code = public
+        .auth_code(
+            &delegated(Target::Imap),
+            &AuthCodeOptions {
+                login_hint: Some(demo::SECOND_USER_UPN.to_owned()),
+                timeout: Duration::from_secs(60),
+                ..AuthCodeOptions::default()
+            },
+            move |url| {
+                if !json_mode {
+                    println!("   browser:  {}", redact_query(url));
+                }
+                browse_and_sign_in(url.clone(), ca_pem);
+            },
+            tokio::time::sleep(Duration::from_secs(60)),
+        )
+        .await?;
+    report.token("auth-code-pkce", &auth_code);
+
+    report.heading("5. Client credentials with a secret: app-only Exchange (IMAP/POP/SMTP roles)");
+    let secret_client = TokenClient::new(
+        authority.clone(),
+        demo::CONFIDENTIAL_APP_ID,
+        ClientCredential::secret(Secret::new(demo::CONFIDENTIAL_APP_SECRET)),
+        options.clone(),
+    )?;
+    let app = secret_client
+        .client_credentials(&app_only(Target::Imap))
+        .await?;
+    report.token("client-secret", &app);
+
+    let certificate = demo::certificate();
+    let credential = Arc::new(CertificateCredential::from_pem(
+        certificate.certificate_pem.as_bytes(),
+        &Secret::new(certificate.private_key_pem.clone()),
+    )?);
+    for (number, alg, target, label) in [
+        (
+            6,
+            AssertionAlg::Rs256,
+            Target::Imap,
+            "RS256 + x5t, Exchange",
+        ),
+        (
+            7,
+            AssertionAlg::Ps256,
+            Target::Graph,
+            "PS256 + x5t#S256, Graph",
+        ),
+    ] {
+        report.heading(&format!(
+            "{number}. Client credentials with a certificate assertion ({label})"
+        ));
+        let client = TokenClient::new(
+            authority.clone(),
+            demo::CONFIDENTIAL_APP_ID,
+            ClientCredential::Certificate {
+                cert: Arc::clone(&credential),
+                alg,
+            },
+            options.clone(),
+        )?;
+        let token = client.client_credentials(&app_only(target)).await?;
+        report.token(
+            &format!("client-certificate-{alg:?}").to_lowercase(),
+            &token,
+        );
+    }
+
+    report.heading(
+        "8. What goes wrong in real tenants, as Entra answers it (the sandbox models each)",
+    );
+    let mfa = public
+        .password(
+            demo::MFA_USER_UPN,
+            &Secret::new(demo::MFA_USER_PASSWORD),
+            &delegated(Target::Imap),
+        )
+        .await;
+    expect_error(&mut report, "ropc-mfa-user", mfa)?;
+    let secret_id_client = TokenClient::new(
+        authority.clone(),
+        demo::CONFIDENTIAL_APP_ID,
+        ClientCredential::secret(Secret::new(demo::CONFIDENTIAL_APP_SECRET_ID)),
+        options.clone(),
+    )?;
+    let wrong_secret = secret_id_client
+        .client_credentials(&app_only(Target::Imap))
+        .await;
+    expect_error(&mut report, "secret-id-instead-of-value", wrong_secret)?;
+    let no_consent = TokenClient::new(
+        authority.clone(),
+        demo::NO_CONSENT_APP_ID,
+        ClientCredential::Public,
+        options.clone(),
+    )?
+    .password(demo::USER_UPN, &password, &delegated(Target::Imap))
+    .await;
+    expect_error(&mut report, "ropc-no-consent", no_consent)?;
+
+    report.heading(&format!(
+        "9. Token cache: {} concurrent callers, one token request (single flight), then cache hits",
+        args.callers
+    ));
+    single_flight(
+        &mut report,
+        &sandbox,
+        &public,
+        &authority,
+        &delegated(Target::Imap),
+        args.callers,
+    )
+    .await?;
+
+    sandbox.shutdown().await;
+    if report.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "steps": report.steps }))?
+        );
+    } else {
+        println!("\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records an error the demo provokes on purpose; success would mean the sandbox stopped modelling it.
+fn expect_error(
+    report: &mut Report,
+    step: &str,
+    result: Result<TokenResponse, AuthError>,
+) -> anyhow::Result<()> {
+    match result {
+        Err(err) => {
+            report.error(step, &err);
+            Ok(())
+        }
+        Ok(_) => {
+            anyhow::bail!("demo step {step}: expected Entra to refuse, but a token was issued")
+        }
+    }
+}
+
+async fn single_flight(
+    report: &mut Report,
+    sandbox: &Sandbox,
+    client: &TokenClient,
+    authority: &Authority,
+    scopes: &Scopes,
+    callers: usize,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary cache directory")?;
+    let cache = Arc::new(TokenCache::open(dir.path().join("token-cache.json"))?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let source = Arc::new(FlowSource {
+        client: client.clone(),
+        flow: Flow::Password {
+            username: demo::USER_UPN.to_owned(),
+            password: Secret::new(demo::USER_PASSWORD),
+        },
+    });
+    let key = CacheKey::new(authority, demo::PUBLIC_APP_ID, demo::USER_UPN, scopes);
+    let provider = Arc::new(TokenProvider::new(
+        source,
+        cache,
+        key,
+        scopes.clone(),
+        clock,
+    ));
+    let mut rounds = Vec::new();
+    for round in ["cold cache", "warm cache"] {
+        let before = sandbox.admin().stats().grant("password");
+        let started = std::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..callers {
+            let provider = Arc::clone(&provider);
+            tasks.spawn(async move { provider.token().await });
+        }
+        let mut ok = 0usize;
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("a caller task panicked")??;
+            ok += 1;
+        }
+        let requests = sandbox.admin().stats().grant("password") - before;
+        let elapsed = started.elapsed();
+        report.line(format!(
+            "{round}: {ok} callers got a token; token requests sent: {requests}; {:.1} ms",
+            elapsed.as_secs_f64() * 1000.0
+        ));
+        rounds.push(
+            json!({ "round": round, "callers": ok, "token_requests": requests,
+                            "elapsed_ms": elapsed.as_secs_f64() * 1000.0 }),
+        );
+    }
+    report
+        .steps
+        .push(json!({ "step": "single-flight", "ok": true, "kind": "cache", "rounds": rounds }));
+    Ok(())
+}
+
+/// The authorize URL without its query values (state and PKCE challenge are not for the terminal).
+fn redact_query(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    format!("{shown}?…")
+}
+
+/// Plays the user's browser: posts the sandbox's sign-in form (the authorize query plus credentials) and
+/// follows the redirect to the loopback listener.
+fn browse_and_sign_in(authorize: url::Url, ca_pem: String) {
+    tokio::spawn(async move {
+        if let Err(err) = sign_in(authorize, &ca_pem).await {
+            eprintln!("m365mail demo: the simulated browser failed: {err:#}");
+        }
+    });
+}
+
+async fn sign_in(authorize: url::Url, ca_pem: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes())?])
+        .build()?;
+    let mut form: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    form.push(("username".into(), demo::SECOND_USER_UPN.into()));
+    form.push(("password".into(), demo::SECOND_USER_PASSWORD.into()));
+    let mut post = authorize.clone();
+    post.set_query(None);
+    let answer = http.post(post).form(&form).send().await?;
+    let status = answer.status();
+    let Some(location) = answer.headers().get(reqwest::header::LOCATION).cloned() else {
+        let body = answer.text().await.unwrap_or_default();
+        anyhow::bail!("the sign-in form answered {status} without a redirect: {body}");
+    };
+    let location = location.to_str()?.to_owned();
+    // The registered redirect is http://localhost (any port); the listener is on 127.0.0.1.
+    let location = location.replacen("//localhost:", "//127.0.0.1:", 1);
+    http.get(location).send().await?.error_for_status()?;
+    Ok(())
 }
