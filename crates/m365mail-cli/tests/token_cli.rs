@@ -417,3 +417,37 @@ async fn device_code_flow_shows_the_message_and_polls_until_approved() {
     assert_eq!(code, 8, "{all}");
     assert_eq!(json["error"]["error"], "authorization_declined", "{json}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_processes_share_one_token_request() {
+    let e = env().await;
+    let before = e.sbx.admin().stats().grant("client_credentials");
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = e.get(&[
+                "--flow",
+                "client-secret",
+                "--client-id",
+                demo::CONFIDENTIAL_APP_ID,
+            ]);
+            c.env("M365MAIL_CLIENT_SECRET", demo::CONFIDENTIAL_APP_SECRET);
+            tokio::spawn(run(c))
+        })
+        .collect();
+    let mut origins = Vec::new();
+    for r in runs {
+        let (code, json, all) = r.await.unwrap();
+        assert_eq!(code, 0, "{all}");
+        origins.push(json["origin"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        e.sbx.admin().stats().grant("client_credentials"),
+        before + 1,
+        "six processes, one token request: {origins:?}"
+    );
+    assert_eq!(
+        origins.iter().filter(|o| *o == "flow").count(),
+        1,
+        "{origins:?}"
+    );
+}

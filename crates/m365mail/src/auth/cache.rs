@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 use super::authority::Authority;
 use super::error::AuthError;
@@ -252,6 +253,31 @@ impl TokenCache {
         }
     }
 
+    /// Takes the cross-process renewal lock of `key` (blocking until other processes release it). Held while
+    /// one process refreshes or runs a flow, so concurrent processes wait and then reuse its token instead of
+    /// all asking Entra. `None` for a memory cache. Released when the guard drops.
+    pub fn lock_key(&self, key: &CacheKey) -> Result<Option<KeyLock>, AuthError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let locks = dir.join("locks");
+        if !locks.exists() {
+            create_private_dir(&locks).map_err(|e| cache_err(path, format!("lock dir: {e}")))?;
+        }
+        // One lock file per key, named by a hash so no account or scope appears in file names.
+        let digest = sha2::Sha256::digest(key.id().as_bytes());
+        let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        let file = open_private(&locks.join(format!("{name}.lock")))
+            .map_err(|e| cache_err(path, format!("key lock: {e}")))?;
+        file.lock()
+            .map_err(|e| cache_err(path, format!("key lock: {e}")))?;
+        Ok(Some(KeyLock { _file: file }))
+    }
+
     /// The file path (None for memory).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -411,9 +437,13 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-fn open_lock_file(path: &Path) -> Result<File, AuthError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
+/// Holds a per-key cross-process lock (see [`TokenCache::lock_key`]); unlocks on drop.
+#[derive(Debug)]
+pub struct KeyLock {
+    _file: File,
+}
+
+fn open_private(path: &Path) -> std::io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -421,8 +451,13 @@ fn open_lock_file(path: &Path) -> Result<File, AuthError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(0o600);
     }
-    opts.open(&lock_path)
-        .map_err(|e| cache_err(path, format!("lock file: {e}")))
+    opts.open(path)
+}
+
+fn open_lock_file(path: &Path) -> Result<File, AuthError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    open_private(Path::new(&lock_path)).map_err(|e| cache_err(path, format!("lock file: {e}")))
 }
 
 fn read_file(path: &Path) -> Result<CacheFile, AuthError> {
@@ -654,6 +689,46 @@ mod tests {
         assert_eq!(cache.list().unwrap().len(), 80);
         let text = fs::read_to_string(&path).unwrap();
         assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+    }
+
+    #[test]
+    fn key_lock_excludes_other_holders_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let a = TokenCache::open(&path).unwrap();
+        let guard = a.lock_key(&key("secret-account@x")).unwrap().unwrap();
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = released.clone();
+        let path2 = path.clone();
+        // A second cache instance stands in for a second process.
+        let waiter = std::thread::spawn(move || {
+            let b = TokenCache::open(&path2).unwrap();
+            let _g = b.lock_key(&key("secret-account@x")).unwrap().unwrap();
+            flag.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        released.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(guard);
+        assert!(
+            waiter.join().unwrap(),
+            "the second holder got the lock only after the first released it"
+        );
+        // Another key is independent; lock file names reveal no account.
+        let _g = a.lock_key(&key("other@x")).unwrap().unwrap();
+        let _h = a.lock_key(&key("third@x"));
+        for entry in fs::read_dir(dir.path().join("locks")).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains("account") && name.ends_with(".lock"),
+                "{name}"
+            );
+        }
+        assert!(
+            TokenCache::in_memory()
+                .lock_key(&key("u"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub mod scopes;
 
 pub use assertion::{AssertionAlg, CertificateCredential};
 pub use authority::{Authority, Cloud, Tenant};
-pub use cache::{CacheKey, CachedToken, SecretStore, TokenCache};
+pub use cache::{CacheKey, CachedToken, KeyLock, SecretStore, TokenCache};
 pub use client::{AuthCodeOptions, ClientCredential, ClientOptions, RetryPolicy, TokenClient};
 pub use device_code::{DeviceCode, DevicePoller};
 pub use error::{AuthError, EntraError, ErrorClass, Grant};

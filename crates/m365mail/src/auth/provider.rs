@@ -3,8 +3,8 @@
 //! `token()` returns the cached access token while it is fresh (default margin 5 minutes), else redeems the
 //! cached refresh token (saving the rotated one), else runs the configured flow. Concurrent callers for the
 //! same cache key in one process wait for a single in-flight request (a per-key async mutex in a process-wide
-//! registry) and then read its result from the cache; across processes the cache file lock keeps the file
-//! consistent.
+//! registry) and then read its result from the cache; across processes a per-key lock file next to the
+//! cache does the same (a second process waits, then finds the first one's token in the cache).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -249,6 +249,11 @@ impl TokenProvider {
         if let Some(hit) = self.fresh_cached().await? {
             return Ok(hit);
         }
+        // The same across processes: wait for another process renewing this key, then reuse its token.
+        let _key_lock = self.cache_op(|c, k| c.lock_key(k)).await?;
+        if let Some(hit) = self.fresh_cached().await? {
+            return Ok(hit);
+        }
         self.renew().await
     }
 
@@ -256,6 +261,7 @@ impl TokenProvider {
     pub async fn force_renew(&self) -> Result<AccessToken, AuthError> {
         let lock = flight_lock(&self.key);
         let _guard = lock.lock().await;
+        let _key_lock = self.cache_op(|c, k| c.lock_key(k)).await?;
         self.renew().await
     }
 
