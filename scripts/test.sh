@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (Python: MSAL)"
+step "installing test dependencies (curl, Python MSAL)"
+if ! command -v curl >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
+fi
 python3 -m pip install --disable-pip-version-check --quiet -r tests/msal/requirements.txt
 python3 -c 'import msal; print("msal", msal.__version__)'
 
