@@ -98,6 +98,9 @@ pub(crate) struct GetArgs {
     /// Ignore a cached access token (a cached refresh token is still used).
     #[arg(long)]
     force: bool,
+    /// Reuse a cached access token only if it stays valid this many more seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    margin: u64,
     /// Print the access token (text: alone on stdout; JSON: the `access_token` field).
     #[arg(long)]
     show_token: bool,
@@ -501,7 +504,8 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         key,
         scopes.clone(),
         Arc::new(SystemClock),
-    );
+    )
+    .with_margin(std::time::Duration::from_secs(args.margin));
     let fut = async {
         if args.force || flow == FlowName::Refresh {
             provider.force_renew().await

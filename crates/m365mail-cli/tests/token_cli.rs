@@ -130,6 +130,21 @@ async fn password_flow_caches_reuses_and_inspects() {
     assert_eq!(e.sbx.admin().stats().endpoint("token"), before);
     let token = json["access_token"].as_str().unwrap().to_owned();
 
+    // A margin longer than the token's lifetime: the cached access token is stale, the refresh token is used.
+    let (code, json, all) = run(e.get(&[
+        "--flow",
+        "password",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::USER_UPN,
+        "--margin",
+        "4000",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(json["origin"], "refresh");
+
     // --flow refresh redeems the cached refresh token.
     let (code, json, all) = run(e.get(&[
         "--flow",

@@ -1,4 +1,4 @@
-//! m365mail: a Microsoft 365 mail connector.
+//! m365mail: a Microsoft 365 mail connector. See also `README.md` in this crate.
 //!
 //! This crate currently holds the auth layer:
 //! - [`secret::Secret`]: a redacting, zeroizing string for passwords, client secrets, keys and tokens;
