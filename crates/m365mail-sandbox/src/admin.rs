@@ -8,6 +8,8 @@
 //! |---|---|---|
 //! | `GET /_sandbox/admin/stats` | – | [`RequestStats`] |
 //! | `POST /_sandbox/admin/stats/reset` | – | `{}` |
+//! | `POST /_sandbox/admin/faults/token` | `{"kind": "throttled", "retry_after_seconds": 2, "count": 1}` (kinds: [`TokenFault`]) | `{}` |
+//! | `POST /_sandbox/admin/faults/clear` | – | `{}` |
 //! | `GET /_sandbox/admin/device-codes` | – | `[`[`PendingDeviceCode`]`]` |
 //! | `POST /_sandbox/admin/device-codes/{user_code}/approve` | `{"username": upn}` | `{"user_code", "status": "approved"}` |
 //! | `POST /_sandbox/admin/device-codes/{user_code}/decline` | – | `{"user_code", "status": "declined"}` |
@@ -136,6 +138,35 @@ pub struct AppRolesChange {
     /// Role values (`IMAP.AccessAsApp`).
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// A transient failure the token endpoint answers with instead of handling a request, for testing
+/// clients' retry logic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenFault {
+    /// HTTP 429, `temporarily_unavailable`, AADSTS90055, with `Retry-After`.
+    Throttled {
+        /// The `Retry-After` value in seconds.
+        retry_after_seconds: u64,
+    },
+    /// HTTP 503, `temporarily_unavailable`, AADSTS50033.
+    TemporarilyUnavailable,
+    /// HTTP 500, `server_error`, AADSTS90006.
+    ServerError,
+}
+
+impl TokenFault {
+    pub(crate) fn to_entra_error(&self) -> crate::identity::errors::EntraError {
+        use crate::identity::errors::EntraError;
+        match self {
+            Self::Throttled {
+                retry_after_seconds,
+            } => EntraError::throttled(*retry_after_seconds),
+            Self::TemporarilyUnavailable => EntraError::temporarily_unavailable(),
+            Self::ServerError => EntraError::server_error(),
+        }
+    }
 }
 
 /// A device code waiting for the user (no secret device code in it).
@@ -424,6 +455,17 @@ impl AdminHandle {
         })
     }
 
+    /// Answers the next `count` token requests with `fault` instead of handling them (they are still
+    /// counted in the stats). Replaces faults injected earlier; `count` 0 clears them.
+    pub fn inject_token_faults(&self, fault: TokenFault, count: u32) {
+        *lock(&self.state.token_faults) = (count > 0).then_some((fault, count));
+    }
+
+    /// Removes injected faults.
+    pub fn clear_token_faults(&self) {
+        *lock(&self.state.token_faults) = None;
+    }
+
     /// The request counters.
     pub fn stats(&self) -> RequestStats {
         lock(&self.state.stats).clone()
@@ -521,6 +563,25 @@ struct ExpireSecretRequest {
 struct EnabledRequest {
     #[serde(default)]
     enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct FaultRequest {
+    #[serde(flatten)]
+    fault: TokenFault,
+    count: u32,
+}
+
+async fn http_inject_faults(State(state): AdminState, bytes: Bytes) -> AdminResult {
+    let request: FaultRequest = serde_json::from_slice(&bytes)
+        .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
+    handle(state).inject_token_faults(request.fault, request.count);
+    Ok(Json(json!({})).into_response())
+}
+
+async fn http_clear_faults(State(state): AdminState) -> Json<serde_json::Value> {
+    handle(state).clear_token_faults();
+    Json(json!({}))
 }
 
 async fn http_stats(State(state): AdminState) -> Json<RequestStats> {
@@ -656,6 +717,8 @@ pub(crate) fn router() -> Router<Arc<SandboxState>> {
     Router::new()
         .route("/_sandbox/admin/stats", get(http_stats))
         .route("/_sandbox/admin/stats/reset", post(http_reset_stats))
+        .route("/_sandbox/admin/faults/token", post(http_inject_faults))
+        .route("/_sandbox/admin/faults/clear", post(http_clear_faults))
         .route("/_sandbox/admin/device-codes", get(http_device_codes))
         .route(
             "/_sandbox/admin/device-codes/{user_code}/approve",

@@ -203,6 +203,7 @@ impl Sandbox {
             lifetimes: config.lifetimes,
             clock: config.clock,
             base_url: base_url.clone(),
+            token_faults: Mutex::new(None),
         });
         let router = identity::router()
             .merge(admin::router())

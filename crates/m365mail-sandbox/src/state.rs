@@ -10,7 +10,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::{Lifetimes, clock::Clock, identity::crypto::SigningKey, tenant::TenantModel};
+use crate::{
+    Lifetimes, admin::TokenFault, clock::Clock, identity::crypto::SigningKey, tenant::TenantModel,
+};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data stays consistent
 /// because every critical section is a few field updates).
@@ -29,6 +31,8 @@ pub(crate) struct SandboxState {
     pub(crate) clock: Arc<dyn Clock>,
     /// `https://127.0.0.1:port/`, always with a trailing slash.
     pub(crate) base_url: Url,
+    /// Faults to answer the next token requests with, and how many remain.
+    pub(crate) token_faults: Mutex<Option<(TokenFault, u32)>>,
 }
 
 impl SandboxState {
@@ -43,6 +47,18 @@ impl SandboxState {
             .by_grant_type
             .entry(grant_type.to_string())
             .or_default() += 1;
+    }
+
+    /// Takes one injected fault, if any remain.
+    pub(crate) fn take_token_fault(&self) -> Option<TokenFault> {
+        let mut faults = lock(&self.token_faults);
+        let (fault, remaining) = faults.as_mut()?;
+        let fault = fault.clone();
+        *remaining -= 1;
+        if *remaining == 0 {
+            *faults = None;
+        }
+        Some(fault)
     }
 
     pub(crate) fn now(&self) -> SystemTime {

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::{
     SandboxError,
     identity::{
-        TenantAlias,
+        TenantAlias, add_token_headers, client_request_id,
         crypto::{random_url_safe, random_user_code},
         errors::EntraError,
         html_escape, parse_form,
@@ -34,13 +34,17 @@ use crate::{
 pub(crate) async fn device_code(
     State(state): State<Arc<SandboxState>>,
     Path(tenant_segment): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     state.count_endpoint("devicecode");
-    match start_device_flow(&state, &tenant_segment, &body) {
+    let request_id = client_request_id(&headers);
+    let mut response = match start_device_flow(&state, &tenant_segment, &body) {
         Ok(response) => Json(response).into_response(),
-        Err(error) => error.into_response_at(state.clock.as_ref()),
-    }
+        Err(error) => error.into_response_correlated(state.clock.as_ref(), request_id.as_deref()),
+    };
+    add_token_headers(&mut response, request_id.as_deref());
+    response
 }
 
 fn start_device_flow(

@@ -23,8 +23,19 @@ pub(crate) struct EntraError {
     pub(crate) code: Option<u32>,
     pub(crate) message: String,
     pub(crate) suberror: Option<&'static str>,
+    /// Rarely present fields, boxed to keep `Result<_, EntraError>` small.
+    pub(crate) extras: Option<Box<ErrorExtras>>,
+}
+
+/// Fields only some answers carry.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ErrorExtras {
+    /// A Conditional Access claims challenge.
     pub(crate) claims: Option<String>,
+    /// With `user_password_expired`.
     pub(crate) password_change_url: Option<String>,
+    /// Seconds for a `Retry-After` header (throttling).
+    pub(crate) retry_after_seconds: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -54,8 +65,7 @@ impl EntraError {
             code: Some(code),
             message: message.into(),
             suberror: None,
-            claims: None,
-            password_change_url: None,
+            extras: None,
         }
     }
 
@@ -74,9 +84,24 @@ impl EntraError {
 
     /// The JSON body with a fresh trace id and the given clock's timestamp.
     pub(crate) fn into_response_at(self, clock: &dyn Clock) -> Response {
+        self.into_response_correlated(clock, None)
+    }
+
+    /// As [`EntraError::into_response_at`], with the client's `client-request-id` as the correlation
+    /// id, as Entra does.
+    pub(crate) fn into_response_correlated(
+        self,
+        clock: &dyn Clock,
+        client_request_id: Option<&str>,
+    ) -> Response {
+        let extras = self
+            .extras
+            .clone()
+            .map(|extras| *extras)
+            .unwrap_or_default();
         let timestamp = format_timestamp(clock.unix_seconds());
         let trace_id = random_guid();
-        let correlation_id = random_guid();
+        let correlation_id = client_request_id.map_or_else(random_guid, str::to_string);
         let description = match self.code {
             Some(code) => format!("AADSTS{code}: {}", self.message),
             None => self.message.clone(),
@@ -94,10 +119,51 @@ impl EntraError {
                 .code
                 .map(|code| format!("https://login.microsoftonline.com/error?code={code}")),
             suberror: self.suberror,
-            claims: self.claims.as_deref(),
-            password_change_url: self.password_change_url.as_deref(),
+            claims: extras.claims.as_deref(),
+            password_change_url: extras.password_change_url.as_deref(),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = extras.retry_after_seconds {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
+    }
+
+    // ---- injected faults (admin API) ------------------------------------------------------------
+
+    pub(crate) fn throttled(retry_after_seconds: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            90055,
+            "There are too many incoming requests. The request was throttled; retry after the delay in the Retry-After header.",
+        );
+        error.extras = Some(Box::new(ErrorExtras {
+            retry_after_seconds: Some(retry_after_seconds),
+            ..ErrorExtras::default()
+        }));
+        error
+    }
+
+    pub(crate) fn temporarily_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            50033,
+            "A transient error has occurred. Please try again.",
+        )
+    }
+
+    pub(crate) fn server_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            90006,
+            "An external server returned a retryable error. Please try again.",
+        )
     }
 
     // ---- request shape -------------------------------------------------------------------------
@@ -345,7 +411,10 @@ impl EntraError {
     pub(crate) fn password_expired(base_url: &str) -> Self {
         let mut error = Self::bad_request("invalid_grant", 50055, "The password is expired.")
             .with_suberror("user_password_expired");
-        error.password_change_url = Some(format!("{base_url}ChangePassword.aspx"));
+        error.extras = Some(Box::new(ErrorExtras {
+            password_change_url: Some(format!("{base_url}ChangePassword.aspx")),
+            ..ErrorExtras::default()
+        }));
         error
     }
 
@@ -358,10 +427,13 @@ impl EntraError {
             ),
         )
         .with_suberror("basic_action");
-        error.claims = Some(
-            r#"{"access_token":{"capolids":{"essential":true,"values":["5a3b6c1d-0000-4000-8000-00000000f0a0"]}}}"#
-                .to_string(),
-        );
+        error.extras = Some(Box::new(ErrorExtras {
+            claims: Some(
+                r#"{"access_token":{"capolids":{"essential":true,"values":["5a3b6c1d-0000-4000-8000-00000000f0a0"]}}}"#
+                    .to_string(),
+            ),
+            ..ErrorExtras::default()
+        }));
         error
     }
 

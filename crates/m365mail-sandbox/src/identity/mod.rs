@@ -97,6 +97,34 @@ impl TenantAlias {
     }
 }
 
+/// The client's `client-request-id` header when it is a GUID (Entra uses it as the correlation id and
+/// echoes it back).
+pub(crate) fn client_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("client-request-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| uuid::Uuid::parse_str(value).ok())
+        .map(|id| id.to_string())
+}
+
+/// Headers of every token-endpoint answer: tokens must not be cached (RFC 6749 §5.1), and the
+/// client's request id comes back.
+pub(crate) fn add_token_headers(
+    response: &mut axum::response::Response,
+    client_request_id: Option<&str>,
+) {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if let Some(id) = client_request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        headers.insert("client-request-id", id);
+    }
+}
+
 /// HTML-escapes text for the sign-in pages.
 pub(crate) fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")

@@ -13,11 +13,12 @@ use serde_json::Value;
 
 use crate::{
     identity::{
-        FormParams, TenantAlias,
+        FormParams, TenantAlias, add_token_headers,
         client_auth::{
             PresentedCredential, PublicClientRule, TokenEndpointContext, authenticate,
             presented_credential,
         },
+        client_request_id,
         crypto::{b64url, sha256},
         errors::EntraError,
         parse_form,
@@ -51,10 +52,15 @@ pub(crate) async fn token(
     state.count_endpoint("token");
     let params = parse_form(&body);
     state.count_grant(params.get("grant_type").unwrap_or("(none)"));
+    let request_id = client_request_id(&headers);
     let grant_type = params.get("grant_type").unwrap_or("(none)");
     let client_id = params.get("client_id").unwrap_or("(none)");
+    let outcome = match state.take_token_fault() {
+        Some(fault) => Err(fault.to_entra_error()),
+        None => handle_token_request(&state, &tenant_segment, &params, &headers),
+    };
     // Only identifiers and outcomes are logged: never passwords, secrets, assertions or tokens.
-    match handle_token_request(&state, &tenant_segment, &params, &headers) {
+    let mut response = match outcome {
         Ok(response) => {
             tracing::debug!(tenant = %tenant_segment, grant_type, client_id, "token issued");
             Json(response).into_response()
@@ -68,9 +74,11 @@ pub(crate) async fn token(
                 code = error.code,
                 "token request refused"
             );
-            error.into_response_at(state.clock.as_ref())
+            error.into_response_correlated(state.clock.as_ref(), request_id.as_deref())
         }
-    }
+    };
+    add_token_headers(&mut response, request_id.as_deref());
+    response
 }
 
 fn handle_token_request(

@@ -330,3 +330,87 @@ async fn user_revocation_over_http() {
         .await
         .assert_error(400, "invalid_grant", 50173);
 }
+
+#[tokio::test]
+async fn injected_faults_answer_the_next_token_requests_then_stop() {
+    let sandbox = start().await;
+    let client_credentials = || {
+        sandbox
+            .http
+            .post(sandbox.token_url(demo::TENANT_ID))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", demo::CONFIDENTIAL_APP_ID),
+                ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
+                ("scope", demo::EXCHANGE_APP_SCOPE),
+            ])
+    };
+    sandbox
+        .admin_post(
+            "faults/token",
+            json!({"kind": "throttled", "retry_after_seconds": 7, "count": 2}),
+        )
+        .await
+        .assert_ok();
+    for _ in 0..2 {
+        let response = client_credentials().send().await.unwrap();
+        assert_eq!(response.headers()["retry-after"], "7");
+        crate::common::answer(response)
+            .await
+            .assert_error(429, "temporarily_unavailable", 90055);
+    }
+    crate::common::answer(client_credentials().send().await.unwrap())
+        .await
+        .assert_ok();
+
+    let admin = sandbox.sandbox.admin();
+    admin.inject_token_faults(
+        m365mail_sandbox::admin::TokenFault::TemporarilyUnavailable,
+        1,
+    );
+    crate::common::answer(client_credentials().send().await.unwrap())
+        .await
+        .assert_error(503, "temporarily_unavailable", 50033);
+    admin.inject_token_faults(m365mail_sandbox::admin::TokenFault::ServerError, 5);
+    crate::common::answer(client_credentials().send().await.unwrap())
+        .await
+        .assert_error(500, "server_error", 90006);
+    sandbox
+        .admin_post("faults/clear", json!({}))
+        .await
+        .assert_ok();
+    crate::common::answer(client_credentials().send().await.unwrap())
+        .await
+        .assert_ok();
+    // Faulted requests are still counted: a client's retries are visible.
+    assert_eq!(admin.stats().grant("client_credentials"), 6);
+}
+
+#[tokio::test]
+async fn token_answers_are_not_cacheable_and_echo_the_client_request_id() {
+    let sandbox = start().await;
+    let request_id = "0b0e0e0f-1234-4abc-8def-0123456789ab";
+    let response = sandbox
+        .http
+        .post(sandbox.token_url(demo::TENANT_ID))
+        .header("client-request-id", request_id)
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", demo::PUBLIC_APP_ID),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store, no-cache");
+    assert_eq!(response.headers()["pragma"], "no-cache");
+    assert_eq!(response.headers()["client-request-id"], request_id);
+    let answer = crate::common::answer(response).await;
+    answer.assert_error(400, "invalid_request", 900144);
+    assert_eq!(answer.body["correlation_id"], request_id);
+    assert!(
+        answer.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Correlation ID: {request_id}"))
+    );
+}
