@@ -481,6 +481,29 @@ impl TenantModel {
                 for certificate in &app.certificates {
                     certificate.der()?;
                 }
+                let resource_ids = app
+                    .delegated_grants
+                    .iter()
+                    .map(|grant| &grant.resource)
+                    .chain(app.app_role_grants.iter().map(|grant| &grant.resource));
+                for resource in resource_ids {
+                    if tenant.resource(resource).is_none() {
+                        return Err(SandboxError::TenantModel(format!(
+                            "app {} has a grant on resource {resource}, which tenant {} does not have",
+                            app.client_id, tenant.id
+                        )));
+                    }
+                }
+                for grant in &app.delegated_grants {
+                    if let Some(upn) = &grant.user
+                        && tenant.user(upn).is_none()
+                    {
+                        return Err(SandboxError::TenantModel(format!(
+                            "app {} has a consent of user {upn}, who is not in tenant {}",
+                            app.client_id, tenant.id
+                        )));
+                    }
+                }
             }
         }
         Ok(())

@@ -216,3 +216,40 @@ async fn a_stalled_tls_handshake_does_not_block_other_clients() {
     .expect("answered while another handshake is stalled");
     answer.assert_ok();
 }
+
+#[tokio::test]
+async fn https_negotiates_http2_and_serves_many_concurrent_requests() {
+    let sandbox = start().await;
+    let response = sandbox
+        .http
+        .get(sandbox.url(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+
+    let requests = (0..100).map(|_| {
+        let http = sandbox.http.clone();
+        let url = sandbox.token_url(demo::TENANT_ID);
+        tokio::spawn(async move {
+            http.post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", demo::CONFIDENTIAL_APP_ID),
+                    ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
+                    ("scope", demo::EXCHANGE_APP_SCOPE),
+                ])
+                .send()
+                .await
+                .map(|response| response.status())
+        })
+    });
+    let handles: Vec<_> = requests.collect();
+    for handle in handles {
+        assert_eq!(handle.await.unwrap().unwrap(), reqwest::StatusCode::OK);
+    }
+    assert_eq!(
+        sandbox.sandbox.admin().stats().grant("client_credentials"),
+        100
+    );
+}
