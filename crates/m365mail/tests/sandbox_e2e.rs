@@ -635,10 +635,16 @@ fn drive_browser(url: url::Url, ca_pem: String, forge_state: Option<&'static str
             "sign-in answered {}",
             resp.status()
         );
+        // Alternate between the IPv4 and (when the host has it) IPv6 loopback listeners.
+        let host = if forge_state.is_none() && std::net::TcpListener::bind("[::1]:0").is_ok() {
+            "[::1]"
+        } else {
+            "127.0.0.1"
+        };
         let location = resp.headers()["location"]
             .to_str()
             .unwrap()
-            .replace("localhost", "127.0.0.1");
+            .replace("localhost", host);
         let mut target = url::Url::parse(&location).unwrap();
         if let Some(forged) = forge_state {
             let pairs: Vec<(String, String)> = target

@@ -442,7 +442,7 @@ impl TokenClient {
         self.token_request(Grant::AuthCode, &params).await
     }
 
-    /// Auth code + PKCE with a loopback redirect listener on 127.0.0.1. `open_browser` receives the authorize
+    /// Auth code + PKCE with a loopback redirect listener on 127.0.0.1 (and ::1 on the same port if available). `open_browser` receives the authorize
     /// URL (open it in a browser, print it, or drive it from a test); the listener answers the redirect with a
     /// small HTML page, checks `state`, and the code is redeemed.
     pub async fn auth_code(
@@ -460,6 +460,8 @@ impl TokenClient {
             .local_addr()
             .map_err(|e| AuthError::Redirect(e.to_string()))?
             .port();
+        // `localhost` may resolve to ::1 first in the browser: listen there too on the same port when possible.
+        let listener6 = TcpListener::bind(("::1", port)).await.ok();
         let redirect_uri = format!("http://{}:{port}", options.redirect_host);
         let state = random_b64url(24);
         let pkce = Pkce::generate();
@@ -470,13 +472,13 @@ impl TokenClient {
         let code = tokio::select! {
             biased;
             () = &mut cancel => return Err(AuthError::Cancelled),
-            r = tokio::time::timeout(options.timeout, wait_for_redirect(&listener, &state)) => match r {
+            r = tokio::time::timeout(options.timeout, wait_for_redirect(&listener, listener6.as_ref(), &state)) => match r {
                 Ok(r) => r?,
                 Err(_) => return Err(AuthError::Redirect(format!(
                     "no redirect within {} s", options.timeout.as_secs()))),
             },
         };
-        drop(listener);
+        drop((listener, listener6));
         self.redeem_code(&code, &redirect_uri, &pkce.verifier, scopes)
             .await
     }
@@ -641,12 +643,20 @@ fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
 }
 
 /// Accepts loopback connections until one carries `code` or `error`; answers each with a small page.
-async fn wait_for_redirect(listener: &TcpListener, state: &str) -> Result<Secret, AuthError> {
+async fn wait_for_redirect(
+    listener: &TcpListener,
+    listener6: Option<&TcpListener>,
+    state: &str,
+) -> Result<Secret, AuthError> {
     loop {
-        let (mut stream, _) = listener
-            .accept()
-            .await
-            .map_err(|e| AuthError::Redirect(format!("accept: {e}")))?;
+        let accepted = match listener6 {
+            Some(l6) => tokio::select! {
+                r = listener.accept() => r,
+                r = l6.accept() => r,
+            },
+            None => listener.accept().await,
+        };
+        let (mut stream, _) = accepted.map_err(|e| AuthError::Redirect(format!("accept: {e}")))?;
         let mut buf = Vec::with_capacity(2048);
         let mut chunk = [0u8; 2048];
         // Read the request head only (bounded to 16 KiB).
