@@ -178,6 +178,7 @@ fn error_json(err: &anyhow::Error) -> serde_json::Value {
             e["suberror"] = json!(entra.suberror);
             e["trace_id"] = json!(entra.trace_id);
             e["correlation_id"] = json!(entra.correlation_id);
+            e["client_request_id"] = json!(entra.client_request_id);
         }
     }
     json!({ "ok": false, "error": e })

@@ -125,6 +125,10 @@ async fn ropc_modelled_errors() {
     assert!(!e.is_transient());
     // Never retried automatically: exactly one request reached the sandbox.
     assert_eq!(sbx.admin().stats().grant("password"), before + 1);
+    // The sandbox echoes our client-request-id as the correlation id (as Entra does): a GUID is there.
+    let entra = e.entra().unwrap();
+    assert_eq!(entra.correlation_id, entra.client_request_id, "{entra:?}");
+    assert!(entra.client_request_id.is_some());
     let shown = e.to_string();
     assert!(
         shown.contains("AADSTS50126 InvalidUserNameOrPassword"),

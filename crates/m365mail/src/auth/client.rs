@@ -323,7 +323,7 @@ impl TokenClient {
             form.push(("client_secret", secret.expose()));
         }
         tracing::debug!(url = %url, "device code request");
-        let (status, retry_after, body) = self.send(&url, &form, None).await?;
+        let (status, retry_after, body, request_id) = self.send(&url, &form, None).await?;
         let now = self.inner.clock.now();
         if (200..300).contains(&status) {
             let code = DeviceCode::parse(&body, now, url.as_str())?;
@@ -334,7 +334,7 @@ impl TokenClient {
             );
             return Ok(code);
         }
-        Err(error_reply(&url, status, retry_after, &body))
+        Err(error_reply(&url, status, retry_after, &body, request_id))
     }
 
     /// One poll of the token endpoint with a device code.
@@ -540,14 +540,14 @@ impl TokenClient {
             }
         }
         tracing::debug!(%grant, url = %url, "token request");
-        let (status, retry_after, body) = self.send(&url, &form, basic).await?;
+        let (status, retry_after, body, request_id) = self.send(&url, &form, basic).await?;
         let now = self.inner.clock.now();
         if (200..300).contains(&status) {
             let token = TokenResponse::parse(&body, now, url.as_str())?;
             tracing::debug!(%grant, status, expires_in = token.expires_in.as_secs(), refresh_token = token.refresh_token.is_some(), "token issued");
             return Ok(token);
         }
-        let err = error_reply(&url, status, retry_after, &body);
+        let err = error_reply(&url, status, retry_after, &body, request_id);
         tracing::debug!(%grant, status, class = %err.class(), codes = ?err.entra().map(|e| &e.error_codes), "token request refused");
         Err(err)
     }
@@ -557,13 +557,20 @@ impl TokenClient {
         url: &Url,
         form: &[(&str, &str)],
         basic: Option<&Secret>,
-    ) -> Result<(u16, Option<Duration>, Vec<u8>), AuthError> {
+    ) -> Result<(u16, Option<Duration>, Vec<u8>, String), AuthError> {
         let mut req = self
             .inner
             .http
             .post(url.clone())
             .form(form)
             .header("Accept", "application/json");
+        // Like MSAL: a per-request id Entra records (and returns as the correlation id), so a failed sign-in
+        // can be found in the tenant's sign-in logs from our debug log alone.
+        let request_id = uuid::Uuid::new_v4().to_string();
+        tracing::debug!(client_request_id = %request_id, url = %url, "sending");
+        req = req
+            .header("client-request-id", &request_id)
+            .header("return-client-request-id", "true");
         if let Some(secret) = basic {
             // RFC 6749 §2.3.1: form-encode id and secret before Basic encoding.
             let enc =
@@ -579,14 +586,21 @@ impl TokenClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = resp.bytes().await.map_err(|e| transport_error(url, &e))?;
-        Ok((status, retry_after, body.to_vec()))
+        Ok((status, retry_after, body.to_vec(), request_id))
     }
 }
 
 /// Turns a non-2xx reply into an error: Entra JSON if it parses, else `UnexpectedReply` with an excerpt.
-fn error_reply(url: &Url, status: u16, retry_after: Option<Duration>, body: &[u8]) -> AuthError {
+fn error_reply(
+    url: &Url,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    request_id: String,
+) -> AuthError {
     if let Some(mut e) = EntraError::parse(status, body) {
         e.retry_after = retry_after;
+        e.client_request_id = Some(request_id);
         return e.into();
     }
     let text = String::from_utf8_lossy(body);

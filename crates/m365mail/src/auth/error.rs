@@ -63,6 +63,8 @@ pub struct EntraError {
     pub password_change_url: Option<String>,
     /// The `Retry-After` header, when present.
     pub retry_after: Option<Duration>,
+    /// The `client-request-id` this client sent (Entra logs it; usually equal to `correlation_id`).
+    pub client_request_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +128,7 @@ impl EntraError {
             error_uri: raw.error_uri,
             password_change_url: raw.password_change_url,
             retry_after: None,
+            client_request_id: None,
         })
     }
 
@@ -242,6 +245,11 @@ impl fmt::Display for EntraError {
         }
         if let Some(corr) = &self.correlation_id {
             write!(f, ", correlation ID {corr}")?;
+        }
+        if let Some(id) = &self.client_request_id
+            && self.correlation_id.as_ref() != Some(id)
+        {
+            write!(f, ", client-request-id {id}")?;
         }
         f.write_str("]")?;
         if !self.description.is_empty() {
