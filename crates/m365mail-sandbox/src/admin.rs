@@ -61,6 +61,9 @@ pub struct UserUpdate {
     /// Federated (ROPC → AADSTS50126).
     #[serde(default)]
     pub federated: Option<bool>,
+    /// Global administrator (may grant admin consent).
+    #[serde(default)]
+    pub global_admin: Option<bool>,
     /// A new password. Like a reset in Entra, it revokes the user's refresh tokens (AADSTS50173).
     #[serde(default)]
     pub password: Option<String>,
@@ -74,6 +77,7 @@ impl std::fmt::Debug for UserUpdate {
             .field("locked", &self.locked)
             .field("password_expired", &self.password_expired)
             .field("federated", &self.federated)
+            .field("global_admin", &self.global_admin)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -96,6 +100,8 @@ pub struct UserStatus {
     pub password_expired: bool,
     /// Federated.
     pub federated: bool,
+    /// Global administrator.
+    pub global_admin: bool,
 }
 
 impl From<&User> for UserStatus {
@@ -108,6 +114,7 @@ impl From<&User> for UserStatus {
             locked: user.locked,
             password_expired: user.password_expired,
             federated: user.federated,
+            global_admin: user.global_admin,
         }
     }
 }
@@ -256,6 +263,7 @@ impl AdminHandle {
         apply(&mut user.locked, update.locked);
         apply(&mut user.password_expired, update.password_expired);
         apply(&mut user.federated, update.federated);
+        apply(&mut user.global_admin, update.global_admin);
         let password_changed = update.password.is_some();
         if let Some(password) = update.password {
             user.password = password;

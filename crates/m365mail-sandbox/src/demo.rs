@@ -5,6 +5,7 @@
 //! - [`USER_UPN`]: a normal user; [`SECOND_USER_UPN`]: another normal user.
 //! - [`MFA_USER_UPN`]: MFA required (ROPC → AADSTS50076; device code and auth code work).
 //! - [`DISABLED_USER_UPN`] (50057), [`LOCKED_USER_UPN`] (50053), [`EXPIRED_PASSWORD_USER_UPN`] (50055).
+//! - [`ADMIN_UPN`]: a global administrator who can grant admin consent.
 //!
 //! Apps:
 //! - [`PUBLIC_APP_ID`]: public client flows on, redirect `http://localhost`, admin consent for
@@ -73,6 +74,13 @@ pub const EXPIRED_PASSWORD_USER_UPN: &str = "patti@contoso.onmicrosoft.com";
 pub const EXPIRED_PASSWORD_USER_PASSWORD: &str = "Sandbox-Pass-6!";
 /// Object id of [`EXPIRED_PASSWORD_USER_UPN`].
 pub const EXPIRED_PASSWORD_USER_OBJECT_ID: &str = "a1d2e3f4-0000-4000-8000-000000000006";
+
+/// A tenant administrator (may grant admin consent on the admin-consent page).
+pub const ADMIN_UPN: &str = "admin@contoso.onmicrosoft.com";
+/// Password of [`ADMIN_UPN`].
+pub const ADMIN_PASSWORD: &str = "Sandbox-Admin-7!";
+/// Object id of [`ADMIN_UPN`].
+pub const ADMIN_OBJECT_ID: &str = "a1d2e3f4-0000-4000-8000-000000000007";
 
 /// A shared mailbox (placeholder data for the Exchange emulation).
 pub const SHARED_MAILBOX: &str = "support@contoso.onmicrosoft.com";
@@ -184,6 +192,7 @@ fn user(upn: &str, object_id: &str, display_name: &str, password: &str) -> User 
         locked: false,
         password_expired: false,
         federated: false,
+        global_admin: false,
     }
 }
 
@@ -297,6 +306,13 @@ pub(crate) fn tenant_model() -> TenantModel {
         EXPIRED_PASSWORD_USER_PASSWORD,
     );
     expired_user.password_expired = true;
+    let mut admin_user = user(
+        ADMIN_UPN,
+        ADMIN_OBJECT_ID,
+        "MOD Administrator",
+        ADMIN_PASSWORD,
+    );
+    admin_user.global_admin = true;
 
     let (mail_permissions, mail_consent) = mail_client_consent();
     let (role_permissions, role_grants) = app_only_mail_roles();
@@ -405,6 +421,7 @@ pub(crate) fn tenant_model() -> TenantModel {
                 disabled_user,
                 locked_user,
                 expired_user,
+                admin_user,
             ],
             apps: vec![
                 public_app,

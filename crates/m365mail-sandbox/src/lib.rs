@@ -24,6 +24,8 @@
 //!   `urn:ietf:params:oauth:grant-type:device_code`, `authorization_code` (PKCE S256/plain)
 //! - `POST /{tenant}/oauth2/v2.0/devicecode`, `GET/POST /devicelogin` (see `identity::devicecode`)
 //! - `GET/POST /{tenant}/oauth2/v2.0/authorize` (a plain HTML form: fields `username`, `password`)
+//! - `GET/POST /{tenant}/v2.0/adminconsent` and `/{tenant}/adminconsent` (a global admin grants the app's
+//!   requested permissions; redirect `?tenant=…&state=…&admin_consent=True`)
 //! - `/_sandbox/admin/...`: see [`admin`]
 //!
 //! # Errors the sandbox answers with
@@ -58,6 +60,8 @@
 //! | – | slow_down / authorization_declined | device flow (no AADSTS code, as in Entra) |
 //! | 50011 / 501481 / 54005 / 70008 | invalid_request / invalid_grant | redirect URI mismatch / PKCE mismatch / code reused / code expired |
 //! | 900971 / 50058 | (authorize page / redirect) | no redirect URI registered / `prompt=none` |
+//! | 90094 / 650057 | permission_denied / invalid_request (admin-consent redirect) | not an admin / resource not among the app's requested permissions |
+//! | 90055 / 50033 / 90006 | temporarily_unavailable (429 + Retry-After, 503) / server_error (500) | only when injected through the admin API |
 //! | 900144 / 900561 / 70003 / 9002313 | invalid_request / unsupported_grant_type | missing parameter / GET on the token endpoint / unknown grant / malformed request |
 //!
 //! The crate does not depend on the `m365mail` connector: each is tested against the other and both
@@ -280,6 +284,7 @@ impl Sandbox {
                     (user.locked, "locked"),
                     (user.password_expired, "password-expired"),
                     (user.federated, "federated"),
+                    (user.global_admin, "global-admin"),
                 ]
                 .iter()
                 .filter_map(|(set, name)| set.then_some(*name))

@@ -81,7 +81,7 @@ pub struct RequestStats {
     /// Every counted request (identity endpoints; admin calls are not counted).
     pub total_requests: u64,
     /// Per endpoint: `openid-configuration`, `keys`, `instance-discovery`, `userrealm`, `token`,
-    /// `devicecode`, `authorize`, `devicelogin`.
+    /// `devicecode`, `authorize`, `devicelogin`, `adminconsent`.
     pub by_endpoint: BTreeMap<String, u64>,
     /// Token requests per `grant_type` value as sent (`password`, `client_credentials`, `refresh_token`,
     /// `authorization_code`, `urn:ietf:params:oauth:grant-type:device_code`; missing → `(none)`).

@@ -117,6 +117,9 @@ pub struct User {
     /// password validation).
     #[serde(default)]
     pub federated: bool,
+    /// Holds an admin role that may grant tenant-wide consent (the admin-consent endpoint).
+    #[serde(default)]
+    pub global_admin: bool,
 }
 
 // Passwords must never reach a log line.
@@ -132,6 +135,7 @@ impl std::fmt::Debug for User {
             .field("locked", &self.locked)
             .field("password_expired", &self.password_expired)
             .field("federated", &self.federated)
+            .field("global_admin", &self.global_admin)
             .finish()
     }
 }

@@ -59,7 +59,7 @@ enum Rejection {
     },
 }
 
-fn error_page(error: &EntraError) -> Response {
+pub(crate) fn error_page(error: &EntraError) -> Response {
     let code = error
         .code
         .map(|code| format!("AADSTS{code}: "))
@@ -71,7 +71,7 @@ fn error_page(error: &EntraError) -> Response {
     (StatusCode::BAD_REQUEST, Html(body)).into_response()
 }
 
-fn redirect_response(
+pub(crate) fn redirect_response(
     redirect_uri: &str,
     response_mode: Option<&str>,
     pairs: &[(&str, &str)],
@@ -127,7 +127,7 @@ fn reject(rejection: Rejection, params: &FormParams) -> Response {
     }
 }
 
-fn described(error: &EntraError) -> String {
+pub(crate) fn described(error: &EntraError) -> String {
     match error.code {
         Some(code) => format!("AADSTS{code}: {}", error.message),
         None => error.message.clone(),

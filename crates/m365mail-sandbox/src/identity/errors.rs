@@ -376,6 +376,24 @@ impl EntraError {
         .with_suberror("consent_required")
     }
 
+    pub(crate) fn admin_consent_required() -> Self {
+        Self::bad_request(
+            "permission_denied",
+            90094,
+            "The grant requires admin permission. Only an administrator can grant consent for the whole organization.",
+        )
+    }
+
+    pub(crate) fn resource_not_required(resource: &str) -> Self {
+        Self::bad_request(
+            "invalid_request",
+            650057,
+            format!(
+                "Invalid resource. The client has requested access to a resource which isn't listed in the requested permissions in the client's application registration. Resource value from request: {resource}."
+            ),
+        )
+    }
+
     // ---- user ------------------------------------------------------------------------------------
 
     pub(crate) fn bad_credentials() -> Self {

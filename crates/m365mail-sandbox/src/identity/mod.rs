@@ -1,5 +1,6 @@
 //! Entra ID endpoints: discovery, keys, token (every grant), device code, authorize and the sign-in pages.
 
+pub(crate) mod adminconsent;
 pub(crate) mod authorize;
 pub(crate) mod client_auth;
 pub(crate) mod crypto;
@@ -48,6 +49,14 @@ pub(crate) fn router() -> Router<Arc<SandboxState>> {
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
             get(authorize::sign_in_form).post(authorize::sign_in_submit),
+        )
+        .route(
+            "/{tenant}/v2.0/adminconsent",
+            get(adminconsent::v2_form).post(adminconsent::v2_submit),
+        )
+        .route(
+            "/{tenant}/adminconsent",
+            get(adminconsent::classic_form).post(adminconsent::classic_submit),
         )
         .route(
             "/devicelogin",

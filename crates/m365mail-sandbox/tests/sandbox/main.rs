@@ -1,6 +1,7 @@
 //! End-to-end tests of the sandbox tenant over HTTPS, acting as clients and as the browser.
 
 mod admin;
+mod admin_consent;
 mod auth_code;
 mod client_credentials;
 mod common;
