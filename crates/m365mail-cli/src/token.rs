@@ -5,6 +5,12 @@
 //! default. The access token is printed only with `--show-token` (text: the bare token on stdout; JSON: an
 //! `access_token` field); otherwise `token get` reports expiry, scopes and origin only.
 //!
+//! Defaults: flow `device-code`, target `imap` (delegated scopes, or `/.default` for the client-credential
+//! flows), cache in the user data dir, reuse margin 300 s (`--margin`). A password is read only when the
+//! password flow actually has to run (not when a cached token or refresh token serves). `--flow auth-code`
+//! prints the authorize URL (and tries the desktop browser when a person is at the terminal;
+//! `M365MAIL_NO_BROWSER` disables that). Ctrl-C cancels a running flow (exit 8).
+//!
 //! Exit codes (see [`exit_code`]): 0 ok, 1 other, 2 usage/config file, 3 user credentials or sign-in needed,
 //! 4 admin action needed, 5 connector configuration, 6 switch flow, 7 transient/network, 8 flow state or
 //! cancelled.
