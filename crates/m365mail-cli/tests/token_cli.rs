@@ -466,3 +466,83 @@ async fn concurrent_processes_share_one_token_request() {
         "{origins:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_code_flow_prints_the_url_and_receives_the_redirect() {
+    use std::io::BufRead as _;
+    let e = env().await;
+    let base = e.sbx.base_url().to_string();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("m365mail"))
+        .args([
+            "--json",
+            "token",
+            "get",
+            "--flow",
+            "auth-code",
+            "--authority",
+            &base,
+            "--ca-file",
+            e.ca.to_str().unwrap(),
+            "--tenant",
+            demo::TENANT_ID,
+            "--client-id",
+            demo::PUBLIC_APP_ID,
+            "--username",
+            demo::USER_UPN,
+            "--cache",
+            e.cache.to_str().unwrap(),
+        ])
+        .env("M365MAIL_CONFIG", e.dir.path().join("none.toml"))
+        .env("M365MAIL_LOG", "error")
+        .env("M365MAIL_NO_BROWSER", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(e.dir.path().join("none.toml"), "").unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // The authorize URL is the first stderr line that starts with the sandbox's base URL.
+    let url = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("https://"))
+    })
+    .await
+    .unwrap()
+    .expect("the CLI printed the authorize URL");
+    let url = url::Url::parse(&url).unwrap();
+    assert!(
+        url.query_pairs()
+            .any(|(k, v)| k == "code_challenge_method" && v == "S256")
+    );
+    assert!(
+        url.query_pairs()
+            .any(|(k, v)| k == "login_hint" && v == demo::USER_UPN)
+    );
+    // Act as the browser: post the sign-in form, follow the redirect to the CLI's loopback listener.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([reqwest::Certificate::from_pem(e.sbx.ca_pem().as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    form.push(("username".into(), demo::USER_UPN.into()));
+    form.push(("password".into(), demo::USER_PASSWORD.into()));
+    let mut post = url.clone();
+    post.set_query(None);
+    let resp = http.post(post).form(&form).send().await.unwrap();
+    let location = resp.headers()["location"]
+        .to_str()
+        .unwrap()
+        .replace("localhost", "127.0.0.1");
+    let page = reqwest::get(&location).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Sign-in complete"), "{page}");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["flow"], "auth-code");
+    assert_eq!(json["has_refresh_token"], true);
+}
