@@ -652,6 +652,41 @@ mod tests {
         assert_eq!(strip_trace_suffix("x.\r\nTrace ID: 1"), "x.");
     }
 
+    /// Every parser of untrusted input survives garbage and every truncation of valid input without panicking.
+    #[test]
+    fn parsers_never_panic_on_garbage_or_truncation() {
+        use rand::Rng as _;
+
+        use crate::auth::device_code::DeviceCode;
+        use crate::auth::inspect::inspect_at;
+        use crate::auth::response::TokenResponse;
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let samples: [&[u8]; 3] = [
+            ROPC_BAD.as_bytes(),
+            br#"{"token_type":"Bearer","access_token":"eyJ.eyJ.x","expires_in":"3599","refresh_token":"r","id_token":"i","scope":"a b"}"#,
+            br#"{"device_code":"d","user_code":"u","verification_uri":"v","expires_in":900,"interval":5,"message":"m"}"#,
+        ];
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for sample in samples {
+            for cut in 0..=sample.len() {
+                inputs.push(sample[..cut].to_vec());
+            }
+        }
+        let mut rng = rand::rng();
+        for _ in 0..3000 {
+            let len = rng.random_range(0..120);
+            inputs.push((0..len).map(|_| rng.random::<u8>()).collect());
+        }
+        for input in &inputs {
+            let _ = EntraError::parse(400, input);
+            let _ = TokenResponse::parse(input, now, "u");
+            let _ = DeviceCode::parse(input, now, "u");
+            let text = String::from_utf8_lossy(input);
+            let _ = inspect_at(&text, now);
+            let _ = inspect_at(&format!("{text}.{text}.{text}"), now);
+        }
+    }
+
     #[test]
     fn local_errors_are_classified() {
         assert_eq!(AuthError::Cancelled.class(), ErrorClass::FlowState);
