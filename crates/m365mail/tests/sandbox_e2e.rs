@@ -829,7 +829,8 @@ async fn transport_errors_are_typed() {
     let clock = FakeClock::fixed();
     let a = Authority::new(
         Cloud::custom(&format!("https://127.0.0.1:{port}/")).unwrap(),
-        Tenant::Domain(demo::DOMAIN.into()),
+        // A tenant whose name holds "tls"/"certificate" must not make a refused connection look like TLS.
+        Tenant::Domain("tls-certificate-handshake.example.com".into()),
     );
     let c = TokenClient::new(
         a,

@@ -635,8 +635,18 @@ fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
             tls = true;
         }
         let text = e.to_string();
+        // Text is a fallback for wrapped errors that cannot be downcast; the top-level reqwest error is
+        // skipped because its text holds the URL, where "tls" could be part of a host name.
         let lower = text.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        let is_top = std::ptr::addr_eq(
+            e as *const dyn std::error::Error,
+            err as *const reqwest::Error,
+        );
+        if !is_top
+            && (lower.contains("certificate")
+                || lower.contains("tls")
+                || lower.contains("handshake"))
+        {
             tls = true;
         }
         if !chain.contains(&text) {
