@@ -11,7 +11,7 @@ step "installing test dependencies (curl, Python MSAL)"
 if ! command -v curl >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
 fi
-python3 -m pip install --disable-pip-version-check --quiet -r tests/msal/requirements.txt
+python3 -m pip install --disable-pip-version-check --root-user-action=ignore --quiet -r tests/msal/requirements.txt
 python3 -c 'import msal; print("msal", msal.__version__)'
 
 step "cargo fmt --check"
