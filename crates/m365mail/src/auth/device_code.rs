@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::error::{AuthError, EntraError};
+use super::response::lenient_secs;
 use crate::secret::Secret;
 
 /// The device-code endpoint's reply.
@@ -38,21 +39,33 @@ struct Raw {
     interval: Option<serde_json::Value>,
 }
 
-fn secs(v: Option<&serde_json::Value>) -> Option<u64> {
-    match v? {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
+/// Upper bound of a device code's lifetime (longer values are clamped): Entra issues 900 s.
+pub const MAX_DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(3600);
+/// Upper bound of the polling interval (longer values are clamped).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// Lower bound of the polling interval.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 impl DeviceCode {
     /// Parses the reply received at `now`. Defaults: 900 s lifetime, 5 s interval.
     pub fn parse(body: &[u8], now: SystemTime, url: &str) -> Result<Self, AuthError> {
-        let raw: Raw = serde_json::from_slice(body).map_err(|e| AuthError::MalformedResponse {
+        let malformed = |reason: String| AuthError::MalformedResponse {
             url: url.to_owned(),
-            reason: format!("not a device-code response ({:?})", e.classify()),
-        })?;
+            reason,
+        };
+        let raw: Raw = serde_json::from_slice(body)
+            .map_err(|e| malformed(format!("not a device-code response ({:?})", e.classify())))?;
+        let expires_in = lenient_secs(raw.expires_in.as_ref())
+            .map_err(|()| malformed("expires_in is not a non-negative integer".into()))?
+            .unwrap_or(900);
+        let interval = lenient_secs(raw.interval.as_ref())
+            .map_err(|()| malformed("interval is not a non-negative integer".into()))?
+            .unwrap_or(5);
+        let expires_in = Duration::from_secs(expires_in).min(MAX_DEVICE_CODE_LIFETIME);
+        let interval = Duration::from_secs(interval).clamp(MIN_INTERVAL, MAX_INTERVAL);
+        if now.checked_add(expires_in).is_none() {
+            return Err(malformed("expiry time out of range".into()));
+        }
         let message = raw.message.unwrap_or_else(|| {
             format!(
                 "To sign in, use a web browser to open the page {} and enter the code {} to authenticate.",
@@ -64,15 +77,17 @@ impl DeviceCode {
             user_code: raw.user_code,
             verification_uri: raw.verification_uri,
             message,
-            expires_in: Duration::from_secs(secs(raw.expires_in.as_ref()).unwrap_or(900)),
-            interval: Duration::from_secs(secs(raw.interval.as_ref()).unwrap_or(5).max(1)),
+            expires_in,
+            interval,
             issued_at: now,
         })
     }
 
-    /// When the code expires locally.
+    /// When the code expires locally (saturating: checked at parse time, and fields are public).
     pub fn deadline(&self) -> SystemTime {
-        self.issued_at + self.expires_in
+        self.issued_at
+            .checked_add(self.expires_in)
+            .unwrap_or(self.issued_at)
     }
 }
 
@@ -187,6 +202,29 @@ mod tests {
         assert_eq!(c.expires_in, Duration::from_secs(900));
         assert_eq!(c.interval, Duration::from_secs(5));
         assert!(c.message.contains('v'));
+    }
+
+    #[test]
+    fn huge_or_invalid_lifetimes() {
+        let clock = FakeClock::fixed();
+        let c = code(&clock, u64::MAX, u64::MAX);
+        assert_eq!(c.expires_in, MAX_DEVICE_CODE_LIFETIME);
+        assert_eq!(c.interval, MAX_INTERVAL);
+        assert_eq!(c.deadline(), clock.now() + MAX_DEVICE_CODE_LIFETIME);
+        let c = code(&clock, 900, 0);
+        assert_eq!(c.interval, MIN_INTERVAL);
+        for (e, i) in [("-1", "5"), ("900", "-5"), ("\"x\"", "5"), ("900", "1.5")] {
+            let body = format!(
+                r#"{{"device_code":"d","user_code":"u","verification_uri":"v","expires_in":{e},"interval":{i}}}"#
+            );
+            assert!(
+                matches!(
+                    DeviceCode::parse(body.as_bytes(), clock.now(), "u"),
+                    Err(AuthError::MalformedResponse { .. })
+                ),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -666,6 +666,33 @@ mod tests {
             br#"{"token_type":"Bearer","access_token":"eyJ.eyJ.x","expires_in":"3599","refresh_token":"r","id_token":"i","scope":"a b"}"#,
             br#"{"device_code":"d","user_code":"u","verification_uri":"v","expires_in":900,"interval":5,"message":"m"}"#,
         ];
+        // Huge and invalid numbers: no overflow panic, no default in place of an invalid value.
+        for n in [
+            "18446744073709551615",
+            "\"18446744073709551616\"",
+            "1e308",
+            "-1",
+            "\"-1\"",
+        ] {
+            let t = format!(
+                r#"{{"token_type":"Bearer","access_token":"a","expires_in":{n},"ext_expires_in":{n}}}"#
+            );
+            let _ = TokenResponse::parse(t.as_bytes(), now, "u");
+            let _ = TokenResponse::parse(
+                t.as_bytes(),
+                std::time::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64),
+                "u",
+            );
+            let d = format!(
+                r#"{{"device_code":"d","user_code":"u","verification_uri":"v","expires_in":{n},"interval":{n}}}"#
+            );
+            let _ = DeviceCode::parse(d.as_bytes(), now, "u");
+            let _ = DeviceCode::parse(
+                d.as_bytes(),
+                std::time::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64),
+                "u",
+            );
+        }
         let mut inputs: Vec<Vec<u8>> = Vec::new();
         for sample in samples {
             for cut in 0..=sample.len() {

@@ -10,6 +10,10 @@ use crate::secret::Secret;
 /// Lifetime assumed when `expires_in` is absent.
 pub const DEFAULT_EXPIRES_IN: u64 = 3600;
 
+/// Upper bound applied to `expires_in` and `ext_expires_in` (1 day); larger values are clamped, so a hostile or
+/// buggy server cannot make a token live (in the cache) for years or overflow the clock.
+pub const MAX_EXPIRES_IN: u64 = 86_400;
+
 /// A token response. Secrets are [`Secret`]s; `Debug` shows none of them.
 #[derive(Debug, Clone)]
 pub struct TokenResponse {
@@ -35,22 +39,30 @@ pub struct TokenResponse {
 struct Raw {
     access_token: Option<String>,
     token_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_secs")]
-    expires_in: Option<u64>,
-    #[serde(default, deserialize_with = "lenient_secs")]
-    ext_expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+    ext_expires_in: Option<serde_json::Value>,
     scope: Option<String>,
     refresh_token: Option<String>,
     id_token: Option<String>,
 }
 
-/// `expires_in` is an integer, but some servers (and Entra's v1 endpoint) send it as a string.
-fn lenient_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(match Option::<serde_json::Value>::deserialize(d)? {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    })
+/// A seconds field: an integer, or (Entra's v1 endpoint, some servers) a string of digits. `Ok(None)` when absent
+/// or null; `Err(())` when present but not a non-negative integer (negative, fractional, text, object, ...).
+pub(crate) fn lenient_secs(v: Option<&serde_json::Value>) -> Result<Option<u64>, ()> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or(()),
+        Some(serde_json::Value::String(s)) => {
+            let s = s.trim();
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                // All digits: only an overflow fails, which is "huge", i.e. clamped by the caller.
+                Ok(Some(s.parse().unwrap_or(u64::MAX)))
+            } else {
+                Err(())
+            }
+        }
+        Some(_) => Err(()),
+    }
 }
 
 impl TokenResponse {
@@ -77,13 +89,34 @@ impl TokenResponse {
         if !token_type.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::UnsupportedTokenType(token_type));
         }
-        let expires_in = Duration::from_secs(raw.expires_in.unwrap_or(DEFAULT_EXPIRES_IN));
+        let expires_in = lenient_secs(raw.expires_in.as_ref())
+            .map_err(|()| malformed("expires_in is not a non-negative integer"))?
+            .unwrap_or(DEFAULT_EXPIRES_IN);
+        let ext_expires_in = lenient_secs(raw.ext_expires_in.as_ref())
+            .map_err(|()| malformed("ext_expires_in is not a non-negative integer"))?;
+        if expires_in > MAX_EXPIRES_IN {
+            tracing::warn!(
+                expires_in,
+                max = MAX_EXPIRES_IN,
+                "expires_in is implausibly large; clamped"
+            );
+        }
+        let expires_in = Duration::from_secs(expires_in.min(MAX_EXPIRES_IN));
+        let later = |d: Duration| {
+            now.checked_add(d)
+                .ok_or_else(|| malformed("expiry time out of range"))
+        };
+        let expires_at = later(expires_in)?;
+        let ext_expires_at = match ext_expires_in {
+            Some(s) => Some(later(Duration::from_secs(s.min(MAX_EXPIRES_IN)))?),
+            None => None,
+        };
         Ok(Self {
             access_token: Secret::new(access_token),
             token_type: "Bearer".to_owned(),
-            expires_at: now + expires_in,
+            expires_at,
             expires_in,
-            ext_expires_at: raw.ext_expires_in.map(|s| now + Duration::from_secs(s)),
+            ext_expires_at,
             scope: raw.scope.filter(|s| !s.is_empty()),
             refresh_token: raw.refresh_token.filter(|s| !s.is_empty()).map(Secret::new),
             id_token: raw.id_token.filter(|s| !s.is_empty()).map(Secret::new),
@@ -144,6 +177,39 @@ mod tests {
     }
 
     #[test]
+    fn huge_expires_in_is_clamped_not_a_panic() {
+        let now = FakeClock::fixed().now();
+        for huge in [
+            "18446744073709551615",
+            "\"18446744073709551615\"",
+            "\"99999999999999999999999999\"",
+            "9223372036854775807",
+        ] {
+            let body = format!(
+                r#"{{"token_type":"Bearer","access_token":"a","expires_in":{huge},"ext_expires_in":{huge}}}"#
+            );
+            let r = TokenResponse::parse(body.as_bytes(), now, "u").unwrap();
+            assert_eq!(r.expires_in, Duration::from_secs(MAX_EXPIRES_IN), "{body}");
+            assert_eq!(r.expires_at, now + Duration::from_secs(MAX_EXPIRES_IN));
+            assert_eq!(
+                r.ext_expires_at,
+                Some(now + Duration::from_secs(MAX_EXPIRES_IN))
+            );
+        }
+        // Near the end of time: checked, not a panic.
+        let end = std::time::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64 - 10);
+        let r = TokenResponse::parse(
+            br#"{"token_type":"Bearer","access_token":"a","expires_in":3600}"#,
+            end,
+            "u",
+        );
+        assert!(
+            matches!(r, Err(AuthError::MalformedResponse { .. }) | Ok(_)),
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn rejects_bad_responses() {
         let now = FakeClock::fixed().now();
         assert!(matches!(
@@ -158,6 +224,27 @@ mod tests {
             TokenResponse::parse(br#"{"access_token":"a"}"#, now, "u"),
             Err(AuthError::MalformedResponse { .. })
         ));
+        for bad in [
+            r#"-5"#,
+            r#""-5""#,
+            r#""soon""#,
+            r#"1.5"#,
+            r#""""#,
+            r#"true"#,
+            r#"{}"#,
+        ] {
+            for field in ["expires_in", "ext_expires_in"] {
+                let body =
+                    format!(r#"{{"token_type":"Bearer","access_token":"a","{field}":{bad}}}"#);
+                assert!(
+                    matches!(
+                        TokenResponse::parse(body.as_bytes(), now, "u"),
+                        Err(AuthError::MalformedResponse { .. })
+                    ),
+                    "{body}"
+                );
+            }
+        }
         let err = TokenResponse::parse(b"access_token=secretvalue", now, "u").unwrap_err();
         assert!(!err.to_string().contains("secretvalue"));
     }
