@@ -136,6 +136,10 @@ pub struct SandboxConfig {
     pub lifetimes: Lifetimes,
     /// The clock every expiry decision reads.
     pub clock: Arc<dyn Clock>,
+    /// A TLS handshake that has not finished in this time is dropped (its connection closed). Each
+    /// connection handshakes in its own task, so a stalled one never delays other clients; this only
+    /// bounds how long it holds a socket. Default 30 seconds.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -146,6 +150,7 @@ impl Default for SandboxConfig {
             tenant: TenantModel::demo(),
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
+            tls_handshake_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -217,6 +222,7 @@ impl Sandbox {
             listener,
             router,
             config.tls.then(|| Arc::clone(&tls.server_config)),
+            config.tls_handshake_timeout,
             shutdown_receiver,
         );
         tracing::info!(base_url = %base_url, "sandbox tenant listening");

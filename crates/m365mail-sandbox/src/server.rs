@@ -13,16 +13,16 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tower::ServiceExt;
 
-/// A handshake that has not finished in this time is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// On shutdown, connections get this long to finish in-flight requests.
 const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Starts the accept loop; it stops when `shutdown` turns true.
+/// Starts the accept loop; it stops when `shutdown` turns true. A TLS handshake that has not finished
+/// within `tls_handshake_timeout` is dropped.
 pub(crate) fn spawn(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    tls_handshake_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -46,7 +46,7 @@ pub(crate) fn spawn(
                 match acceptor {
                     Some(acceptor) => {
                         let handshake =
-                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            tokio::time::timeout(tls_handshake_timeout, acceptor.accept(stream))
                                 .await;
                         if let Ok(Ok(tls_stream)) = handshake {
                             serve_connection(TokioIo::new(tls_stream), router, shutdown).await;

@@ -200,14 +200,18 @@ async fn plain_http_mode_serves_the_same_endpoints() {
 
 #[tokio::test]
 async fn a_stalled_tls_handshake_does_not_block_other_clients() {
-    let sandbox = start().await;
+    let sandbox = crate::common::start_with(m365mail_sandbox::SandboxConfig {
+        tls_handshake_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
     let address = format!(
         "{}:{}",
         sandbox.sandbox.base_url().host_str().unwrap(),
         sandbox.sandbox.base_url().port().unwrap()
     );
     // A client that connects and never says anything.
-    let _stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
     let answer = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         sandbox.get_json(&format!("{}/discovery/v2.0/keys", demo::TENANT_ID)),
@@ -215,6 +219,16 @@ async fn a_stalled_tls_handshake_does_not_block_other_clients() {
     .await
     .expect("answered while another handshake is stalled");
     answer.assert_ok();
+
+    // After `tls_handshake_timeout` the stalled connection is closed by the sandbox (EOF or reset).
+    let mut buffer = [0_u8; 16];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut buffer),
+    )
+    .await
+    .expect("the stalled handshake was dropped after the configured timeout");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
 #[tokio::test]
