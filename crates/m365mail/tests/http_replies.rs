@@ -15,6 +15,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 async fn canned(
     reply: impl Fn(usize) -> String + Send + Sync + 'static,
 ) -> (String, Arc<AtomicUsize>) {
+    canned_echo(move |n, _| reply(n)).await
+}
+
+/// Like [`canned`], with the request body passed to `reply`.
+async fn canned_echo(
+    reply: impl Fn(usize, &str) -> String + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
@@ -49,7 +56,9 @@ async fn canned(
                 }
             }
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            let _ = s.write_all(reply(n).as_bytes()).await;
+            let text = String::from_utf8_lossy(&buf[..got]).into_owned();
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let _ = s.write_all(reply(n, body).as_bytes()).await;
             let _ = s.shutdown().await;
         }
     });
@@ -64,6 +73,10 @@ fn http(status: &str, headers: &str, body: &str) -> String {
 }
 
 fn client(base: &str, clock: &FakeClock) -> TokenClient {
+    client_with(base, clock, ClientCredential::Public)
+}
+
+fn client_with(base: &str, clock: &FakeClock, credential: ClientCredential) -> TokenClient {
     let a = Authority::new(
         Cloud::custom(base).unwrap(),
         "contoso.onmicrosoft.com".parse().unwrap(),
@@ -71,7 +84,7 @@ fn client(base: &str, clock: &FakeClock) -> TokenClient {
     TokenClient::new(
         a,
         "00000000-0000-0000-0000-0000000000aa",
-        ClientCredential::Public,
+        credential,
         ClientOptions {
             clock: Arc::new(clock.clone()),
             sleeper: Arc::new(clock.clone()),
@@ -92,12 +105,9 @@ async fn non_json_reply_is_typed_with_an_excerpt_and_retried_when_5xx() {
     })
     .await;
     let clock = FakeClock::fixed();
-    let e = client(&base, &clock)
-        .password(
-            "u@contoso.onmicrosoft.com",
-            &"pw".into(),
-            &Scopes::parse("x"),
-        )
+    // Client credentials are idempotent: retried with backoff.
+    let e = client_with(&base, &clock, ClientCredential::secret("s3cr3t".into()))
+        .client_credentials(&Scopes::parse("https://graph.microsoft.com/.default"))
         .await
         .unwrap_err();
     match &e {
@@ -120,6 +130,79 @@ async fn non_json_reply_is_typed_with_an_excerpt_and_retried_when_5xx() {
         vec![Duration::from_millis(500), Duration::from_millis(1000)],
         "exponential backoff"
     );
+}
+
+/// A password (like a code or refresh token) is not sent twice after a reply the server may have processed.
+#[tokio::test]
+async fn credential_grants_are_not_retried_after_a_5xx_without_retry_after() {
+    let (base, count) = canned(|_| {
+        http(
+            "502 Bad Gateway",
+            "Content-Type: text/html\r\n",
+            "<html><body>Bad gateway from the proxy</body></html>",
+        )
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let e = client(&base, &clock)
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert!(clock.sleeps().is_empty());
+}
+
+/// A proxy that echoes the request body: the excerpt kept in the error (and logged) holds no secret.
+#[tokio::test]
+async fn echoed_request_body_is_redacted_in_the_excerpt() {
+    let (base, _) = canned_echo(|_, body| {
+        http(
+            "500 Internal Server Error",
+            "Content-Type: text/plain\r\n",
+            &format!(
+                "cannot handle {body} (password: Hunter2-raw) {{\"refresh_token\":\"RT-json\"}}"
+            ),
+        )
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let password = "p@ss w0rd&x=y~Secret";
+    let client_secret = "Sbx8Q~client.Secret_0";
+    let e = client_with(
+        &base,
+        &clock,
+        ClientCredential::secret(client_secret.into()),
+    )
+    .password(
+        "u@contoso.onmicrosoft.com",
+        &password.into(),
+        &Scopes::parse("x"),
+    )
+    .await
+    .unwrap_err();
+    let AuthError::UnexpectedReply { excerpt, .. } = &e else {
+        panic!("{e:?}")
+    };
+    let shown = format!("{e} {e:?} {}", e.cause());
+    for secret in [
+        password,
+        "p%40ss+w0rd%26x%3Dy%7ESecret",
+        "p%40ss",
+        "w0rd",
+        client_secret,
+        "Sbx8Q",
+        "Hunter2-raw",
+        "RT-json",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(excerpt.contains("grant_type=password"), "{excerpt}");
+    assert!(excerpt.contains("[REDACTED]"), "{excerpt}");
 }
 
 #[tokio::test]
@@ -203,37 +286,53 @@ async fn malformed_success_and_wrong_token_type() {
 }
 
 #[tokio::test]
-async fn timeout_is_typed_and_transient() {
-    // Accepts connections but never answers.
+async fn timeout_is_typed_and_transient_and_a_password_is_sent_once() {
+    // Accepts connections (and reads requests) but never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
     tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            held.push(s);
+        while let Ok((mut s, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut counted = false;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if !counted && String::from_utf8_lossy(&buf[..n]).contains("POST ") {
+                        counted = true;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
         }
     });
     let clock = FakeClock::fixed();
-    let a = Authority::new(
-        Cloud::custom(&base).unwrap(),
-        "contoso.onmicrosoft.com".parse().unwrap(),
-    );
-    let c = TokenClient::new(
-        a,
-        "00000000-0000-0000-0000-0000000000aa",
-        ClientCredential::Public,
-        ClientOptions {
-            timeout: Duration::from_millis(200),
-            sleeper: Arc::new(clock.clone()),
-            retry: m365mail::auth::RetryPolicy {
-                max_retries: 1,
-                ..Default::default()
+    let make = |credential| {
+        let a = Authority::new(
+            Cloud::custom(&base).unwrap(),
+            "contoso.onmicrosoft.com".parse().unwrap(),
+        );
+        TokenClient::new(
+            a,
+            "00000000-0000-0000-0000-0000000000aa",
+            credential,
+            ClientOptions {
+                timeout: Duration::from_millis(200),
+                sleeper: Arc::new(clock.clone()),
+                retry: m365mail::auth::RetryPolicy {
+                    max_retries: 1,
+                    ..Default::default()
+                },
+                ..ClientOptions::default()
             },
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap();
-    let e = c
+        )
+        .unwrap()
+    };
+    let e = make(ClientCredential::Public)
         .password(
             "u@contoso.onmicrosoft.com",
             &"pw".into(),
@@ -243,5 +342,17 @@ async fn timeout_is_typed_and_transient() {
         .unwrap_err();
     assert!(matches!(e, AuthError::Timeout { .. }), "{e:?}");
     assert!(e.is_transient());
+    assert!(clock.sleeps().is_empty(), "no retry after a timeout");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        1,
+        "exactly one password request"
+    );
+    // Client credentials are idempotent: retried once.
+    let e = make(ClientCredential::secret("s".into()))
+        .client_credentials(&Scopes::parse("https://graph.microsoft.com/.default"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthError::Timeout { .. }), "{e:?}");
     assert_eq!(clock.sleeps().len(), 1);
 }

@@ -54,31 +54,62 @@ async fn throttling_honours_retry_after_then_succeeds() {
 }
 
 #[tokio::test]
-async fn unavailable_then_success_uses_backoff() {
+async fn unavailable_without_retry_after_is_not_retried_for_a_password() {
     let (sbx, c, clock) = setup().await;
     sbx.admin()
         .inject_token_faults(TokenFault::TemporarilyUnavailable, 1);
-    c.password(demo::USER_UPN, &demo::USER_PASSWORD.into(), &imap())
-        .await
-        .unwrap();
-    assert_eq!(clock.sleeps(), vec![Duration::from_millis(500)]);
-}
-
-#[tokio::test]
-async fn persistent_server_error_gives_up_after_bounded_retries() {
-    let (sbx, c, clock) = setup().await;
-    sbx.admin().inject_token_faults(TokenFault::ServerError, 10);
     let e = c
         .password(demo::USER_UPN, &demo::USER_PASSWORD.into(), &imap())
         .await
         .unwrap_err();
     assert!(e.is_transient(), "{e}");
+    assert!(clock.sleeps().is_empty());
+    assert_eq!(sbx.admin().stats().grant("password"), 1);
+}
+
+#[tokio::test]
+async fn unavailable_then_success_uses_backoff_for_client_credentials() {
+    let (sbx, _, clock) = setup().await;
+    let c = confidential(&sbx, &clock);
+    sbx.admin()
+        .inject_token_faults(TokenFault::TemporarilyUnavailable, 1);
+    c.client_credentials(&app()).await.unwrap();
+    assert_eq!(clock.sleeps(), vec![Duration::from_millis(500)]);
+}
+
+#[tokio::test]
+async fn persistent_server_error_gives_up_after_bounded_retries() {
+    let (sbx, _, clock) = setup().await;
+    let c = confidential(&sbx, &clock);
+    sbx.admin().inject_token_faults(TokenFault::ServerError, 10);
+    let e = c.client_credentials(&app()).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
     assert_eq!(e.class(), ErrorClass::Transient);
     assert!(matches!(e, AuthError::Entra(_)), "{e:?}");
     assert_eq!(clock.sleeps().len(), 2);
-    assert_eq!(sbx.admin().stats().grant("password"), 3);
+    assert_eq!(sbx.admin().stats().grant("client_credentials"), 3);
     sbx.admin().clear_token_faults();
-    c.password(demo::USER_UPN, &demo::USER_PASSWORD.into(), &imap())
-        .await
-        .unwrap();
+    c.client_credentials(&app()).await.unwrap();
+}
+
+fn app() -> Scopes {
+    Scopes::parse(demo::GRAPH_APP_SCOPE)
+}
+
+fn confidential(sbx: &Sandbox, clock: &FakeClock) -> TokenClient {
+    let a = Authority::new(
+        Cloud::custom(sbx.base_url().as_str()).unwrap(),
+        demo::TENANT_ID.parse().unwrap(),
+    );
+    TokenClient::new(
+        a,
+        demo::CONFIDENTIAL_APP_ID,
+        ClientCredential::secret(demo::CONFIDENTIAL_APP_SECRET.into()),
+        ClientOptions {
+            extra_ca_pem: Some(sbx.ca_pem().to_owned()),
+            sleeper: Arc::new(clock.clone()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
 }

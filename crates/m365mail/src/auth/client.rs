@@ -334,7 +334,19 @@ impl TokenClient {
             );
             return Ok(code);
         }
-        Err(error_reply(&url, status, retry_after, &body, request_id))
+        let sent: Vec<&str> = form
+            .iter()
+            .filter(|(k, _)| SECRET_FIELDS.contains(k))
+            .map(|(_, v)| *v)
+            .collect();
+        Err(error_reply(
+            &url,
+            status,
+            retry_after,
+            &body,
+            request_id,
+            &sent,
+        ))
     }
 
     /// One poll of the token endpoint with a device code.
@@ -494,7 +506,7 @@ impl TokenClient {
         loop {
             match self.token_request_once(grant, params).await {
                 Ok(t) => return Ok(t),
-                Err(e) if e.is_transient() && attempt < policy.max_retries => {
+                Err(e) if may_retry(grant, &e) && attempt < policy.max_retries => {
                     let backoff = policy.base_delay.saturating_mul(1 << attempt.min(16));
                     let wait = e.retry_after().unwrap_or(backoff).min(policy.max_delay);
                     attempt += 1;
@@ -547,7 +559,15 @@ impl TokenClient {
             tracing::debug!(%grant, status, expires_in = token.expires_in.as_secs(), refresh_token = token.refresh_token.is_some(), "token issued");
             return Ok(token);
         }
-        let err = error_reply(&url, status, retry_after, &body, request_id);
+        let mut sent: Vec<&str> = form
+            .iter()
+            .filter(|(k, _)| SECRET_FIELDS.contains(k))
+            .map(|(_, v)| *v)
+            .collect();
+        if let Some(secret) = basic {
+            sent.push(secret.expose());
+        }
+        let err = error_reply(&url, status, retry_after, &body, request_id, &sent);
         tracing::debug!(%grant, status, class = %err.class(), codes = ?err.entra().map(|e| &e.error_codes), "token request refused");
         Err(err)
     }
@@ -590,6 +610,115 @@ impl TokenClient {
     }
 }
 
+/// Whether a failed request of `grant` may be sent again. Client credentials are idempotent: any transient
+/// failure is retried. The other grants are not: a password attempt counts towards smart lockout, and codes and
+/// refresh tokens are single-use (refresh tokens rotate), so a request the server may have processed (a timeout,
+/// a dropped connection, a 5xx) is not repeated. They are retried only when the request was never sent (connect
+/// error) or the server explicitly asked for a retry (429/503 with `Retry-After`).
+fn may_retry(grant: Grant, e: &AuthError) -> bool {
+    if !e.is_transient() {
+        return false;
+    }
+    if grant == Grant::ClientCredentials {
+        return true;
+    }
+    match e {
+        AuthError::Connect { .. } => true,
+        AuthError::Entra(entra) => {
+            matches!(entra.http_status, 429 | 503) && entra.retry_after.is_some()
+        }
+        AuthError::UnexpectedReply {
+            status,
+            retry_after,
+            ..
+        } => matches!(status, 429 | 503) && retry_after.is_some(),
+        _ => false,
+    }
+}
+
+/// Form fields whose values are secrets (removed from any excerpt of a reply).
+const SECRET_FIELDS: [&str; 9] = [
+    "password",
+    "client_secret",
+    "client_assertion",
+    "refresh_token",
+    "code",
+    "code_verifier",
+    "device_code",
+    "access_token",
+    "id_token",
+];
+
+/// Redacts secrets from server text before it is kept in an error: every value sent in this request under a
+/// secret field name (raw, form-encoded and percent-encoded), and the value after any `name=` / `"name":` of a
+/// secret field, whatever its origin (a reply may echo a request from someone else's proxy).
+pub(crate) fn redact_reply_text(text: &str, sent_secrets: &[&str]) -> String {
+    const MASK: &str = "[REDACTED]";
+    let mut out = text.to_owned();
+    for secret in sent_secrets.iter().filter(|s| !s.is_empty()) {
+        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let pct = form.replace('+', "%20");
+        for variant in [secret.to_string(), form, pct] {
+            if !variant.is_empty() {
+                out = out.replace(&variant, MASK);
+            }
+        }
+    }
+    for field in SECRET_FIELDS {
+        out = redact_field(&out, field, MASK);
+    }
+    out
+}
+
+/// Replaces the value following `field` + (`=` | `":` | `:`) (case-insensitive field name; optional quotes and
+/// spaces) up to a delimiter.
+fn redact_field(text: &str, field: &str, mask: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find(field) {
+        let start = from + pos;
+        let mut i = start + field.len();
+        from = i;
+        // Must be a whole name: not preceded by a name character.
+        if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+            continue;
+        }
+        if bytes.get(i) == Some(&b'"') {
+            i += 1;
+        }
+        while bytes.get(i).is_some_and(|b| *b == b' ') {
+            i += 1;
+        }
+        if !matches!(bytes.get(i), Some(b'=' | b':')) {
+            continue;
+        }
+        i += 1;
+        while bytes.get(i).is_some_and(|b| *b == b' ' || *b == b'"') {
+            i += 1;
+        }
+        let value_start = i;
+        while bytes.get(i).is_some_and(|b| {
+            !matches!(
+                b,
+                b'&' | b'"' | b',' | b'}' | b'<' | b';' | b' ' | b'\t' | b'\r' | b'\n'
+            )
+        }) {
+            i += 1;
+        }
+        if i > value_start {
+            out.push_str(&text[copied..value_start]);
+            out.push_str(mask);
+            copied = i;
+        }
+        from = i;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// Turns a non-2xx reply into an error: Entra JSON if it parses, else `UnexpectedReply` with an excerpt.
 fn error_reply(
     url: &Url,
@@ -597,6 +726,7 @@ fn error_reply(
     retry_after: Option<Duration>,
     body: &[u8],
     request_id: String,
+    sent_secrets: &[&str],
 ) -> AuthError {
     if let Some(mut e) = EntraError::parse(status, body) {
         e.retry_after = retry_after;
@@ -604,7 +734,8 @@ fn error_reply(
         return e.into();
     }
     let text = String::from_utf8_lossy(body);
-    let excerpt: String = text
+    let redacted = redact_reply_text(&text, sent_secrets);
+    let excerpt: String = redacted
         .chars()
         .take(200)
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -613,6 +744,7 @@ fn error_reply(
         url: url.to_string(),
         status,
         excerpt,
+        retry_after,
     }
 }
 

@@ -343,8 +343,10 @@ pub enum AuthError {
         url: String,
         /// HTTP status.
         status: u16,
-        /// The first ~200 characters of the body.
+        /// The first ~200 characters of the body, with secrets redacted.
         excerpt: String,
+        /// The `Retry-After` header, when present.
+        retry_after: Option<Duration>,
     },
     /// A success reply that is not a valid token response.
     #[error("malformed token response from {url}: {reason}")]
@@ -544,7 +546,10 @@ impl AuthError {
 
     /// The `Retry-After` the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.entra().and_then(|e| e.retry_after)
+        match self {
+            Self::UnexpectedReply { retry_after, .. } => *retry_after,
+            other => other.entra().and_then(|e| e.retry_after),
+        }
     }
 
     /// Whether a cached refresh token should be dropped after this error on refresh (the grant is dead).
@@ -730,6 +735,7 @@ mod tests {
             url: "u".into(),
             status: 502,
             excerpt: "x".into(),
+            retry_after: None,
         };
         assert!(e.is_transient());
     }
