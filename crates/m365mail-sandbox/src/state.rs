@@ -168,7 +168,9 @@ pub(crate) struct DeviceGrant {
     pub(crate) scope: String,
     pub(crate) expires_at: u64,
     pub(crate) interval_seconds: u64,
-    pub(crate) last_poll: Option<SystemTime>,
+    /// The last poll, or the issue time before the first one: RFC 8628 §3.5 (and Entra) expect the
+    /// client to wait `interval` before its first poll too, so an early first poll gets `slow_down`.
+    pub(crate) last_poll: SystemTime,
     pub(crate) state: DeviceState,
 }
 

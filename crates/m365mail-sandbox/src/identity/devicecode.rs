@@ -89,7 +89,7 @@ fn start_device_flow(
             scope: scope.to_string(),
             expires_at: state.now_unix() + expires_in,
             interval_seconds: interval,
-            last_poll: None,
+            last_poll: state.now(),
             state: DeviceState::Pending,
         },
     );

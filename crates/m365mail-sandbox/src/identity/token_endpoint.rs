@@ -1,6 +1,6 @@
 //! `POST /{tenant}/oauth2/v2.0/token`: one function per grant.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json,
@@ -297,12 +297,12 @@ impl<'a> TokenRequest<'a> {
             if grant.expires_at <= self.state.now_unix() {
                 return Err(EntraError::device_code_expired());
             }
-            let too_soon = grant.last_poll.is_some_and(|last_poll| {
-                now.duration_since(last_poll)
-                    .map(|elapsed| elapsed.as_secs_f64() < grant.interval_seconds as f64)
-                    .unwrap_or(false)
-            });
-            grant.last_poll = Some(now);
+            // Measured from the previous poll, or from the issue for the first one. A clock that
+            // went backwards counts as not too soon.
+            let too_soon = now
+                .duration_since(grant.last_poll)
+                .is_ok_and(|elapsed| elapsed < Duration::from_secs(grant.interval_seconds));
+            grant.last_poll = now;
             if too_soon && grant.state == DeviceState::Pending {
                 return Err(EntraError::slow_down());
             }

@@ -101,12 +101,21 @@ async fn device_code_response_has_entra_fields_and_message() {
 }
 
 #[tokio::test]
-async fn device_flow_pending_slow_down_approval_and_reuse() {
+async fn device_flow_first_poll_waits_interval_pending_slow_down_approval_and_reuse() {
     let (sandbox, clock) = start_with_fake_clock(fast_lifetimes()).await;
     let (device_code, user_code) = start_flow(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID).await;
+    // RFC 8628 §3.5: the client waits `interval` before its first poll too.
+    poll(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID, &device_code)
+        .await
+        .assert_codeless_error("slow_down");
+    clock.advance(Duration::from_secs(5));
     poll(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID, &device_code)
         .await
         .assert_error(400, "authorization_pending", 70016);
+    poll(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID, &device_code)
+        .await
+        .assert_codeless_error("slow_down");
+    clock.advance(Duration::from_secs(4));
     poll(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID, &device_code)
         .await
         .assert_codeless_error("slow_down");
