@@ -123,6 +123,53 @@ pub(crate) struct ConfigFile {
     pub(crate) profiles: BTreeMap<String, Profile>,
 }
 
+/// One line: `line L column C: message`, with any value quoted in the message redacted (names of keys and
+/// of the accepted values are kept). Never the source snippet.
+fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = redact_quoted_value(e.message().lines().next().unwrap_or("invalid TOML"));
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line} column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// serde quotes the offending value (`unknown variant `x``, `invalid type: string "x"`); it may be a secret
+/// pasted into the wrong key. Key names (`unknown field`, `missing field`, `duplicate key`) are kept.
+fn redact_quoted_value(message: &str) -> String {
+    let keeps_names = ["unknown field", "missing field", "duplicate"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    if keeps_names {
+        return message.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = message;
+    // The first quoted value (backticks or double quotes) is the input; later ones list expected names.
+    let first = rest.find(['`', '"']);
+    if let Some(open) = first {
+        let q = rest.as_bytes()[open] as char;
+        if let Some(len) = rest[open + 1..].find(q)
+            && (len > 3
+                || ["unknown variant", "invalid"]
+                    .iter()
+                    .any(|p| message.starts_with(p)))
+        {
+            out.push_str(&rest[..open]);
+            out.push(q);
+            out.push('…');
+            out.push(q);
+            rest = &rest[open + 1 + len + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The default config path: `<user config dir>/m365mail/config.toml`.
 pub(crate) fn default_path() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "m365mail").map(|d| d.config_dir().join("config.toml"))
@@ -131,8 +178,15 @@ pub(crate) fn default_path() -> Option<PathBuf> {
 impl ConfigFile {
     /// Parses TOML text.
     pub(crate) fn parse(text: &str, origin: &Path) -> anyhow::Result<Self> {
-        let cfg: Self = toml::from_str(text)
-            .map_err(|e| usage(format!("config file {}: {e}", origin.display())))?;
+        // toml's Display quotes the offending source line, which may hold a secret: show only the message
+        // (values quoted in it redacted) and the position.
+        let cfg: Self = toml::from_str(text).map_err(|e| {
+            usage(format!(
+                "config file {}: {}",
+                origin.display(),
+                toml_error(&e, text)
+            ))
+        })?;
         for (name, p) in &cfg.profiles {
             if p.password.is_some() || p.client_secret.is_some() {
                 return Err(usage(format!(
@@ -242,6 +296,38 @@ scopes = ["https://outlook.office365.com/.default"]
         assert!(e.downcast_ref::<UsageError>().is_some());
         assert!(ConfigFile::parse("[profiles.a]\ntenat = \"x\"\n", Path::new("x")).is_err());
         assert!(ConfigFile::parse("[profiles.a]\nflow = \"magic\"\n", Path::new("x")).is_err());
+    }
+
+    /// A TOML error never shows the source line (it may hold a secret), only the message and position.
+    #[test]
+    fn toml_errors_show_position_not_the_source_line() {
+        for (text, line) in [
+            (
+                "[profiles.a]\ntenant = \"t\"\nusername = \"bob\" Hunter2-secret\n",
+                3,
+            ),
+            ("[profiles.a]\nusername = \"Hunter2-secret\n", 2),
+            ("[profiles.a]\nflow = \"Hunter2-secret\"\n", 2),
+            ("[profiles.a]\nport = \"Hunter2-secret\"\n", 2),
+            (
+                "[profiles.a]\ntenant = 7\nclient_id = [\"Hunter2-secret\", 1]\n",
+                3,
+            ),
+            (
+                "[profiles.a]\nassertion_alg = { x = \"Hunter2-secret\" }\n",
+                2,
+            ),
+            ("Hunter2-secret\n", 1),
+        ] {
+            let e = ConfigFile::parse(text, Path::new("cfg.toml")).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(!msg.contains("Hunter2"), "{msg}");
+            assert!(!format!("{e:?}").contains("Hunter2"), "{e:?}");
+            assert!(msg.contains(&format!("line {line} column ")), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        let e = ConfigFile::parse("[profiles.a]\ntenat = \"x\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("tenat"), "{e}");
     }
 
     #[test]
