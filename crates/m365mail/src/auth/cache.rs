@@ -257,6 +257,28 @@ impl TokenCache {
     /// one process refreshes or runs a flow, so concurrent processes wait and then reuse its token instead of
     /// all asking Entra. `None` for a memory cache. Released when the guard drops.
     pub fn lock_key(&self, key: &CacheKey) -> Result<Option<KeyLock>, AuthError> {
+        let Some((path, file)) = self.key_lock_file(key)? else {
+            return Ok(None);
+        };
+        file.lock()
+            .map_err(|e| cache_err(path, format!("key lock: {e}")))?;
+        Ok(Some(KeyLock { _file: file }))
+    }
+
+    /// Like [`Self::lock_key`] without blocking: `Ok(None)` when another process (or another handle) holds
+    /// the lock, `Ok(Some(None))` for a memory cache. Lets async callers poll (and stay cancellable).
+    pub fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Option<KeyLock>>, AuthError> {
+        let Some((path, file)) = self.key_lock_file(key)? else {
+            return Ok(Some(None));
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Some(KeyLock { _file: file }))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(cache_err(path, format!("key lock: {e}"))),
+        }
+    }
+
+    fn key_lock_file(&self, key: &CacheKey) -> Result<Option<(&Path, File)>, AuthError> {
         let Some(path) = &self.path else {
             return Ok(None);
         };
@@ -273,9 +295,7 @@ impl TokenCache {
         let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         let file = open_private(&locks.join(format!("{name}.lock")))
             .map_err(|e| cache_err(path, format!("key lock: {e}")))?;
-        file.lock()
-            .map_err(|e| cache_err(path, format!("key lock: {e}")))?;
-        Ok(Some(KeyLock { _file: file }))
+        Ok(Some((path.as_path(), file)))
     }
 
     /// The file path (None for memory).

@@ -13,7 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use url::Url;
 
-use super::cache::{CacheKey, CachedToken, DEFAULT_MARGIN, TokenCache};
+use super::cache::{CacheKey, CachedToken, DEFAULT_MARGIN, KeyLock, TokenCache};
+
+/// Longest wait for another process's per-key lock (longer than any interactive flow: device code 15 min).
+pub const KEY_LOCK_MAX_WAIT: Duration = Duration::from_secs(30 * 60);
 use super::client::{AuthCodeOptions, TokenClient};
 use super::device_code::DeviceCode;
 use super::error::AuthError;
@@ -250,7 +253,7 @@ impl TokenProvider {
             return Ok(hit);
         }
         // The same across processes: wait for another process renewing this key, then reuse its token.
-        let _key_lock = self.cache_op(|c, k| c.lock_key(k)).await?;
+        let _key_lock = self.key_lock().await?;
         if let Some(hit) = self.fresh_cached().await? {
             return Ok(hit);
         }
@@ -261,8 +264,44 @@ impl TokenProvider {
     pub async fn force_renew(&self) -> Result<AccessToken, AuthError> {
         let lock = flight_lock(&self.key);
         let _guard = lock.lock().await;
-        let _key_lock = self.cache_op(|c, k| c.lock_key(k)).await?;
+        let _key_lock = self.key_lock().await?;
         self.renew().await
+    }
+
+    /// Takes the cross-process lock of the key by polling (never a blocking `flock` on a worker thread), so
+    /// dropping this future (Ctrl-C, a timeout) stops waiting at once. Says once that it is waiting; gives up
+    /// after [`KEY_LOCK_MAX_WAIT`].
+    async fn key_lock(&self) -> Result<Option<KeyLock>, AuthError> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(10);
+        let mut said = false;
+        loop {
+            if let Some(lock) = self.cache_op(|c, k| c.try_lock_key(k)).await? {
+                if said {
+                    tracing::info!("got the token lock");
+                }
+                return Ok(lock);
+            }
+            if !said {
+                said = true;
+                tracing::warn!("waiting for another m365mail process holding the token lock…");
+            }
+            if started.elapsed() >= KEY_LOCK_MAX_WAIT {
+                return Err(AuthError::Cache {
+                    path: self
+                        .cache
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    detail: format!(
+                        "another process held the token lock for more than {} s",
+                        KEY_LOCK_MAX_WAIT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(250));
+        }
     }
 
     async fn renew(&self) -> Result<AccessToken, AuthError> {
@@ -418,6 +457,51 @@ mod tests {
         );
         assert_eq!(origins[&TokenOrigin::Flow], 1);
         assert_eq!(origins[&TokenOrigin::Cache], 99);
+    }
+
+    /// Waiting for another process's key lock is cancellable: dropping the future (Ctrl-C) returns at once,
+    /// and no worker thread stays blocked in `flock`, so the runtime shuts down promptly.
+    #[test]
+    fn waiting_for_another_process_lock_is_cancellable() {
+        let clock = FakeClock::fixed();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        // "Another process": a second cache handle on the same file holds the key's lock.
+        let other = TokenCache::open(&path).unwrap();
+        let held = other.lock_key(&key("busy@x")).unwrap().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(5));
+            drop(held);
+        });
+        let provider = TokenProvider::new(
+            Arc::new(Counting {
+                clock: Some(clock.clone()),
+                ..Default::default()
+            }),
+            Arc::new(TokenCache::open(&path).unwrap()),
+            key("busy@x"),
+            Scopes::parse("x"),
+            Arc::new(clock),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let outcome = runtime.block_on(async {
+            tokio::select! {
+                r = provider.token() => Some(r),
+                () = tokio::time::sleep(Duration::from_millis(300)) => None,
+            }
+        });
+        assert!(outcome.is_none(), "the lock is held elsewhere");
+        drop(runtime);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "runtime shutdown waited for a blocked lock: {:?}",
+            started.elapsed()
+        );
+        release.join().unwrap();
     }
 
     #[tokio::test]
