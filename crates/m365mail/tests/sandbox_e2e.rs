@@ -603,19 +603,41 @@ async fn auth_code_with_pkce_and_loopback_listener() {
     assert!(t.refresh_token.is_some());
     assert_eq!(sbx.admin().stats().grant("authorization_code"), 1);
 
-    // A tampered state is refused and the code is not redeemed.
+    // An idle connection, a tampered state and an error redirect with a wrong state are each answered on
+    // their own (400 for the wrong states) without ending the flow; the genuine redirect then succeeds, and
+    // the code is redeemed once.
     let ca = sbx.ca_pem().to_owned();
-    let e = c
+    let t = c
         .auth_code(
             &imap(),
-            &AuthCodeOptions::default(),
+            &AuthCodeOptions {
+                timeout: Duration::from_secs(60),
+                ..AuthCodeOptions::default()
+            },
             move |url| drive_browser(url.clone(), ca, Some("forged")),
             std::future::pending(),
         )
         .await
+        .unwrap();
+    assert!(usable(&t.access_token, "imap"));
+    assert_eq!(sbx.admin().stats().grant("authorization_code"), 2);
+
+    // Only forged redirects: the flow does not end on them; it times out.
+    let ca = sbx.ca_pem().to_owned();
+    let e = c
+        .auth_code(
+            &imap(),
+            &AuthCodeOptions {
+                timeout: Duration::from_secs(3),
+                ..AuthCodeOptions::default()
+            },
+            move |url| drive_browser(url.clone(), ca, Some("forged-only")),
+            std::future::pending(),
+        )
+        .await
         .unwrap_err();
-    assert!(matches!(e, AuthError::StateMismatch), "{e}");
-    assert_eq!(sbx.admin().stats().grant("authorization_code"), 1);
+    assert!(matches!(e, AuthError::Redirect(_)), "{e}");
+    assert_eq!(sbx.admin().stats().grant("authorization_code"), 2);
 }
 
 /// Acts as the browser: posts the sign-in form (the authorize query + credentials), follows the redirect to
@@ -649,8 +671,13 @@ fn drive_browser(url: url::Url, ca_pem: String, forge_state: Option<&'static str
             .to_str()
             .unwrap()
             .replace("localhost", host);
-        let mut target = url::Url::parse(&location).unwrap();
+        let target = url::Url::parse(&location).unwrap();
+        let mut idle = None;
         if let Some(forged) = forge_state {
+            // An idle connection first: it must not stall the listener.
+            let addr = format!("{}:{}", target.host_str().unwrap(), target.port().unwrap());
+            idle = Some(tokio::net::TcpStream::connect(addr).await.unwrap());
+            let mut tampered = target.clone();
             let pairs: Vec<(String, String)> = target
                 .query_pairs()
                 .into_owned()
@@ -662,10 +689,33 @@ fn drive_browser(url: url::Url, ca_pem: String, forge_state: Option<&'static str
                     }
                 })
                 .collect();
-            target.query_pairs_mut().clear().extend_pairs(pairs);
+            tampered.query_pairs_mut().clear().extend_pairs(pairs);
+            let page = reqwest::get(tampered).await.unwrap();
+            assert_eq!(page.status(), 400);
+            // An error redirect without the right state.
+            let mut error = target.clone();
+            error
+                .query_pairs_mut()
+                .clear()
+                .append_pair("error", "access_denied")
+                .append_pair("state", forged);
+            let page = reqwest::get(error).await.unwrap();
+            assert_eq!(page.status(), 400);
+            let mut missing = target.clone();
+            missing
+                .query_pairs_mut()
+                .clear()
+                .append_pair("error", "access_denied");
+            let page = reqwest::get(missing).await.unwrap();
+            assert_eq!(page.status(), 400);
+            if forged == "forged-only" {
+                return;
+            }
         }
         let page = reqwest::get(target).await.unwrap();
+        assert_eq!(page.status(), 200);
         let _ = page.text().await;
+        drop(idle);
     });
 }
 

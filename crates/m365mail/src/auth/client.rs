@@ -798,80 +798,132 @@ fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
     }
 }
 
-/// Accepts loopback connections until one carries `code` or `error`; answers each with a small page.
+/// How long one loopback connection may take to send its request head.
+const REDIRECT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Accepts loopback connections until one carries the right `state` with `code` or `error`. Each connection
+/// is served in its own task with a read timeout, so an idle or slow connection (a browser's speculative
+/// preconnect, a port scanner) cannot stall the sign-in. A request with a missing or wrong `state` — including
+/// an `error` redirect — is answered 400 and ignored: only the genuine redirect ends the flow.
 async fn wait_for_redirect(
     listener: &TcpListener,
     listener6: Option<&TcpListener>,
     state: &str,
 ) -> Result<Secret, AuthError> {
+    let state: Arc<str> = Arc::from(state);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Secret, AuthError>>(1);
+    // Dropped on return: aborts every connection task still running.
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let accepted = match listener6 {
-            Some(l6) => tokio::select! {
-                r = listener.accept() => r,
-                r = l6.accept() => r,
-            },
-            None => listener.accept().await,
+        let accepted = tokio::select! {
+            Some(outcome) = rx.recv() => return outcome,
+            r = listener.accept() => r,
+            r = async {
+                match listener6 {
+                    Some(l6) => l6.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => r,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
-        let (mut stream, _) = accepted.map_err(|e| AuthError::Redirect(format!("accept: {e}")))?;
-        let mut buf = Vec::with_capacity(2048);
-        let mut chunk = [0u8; 2048];
-        // Read the request head only (bounded to 16 KiB).
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // E.g. too many open files: transient for the listener, not fatal for the flow.
+                tracing::debug!(error = %e, "accept failed on the redirect listener");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            if let Some(outcome) = serve_redirect(stream, &state).await {
+                let _ = tx.send(outcome).await;
+            }
+        });
+    }
+}
+
+/// Serves one connection: `Some` only for a request carrying the expected `state`.
+async fn serve_redirect(
+    mut stream: tokio::net::TcpStream,
+    state: &str,
+) -> Option<Result<Secret, AuthError>> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 2048];
+    // Read the request head only (bounded to 16 KiB and REDIRECT_READ_TIMEOUT).
+    let read_head = async {
         while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        let head = String::from_utf8_lossy(&buf);
-        let target = head
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("GET "))
-            .and_then(|l| l.split(' ').next())
-            .unwrap_or("");
-        let query = Url::parse(&format!("http://127.0.0.1{target}")).ok();
-        let pairs: Vec<(String, String)> = query
-            .map(|u| u.query_pairs().into_owned().collect())
-            .unwrap_or_default();
-        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let outcome = match (get("code"), get("error")) {
-            (_, Some(error)) => Some(Err(AuthError::AuthorizeRedirect {
+    };
+    if tokio::time::timeout(REDIRECT_READ_TIMEOUT, read_head)
+        .await
+        .is_err()
+    {
+        tracing::debug!("redirect listener: connection sent no request in time; closed");
+        return None;
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let target = head
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("GET "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or("");
+    let query = Url::parse(&format!("http://127.0.0.1{target}")).ok();
+    let pairs: Vec<(String, String)> = query
+        .map(|u| u.query_pairs().into_owned().collect())
+        .unwrap_or_default();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let state_ok = get("state").is_some_and(|s| constant_time_eq(s.as_bytes(), state.as_bytes()));
+    let (outcome, status, text) = match (get("code"), get("error")) {
+        (None, None) => (None, "404 Not Found", "Not found.".to_owned()),
+        _ if !state_ok => {
+            tracing::warn!(
+                "redirect listener: refused a redirect whose state does not match (possible CSRF); still waiting"
+            );
+            (
+                None,
+                "400 Bad Request",
+                html_escape(&AuthError::StateMismatch.to_string()),
+            )
+        }
+        (_, Some(error)) => {
+            let e = AuthError::AuthorizeRedirect {
                 error,
                 description: strip_trace_suffix(&get("error_description").unwrap_or_default()),
-            })),
-            (Some(code), None) => {
-                if get("state").as_deref() == Some(state) {
-                    Some(Ok(Secret::new(code)))
-                } else {
-                    Some(Err(AuthError::StateMismatch))
-                }
-            }
-            (None, None) => None,
-        };
-        let (status, body) = match &outcome {
-            None => ("404 Not Found", "Not found.".to_owned()),
-            Some(Ok(_)) => (
-                "200 OK",
-                "Sign-in complete. You can close this window and return to m365mail.".to_owned(),
-            ),
-            Some(Err(e)) => (
-                "400 Bad Request",
-                format!("Sign-in failed: {}", html_escape(&e.to_string())),
-            ),
-        };
-        let page = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>m365mail</title></head><body><p>{body}</p></body></html>"
-        );
-        let reply = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{page}",
-            page.len()
-        );
+            };
+            let text = format!("Sign-in failed: {}", html_escape(&e.to_string()));
+            (Some(Err(e)), "400 Bad Request", text)
+        }
+        (Some(code), None) => (
+            Some(Ok(Secret::new(code))),
+            "200 OK",
+            "Sign-in complete. You can close this window and return to m365mail.".to_owned(),
+        ),
+    };
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>m365mail</title></head><body><p>{text}</p></body></html>"
+    );
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{page}",
+        page.len()
+    );
+    let _ = tokio::time::timeout(REDIRECT_READ_TIMEOUT, async {
         let _ = stream.write_all(reply.as_bytes()).await;
         let _ = stream.shutdown().await;
-        if let Some(outcome) = outcome {
-            return outcome;
-        }
-    }
+    })
+    .await;
+    outcome
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn html_escape(s: &str) -> String {
