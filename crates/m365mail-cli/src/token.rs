@@ -1,8 +1,8 @@
 //! `m365mail token get | inspect | clear`.
 //!
 //! Secrets never come from argv: passwords from `M365MAIL_PASSWORD`, `--password-stdin` or a no-echo prompt;
-//! client secrets from `M365MAIL_CLIENT_SECRET`, `--secret-file` or a prompt; tokens to inspect from stdin by
-//! default. The access token is printed only with `--show-token` (text: the bare token on stdout; JSON: an
+//! client secrets from `M365MAIL_CLIENT_SECRET`, `--secret-file` or a prompt; tokens to inspect from stdin or
+//! `--file`. The access token is printed only with `--show-token` (text: the bare token on stdout; JSON: an
 //! `access_token` field); otherwise `token get` reports expiry, scopes and origin only.
 //!
 //! Defaults: flow `device-code`, target `imap` (delegated scopes, or `/.default` for the client-credential
@@ -38,7 +38,8 @@ use crate::config::{ConfigFile, FlowName, Profile, SecretAuth, usage};
 pub(crate) enum TokenCommand {
     /// Get an access token with the profile's flow (cached tokens are reused; refresh tokens are rotated).
     Get(Box<GetArgs>),
-    /// Decode a token without verifying it and say which protocols it can serve. Reads stdin by default.
+    /// Decode a token without verifying it and say which protocols it can serve. Reads stdin (or --file); never
+    /// argv.
     Inspect(InspectArgs),
     /// Remove cached tokens (the profile's app and account, or everything with --all).
     Clear(Box<ClearArgs>),
@@ -110,12 +111,26 @@ pub(crate) struct GetArgs {
     /// Print the access token (text: alone on stdout; JSON: the `access_token` field).
     #[arg(long)]
     show_token: bool,
+    /// Timeout of each HTTP request to the identity endpoint, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "M365MAIL_HTTP_TIMEOUT",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    timeout: u64,
 }
 
+/// Tokens are never taken from argv (other users can read it in the process list, and shells keep history).
 #[derive(Debug, clap::Args)]
 pub(crate) struct InspectArgs {
-    /// The token, or `-` for stdin (the default, so tokens stay off argv).
-    token: Option<String>,
+    /// `-`: read the token from stdin (the default). Anything else is refused (without being echoed).
+    #[arg(value_name = "-", value_parser = argv_secret, conflicts_with = "file")]
+    stdin: Option<Secret>,
+    /// Read the token from this file instead of stdin.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -435,6 +450,7 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         credential,
         ClientOptions {
             ca_file: s.ca_file.clone(),
+            timeout: std::time::Duration::from_secs(args.timeout),
             ..ClientOptions::default()
         },
     )?;
@@ -638,19 +654,37 @@ fn print_token(
     }
 }
 
+/// Wraps an argv value that must not be echoed (clap quotes a rejected value in its error).
+fn argv_secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(value))
+}
+
 fn inspect(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let token = match args.token.as_deref() {
-        None | Some("-") => {
+    if args.stdin.as_ref().is_some_and(|v| v.expose() != "-") {
+        return Err(usage(
+            "tokens are not accepted on the command line (other users can see argv); pipe the token on stdin \
+             or pass --file PATH",
+        ));
+    }
+    let token = match &args.file {
+        Some(path) => {
+            let text = Secret::new(
+                std::fs::read_to_string(path)
+                    .map_err(|e| usage(format!("--file {}: {e}", path.display())))?,
+            );
+            Secret::new(text.expose().trim())
+        }
+        None => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| usage(format!("reading the token from stdin: {e}")))?;
-            Secret::new(text.trim().to_owned())
+            let text = Secret::new(text);
+            Secret::new(text.expose().trim())
         }
-        Some(t) => Secret::new(t.trim()),
     };
     if token.is_empty() {
-        return Err(usage("no token given (pass it on stdin)"));
+        return Err(usage("no token given (pass it on stdin or with --file)"));
     }
     let inspection = m365mail::auth::inspect(token.expose(), &SystemClock);
     if global.json {

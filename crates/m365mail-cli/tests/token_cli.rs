@@ -17,8 +17,12 @@ async fn env() -> Env {
     let mut config = SandboxConfig::default();
     // The CLI polls in real time: keep the device-code interval short.
     config.lifetimes.device_poll_interval = std::time::Duration::from_secs(1);
+    // Under CPU starvation (parallel tests, several CLI processes) a handshake can be slow.
+    config.tls_handshake_timeout = std::time::Duration::from_secs(120);
     let sbx = Sandbox::start(config).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // An empty config file, written once before any CLI process starts.
+    std::fs::write(dir.path().join("none.toml"), "").unwrap();
     let ca = dir.path().join("ca.pem");
     sbx.write_ca(&ca).unwrap();
     let cache = dir.path().join("cache/tokens.json");
@@ -40,8 +44,8 @@ impl Env {
             .env_remove("M365MAIL_CLIENT_SECRET")
             .env_remove("M365MAIL_REFRESH_TOKEN")
             .env("M365MAIL_LOG", "error")
+            .env_remove("M365MAIL_HTTP_TIMEOUT")
             .args(args);
-        std::fs::write(self.dir.path().join("none.toml"), "").unwrap();
         c
     }
 
@@ -160,7 +164,7 @@ async fn password_flow_caches_reuses_and_inspects() {
 
     // inspect reads stdin.
     let mut c = e.cmd(&["--json", "token", "inspect"]);
-    c.write_stdin(token);
+    c.write_stdin(token.clone());
     let (code, json, all) = run(c).await;
     assert_eq!(code, 0, "{all}");
     let imap = json["verdicts"]
@@ -170,6 +174,23 @@ async fn password_flow_caches_reuses_and_inspects() {
         .find(|v| v["protocol"] == "imap")
         .unwrap();
     assert_eq!(imap["usable"], true, "{json}");
+    // ... or a file; never argv (refused without echoing the value).
+    let file = e.dir.path().join("token.txt");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let (code, json, all) = run(e.cmd(&[
+        "--json",
+        "token",
+        "inspect",
+        "--file",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{all}");
+    assert!(json["verdicts"].is_array(), "{json}");
+    let (code, _, all) = run(e.cmd(&["token", "inspect", &token])).await;
+    assert_eq!(code, 2, "{all}");
+    assert!(all.contains("not accepted on the command line"), "{all}");
+    assert!(!all.contains(&token[..20]), "{all}");
 
     // clear.
     let (code, json, _) = run(e.cmd(&[
@@ -444,26 +465,38 @@ async fn concurrent_processes_share_one_token_request() {
                 "client-secret",
                 "--client-id",
                 demo::CONFIDENTIAL_APP_ID,
+                // Six processes at once on a loaded machine: a slow reply is not a failure here.
+                "--timeout",
+                "120",
             ]);
-            c.env("M365MAIL_CLIENT_SECRET", demo::CONFIDENTIAL_APP_SECRET);
+            c.env("M365MAIL_CLIENT_SECRET", demo::CONFIDENTIAL_APP_SECRET)
+                .env("M365MAIL_LOG", "info");
             tokio::spawn(run(c))
         })
         .collect();
-    let mut origins = Vec::new();
+    let mut results = Vec::new();
     for r in runs {
-        let (code, json, all) = r.await.unwrap();
-        assert_eq!(code, 0, "{all}");
-        origins.push(json["origin"].as_str().unwrap().to_owned());
+        results.push(r.await.unwrap());
     }
+    let report: String = results
+        .iter()
+        .enumerate()
+        .map(|(i, (code, _, all))| format!("--- process {i} (exit {code}):\n{all}\n"))
+        .collect();
+    let origins: Vec<String> = results
+        .iter()
+        .map(|(_, json, _)| json["origin"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert!(results.iter().all(|(code, _, _)| *code == 0), "{report}");
     assert_eq!(
         e.sbx.admin().stats().grant("client_credentials"),
         before + 1,
-        "six processes, one token request: {origins:?}"
+        "six processes, one token request: {origins:?}\n{report}"
     );
     assert_eq!(
         origins.iter().filter(|o| *o == "flow").count(),
         1,
-        "{origins:?}"
+        "{origins:?}\n{report}"
     );
 }
 
@@ -499,7 +532,6 @@ async fn auth_code_flow_prints_the_url_and_receives_the_redirect() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::fs::write(e.dir.path().join("none.toml"), "").unwrap();
     let stderr = child.stderr.take().unwrap();
     // The authorize URL is the first stderr line that starts with the sandbox's base URL.
     let url = tokio::task::spawn_blocking(move || {
