@@ -18,7 +18,7 @@ use url::Url;
 use super::assertion::{ASSERTION_TYPE, AssertionAlg, CertificateCredential};
 use super::authority::{Authority, validate_client_id, validate_identifier};
 use super::device_code::{DeviceCode, DevicePoller, PollStep};
-use super::error::{AuthError, EntraError, Grant, strip_trace_suffix};
+use super::error::{AuthError, EntraError, Grant, strip_control, strip_trace_suffix};
 use super::pkce::{Pkce, random_b64url};
 use super::response::TokenResponse;
 use super::scopes::Scopes;
@@ -895,8 +895,10 @@ async fn serve_redirect(
         }
         (_, Some(error)) => {
             let e = AuthError::AuthorizeRedirect {
-                error,
-                description: strip_trace_suffix(&get("error_description").unwrap_or_default()),
+                error: strip_control(&error).replace('\n', " "),
+                description: strip_control(&strip_trace_suffix(
+                    &get("error_description").unwrap_or_default(),
+                )),
             };
             let text = format!("Sign-in failed: {}", html_escape(&e.to_string()));
             (Some(Err(e)), "400 Bad Request", text)

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::error::{AuthError, EntraError};
+use super::error::{AuthError, EntraError, strip_control};
 use super::response::lenient_secs;
 use crate::secret::Secret;
 
@@ -66,6 +66,14 @@ impl DeviceCode {
         if now.checked_add(expires_in).is_none() {
             return Err(malformed("expiry time out of range".into()));
         }
+        // Shown on the user's terminal: no control characters from the server.
+        let one_line = |t: &str| strip_control(t).replace('\n', " ");
+        let raw = Raw {
+            user_code: one_line(&raw.user_code),
+            verification_uri: one_line(&raw.verification_uri),
+            message: raw.message.map(|m| strip_control(&m)),
+            ..raw
+        };
         let message = raw.message.unwrap_or_else(|| {
             format!(
                 "To sign in, use a web browser to open the page {} and enter the code {} to authenticate.",
@@ -202,6 +210,24 @@ mod tests {
         assert_eq!(c.expires_in, Duration::from_secs(900));
         assert_eq!(c.interval, Duration::from_secs(5));
         assert!(c.message.contains('v'));
+    }
+
+    #[test]
+    fn server_text_loses_control_characters() {
+        let c = DeviceCode::parse(
+            br#"{"device_code":"d","user_code":"AB\u001b[2JCD","verification_uri":"https://x\r/","message":"Open \u001b]8;;evil\u0007page\u202e\nthen enter AB"}"#,
+            FakeClock::fixed().now(),
+            "u",
+        )
+        .unwrap();
+        for t in [&c.message, &c.user_code, &c.verification_uri] {
+            assert!(
+                !t.chars()
+                    .any(|ch| (ch.is_control() && ch != '\n') || ch == '\u{202e}'),
+                "{t:?}"
+            );
+        }
+        assert!(c.message.contains('\n'));
     }
 
     #[test]

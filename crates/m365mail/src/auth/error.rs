@@ -100,12 +100,13 @@ impl EntraError {
     /// not an OAuth error reply, e.g. a proxy's HTML page).
     pub fn parse(http_status: u16, body: &[u8]) -> Option<Self> {
         let raw: RawEntraError = serde_json::from_slice(body).ok()?;
-        let error = raw.error?;
+        let error = strip_control(&raw.error?);
         let mut error_codes = raw.error_codes;
         let description = raw
             .error_description
-            .map(|d| strip_trace_suffix(&d))
+            .map(|d| strip_control(&strip_trace_suffix(&d)))
             .unwrap_or_default();
+        let clean = |v: Option<String>| v.map(|v| strip_control(&v));
         // Some replies carry the code only in the description ("AADSTS50126: ..."); recover it so branching
         // on codes still works. (This reads the description for the code only, never to branch on text.)
         if error_codes.is_empty()
@@ -118,15 +119,15 @@ impl EntraError {
             error,
             error_codes,
             description,
-            trace_id: raw.trace_id,
-            correlation_id: raw.correlation_id,
-            suberror: raw.suberror,
+            trace_id: clean(raw.trace_id),
+            correlation_id: clean(raw.correlation_id),
+            suberror: clean(raw.suberror),
             claims: raw.claims.map(|c| match c {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             }),
-            error_uri: raw.error_uri,
-            password_change_url: raw.password_change_url,
+            error_uri: clean(raw.error_uri),
+            password_change_url: clean(raw.password_change_url),
             retry_after: None,
             client_request_id: None,
         })
@@ -257,6 +258,19 @@ impl fmt::Display for EntraError {
         }
         Ok(())
     }
+}
+
+/// Server text made safe to print on a terminal: control characters (ESC, CR, BEL, ... but not `\n`) and the
+/// Unicode bidirectional overrides are removed, so a reply cannot move the cursor, rewrite earlier output or
+/// reorder what is shown.
+pub fn strip_control(text: &str) -> String {
+    text.chars()
+        .filter(|c| {
+            *c == '\n'
+                || !(c.is_control()
+                    || matches!(*c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        })
+        .collect()
 }
 
 /// Cuts `\r\nTrace ID: ...` (and everything after) off an `error_description`.
@@ -648,6 +662,23 @@ mod tests {
         .unwrap();
         assert_eq!(e.error_codes, vec![7000218]);
         assert!(e.remedy().contains("Allow public client flows = Yes"));
+    }
+
+    #[test]
+    fn server_text_loses_control_characters() {
+        let e = EntraError::parse(
+            400,
+            br#"{"error":"invalid_grant\u001b[2J","error_codes":[50126],"error_description":"AADSTS50126: bad\u001b]0;pwned\u0007 creds\u202e.\nline two","suberror":"x\r\u001b[1A","trace_id":"t\u0008"}"#,
+        )
+        .unwrap();
+        let shown = format!("{}", AuthError::from(e.clone()));
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(!shown.contains('\u{202e}'));
+        assert!(e.description.contains("line two") && e.description.contains('\n'));
+        assert_eq!(e.error, "invalid_grant[2J");
     }
 
     #[test]

@@ -87,7 +87,12 @@ impl TokenResponse {
             .ok_or_else(|| malformed("no access_token"))?;
         let token_type = raw.token_type.ok_or_else(|| malformed("no token_type"))?;
         if !token_type.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::UnsupportedTokenType(token_type));
+            return Err(AuthError::UnsupportedTokenType(
+                super::error::strip_control(&token_type)
+                    .chars()
+                    .take(40)
+                    .collect(),
+            ));
         }
         let expires_in = lenient_secs(raw.expires_in.as_ref())
             .map_err(|()| malformed("expires_in is not a non-negative integer"))?
