@@ -38,6 +38,7 @@ AUTHORITY = BASE_URL + TENANT_ID
 IMAP_SCOPE = "https://outlook.office.com/IMAP.AccessAsUser.All"
 SMTP_SCOPE = "https://outlook.office.com/SMTP.Send"
 EXCHANGE_APP_SCOPE = "https://outlook.office365.com/.default"
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
 
 
 class PortKeepingSession(requests.Session):
@@ -85,12 +86,26 @@ def public_app(client_id=None, authority=AUTHORITY):
     )
 
 
-def confidential_app(credential):
+class AssertionRecordingSession(PortKeepingSession):
+    """Also records every `client_assertion` MSAL posts."""
+
+    def __init__(self):
+        super().__init__()
+        self.assertions = []
+
+    def request(self, method, url, *args, **kwargs):
+        data = kwargs.get("data")
+        if isinstance(data, dict) and "client_assertion" in data:
+            self.assertions.append(data["client_assertion"])
+        return super().request(method, url, *args, **kwargs)
+
+
+def confidential_app(credential, http_client=None):
     return msal.ConfidentialClientApplication(
         ENV["SANDBOX_CONFIDENTIAL_APP_ID"],
         client_credential=credential,
         authority=AUTHORITY,
-        http_client=PortKeepingSession(),
+        http_client=http_client or PortKeepingSession(),
         instance_discovery=False,
     )
 
@@ -194,6 +209,19 @@ class MsalAgainstSandbox(unittest.TestCase):
         credential = {"private_key": read(ENV["SANDBOX_KEY_PEM"]), "public_certificate": read(ENV["SANDBOX_CERT_PEM"])}
         token = self.assert_token(confidential_app(credential).acquire_token_for_client(scopes=[EXCHANGE_APP_SCOPE]))
         self.assertEqual(token["appidacr"], "2")
+
+    def test_msal_reuses_its_certificate_assertion_and_the_sandbox_accepts_it(self):
+        # MSAL Python caches a client assertion (same jti) for about 9 minutes (AutoRefresher); Entra
+        # accepts that, so the sandbox does too unless `reject_replayed_assertions` is set.
+        session = AssertionRecordingSession()
+        credential = {"private_key": read(ENV["SANDBOX_KEY_PEM"]), "thumbprint": ENV["SANDBOX_CERT_SHA1"]}
+        app = confidential_app(credential, http_client=session)
+        exchange = self.assert_token(app.acquire_token_for_client(scopes=[EXCHANGE_APP_SCOPE]))
+        graph = self.assert_token(app.acquire_token_for_client(scopes=[GRAPH_APP_SCOPE]))
+        self.assertEqual(exchange["aud"], "https://outlook.office365.com")
+        self.assertEqual(graph["aud"], "https://graph.microsoft.com")
+        self.assertEqual(len(session.assertions), 2)
+        self.assertEqual(session.assertions[0], session.assertions[1])
 
     def test_wrong_client_secret_is_7000215(self):
         result = confidential_app("not-the-secret").acquire_token_for_client(scopes=[EXCHANGE_APP_SCOPE])

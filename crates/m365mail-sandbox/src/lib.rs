@@ -46,9 +46,9 @@
 //! | 700025 | invalid_client | credential sent by an app that has none |
 //! | 7000215 / 7000222 | invalid_client | wrong secret (also: the secret ID) / expired secret |
 //! | 700016 / 7000112 | unauthorized_client | unknown app in this tenant / disabled app |
-//! | 700027 | invalid_client | assertion signed by an unregistered key, or bad signature |
+//! | 700027 | invalid_client | assertion signed by an unregistered key, or bad signature; every thumbprint header sent (`x5t`, `x5t#S256`) must match the same registered certificate |
 //! | 700024 | invalid_client | assertion outside its `nbf`/`exp` (5 minutes skew) |
-//! | 50012 | invalid_client | malformed assertion, wrong `aud`, no `jti`/`exp`, unsupported `alg`, no thumbprint |
+//! | 50012 | invalid_client | malformed assertion, wrong `aud`, no `jti`/`exp`, unsupported `alg`, no thumbprint (or one that is not a string); a reused `jti` when [`SandboxConfig::reject_replayed_assertions`] is on (Entra documents no code for a replayed assertion, and accepts the reuse MSAL Python does, so this is the generic invalid-assertion code and off by default) |
 //! | 700021 | invalid_client | assertion `iss`/`sub` is not the client id |
 //! | 90002 | invalid_request | unknown tenant |
 //! | 9001023 | invalid_request | ROPC over common/consumers; client credentials over organizations/common/consumers |
@@ -140,6 +140,11 @@ pub struct SandboxConfig {
     /// connection handshakes in its own task, so a stalled one never delays other clients; this only
     /// bounds how long it holds a socket. Default 30 seconds.
     pub tls_handshake_timeout: Duration,
+    /// Refuse a certificate assertion whose `jti` this client already used (AADSTS50012) until that
+    /// assertion expires. Default **off**, as Entra: MSAL Python reuses one assertion (same `jti`) for
+    /// up to 9 minutes across token requests (`AutoRefresher` in `msal/oauth2cli/assertion.py`), which
+    /// Entra accepts. Turn it on to check that a client mints a fresh assertion per request.
+    pub reject_replayed_assertions: bool,
 }
 
 impl Default for SandboxConfig {
@@ -151,6 +156,7 @@ impl Default for SandboxConfig {
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
             tls_handshake_timeout: Duration::from_secs(30),
+            reject_replayed_assertions: false,
         }
     }
 }
@@ -213,6 +219,8 @@ impl Sandbox {
             clock: config.clock,
             base_url: base_url.clone(),
             token_faults: Mutex::new(None),
+            reject_replayed_assertions: config.reject_replayed_assertions,
+            seen_assertions: Mutex::default(),
         });
         let router = identity::router()
             .merge(admin::router())

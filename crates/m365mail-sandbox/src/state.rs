@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Lifetimes, admin::TokenFault, clock::Clock, identity::crypto::SigningKey, tenant::TenantModel,
+    Lifetimes,
+    admin::TokenFault,
+    clock::Clock,
+    identity::{client_auth::SeenAssertions, crypto::SigningKey},
+    tenant::TenantModel,
 };
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data stays consistent
@@ -33,6 +37,10 @@ pub(crate) struct SandboxState {
     pub(crate) base_url: Url,
     /// Faults to answer the next token requests with, and how many remain.
     pub(crate) token_faults: Mutex<Option<(TokenFault, u32)>>,
+    /// [`crate::SandboxConfig::reject_replayed_assertions`].
+    pub(crate) reject_replayed_assertions: bool,
+    /// Certificate assertion ids already accepted (used only when replays are refused).
+    pub(crate) seen_assertions: Mutex<SeenAssertions>,
 }
 
 impl SandboxState {

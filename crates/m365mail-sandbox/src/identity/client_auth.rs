@@ -1,6 +1,8 @@
 //! Client authentication at the token endpoint: public clients, client secrets (post and basic), and
 //! certificate assertions (`private_key_jwt`, RS256 + `x5t` or PS256 + `x5t#S256`).
 
+use std::{collections::HashMap, sync::Mutex};
+
 use axum::http::HeaderMap;
 use base64::Engine;
 use serde_json::Value;
@@ -12,6 +14,7 @@ use crate::{
         errors::EntraError,
         tokens::ClientAuthMethod,
     },
+    state::lock,
     tenant::{AppRegistration, Tenant},
 };
 
@@ -90,11 +93,13 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
     Some((unescape(client_id), unescape(secret)))
 }
 
-/// Where the request arrived, for checking an assertion's `aud`.
+/// Where and when the request arrived, for checking an assertion's `aud`, time range and `jti`.
 pub(crate) struct TokenEndpointContext<'a> {
     pub(crate) base_url: &'a url::Url,
     pub(crate) alias: &'a TenantAlias,
     pub(crate) now_unix: u64,
+    /// Assertion ids already used, when replayed assertions are refused.
+    pub(crate) seen_assertions: Option<&'a Mutex<SeenAssertions>>,
 }
 
 /// Authenticates the client for a grant. Order as in Entra: a credential sent by an app that has none
@@ -193,22 +198,11 @@ fn check_assertion(
                 ));
             }
         };
-    // Prefer the SHA-256 thumbprint when both are present, as Entra does.
-    let (thumbprint, use_sha256) = match (
-        header.get("x5t#S256").and_then(Value::as_str),
-        header.get("x5t").and_then(Value::as_str),
-    ) {
-        (Some(sha256), _) => (sha256, true),
-        (None, Some(sha1)) => (sha1, false),
-        (None, None) => {
-            return Err(EntraError::assertion_invalid(
-                "Client assertion header has neither 'x5t' nor 'x5t#S256'.",
-            ));
-        }
-    };
-    // Compare digests, not strings: clients differ on base64url padding (MSAL Python pads).
-    let wanted_digest = b64url_decode(thumbprint);
-    let certificate = app
+    // Every thumbprint header present must name the same registered certificate: a correct
+    // `x5t#S256` does not excuse a wrong `x5t` (or the other way round).
+    let thumbprints = thumbprint_headers(&header)?;
+    let first_thumbprint = thumbprints.first().map_or("", |(thumbprint, _)| thumbprint);
+    let der = app
         .certificates
         .iter()
         .filter(|certificate| {
@@ -216,20 +210,24 @@ fn check_assertion(
                 .expires_at_unix
                 .is_none_or(|expiry| expiry > context.now_unix)
         })
-        .find(|certificate| {
-            let Ok(der) = certificate.der() else {
-                return false;
-            };
-            let registered = if use_sha256 { sha256(&der) } else { sha1(&der) };
-            wanted_digest.as_deref() == Some(registered.as_slice())
-        })
-        .ok_or_else(|| EntraError::assertion_key_not_found(thumbprint))?;
-    let der = certificate
-        .der()
-        .map_err(|_| EntraError::assertion_key_not_found(thumbprint))?;
+        .filter_map(|certificate| certificate.der().ok())
+        .find(|der| thumbprints.iter().all(|(_, wanted)| wanted.matches(der)))
+        .ok_or_else(|| {
+            // Name the thumbprint no registered certificate has (the first one if each matches a
+            // different certificate).
+            let unknown = thumbprints
+                .iter()
+                .find(|(_, wanted)| {
+                    !app.certificates
+                        .iter()
+                        .any(|certificate| certificate.der().is_ok_and(|der| wanted.matches(&der)))
+                })
+                .map_or(first_thumbprint, |(thumbprint, _)| thumbprint);
+            EntraError::assertion_key_not_found(unknown)
+        })?;
     let der = rustls_pki_types::CertificateDer::from(der);
     let end_entity = webpki::EndEntityCert::try_from(&der)
-        .map_err(|_| EntraError::assertion_key_not_found(thumbprint))?;
+        .map_err(|_| EntraError::assertion_key_not_found(first_thumbprint))?;
     let signed_data = format!("{header_part}.{payload_part}");
     end_entity
         .verify_signature(algorithm, signed_data.as_bytes(), &signature)
@@ -253,11 +251,11 @@ fn check_assertion(
             "Client assertion audience claim does not match Realm issuer.",
         ));
     }
-    if claim("jti").is_none() {
+    let Some(jti) = claim("jti") else {
         return Err(EntraError::assertion_invalid(
             "Client assertion has no 'jti' claim.",
         ));
-    }
+    };
     let number = |name: &str| {
         payload
             .get(name)
@@ -271,14 +269,95 @@ fn check_assertion(
     };
     let not_before = number("nbf").or_else(|| number("iat")).unwrap_or(0);
     let now = context.now_unix;
-    if expires + ASSERTION_CLOCK_SKEW_SECONDS <= now
-        || not_before > now + ASSERTION_CLOCK_SKEW_SECONDS
-    {
+    // Saturating: `exp`/`nbf` are the client's numbers (a huge float becomes u64::MAX).
+    let accepted_until = expires.saturating_add(ASSERTION_CLOCK_SKEW_SECONDS);
+    if accepted_until <= now || not_before > now.saturating_add(ASSERTION_CLOCK_SKEW_SECONDS) {
         return Err(EntraError::assertion_out_of_time_range(
             now, not_before, expires,
         ));
     }
+    if let Some(seen) = context.seen_assertions {
+        lock(seen).record(&app.client_id, jti, accepted_until, now)?;
+    }
     Ok(ClientAuthMethod::Certificate)
+}
+
+/// A thumbprint header's digest, to compare with a registered certificate's.
+enum Thumbprint {
+    Sha256(Option<Vec<u8>>),
+    Sha1(Option<Vec<u8>>),
+}
+
+impl Thumbprint {
+    /// Compares digests, not strings: clients differ on base64url padding (MSAL Python pads).
+    fn matches(&self, der: &[u8]) -> bool {
+        match self {
+            Self::Sha256(wanted) => wanted.as_deref() == Some(sha256(der).as_slice()),
+            Self::Sha1(wanted) => wanted.as_deref() == Some(sha1(der).as_slice()),
+        }
+    }
+}
+
+/// The thumbprint headers present, `x5t#S256` first: (value, digest). At least one; a thumbprint
+/// header that is not a string is a malformed assertion (AADSTS50012).
+fn thumbprint_headers(header: &Value) -> Result<Vec<(&str, Thumbprint)>, EntraError> {
+    let mut thumbprints = Vec::with_capacity(2);
+    for name in ["x5t#S256", "x5t"] {
+        let Some(value) = header.get(name).filter(|value| !value.is_null()) else {
+            continue;
+        };
+        let thumbprint = value.as_str().ok_or_else(|| {
+            EntraError::assertion_invalid(&format!(
+                "Client assertion header '{name}' is not a string."
+            ))
+        })?;
+        let digest = b64url_decode(thumbprint);
+        let wanted = if name == "x5t" {
+            Thumbprint::Sha1(digest)
+        } else {
+            Thumbprint::Sha256(digest)
+        };
+        thumbprints.push((thumbprint, wanted));
+    }
+    if thumbprints.is_empty() {
+        return Err(EntraError::assertion_invalid(
+            "Client assertion header has neither 'x5t' nor 'x5t#S256'.",
+        ));
+    }
+    Ok(thumbprints)
+}
+
+/// Assertion ids (`jti`) already accepted, per client, kept until the assertion could no longer be
+/// accepted anyway (`exp` plus the clock skew). Only consulted when
+/// [`crate::SandboxConfig::reject_replayed_assertions`] is on.
+#[derive(Default)]
+pub(crate) struct SeenAssertions {
+    /// Lower-case client id → jti → unix time after which the entry can go.
+    by_client: HashMap<String, HashMap<String, u64>>,
+}
+
+impl SeenAssertions {
+    /// Records `jti` for `client_id`, or refuses it if it was already seen and is still live
+    /// (AADSTS50012: Entra documents no dedicated code for a replayed assertion).
+    fn record(
+        &mut self,
+        client_id: &str,
+        jti: &str,
+        keep_until: u64,
+        now: u64,
+    ) -> Result<(), EntraError> {
+        let seen = self
+            .by_client
+            .entry(client_id.to_ascii_lowercase())
+            .or_default();
+        // Forget what can no longer be replayed, so the set stays bounded by live assertions.
+        seen.retain(|_, until| *until > now);
+        if seen.contains_key(jti) {
+            return Err(EntraError::assertion_replayed());
+        }
+        seen.insert(jti.to_string(), keep_until);
+        Ok(())
+    }
 }
 
 /// The assertion audience must be this token endpoint: the sandbox's (or Entra's public) host, and a

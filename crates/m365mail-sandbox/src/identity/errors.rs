@@ -314,6 +314,15 @@ impl EntraError {
         Self::invalid_client(50012, reason.to_string())
     }
 
+    /// A `jti` seen before (only when the sandbox refuses replays). Entra documents no dedicated
+    /// code; the sandbox uses AADSTS50012 (invalid assertion).
+    pub(crate) fn assertion_replayed() -> Self {
+        Self::invalid_client(
+            50012,
+            "Client assertion has already been used: its 'jti' was seen before. Build a new assertion with a fresh 'jti' for every request.",
+        )
+    }
+
     pub(crate) fn assertion_wrong_client(client_id: &str) -> Self {
         Self::invalid_client(
             700021,

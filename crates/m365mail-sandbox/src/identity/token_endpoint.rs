@@ -159,6 +159,10 @@ impl<'a> TokenRequest<'a> {
             base_url: &self.state.base_url,
             alias: self.alias,
             now_unix: self.state.now_unix(),
+            seen_assertions: self
+                .state
+                .reject_replayed_assertions
+                .then_some(&self.state.seen_assertions),
         };
         authenticate(app, tenant, &self.credential, rule, &context)
     }

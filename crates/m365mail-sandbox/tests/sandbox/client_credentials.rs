@@ -2,7 +2,7 @@ use base64::Engine;
 use m365mail_sandbox::{Clock, SystemClock, demo};
 use serde_json::json;
 
-use crate::common::{TestSandbox, claims, start};
+use crate::common::{TestSandbox, claims, start, start_with};
 
 /// Everything an assertion test varies.
 struct AssertionSpec {
@@ -14,6 +14,8 @@ struct AssertionSpec {
     not_before: i64,
     expires: i64,
     private_key_pem: String,
+    /// Claims set or replaced after the above (e.g. a fixed `jti`, or an `exp` no i64 holds).
+    overrides: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl AssertionSpec {
@@ -29,6 +31,7 @@ impl AssertionSpec {
             not_before: now,
             expires: now + 600,
             private_key_pem: certificate.private_key_pem.clone(),
+            overrides: Vec::new(),
         }
     }
 
@@ -37,7 +40,7 @@ impl AssertionSpec {
         header.typ = Some("JWT".into());
         header.x5t = self.x5t.clone();
         header.x5t_s256 = self.x5t_s256.clone();
-        let claims = json!({
+        let mut claims = json!({
             "aud": self.audience,
             "iss": self.issuer,
             "sub": self.issuer,
@@ -46,6 +49,9 @@ impl AssertionSpec {
             "iat": self.not_before,
             "exp": self.expires,
         });
+        for (name, value) in &self.overrides {
+            claims[*name] = value.clone();
+        }
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(self.private_key_pem.as_bytes()).unwrap();
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
     }
@@ -361,4 +367,165 @@ async fn certificate_assertion_errors_carry_entra_codes() {
         )
         .await
         .assert_error(401, "invalid_client", 700025);
+}
+
+#[tokio::test]
+async fn every_thumbprint_header_present_must_match_the_certificate() {
+    let sandbox = start().await;
+    let certificate = demo::certificate();
+    let mut both = AssertionSpec::valid(&sandbox);
+    both.x5t_s256 = Some(certificate.x5t_s256.clone());
+    with_assertion(&sandbox, &both.sign(), demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_ok();
+
+    // A right SHA-256 thumbprint does not excuse a wrong SHA-1 one, nor the other way round.
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for (x5t, x5t_s256, algorithm) in [
+        (
+            wrong.to_string(),
+            certificate.x5t_s256.clone(),
+            jsonwebtoken::Algorithm::PS256,
+        ),
+        (
+            certificate.x5t.clone(),
+            wrong.to_string(),
+            jsonwebtoken::Algorithm::RS256,
+        ),
+    ] {
+        let mut mismatched = AssertionSpec::valid(&sandbox);
+        mismatched.algorithm = algorithm;
+        mismatched.x5t = Some(x5t);
+        mismatched.x5t_s256 = Some(x5t_s256);
+        let answer = with_assertion(&sandbox, &mismatched.sign(), demo::EXCHANGE_APP_SCOPE).await;
+        let body = answer.assert_error(401, "invalid_client", 700027);
+        let description = body["error_description"].as_str().unwrap();
+        assert!(
+            description.contains("The key was not found"),
+            "{description}"
+        );
+        assert!(description.contains(wrong), "{description}");
+    }
+}
+
+#[tokio::test]
+async fn a_thumbprint_header_that_is_not_a_string_is_a_malformed_assertion() {
+    let sandbox = start().await;
+    let spec = AssertionSpec::valid(&sandbox);
+    let signed = spec.sign();
+    // Re-sign with a numeric `x5t#S256` next to the valid `x5t` (jsonwebtoken's Header only takes strings).
+    let mut parts = signed.split('.');
+    let header_part = parts.next().unwrap();
+    let payload_part = parts.next().unwrap();
+    let mut header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header_part)
+            .unwrap(),
+    )
+    .unwrap();
+    header["x5t#S256"] = json!(42);
+    let header_part =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string().as_bytes());
+    let signing_input = format!("{header_part}.{payload_part}");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(spec.private_key_pem.as_bytes()).unwrap();
+    let signature = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &key,
+        jsonwebtoken::Algorithm::RS256,
+    )
+    .unwrap();
+    with_assertion(
+        &sandbox,
+        &format!("{signing_input}.{signature}"),
+        demo::EXCHANGE_APP_SCOPE,
+    )
+    .await
+    .assert_error(401, "invalid_client", 50012);
+}
+
+#[tokio::test]
+async fn a_replayed_assertion_is_accepted_by_default_as_entra_does() {
+    // MSAL Python reuses one assertion for minutes; Entra (and so the sandbox, by default) accepts it.
+    let sandbox = start().await;
+    let assertion = AssertionSpec::valid(&sandbox).sign();
+    for _ in 0..2 {
+        with_assertion(&sandbox, &assertion, demo::EXCHANGE_APP_SCOPE)
+            .await
+            .assert_ok();
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_assertion_jti_is_refused_when_configured_until_it_expires() {
+    let clock = std::sync::Arc::new(m365mail_sandbox::FakeClock::new(SystemClock.now()));
+    let sandbox = start_with(m365mail_sandbox::SandboxConfig {
+        reject_replayed_assertions: true,
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await;
+    let assertion = AssertionSpec::valid(&sandbox).sign();
+    with_assertion(&sandbox, &assertion, demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_ok();
+    let body = with_assertion(&sandbox, &assertion, demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_error(401, "invalid_client", 50012)
+        .clone();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already been used"),
+        "{body}"
+    );
+    // The same jti in a freshly signed assertion is still a replay; another jti is fine.
+    let mut same_jti = AssertionSpec::valid(&sandbox);
+    same_jti.overrides = vec![("jti", json!("fixed-jti"))];
+    with_assertion(&sandbox, &same_jti.sign(), demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_ok();
+    with_assertion(&sandbox, &same_jti.sign(), demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_error(401, "invalid_client", 50012);
+    with_assertion(
+        &sandbox,
+        &AssertionSpec::valid(&sandbox).sign(),
+        demo::EXCHANGE_APP_SCOPE,
+    )
+    .await
+    .assert_ok();
+
+    // Once the first assertion is past `exp` plus the five minutes of skew, its jti is forgotten.
+    clock.advance(std::time::Duration::from_secs(600 + 301));
+    let now = clock.unix_seconds() as i64;
+    let mut later = AssertionSpec::valid(&sandbox);
+    later.not_before = now;
+    later.expires = now + 600;
+    later.overrides = vec![("jti", json!("fixed-jti"))];
+    with_assertion(&sandbox, &later.sign(), demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn assertion_times_beyond_u64_do_not_break_the_endpoint() {
+    let sandbox = start().await;
+    // An `exp` far beyond u64 seconds (Entra enforces no maximum lifetime): accepted.
+    let mut huge_exp = AssertionSpec::valid(&sandbox);
+    huge_exp.overrides = vec![("exp", json!(1e30))];
+    with_assertion(&sandbox, &huge_exp.sign(), demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_ok();
+    // A huge `nbf` is simply in the future; a negative `exp` is long past.
+    let mut huge_nbf = AssertionSpec::valid(&sandbox);
+    huge_nbf.overrides = vec![("nbf", json!(u64::MAX)), ("exp", json!(1e30))];
+    with_assertion(&sandbox, &huge_nbf.sign(), demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_error(401, "invalid_client", 700024);
+    let mut negative = AssertionSpec::valid(&sandbox);
+    negative.overrides = vec![("exp", json!(-5)), ("nbf", json!(-1e30))];
+    with_assertion(&sandbox, &negative.sign(), demo::EXCHANGE_APP_SCOPE)
+        .await
+        .assert_error(401, "invalid_client", 700024);
 }
