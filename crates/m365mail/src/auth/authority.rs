@@ -43,7 +43,9 @@ impl Cloud {
         }
     }
 
-    /// A custom authority base. A path is allowed (kept, with a trailing `/` added); query and fragment are not.
+    /// A custom authority base. A path is allowed (kept, with a trailing `/` added); query, fragment and
+    /// user info are not. Plain `http` is allowed only for loopback hosts (127.0.0.0/8, ::1, `localhost`), e.g.
+    /// a local test server: credentials never cross a network unencrypted.
     pub fn custom(url: &str) -> Result<Self, AuthError> {
         let bad = |reason: String| AuthError::InvalidInput {
             field: "authority",
@@ -54,9 +56,26 @@ impl Cloud {
         if !matches!(url.scheme(), "https" | "http") {
             return Err(bad(format!("scheme {:?} is not http(s)", url.scheme())));
         }
-        if url.host_str().is_none() || url.query().is_some() || url.fragment().is_some() {
+        if url.host_str().is_none()
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
             return Err(bad(
-                "the authority must be scheme://host[:port][/path] only".into(),
+                "the authority must be scheme://host[:port][/path] only (no user info, query or fragment)"
+                    .into(),
+            ));
+        }
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        if url.scheme() == "http" && !loopback {
+            return Err(bad(
+                "plain http is allowed only for a loopback host (127.0.0.1, ::1, localhost); use https".into(),
             ));
         }
         if !url.path().ends_with('/') {
@@ -272,6 +291,36 @@ mod tests {
         assert_eq!(Cloud::parse("usgov").unwrap(), Cloud::UsGov);
         assert!(Cloud::parse("ftp://x").is_err());
         assert!(Cloud::custom("https://x/?q=1").is_err());
+    }
+
+    #[test]
+    fn custom_authority_rules() {
+        for ok in [
+            "https://login.example.com/",
+            "https://127.0.0.1:8443",
+            "http://127.0.0.1:1234/",
+            "http://127.5.6.7/",
+            "http://[::1]:80/base",
+            "http://LOCALHOST:9/",
+        ] {
+            assert!(Cloud::custom(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://login.example.com/",
+            "http://10.0.0.1/",
+            "http://localhost.evil.com/",
+            "https://user:pw@login.example.com/",
+            "https://user@login.example.com/",
+            "http://u:p@127.0.0.1/",
+            "https://login.example.com/?x=1",
+            "https://login.example.com/?",
+            "https://login.example.com/#f",
+            "ftp://login.example.com/",
+        ] {
+            let e = Cloud::custom(bad).unwrap_err();
+            assert!(matches!(e, AuthError::InvalidInput { .. }), "{bad}");
+            assert!(!e.to_string().contains("pw@"), "{e}");
+        }
     }
 
     #[test]
