@@ -112,7 +112,14 @@ pub struct DevicePoller {
     interval: Duration,
     deadline: SystemTime,
     polls: u32,
+    /// Consecutive transient failures (network, 429, 5xx): the next wait backs off.
+    transient_streak: u32,
+    /// The `Retry-After` of the last transient failure.
+    retry_after: Option<Duration>,
 }
+
+/// Upper bound of the backoff after transient polling failures (a larger `Retry-After` is honoured).
+pub const MAX_TRANSIENT_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Extra wait added by `slow_down` (RFC 8628 §3.5).
 pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
@@ -124,6 +131,8 @@ impl DevicePoller {
             interval: code.interval,
             deadline: code.deadline(),
             polls: 0,
+            transient_streak: 0,
+            retry_after: None,
         }
     }
 
@@ -138,11 +147,26 @@ impl DevicePoller {
     }
 
     /// Before each poll: wait `interval` (also before the first poll), unless the code has expired by `now`.
+    /// After transient failures: `max(interval, Retry-After, interval · 2^(failures-1))`, the backoff part
+    /// capped at [`MAX_TRANSIENT_BACKOFF`]; never past the code's deadline.
     pub fn next_wait(&self, now: SystemTime) -> Result<PollStep, AuthError> {
         if now >= self.deadline {
             return Err(AuthError::DeviceCodeExpired);
         }
-        Ok(PollStep::Wait(self.interval))
+        let mut wait = self.interval;
+        if self.transient_streak > 0 {
+            let backoff = self
+                .interval
+                .saturating_mul(1u32 << (self.transient_streak - 1).min(16))
+                .min(MAX_TRANSIENT_BACKOFF);
+            wait = wait.max(backoff).max(self.retry_after.unwrap_or_default());
+        }
+        // No poll is possible before the code expires: stop now rather than sleep past the deadline.
+        let left = self.deadline.duration_since(now).unwrap_or_default();
+        if wait > left {
+            return Err(AuthError::DeviceCodeExpired);
+        }
+        Ok(PollStep::Wait(wait))
     }
 
     /// After the wait: may we poll at `now`? (Stops locally once `expires_in` has elapsed.)
@@ -160,13 +184,22 @@ impl DevicePoller {
     /// else stop.
     pub fn on_error(&mut self, err: AuthError) -> Result<(), AuthError> {
         match &err {
-            AuthError::Entra(e) if is_pending(e) => Ok(()),
+            AuthError::Entra(e) if is_pending(e) => {
+                self.transient_streak = 0;
+                self.retry_after = None;
+                Ok(())
+            }
             AuthError::Entra(e) if e.error == "slow_down" => {
-                self.interval += SLOW_DOWN_STEP;
+                self.transient_streak = 0;
+                self.retry_after = None;
+                self.interval =
+                    (self.interval + SLOW_DOWN_STEP).min(MAX_INTERVAL.max(self.interval));
                 Ok(())
             }
             e if e.is_transient() => {
-                tracing::debug!(error = %e, "transient error while polling; continuing");
+                self.transient_streak = self.transient_streak.saturating_add(1);
+                self.retry_after = e.retry_after();
+                tracing::debug!(error = %e, failures = self.transient_streak, "transient error while polling; backing off");
                 Ok(())
             }
             _ => Err(err),
@@ -282,6 +315,47 @@ mod tests {
         ] {
             assert!(p.on_error(entra(stop)).is_err(), "{stop}");
         }
+    }
+
+    #[test]
+    fn transient_errors_back_off_and_honour_retry_after_within_the_deadline() {
+        let clock = FakeClock::fixed();
+        let mut p = DevicePoller::new(&code(&clock, 900, 5));
+        let wait = |p: &DevicePoller| match p.next_wait(clock.now()).unwrap() {
+            PollStep::Wait(d) => d.as_secs(),
+        };
+        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        assert_eq!(wait(&p), 5);
+        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        assert_eq!(wait(&p), 10);
+        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        assert_eq!(wait(&p), 20);
+        for _ in 0..10 {
+            p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        }
+        assert_eq!(wait(&p), 60, "backoff is capped");
+        let mut throttled = EntraError::parse(
+            429,
+            br#"{"error":"temporarily_unavailable","error_codes":[90055]}"#,
+        )
+        .unwrap();
+        throttled.retry_after = Some(Duration::from_secs(120));
+        p.on_error(throttled.into()).unwrap();
+        assert_eq!(wait(&p), 120, "Retry-After beyond the cap is honoured");
+        p.on_error(entra(r#"{"error":"authorization_pending"}"#))
+            .unwrap();
+        assert_eq!(wait(&p), 5, "a normal answer resets the backoff");
+        // Never past the deadline: a backoff longer than the code's remaining life ends the flow now.
+        clock.advance(Duration::from_secs(870));
+        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        assert_eq!(wait(&p), 5);
+        for _ in 0..5 {
+            p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        }
+        assert!(matches!(
+            p.next_wait(clock.now()),
+            Err(AuthError::DeviceCodeExpired)
+        ));
     }
 
     #[test]

@@ -14,9 +14,6 @@ use std::time::{Duration, SystemTime};
 use url::Url;
 
 use super::cache::{CacheKey, CachedToken, DEFAULT_MARGIN, KeyLock, TokenCache};
-
-/// Longest wait for another process's per-key lock (longer than any interactive flow: device code 15 min).
-pub const KEY_LOCK_MAX_WAIT: Duration = Duration::from_secs(30 * 60);
 use super::client::{AuthCodeOptions, TokenClient};
 use super::device_code::DeviceCode;
 use super::error::AuthError;
@@ -24,6 +21,9 @@ use super::response::TokenResponse;
 use super::scopes::Scopes;
 use crate::secret::Secret;
 use crate::time::{BoxFuture, Clock};
+
+/// Longest wait for another process's per-key lock (longer than any interactive flow: device code 15 min).
+pub const KEY_LOCK_MAX_WAIT: Duration = Duration::from_secs(30 * 60);
 
 /// Where tokens come from when the cache cannot serve: the configured flow, and refresh.
 pub trait TokenSource: Send + Sync {
