@@ -192,8 +192,7 @@ impl DevicePoller {
             AuthError::Entra(e) if e.error == "slow_down" => {
                 self.transient_streak = 0;
                 self.retry_after = None;
-                self.interval =
-                    (self.interval + SLOW_DOWN_STEP).min(MAX_INTERVAL.max(self.interval));
+                self.interval += SLOW_DOWN_STEP;
                 Ok(())
             }
             e if e.is_transient() => {
