@@ -19,9 +19,10 @@ use axum::{
 use crate::{
     identity::{
         FormParams, TenantAlias,
-        authorize::{described, error_page, redirect_response},
+        authorize::{app_and_redirect_uri, described, error_page, redirect_response},
+        error_paragraph,
         errors::EntraError,
-        html_escape, parse_form,
+        hidden_fields, html_escape, parse_form,
         signin::{SignInKind, check_sign_in, find_user},
     },
     state::{SandboxState, lock},
@@ -62,27 +63,7 @@ fn validate(
     params: &FormParams,
 ) -> Result<ConsentRequest, Box<EntraError>> {
     let alias = TenantAlias::resolve(directory, tenant_segment)?;
-    let client_id = params.require("client_id")?;
-    let found = match &alias {
-        TenantAlias::Tenant(tenant_id) => directory
-            .tenant(tenant_id)
-            .and_then(|tenant| tenant.app(client_id)),
-        TenantAlias::Organizations | TenantAlias::Common => {
-            directory.find_app(client_id).map(|(_, app)| app)
-        }
-        TenantAlias::Consumers => None,
-    };
-    let app = found.ok_or_else(|| EntraError::app_not_found(client_id, alias.path_segment()))?;
-    if app.redirect_uris.is_empty() {
-        return Err(Box::new(EntraError::no_reply_address(&app.client_id)));
-    }
-    let redirect_uri = params.require("redirect_uri")?;
-    if !app.accepts_redirect_uri(redirect_uri) {
-        return Err(Box::new(EntraError::redirect_uri_mismatch(
-            redirect_uri,
-            &app.client_id,
-        )));
-    }
+    let (app, redirect_uri) = app_and_redirect_uri(directory, &alias, params)?;
     Ok(ConsentRequest {
         alias,
         client_id: app.client_id.clone(),
@@ -92,25 +73,8 @@ fn validate(
 }
 
 fn form_page(action: &str, params: &FormParams, message: Option<&str>) -> String {
-    let hidden: String = CARRIED_PARAMETERS
-        .iter()
-        .filter_map(|name| params.get(name).map(|value| (name, value)))
-        .map(|(name, value)| {
-            format!(
-                "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
-                html_escape(name),
-                html_escape(value)
-            )
-        })
-        .collect();
-    let message = message
-        .map(|message| {
-            format!(
-                "<p id=\"error\" role=\"alert\">{}</p>\n",
-                html_escape(message)
-            )
-        })
-        .unwrap_or_default();
+    let hidden = hidden_fields(&CARRIED_PARAMETERS, params);
+    let message = error_paragraph(message);
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Permissions requested</title></head><body>\n\
          <h1>Permissions requested: accept for your organization</h1>\n{message}<form method=\"post\" action=\"{action}\">\n{hidden}\

@@ -23,8 +23,9 @@ use crate::{
     identity::{
         FormParams, TenantAlias,
         crypto::random_url_safe,
+        error_paragraph,
         errors::EntraError,
-        html_escape, parse_form,
+        hidden_fields, html_escape, parse_form,
         scopes::{consented_delegated_scopes, parse_delegated},
         signin::{SignInKind, check_sign_in, find_user},
     },
@@ -134,6 +135,31 @@ pub(crate) fn described(error: &EntraError) -> String {
     }
 }
 
+/// The app named by `client_id` as this endpoint sees it, and its `redirect_uri`, which must be one
+/// the app registered. Errors here are shown on a page, never redirected (the redirect URI is not
+/// trusted yet): AADSTS900144, 700016, 900971, 50011. Shared by authorize and admin consent.
+pub(crate) fn app_and_redirect_uri<'model, 'params>(
+    directory: &'model TenantModel,
+    alias: &TenantAlias,
+    params: &'params FormParams,
+) -> Result<(&'model AppRegistration, &'params str), EntraError> {
+    let client_id = params.require("client_id")?;
+    let (_, app) = alias
+        .find_app(directory, client_id)
+        .ok_or_else(|| EntraError::app_not_found(client_id, alias.path_segment()))?;
+    if app.redirect_uris.is_empty() {
+        return Err(EntraError::no_reply_address(&app.client_id));
+    }
+    let redirect_uri = params.require("redirect_uri")?;
+    if !app.accepts_redirect_uri(redirect_uri) {
+        return Err(EntraError::redirect_uri_mismatch(
+            redirect_uri,
+            &app.client_id,
+        ));
+    }
+    Ok((app, redirect_uri))
+}
+
 /// Validates everything but the user: returns the app and the redirect URI to use.
 fn validate<'model>(
     directory: &'model TenantModel,
@@ -141,31 +167,9 @@ fn validate<'model>(
     params: &FormParams,
 ) -> Result<(TenantAlias, &'model AppRegistration, String), Rejection> {
     let alias = TenantAlias::resolve(directory, tenant_segment).map_err(Rejection::Page)?;
-    let client_id = params.require("client_id").map_err(Rejection::Page)?;
-    let found = match &alias {
-        TenantAlias::Tenant(tenant_id) => directory
-            .tenant(tenant_id)
-            .and_then(|tenant| tenant.app(client_id)),
-        TenantAlias::Organizations | TenantAlias::Common => {
-            directory.find_app(client_id).map(|(_, app)| app)
-        }
-        TenantAlias::Consumers => None,
-    };
-    let app = found.ok_or_else(|| {
-        Rejection::Page(EntraError::app_not_found(client_id, alias.path_segment()))
-    })?;
-    if app.redirect_uris.is_empty() {
-        return Err(Rejection::Page(EntraError::no_reply_address(
-            &app.client_id,
-        )));
-    }
-    let redirect_uri = params.require("redirect_uri").map_err(Rejection::Page)?;
-    if !app.accepts_redirect_uri(redirect_uri) {
-        return Err(Rejection::Page(EntraError::redirect_uri_mismatch(
-            redirect_uri,
-            &app.client_id,
-        )));
-    }
+    let (app, redirect_uri) =
+        app_and_redirect_uri(directory, &alias, params).map_err(Rejection::Page)?;
+    let client_id = app.client_id.as_str();
     let redirect = |error: EntraError| Rejection::Redirect {
         redirect_uri: redirect_uri.to_string(),
         error: error.error,
@@ -216,25 +220,8 @@ fn validate<'model>(
 }
 
 fn sign_in_page(tenant_segment: &str, params: &FormParams, message: Option<&str>) -> String {
-    let hidden: String = CARRIED_PARAMETERS
-        .iter()
-        .filter_map(|name| params.get(name).map(|value| (name, value)))
-        .map(|(name, value)| {
-            format!(
-                "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
-                html_escape(name),
-                html_escape(value)
-            )
-        })
-        .collect();
-    let message = message
-        .map(|message| {
-            format!(
-                "<p id=\"error\" role=\"alert\">{}</p>\n",
-                html_escape(message)
-            )
-        })
-        .unwrap_or_default();
+    let hidden = hidden_fields(&CARRIED_PARAMETERS, params);
+    let message = error_paragraph(message);
     let login_hint = html_escape(params.get("login_hint").unwrap_or_default());
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign in to your account</title></head><body>\n\

@@ -57,18 +57,7 @@ fn start_device_flow(
     let alias = TenantAlias::resolve(&directory, tenant_segment)?;
     let client_id = params.require("client_id")?;
     let scope = params.require("scope")?;
-    let found = match &alias {
-        TenantAlias::Tenant(tenant_id) => directory
-            .tenant(tenant_id)
-            .and_then(|tenant| tenant.app(client_id).map(|app| (tenant, app))),
-        TenantAlias::Organizations | TenantAlias::Common => directory.find_app(client_id),
-        TenantAlias::Consumers => None,
-    };
-    let (tenant, app) =
-        found.ok_or_else(|| EntraError::app_not_found(client_id, alias.path_segment()))?;
-    if !app.enabled {
-        return Err(EntraError::app_disabled(&app.client_id, &app.display_name));
-    }
+    let (tenant, app) = alias.enabled_app(&directory, client_id)?;
     // Validate the scope now, as Entra does, so a bad scope fails before the user is involved.
     parse_delegated(tenant, scope)?;
 

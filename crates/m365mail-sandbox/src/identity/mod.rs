@@ -19,7 +19,10 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::{state::SandboxState, tenant::TenantModel};
+use crate::{
+    state::SandboxState,
+    tenant::{AppRegistration, Tenant, TenantModel},
+};
 use errors::EntraError;
 
 /// The tenant id Microsoft uses for personal accounts (issuer of `consumers`).
@@ -104,6 +107,39 @@ impl TenantAlias {
     pub(crate) fn is_multi_tenant(&self) -> bool {
         !matches!(self, Self::Tenant(_))
     }
+
+    /// The app and its home tenant as an endpoint under this segment sees them: a tenant endpoint
+    /// only its own apps, `organizations`/`common` any tenant's, `consumers` none (the sandbox has no
+    /// personal-account apps).
+    pub(crate) fn find_app<'model>(
+        &self,
+        directory: &'model TenantModel,
+        client_id: &str,
+    ) -> Option<(&'model Tenant, &'model AppRegistration)> {
+        match self {
+            Self::Tenant(tenant_id) => directory
+                .tenant(tenant_id)
+                .and_then(|tenant| tenant.app(client_id).map(|app| (tenant, app))),
+            Self::Organizations | Self::Common => directory.find_app(client_id),
+            Self::Consumers => None,
+        }
+    }
+
+    /// [`Self::find_app`] for the token and device-code endpoints: an unknown app is AADSTS700016, a
+    /// disabled one AADSTS7000112.
+    pub(crate) fn enabled_app<'model>(
+        &self,
+        directory: &'model TenantModel,
+        client_id: &str,
+    ) -> Result<(&'model Tenant, &'model AppRegistration), EntraError> {
+        let (tenant, app) = self
+            .find_app(directory, client_id)
+            .ok_or_else(|| EntraError::app_not_found(client_id, self.path_segment()))?;
+        if !app.enabled {
+            return Err(EntraError::app_disabled(&app.client_id, &app.display_name));
+        }
+        Ok((tenant, app))
+    }
 }
 
 /// The client's `client-request-id` header when it is a GUID (Entra uses it as the correlation id and
@@ -141,6 +177,33 @@ pub(crate) fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+/// Hidden `<input>`s carrying the named request parameters that are present through a page's form.
+pub(crate) fn hidden_fields(names: &[&str], params: &FormParams) -> String {
+    names
+        .iter()
+        .filter_map(|name| params.get(name).map(|value| (name, value)))
+        .map(|(name, value)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+                html_escape(name),
+                html_escape(value)
+            )
+        })
+        .collect()
+}
+
+/// The error paragraph of a page (empty without a message).
+pub(crate) fn error_paragraph(message: Option<&str>) -> String {
+    message
+        .map(|message| {
+            format!(
+                "<p id=\"error\" role=\"alert\">{}</p>\n",
+                html_escape(message)
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Parses an `application/x-www-form-urlencoded` body (or query) into ordered pairs; the first

@@ -1,6 +1,6 @@
 //! `POST /{tenant}/oauth2/v2.0/token`: one function per grant.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     Json,
@@ -22,12 +22,12 @@ use crate::{
         crypto::{b64url, sha256},
         errors::EntraError,
         parse_form,
-        scopes::{consented_delegated_scopes, parse_app_only, parse_delegated},
+        scopes::{DelegatedScopes, consented_delegated_scopes, parse_app_only, parse_delegated},
         signin::{SignInKind, check_account_usable, check_sign_in, find_user},
         tokens::{ClientAuthMethod, DelegatedIssue, issue_app_only, issue_delegated},
     },
-    state::{DeviceState, SandboxState, lock},
-    tenant::{AppRegistration, Tenant, TenantModel},
+    state::{AuthorizationCodeGrant, DeviceGrant, DeviceState, RefreshGrant, SandboxState, lock},
+    tenant::{AppRegistration, Tenant, TenantModel, User},
 };
 
 /// The device-code grant type of RFC 8628.
@@ -130,23 +130,7 @@ impl<'a> TokenRequest<'a> {
     /// The app and its home tenant as seen from this endpoint: a tenant endpoint only sees its own
     /// apps (AADSTS700016 otherwise); a disabled app gets AADSTS7000112.
     fn app(&self) -> Result<(&'a Tenant, &'a AppRegistration), EntraError> {
-        let found = match self.alias {
-            TenantAlias::Tenant(tenant_id) => self
-                .directory
-                .tenant(tenant_id)
-                .and_then(|tenant| tenant.app(self.client_id).map(|app| (tenant, app))),
-            TenantAlias::Organizations | TenantAlias::Common => {
-                self.directory.find_app(self.client_id)
-            }
-            // The sandbox has no personal-account apps.
-            TenantAlias::Consumers => None,
-        };
-        let (tenant, app) = found
-            .ok_or_else(|| EntraError::app_not_found(self.client_id, self.alias.path_segment()))?;
-        if !app.enabled {
-            return Err(EntraError::app_disabled(&app.client_id, &app.display_name));
-        }
-        Ok((tenant, app))
+        self.alias.enabled_app(self.directory, self.client_id)
     }
 
     fn authenticate(
@@ -171,6 +155,82 @@ impl<'a> TokenRequest<'a> {
         self.params.get("client_info") == Some("1")
     }
 
+    /// Looks up a presented refresh token, authorization code or device code and checks, in Entra's
+    /// order: issued to this client (else `refusals.unknown`), not spent (`spent` says why if it is),
+    /// not expired, and issued in this endpoint's tenant when both name one.
+    fn redeemable<'g, G: IssuedGrant>(
+        &self,
+        issued: &'g mut HashMap<String, G>,
+        presented: &str,
+        app: &AppRegistration,
+        spent: impl FnOnce(&G) -> Option<EntraError>,
+        refusals: GrantRefusals,
+    ) -> Result<&'g mut G, EntraError> {
+        let grant = issued
+            .get_mut(presented)
+            .filter(|grant| grant.client_id().eq_ignore_ascii_case(&app.client_id))
+            .ok_or_else(refusals.unknown)?;
+        if let Some(error) = spent(grant) {
+            return Err(error);
+        }
+        if grant.expires_at() <= self.state.now_unix() {
+            return Err((refusals.expired)());
+        }
+        if let (TenantAlias::Tenant(tenant_id), Some(issued_in)) = (self.alias, grant.tenant_id())
+            && !tenant_id.eq_ignore_ascii_case(issued_in)
+        {
+            return Err((refusals.other_tenant)());
+        }
+        Ok(grant)
+    }
+
+    /// The user a redeemed grant was issued for, if still there and allowed to sign in.
+    fn grant_user(
+        &self,
+        upn: &str,
+        unknown: fn() -> EntraError,
+    ) -> Result<(&'a Tenant, &'a User), EntraError> {
+        let (tenant, user) = self.directory.find_user(upn).ok_or_else(unknown)?;
+        check_account_usable(user)?;
+        Ok((tenant, user))
+    }
+
+    /// The common end of every delegated grant: parse `scope` in the user's tenant, run the grant's
+    /// own check on the parsed scopes, require consent, issue the tokens.
+    fn issue_to_user(
+        &self,
+        user_grant: UserGrant<'_>,
+        check: impl FnOnce(&DelegatedScopes) -> Result<(), EntraError>,
+    ) -> Result<Value, EntraError> {
+        let UserGrant {
+            tenant,
+            app,
+            user,
+            scope,
+            nonce,
+            method,
+            mfa_performed,
+        } = user_grant;
+        let scopes = parse_delegated(tenant, scope)?;
+        check(&scopes)?;
+        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
+        issue_delegated(
+            self.state,
+            DelegatedIssue {
+                tenant,
+                app,
+                user,
+                scopes: &scopes,
+                granted,
+                requested_scope: scope,
+                client_info: self.client_info(),
+                nonce,
+                method,
+                mfa_performed,
+            },
+        )
+    }
+
     /// ROPC (reference §5.1).
     fn password(&self) -> Result<Value, EntraError> {
         if matches!(self.alias, TenantAlias::Common | TenantAlias::Consumers) {
@@ -188,30 +248,24 @@ impl<'a> TokenRequest<'a> {
         if tenant.id != app_tenant.id {
             return Err(EntraError::app_not_found(&app.client_id, &tenant.id));
         }
-        let scopes = parse_delegated(tenant, scope)?;
-        check_sign_in(
+        let user_grant = UserGrant {
+            tenant,
+            app,
             user,
-            password,
-            SignInKind::PasswordGrant,
-            &scopes.selection.resource.app_id,
-            self.state.base(),
-        )?;
-        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
-        issue_delegated(
-            self.state,
-            DelegatedIssue {
-                tenant,
-                app,
+            scope,
+            nonce: None,
+            method,
+            mfa_performed: false,
+        };
+        self.issue_to_user(user_grant, |scopes| {
+            check_sign_in(
                 user,
-                scopes: &scopes,
-                granted,
-                requested_scope: scope,
-                client_info: self.client_info(),
-                nonce: None,
-                method,
-                mfa_performed: false,
-            },
-        )
+                password,
+                SignInKind::PasswordGrant,
+                &scopes.selection.resource.app_id,
+                self.state.base(),
+            )
+        })
     }
 
     /// Client credentials with a secret or a certificate (reference §5.2, §5.3).
@@ -232,56 +286,41 @@ impl<'a> TokenRequest<'a> {
         let (app_tenant, app) = self.app()?;
         let method = self.authenticate(app_tenant, app, PublicClientRule::NativeAppsAllowed)?;
         let (user_upn, original_scope, mfa_performed) = {
-            let grants = lock(&self.state.grants);
-            let grant = grants
-                .refresh_tokens
-                .get(refresh_token)
-                .filter(|grant| grant.client_id.eq_ignore_ascii_case(&app.client_id))
-                .ok_or_else(EntraError::invalid_refresh_token)?;
-            if grant.revoked {
-                return Err(EntraError::grant_revoked());
-            }
-            if grant.expires_at <= self.state.now_unix() {
-                return Err(EntraError::refresh_token_expired());
-            }
-            if let TenantAlias::Tenant(tenant_id) = self.alias
-                && !tenant_id.eq_ignore_ascii_case(&grant.tenant_id)
-            {
-                return Err(EntraError::invalid_refresh_token());
-            }
+            let mut grants = lock(&self.state.grants);
+            let grant = self.redeemable(
+                &mut grants.refresh_tokens,
+                refresh_token,
+                app,
+                |grant| grant.revoked.then(EntraError::grant_revoked),
+                GrantRefusals {
+                    unknown: EntraError::invalid_refresh_token,
+                    expired: EntraError::refresh_token_expired,
+                    other_tenant: EntraError::invalid_refresh_token,
+                },
+            )?;
             (
                 grant.user_upn.clone(),
                 grant.scope.clone(),
                 grant.mfa_performed,
             )
         };
-        let (tenant, user) = self
-            .directory
-            .find_user(&user_upn)
-            .ok_or_else(EntraError::invalid_refresh_token)?;
-        check_account_usable(user)?;
-        let scope = self.params.get("scope").unwrap_or(&original_scope);
-        let scopes = parse_delegated(tenant, scope)?;
-        // MFA required since a password-only sign-in: the refresh token no longer suffices.
-        if user.mfa_required && !mfa_performed {
-            return Err(EntraError::mfa_required(&scopes.selection.resource.app_id));
-        }
-        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
-        issue_delegated(
-            self.state,
-            DelegatedIssue {
-                tenant,
-                app,
-                user,
-                scopes: &scopes,
-                granted,
-                requested_scope: scope,
-                client_info: self.client_info(),
-                nonce: None,
-                method,
-                mfa_performed,
-            },
-        )
+        let (tenant, user) = self.grant_user(&user_upn, EntraError::invalid_refresh_token)?;
+        let user_grant = UserGrant {
+            tenant,
+            app,
+            user,
+            scope: self.params.get("scope").unwrap_or(&original_scope),
+            nonce: None,
+            method,
+            mfa_performed,
+        };
+        self.issue_to_user(user_grant, |scopes| {
+            // MFA required since a password-only sign-in: the refresh token no longer suffices.
+            if user.mfa_required && !mfa_performed {
+                return Err(EntraError::mfa_required(&scopes.selection.resource.app_id));
+            }
+            Ok(())
+        })
     }
 
     /// Device code polling (reference §5.4).
@@ -292,15 +331,18 @@ impl<'a> TokenRequest<'a> {
             self.authenticate(app_tenant, app, PublicClientRule::NeedsPublicClientFlows)?;
         let (approved_upn, scope) = {
             let mut grants = lock(&self.state.grants);
-            let grant = grants
-                .device_codes
-                .get_mut(device_code)
-                .filter(|grant| grant.client_id.eq_ignore_ascii_case(&app.client_id))
-                .ok_or_else(EntraError::bad_verification_code)?;
+            let grant = self.redeemable(
+                &mut grants.device_codes,
+                device_code,
+                app,
+                |_| None,
+                GrantRefusals {
+                    unknown: EntraError::bad_verification_code,
+                    expired: EntraError::device_code_expired,
+                    other_tenant: EntraError::bad_verification_code,
+                },
+            )?;
             let now = self.state.now();
-            if grant.expires_at <= self.state.now_unix() {
-                return Err(EntraError::device_code_expired());
-            }
             // Measured from the previous poll, or from the issue for the first one. A clock that
             // went backwards counts as not too soon.
             let too_soon = now
@@ -321,28 +363,17 @@ impl<'a> TokenRequest<'a> {
                 }
             }
         };
-        let (tenant, user) = self
-            .directory
-            .find_user(&approved_upn)
-            .ok_or_else(EntraError::bad_verification_code)?;
-        check_account_usable(user)?;
-        let scopes = parse_delegated(tenant, &scope)?;
-        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
-        issue_delegated(
-            self.state,
-            DelegatedIssue {
-                tenant,
-                app,
-                user,
-                scopes: &scopes,
-                granted,
-                requested_scope: &scope,
-                client_info: self.client_info(),
-                nonce: None,
-                method,
-                mfa_performed: user.mfa_required,
-            },
-        )
+        let (tenant, user) = self.grant_user(&approved_upn, EntraError::bad_verification_code)?;
+        let user_grant = UserGrant {
+            tenant,
+            app,
+            user,
+            scope: &scope,
+            nonce: None,
+            method,
+            mfa_performed: user.mfa_required,
+        };
+        self.issue_to_user(user_grant, |_| Ok(()))
     }
 
     /// Authorization code redemption with PKCE (reference §5.6).
@@ -353,22 +384,17 @@ impl<'a> TokenRequest<'a> {
         let method = self.authenticate(app_tenant, app, PublicClientRule::NativeAppsAllowed)?;
         let (user_upn, scope, nonce) = {
             let mut grants = lock(&self.state.grants);
-            let grant = grants
-                .authorization_codes
-                .get_mut(code)
-                .filter(|grant| grant.client_id.eq_ignore_ascii_case(&app.client_id))
-                .ok_or_else(EntraError::invalid_authorization_code)?;
-            if grant.redeemed {
-                return Err(EntraError::code_already_redeemed());
-            }
-            if grant.expires_at <= self.state.now_unix() {
-                return Err(EntraError::authorization_code_expired());
-            }
-            if let TenantAlias::Tenant(tenant_id) = self.alias
-                && !tenant_id.eq_ignore_ascii_case(&grant.tenant_id)
-            {
-                return Err(EntraError::code_redeemed_against_wrong_tenant());
-            }
+            let grant = self.redeemable(
+                &mut grants.authorization_codes,
+                code,
+                app,
+                |grant| grant.redeemed.then(EntraError::code_already_redeemed),
+                GrantRefusals {
+                    unknown: EntraError::invalid_authorization_code,
+                    expired: EntraError::authorization_code_expired,
+                    other_tenant: EntraError::code_redeemed_against_wrong_tenant,
+                },
+            )?;
             if grant.redirect_uri != redirect_uri {
                 return Err(EntraError::redirect_uri_mismatch(
                     redirect_uri,
@@ -393,32 +419,79 @@ impl<'a> TokenRequest<'a> {
                 grant.nonce.clone(),
             )
         };
-        let (tenant, user) = self
-            .directory
-            .find_user(&user_upn)
-            .ok_or_else(EntraError::invalid_authorization_code)?;
-        check_account_usable(user)?;
-        let scope = self
-            .params
-            .get("scope")
-            .map(str::to_string)
-            .unwrap_or(scope);
-        let scopes = parse_delegated(tenant, &scope)?;
-        let granted = consented_delegated_scopes(app, &scopes.selection, &user.upn)?;
-        issue_delegated(
-            self.state,
-            DelegatedIssue {
-                tenant,
-                app,
-                user,
-                scopes: &scopes,
-                granted,
-                requested_scope: &scope,
-                client_info: self.client_info(),
-                nonce: nonce.as_deref(),
-                method,
-                mfa_performed: user.mfa_required,
-            },
-        )
+        let (tenant, user) = self.grant_user(&user_upn, EntraError::invalid_authorization_code)?;
+        let user_grant = UserGrant {
+            tenant,
+            app,
+            user,
+            scope: self.params.get("scope").unwrap_or(&scope),
+            nonce: nonce.as_deref(),
+            method,
+            mfa_performed: user.mfa_required,
+        };
+        self.issue_to_user(user_grant, |_| Ok(()))
+    }
+}
+
+/// A delegated grant ready to be issued: whose, for which app, and how it was obtained.
+struct UserGrant<'s> {
+    tenant: &'s Tenant,
+    app: &'s AppRegistration,
+    user: &'s User,
+    /// The requested scope string (also remembered with the refresh token).
+    scope: &'s str,
+    nonce: Option<&'s str>,
+    method: ClientAuthMethod,
+    mfa_performed: bool,
+}
+
+/// The answers for each way a presented grant fails, in the codes Entra uses for that grant type.
+struct GrantRefusals {
+    unknown: fn() -> EntraError,
+    expired: fn() -> EntraError,
+    other_tenant: fn() -> EntraError,
+}
+
+/// What the token endpoint checks on every grant it redeems.
+trait IssuedGrant {
+    fn client_id(&self) -> &str;
+    /// The tenant it was issued in (`None`: started over organizations/common, tenant unknown yet).
+    fn tenant_id(&self) -> Option<&str>;
+    fn expires_at(&self) -> u64;
+}
+
+impl IssuedGrant for RefreshGrant {
+    fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    fn tenant_id(&self) -> Option<&str> {
+        Some(&self.tenant_id)
+    }
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
+impl IssuedGrant for AuthorizationCodeGrant {
+    fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    fn tenant_id(&self) -> Option<&str> {
+        Some(&self.tenant_id)
+    }
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
+impl IssuedGrant for DeviceGrant {
+    fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    fn tenant_id(&self) -> Option<&str> {
+        self.tenant_id.as_deref()
+    }
+    fn expires_at(&self) -> u64 {
+        self.expires_at
     }
 }
