@@ -54,7 +54,8 @@ pub(crate) struct ProfileArgs {
     /// Application (client) id.
     #[arg(long)]
     client_id: Option<String>,
-    /// Username (UPN) for password flow, and the cache account for delegated flows.
+    /// Username (UPN) for password flow, and the cache account for delegated flows (without it: `default`, whoever
+    /// signs in). Device-code, auth-code and refresh tokens for another user are refused, not cached under it.
     #[arg(long)]
     username: Option<String>,
     /// Cloud: global, usgov, china.
@@ -528,7 +529,13 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         scopes.clone(),
         Arc::new(SystemClock),
     )
-    .with_margin(std::time::Duration::from_secs(args.margin));
+    .with_margin(std::time::Duration::from_secs(args.margin))
+    // Interactive sign-ins (and a supplied refresh token) may be completed by another user than --username:
+    // such a token is refused rather than cached under --username. (Password: Entra signs in that username.)
+    .with_expected_account(match flow {
+        FlowName::DeviceCode | FlowName::AuthCode | FlowName::Refresh => s.username.clone(),
+        _ => None,
+    });
     let fut = async {
         if args.force || flow == FlowName::Refresh {
             provider.force_renew().await
@@ -610,6 +617,7 @@ fn print_token(
             "profile": profile,
             "flow": flow.as_str(),
             "account": account,
+            "signed_in_as": token.account,
             "origin": origin,
             "expires_at": expires_at,
             "expires_at_utc": rfc3339(expires_at),
@@ -630,6 +638,13 @@ fn print_token(
             "Access token for {account} ({} flow, from {origin})",
             flow.as_str()
         );
+        if let Some(user) = token
+            .account
+            .as_deref()
+            .filter(|u| !u.eq_ignore_ascii_case(account))
+        {
+            println!("  signed in as:   {user}");
+        }
         println!(
             "  expires:        {} (in {} min)",
             rfc3339(expires_at),

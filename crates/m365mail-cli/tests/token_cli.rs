@@ -421,6 +421,11 @@ async fn device_code_flow_shows_the_message_and_polls_until_approved() {
         "the server's message is shown: {all}"
     );
     assert_eq!(json["flow"], "device-code");
+    assert_eq!(
+        json["signed_in_as"],
+        demo::USER_UPN.to_ascii_lowercase(),
+        "{json}"
+    );
     assert!(
         json["scope"]
             .as_str()
@@ -452,6 +457,41 @@ async fn device_code_flow_shows_the_message_and_polls_until_approved() {
     decliner.await.unwrap();
     assert_eq!(code, 8, "{all}");
     assert_eq!(json["error"]["error"], "authorization_declined", "{json}");
+
+    // Another person completes the sign-in asked for --username alex: refused (exit 3), not cached as alex.
+    let cmd = e.get(&[
+        "--flow",
+        "device-code",
+        "--client-id",
+        demo::PUBLIC_APP_ID,
+        "--username",
+        demo::SECOND_USER_UPN,
+    ]);
+    let admin = e.sbx.admin().clone();
+    let approver = tokio::spawn(async move {
+        for _ in 0..200 {
+            if let Some(code) = admin.pending_device_codes().into_iter().next() {
+                admin
+                    .approve_device_code(&code.user_code, demo::USER_UPN)
+                    .unwrap();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let (code, json, all) = run(cmd).await;
+    approver.await.unwrap();
+    assert_eq!(code, 3, "{all}");
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("signed in as") && message.contains(&demo::USER_UPN.to_ascii_lowercase()),
+        "{json}"
+    );
+    let cached = std::fs::read_to_string(&e.cache).unwrap_or_default();
+    assert!(
+        !cached.contains(&demo::SECOND_USER_UPN.to_ascii_lowercase()),
+        "{cached}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

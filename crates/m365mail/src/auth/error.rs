@@ -426,6 +426,17 @@ pub enum AuthError {
     /// Auth code: the loopback redirect listener failed or timed out.
     #[error("loopback redirect listener: {0}")]
     Redirect(String),
+    /// A delegated sign-in returned a token for another account than the one asked for (`--username`, login
+    /// hint): whoever completed the browser or device-code sign-in is not that user. Nothing was cached.
+    #[error(
+        "signed in as {signed_in}, but the account asked for is {expected}; the token was not cached"
+    )]
+    AccountMismatch {
+        /// The account asked for.
+        expected: String,
+        /// The account in the token.
+        signed_in: String,
+    },
     /// No refresh token is available for this account.
     #[error(
         "no refresh token is cached for this account; sign in with an interactive or password flow"
@@ -486,7 +497,7 @@ impl AuthError {
             | Self::StateMismatch
             | Self::Redirect(_)
             | Self::AuthorizeRedirect { .. } => ErrorClass::FlowState,
-            Self::NoRefreshToken => ErrorClass::User,
+            Self::NoRefreshToken | Self::AccountMismatch { .. } => ErrorClass::User,
         }
     }
 
@@ -553,6 +564,9 @@ impl AuthError {
                 "start the sign-in again".into()
             }
             Self::NoRefreshToken => "sign in once with device code, auth code or password".into(),
+            Self::AccountMismatch { expected, .. } => {
+                format!("sign in as {expected}, or pass that account as --username")
+            }
             Self::Cache { .. } => "check the cache path and its permissions, or use --no-cache".into(),
             Self::InsecureCache { path, .. } => format!("chmod 600 {path}"),
         }

@@ -162,6 +162,9 @@ pub struct AccessToken {
     pub has_refresh_token: bool,
     /// How it was obtained.
     pub origin: TokenOrigin,
+    /// The signed-in user named in the access token (`upn`, else `unique_name`, else `preferred_username`),
+    /// when it is a JWT with such a claim (personal-account tokens are opaque).
+    pub account: Option<String>,
 }
 
 impl AccessToken {
@@ -172,8 +175,42 @@ impl AccessToken {
             scope: c.scope.clone(),
             has_refresh_token: c.refresh_token.is_some(),
             origin,
+            account: token_accounts(c.access_token.expose(), None)
+                .into_iter()
+                .next(),
         }
     }
+}
+
+/// The user names a token response is for, lower-cased: `upn`, `unique_name`, `preferred_username` and
+/// `email` of the access token (when it is a JWT) and of the ID token (when present). Empty when neither can
+/// be decoded (opaque tokens). Unverified decoding: this guards against the wrong person completing an
+/// interactive sign-in, not against a forged token (which the token endpoint, reached over TLS, does not send).
+pub fn token_accounts(access_token: &str, id_token: Option<&str>) -> Vec<String> {
+    use base64::Engine as _;
+    let mut out: Vec<String> = Vec::new();
+    for token in std::iter::once(access_token).chain(id_token) {
+        let Some(payload) = token.split('.').nth(1) else {
+            continue;
+        };
+        let Ok(bytes) =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='))
+        else {
+            continue;
+        };
+        let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(&bytes) else {
+            continue;
+        };
+        for name in ["upn", "unique_name", "preferred_username", "email"] {
+            if let Some(v) = claims.get(name).and_then(serde_json::Value::as_str) {
+                let v = v.trim().to_ascii_lowercase();
+                if !v.is_empty() && !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Process-wide in-flight registry: one async mutex per cache key, alive while someone holds it.
@@ -199,6 +236,7 @@ pub struct TokenProvider {
     scopes: Scopes,
     clock: Arc<dyn Clock>,
     margin: Duration,
+    expected_account: Option<String>,
 }
 
 impl fmt::Debug for TokenProvider {
@@ -227,7 +265,15 @@ impl TokenProvider {
             scopes,
             clock,
             margin: DEFAULT_MARGIN,
+            expected_account: None,
         }
+    }
+
+    /// Refuses (and does not cache) a token from the flow that names another user than `account` (the
+    /// `--username` / login hint of an interactive flow). Skipped when the token names no user (opaque).
+    pub fn with_expected_account(mut self, account: Option<String>) -> Self {
+        self.expected_account = account.map(|a| a.trim().to_ascii_lowercase());
+        self
     }
 
     /// Changes the reuse margin (default 5 minutes).
@@ -318,6 +364,18 @@ impl TokenProvider {
             }
         }
         let resp = self.source.acquire(&self.scopes).await?;
+        if let Some(expected) = &self.expected_account {
+            let accounts = token_accounts(
+                resp.access_token.expose(),
+                resp.id_token.as_ref().map(Secret::expose),
+            );
+            if !accounts.is_empty() && !accounts.contains(expected) {
+                return Err(AuthError::AccountMismatch {
+                    expected: expected.clone(),
+                    signed_in: accounts[0].clone(),
+                });
+            }
+        }
         self.save(resp, TokenOrigin::Flow).await
     }
 
@@ -457,6 +515,63 @@ mod tests {
         );
         assert_eq!(origins[&TokenOrigin::Flow], 1);
         assert_eq!(origins[&TokenOrigin::Cache], 99);
+    }
+
+    struct SignsInAs(&'static str, FakeClock);
+
+    impl TokenSource for SignsInAs {
+        fn acquire<'a>(
+            &'a self,
+            _s: &'a Scopes,
+        ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+            Box::pin(async move {
+                let at =
+                    crate::auth::inspect::tests::jwt(serde_json::json!({"upn": self.0, "exp": 1}));
+                let body = format!(
+                    r#"{{"token_type":"Bearer","access_token":"{at}","expires_in":3600,"refresh_token":"rt"}}"#
+                );
+                TokenResponse::parse(body.as_bytes(), self.1.now(), "u")
+            })
+        }
+        fn refresh<'a>(
+            &'a self,
+            _rt: &'a Secret,
+            _s: &'a Scopes,
+        ) -> BoxFuture<'a, Result<TokenResponse, AuthError>> {
+            Box::pin(async { Err(AuthError::NoRefreshToken) })
+        }
+    }
+
+    /// With --username bob, a sign-in completed by someone else is refused and not cached under bob.
+    #[tokio::test]
+    async fn a_token_for_another_account_is_refused_and_not_cached() {
+        let clock = FakeClock::fixed();
+        let cache = Arc::new(TokenCache::in_memory());
+        let p = TokenProvider::new(
+            Arc::new(SignsInAs("Mallory@X", clock.clone())),
+            cache.clone(),
+            key("bob@x"),
+            Scopes::parse("x"),
+            Arc::new(clock.clone()),
+        )
+        .with_expected_account(Some("Bob@X".into()));
+        let e = p.token().await.unwrap_err();
+        assert!(
+            matches!(&e, AuthError::AccountMismatch { expected, signed_in } if expected == "bob@x" && signed_in == "mallory@x"),
+            "{e:?}"
+        );
+        assert!(cache.get(&key("bob@x")).unwrap().is_none());
+        let p = TokenProvider::new(
+            Arc::new(SignsInAs("BOB@x", clock.clone())),
+            cache.clone(),
+            key("bob@x"),
+            Scopes::parse("x"),
+            Arc::new(clock.clone()),
+        )
+        .with_expected_account(Some("bob@x".into()));
+        let t = p.token().await.unwrap();
+        assert_eq!(t.account.as_deref(), Some("bob@x"));
+        assert!(cache.get(&key("bob@x")).unwrap().is_some());
     }
 
     /// Waiting for another process's key lock is cancellable: dropping the future (Ctrl-C) returns at once,
