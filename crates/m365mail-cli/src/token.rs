@@ -760,15 +760,8 @@ fn clear(args: ClearArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     } else {
         let s = settings(&profile, &args.profile)
             .map_err(|e| usage(format!("{e:#}; or pass --all to clear every cached token")))?;
-        let prefix = format!("{}|{}|", s.authority.url(), s.client_id);
-        let account = s
-            .username
-            .as_ref()
-            .map(|u| format!("{prefix}{}|", u.to_ascii_lowercase()));
-        cache.remove_where(|k| match &account {
-            Some(a) => k.starts_with(a.as_str()),
-            None => k.starts_with(&prefix),
-        })?
+        let prefix = CacheKey::prefix(&s.authority, &s.client_id, s.username.as_deref());
+        cache.remove_where(|k| k.starts_with(&prefix))?
     };
     if global.json {
         println!(

@@ -238,6 +238,12 @@ pub fn validate_identifier(field: &'static str, value: &str) -> Result<(), AuthE
             reason: "contains whitespace or control characters (CR/LF?)".into(),
         });
     }
+    if value.contains('|') {
+        return Err(AuthError::InvalidInput {
+            field,
+            reason: "contains `|`".into(),
+        });
+    }
     Ok(())
 }
 

@@ -50,12 +50,36 @@ impl CacheKey {
         }
     }
 
+    /// `authority|client_id|account|scopes`, each field escaped (`%` → `%25`, `|` → `%7C`) so that no value
+    /// can forge a field boundary (two different keys never share an id or a prefix).
     fn id(&self) -> String {
         format!(
             "{}|{}|{}|{}",
-            self.authority, self.client_id, self.account, self.scopes
+            escape_field(&self.authority),
+            escape_field(&self.client_id),
+            escape_field(&self.account),
+            escape_field(&self.scopes)
         )
     }
+
+    /// The id prefix of every entry of `client_id` at `authority` (and `account`, lower-cased, when given):
+    /// for removing an app's or an account's entries.
+    pub fn prefix(authority: &Authority, client_id: &str, account: Option<&str>) -> String {
+        let mut p = format!(
+            "{}|{}|",
+            escape_field(authority.url().as_str()),
+            escape_field(client_id)
+        );
+        if let Some(a) = account {
+            p.push_str(&escape_field(&a.to_ascii_lowercase()));
+            p.push('|');
+        }
+        p
+    }
+}
+
+fn escape_field(v: &str) -> String {
+    v.replace('%', "%25").replace('|', "%7C")
 }
 
 impl fmt::Display for CacheKey {
@@ -588,6 +612,23 @@ mod tests {
             &Scopes::parse("a b"),
         );
         assert_ne!(k1, k3);
+    }
+
+    /// A `|` in a field cannot forge another key's id or fall under another account's prefix.
+    #[test]
+    fn key_fields_cannot_forge_boundaries() {
+        let a = Authority::new(Cloud::Global, Tenant::Domain("contoso.com".into()));
+        let k1 = CacheKey::new(&a, "c", "x|y", &Scopes::parse("s"));
+        let k2 = CacheKey::new(&a, "c", "x", &Scopes::parse("y|s"));
+        assert_ne!(k1.id(), k2.id());
+        let k3 = CacheKey::new(&a, "c|bob", "eve", &Scopes::parse("s"));
+        let bob = CacheKey::prefix(&a, "c", Some("bob"));
+        assert!(!k3.id().starts_with(&bob), "{} vs {bob}", k3.id());
+        let plain = CacheKey::new(&a, "c", "bob", &Scopes::parse("s"));
+        assert!(plain.id().starts_with(&bob));
+        assert!(plain.id().starts_with(&CacheKey::prefix(&a, "c", None)));
+        assert!(!k3.id().starts_with(&CacheKey::prefix(&a, "c", None)));
+        assert!(crate::auth::authority::validate_identifier("username", "a|b").is_err());
     }
 
     #[cfg(unix)]
