@@ -77,6 +77,12 @@ impl SandboxState {
         self.clock.unix_seconds()
     }
 
+    /// Unix time `lifetime` from now, saturating: a lifetime too large for the clock (e.g.
+    /// `--access-token-lifetime 18446744073709551615`) means "never", not an overflow.
+    pub(crate) fn unix_after(&self, lifetime: std::time::Duration) -> u64 {
+        self.now_unix().saturating_add(lifetime.as_secs())
+    }
+
     /// The base URL as a string ending in `/`.
     pub(crate) fn base(&self) -> &str {
         self.base_url.as_str()

@@ -648,6 +648,15 @@ fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
     if registered == requested {
         return true;
     }
+    // The URL parser drops tabs and newlines and trims spaces, so such a string could parse like a
+    // registered loopback URI yet be unusable as a `Location`; a fragment is never allowed.
+    if requested
+        .chars()
+        .any(|character| character.is_control() || character.is_whitespace())
+        || requested.contains('#')
+    {
+        return false;
+    }
     let (Ok(registered), Ok(requested)) = (url::Url::parse(registered), url::Url::parse(requested))
     else {
         return false;

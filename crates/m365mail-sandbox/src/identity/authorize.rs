@@ -342,7 +342,7 @@ pub(crate) async fn sign_in_submit(
             scope: scope.to_string(),
             code_challenge,
             nonce: params.get("nonce").map(str::to_string),
-            expires_at: state.now_unix() + state.lifetimes.authorization_code.as_secs(),
+            expires_at: state.unix_after(state.lifetimes.authorization_code),
             redeemed: false,
         },
     );

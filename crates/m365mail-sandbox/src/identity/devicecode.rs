@@ -76,7 +76,7 @@ fn start_device_flow(
                 _ => None,
             },
             scope: scope.to_string(),
-            expires_at: state.now_unix() + expires_in,
+            expires_at: state.unix_after(state.lifetimes.device_code),
             interval_seconds: interval,
             last_poll: state.now(),
             state: DeviceState::Pending,

@@ -54,7 +54,7 @@ fn base_claims(
     app: &AppRegistration,
 ) -> Map<String, Value> {
     let now = state.now_unix();
-    let expires = now + state.lifetimes.access_token.as_secs();
+    let expires = now.saturating_add(state.lifetimes.access_token.as_secs());
     let mut claims = Map::new();
     claims.insert("aud".into(), json!(audience));
     claims.insert(
@@ -185,7 +185,7 @@ pub(crate) fn issue_delegated(
                 tenant_id: tenant.id.clone(),
                 client_id: app.client_id.clone(),
                 scope: requested_scope.to_string(),
-                expires_at: state.now_unix() + state.lifetimes.refresh_token.as_secs(),
+                expires_at: state.unix_after(state.lifetimes.refresh_token),
                 revoked: false,
                 mfa_performed,
             },
@@ -204,7 +204,7 @@ pub(crate) fn issue_delegated(
         id_claims.insert("nbf".into(), json!(now));
         id_claims.insert(
             "exp".into(),
-            json!(now + state.lifetimes.access_token.as_secs()),
+            json!(now.saturating_add(state.lifetimes.access_token.as_secs())),
         );
         id_claims.insert("name".into(), json!(user.display_name));
         id_claims.insert("oid".into(), json!(user.object_id));

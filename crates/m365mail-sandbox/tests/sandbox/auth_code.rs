@@ -325,3 +325,26 @@ async fn silent_authorize_requests_get_login_required() {
             .starts_with("AADSTS50058")
     );
 }
+
+#[tokio::test]
+async fn redirect_uris_with_control_characters_or_a_fragment_are_not_registered_ones() {
+    // The URL parser drops tabs and newlines ("http://local\nhost:53117/" parses as localhost), so
+    // such a redirect URI would otherwise match the loopback registration and then fail as a header.
+    let sandbox = start().await;
+    for redirect_uri in [
+        "http://local\nhost:53117/",
+        "http://localhost:53117/\tcb",
+        " http://localhost:53117/",
+        "http://localhost:53117/#fragment",
+    ] {
+        let (status, page) = sign_in(
+            &sandbox,
+            authorize_params(demo::PUBLIC_APP_ID, redirect_uri),
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+        )
+        .await;
+        assert_eq!(status, 400, "{redirect_uri:?}: {page}");
+        assert!(page.contains("AADSTS50011"), "{redirect_uri:?}: {page}");
+    }
+}

@@ -369,3 +369,44 @@ async fn federated_users_cannot_use_ropc() {
         .await
         .assert_error(400, "invalid_grant", 50126);
 }
+
+#[tokio::test]
+async fn lifetimes_too_large_for_the_clock_saturate_instead_of_overflowing() {
+    // e.g. `m365mail sandbox serve --access-token-lifetime 18446744073709551615`.
+    let forever = std::time::Duration::from_secs(u64::MAX);
+    let sandbox = crate::common::start_with(m365mail_sandbox::SandboxConfig {
+        lifetimes: m365mail_sandbox::Lifetimes {
+            access_token: forever,
+            refresh_token: forever,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let answer = sandbox
+        .ropc(
+            demo::PUBLIC_APP_ID,
+            demo::USER_UPN,
+            demo::USER_PASSWORD,
+            &format!("{IMAP_AND_SMTP} openid"),
+        )
+        .await;
+    let body = answer.assert_ok();
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["exp"],
+        u64::MAX
+    );
+    assert_eq!(claims(body["id_token"].as_str().unwrap())["exp"], u64::MAX);
+    let refresh_token = body["refresh_token"].as_str().unwrap().to_string();
+    sandbox
+        .token(
+            demo::TENANT_ID,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", demo::PUBLIC_APP_ID),
+                ("refresh_token", &refresh_token),
+            ],
+        )
+        .await
+        .assert_ok();
+}
