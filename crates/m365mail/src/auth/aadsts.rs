@@ -523,10 +523,19 @@ pub fn lookup(code: u32) -> Option<&'static AadstsInfo> {
     CATALOGUE.iter().find(|info| info.code == code)
 }
 
-/// The first catalogued code among `codes` (Entra may send several, e.g. `[70002, 50126]`: the first known
-/// one in the array wins, per the branching rule "codes first").
+/// Codes about the user's own credentials, ranked ahead of the others when Entra sends several: with
+/// `[70002, 50126]` (a public client sending a password over ROPC with a wrong password) the actionable cause
+/// is the password (50126), and lockout (50053) must never be hidden behind a client error.
+pub const USER_CREDENTIAL_CODES: [u32; 2] = [50126, 50053];
+
+/// The catalogued code that names the cause among `codes`: a user-credential code
+/// ([`USER_CREDENTIAL_CODES`]) if present, else the first catalogued one in array order.
 pub fn first_known(codes: &[u32]) -> Option<&'static AadstsInfo> {
-    codes.iter().find_map(|c| lookup(*c))
+    USER_CREDENTIAL_CODES
+        .iter()
+        .filter(|c| codes.contains(c))
+        .find_map(|c| lookup(*c))
+        .or_else(|| codes.iter().find_map(|c| lookup(*c)))
 }
 
 #[cfg(test)]
@@ -564,6 +573,7 @@ mod tests {
         assert_eq!(lookup(70016).unwrap().class, ErrorClass::FlowState);
         assert_eq!(lookup(53003).unwrap().class, ErrorClass::Admin);
         assert!(lookup(12345).is_none());
-        assert_eq!(first_known(&[1, 70002, 50126]).unwrap().code, 70002);
+        assert_eq!(first_known(&[1, 70002, 50126]).unwrap().code, 50126);
+        assert_eq!(first_known(&[1, 70002, 70008]).unwrap().code, 70002);
     }
 }

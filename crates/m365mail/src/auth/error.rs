@@ -614,11 +614,18 @@ mod tests {
             Some("aaaa0000-bb11-2222-33cc-444444dddddd")
         );
         assert!(e.has_code(50126));
-        // The first known code wins: 70002 (InvalidClient) is first in the array.
-        assert_eq!(e.known().unwrap().code, 70002);
+        // A user-credential code outranks the client code that precedes it.
+        assert_eq!(e.known().unwrap().code, 50126);
+        assert_eq!(e.class(), ErrorClass::User);
+        let mut locked = e.clone();
+        locked.error_codes = vec![70002, 50053];
+        assert_eq!(locked.known().unwrap().code, 50053);
+        let mut client_only = e.clone();
+        client_only.error_codes = vec![70002, 7000218];
+        assert_eq!(client_only.known().unwrap().code, 70002);
         let err = AuthError::from(e);
         let shown = err.to_string();
-        assert!(shown.contains("AADSTS70002 InvalidClient"), "{shown}");
+        assert!(shown.contains("AADSTS50126"), "{shown}");
         assert!(shown.contains("codes=70002,50126"), "{shown}");
         assert!(shown.contains("trace ID 0000aaaa"), "{shown}");
         assert!(shown.contains("correlation ID aaaa0000"), "{shown}");
