@@ -177,11 +177,32 @@ impl TokenCache {
     /// A cache in `path`; creates the parent directory (0700) if missing.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, AuthError> {
         let path = path.into();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.exists()
-        {
-            create_private_dir(dir)
-                .map_err(|e| cache_err(&path, format!("creating {}: {e}", dir.display())))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                create_private_dir(dir)
+                    .map_err(|e| cache_err(&path, format!("creating {}: {e}", dir.display())))?;
+            }
+            // Others who can write the directory can swap the file or its lock files: refuse, like a
+            // group/world-readable file.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = fs::metadata(dir)
+                    .map_err(|e| cache_err(&path, format!("{}: {e}", dir.display())))?
+                    .permissions()
+                    .mode()
+                    & 0o777;
+                if mode & 0o022 != 0 {
+                    return Err(cache_err(
+                        &path,
+                        format!(
+                            "refusing a cache in {}: mode {mode:o} is group/world-writable; run `chmod 700 {}` or choose another cache path",
+                            dir.display(),
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
         }
         Ok(Self {
             secrets: None,
@@ -567,6 +588,11 @@ fn write_atomic(path: &Path, file: &CacheFile) -> Result<(), AuthError> {
         .map_err(|e| cache_err(path, format!("sync: {e}")))?;
     tmp.persist(path)
         .map_err(|e| cache_err(path, format!("rename: {}", e.error)))?;
+    // Make the rename itself durable (best effort: not every platform can sync a directory).
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -629,6 +655,22 @@ mod tests {
         assert!(plain.id().starts_with(&CacheKey::prefix(&a, "c", None)));
         assert!(!k3.id().starts_with(&CacheKey::prefix(&a, "c", None)));
         assert!(crate::auth::authority::validate_identifier("username", "a|b").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_group_or_world_writable_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        for m in [0o777, 0o770, 0o722] {
+            fs::set_permissions(&shared, fs::Permissions::from_mode(m)).unwrap();
+            let e = TokenCache::open(shared.join("c.json")).unwrap_err();
+            assert!(e.to_string().contains("group/world-writable"), "{e}");
+        }
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+        TokenCache::open(shared.join("c.json")).unwrap();
     }
 
     #[cfg(unix)]
