@@ -187,13 +187,29 @@ fn has_aud(info: &JwtInfo, wanted: &[&str]) -> bool {
 }
 
 fn verdicts(info: &JwtInfo) -> Vec<ProtocolVerdict> {
-    let outlook_delegated = ["https://outlook.office.com", EXCHANGE_APP_ID];
+    // Global, then US Government (GCC High / DoD) and China (21Vianet) audiences (see `scopes.rs`).
+    let outlook_delegated = [
+        "https://outlook.office.com",
+        "https://outlook.office365.us",
+        "https://outlook-dod.office365.us",
+        "https://partner.outlook.cn",
+        EXCHANGE_APP_ID,
+    ];
     let outlook_app = [
         "https://outlook.office365.com",
         "https://ps.outlook.com",
+        "https://outlook.office365.us",
+        "https://outlook-dod.office365.us",
+        "https://partner.outlook.cn",
         EXCHANGE_APP_ID,
     ];
-    let graph = ["https://graph.microsoft.com", GRAPH_APP_ID];
+    let graph = [
+        "https://graph.microsoft.com",
+        "https://graph.microsoft.us",
+        "https://dod-graph.microsoft.us",
+        "https://microsoftgraph.chinacloudapi.cn",
+        GRAPH_APP_ID,
+    ];
     let has = |list: &[String], v: &str| list.iter().any(|x| x.eq_ignore_ascii_case(v));
     let aud_text = if info.aud.is_empty() {
         "none".to_owned()
@@ -329,6 +345,40 @@ pub(crate) mod tests {
         let i = inspect(&t, &clock);
         let v = verdict(&i, "imap");
         assert!(!v.usable && v.reason.starts_with("expired"), "{v:?}");
+    }
+
+    #[test]
+    fn sovereign_cloud_audiences() {
+        let now = FakeClock::fixed().now();
+        let exp = crate::time::unix_secs(now) + 3600;
+        for (aud, graph) in [
+            ("https://outlook.office365.us", "https://graph.microsoft.us"),
+            (
+                "https://partner.outlook.cn/",
+                "https://microsoftgraph.chinacloudapi.cn",
+            ),
+        ] {
+            let t = jwt(
+                serde_json::json!({"aud": aud, "scp": "IMAP.AccessAsUser.All SMTP.Send", "exp": exp}),
+            );
+            let i = inspect_at(&t, now);
+            assert!(
+                verdict(&i, "imap").usable,
+                "{aud}: {:?}",
+                verdict(&i, "imap")
+            );
+            assert!(verdict(&i, "smtp").usable, "{aud}");
+            let t = jwt(serde_json::json!({"aud": aud, "roles": ["IMAP.AccessAsApp"], "exp": exp}));
+            assert!(
+                verdict(&inspect_at(&t, now), "imap").usable,
+                "{aud} app-only"
+            );
+            let t = jwt(serde_json::json!({"aud": graph, "scp": "Mail.Send", "exp": exp}));
+            assert!(
+                verdict(&inspect_at(&t, now), "graph-send").usable,
+                "{graph}"
+            );
+        }
     }
 
     #[test]
