@@ -75,6 +75,98 @@ impl fmt::Debug for CertificateCredential {
     }
 }
 
+/// Compares the RSA public key of `key_pem` (PKCS#8 or PKCS#1) with the certificate's SubjectPublicKeyInfo.
+fn check_key_matches_cert(cert_der: &[u8], key_pem: &Secret) -> Result<(), AuthError> {
+    use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
+    use rustls_pki_types::PrivateKeyDer;
+    let bad = |m: &str| AuthError::Credential(m.to_owned());
+    let der = PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes())
+        .map_err(|e| AuthError::Credential(format!("private key PEM: {e}")))?;
+    let pair = match &der {
+        PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => {
+            return Err(bad(
+                "private key PEM: an RSA key (PKCS#8 or PKCS#1) is expected",
+            ));
+        }
+    }
+    .map_err(|e| AuthError::Credential(format!("private key: not a usable RSA key ({e})")))?;
+    drop(der);
+    let cert_key = cert_rsa_public_key(cert_der)
+        .ok_or_else(|| bad("certificate: cannot read an RSA public key from it"))?;
+    if pair.public_key().as_ref() != cert_key {
+        return Err(bad(
+            "the private key does not belong to the certificate (their public keys differ); use the key the \
+             certificate was issued for",
+        ));
+    }
+    Ok(())
+}
+
+/// The `RSAPublicKey` DER inside the certificate's SubjectPublicKeyInfo, or `None` when it is not RSA or the
+/// DER cannot be walked. Minimal DER walk: Certificate → tbsCertificate → (skip version, serial, signature,
+/// issuer, validity, subject) → SubjectPublicKeyInfo { AlgorithmIdentifier, BIT STRING }.
+fn cert_rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
+    const RSA_ENCRYPTION_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    let (tag, certificate, _) = der_tlv(cert)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, mut tbs, _) = der_tlv(certificate)?;
+    if tag != 0x30 {
+        return None;
+    }
+    // Optional [0] version.
+    let (tag, _, rest) = der_tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+    }
+    for _ in 0..5 {
+        tbs = der_tlv(tbs)?.2; // serial, signature, issuer, validity, subject
+    }
+    let (tag, spki, _) = der_tlv(tbs)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, alg, rest) = der_tlv(spki)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, oid, _) = der_tlv(alg)?;
+    if tag != 0x06 || oid != RSA_ENCRYPTION_OID {
+        return None;
+    }
+    let (tag, bits, _) = der_tlv(rest)?;
+    if tag != 0x03 {
+        return None;
+    }
+    bits.strip_prefix(&[0u8])
+}
+
+/// One DER TLV: (tag, value, rest). Single-byte tags; definite lengths up to 4 bytes.
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        rest = &rest[n..];
+        len
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
 /// The JWT claims of an assertion.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct AssertionClaims {
@@ -97,11 +189,14 @@ pub struct AssertionClaims {
 impl CertificateCredential {
     /// From a PEM certificate (the first `CERTIFICATE` block is the one registered on the app) and a PEM RSA
     /// private key (PKCS#8 or PKCS#1).
+    /// The key must be the certificate's: a mismatch is refused here, with a clear message, rather than as
+    /// Entra's AADSTS700027 (invalid signature) at the first request.
     pub fn from_pem(cert_pem: &[u8], key_pem: &Secret) -> Result<Self, AuthError> {
         let cert = CertificateDer::from_pem_slice(cert_pem)
             .map_err(|e| AuthError::Credential(format!("certificate PEM: {e}")))?;
         let key = EncodingKey::from_rsa_pem(key_pem.expose().as_bytes())
             .map_err(|e| AuthError::Credential(format!("private key PEM (RSA expected): {e}")))?;
+        check_key_matches_cert(cert.as_ref(), key_pem)?;
         Ok(Self::from_parts(cert.as_ref().to_vec(), key))
     }
 
@@ -111,11 +206,19 @@ impl CertificateCredential {
             std::fs::read(p).map_err(|e| AuthError::Credential(format!("{}: {e}", p.display())))
         };
         let cert_pem = read(cert)?;
-        let key_pem = Secret::new(
-            String::from_utf8(read(key)?)
-                .map_err(|_| AuthError::Credential(format!("{}: not UTF-8 PEM", key.display())))?,
-        );
-        Self::from_pem(&cert_pem, &key_pem)
+        // The key bytes are wiped when dropped, also on the error path.
+        let key_bytes = zeroize::Zeroizing::new(read(key)?);
+        let key_text = std::str::from_utf8(&key_bytes)
+            .map_err(|_| AuthError::Credential(format!("{}: not UTF-8 PEM", key.display())))?;
+        let key_pem = Secret::new(key_text);
+        Self::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+            AuthError::Credential(m) => AuthError::Credential(format!(
+                "{m} (certificate {}, private key {})",
+                cert.display(),
+                key.display()
+            )),
+            other => other,
+        })
     }
 
     fn from_parts(cert_der: Vec<u8>, key: EncodingKey) -> Self {
@@ -274,6 +377,27 @@ pub(crate) mod tests {
         assert!(jsonwebtoken::decode::<AssertionClaims>(rs.expose(), &key, &v).is_err());
 
         assert!(!format!("{cred:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused_at_load() {
+        let (cert_pem, _, _) = test_cert();
+        let (_, other_key, _) = test_cert();
+        let e = CertificateCredential::from_pem(cert_pem.as_bytes(), &other_key).unwrap_err();
+        assert!(
+            matches!(&e, AuthError::Credential(m) if m.contains("does not belong to the certificate")),
+            "{e}"
+        );
+        // Through files too, naming both paths.
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, &cert_pem).unwrap();
+        std::fs::write(&k, other_key.expose()).unwrap();
+        let e = CertificateCredential::from_files(&c, &k).unwrap_err();
+        assert!(e.to_string().contains("k.pem"), "{e}");
+        // The right key loads.
+        let (cert_pem, key_pem, _) = test_cert();
+        CertificateCredential::from_pem(cert_pem.as_bytes(), &key_pem).unwrap();
     }
 
     #[test]
