@@ -265,11 +265,23 @@ fn read_stdin_line(what: &str) -> anyhow::Result<Secret> {
     std::io::stdin()
         .read_line(&mut line)
         .map_err(|e| usage(format!("reading the {what} from stdin: {e}")))?;
-    let line = Secret::new(line);
-    // Strip only the line ending: leading/trailing spaces may be part of the secret.
-    let value = line.expose().trim_end_matches(['\n', '\r']);
+    without_line_ending(Secret::new(line), || format!("empty {what} on stdin"))
+}
+
+/// A secret kept in a file (a client secret, a token to inspect), without its final line ending.
+fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("{flag} {}: {e}", path.display())))?;
+    without_line_ending(Secret::new(text), || {
+        format!("{flag} {} is empty", path.display())
+    })
+}
+
+/// Strips only the line ending (leading and trailing spaces may be part of a secret); empty is an error.
+fn without_line_ending(text: Secret, empty: impl FnOnce() -> String) -> anyhow::Result<Secret> {
+    let value = text.expose().trim_end_matches(['\n', '\r']);
     if value.is_empty() {
-        return Err(usage(format!("empty {what} on stdin")));
+        return Err(usage(empty()));
     }
     Ok(Secret::new(value))
 }
@@ -296,15 +308,7 @@ fn password(password_stdin: bool, username: &str) -> anyhow::Result<Secret> {
 /// The client secret, if one was supplied; `required` prompts on a terminal when none was.
 fn client_secret(args: &GetArgs, required: bool) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = &args.secret_file {
-        let text = Secret::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| usage(format!("--secret-file {}: {e}", path.display())))?,
-        );
-        let v = text.expose().trim_end_matches(['\n', '\r']);
-        if v.is_empty() {
-            return Err(usage(format!("--secret-file {} is empty", path.display())));
-        }
-        return Ok(Some(Secret::new(v)));
+        return read_secret_file(path, "--secret-file").map(Some);
     }
     if let Ok(v) = std::env::var("M365MAIL_CLIENT_SECRET")
         && !v.is_empty()
@@ -682,23 +686,19 @@ fn inspect(args: InspectArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let token = match &args.file {
-        Some(path) => {
-            let text = Secret::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| usage(format!("--file {}: {e}", path.display())))?,
-            );
-            Secret::new(text.expose().trim())
-        }
+        Some(path) => read_secret_file(path, "--file")?,
         None => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| usage(format!("reading the token from stdin: {e}")))?;
-            let text = Secret::new(text);
-            Secret::new(text.expose().trim())
+            without_line_ending(Secret::new(text), || {
+                "no token given (pass it on stdin or with --file)".to_owned()
+            })?
         }
     };
-    if token.is_empty() {
+    // `inspect` trims surrounding white space itself; white space alone is no token.
+    if token.expose().trim().is_empty() {
         return Err(usage("no token given (pass it on stdin or with --file)"));
     }
     let inspection = m365mail::auth::inspect(token.expose(), &SystemClock);
