@@ -202,26 +202,27 @@ fn check_assertion(
     // `x5t#S256` does not excuse a wrong `x5t` (or the other way round).
     let thumbprints = thumbprint_headers(&header)?;
     let first_thumbprint = thumbprints.first().map_or("", |(thumbprint, _)| thumbprint);
-    let der = app
+    // Each registered certificate's DER, parsed once for this request, with whether it is still valid.
+    let registered: Vec<(Vec<u8>, bool)> = app
         .certificates
         .iter()
-        .filter(|certificate| {
-            certificate
+        .filter_map(|certificate| {
+            let live = certificate
                 .expires_at_unix
-                .is_none_or(|expiry| expiry > context.now_unix)
+                .is_none_or(|expiry| expiry > context.now_unix);
+            certificate.der().ok().map(|der| (der, live))
         })
-        .filter_map(|certificate| certificate.der().ok())
-        .find(|der| thumbprints.iter().all(|(_, wanted)| wanted.matches(der)))
+        .collect();
+    let der = registered
+        .iter()
+        .find(|(der, live)| *live && thumbprints.iter().all(|(_, wanted)| wanted.matches(der)))
+        .map(|(der, _)| der.as_slice())
         .ok_or_else(|| {
             // Name the thumbprint no registered certificate has (the first one if each matches a
             // different certificate).
             let unknown = thumbprints
                 .iter()
-                .find(|(_, wanted)| {
-                    !app.certificates
-                        .iter()
-                        .any(|certificate| certificate.der().is_ok_and(|der| wanted.matches(&der)))
-                })
+                .find(|(_, wanted)| !registered.iter().any(|(der, _)| wanted.matches(der)))
                 .map_or(first_thumbprint, |(thumbprint, _)| thumbprint);
             EntraError::assertion_key_not_found(unknown)
         })?;
