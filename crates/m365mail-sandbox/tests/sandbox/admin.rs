@@ -21,12 +21,7 @@ async fn stats_count_requests_per_endpoint_and_grant_type() {
         answer.assert_ok();
     }
     sandbox
-        .ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
+        .user_ropc(demo::PUBLIC_APP_ID, demo::IMAP_SCOPE)
         .await
         .assert_ok();
     sandbox
@@ -74,14 +69,7 @@ async fn futures_join_all<F: std::future::Future>(
 #[tokio::test]
 async fn user_flags_over_http_change_sign_in_answers() {
     let sandbox = start().await;
-    let ropc = || {
-        sandbox.ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
-    };
+    let ropc = || sandbox.user_ropc(demo::PUBLIC_APP_ID, demo::IMAP_SCOPE);
     let flagged = sandbox
         .admin_post(
             &format!("users/{}", demo::USER_UPN),
@@ -213,14 +201,7 @@ async fn app_changes_over_http() {
 #[tokio::test]
 async fn consent_changes_over_http() {
     let sandbox = start().await;
-    let ropc = || {
-        sandbox.ropc(
-            demo::NO_CONSENT_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
-    };
+    let ropc = || sandbox.user_ropc(demo::NO_CONSENT_APP_ID, demo::IMAP_SCOPE);
     ropc().await.assert_error(400, "invalid_grant", 65001);
     // One user's own consent covers that user only.
     sandbox
@@ -301,10 +282,8 @@ async fn device_codes_can_be_listed_approved_and_declined_over_http() {
 async fn user_revocation_over_http() {
     let sandbox = start().await;
     let body = sandbox
-        .ropc(
+        .user_ropc(
             demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
             "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
         )
         .await

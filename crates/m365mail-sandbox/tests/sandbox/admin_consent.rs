@@ -56,14 +56,7 @@ fn value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn an_admin_grants_consent_and_ropc_then_works() {
     let sandbox = start().await;
-    let ropc = || {
-        sandbox.ropc(
-            demo::NO_CONSENT_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
-    };
+    let ropc = || sandbox.user_ropc(demo::NO_CONSENT_APP_ID, demo::IMAP_SCOPE);
     ropc().await.assert_error(400, "invalid_grant", 65001);
 
     let page = sandbox
@@ -100,12 +93,7 @@ async fn an_admin_grants_consent_and_ropc_then_works() {
     ropc().await.assert_ok();
     // Only the named resource was consented.
     sandbox
-        .ropc(
-            demo::NO_CONSENT_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            "User.Read",
-        )
+        .user_ropc(demo::NO_CONSENT_APP_ID, "User.Read")
         .await
         .assert_error(400, "invalid_grant", 65001);
 }
@@ -116,12 +104,7 @@ async fn the_classic_form_consents_to_everything_requested() {
     let pairs = consent(&sandbox, false, None, demo::ADMIN_UPN, demo::ADMIN_PASSWORD).await;
     assert_eq!(value(&pairs, "admin_consent"), Some("True"));
     sandbox
-        .ropc(
-            demo::NO_CONSENT_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            "User.Read",
-        )
+        .user_ropc(demo::NO_CONSENT_APP_ID, "User.Read")
         .await
         .assert_ok();
 }

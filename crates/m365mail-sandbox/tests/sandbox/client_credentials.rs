@@ -175,39 +175,41 @@ async fn client_secret_basic_is_accepted() {
 #[tokio::test]
 async fn secret_errors_carry_entra_codes() {
     let sandbox = start().await;
-    with_secret(
-        &sandbox,
-        demo::CONFIDENTIAL_APP_ID,
-        "not-the-secret",
-        demo::EXCHANGE_APP_SCOPE,
-    )
-    .await
-    .assert_error(401, "invalid_client", 7000215);
-    // The classic mistake: the secret's ID instead of its value.
-    with_secret(
-        &sandbox,
-        demo::CONFIDENTIAL_APP_ID,
-        demo::CONFIDENTIAL_APP_SECRET_ID,
-        demo::EXCHANGE_APP_SCOPE,
-    )
-    .await
-    .assert_error(401, "invalid_client", 7000215);
-    with_secret(
-        &sandbox,
-        demo::EXPIRED_SECRET_APP_ID,
-        demo::EXPIRED_SECRET_APP_SECRET,
-        demo::EXCHANGE_APP_SCOPE,
-    )
-    .await
-    .assert_error(401, "invalid_client", 7000222);
-    with_secret(
-        &sandbox,
-        demo::DISABLED_APP_ID,
-        "x",
-        demo::EXCHANGE_APP_SCOPE,
-    )
-    .await
-    .assert_error(400, "unauthorized_client", 7000112);
+    for (client_id, secret, status, error, code) in [
+        (
+            demo::CONFIDENTIAL_APP_ID,
+            "not-the-secret",
+            401,
+            "invalid_client",
+            7000215,
+        ),
+        // The classic mistake: the secret's ID instead of its value.
+        (
+            demo::CONFIDENTIAL_APP_ID,
+            demo::CONFIDENTIAL_APP_SECRET_ID,
+            401,
+            "invalid_client",
+            7000215,
+        ),
+        (
+            demo::EXPIRED_SECRET_APP_ID,
+            demo::EXPIRED_SECRET_APP_SECRET,
+            401,
+            "invalid_client",
+            7000222,
+        ),
+        (
+            demo::DISABLED_APP_ID,
+            "x",
+            400,
+            "unauthorized_client",
+            7000112,
+        ),
+    ] {
+        with_secret(&sandbox, client_id, secret, demo::EXCHANGE_APP_SCOPE)
+            .await
+            .assert_error(status, error, code);
+    }
     // A public client without credentials cannot use client credentials.
     sandbox
         .token(
@@ -225,27 +227,34 @@ async fn secret_errors_carry_entra_codes() {
 #[tokio::test]
 async fn client_credentials_scope_and_endpoint_errors() {
     let sandbox = start().await;
-    let secret = |scope: &'static str| {
+    for (scope, error, code) in [
+        (demo::IMAP_SCOPE, "invalid_scope", 1002012),
+        // Double-encoded scope, a classic bug.
+        (
+            "https%3A%2F%2Foutlook.office365.com%2F.default",
+            "invalid_scope",
+            1002012,
+        ),
+        (
+            "https://outlook.office365.com/.default https://graph.microsoft.com/.default",
+            "invalid_scope",
+            700022,
+        ),
+        (
+            "https://unknown.example.com/.default",
+            "invalid_resource",
+            500011,
+        ),
+    ] {
         with_secret(
             &sandbox,
             demo::CONFIDENTIAL_APP_ID,
             demo::CONFIDENTIAL_APP_SECRET,
             scope,
         )
-    };
-    secret(demo::IMAP_SCOPE)
         .await
-        .assert_error(400, "invalid_scope", 1002012);
-    // Double-encoded scope, a classic bug.
-    secret("https%3A%2F%2Foutlook.office365.com%2F.default")
-        .await
-        .assert_error(400, "invalid_scope", 1002012);
-    secret("https://outlook.office365.com/.default https://graph.microsoft.com/.default")
-        .await
-        .assert_error(400, "invalid_scope", 700022);
-    secret("https://unknown.example.com/.default")
-        .await
-        .assert_error(400, "invalid_resource", 500011);
+        .assert_error(400, error, code);
+    }
     for alias in ["organizations", "common"] {
         sandbox
             .token(
@@ -321,48 +330,40 @@ async fn certificate_assertion_errors_carry_entra_codes() {
     let mut expired = AssertionSpec::valid(&sandbox);
     expired.not_before -= 7200;
     expired.expires -= 3600;
-    with_assertion(&sandbox, &expired.sign(), demo::EXCHANGE_APP_SCOPE)
-        .await
-        .assert_error(401, "invalid_client", 700024);
 
     let mut future = AssertionSpec::valid(&sandbox);
     future.not_before += 3600;
     future.expires += 3600;
-    with_assertion(&sandbox, &future.sign(), demo::EXCHANGE_APP_SCOPE)
-        .await
-        .assert_error(401, "invalid_client", 700024);
 
     let mut wrong_audience = AssertionSpec::valid(&sandbox);
     wrong_audience.audience = "https://example.com/token".into();
-    with_assertion(&sandbox, &wrong_audience.sign(), demo::EXCHANGE_APP_SCOPE)
-        .await
-        .assert_error(401, "invalid_client", 50012);
 
     let mut wrong_issuer = AssertionSpec::valid(&sandbox);
     wrong_issuer.issuer = demo::PUBLIC_APP_ID.into();
-    with_assertion(&sandbox, &wrong_issuer.sign(), demo::EXCHANGE_APP_SCOPE)
-        .await
-        .assert_error(401, "invalid_client", 700021);
 
-    with_assertion(&sandbox, "not-a-jwt", demo::EXCHANGE_APP_SCOPE)
-        .await
-        .assert_error(401, "invalid_client", 50012);
+    for (what, assertion, code) in [
+        ("expired", expired.sign(), 700024),
+        ("not yet valid", future.sign(), 700024),
+        ("wrong audience", wrong_audience.sign(), 50012),
+        ("wrong issuer", wrong_issuer.sign(), 700021),
+        ("not a JWT", "not-a-jwt".to_string(), 50012),
+    ] {
+        let answer = with_assertion(&sandbox, &assertion, demo::EXCHANGE_APP_SCOPE).await;
+        assert_eq!(answer.status.as_u16(), 401, "{what}: {}", answer.body);
+        answer.assert_error(401, "invalid_client", code);
+    }
 
     // A public client must not send an assertion.
     sandbox
-        .token(
-            demo::TENANT_ID,
+        .user_ropc_with(
+            demo::PUBLIC_APP_ID,
+            demo::IMAP_SCOPE,
             &[
-                ("grant_type", "password"),
-                ("client_id", demo::PUBLIC_APP_ID),
                 (
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 ),
                 ("client_assertion", &AssertionSpec::valid(&sandbox).sign()),
-                ("username", demo::USER_UPN),
-                ("password", demo::USER_PASSWORD),
-                ("scope", demo::IMAP_SCOPE),
             ],
         )
         .await

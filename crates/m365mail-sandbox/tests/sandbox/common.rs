@@ -174,6 +174,24 @@ impl TestSandbox {
         .await
     }
 
+    /// ROPC for the demo user (`demo::USER_UPN` with its password) through `client_id`.
+    pub(crate) async fn user_ropc(&self, client_id: &str, scope: &str) -> Answer {
+        self.ropc(client_id, demo::USER_UPN, demo::USER_PASSWORD, scope)
+            .await
+    }
+
+    /// ROPC for the demo user through `client_id`, with `extra` form fields (a secret, an
+    /// assertion) sent alongside.
+    pub(crate) async fn user_ropc_with(
+        &self,
+        client_id: &str,
+        scope: &str,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        self.token(demo::TENANT_ID, &user_ropc_form(client_id, scope, extra))
+            .await
+    }
+
     /// The verification key of the sandbox's JWKS.
     pub(crate) async fn jwks_key(&self) -> jsonwebtoken::DecodingKey {
         let jwks = self
@@ -203,6 +221,23 @@ pub(crate) async fn answer(response: reqwest::Response) -> Answer {
     let text = response.text().await.expect("body is readable");
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Answer { status, body }
+}
+
+/// The ROPC form for the demo user (`demo::USER_UPN` with its password) through `client_id`,
+/// with `extra` fields (a secret, an assertion) after the client ID.
+pub(crate) fn user_ropc_form<'a>(
+    client_id: &'a str,
+    scope: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![("grant_type", "password"), ("client_id", client_id)];
+    form.extend_from_slice(extra);
+    form.extend([
+        ("username", demo::USER_UPN),
+        ("password", demo::USER_PASSWORD),
+        ("scope", scope),
+    ]);
+    form
 }
 
 /// Claims of a JWT without verifying it.

@@ -6,10 +6,8 @@ use crate::common::{TestSandbox, claims, start, start_with_fake_clock};
 
 async fn refresh_token_for(sandbox: &TestSandbox) -> String {
     let answer = sandbox
-        .ropc(
+        .user_ropc(
             demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
             "https://outlook.office.com/IMAP.AccessAsUser.All offline_access",
         )
         .await;
@@ -183,12 +181,7 @@ async fn revocation_and_password_change_give_50173() {
         .await
         .assert_error(400, "invalid_grant", 50173);
     sandbox
-        .ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
+        .user_ropc(demo::PUBLIC_APP_ID, demo::IMAP_SCOPE)
         .await
         .assert_error(400, "invalid_grant", 50126);
     sandbox

@@ -1,20 +1,13 @@
 use m365mail_sandbox::demo;
 
-use crate::common::{claims, header, start};
+use crate::common::{claims, header, start, user_ropc_form};
 
 const IMAP_AND_SMTP: &str = "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access";
 
 #[tokio::test]
 async fn ropc_issues_a_delegated_exchange_token_with_only_requested_consented_scopes() {
     let sandbox = start().await;
-    let answer = sandbox
-        .ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            IMAP_AND_SMTP,
-        )
-        .await;
+    let answer = sandbox.user_ropc(demo::PUBLIC_APP_ID, IMAP_AND_SMTP).await;
     let body = answer.assert_ok();
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(
@@ -97,14 +90,7 @@ async fn openid_and_client_info_add_an_id_token_and_account_identifiers() {
 #[tokio::test]
 async fn graph_short_scopes_give_a_graph_token() {
     let sandbox = start().await;
-    let answer = sandbox
-        .ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            "User.Read",
-        )
-        .await;
+    let answer = sandbox.user_ropc(demo::PUBLIC_APP_ID, "User.Read").await;
     let body = answer.assert_ok();
     assert_eq!(body["scope"], "User.Read");
     let claims = claims(body["access_token"].as_str().unwrap());
@@ -116,12 +102,7 @@ async fn graph_short_scopes_give_a_graph_token() {
 async fn default_scope_gives_every_consented_scope_of_the_resource() {
     let sandbox = start().await;
     let answer = sandbox
-        .ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            "https://outlook.office.com/.default",
-        )
+        .user_ropc(demo::PUBLIC_APP_ID, "https://outlook.office.com/.default")
         .await;
     let claims = claims(answer.assert_ok()["access_token"].as_str().unwrap());
     assert_eq!(
@@ -134,28 +115,17 @@ async fn default_scope_gives_every_consented_scope_of_the_resource() {
 async fn confidential_client_can_use_ropc_with_its_secret() {
     let sandbox = start().await;
     let answer = sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "password"),
-                ("client_id", demo::CONFIDENTIAL_APP_ID),
-                ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
-                ("username", demo::USER_UPN),
-                ("password", demo::USER_PASSWORD),
-                ("scope", demo::IMAP_SCOPE),
-            ],
+        .user_ropc_with(
+            demo::CONFIDENTIAL_APP_ID,
+            demo::IMAP_SCOPE,
+            &[("client_secret", demo::CONFIDENTIAL_APP_SECRET)],
         )
         .await;
     let claims = claims(answer.assert_ok()["access_token"].as_str().unwrap());
     assert_eq!(claims["appidacr"], "1");
     // Without its secret the confidential app is refused.
     sandbox
-        .ropc(
-            demo::CONFIDENTIAL_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
+        .user_ropc(demo::CONFIDENTIAL_APP_ID, demo::IMAP_SCOPE)
         .await
         .assert_error(401, "invalid_client", 7000218);
 }
@@ -228,56 +198,33 @@ async fn ropc_user_errors_carry_entra_codes() {
 async fn ropc_app_errors_carry_entra_codes() {
     let sandbox = start().await;
     let consent = sandbox
-        .ropc(
-            demo::NO_CONSENT_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
+        .user_ropc(demo::NO_CONSENT_APP_ID, demo::IMAP_SCOPE)
         .await;
     consent.assert_error(400, "invalid_grant", 65001);
     assert_eq!(consent.body["suberror"], "consent_required");
 
-    sandbox
-        .ropc(
-            demo::NO_PUBLIC_FLOWS_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
-        .await
-        .assert_error(401, "invalid_client", 7000218);
-    sandbox
-        .ropc(
-            demo::DISABLED_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
-        .await
-        .assert_error(400, "unauthorized_client", 7000112);
-    sandbox
-        .ropc(
+    for (client_id, status, error, code) in [
+        (demo::NO_PUBLIC_FLOWS_APP_ID, 401, "invalid_client", 7000218),
+        (demo::DISABLED_APP_ID, 400, "unauthorized_client", 7000112),
+        (
             "11111111-2222-3333-4444-555555555555",
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            demo::IMAP_SCOPE,
-        )
-        .await
-        .assert_error(400, "unauthorized_client", 700016);
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+    ] {
+        sandbox
+            .user_ropc(client_id, demo::IMAP_SCOPE)
+            .await
+            .assert_error(status, error, code);
+    }
 
     // A public client must not send a secret.
     sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "password"),
-                ("client_id", demo::PUBLIC_APP_ID),
-                ("client_secret", "anything"),
-                ("username", demo::USER_UPN),
-                ("password", demo::USER_PASSWORD),
-                ("scope", demo::IMAP_SCOPE),
-            ],
+        .user_ropc_with(
+            demo::PUBLIC_APP_ID,
+            demo::IMAP_SCOPE,
+            &[("client_secret", "anything")],
         )
         .await
         .assert_error(401, "invalid_client", 700025);
@@ -286,14 +233,7 @@ async fn ropc_app_errors_carry_entra_codes() {
 #[tokio::test]
 async fn ropc_scope_errors_carry_entra_codes() {
     let sandbox = start().await;
-    let ropc = |scope: &'static str| {
-        sandbox.ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            scope,
-        )
-    };
+    let ropc = |scope: &'static str| sandbox.user_ropc(demo::PUBLIC_APP_ID, scope);
     ropc("https://outlook.office.com/IMAP.AccessAsUser.All https://graph.microsoft.com/User.Read")
         .await
         .assert_error(400, "invalid_scope", 700022);
@@ -324,15 +264,7 @@ async fn ropc_scope_errors_carry_entra_codes() {
 #[tokio::test]
 async fn ropc_follows_the_tenant_segment_rules() {
     let sandbox = start().await;
-    let form = |client_id: &'static str| {
-        [
-            ("grant_type", "password"),
-            ("client_id", client_id),
-            ("username", demo::USER_UPN),
-            ("password", demo::USER_PASSWORD),
-            ("scope", demo::IMAP_SCOPE),
-        ]
-    };
+    let form = |client_id: &'static str| user_ropc_form(client_id, demo::IMAP_SCOPE, &[]);
     sandbox
         .token("organizations", &form(demo::PUBLIC_APP_ID))
         .await
@@ -384,12 +316,7 @@ async fn lifetimes_too_large_for_the_clock_saturate_instead_of_overflowing() {
     })
     .await;
     let answer = sandbox
-        .ropc(
-            demo::PUBLIC_APP_ID,
-            demo::USER_UPN,
-            demo::USER_PASSWORD,
-            &format!("{IMAP_AND_SMTP} openid"),
-        )
+        .user_ropc(demo::PUBLIC_APP_ID, &format!("{IMAP_AND_SMTP} openid"))
         .await;
     let body = answer.assert_ok();
     assert_eq!(
