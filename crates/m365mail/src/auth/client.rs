@@ -323,30 +323,17 @@ impl TokenClient {
             form.push(("client_secret", secret.expose()));
         }
         tracing::debug!(url = %url, "device code request");
-        let (status, retry_after, body, request_id) = self.send(&url, &form, None).await?;
-        let now = self.inner.clock.now();
-        if (200..300).contains(&status) {
-            let code = DeviceCode::parse(&body, now, url.as_str())?;
-            tracing::debug!(
-                expires_in = code.expires_in.as_secs(),
-                interval = code.interval.as_secs(),
-                "device code issued"
-            );
-            return Ok(code);
+        let reply = self.send(&url, &form, None).await?;
+        if !reply.is_success() {
+            return Err(reply.into_error(&url, &form, None));
         }
-        let sent: Vec<&str> = form
-            .iter()
-            .filter(|(k, _)| SECRET_FIELDS.contains(k))
-            .map(|(_, v)| *v)
-            .collect();
-        Err(error_reply(
-            &url,
-            status,
-            retry_after,
-            &body,
-            request_id,
-            &sent,
-        ))
+        let code = DeviceCode::parse(&reply.body, self.inner.clock.now(), url.as_str())?;
+        tracing::debug!(
+            expires_in = code.expires_in.as_secs(),
+            interval = code.interval.as_secs(),
+            "device code issued"
+        );
+        Ok(code)
     }
 
     /// One poll of the token endpoint with a device code.
@@ -552,22 +539,14 @@ impl TokenClient {
             }
         }
         tracing::debug!(%grant, url = %url, "token request");
-        let (status, retry_after, body, request_id) = self.send(&url, &form, basic).await?;
-        let now = self.inner.clock.now();
-        if (200..300).contains(&status) {
-            let token = TokenResponse::parse(&body, now, url.as_str())?;
+        let reply = self.send(&url, &form, basic).await?;
+        let status = reply.status;
+        if reply.is_success() {
+            let token = TokenResponse::parse(&reply.body, self.inner.clock.now(), url.as_str())?;
             tracing::debug!(%grant, status, expires_in = token.expires_in.as_secs(), refresh_token = token.refresh_token.is_some(), "token issued");
             return Ok(token);
         }
-        let mut sent: Vec<&str> = form
-            .iter()
-            .filter(|(k, _)| SECRET_FIELDS.contains(k))
-            .map(|(_, v)| *v)
-            .collect();
-        if let Some(secret) = basic {
-            sent.push(secret.expose());
-        }
-        let err = error_reply(&url, status, retry_after, &body, request_id, &sent);
+        let err = reply.into_error(&url, &form, basic);
         tracing::debug!(%grant, status, class = %err.class(), codes = ?err.entra().map(|e| &e.error_codes), "token request refused");
         Err(err)
     }
@@ -577,7 +556,7 @@ impl TokenClient {
         url: &Url,
         form: &[(&str, &str)],
         basic: Option<&Secret>,
-    ) -> Result<(u16, Option<Duration>, Vec<u8>, String), AuthError> {
+    ) -> Result<Reply, AuthError> {
         let mut req = self
             .inner
             .http
@@ -606,8 +585,22 @@ impl TokenClient {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let body = resp.bytes().await.map_err(|e| transport_error(url, &e))?;
-        Ok((status, retry_after, body.to_vec(), request_id))
+        Ok(Reply {
+            status,
+            retry_after,
+            body: body.to_vec(),
+            request_id,
+        })
     }
+}
+
+/// A reply as received by [`TokenClient::send`].
+struct Reply {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+    /// The `client-request-id` sent with the request.
+    request_id: String,
 }
 
 /// Whether a failed request of `grant` may be sent again. Client credentials are idempotent: any transient
@@ -652,7 +645,7 @@ const SECRET_FIELDS: [&str; 9] = [
 /// Redacts secrets from server text before it is kept in an error: every value sent in this request under a
 /// secret field name (raw, form-encoded and percent-encoded), and the value after any `name=` / `"name":` of a
 /// secret field, whatever its origin (a reply may echo a request from someone else's proxy).
-pub(crate) fn redact_reply_text(text: &str, sent_secrets: &[&str]) -> String {
+fn redact_reply_text(text: &str, sent_secrets: &[&str]) -> String {
     const MASK: &str = "[REDACTED]";
     let mut out = text.to_owned();
     for secret in sent_secrets.iter().filter(|s| !s.is_empty()) {
@@ -719,32 +712,38 @@ fn redact_field(text: &str, field: &str, mask: &str) -> String {
     out
 }
 
-/// Turns a non-2xx reply into an error: Entra JSON if it parses, else `UnexpectedReply` with an excerpt.
-fn error_reply(
-    url: &Url,
-    status: u16,
-    retry_after: Option<Duration>,
-    body: &[u8],
-    request_id: String,
-    sent_secrets: &[&str],
-) -> AuthError {
-    if let Some(mut e) = EntraError::parse(status, body) {
-        e.retry_after = retry_after;
-        e.client_request_id = Some(request_id);
-        return e.into();
+impl Reply {
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
     }
-    let text = String::from_utf8_lossy(body);
-    let redacted = redact_reply_text(&text, sent_secrets);
-    let excerpt: String = redacted
-        .chars()
-        .take(200)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    AuthError::UnexpectedReply {
-        url: url.to_string(),
-        status,
-        excerpt,
-        retry_after,
+
+    /// Turns a non-2xx reply to a request of `form` (and the HTTP Basic secret, if any) into an error: Entra
+    /// JSON if it parses, else `UnexpectedReply` with an excerpt stripped of every secret of the request.
+    fn into_error(self, url: &Url, form: &[(&str, &str)], basic: Option<&Secret>) -> AuthError {
+        if let Some(mut e) = EntraError::parse(self.status, &self.body) {
+            e.retry_after = self.retry_after;
+            e.client_request_id = Some(self.request_id);
+            return e.into();
+        }
+        let sent: Vec<&str> = form
+            .iter()
+            .filter(|(k, _)| SECRET_FIELDS.contains(k))
+            .map(|(_, v)| *v)
+            .chain(basic.map(Secret::expose))
+            .collect();
+        let text = String::from_utf8_lossy(&self.body);
+        let redacted = redact_reply_text(&text, &sent);
+        let excerpt: String = redacted
+            .chars()
+            .take(200)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        AuthError::UnexpectedReply {
+            url: url.to_string(),
+            status: self.status,
+            excerpt,
+            retry_after: self.retry_after,
+        }
     }
 }
 
