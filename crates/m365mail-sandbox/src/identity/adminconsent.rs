@@ -19,7 +19,7 @@ use axum::{
 use crate::{
     identity::{
         FormParams, TenantAlias,
-        authorize::{app_and_redirect_uri, described, error_page, redirect_response},
+        authorize::{app_and_redirect_uri, error_page, redirect_response},
         error_paragraph,
         errors::EntraError,
         hidden_fields, html_escape, parse_form,
@@ -86,7 +86,7 @@ fn form_page(action: &str, params: &FormParams, message: Option<&str>) -> String
 }
 
 fn redirect_error(request: &ConsentRequest, params: &FormParams, error: &EntraError) -> Response {
-    let description = described(error);
+    let description = error.described();
     let mut pairs = vec![
         ("error", error.error),
         ("error_description", description.as_str()),
@@ -173,11 +173,11 @@ async fn submit(
     let (tenant_id, admin) = match find_user(&directory, &request.alias, username) {
         Ok((tenant, user)) => (tenant.id.clone(), user.clone()),
         Err(error) => {
-            return Html(form_page(&action, &params, Some(&described(&error)))).into_response();
+            return Html(form_page(&action, &params, Some(&error.described()))).into_response();
         }
     };
     if let Err(error) = check_sign_in(&admin, password, SignInKind::Interactive, "", state.base()) {
-        return Html(form_page(&action, &params, Some(&described(&error)))).into_response();
+        return Html(form_page(&action, &params, Some(&error.described()))).into_response();
     }
     if !admin.global_admin {
         return redirect_error(&request, &params, &EntraError::admin_consent_required());

@@ -61,13 +61,9 @@ enum Rejection {
 }
 
 pub(crate) fn error_page(error: &EntraError) -> Response {
-    let code = error
-        .code
-        .map(|code| format!("AADSTS{code}: "))
-        .unwrap_or_default();
     let body = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign in</title></head><body>\n<h1>Sorry, but we're having trouble signing you in.</h1>\n<p id=\"error\">{}</p>\n</body></html>\n",
-        html_escape(&format!("{code}{}", error.message))
+        html_escape(&error.described())
     );
     (StatusCode::BAD_REQUEST, Html(body)).into_response()
 }
@@ -128,13 +124,6 @@ fn reject(rejection: Rejection, params: &FormParams) -> Response {
     }
 }
 
-pub(crate) fn described(error: &EntraError) -> String {
-    match error.code {
-        Some(code) => format!("AADSTS{code}: {}", error.message),
-        None => error.message.clone(),
-    }
-}
-
 /// The app named by `client_id` as this endpoint sees it, and its `redirect_uri`, which must be one
 /// the app registered. Errors here are shown on a page, never redirected (the redirect URI is not
 /// trusted yet): AADSTS900144, 700016, 900971, 50011. Shared by authorize and admin consent.
@@ -173,7 +162,7 @@ fn validate<'model>(
     let redirect = |error: EntraError| Rejection::Redirect {
         redirect_uri: redirect_uri.to_string(),
         error: error.error,
-        description: described(&error),
+        description: error.described(),
     };
     if !app.enabled {
         return Err(redirect(EntraError::app_disabled(
@@ -274,7 +263,7 @@ pub(crate) async fn sign_in_submit(
             Rejection::Redirect {
                 redirect_uri: redirect_uri.clone(),
                 error: error.error,
-                description: described(&error),
+                description: error.described(),
             },
             &params,
         )
@@ -285,7 +274,7 @@ pub(crate) async fn sign_in_submit(
             return Html(sign_in_page(
                 &tenant_segment,
                 &params,
-                Some(&described(&error)),
+                Some(&error.described()),
             ))
             .into_response();
         }
@@ -306,7 +295,7 @@ pub(crate) async fn sign_in_submit(
         return Html(sign_in_page(
             &tenant_segment,
             &params,
-            Some(&described(&error)),
+            Some(&error.described()),
         ))
         .into_response();
     }
@@ -317,7 +306,7 @@ pub(crate) async fn sign_in_submit(
             Rejection::Redirect {
                 redirect_uri: redirect_uri.clone(),
                 error: "consent_required",
-                description: described(&error),
+                description: error.described(),
             },
             &params,
         );

@@ -262,10 +262,9 @@ pub(crate) async fn login_submit(State(state): State<Arc<SandboxState>>, body: B
         .into_response(),
         Err(refusal) => {
             let (error, _) = *refusal;
-            let code = error.code.map(|code| format!("AADSTS{code}: ")).unwrap_or_default();
             (
                 StatusCode::BAD_REQUEST,
-                Html(login_form(Some(&format!("{code}{}", error.message)))),
+                Html(login_form(Some(&error.described()))),
             )
                 .into_response()
         }

@@ -82,6 +82,15 @@ impl EntraError {
         self
     }
 
+    /// `AADSTS<code>: <message>` (just the message for the answers without a code): the start of
+    /// `error_description`, and the text the HTML pages and redirects show.
+    pub(crate) fn described(&self) -> String {
+        match self.code {
+            Some(code) => format!("AADSTS{code}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// The JSON body with a fresh trace id and the given clock's timestamp.
     pub(crate) fn into_response_at(self, clock: &dyn Clock) -> Response {
         self.into_response_correlated(clock, None)
@@ -102,10 +111,7 @@ impl EntraError {
         let timestamp = format_timestamp(clock.unix_seconds());
         let trace_id = random_guid();
         let correlation_id = client_request_id.map_or_else(random_guid, str::to_string);
-        let description = match self.code {
-            Some(code) => format!("AADSTS{code}: {}", self.message),
-            None => self.message.clone(),
-        };
+        let description = self.described();
         let body = ErrorBody {
             error: self.error,
             error_description: format!(
