@@ -300,10 +300,11 @@ impl TokenProvider {
         }
         // The same across processes: wait for another process renewing this key, then reuse its token.
         let _key_lock = self.key_lock().await?;
-        if let Some(hit) = self.fresh_cached().await? {
+        let cached = self.cache_op(|c, k| c.get(k)).await?;
+        if let Some(hit) = cached.as_ref().and_then(|c| self.if_fresh(c)) {
             return Ok(hit);
         }
-        self.renew().await
+        self.renew(cached).await
     }
 
     /// Ignores the cached access token (e.g. after the server rejected it) but still prefers refresh.
@@ -311,7 +312,8 @@ impl TokenProvider {
         let lock = flight_lock(&self.key);
         let _guard = lock.lock().await;
         let _key_lock = self.key_lock().await?;
-        self.renew().await
+        let cached = self.cache_op(|c, k| c.get(k)).await?;
+        self.renew(cached).await
     }
 
     /// Takes the cross-process lock of the key by polling (never a blocking `flock` on a worker thread), so
@@ -350,8 +352,8 @@ impl TokenProvider {
         }
     }
 
-    async fn renew(&self) -> Result<AccessToken, AuthError> {
-        let cached = self.cache_op(|c, k| c.get(k)).await?;
+    /// Renews from `cached` (the entry read under both locks): its refresh token, else the flow.
+    async fn renew(&self, cached: Option<CachedToken>) -> Result<AccessToken, AuthError> {
         if let Some(rt) = cached.and_then(|c| c.refresh_token) {
             tracing::debug!("access token stale; redeeming the cached refresh token");
             match self.source.refresh(&rt, &self.scopes).await {
@@ -389,13 +391,16 @@ impl TokenProvider {
     }
 
     async fn fresh_cached(&self) -> Result<Option<AccessToken>, AuthError> {
-        let now = self.clock.now();
-        let margin = self.margin;
         Ok(self
             .cache_op(|c, k| c.get(k))
             .await?
-            .filter(|c| c.is_fresh(now, margin))
-            .map(|c| AccessToken::from_cached(&c, TokenOrigin::Cache)))
+            .and_then(|c| self.if_fresh(&c)))
+    }
+
+    /// `c` as a cache hit, if it is fresh now.
+    fn if_fresh(&self, c: &CachedToken) -> Option<AccessToken> {
+        c.is_fresh(self.clock.now(), self.margin)
+            .then(|| AccessToken::from_cached(c, TokenOrigin::Cache))
     }
 
     /// Runs a cache operation off the async threads (it may block on the cross-process file lock).
