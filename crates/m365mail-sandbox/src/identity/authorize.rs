@@ -25,7 +25,7 @@ use crate::{
         crypto::random_url_safe,
         error_paragraph,
         errors::EntraError,
-        hidden_fields, html_escape, parse_form,
+        hidden_fields, hidden_inputs, html_escape, parse_form,
         scopes::{consented_delegated_scopes, parse_delegated},
         signin::{SignInKind, check_sign_in, find_user},
     },
@@ -74,16 +74,7 @@ pub(crate) fn redirect_response(
     pairs: &[(&str, &str)],
 ) -> Response {
     if response_mode == Some("form_post") {
-        let inputs: String = pairs
-            .iter()
-            .map(|(name, value)| {
-                format!(
-                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-                    html_escape(name),
-                    html_escape(value)
-                )
-            })
-            .collect();
+        let inputs = hidden_inputs(pairs.iter().copied());
         let body = format!(
             "<!DOCTYPE html>\n<html><body onload=\"document.forms[0].submit()\"><form method=\"post\" action=\"{}\">{inputs}</form></body></html>\n",
             html_escape(redirect_uri)

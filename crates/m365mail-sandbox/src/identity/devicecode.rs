@@ -21,6 +21,7 @@ use crate::{
     identity::{
         TenantAlias, add_token_headers, client_request_id,
         crypto::{random_url_safe, random_user_code},
+        error_paragraph,
         errors::EntraError,
         html_escape, parse_form,
         scopes::parse_delegated,
@@ -193,14 +194,7 @@ fn page(title: &str, body: &str) -> String {
 }
 
 fn login_form(message: Option<&str>) -> String {
-    let message = message
-        .map(|message| {
-            format!(
-                "<p id=\"error\" role=\"alert\">{}</p>",
-                html_escape(message)
-            )
-        })
-        .unwrap_or_default();
+    let message = error_paragraph(message);
     page(
         "Enter code",
         &format!(

@@ -181,9 +181,17 @@ pub(crate) fn html_escape(text: &str) -> String {
 
 /// Hidden `<input>`s carrying the named request parameters that are present through a page's form.
 pub(crate) fn hidden_fields(names: &[&str], params: &FormParams) -> String {
-    names
-        .iter()
-        .filter_map(|name| params.get(name).map(|value| (name, value)))
+    hidden_inputs(
+        names
+            .iter()
+            .filter_map(|name| params.get(name).map(|value| (*name, value))),
+    )
+}
+
+/// One hidden `<input>` per (name, value) pair.
+pub(crate) fn hidden_inputs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pairs
+        .into_iter()
         .map(|(name, value)| {
             format!(
                 "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
