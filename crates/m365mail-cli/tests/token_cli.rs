@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use m365mail_sandbox::{Sandbox, SandboxConfig, demo};
+use m365mail_sandbox::{AdminHandle, Sandbox, SandboxConfig, demo};
 use serde_json::Value;
 
 struct Env {
@@ -67,6 +67,39 @@ impl Env {
         args.extend_from_slice(extra);
         self.cmd(&args)
     }
+
+    /// `token get --flow <flow> --client-id <client_id>`, then `extra`.
+    fn flow(&self, flow: &str, client_id: &str, extra: &[&str]) -> Command {
+        self.get(&[&["--flow", flow, "--client-id", client_id], extra].concat())
+    }
+
+    /// `token get` with `flow` for the public demo app signing in as `username`, then `extra`.
+    fn public(&self, flow: &str, username: &str, extra: &[&str]) -> Command {
+        self.flow(
+            flow,
+            demo::PUBLIC_APP_ID,
+            &[&["--username", username], extra].concat(),
+        )
+    }
+
+    /// Runs `act` on the first pending device code from a background task, polling for up to ten
+    /// seconds; the task answers whether a device code turned up.
+    fn on_device_code(
+        &self,
+        act: impl FnOnce(&AdminHandle, &str) + Send + 'static,
+    ) -> tokio::task::JoinHandle<bool> {
+        let admin = self.sbx.admin().clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                if let Some(code) = admin.pending_device_codes().into_iter().next() {
+                    act(&admin, &code.user_code);
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            false
+        })
+    }
 }
 
 /// Runs the (blocking) command off the async workers so the in-process sandbox keeps serving.
@@ -97,14 +130,7 @@ fn mode(p: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_flow_caches_reuses_and_inspects() {
     let e = env().await;
-    let mut c = e.get(&[
-        "--flow",
-        "password",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::USER_UPN,
-    ]);
+    let mut c = e.public("password", demo::USER_UPN, &[]);
     c.env("M365MAIL_PASSWORD", demo::USER_PASSWORD);
     let (code, json, all) = run(c).await;
     assert_eq!(code, 0, "{all}");
@@ -119,46 +145,19 @@ async fn password_flow_caches_reuses_and_inspects() {
 
     // Second run: served from the cache, no password needed, no token request.
     let before = e.sbx.admin().stats().endpoint("token");
-    let (code, json, all) = run(e.get(&[
-        "--flow",
-        "password",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::USER_UPN,
-        "--show-token",
-    ]))
-    .await;
+    let (code, json, all) = run(e.public("password", demo::USER_UPN, &["--show-token"])).await;
     assert_eq!(code, 0, "{all}");
     assert_eq!(json["origin"], "cache");
     assert_eq!(e.sbx.admin().stats().endpoint("token"), before);
     let token = json["access_token"].as_str().unwrap().to_owned();
 
     // A margin longer than the token's lifetime: the cached access token is stale, the refresh token is used.
-    let (code, json, all) = run(e.get(&[
-        "--flow",
-        "password",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::USER_UPN,
-        "--margin",
-        "4000",
-    ]))
-    .await;
+    let (code, json, all) = run(e.public("password", demo::USER_UPN, &["--margin", "4000"])).await;
     assert_eq!(code, 0, "{all}");
     assert_eq!(json["origin"], "refresh");
 
     // --flow refresh redeems the cached refresh token.
-    let (code, json, all) = run(e.get(&[
-        "--flow",
-        "refresh",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::USER_UPN,
-    ]))
-    .await;
+    let (code, json, all) = run(e.public("refresh", demo::USER_UPN, &[])).await;
     assert_eq!(code, 0, "{all}");
     assert_eq!(json["origin"], "refresh");
 
@@ -210,43 +209,22 @@ async fn password_flow_caches_reuses_and_inspects() {
 async fn exit_codes_by_cause() {
     let e = env().await;
     // Wrong password via --password-stdin: exit 3 with the AADSTS code in the JSON error.
-    let mut c = e.get(&[
-        "--flow",
+    let mut c = e.public(
         "password",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
         demo::USER_UPN,
-        "--password-stdin",
-        "--no-cache",
-    ]);
+        &["--password-stdin", "--no-cache"],
+    );
     c.write_stdin("not-the-password\n");
     let (code, json, all) = run(c).await;
     assert_eq!(code, 3, "{all}");
     assert_eq!(json["error"]["error_codes"][0], 50126, "{json}");
     assert!(!all.contains("not-the-password"));
     // MFA: switch flow, 6.
-    let mut c = e.get(&[
-        "--flow",
-        "password",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::MFA_USER_UPN,
-        "--no-cache",
-    ]);
+    let mut c = e.public("password", demo::MFA_USER_UPN, &["--no-cache"]);
     c.env("M365MAIL_PASSWORD", demo::MFA_USER_PASSWORD);
     assert_eq!(run(c).await.0, 6);
     // Disabled user: admin, 4.
-    let mut c = e.get(&[
-        "--flow",
-        "password",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::DISABLED_USER_UPN,
-        "--no-cache",
-    ]);
+    let mut c = e.public("password", demo::DISABLED_USER_UPN, &["--no-cache"]);
     c.env("M365MAIL_PASSWORD", demo::DISABLED_USER_PASSWORD);
     assert_eq!(run(c).await.0, 4);
     // Secret ID instead of value: connector config, 5.
@@ -256,15 +234,11 @@ async fn exit_codes_by_cause() {
         format!("{}\n", demo::CONFIDENTIAL_APP_SECRET_ID),
     )
     .unwrap();
-    let (code, json, all) = run(e.get(&[
-        "--flow",
+    let (code, json, all) = run(e.flow(
         "client-secret",
-        "--client-id",
         demo::CONFIDENTIAL_APP_ID,
-        "--secret-file",
-        secret_file.to_str().unwrap(),
-        "--no-cache",
-    ]))
+        &["--secret-file", secret_file.to_str().unwrap(), "--no-cache"],
+    ))
     .await;
     assert_eq!(code, 5, "{all}");
     assert!(
@@ -277,41 +251,29 @@ async fn exit_codes_by_cause() {
     // `common` with ROPC: refused before any request, 5.
     let before = e.sbx.admin().stats().total_requests;
     let base = e.sbx.base_url().to_string();
-    let c = e.cmd(&[
-        "token",
-        "get",
-        "--authority",
-        &base,
-        "--tenant",
-        "common",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--flow",
-        "password",
-        "--username",
-        demo::USER_UPN,
-        "--no-cache",
-    ]);
-    assert_eq!(run(c).await.0, 5);
+    // ROPC for the demo user without `--ca-file` (so the system roots), in `tenant`.
+    let without_ca = |tenant: &str| {
+        e.cmd(&[
+            "token",
+            "get",
+            "--authority",
+            &base,
+            "--tenant",
+            tenant,
+            "--client-id",
+            demo::PUBLIC_APP_ID,
+            "--flow",
+            "password",
+            "--username",
+            demo::USER_UPN,
+            "--no-cache",
+        ])
+    };
+    assert_eq!(run(without_ca("common")).await.0, 5);
     assert_eq!(e.sbx.admin().stats().total_requests, before);
     // Untrusted CA: TLS failure is connector configuration, 5.
-    let c = e.cmd(&[
-        "token",
-        "get",
-        "--authority",
-        &base,
-        "--tenant",
-        demo::TENANT_ID,
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--flow",
-        "password",
-        "--username",
-        demo::USER_UPN,
-        "--no-cache",
-        "--password-stdin",
-    ]);
-    let mut c = c;
+    let mut c = without_ca(demo::TENANT_ID);
+    c.arg("--password-stdin");
     c.write_stdin("x\n");
     let (code, _, all) = run(c).await;
     assert_eq!(code, 5, "{all}");
@@ -390,28 +352,11 @@ async fn app_only_flows_from_a_config_profile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_code_flow_shows_the_message_and_polls_until_approved() {
     let e = env().await;
-    let cmd = e.get(&[
-        "--flow",
-        "device-code",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::USER_UPN,
-        "--target",
-        "smtp",
-    ]);
-    let admin = e.sbx.admin().clone();
-    let approver = tokio::spawn(async move {
-        for _ in 0..200 {
-            if let Some(code) = admin.pending_device_codes().into_iter().next() {
-                admin
-                    .approve_device_code(&code.user_code, demo::USER_UPN)
-                    .unwrap();
-                return true;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        false
+    let cmd = e.public("device-code", demo::USER_UPN, &["--target", "smtp"]);
+    let approver = e.on_device_code(|admin, user_code| {
+        admin
+            .approve_device_code(user_code, demo::USER_UPN)
+            .unwrap();
     });
     let (code, json, all) = run(cmd).await;
     assert!(approver.await.unwrap(), "a device code was requested");
@@ -434,24 +379,9 @@ async fn device_code_flow_shows_the_message_and_polls_until_approved() {
         "{json}"
     );
     // Declined: flow state, exit 8.
-    let cmd = e.get(&[
-        "--flow",
-        "device-code",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::SECOND_USER_UPN,
-        "--no-cache",
-    ]);
-    let admin = e.sbx.admin().clone();
-    let decliner = tokio::spawn(async move {
-        for _ in 0..200 {
-            if let Some(code) = admin.pending_device_codes().into_iter().next() {
-                admin.decline_device_code(&code.user_code).unwrap();
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+    let cmd = e.public("device-code", demo::SECOND_USER_UPN, &["--no-cache"]);
+    let decliner = e.on_device_code(|admin, user_code| {
+        admin.decline_device_code(user_code).unwrap();
     });
     let (code, json, all) = run(cmd).await;
     decliner.await.unwrap();
@@ -459,25 +389,11 @@ async fn device_code_flow_shows_the_message_and_polls_until_approved() {
     assert_eq!(json["error"]["error"], "authorization_declined", "{json}");
 
     // Another person completes the sign-in asked for --username alex: refused (exit 3), not cached as alex.
-    let cmd = e.get(&[
-        "--flow",
-        "device-code",
-        "--client-id",
-        demo::PUBLIC_APP_ID,
-        "--username",
-        demo::SECOND_USER_UPN,
-    ]);
-    let admin = e.sbx.admin().clone();
-    let approver = tokio::spawn(async move {
-        for _ in 0..200 {
-            if let Some(code) = admin.pending_device_codes().into_iter().next() {
-                admin
-                    .approve_device_code(&code.user_code, demo::USER_UPN)
-                    .unwrap();
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+    let cmd = e.public("device-code", demo::SECOND_USER_UPN, &[]);
+    let approver = e.on_device_code(|admin, user_code| {
+        admin
+            .approve_device_code(user_code, demo::USER_UPN)
+            .unwrap();
     });
     let (code, json, all) = run(cmd).await;
     approver.await.unwrap();
@@ -500,15 +416,15 @@ async fn concurrent_processes_share_one_token_request() {
     let before = e.sbx.admin().stats().grant("client_credentials");
     let runs: Vec<_> = (0..6)
         .map(|_| {
-            let mut c = e.get(&[
-                "--flow",
+            let mut c = e.flow(
                 "client-secret",
-                "--client-id",
                 demo::CONFIDENTIAL_APP_ID,
-                // Six processes at once on a loaded machine: a slow reply is not a failure here.
-                "--timeout",
-                "120",
-            ]);
+                &[
+                    // Six processes at once on a loaded machine: a slow reply is not a failure here.
+                    "--timeout",
+                    "120",
+                ],
+            );
             c.env("M365MAIL_CLIENT_SECRET", demo::CONFIDENTIAL_APP_SECRET)
                 .env("M365MAIL_LOG", "info");
             tokio::spawn(run(c))
