@@ -718,19 +718,22 @@ impl Reply {
     }
 
     /// Turns a non-2xx reply to a request of `form` (and the HTTP Basic secret, if any) into an error: Entra
-    /// JSON if it parses, else `UnexpectedReply` with an excerpt stripped of every secret of the request.
+    /// JSON if it parses, else `UnexpectedReply` with an excerpt. The server's free text (the excerpt, or
+    /// Entra's description) is stripped of every secret of the request: an echoed password or code must not
+    /// reach an error message or a log line.
     fn into_error(self, url: &Url, form: &[(&str, &str)], basic: Option<&Secret>) -> AuthError {
-        if let Some(mut e) = EntraError::parse(self.status, &self.body) {
-            e.retry_after = self.retry_after;
-            e.client_request_id = Some(self.request_id);
-            return e.into();
-        }
         let sent: Vec<&str> = form
             .iter()
             .filter(|(k, _)| SECRET_FIELDS.contains(k))
             .map(|(_, v)| *v)
             .chain(basic.map(Secret::expose))
             .collect();
+        if let Some(mut e) = EntraError::parse(self.status, &self.body) {
+            e.description = redact_reply_text(&e.description, &sent);
+            e.retry_after = self.retry_after;
+            e.client_request_id = Some(self.request_id);
+            return e.into();
+        }
         let text = String::from_utf8_lossy(&self.body);
         let redacted = redact_reply_text(&text, &sent);
         let excerpt: String = redacted
@@ -932,4 +935,41 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_secrets_never_reach_the_error() {
+        let url = Url::parse("https://login.example/t/oauth2/v2.0/token").unwrap();
+        let form = [
+            ("client_id", "c0ffee"),
+            ("password", "hunter2~x"),
+            ("scope", "openid"),
+        ];
+        let basic = Secret::new("s3cr3t-basic");
+        let reply = |body: &str| Reply {
+            status: 400,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+            request_id: "rid".into(),
+        };
+        let entra = reply(
+            r#"{"error":"invalid_grant","error_description":"bad hunter2~x and s3cr3t-basic","error_codes":[50126]}"#,
+        )
+        .into_error(&url, &form, Some(&basic));
+        let other = reply("<html>password=hunter2%7Ex s3cr3t-basic</html>").into_error(
+            &url,
+            &form,
+            Some(&basic),
+        );
+        for e in [entra, other] {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("s3cr3t-basic"), "{shown}");
+            assert!(shown.contains("[REDACTED]"), "{shown}");
+        }
+    }
 }
