@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use m365mail::auth::{
     AuthError, Authority, ClientCredential, ClientOptions, Cloud, ErrorClass, Scopes, TokenClient,
+    TokenResponse,
 };
 use m365mail::time::FakeClock;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -72,11 +73,41 @@ fn http(status: &str, headers: &str, body: &str) -> String {
     )
 }
 
+/// A JSON reply.
+fn json(status: &str, body: &str) -> String {
+    http(status, "Content-Type: application/json\r\n", body)
+}
+
+/// An HTML 502 from a proxy in front of the token endpoint.
+fn bad_gateway() -> String {
+    http(
+        "502 Bad Gateway",
+        "Content-Type: text/html\r\n",
+        "<html><body>Bad gateway from the proxy</body></html>",
+    )
+}
+
 fn client(base: &str, clock: &FakeClock) -> TokenClient {
     client_with(base, clock, ClientCredential::Public)
 }
 
 fn client_with(base: &str, clock: &FakeClock, credential: ClientCredential) -> TokenClient {
+    client_with_options(
+        base,
+        credential,
+        ClientOptions {
+            clock: Arc::new(clock.clone()),
+            sleeper: Arc::new(clock.clone()),
+            ..ClientOptions::default()
+        },
+    )
+}
+
+fn client_with_options(
+    base: &str,
+    credential: ClientCredential,
+    options: ClientOptions,
+) -> TokenClient {
     let a = Authority::new(
         Cloud::custom(base).unwrap(),
         "contoso.onmicrosoft.com".parse().unwrap(),
@@ -85,25 +116,25 @@ fn client_with(base: &str, clock: &FakeClock, credential: ClientCredential) -> T
         a,
         "00000000-0000-0000-0000-0000000000aa",
         credential,
-        ClientOptions {
-            clock: Arc::new(clock.clone()),
-            sleeper: Arc::new(clock.clone()),
-            ..ClientOptions::default()
-        },
+        options,
     )
     .unwrap()
 }
 
+/// ROPC for `u@contoso.onmicrosoft.com` with password `pw` and scope `x`.
+async fn password(client: &TokenClient) -> Result<TokenResponse, AuthError> {
+    client
+        .password(
+            "u@contoso.onmicrosoft.com",
+            &"pw".into(),
+            &Scopes::parse("x"),
+        )
+        .await
+}
+
 #[tokio::test]
 async fn non_json_reply_is_typed_with_an_excerpt_and_retried_when_5xx() {
-    let (base, count) = canned(|_| {
-        http(
-            "502 Bad Gateway",
-            "Content-Type: text/html\r\n",
-            "<html><body>Bad gateway from the proxy</body></html>",
-        )
-    })
-    .await;
+    let (base, count) = canned(|_| bad_gateway()).await;
     let clock = FakeClock::fixed();
     // Client credentials are idempotent: retried with backoff.
     let e = client_with(&base, &clock, ClientCredential::secret("s3cr3t".into()))
@@ -135,23 +166,9 @@ async fn non_json_reply_is_typed_with_an_excerpt_and_retried_when_5xx() {
 /// A password (like a code or refresh token) is not sent twice after a reply the server may have processed.
 #[tokio::test]
 async fn credential_grants_are_not_retried_after_a_5xx_without_retry_after() {
-    let (base, count) = canned(|_| {
-        http(
-            "502 Bad Gateway",
-            "Content-Type: text/html\r\n",
-            "<html><body>Bad gateway from the proxy</body></html>",
-        )
-    })
-    .await;
+    let (base, count) = canned(|_| bad_gateway()).await;
     let clock = FakeClock::fixed();
-    let e = client(&base, &clock)
-        .password(
-            "u@contoso.onmicrosoft.com",
-            &"pw".into(),
-            &Scopes::parse("x"),
-        )
-        .await
-        .unwrap_err();
+    let e = password(&client(&base, &clock)).await.unwrap_err();
     assert!(e.is_transient(), "{e:?}");
     assert_eq!(count.load(Ordering::SeqCst), 1);
     assert!(clock.sleeps().is_empty());
@@ -207,21 +224,23 @@ async fn echoed_request_body_is_redacted_in_the_excerpt() {
 
 #[tokio::test]
 async fn retry_after_is_honoured_then_success() {
-    let (base, count) = canned(|n| if n == 0 {
-        http("429 Too Many Requests", "Retry-After: 7\r\nContent-Type: application/json\r\n",
-            r#"{"error":"temporarily_unavailable","error_codes":[90055],"error_description":"AADSTS90055: throttled.\r\nTrace ID: t\r\nCorrelation ID: c"}"#)
-    } else {
-        http("200 OK", "Content-Type: application/json\r\n", r#"{"token_type":"Bearer","access_token":"at","expires_in":60}"#)
-    }).await;
+    let (base, count) = canned(|n| {
+        if n == 0 {
+            http(
+                "429 Too Many Requests",
+                "Retry-After: 7\r\nContent-Type: application/json\r\n",
+                r#"{"error":"temporarily_unavailable","error_codes":[90055],"error_description":"AADSTS90055: throttled.\r\nTrace ID: t\r\nCorrelation ID: c"}"#,
+            )
+        } else {
+            json(
+                "200 OK",
+                r#"{"token_type":"Bearer","access_token":"at","expires_in":60}"#,
+            )
+        }
+    })
+    .await;
     let clock = FakeClock::fixed();
-    let t = client(&base, &clock)
-        .password(
-            "u@contoso.onmicrosoft.com",
-            &"pw".into(),
-            &Scopes::parse("x"),
-        )
-        .await
-        .unwrap();
+    let t = password(&client(&base, &clock)).await.unwrap();
     assert_eq!(t.access_token.expose(), "at");
     assert_eq!(count.load(Ordering::SeqCst), 2);
     assert_eq!(clock.sleeps(), vec![Duration::from_secs(7)]);
@@ -229,17 +248,15 @@ async fn retry_after_is_honoured_then_success() {
 
 #[tokio::test]
 async fn bad_credentials_are_never_retried() {
-    let (base, count) = canned(|_| http("400 Bad Request", "Content-Type: application/json\r\n",
-        r#"{"error":"invalid_grant","error_codes":[50126],"error_description":"AADSTS50126: bad."}"#)).await;
-    let clock = FakeClock::fixed();
-    let e = client(&base, &clock)
-        .password(
-            "u@contoso.onmicrosoft.com",
-            &"pw".into(),
-            &Scopes::parse("x"),
+    let (base, count) = canned(|_| {
+        json(
+            "400 Bad Request",
+            r#"{"error":"invalid_grant","error_codes":[50126],"error_description":"AADSTS50126: bad."}"#,
         )
-        .await
-        .unwrap_err();
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let e = password(&client(&base, &clock)).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::User);
     assert_eq!(count.load(Ordering::SeqCst), 1);
     assert!(clock.sleeps().is_empty());
@@ -248,37 +265,15 @@ async fn bad_credentials_are_never_retried() {
 #[tokio::test]
 async fn malformed_success_and_wrong_token_type() {
     let (base, _) = canned(|n| match n {
-        0 => http(
-            "200 OK",
-            "Content-Type: application/json\r\n",
-            r#"{"token_type":"Bearer"}"#,
-        ),
-        _ => http(
-            "200 OK",
-            "Content-Type: application/json\r\n",
-            r#"{"token_type":"pop","access_token":"x"}"#,
-        ),
+        0 => json("200 OK", r#"{"token_type":"Bearer"}"#),
+        _ => json("200 OK", r#"{"token_type":"pop","access_token":"x"}"#),
     })
     .await;
     let clock = FakeClock::fixed();
     let c = client(&base, &clock);
-    let e = c
-        .password(
-            "u@contoso.onmicrosoft.com",
-            &"pw".into(),
-            &Scopes::parse("x"),
-        )
-        .await
-        .unwrap_err();
+    let e = password(&c).await.unwrap_err();
     assert!(matches!(e, AuthError::MalformedResponse { .. }), "{e:?}");
-    let e = c
-        .password(
-            "u@contoso.onmicrosoft.com",
-            &"pw".into(),
-            &Scopes::parse("x"),
-        )
-        .await
-        .unwrap_err();
+    let e = password(&c).await.unwrap_err();
     assert!(
         matches!(e, AuthError::UnsupportedTokenType(ref t) if t == "pop"),
         "{e:?}"
@@ -312,13 +307,8 @@ async fn timeout_is_typed_and_transient_and_a_password_is_sent_once() {
     });
     let clock = FakeClock::fixed();
     let make = |credential| {
-        let a = Authority::new(
-            Cloud::custom(&base).unwrap(),
-            "contoso.onmicrosoft.com".parse().unwrap(),
-        );
-        TokenClient::new(
-            a,
-            "00000000-0000-0000-0000-0000000000aa",
+        client_with_options(
+            &base,
             credential,
             ClientOptions {
                 timeout: Duration::from_millis(200),
@@ -330,16 +320,8 @@ async fn timeout_is_typed_and_transient_and_a_password_is_sent_once() {
                 ..ClientOptions::default()
             },
         )
-        .unwrap()
     };
-    let e = make(ClientCredential::Public)
-        .password(
-            "u@contoso.onmicrosoft.com",
-            &"pw".into(),
-            &Scopes::parse("x"),
-        )
-        .await
-        .unwrap_err();
+    let e = password(&make(ClientCredential::Public)).await.unwrap_err();
     assert!(matches!(e, AuthError::Timeout { .. }), "{e:?}");
     assert!(e.is_transient());
     assert!(clock.sleeps().is_empty(), "no retry after a timeout");
