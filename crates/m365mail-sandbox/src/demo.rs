@@ -18,10 +18,13 @@
 
 use std::sync::OnceLock;
 
-use crate::tenant::{
-    AppCertificate, AppRegistration, AppRoleGrant, ClientSecret, DelegatedGrant,
-    EXCHANGE_ONLINE_APP_ID, ExchangeServicePrincipal, MICROSOFT_GRAPH_APP_ID, Mailbox,
-    ProtocolSwitches, RequiredPermission, Tenant, TenantModel, User, default_resources,
+use crate::{
+    identity::crypto,
+    tenant::{
+        AppCertificate, AppRegistration, AppRoleGrant, ClientSecret, DelegatedGrant,
+        EXCHANGE_ONLINE_APP_ID, ExchangeServicePrincipal, MICROSOFT_GRAPH_APP_ID, Mailbox,
+        ProtocolSwitches, RequiredPermission, Tenant, TenantModel, User, default_resources,
+    },
 };
 
 /// Tenant id (GUID) of the demo tenant.
@@ -167,16 +170,13 @@ fn generate_certificate() -> Result<DemoCertificate, rcgen::Error> {
         .distinguished_name
         .push(rcgen::DnType::CommonName, "m365mail sandbox demo daemon");
     let certificate = params.self_signed(&key)?;
-    let registered = AppCertificate {
-        pem: certificate.pem(),
-        expires_at_unix: None,
-    };
-    let thumbprint = |result: Result<String, crate::SandboxError>| result.unwrap_or_default();
+    // Thumbprints straight from the DER just made (no PEM round trip).
+    let sha1 = crypto::sha1(certificate.der());
     Ok(DemoCertificate {
-        sha1_thumbprint_hex: thumbprint(registered.sha1_thumbprint_hex()),
-        x5t: thumbprint(registered.x5t()),
-        x5t_s256: thumbprint(registered.x5t_s256()),
-        certificate_pem: registered.pem,
+        sha1_thumbprint_hex: crypto::hex_upper(&sha1),
+        x5t: crypto::b64url(&sha1),
+        x5t_s256: crypto::b64url(&crypto::sha256(certificate.der())),
+        certificate_pem: certificate.pem(),
         private_key_pem: key.serialize_pem(),
     })
 }

@@ -221,27 +221,6 @@ impl AppCertificate {
             .map(|der| der.as_ref().to_vec())
             .map_err(|error| SandboxError::TenantModel(format!("certificate PEM: {error}")))
     }
-
-    /// Upper-case hex SHA-1 thumbprint (what the portal shows).
-    pub fn sha1_thumbprint_hex(&self) -> Result<String, SandboxError> {
-        Ok(crate::identity::crypto::hex_upper(
-            &crate::identity::crypto::sha1(&self.der()?),
-        ))
-    }
-
-    /// Base64url SHA-1 thumbprint, the JWT `x5t` header.
-    pub fn x5t(&self) -> Result<String, SandboxError> {
-        Ok(crate::identity::crypto::b64url(
-            &crate::identity::crypto::sha1(&self.der()?),
-        ))
-    }
-
-    /// Base64url SHA-256 thumbprint, the JWT `x5t#S256` header.
-    pub fn x5t_s256(&self) -> Result<String, SandboxError> {
-        Ok(crate::identity::crypto::b64url(
-            &crate::identity::crypto::sha256(&self.der()?),
-        ))
-    }
 }
 
 /// Permissions an app asks for on one resource.
