@@ -8,7 +8,7 @@ use m365mail::auth::provider::{FlowSource, TokenOrigin};
 use m365mail::auth::{
     Access, AssertionAlg, AuthCodeOptions, AuthError, Authority, CacheKey, CertificateCredential,
     ClientCredential, ClientOptions, Cloud, ErrorClass, Flow, Inspection, RetryPolicy, Scopes,
-    Target, Tenant, TokenCache, TokenClient, TokenProvider, inspect,
+    Target, Tenant, TokenCache, TokenClient, TokenProvider, TokenResponse, inspect,
 };
 use m365mail::time::{BoxFuture, Clock, FakeClock, Sleeper, SystemClock};
 use m365mail_sandbox::{Sandbox, SandboxConfig, demo};
@@ -585,14 +585,7 @@ async fn refresh_rotates_and_revocation_is_classified() {
 async fn auth_code_with_pkce_and_loopback_listener() {
     let sbx = sandbox().await;
     let c = public(&sbx);
-    let ca = sbx.ca_pem().to_owned();
-    let t = c
-        .auth_code(
-            &imap(),
-            &AuthCodeOptions::default(),
-            move |url| drive_browser(url.clone(), ca, None),
-            std::future::pending(),
-        )
+    let t = auth_code_in_browser(&c, &sbx, AuthCodeOptions::default(), None)
         .await
         .unwrap();
     assert!(usable(&t.access_token, "imap"));
@@ -602,38 +595,43 @@ async fn auth_code_with_pkce_and_loopback_listener() {
     // An idle connection, a tampered state and an error redirect with a wrong state are each answered on
     // their own (400 for the wrong states) without ending the flow; the genuine redirect then succeeds, and
     // the code is redeemed once.
-    let ca = sbx.ca_pem().to_owned();
-    let t = c
-        .auth_code(
-            &imap(),
-            &AuthCodeOptions {
-                timeout: Duration::from_secs(60),
-                ..AuthCodeOptions::default()
-            },
-            move |url| drive_browser(url.clone(), ca, Some("forged")),
-            std::future::pending(),
-        )
+    let t = auth_code_in_browser(&c, &sbx, timeout(60), Some("forged"))
         .await
         .unwrap();
     assert!(usable(&t.access_token, "imap"));
     assert_eq!(sbx.admin().stats().grant("authorization_code"), 2);
 
     // Only forged redirects: the flow does not end on them; it times out.
-    let ca = sbx.ca_pem().to_owned();
-    let e = c
-        .auth_code(
-            &imap(),
-            &AuthCodeOptions {
-                timeout: Duration::from_secs(3),
-                ..AuthCodeOptions::default()
-            },
-            move |url| drive_browser(url.clone(), ca, Some("forged-only")),
-            std::future::pending(),
-        )
+    let e = auth_code_in_browser(&c, &sbx, timeout(3), Some("forged-only"))
         .await
         .unwrap_err();
     assert!(matches!(e, AuthError::Redirect(_)), "{e}");
     assert_eq!(sbx.admin().stats().grant("authorization_code"), 2);
+}
+
+/// Auth-code options waiting `seconds` for the redirect.
+fn timeout(seconds: u64) -> AuthCodeOptions {
+    AuthCodeOptions {
+        timeout: Duration::from_secs(seconds),
+        ..AuthCodeOptions::default()
+    }
+}
+
+/// The auth-code flow for IMAP with [`drive_browser`] as the browser (forging `state` when asked).
+async fn auth_code_in_browser(
+    c: &TokenClient,
+    sbx: &Sandbox,
+    options: AuthCodeOptions,
+    forge_state: Option<&'static str>,
+) -> Result<TokenResponse, AuthError> {
+    let ca = sbx.ca_pem().to_owned();
+    c.auth_code(
+        &imap(),
+        &options,
+        move |url| drive_browser(url.clone(), ca, forge_state),
+        std::future::pending(),
+    )
+    .await
 }
 
 /// Acts as the browser: posts the sign-in form (the authorize query + credentials), follows the redirect to
