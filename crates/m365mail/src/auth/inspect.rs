@@ -119,11 +119,7 @@ pub fn inspect_at(token: &str, now: SystemTime) -> Inspection {
             "opaque token, cannot inspect (not a JWT: expected three dot-separated parts)",
         );
     }
-    let decode = |s: &str| -> Option<Value> {
-        let bytes = URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    };
-    let (Some(header), Some(claims)) = (decode(parts[0]), decode(parts[1])) else {
+    let (Some(header), Some(claims)) = (jwt_segment(parts[0]), jwt_segment(parts[1])) else {
         return opaque(
             "opaque token, cannot inspect (header or payload is not base64url JSON; encrypted?)",
         );
@@ -174,6 +170,12 @@ pub fn inspect_at(token: &str, now: SystemTime) -> Inspection {
     };
     info.verdicts = verdicts(&info);
     Inspection::Jwt(Box::new(info))
+}
+
+/// One JWT segment (header or payload) decoded from base64url (padding tolerated) as JSON.
+pub(crate) fn jwt_segment(segment: &str) -> Option<Value> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn norm_aud(a: &str) -> String {

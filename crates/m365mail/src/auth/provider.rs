@@ -187,18 +187,13 @@ impl AccessToken {
 /// be decoded (opaque tokens). Unverified decoding: this guards against the wrong person completing an
 /// interactive sign-in, not against a forged token (which the token endpoint, reached over TLS, does not send).
 pub fn token_accounts(access_token: &str, id_token: Option<&str>) -> Vec<String> {
-    use base64::Engine as _;
     let mut out: Vec<String> = Vec::new();
     for token in std::iter::once(access_token).chain(id_token) {
-        let Some(payload) = token.split('.').nth(1) else {
-            continue;
-        };
-        let Ok(bytes) =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='))
+        let Some(serde_json::Value::Object(claims)) = token
+            .split('.')
+            .nth(1)
+            .and_then(super::inspect::jwt_segment)
         else {
-            continue;
-        };
-        let Ok(serde_json::Value::Object(claims)) = serde_json::from_slice(&bytes) else {
             continue;
         };
         for name in ["upn", "unique_name", "preferred_username", "email"] {
