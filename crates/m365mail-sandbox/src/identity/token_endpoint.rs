@@ -51,9 +51,9 @@ pub(crate) async fn token(
 ) -> Response {
     state.count_endpoint("token");
     let params = parse_form(&body);
-    state.count_grant(params.get("grant_type").unwrap_or("(none)"));
-    let request_id = client_request_id(&headers);
     let grant_type = params.get("grant_type").unwrap_or("(none)");
+    state.count_grant(grant_type);
+    let request_id = client_request_id(&headers);
     let client_id = params.get("client_id").unwrap_or("(none)");
     let outcome = match state.take_token_fault() {
         Some(fault) => Err(fault.to_entra_error()),
