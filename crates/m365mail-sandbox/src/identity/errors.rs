@@ -103,15 +103,11 @@ impl EntraError {
         clock: &dyn Clock,
         client_request_id: Option<&str>,
     ) -> Response {
-        let extras = self
-            .extras
-            .clone()
-            .map(|extras| *extras)
-            .unwrap_or_default();
+        let description = self.described();
+        let extras = self.extras.map(|extras| *extras).unwrap_or_default();
         let timestamp = format_timestamp(clock.unix_seconds());
         let trace_id = random_guid();
         let correlation_id = client_request_id.map_or_else(random_guid, str::to_string);
-        let description = self.described();
         let body = ErrorBody {
             error: self.error,
             error_description: format!(
