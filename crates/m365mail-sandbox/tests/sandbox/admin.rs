@@ -82,30 +82,18 @@ async fn user_flags_over_http_change_sign_in_answers() {
         "never reports the password"
     );
     ropc().await.assert_error(400, "invalid_grant", 50076);
-    sandbox
-        .admin_post(
-            &format!("users/{}", demo::USER_UPN),
-            json!({"mfa_required": false, "locked": true}),
-        )
-        .await
-        .assert_ok();
-    ropc().await.assert_error(400, "invalid_grant", 50053);
-    sandbox
-        .admin_post(
-            &format!("users/{}", demo::USER_UPN),
-            json!({"locked": false, "password_expired": true}),
-        )
-        .await
-        .assert_ok();
-    ropc().await.assert_error(400, "invalid_grant", 50055);
-    sandbox
-        .admin_post(
-            &format!("users/{}", demo::USER_UPN),
-            json!({"password_expired": false, "disabled": true}),
-        )
-        .await
-        .assert_ok();
-    ropc().await.assert_error(400, "invalid_grant", 50057);
+    // Each step clears the previous flag and sets the next.
+    for (flags, code) in [
+        (json!({"mfa_required": false, "locked": true}), 50053),
+        (json!({"locked": false, "password_expired": true}), 50055),
+        (json!({"password_expired": false, "disabled": true}), 50057),
+    ] {
+        sandbox
+            .admin_post(&format!("users/{}", demo::USER_UPN), flags)
+            .await
+            .assert_ok();
+        ropc().await.assert_error(400, "invalid_grant", code);
+    }
     sandbox
         .admin_post(
             &format!("users/{}", demo::USER_UPN),

@@ -52,6 +52,39 @@ async fn sign_in(
     (status, response.text().await.unwrap())
 }
 
+/// The `Location` of an answer that must be a 302.
+#[track_caller]
+fn location_of(response: &reqwest::Response) -> String {
+    assert_eq!(response.status(), 302, "expected a redirect");
+    response.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// GETs the authorize endpoint with `params`; expects a 302 and returns its `Location`.
+async fn authorize_redirect(sandbox: &TestSandbox, params: &[(&str, &str)]) -> String {
+    let response = sandbox
+        .http
+        .get(with_query(&authorize_url(sandbox), params))
+        .send()
+        .await
+        .unwrap();
+    location_of(&response)
+}
+
+/// Asserts an error redirect: its `error`, and an `error_description` starting with `AADSTS<code>`.
+#[track_caller]
+fn assert_redirect_error(location: &str, error: &str, code: u32) {
+    assert_eq!(
+        query_value(location, "error").as_deref(),
+        Some(error),
+        "{location}"
+    );
+    let description = query_value(location, "error_description").unwrap();
+    assert!(
+        description.starts_with(&format!("AADSTS{code}")),
+        "{description}"
+    );
+}
+
 fn query_value(location: &str, name: &str) -> Option<String> {
     url::Url::parse(location)
         .unwrap()
@@ -203,15 +236,7 @@ async fn authorize_errors_as_pages_and_redirects() {
     )
     .await;
     assert_eq!(status, 302);
-    assert_eq!(
-        query_value(&location, "error").as_deref(),
-        Some("consent_required")
-    );
-    assert!(
-        query_value(&location, "error_description")
-            .unwrap()
-            .starts_with("AADSTS65001")
-    );
+    assert_redirect_error(&location, "consent_required", 65001);
     assert_eq!(
         query_value(&location, "state").as_deref(),
         Some("xyz-state")
@@ -220,14 +245,7 @@ async fn authorize_errors_as_pages_and_redirects() {
     let mut token_flow = authorize_params(demo::PUBLIC_APP_ID, REDIRECT);
     token_flow.retain(|(name, _)| *name != "response_type");
     token_flow.push(("response_type", "token"));
-    let response = sandbox
-        .http
-        .get(with_query(&authorize_url(&sandbox), &token_flow))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 302);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = authorize_redirect(&sandbox, &token_flow).await;
     assert_eq!(
         query_value(&location, "error").as_deref(),
         Some("unsupported_response_type")
@@ -281,8 +299,7 @@ async fn codes_from_the_organizations_endpoint_redeem_there() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 302);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = location_of(&response);
     let code = query_value(&location, "code").unwrap();
     let answer = sandbox
         .token(
@@ -307,23 +324,8 @@ async fn silent_authorize_requests_get_login_required() {
     let sandbox = start().await;
     let mut params = authorize_params(demo::PUBLIC_APP_ID, REDIRECT);
     params.push(("prompt", "none"));
-    let response = sandbox
-        .http
-        .get(with_query(&authorize_url(&sandbox), &params))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 302);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(
-        query_value(&location, "error").as_deref(),
-        Some("login_required")
-    );
-    assert!(
-        query_value(&location, "error_description")
-            .unwrap()
-            .starts_with("AADSTS50058")
-    );
+    let location = authorize_redirect(&sandbox, &params).await;
+    assert_redirect_error(&location, "login_required", 50058);
 }
 
 #[tokio::test]

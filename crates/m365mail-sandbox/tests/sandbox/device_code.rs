@@ -58,6 +58,20 @@ async fn sign_in_on_page(
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// Approves `user_code` on the device-login page as `username`; the page must refuse it with a 400
+/// naming `AADSTS<code>`.
+async fn assert_approval_refused(
+    sandbox: &TestSandbox,
+    user_code: &str,
+    username: &str,
+    password: &str,
+    code: u32,
+) {
+    let (status, page) = sign_in_on_page(sandbox, user_code, username, password, "approve").await;
+    assert_eq!(status, 400, "approval as {username}: {page}");
+    assert!(page.contains(&format!("AADSTS{code}")), "{page}");
+}
+
 fn fast_lifetimes() -> Lifetimes {
     Lifetimes {
         device_poll_interval: Duration::from_secs(5),
@@ -148,16 +162,14 @@ async fn device_flow_first_poll_waits_interval_pending_slow_down_approval_and_re
         .await
         .assert_error(400, "invalid_grant", 90120);
     // Approving again on the page is refused the same way.
-    let (status, page) = sign_in_on_page(
+    assert_approval_refused(
         &sandbox,
         &user_code,
         demo::USER_UPN,
         demo::USER_PASSWORD,
-        "approve",
+        90120,
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(page.contains("AADSTS90120"), "{page}");
 }
 
 #[tokio::test]
@@ -184,36 +196,29 @@ async fn device_flow_decline_expiry_and_unknown_codes() {
     )
     .await
     .assert_error(400, "bad_verification_code", 70018);
-    let (status, page) = sign_in_on_page(
+    assert_approval_refused(
         &sandbox,
         "NOSUCHCODE",
         demo::USER_UPN,
         demo::USER_PASSWORD,
-        "approve",
+        70018,
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(page.contains("AADSTS70018"), "{page}");
 }
 
 #[tokio::test]
 async fn device_login_page_checks_the_password() {
     let (sandbox, _clock) = start_with_fake_clock(fast_lifetimes()).await;
     let (_, user_code) = start_flow(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID).await;
-    let (status, page) =
-        sign_in_on_page(&sandbox, &user_code, demo::USER_UPN, "wrong", "approve").await;
-    assert_eq!(status, 400);
-    assert!(page.contains("AADSTS50126"), "{page}");
-    let (status, page) = sign_in_on_page(
+    assert_approval_refused(&sandbox, &user_code, demo::USER_UPN, "wrong", 50126).await;
+    assert_approval_refused(
         &sandbox,
         &user_code,
         demo::DISABLED_USER_UPN,
         demo::DISABLED_USER_PASSWORD,
-        "approve",
+        50057,
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(page.contains("AADSTS50057"), "{page}");
 }
 
 #[tokio::test]
