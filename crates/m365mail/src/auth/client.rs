@@ -17,7 +17,7 @@ use url::Url;
 
 use super::assertion::{ASSERTION_TYPE, AssertionAlg, CertificateCredential};
 use super::authority::{Authority, validate_client_id, validate_identifier};
-use super::device_code::{DeviceCode, DevicePoller, PollStep};
+use super::device_code::{DeviceCode, DevicePoller};
 use super::error::{AuthError, EntraError, Grant, strip_control, strip_trace_suffix};
 use super::pkce::{Pkce, random_b64url};
 use super::response::TokenResponse;
@@ -358,7 +358,7 @@ impl TokenClient {
         let mut cancel = pin!(cancel);
         let mut poller = DevicePoller::new(code);
         loop {
-            let PollStep::Wait(wait) = poller.next_wait(self.inner.clock.now())?;
+            let wait = poller.next_wait(self.inner.clock.now())?;
             tokio::select! {
                 biased;
                 () = &mut cancel => return Err(AuthError::Cancelled),

@@ -99,13 +99,6 @@ impl DeviceCode {
     }
 }
 
-/// What the poll loop should do next.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PollStep {
-    /// Wait this long, then poll.
-    Wait(Duration),
-}
-
 /// The polling state machine: decides waits and reacts to poll outcomes, with no I/O.
 #[derive(Debug, Clone)]
 pub struct DevicePoller {
@@ -149,7 +142,7 @@ impl DevicePoller {
     /// Before each poll: wait `interval` (also before the first poll), unless the code has expired by `now`.
     /// After transient failures: `max(interval, Retry-After, interval · 2^(failures-1))`, the backoff part
     /// capped at [`MAX_TRANSIENT_BACKOFF`]; never past the code's deadline.
-    pub fn next_wait(&self, now: SystemTime) -> Result<PollStep, AuthError> {
+    pub fn next_wait(&self, now: SystemTime) -> Result<Duration, AuthError> {
         if now >= self.deadline {
             return Err(AuthError::DeviceCodeExpired);
         }
@@ -166,7 +159,7 @@ impl DevicePoller {
         if wait > left {
             return Err(AuthError::DeviceCodeExpired);
         }
-        Ok(PollStep::Wait(wait))
+        Ok(wait)
     }
 
     /// After the wait: may we poll at `now`? (Stops locally once `expires_in` has elapsed.)
@@ -289,20 +282,14 @@ mod tests {
     fn pending_slow_down_and_stop_conditions() {
         let clock = FakeClock::fixed();
         let mut p = DevicePoller::new(&code(&clock, 900, 5));
-        assert_eq!(
-            p.next_wait(clock.now()).unwrap(),
-            PollStep::Wait(Duration::from_secs(5))
-        );
+        assert_eq!(p.next_wait(clock.now()).unwrap(), Duration::from_secs(5));
         p.on_error(entra(
             r#"{"error":"authorization_pending","error_codes":[70016]}"#,
         ))
         .unwrap();
         assert_eq!(p.interval(), Duration::from_secs(5));
         p.on_error(entra(r#"{"error":"slow_down"}"#)).unwrap();
-        assert_eq!(
-            p.next_wait(clock.now()).unwrap(),
-            PollStep::Wait(Duration::from_secs(10))
-        );
+        assert_eq!(p.next_wait(clock.now()).unwrap(), Duration::from_secs(10));
         p.on_error(entra(r#"{"error":"slow_down"}"#)).unwrap();
         assert_eq!(p.interval(), Duration::from_secs(15));
         p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
@@ -320,9 +307,7 @@ mod tests {
     fn transient_errors_back_off_and_honour_retry_after_within_the_deadline() {
         let clock = FakeClock::fixed();
         let mut p = DevicePoller::new(&code(&clock, 900, 5));
-        let wait = |p: &DevicePoller| match p.next_wait(clock.now()).unwrap() {
-            PollStep::Wait(d) => d.as_secs(),
-        };
+        let wait = |p: &DevicePoller| p.next_wait(clock.now()).unwrap().as_secs();
         p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
         assert_eq!(wait(&p), 5);
         p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
@@ -363,7 +348,7 @@ mod tests {
         let mut p = DevicePoller::new(&code(&clock, 12, 5));
         let mut polls = 0;
         let err = loop {
-            let PollStep::Wait(d) = match p.next_wait(clock.now()) {
+            let d = match p.next_wait(clock.now()) {
                 Ok(s) => s,
                 Err(e) => break e,
             };
