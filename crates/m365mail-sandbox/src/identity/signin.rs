@@ -46,12 +46,7 @@ pub(crate) fn check_sign_in(
     resource_app_id: &str,
     base_url: &str,
 ) -> Result<(), EntraError> {
-    if user.disabled {
-        return Err(EntraError::user_disabled());
-    }
-    if user.locked {
-        return Err(EntraError::user_locked());
-    }
+    check_account_usable(user)?;
     // Federated accounts have no cloud password to check: ROPC fails as a bad password (reference §11).
     if user.password != password || (user.federated && kind == SignInKind::PasswordGrant) {
         return Err(EntraError::bad_credentials());
