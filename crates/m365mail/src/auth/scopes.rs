@@ -155,14 +155,6 @@ impl Scopes {
     pub fn is_default_only(&self) -> bool {
         !self.0.is_empty() && self.0.iter().all(|s| s.ends_with("/.default"))
     }
-
-    /// Adds a scope if absent.
-    pub fn with(mut self, scope: &str) -> Self {
-        if !self.0.iter().any(|s| s == scope) {
-            self.0.push(scope.to_owned());
-        }
-        self
-    }
 }
 
 impl fmt::Display for Scopes {
