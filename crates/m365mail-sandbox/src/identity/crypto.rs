@@ -67,8 +67,7 @@ pub(crate) fn random_guid() -> String {
 /// The RSA key that signs every token, published in the JWKS with a self-signed certificate.
 pub(crate) struct SigningKey {
     pub(crate) encoding_key: jsonwebtoken::EncodingKey,
-    /// Key id; like Entra, equal to the certificate's `x5t`.
-    pub(crate) kid: String,
+    /// The certificate's `x5t`, which is also the key id (`kid`), as in Entra.
     pub(crate) x5t: String,
     pub(crate) modulus_b64url: String,
     pub(crate) exponent_b64url: String,
@@ -93,11 +92,9 @@ impl SigningKey {
             })?;
         let encoding_key = jsonwebtoken::EncodingKey::from_rsa_pem(key.serialize_pem().as_bytes())
             .map_err(|error| SandboxError::crypto("token signing key", error))?;
-        let x5t = b64url(&sha1(certificate.der()));
         Ok(Self {
             encoding_key,
-            kid: x5t.clone(),
-            x5t,
+            x5t: b64url(&sha1(certificate.der())),
             modulus_b64url: b64url(modulus),
             exponent_b64url: b64url(exponent),
             certificate_b64: b64(certificate.der()),

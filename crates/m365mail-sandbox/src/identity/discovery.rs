@@ -92,7 +92,7 @@ pub(crate) async fn keys(
         "keys": [{
             "kty": "RSA",
             "use": "sig",
-            "kid": key.kid,
+            "kid": key.x5t,
             "x5t": key.x5t,
             "n": key.modulus_b64url,
             "e": key.exponent_b64url,

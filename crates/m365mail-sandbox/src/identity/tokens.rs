@@ -34,7 +34,7 @@ impl ClientAuthMethod {
 fn sign(state: &SandboxState, claims: &Value) -> Result<String, EntraError> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.typ = Some("JWT".into());
-    header.kid = Some(state.signing_key.kid.clone());
+    header.kid = Some(state.signing_key.x5t.clone());
     header.x5t = Some(state.signing_key.x5t.clone());
     jsonwebtoken::encode(&header, claims, &state.signing_key.encoding_key).map_err(|error| {
         tracing::error!(%error, "signing a token failed");
