@@ -327,11 +327,7 @@ impl TokenCache {
         let Some(path) = &self.path else {
             return Ok(None);
         };
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let locks = dir.join("locks");
+        let locks = cache_dir(path).join("locks");
         if !locks.exists() {
             create_private_dir(&locks).map_err(|e| cache_err(path, format!("lock dir: {e}")))?;
         }
@@ -491,6 +487,13 @@ fn cache_err(path: &Path, detail: String) -> AuthError {
     }
 }
 
+/// The directory holding the cache file (`.` for a bare file name): temp files and key locks go there.
+fn cache_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -564,10 +567,7 @@ fn read_file(path: &Path) -> Result<CacheFile, AuthError> {
 }
 
 fn write_atomic(path: &Path, file: &CacheFile) -> Result<(), AuthError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = cache_dir(path);
     let json = zeroize::Zeroizing::new(
         serde_json::to_vec_pretty(file).map_err(|e| cache_err(path, format!("serialise: {e}")))?,
     );
