@@ -241,6 +241,14 @@ async fn ropc_modelled_errors() {
     assert!(e.has_code(50076));
 }
 
+/// The error that client credentials for `client_id` with `secret` (posted) fail with.
+async fn secret_refusal(sbx: &Sandbox, client_id: &str, secret: &str) -> AuthError {
+    client(sbx, client_id, ClientCredential::secret(secret.into()))
+        .client_credentials(&app_scopes())
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn client_credentials_with_secret_post_and_basic() {
     let sbx = sandbox().await;
@@ -272,24 +280,20 @@ async fn client_credentials_with_secret_post_and_basic() {
     assert!(usable(&t.access_token, "graph-send"));
 
     // The secret's ID instead of its value.
-    let e = client(
+    let e = secret_refusal(
         &sbx,
         demo::CONFIDENTIAL_APP_ID,
-        ClientCredential::secret(demo::CONFIDENTIAL_APP_SECRET_ID.into()),
+        demo::CONFIDENTIAL_APP_SECRET_ID,
     )
-    .client_credentials(&app_scopes())
-    .await
-    .unwrap_err();
+    .await;
     assert!(e.has_code(7000215), "{e}");
     assert!(e.remedy().contains("secret's ID, not its value"));
-    let e = client(
+    let e = secret_refusal(
         &sbx,
         demo::EXPIRED_SECRET_APP_ID,
-        ClientCredential::secret(demo::EXPIRED_SECRET_APP_SECRET.into()),
+        demo::EXPIRED_SECRET_APP_SECRET,
     )
-    .client_credentials(&app_scopes())
-    .await
-    .unwrap_err();
+    .await;
     assert!(e.has_code(7000222), "{e}");
     // A named scope on client credentials.
     let e = confidential(&sbx)
