@@ -85,9 +85,20 @@ async fn with_secret(
     secret: &str,
     scope: &str,
 ) -> crate::common::Answer {
+    with_secret_in(sandbox, demo::TENANT_ID, client_id, secret, scope).await
+}
+
+/// Client credentials with a posted secret, at `tenant`'s token endpoint.
+async fn with_secret_in(
+    sandbox: &TestSandbox,
+    tenant: &str,
+    client_id: &str,
+    secret: &str,
+    scope: &str,
+) -> crate::common::Answer {
     sandbox
         .token(
-            demo::TENANT_ID,
+            tenant,
             &[
                 ("grant_type", "client_credentials"),
                 ("client_id", client_id),
@@ -256,18 +267,15 @@ async fn client_credentials_scope_and_endpoint_errors() {
         .assert_error(400, error, code);
     }
     for alias in ["organizations", "common"] {
-        sandbox
-            .token(
-                alias,
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", demo::CONFIDENTIAL_APP_ID),
-                    ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
-                    ("scope", demo::EXCHANGE_APP_SCOPE),
-                ],
-            )
-            .await
-            .assert_error(400, "invalid_request", 9001023);
+        with_secret_in(
+            &sandbox,
+            alias,
+            demo::CONFIDENTIAL_APP_ID,
+            demo::CONFIDENTIAL_APP_SECRET,
+            demo::EXCHANGE_APP_SCOPE,
+        )
+        .await
+        .assert_error(400, "invalid_request", 9001023);
     }
 }
 
