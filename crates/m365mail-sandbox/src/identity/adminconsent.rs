@@ -19,7 +19,7 @@ use axum::{
 use crate::{
     identity::{
         FormParams, TenantAlias,
-        authorize::{app_and_redirect_uri, error_page, redirect_response},
+        authorize::{app_and_redirect_uri, error_page, error_redirect, redirect_response},
         error_paragraph,
         errors::EntraError,
         hidden_fields, html_escape, parse_form,
@@ -86,15 +86,13 @@ fn form_page(action: &str, params: &FormParams, message: Option<&str>) -> String
 }
 
 fn redirect_error(request: &ConsentRequest, params: &FormParams, error: &EntraError) -> Response {
-    let description = error.described();
-    let mut pairs = vec![
-        ("error", error.error),
-        ("error_description", description.as_str()),
-    ];
-    if let Some(state) = params.get("state") {
-        pairs.push(("state", state));
-    }
-    redirect_response(&request.redirect_uri, None, &pairs)
+    error_redirect(
+        &request.redirect_uri,
+        None,
+        error.error,
+        &error.described(),
+        params,
+    )
 }
 
 /// The grants to add: per resource, the requested delegated scopes and app roles.

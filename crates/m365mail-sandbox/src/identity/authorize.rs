@@ -102,17 +102,29 @@ fn reject(rejection: Rejection, params: &FormParams) -> Response {
             redirect_uri,
             error,
             description,
-        } => {
-            let mut pairs = vec![
-                ("error", error),
-                ("error_description", description.as_str()),
-            ];
-            if let Some(state) = params.get("state") {
-                pairs.push(("state", state));
-            }
-            redirect_response(&redirect_uri, params.get("response_mode"), &pairs)
-        }
+        } => error_redirect(
+            &redirect_uri,
+            params.get("response_mode"),
+            error,
+            &description,
+            params,
+        ),
     }
+}
+
+/// Sends `error` and `error_description` (and the request's `state`) back to a validated redirect URI.
+pub(crate) fn error_redirect(
+    redirect_uri: &str,
+    response_mode: Option<&str>,
+    error: &str,
+    description: &str,
+    params: &FormParams,
+) -> Response {
+    let mut pairs = vec![("error", error), ("error_description", description)];
+    if let Some(state) = params.get("state") {
+        pairs.push(("state", state));
+    }
+    redirect_response(redirect_uri, response_mode, &pairs)
 }
 
 /// The app named by `client_id` as this endpoint sees it, and its `redirect_uri`, which must be one
