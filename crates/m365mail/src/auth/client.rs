@@ -188,7 +188,7 @@ impl TokenClient {
             .connect_timeout(options.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("m365mail/", env!("CARGO_PKG_VERSION")));
-        let mut pem = options.extra_ca_pem.clone().unwrap_or_default();
+        let mut pem = options.extra_ca_pem.unwrap_or_default();
         if let Some(path) = &options.ca_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| AuthError::Credential(format!("CA file {}: {e}", path.display())))?;
