@@ -18,17 +18,23 @@ async fn refresh_token_for(sandbox: &TestSandbox) -> String {
 }
 
 async fn refresh(sandbox: &TestSandbox, refresh_token: &str, scope: &str) -> crate::common::Answer {
-    sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", demo::PUBLIC_APP_ID),
-                ("refresh_token", refresh_token),
-                ("scope", scope),
-            ],
-        )
-        .await
+    refresh_with(
+        sandbox,
+        demo::PUBLIC_APP_ID,
+        &[("refresh_token", refresh_token), ("scope", scope)],
+    )
+    .await
+}
+
+/// A refresh-token grant by `client_id` with `fields` (token, scope, secret) after the client ID.
+async fn refresh_with(
+    sandbox: &TestSandbox,
+    client_id: &str,
+    fields: &[(&str, &str)],
+) -> crate::common::Answer {
+    let mut form = vec![("grant_type", "refresh_token"), ("client_id", client_id)];
+    form.extend_from_slice(fields);
+    sandbox.token(demo::TENANT_ID, &form).await
 }
 
 #[tokio::test]
@@ -86,46 +92,35 @@ async fn refresh_failures_carry_entra_codes() {
     refresh(&sandbox, "1.AVnot-a-token", demo::IMAP_SCOPE)
         .await
         .assert_error(400, "invalid_grant", 70000);
-    sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", demo::PUBLIC_APP_ID),
-            ],
-        )
+    refresh_with(&sandbox, demo::PUBLIC_APP_ID, &[])
         .await
         .assert_error(400, "invalid_request", 900144);
 
     // Another client cannot use the token.
     let refresh_token = refresh_token_for(&sandbox).await;
-    sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", demo::NO_CONSENT_APP_ID),
-                ("refresh_token", &refresh_token),
-                ("scope", demo::IMAP_SCOPE),
-            ],
-        )
-        .await
-        .assert_error(400, "invalid_grant", 70000);
+    refresh_with(
+        &sandbox,
+        demo::NO_CONSENT_APP_ID,
+        &[
+            ("refresh_token", &refresh_token),
+            ("scope", demo::IMAP_SCOPE),
+        ],
+    )
+    .await
+    .assert_error(400, "invalid_grant", 70000);
 
     // A public client must redeem without a secret.
-    sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", demo::PUBLIC_APP_ID),
-                ("client_secret", "x"),
-                ("refresh_token", &refresh_token),
-                ("scope", demo::IMAP_SCOPE),
-            ],
-        )
-        .await
-        .assert_error(401, "invalid_client", 700025);
+    refresh_with(
+        &sandbox,
+        demo::PUBLIC_APP_ID,
+        &[
+            ("client_secret", "x"),
+            ("refresh_token", &refresh_token),
+            ("scope", demo::IMAP_SCOPE),
+        ],
+    )
+    .await
+    .assert_error(401, "invalid_client", 700025);
 
     // Consent removed after sign-in.
     sandbox
