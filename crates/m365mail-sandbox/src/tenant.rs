@@ -497,11 +497,6 @@ impl TenantModel {
         self.tenants.iter().find(|tenant| tenant.is_named(name))
     }
 
-    /// Mutable access to a tenant by GUID or verified domain.
-    pub fn tenant_mut(&mut self, name: &str) -> Option<&mut Tenant> {
-        self.tenants.iter_mut().find(|tenant| tenant.is_named(name))
-    }
-
     /// The tenant and user for a UPN, searching every tenant.
     pub fn find_user(&self, upn: &str) -> Option<(&Tenant, &User)> {
         self.tenants
