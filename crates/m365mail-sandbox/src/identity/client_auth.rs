@@ -43,10 +43,11 @@ pub(crate) enum PresentedCredential {
     Assertion(String),
 }
 
-/// Reads `client_secret`, HTTP Basic (`client_secret_basic`) or `client_assertion` from the request.
+/// Reads `client_secret`, the HTTP Basic secret (`client_secret_basic`, already decoded by
+/// [`basic_credentials`]) or `client_assertion` from the request.
 pub(crate) fn presented_credential(
     params: &FormParams,
-    headers: &HeaderMap,
+    basic_secret: Option<String>,
 ) -> Result<PresentedCredential, EntraError> {
     if let Some(assertion) = params.get("client_assertion") {
         match params.get("client_assertion_type") {
@@ -64,10 +65,7 @@ pub(crate) fn presented_credential(
     if let Some(secret) = params.get("client_secret") {
         return Ok(PresentedCredential::Secret(secret.to_string()));
     }
-    if let Some((_, secret)) = basic_credentials(headers) {
-        return Ok(PresentedCredential::Secret(secret));
-    }
-    Ok(PresentedCredential::None)
+    Ok(basic_secret.map_or(PresentedCredential::None, PresentedCredential::Secret))
 }
 
 /// `Authorization: Basic base64(urlencode(client_id) ":" urlencode(secret))` (RFC 6749 §2.3.1).

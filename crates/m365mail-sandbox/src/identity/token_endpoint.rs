@@ -16,7 +16,7 @@ use crate::{
         FormParams, TenantAlias, add_token_headers,
         client_auth::{
             PresentedCredential, PublicClientRule, TokenEndpointContext, authenticate,
-            presented_credential,
+            basic_credentials, presented_credential,
         },
         client_request_id,
         crypto::{b64url, sha256},
@@ -90,11 +90,13 @@ fn handle_token_request(
     let directory = lock(&state.directory);
     let alias = TenantAlias::resolve(&directory, tenant_segment)?;
     let grant_type = params.require("grant_type")?;
+    let basic = basic_credentials(headers);
     let client_id = match params.get("client_id") {
         Some(client_id) => client_id.to_string(),
         // client_secret_basic may carry the client id only in the header.
-        None => crate::identity::client_auth::basic_credentials(headers)
-            .map(|(client_id, _)| client_id)
+        None => basic
+            .as_ref()
+            .map(|(client_id, _)| client_id.clone())
             .filter(|client_id| !client_id.is_empty())
             .ok_or_else(|| EntraError::missing_parameter("client_id"))?,
     };
@@ -104,7 +106,7 @@ fn handle_token_request(
         alias: &alias,
         params,
         client_id: &client_id,
-        credential: presented_credential(params, headers)?,
+        credential: presented_credential(params, basic.map(|(_, secret)| secret))?,
     };
     match grant_type {
         "password" => request.password(),
