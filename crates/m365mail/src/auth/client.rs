@@ -615,18 +615,13 @@ fn may_retry(grant: Grant, e: &AuthError) -> bool {
     if grant == Grant::ClientCredentials {
         return true;
     }
-    match e {
-        AuthError::Connect { .. } => true,
-        AuthError::Entra(entra) => {
-            matches!(entra.http_status, 429 | 503) && entra.retry_after.is_some()
-        }
-        AuthError::UnexpectedReply {
-            status,
-            retry_after,
-            ..
-        } => matches!(status, 429 | 503) && retry_after.is_some(),
-        _ => false,
-    }
+    let status = match e {
+        AuthError::Connect { .. } => return true,
+        AuthError::Entra(entra) => entra.http_status,
+        AuthError::UnexpectedReply { status, .. } => *status,
+        _ => return false,
+    };
+    matches!(status, 429 | 503) && e.retry_after().is_some()
 }
 
 /// Form fields whose values are secrets (removed from any excerpt of a reply).
