@@ -12,7 +12,12 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cloud;
+pub mod error;
 pub mod secret;
 pub mod time;
+pub mod tls;
+pub mod transport;
 
+pub use error::{Classified, ErrorClass};
 pub use secret::Secret;

@@ -13,8 +13,10 @@ use super::error::{AuthError, Grant};
 pub enum Cloud {
     /// `https://login.microsoftonline.com/`.
     Global,
-    /// US Government (GCC High / DoD): `https://login.microsoftonline.us/`.
+    /// US Government GCC High: `https://login.microsoftonline.us/`.
     UsGov,
+    /// US Government DoD: `https://login.microsoftonline.us/` (its own Exchange and Graph hosts).
+    UsGovDod,
     /// China (21Vianet): `https://login.partner.microsoftonline.cn/`.
     China,
     /// Any other authority base, e.g. the sandbox `https://127.0.0.1:40123/`. The tenant segment is appended.
@@ -26,18 +28,19 @@ impl Cloud {
     pub fn base_url(&self) -> Url {
         let s = match self {
             Self::Global => "https://login.microsoftonline.com/",
-            Self::UsGov => "https://login.microsoftonline.us/",
+            Self::UsGov | Self::UsGovDod => "https://login.microsoftonline.us/",
             Self::China => "https://login.partner.microsoftonline.cn/",
             Self::Custom(url) => return url.clone(),
         };
         Url::parse(s).expect("static URL")
     }
 
-    /// Parses `global`, `usgov`, `china` or an `http(s)://` base URL.
+    /// Parses `global`, `usgov`, `usgov-dod`, `china` or an `http(s)://` base URL.
     pub fn parse(s: &str) -> Result<Self, AuthError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "global" | "public" | "azurepublic" => Ok(Self::Global),
-            "usgov" | "us-gov" | "gcchigh" | "dod" => Ok(Self::UsGov),
+            "usgov" | "us-gov" | "gcchigh" => Ok(Self::UsGov),
+            "usgov-dod" | "dod" => Ok(Self::UsGovDod),
             "china" | "cn" => Ok(Self::China),
             _ => Self::custom(s),
         }

@@ -24,6 +24,7 @@ use super::response::TokenResponse;
 use super::scopes::Scopes;
 use crate::secret::Secret;
 use crate::time::{Clock, Sleeper, SystemClock, TokioSleeper};
+use crate::tls::TlsTrust;
 
 /// How the client authenticates itself.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +93,9 @@ pub struct ClientOptions {
     pub ca_file: Option<PathBuf>,
     /// Trust only the extra CAs, not the platform roots.
     pub ca_only: bool,
+    /// The trust setup shared with the other clients (platform roots when `None`); `extra_ca_pem` and
+    /// `ca_file` are added to it.
+    pub trust: Option<TlsTrust>,
     /// Whole-request timeout.
     pub timeout: Duration,
     /// Connect timeout.
@@ -110,6 +114,7 @@ impl Default for ClientOptions {
             extra_ca_pem: None,
             ca_file: None,
             ca_only: false,
+            trust: None,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
@@ -188,25 +193,18 @@ impl TokenClient {
             .connect_timeout(options.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("m365mail/", env!("CARGO_PKG_VERSION")));
-        let mut pem = options.extra_ca_pem.unwrap_or_default();
+        // One trust setup for every client (crate::tls): the given trust, plus the extra CA PEM / file.
+        let mut trust = options.trust.unwrap_or_default();
+        if let Some(pem) = options.extra_ca_pem.as_deref() {
+            trust = trust.with_ca_pem(pem, "CA PEM")?;
+        }
         if let Some(path) = &options.ca_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| AuthError::Credential(format!("CA file {}: {e}", path.display())))?;
-            pem.push('\n');
-            pem.push_str(&text);
+            trust = trust.with_ca_file(path)?;
         }
-        if !pem.trim().is_empty() {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| AuthError::Credential(format!("CA PEM: {e}")))?;
-            if certs.is_empty() {
-                return Err(AuthError::Credential("CA PEM holds no certificate".into()));
-            }
-            builder = if options.ca_only {
-                builder.tls_certs_only(certs)
-            } else {
-                builder.tls_certs_merge(certs)
-            };
+        if options.ca_only {
+            trust = trust.extra_only();
         }
+        builder = builder.tls_backend_preconfigured(trust.http_client_config()?);
         let http = builder
             .build()
             .map_err(|e| AuthError::Credential(format!("building the HTTP client: {e}")))?;

@@ -6,37 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::aadsts::{self, AadstsInfo};
-
-/// Who has to act to fix an error. The CLI maps each class to an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorClass {
-    /// The user must act (credentials, password change, sign in again).
-    User,
-    /// A tenant admin must act (consent, Conditional Access, disabled account or app, expired secret).
-    Admin,
-    /// The connector configuration is wrong (client id, tenant, scope, app registration settings).
-    Config,
-    /// This flow cannot work here: switch flow (e.g. MFA blocks ROPC).
-    SwitchFlow,
-    /// Transient: retry later with backoff.
-    Transient,
-    /// Protocol or flow state (device code expired or declined, cancelled, state mismatch).
-    FlowState,
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::User => "user action needed",
-            Self::Admin => "admin action needed",
-            Self::Config => "connector configuration",
-            Self::SwitchFlow => "switch flow",
-            Self::Transient => "transient",
-            Self::FlowState => "flow state",
-        })
-    }
-}
+pub use crate::error::ErrorClass;
+use crate::error::Classified;
 
 /// Entra's error reply, parsed leniently: every field optional, unknown fields ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -406,6 +377,9 @@ pub enum AuthError {
     /// A certificate, private key or CA file could not be loaded or used.
     #[error("credential error: {0}")]
     Credential(String),
+    /// The TLS trust (an extra CA file) could not be set up; nothing was sent.
+    #[error(transparent)]
+    Trust(#[from] crate::tls::TlsError),
     /// Device flow: `expires_in` elapsed locally before approval.
     #[error("the device code expired before the sign-in was completed")]
     DeviceCodeExpired,
@@ -468,12 +442,25 @@ impl From<EntraError> for AuthError {
     }
 }
 
+impl Classified for AuthError {
+    fn class(&self) -> ErrorClass {
+        AuthError::class(self)
+    }
+    fn cause(&self) -> String {
+        AuthError::cause(self)
+    }
+    fn remedy(&self) -> String {
+        AuthError::remedy(self)
+    }
+}
+
 impl AuthError {
     /// Who has to act.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::InvalidInput { .. }
-            | Self::TenantNotAllowed { .. }
+            Self::InvalidInput { .. } => ErrorClass::Input,
+            Self::Trust(e) => e.class(),
+            Self::TenantNotAllowed { .. }
             | Self::MissingCredential { .. }
             | Self::Credential(_)
             | Self::UnsupportedTokenType(_)
@@ -530,6 +517,7 @@ impl AuthError {
             Self::Connect { .. } => "the identity endpoint is unreachable".into(),
             Self::Tls { .. } => "the server certificate is not trusted or TLS failed".into(),
             Self::InsecureCache { .. } => "the token cache file is readable by others".into(),
+            Self::Trust(e) => e.cause(),
             other => other.to_string(),
         }
     }
@@ -569,6 +557,7 @@ impl AuthError {
             }
             Self::Cache { .. } => "check the cache path and its permissions, or use --no-cache".into(),
             Self::InsecureCache { path, .. } => format!("chmod 600 {path}"),
+            Self::Trust(e) => e.remedy(),
         }
     }
 

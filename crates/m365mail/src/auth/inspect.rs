@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cloud::{self, CloudEndpoints};
 use crate::time::{Clock, unix_secs};
 
 /// Exchange Online's application id (appears as `aud` in some tokens).
@@ -189,29 +190,16 @@ fn has_aud(info: &JwtInfo, wanted: &[&str]) -> bool {
 }
 
 fn verdicts(info: &JwtInfo) -> Vec<ProtocolVerdict> {
-    // Global, then US Government (GCC High / DoD) and China (21Vianet) audiences (see `scopes.rs`).
-    let outlook_delegated = [
-        "https://outlook.office.com",
-        "https://outlook.office365.us",
-        "https://outlook-dod.office365.us",
-        "https://partner.outlook.cn",
-        EXCHANGE_APP_ID,
-    ];
-    let outlook_app = [
-        "https://outlook.office365.com",
-        "https://ps.outlook.com",
-        "https://outlook.office365.us",
-        "https://outlook-dod.office365.us",
-        "https://partner.outlook.cn",
-        EXCHANGE_APP_ID,
-    ];
-    let graph = [
-        "https://graph.microsoft.com",
-        "https://graph.microsoft.us",
-        "https://dod-graph.microsoft.us",
-        "https://microsoftgraph.chinacloudapi.cn",
-        GRAPH_APP_ID,
-    ];
+    // Every cloud's audiences, from the one cloud table (a token may come from any of them), plus the
+    // resources' application ids, which v1 tokens may carry as `aud`.
+    let audiences = |pick: fn(&CloudEndpoints) -> &'static [&'static str], app_id: &'static str| {
+        let mut list: Vec<&'static str> = cloud::ALL.iter().flat_map(|c| pick(c).iter().copied()).collect();
+        list.push(app_id);
+        list
+    };
+    let outlook_delegated = audiences(|c| c.outlook_delegated_audiences, EXCHANGE_APP_ID);
+    let outlook_app = audiences(|c| c.outlook_app_audiences, EXCHANGE_APP_ID);
+    let graph = audiences(|c| c.graph_audiences, GRAPH_APP_ID);
     let has = |list: &[String], v: &str| list.iter().any(|x| x.eq_ignore_ascii_case(v));
     let aud_text = if info.aud.is_empty() {
         "none".to_owned()

@@ -56,29 +56,6 @@ pub enum Access {
     AppOnly,
 }
 
-/// Resource hosts per cloud (microsoft.md §1.4, §7.2). The sandbox (custom authority) emulates the global
-/// cloud, so it gets the global resources.
-fn resources(cloud: &Cloud) -> (&'static str, &'static str, &'static str) {
-    // (delegated outlook resource, app-only outlook resource, graph resource)
-    match cloud {
-        Cloud::Global | Cloud::Custom(_) => (
-            "https://outlook.office.com",
-            "https://outlook.office365.com",
-            "https://graph.microsoft.com",
-        ),
-        Cloud::UsGov => (
-            "https://outlook.office365.us",
-            "https://outlook.office365.us",
-            "https://graph.microsoft.us",
-        ),
-        Cloud::China => (
-            "https://partner.outlook.cn",
-            "https://partner.outlook.cn",
-            "https://microsoftgraph.chinacloudapi.cn",
-        ),
-    }
-}
-
 /// An ordered, de-duplicated list of scope strings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Scopes(Vec<String>);
@@ -90,7 +67,14 @@ impl Scopes {
     /// - app-only IMAP/POP/SMTP: `https://outlook.office365.com/.default`
     /// - Graph: `https://graph.microsoft.com/Mail.Send` + `offline_access` delegated, `/.default` app-only
     pub fn for_target(target: Target, access: Access, cloud: &Cloud) -> Self {
-        let (outlook, outlook_app, graph) = resources(cloud);
+        // The resources come from the one cloud table (a custom authority, i.e. the sandbox, models the
+        // global cloud).
+        let table = crate::cloud::endpoints(cloud);
+        let (outlook, outlook_app, graph) = (
+            table.outlook_delegated_resource,
+            table.outlook_app_resource,
+            table.graph_resource,
+        );
         match (access, target) {
             (Access::AppOnly, Target::Graph) => Self::new([format!("{graph}/.default")]),
             (Access::AppOnly, _) => Self::new([format!("{outlook_app}/.default")]),
