@@ -17,15 +17,29 @@
 //! target = "imap"                           # imap | pop | smtp | graph
 //! scopes = ["https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"]  # overrides target
 //! cache = "/path/token-cache.json"          # default: the user data dir
+//! mailbox = "shared@contoso.onmicrosoft.com" # the mailbox to open (shared mailbox; required for app-only)
+//! imap = "outlook.office365.com:993"        # mail endpoints: default from the cloud table
+//! imap_tls = "implicit"                     # implicit | starttls
+//! pop = "outlook.office365.com:995"
+//! pop_tls = "implicit"
+//! smtp = "smtp.office365.com:587"
+//! smtp_tls = "starttls"                     # starttls | implicit
+//! graph_url = "https://graph.microsoft.com"
+//! password_file = "/path/password"          # 0600, one line
+//! password_command = ["pass", "show", "m365/adele"]   # run without a shell; first line of stdout
+//! client_secret_file = "/path/secret"       # 0600, one line
+//! client_secret_command = ["vault", "read", "-field=value", "secret/m365"]
 //! ```
 //!
-//! Secrets never live here: passwords and client secrets come from the environment (`M365MAIL_PASSWORD`,
-//! `M365MAIL_CLIENT_SECRET`), `--password-stdin`, `--secret-file` or a no-echo prompt.
+//! Secrets never live here: passwords and client secrets come from a 0600 file or a command named here, the
+//! environment (`M365MAIL_PASSWORD`, `M365MAIL_CLIENT_SECRET`), `--password-stdin`, `--secret-file` or a
+//! no-echo prompt.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use m365mail::endpoint::{MailEndpointsSpec, TlsMode};
 use serde::Deserialize;
 
 /// A usage or configuration-file error (exit code 2).
@@ -108,10 +122,37 @@ pub(crate) struct Profile {
     pub(crate) target: Option<String>,
     pub(crate) scopes: Option<Vec<String>>,
     pub(crate) cache: Option<PathBuf>,
+    pub(crate) mailbox: Option<String>,
+    pub(crate) imap: Option<String>,
+    pub(crate) imap_tls: Option<TlsMode>,
+    pub(crate) pop: Option<String>,
+    pub(crate) pop_tls: Option<TlsMode>,
+    pub(crate) smtp: Option<String>,
+    pub(crate) smtp_tls: Option<TlsMode>,
+    pub(crate) graph_url: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
+    pub(crate) password_command: Option<Vec<String>>,
+    pub(crate) client_secret_file: Option<PathBuf>,
+    pub(crate) client_secret_command: Option<Vec<String>>,
     /// Present only to give a clear error: secrets do not belong in the config file.
     password: Option<toml::Value>,
     /// Present only to give a clear error.
     client_secret: Option<toml::Value>,
+}
+
+impl Profile {
+    /// The mail endpoint keys, for [`MailEndpointsSpec::resolve`].
+    pub(crate) fn mail_spec(&self) -> MailEndpointsSpec {
+        MailEndpointsSpec {
+            imap: self.imap.clone(),
+            pop: self.pop.clone(),
+            smtp: self.smtp.clone(),
+            imap_tls: self.imap_tls,
+            pop_tls: self.pop_tls,
+            smtp_tls: self.smtp_tls,
+            graph_url: self.graph_url.clone(),
+        }
+    }
 }
 
 /// The whole file.
@@ -190,8 +231,9 @@ impl ConfigFile {
         for (name, p) in &cfg.profiles {
             if p.password.is_some() || p.client_secret.is_some() {
                 return Err(usage(format!(
-                    "config file {}: profile {name:?} holds a secret; remove it and use M365MAIL_PASSWORD / \
-                     M365MAIL_CLIENT_SECRET, --password-stdin or --secret-file",
+                    "config file {}: profile {name:?} holds a secret; remove it and name a 0600 file \
+                     (password_file / client_secret_file) or a command (password_command / \
+                     client_secret_command) instead, or use M365MAIL_PASSWORD / M365MAIL_CLIENT_SECRET",
                     origin.display()
                 )));
             }
@@ -328,6 +370,32 @@ scopes = ["https://outlook.office365.com/.default"]
         }
         let e = ConfigFile::parse("[profiles.a]\ntenat = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("tenat"), "{e}");
+    }
+
+    #[test]
+    fn mail_keys_parse_and_an_invalid_tls_mode_is_refused() {
+        let text = r#"
+[profiles.m]
+mailbox = "shared@contoso.onmicrosoft.com"
+imap = "127.0.0.1:1143"
+imap_tls = "starttls"
+smtp_tls = "implicit"
+password_command = ["pass", "show", "m365/adele"]
+password_file = "/run/secrets/pw"
+"#;
+        let cfg = ConfigFile::parse(text, Path::new("x")).unwrap();
+        let (_, p) = cfg.profile(None).unwrap();
+        assert_eq!(p.mailbox.as_deref(), Some("shared@contoso.onmicrosoft.com"));
+        assert_eq!(p.imap_tls, Some(TlsMode::Starttls));
+        assert_eq!(p.password_command.as_ref().map(Vec::len), Some(3));
+        let spec = p.mail_spec();
+        let e = spec.resolve(&m365mail::auth::Cloud::Global).unwrap();
+        assert_eq!(e.imap.address.port, 1143);
+        assert_eq!(e.smtp.tls, TlsMode::Implicit);
+        assert_eq!(e.pop.address.to_string(), "outlook.office365.com:995");
+        let err =
+            ConfigFile::parse("[profiles.a]\nimap_tls = \"plain\"\n", Path::new("x")).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 
     #[test]

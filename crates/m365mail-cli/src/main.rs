@@ -1,12 +1,16 @@
 //! `m365mail`: a thin command line over the `m365mail` library and the `m365mail-sandbox` tenant.
 //!
 //! Parse arguments, call the library, print. Errors are printed with their whole context chain and mapped to
-//! an exit code by cause (see `token::exit_code`).
+//! an exit code by cause (see `exit`).
 #![forbid(unsafe_code)]
 
 mod config;
 mod demo;
+mod exit;
+mod profile_cmd;
 mod sandbox_cmd;
+mod secrets;
+mod session;
 mod token;
 
 use std::process::ExitCode;
@@ -45,6 +49,9 @@ enum Command {
     /// Get, inspect and clear OAuth 2.0 tokens from Microsoft Entra ID.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Show a profile as the commands will use it: authority, flow, mailbox and the mail endpoints.
+    #[command(subcommand)]
+    Profile(profile_cmd::ProfileCommand),
     /// Run the offline Microsoft 365 sandbox tenant.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCommand),
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Token(command) => token::run(command, &cli.global).await,
+        Command::Profile(command) => profile_cmd::run(command, &cli.global),
         Command::Sandbox(command) => sandbox_cmd::run(command, &cli.global).await,
         Command::Demo(args) => demo::run(args, &cli.global).await,
     }

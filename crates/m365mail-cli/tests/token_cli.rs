@@ -234,6 +234,20 @@ async fn exit_codes_by_cause() {
         format!("{}\n", demo::CONFIDENTIAL_APP_SECRET_ID),
     )
     .unwrap();
+    // A secret file readable by others is refused before anything is sent (usage, 2).
+    let (code, _, all) = run(e.flow(
+        "client-secret",
+        demo::CONFIDENTIAL_APP_ID,
+        &["--secret-file", secret_file.to_str().unwrap(), "--no-cache"],
+    ))
+    .await;
+    assert_eq!(code, 2, "{all}");
+    assert!(all.contains("chmod 600"), "{all}");
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let (code, json, all) = run(e.flow(
         "client-secret",
         demo::CONFIDENTIAL_APP_ID,

@@ -119,7 +119,11 @@ impl Transcript {
                 Some("C| ") => (Side::Client, false, &raw[3..]),
                 Some("S| ") => (Side::Server, false, &raw[3..]),
                 _ if raw == "C:" || raw == "S:" => {
-                    let side = if raw == "C:" { Side::Client } else { Side::Server };
+                    let side = if raw == "C:" {
+                        Side::Client
+                    } else {
+                        Side::Server
+                    };
                     (side, true, "")
                 }
                 _ => {

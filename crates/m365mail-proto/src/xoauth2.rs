@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(parsed.user, "test@contoso.onmicrosoft.com");
         assert_eq!(parsed.token, "EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA");
         assert!(!format!("{parsed:?}").contains("EwBA"));
-        assert_eq!(decode(&format!(" {VECTOR_2}\r\n")).unwrap().user, "someuser@example.com");
+        assert_eq!(
+            decode(&format!(" {VECTOR_2}\r\n")).unwrap().user,
+            "someuser@example.com"
+        );
     }
 
     #[test]

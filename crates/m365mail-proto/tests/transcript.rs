@@ -58,7 +58,9 @@ impl ToyServer {
         match line.split_once(' ') {
             Some(("AUTH", rest)) => match rest.strip_prefix("XOAUTH2 ").map(xoauth2::decode) {
                 Some(Ok(auth)) => format!("+OK hello {}\r\n", auth.user).into_bytes(),
-                _ => b"-ERR Authentication failure: unknown user name or bad password.\r\n".to_vec(),
+                _ => {
+                    b"-ERR Authentication failure: unknown user name or bad password.\r\n".to_vec()
+                }
             },
             _ if line == "NOOP" && self.drift == Drift::Space => b"+OK \r\n".to_vec(),
             _ if line == "NOOP" => b"+OK\r\n".to_vec(),
@@ -96,8 +98,10 @@ fn a_byte_of_difference_fails_with_the_line() {
 #[test]
 fn a_core_that_needs_whole_lines_fails_the_byte_by_byte_replay() {
     let transcript = Transcript::parse(TOY).unwrap();
-    let mismatch =
-        replay(&transcript, Side::Server, || ToyServer::new(Drift::OneReadPerLine)).unwrap_err();
+    let mismatch = replay(&transcript, Side::Server, || {
+        ToyServer::new(Drift::OneReadPerLine)
+    })
+    .unwrap_err();
     assert_eq!(mismatch.mode, "byte by byte");
 }
 

@@ -193,7 +193,10 @@ mod tests {
             mail_host_for(&Cloud::UsGovDod, MailService::Imap),
             "outlook-dod.office365.us:993"
         );
-        assert_eq!(Cloud::UsGovDod.base_url().host_str(), Some(US_GOV_DOD.login_host));
+        assert_eq!(
+            Cloud::UsGovDod.base_url().host_str(),
+            Some(US_GOV_DOD.login_host)
+        );
     }
 
     #[test]

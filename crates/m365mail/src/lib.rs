@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod cloud;
+pub mod endpoint;
 pub mod error;
 pub mod secret;
 pub mod time;

@@ -224,16 +224,29 @@ mod tests {
 
     #[test]
     fn empty_and_non_certificate_files_are_refused_at_load() {
-        for text in ["", "\n", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "hello"] {
-            let err = TlsTrust::system().with_ca_pem(text, "CA file x.pem").unwrap_err();
-            assert!(matches!(&err, TlsError::NoCertificate { origin } if origin == "CA file x.pem"), "{err:?}");
+        for text in [
+            "",
+            "\n",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "hello",
+        ] {
+            let err = TlsTrust::system()
+                .with_ca_pem(text, "CA file x.pem")
+                .unwrap_err();
+            assert!(
+                matches!(&err, TlsError::NoCertificate { origin } if origin == "CA file x.pem"),
+                "{err:?}"
+            );
             assert_eq!(err.class(), ErrorClass::Input);
             assert!(err.remedy().contains("--ca-file"), "{}", err.remedy());
         }
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let err = TlsTrust::system().with_ca_file(&missing).unwrap_err();
-        assert!(matches!(&err, TlsError::Read { path, .. } if *path == missing), "{err:?}");
+        assert!(
+            matches!(&err, TlsError::Read { path, .. } if *path == missing),
+            "{err:?}"
+        );
         // The I/O error stays reachable as the source.
         assert!(std::error::Error::source(&err).is_some());
     }

@@ -47,7 +47,11 @@ pub struct TransportError {
 
 impl TransportError {
     /// A failure of `kind` talking to `endpoint` (a URL or `host:port`), caused by `source`.
-    pub fn new(kind: TransportKind, endpoint: impl Into<String>, source: impl Into<BoxError>) -> Self {
+    pub fn new(
+        kind: TransportKind,
+        endpoint: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
         Self {
             kind,
             endpoint: endpoint.into(),
@@ -85,15 +89,19 @@ impl TransportError {
 
     /// The rustls error somewhere in the chain, if any.
     pub fn rustls_error(&self) -> Option<&rustls::Error> {
-        let mut current: Option<&(dyn StdError + 'static)> =
-            self.source.as_deref().map(|e| e as &(dyn StdError + 'static));
+        let mut current: Option<&(dyn StdError + 'static)> = self
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static));
         while let Some(error) = current {
             if let Some(tls) = error.downcast_ref::<rustls::Error>() {
                 return Some(tls);
             }
             // rustls errors often travel inside an io::Error.
             if let Some(io) = error.downcast_ref::<std::io::Error>()
-                && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                && let Some(tls) = io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             {
                 return Some(tls);
             }
@@ -125,7 +133,10 @@ impl Classified for TransportError {
             TransportKind::Connect => format!("{} is unreachable", self.endpoint),
             TransportKind::Timeout => format!("{} did not answer in time", self.endpoint),
             TransportKind::Tls if self.is_unknown_issuer() => {
-                format!("the certificate of {} is issued by a CA that is not trusted", self.endpoint)
+                format!(
+                    "the certificate of {} is issued by a CA that is not trusted",
+                    self.endpoint
+                )
             }
             TransportKind::Tls => format!("TLS with {} failed", self.endpoint),
             TransportKind::Io => format!("the connection to {} failed", self.endpoint),
@@ -156,7 +167,10 @@ mod tests {
         assert!(err.remedy().contains("--ca-file"));
         let source = StdError::source(&err).expect("the io error is the source");
         assert!(source.downcast_ref::<std::io::Error>().is_some());
-        assert_eq!(err.root_cause().as_deref(), Some("invalid peer certificate: UnknownIssuer"));
+        assert_eq!(
+            err.root_cause().as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::aadsts::{self, AadstsInfo};
-pub use crate::error::ErrorClass;
 use crate::error::Classified;
+pub use crate::error::ErrorClass;
 
 /// Entra's error reply, parsed leniently: every field optional, unknown fields ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

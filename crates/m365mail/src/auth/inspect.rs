@@ -193,7 +193,10 @@ fn verdicts(info: &JwtInfo) -> Vec<ProtocolVerdict> {
     // Every cloud's audiences, from the one cloud table (a token may come from any of them), plus the
     // resources' application ids, which v1 tokens may carry as `aud`.
     let audiences = |pick: fn(&CloudEndpoints) -> &'static [&'static str], app_id: &'static str| {
-        let mut list: Vec<&'static str> = cloud::ALL.iter().flat_map(|c| pick(c).iter().copied()).collect();
+        let mut list: Vec<&'static str> = cloud::ALL
+            .iter()
+            .flat_map(|c| pick(c).iter().copied())
+            .collect();
         list.push(app_id);
         list
     };
