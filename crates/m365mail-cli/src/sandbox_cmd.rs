@@ -1,8 +1,19 @@
 //! `m365mail sandbox serve | tenant`: the offline Microsoft 365 tenant as a server.
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+//!
+//! For people, `serve` prints a summary; for scripts, `--json` prints exactly one line once every listener is
+//! bound and every file is written, and `--config-out FILE` writes a ready m365mail config whose profiles
+//! (`sandbox-user`, `sandbox-device`, `sandbox-daemon`, `sandbox-cert`, `sandbox-shared`) point at the served
+//! endpoints, with the demo password, secret, certificate and key in 0600 files beside it.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use anyhow::Context;
-use m365mail_sandbox::{Lifetimes, SandboxConfig, TenantModel};
+use m365mail_sandbox::{Lifetimes, Sandbox, SandboxConfig, TenantModel, demo};
+use serde_json::json;
 
 use crate::GlobalArgs;
 
@@ -16,10 +27,18 @@ pub(crate) enum SandboxCommand {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Loopback address to listen on.
+    /// Loopback address of the identity listener (Entra ID endpoints, admin API; later Graph).
     #[arg(long, default_value = "127.0.0.1:8443")]
     bind: SocketAddr,
-    /// Serve plain HTTP instead of HTTPS (MSAL needs HTTPS; curl and m365mail work with either).
+    /// Let every listener pick a free port (`--bind`'s included); `--json` and `--config-out` say which.
+    #[arg(long)]
+    free_ports: bool,
+    /// Write a ready m365mail config with profiles for the demo tenant (sandbox-user, sandbox-device,
+    /// sandbox-daemon, sandbox-cert, sandbox-shared); secrets go to 0600 files next to it.
+    #[arg(long, value_name = "FILE")]
+    config_out: Option<PathBuf>,
+    /// Serve the identity listener over plain HTTP instead of HTTPS (MSAL needs HTTPS; curl and m365mail work
+    /// with either).
     #[arg(long)]
     http: bool,
     /// Tenant file (TOML, see `m365mail sandbox tenant`). Default: the built-in demo tenant.
@@ -46,14 +65,18 @@ pub(crate) async fn run(command: SandboxCommand, global: &GlobalArgs) -> anyhow:
     }
 }
 
-async fn serve(args: ServeArgs, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let tenant = match &args.tenant_file {
         Some(path) => TenantModel::from_file(path)
             .with_context(|| format!("loading the tenant file {}", path.display()))?,
         None => TenantModel::demo(),
     };
+    let mut bind = args.bind;
+    if args.free_ports {
+        bind.set_port(0);
+    }
     let config = SandboxConfig {
-        bind: args.bind,
+        bind,
         tls: !args.http,
         tenant,
         lifetimes: Lifetimes {
@@ -63,6 +86,174 @@ async fn serve(args: ServeArgs, _global: &GlobalArgs) -> anyhow::Result<ExitCode
         },
         ..SandboxConfig::default()
     };
-    m365mail_sandbox::serve(config, Some(args.ca_out)).await?;
+    let sandbox = Sandbox::start(config).await?;
+    let ca_file = absolute(&args.ca_out)?;
+    sandbox.write_ca(&ca_file)?;
+    let config_file = match &args.config_out {
+        Some(path) => {
+            let path = absolute(path)?;
+            write_config(&sandbox, &path, (!args.http).then_some(ca_file.as_path()))?;
+            Some(path)
+        }
+        None => None,
+    };
+    if global.json {
+        let tenant = sandbox
+            .admin()
+            .tenant_model()
+            .tenants
+            .first()
+            .map(|t| t.id.clone());
+        println!(
+            "{}",
+            json!({
+                "tenant": tenant,
+                "ca_file": ca_file,
+                "config_file": config_file,
+                "endpoints": { "identity": sandbox.base_url().as_str() },
+            })
+        );
+    } else {
+        let mut summary = sandbox.summary();
+        summary.push_str(&format!("  CA certificate:  {}\n", ca_file.display()));
+        if let Some(path) = &config_file {
+            summary.push_str(&format!(
+                "  config file:     {} (try: m365mail --config {} -p sandbox-user token get)\n",
+                path.display(),
+                path.display()
+            ));
+        }
+        summary.push_str("Press Ctrl-C to stop.\n");
+        print!("{summary}");
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Writes `contents` to `path` with `mode`, replacing it atomically.
+fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// A TOML string literal.
+fn toml_str(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+/// The `--config-out` file: profiles for the demo tenant, pointing at this sandbox. The demo's password,
+/// secret, certificate and key are written to 0600 files next to it (`<stem>.<name>`) and named by the
+/// profiles; the config itself holds no secret. A private token cache keeps sandbox tokens apart from real
+/// ones.
+fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sandbox".to_owned());
+    let beside = |name: &str| dir.join(format!("{stem}.{name}"));
+    let password_file = beside("adele.password");
+    let secret_file = beside("daemon.secret");
+    let certificate_file = beside("daemon.crt");
+    let key_file = beside("daemon.key");
+    let cache_file = beside("token-cache.json");
+    write_file(&password_file, &format!("{}\n", demo::USER_PASSWORD), 0o600)?;
+    write_file(
+        &secret_file,
+        &format!("{}\n", demo::CONFIDENTIAL_APP_SECRET),
+        0o600,
+    )?;
+    let certificate = demo::certificate();
+    write_file(&certificate_file, &certificate.certificate_pem, 0o644)?;
+    write_file(&key_file, &certificate.private_key_pem, 0o600)?;
+
+    let shown = |p: &Path| toml_str(&p.display().to_string());
+    let mut common = format!(
+        "authority = {}\ntenant = {}\ncache = {}\n",
+        toml_str(sandbox.base_url().as_str()),
+        toml_str(demo::TENANT_ID),
+        shown(&cache_file)
+    );
+    if let Some(ca) = ca_file {
+        common.push_str(&format!("ca_file = {}\n", shown(ca)));
+    }
+    let profile = |name: &str, comment: &str, body: String| {
+        format!("\n# {comment}\n[profiles.{name}]\n{common}{body}")
+    };
+    let mut text = format!(
+        "# Written by `m365mail sandbox serve` for its demo tenant at {}.\n\
+         # Valid while that sandbox runs. Secrets are in the 0600 files these profiles name.\n\
+         default_profile = \"sandbox-user\"\n",
+        sandbox.base_url()
+    );
+    text.push_str(&profile(
+        "sandbox-user",
+        "Adele, password flow (ROPC), public client",
+        format!(
+            "client_id = {}\nflow = \"password\"\nusername = {}\npassword_file = {}\n",
+            toml_str(demo::PUBLIC_APP_ID),
+            toml_str(demo::USER_UPN),
+            shown(&password_file)
+        ),
+    ));
+    text.push_str(&profile(
+        "sandbox-device",
+        "Adele, device code: approve with POST /_sandbox/admin/device-codes/{user_code}/approve {\"username\": …}",
+        format!(
+            "client_id = {}\nflow = \"device-code\"\nusername = {}\n",
+            toml_str(demo::PUBLIC_APP_ID),
+            toml_str(demo::USER_UPN)
+        ),
+    ));
+    text.push_str(&profile(
+        "sandbox-shared",
+        "Adele opening the shared mailbox (delegated FullAccess), password flow",
+        format!(
+            "client_id = {}\nflow = \"password\"\nusername = {}\npassword_file = {}\nmailbox = {}\n",
+            toml_str(demo::PUBLIC_APP_ID),
+            toml_str(demo::USER_UPN),
+            shown(&password_file),
+            toml_str(demo::SHARED_MAILBOX)
+        ),
+    ));
+    text.push_str(&profile(
+        "sandbox-daemon",
+        "The daemon app, client credentials with a secret, app-only access to Adele's mailbox",
+        format!(
+            "client_id = {}\nflow = \"client-secret\"\nclient_secret_file = {}\nmailbox = {}\n",
+            toml_str(demo::CONFIDENTIAL_APP_ID),
+            shown(&secret_file),
+            toml_str(demo::USER_UPN)
+        ),
+    ));
+    text.push_str(&profile(
+        "sandbox-cert",
+        "The daemon app, client credentials with its certificate (RS256 + x5t)",
+        format!(
+            "client_id = {}\nflow = \"client-certificate\"\ncertificate = {}\nprivate_key = {}\nmailbox = {}\n",
+            toml_str(demo::CONFIDENTIAL_APP_ID),
+            shown(&certificate_file),
+            shown(&key_file),
+            toml_str(demo::USER_UPN)
+        ),
+    ));
+    write_file(path, &text, 0o644)
 }

@@ -122,8 +122,10 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let flow = session.flow;
     let provider = &session.provider;
     let fut = async {
-        if args.force || flow == FlowName::Refresh {
+        if flow == FlowName::Refresh {
             provider.force_renew().await
+        } else if args.force {
+            provider.run_flow().await
         } else {
             provider.token().await
         }

@@ -311,6 +311,16 @@ impl TokenProvider {
         self.renew(cached).await
     }
 
+    /// Runs the flow again even when a cached access or refresh token could serve (`token get --force` on an
+    /// interactive flow: sign in again, e.g. as another user or after a consent change). The new tokens
+    /// replace the cached ones.
+    pub async fn run_flow(&self) -> Result<AccessToken, AuthError> {
+        let lock = flight_lock(&self.key);
+        let _guard = lock.lock().await;
+        let _key_lock = self.key_lock().await?;
+        self.renew(None).await
+    }
+
     /// Takes the cross-process lock of the key by polling (never a blocking `flock` on a worker thread), so
     /// dropping this future (Ctrl-C, a timeout) stops waiting at once. Says once that it is waiting; gives up
     /// after [`KEY_LOCK_MAX_WAIT`].

@@ -1,0 +1,215 @@
+//! The newcomer's path, end to end: `m365mail sandbox serve --free-ports --config-out cfg.toml --json`, then
+//! `m365mail --config cfg.toml -p <profile> token get` for every written profile, with nothing else — the
+//! device code approved through the served admin API over HTTPS.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt as _;
+use m365mail_sandbox::demo;
+use serde_json::Value;
+
+/// A served sandbox, stopped with SIGINT (its Ctrl-C path) when dropped.
+struct Served {
+    child: Child,
+    line: Value,
+}
+
+impl Served {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::cargo_bin("m365mail")
+            .unwrap()
+            .current_dir(dir)
+            .args([
+                "--json",
+                "sandbox",
+                "serve",
+                "--free-ports",
+                "--config-out",
+                "cfg.toml",
+                "--ca-out",
+                "ca.pem",
+                "--device-poll-interval",
+                "1",
+            ])
+            .env("M365MAIL_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let line: Value = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("--json printed {first:?}: {e}"));
+        Self { child, line }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token_get(config: &Path, profile: &str) -> Command {
+    let mut c = Command::cargo_bin("m365mail").unwrap();
+    c.args(["--json", "--config"])
+        .arg(config)
+        .args(["-p", profile, "token", "get"])
+        .env_remove("M365MAIL_PASSWORD")
+        .env_remove("M365MAIL_CLIENT_SECRET")
+        .env_remove("M365MAIL_PROFILE")
+        .env("M365MAIL_LOG", "error")
+        .env("M365MAIL_NO_BROWSER", "1")
+        .stdin(Stdio::null());
+    c
+}
+
+fn json_of(output: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn served_sandbox_config_profiles_work_with_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path());
+    let line = &served.line;
+
+    // One line: absolute paths, the identity URL, no mail endpoint that is not served.
+    let config = PathBuf::from(line["config_file"].as_str().unwrap());
+    let ca = PathBuf::from(line["ca_file"].as_str().unwrap());
+    assert!(config.is_absolute() && ca.is_absolute(), "{line}");
+    assert_eq!(config, dir.path().canonicalize().unwrap().join("cfg.toml"));
+    assert_eq!(line["tenant"], demo::TENANT_ID);
+    let identity = line["endpoints"]["identity"].as_str().unwrap();
+    assert!(identity.starts_with("https://127.0.0.1:"), "{line}");
+    assert_ne!(
+        identity, "https://127.0.0.1:8443/",
+        "--free-ports picks a free port"
+    );
+    assert_eq!(line["endpoints"].as_object().unwrap().len(), 1, "{line}");
+
+    // The config holds no secret; the secret files next to it are 0600.
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains(demo::USER_PASSWORD) && !text.contains(demo::CONFIDENTIAL_APP_SECRET));
+    for name in ["cfg.adele.password", "cfg.daemon.secret", "cfg.daemon.key"] {
+        assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
+    }
+
+    // Password, client secret, certificate: straight through. The daemon and cert profiles are one app with
+    // one scope set, so the cert profile is forced to run its own flow; the shared-mailbox profile signs in as
+    // Adele with her scopes, so the token cached by sandbox-user serves it.
+    for (profile, extra, flow, account, origin) in [
+        ("sandbox-user", None, "password", demo::USER_UPN, "flow"),
+        ("sandbox-daemon", None, "client-secret", "app", "flow"),
+        (
+            "sandbox-cert",
+            Some("--force"),
+            "client-certificate",
+            "app",
+            "flow",
+        ),
+        ("sandbox-shared", None, "password", demo::USER_UPN, "cache"),
+    ] {
+        let output = token_get(&config, profile).args(extra).output().unwrap();
+        let json = json_of(&output);
+        assert!(output.status.success(), "{profile}: {json}");
+        assert_eq!(json["flow"], flow, "{profile}: {json}");
+        assert_eq!(
+            json["account"],
+            account.to_ascii_lowercase(),
+            "{profile}: {json}"
+        );
+        assert_eq!(json["origin"], origin, "{profile}: {json}");
+    }
+
+    // Device code: the prompt goes to stderr; the code is approved through the served admin API. The token
+    // cached by sandbox-user (same app, account and scopes) would serve, so --force signs in again.
+    let mut child = token_get(&config, "sandbox-device")
+        .arg("--force")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut message = String::new();
+    stderr.read_line(&mut message).unwrap();
+    let user_code = message
+        .split("enter the code ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no user code in {message:?}"))
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(vec![reqwest::Certificate::from_pem(&ca_pem).unwrap()])
+        .build()
+        .unwrap();
+    let url = format!("{identity}_sandbox/admin/device-codes/{user_code}/approve");
+    let approved: Value = runtime.block_on(async {
+        let reply = http
+            .post(&url)
+            .json(&serde_json::json!({ "username": demo::USER_UPN }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        reply.json().await.unwrap()
+    });
+    assert_eq!(approved["status"], "approved", "{approved}");
+    let output = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let json = json_of(&output);
+    assert!(output.status.success(), "{json} {rest}");
+    assert_eq!(json["flow"], "device-code");
+    assert_eq!(json["signed_in_as"], demo::USER_UPN.to_ascii_lowercase());
+
+    // `profile show` resolves what the profile points at without reading a secret.
+    let output = Command::cargo_bin("m365mail")
+        .unwrap()
+        .args(["--json", "--config"])
+        .arg(&config)
+        .args(["-p", "sandbox-daemon", "profile", "show"])
+        .output()
+        .unwrap();
+    let shown = json_of(&output);
+    assert_eq!(shown["mailbox"], demo::USER_UPN, "{shown}");
+    assert_eq!(
+        shown["authority"],
+        format!("{identity}{}/", demo::TENANT_ID)
+    );
+    assert!(
+        shown["secret_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("client_secret_file "),
+        "{shown}"
+    );
+}
