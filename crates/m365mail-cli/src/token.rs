@@ -168,6 +168,12 @@ fn print_token(
         TokenOrigin::Refresh => "refresh",
         TokenOrigin::Flow => "flow",
     };
+    // With --no-cache nothing is kept: never say "cached" then.
+    let refresh_state = match (token.has_refresh_token, cache_path.is_some()) {
+        (true, true) => "cached",
+        (true, false) => "received, not kept (--no-cache)",
+        (false, _) => "none",
+    };
     if global.json {
         let mut out = json!({
             "ok": true,
@@ -181,6 +187,7 @@ fn print_token(
             "expires_in": expires_in,
             "scope": token.scope,
             "has_refresh_token": token.has_refresh_token,
+            "refresh_token": refresh_state,
             "cache": cache_path,
         });
         if args.show_token {
@@ -210,14 +217,7 @@ fn print_token(
         if let Some(scope) = &token.scope {
             println!("  scope:          {scope}");
         }
-        println!(
-            "  refresh token:  {}",
-            if token.has_refresh_token {
-                "cached"
-            } else {
-                "none"
-            }
-        );
+        println!("  refresh token:  {refresh_state}");
         println!(
             "  cache:          {}",
             cache_path.as_deref().unwrap_or("off")

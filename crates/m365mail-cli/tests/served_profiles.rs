@@ -148,6 +148,51 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         assert_eq!(json["origin"], origin, "{profile}: {json}");
     }
 
+    // One sign-in serves every protocol: after sandbox-user's IMAP sign-in, an SMTP token comes from the
+    // account's refresh token.
+    let output = token_get(&config, "sandbox-user")
+        .args(["--flow", "refresh", "--target", "smtp"])
+        .output()
+        .unwrap();
+    let json = json_of(&output);
+    assert!(output.status.success(), "{json}");
+    assert_eq!(json["origin"], "refresh", "{json}");
+    assert!(
+        json["scope"].as_str().unwrap().contains("SMTP.Send"),
+        "{json}"
+    );
+    // --no-cache never claims a token was cached.
+    let output = token_get(&config, "sandbox-user")
+        .arg("--no-cache")
+        .output()
+        .unwrap();
+    let json = json_of(&output);
+    assert_eq!(
+        (json["origin"].as_str(), json["cache"].as_str()),
+        (Some("flow"), None),
+        "{json}"
+    );
+    assert_eq!(
+        json["refresh_token"], "received, not kept (--no-cache)",
+        "{json}"
+    );
+    let mut text = token_get(&config, "sandbox-user");
+    let text = text.arg("--no-cache").env_remove("M365MAIL_LOG");
+    let args: Vec<_> = text
+        .get_args()
+        .filter(|a| *a != "--json")
+        .map(|a| a.to_owned())
+        .collect();
+    let output = Command::cargo_bin("m365mail")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(!shown.contains("cached"), "{shown}");
+    assert!(shown.contains("cache:          off"), "{shown}");
+
     // Device code: the prompt goes to stderr; the code is approved through the served admin API. The token
     // cached by sandbox-user (same app, account and scopes) would serve, so --force signs in again.
     let mut child = token_get(&config, "sandbox-device")

@@ -27,6 +27,10 @@ use crate::time::unix_secs;
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(300);
 
 /// What a cache entry is keyed by: authority + tenant, client id, account, sorted scope set.
+///
+/// Access tokens are cached per key. Refresh tokens are cached per account (the key without its scopes),
+/// as MSAL does: an Entra refresh token is multi-resource, so the one from an IMAP sign-in also buys an SMTP
+/// or Graph token for the same account and app.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey {
     /// Authority URL (`{base}{tenant}/`), which covers cloud and tenant.
@@ -59,6 +63,16 @@ impl CacheKey {
             escape_field(&self.client_id),
             escape_field(&self.account),
             escape_field(&self.scopes)
+        )
+    }
+
+    /// The id of the account entry, which holds the account's refresh token: the key with no scopes.
+    fn account_id(&self) -> String {
+        format!(
+            "{}|{}|{}|",
+            escape_field(&self.authority),
+            escape_field(&self.client_id),
+            escape_field(&self.account)
         )
     }
 
@@ -344,66 +358,123 @@ impl TokenCache {
         self.path.as_deref()
     }
 
-    /// The entry for `key`.
+    /// The entry for `key`: its access token, with the account's refresh token. With no access token cached
+    /// for these scopes, an entry holding only the account's refresh token (empty access token, never fresh).
     pub fn get(&self, key: &CacheKey) -> Result<Option<CachedToken>, AuthError> {
-        let id = key.id();
-        match self.with_entries(|entries| (entries.get(&id).cloned(), false))? {
-            Some(entry) => self.hydrate(&id, entry),
-            None => Ok(None),
-        }
+        let (id, account_id) = (key.id(), key.account_id());
+        let (entry, account) = self.with_entries(|entries| {
+            (
+                (entries.get(&id).cloned(), entries.get(&account_id).cloned()),
+                false,
+            )
+        })?;
+        let entry = match entry {
+            Some(e) => self.hydrate(&id, e)?,
+            None => None,
+        };
+        let account_rt = match account {
+            Some(a) => self.hydrate(&account_id, a)?.and_then(|a| a.refresh_token),
+            None => None,
+        };
+        Ok(match (entry, account_rt) {
+            (Some(mut entry), Some(rt)) => {
+                entry.refresh_token = Some(rt);
+                Some(entry)
+            }
+            // An entry written before refresh tokens moved to the account keeps its own.
+            (Some(entry), None) => Some(entry),
+            (None, Some(rt)) => Some(CachedToken {
+                access_token: Secret::default(),
+                expires_at: 0,
+                refresh_token: Some(rt),
+                scope: None,
+                in_secret_store: false,
+            }),
+            (None, None) => None,
+        })
     }
 
-    /// Saves a token response: the access token, and the refresh token — the rotated one if the response has
-    /// one, else the one already cached (client credentials and some refreshes return none).
+    /// Saves a token response: the access token under `key`, and the refresh token under the account — the
+    /// rotated one if the response has one, else the one already cached (client credentials and some
+    /// refreshes return none). Returns the entry as [`Self::get`] would.
     pub fn store(&self, key: &CacheKey, token: &TokenResponse) -> Result<CachedToken, AuthError> {
-        let id = key.id();
+        let (id, account_id) = (key.id(), key.account_id());
         self.with_entries(|entries| {
-            let previous = entries.get(&id).cloned().map(|e| self.hydrate(&id, e));
-            let previous_rt = match previous {
-                Some(Ok(Some(e))) => e.refresh_token,
-                Some(Err(e)) => return (Err(e), false),
-                _ => None,
-            };
+            let mut previous_rt = None;
+            for known in [&account_id, &id] {
+                match entries.get(known).cloned().map(|e| self.hydrate(known, e)) {
+                    Some(Ok(Some(e))) if previous_rt.is_none() => previous_rt = e.refresh_token,
+                    Some(Err(e)) => return (Err(e), false),
+                    _ => {}
+                }
+            }
+            let refresh_token = token.refresh_token.clone().or(previous_rt);
             let entry = CachedToken {
                 access_token: token.access_token.clone(),
                 expires_at: unix_secs(token.expires_at),
-                refresh_token: token.refresh_token.clone().or(previous_rt),
+                refresh_token: None,
                 scope: token.scope.clone(),
                 in_secret_store: false,
             };
-            match self.dehydrate(&id, &entry) {
-                Ok(on_file) => {
-                    entries.insert(id.clone(), on_file);
-                    (Ok(entry), true)
+            let on_file = match self.dehydrate(&id, &entry) {
+                Ok(on_file) => on_file,
+                Err(e) => return (Err(e), false),
+            };
+            entries.insert(id.clone(), on_file);
+            if let Some(rt) = &refresh_token {
+                let account = CachedToken {
+                    access_token: Secret::default(),
+                    expires_at: 0,
+                    refresh_token: Some(rt.clone()),
+                    scope: None,
+                    in_secret_store: false,
+                };
+                match self.dehydrate(&account_id, &account) {
+                    Ok(on_file) => {
+                        entries.insert(account_id.clone(), on_file);
+                    }
+                    Err(e) => return (Err(e), false),
                 }
-                Err(e) => (Err(e), false),
             }
+            (
+                Ok(CachedToken {
+                    refresh_token,
+                    ..entry
+                }),
+                true,
+            )
         })?
     }
 
-    /// Drops the refresh token of `key` (after Entra declared it dead), keeping nothing else usable.
+    /// Drops the refresh token of `key`'s account (after Entra declared it dead), and the one an older
+    /// entry of `key` may hold; cached access tokens stay until they expire.
     pub fn drop_refresh_token(&self, key: &CacheKey) -> Result<(), AuthError> {
-        let id = key.id();
-        self.with_entries(|entries| {
+        let (id, account_id) = (key.id(), key.account_id());
+        let dropped_account = self.with_entries(|entries| {
+            let had_account = entries.remove(&account_id).is_some();
             let Some(entry) = entries.get(&id).cloned() else {
-                return (Ok(()), false);
+                return (Ok(had_account), had_account);
             };
             let mut entry = match self.hydrate(&id, entry) {
                 Ok(Some(e)) => e,
-                Ok(None) => return (Ok(()), false),
+                Ok(None) => return (Ok(had_account), had_account),
                 Err(e) => return (Err(e), false),
             };
             if entry.refresh_token.take().is_none() {
-                return (Ok(()), false);
+                return (Ok(had_account), had_account);
             }
             match self.dehydrate(&id, &entry) {
                 Ok(on_file) => {
                     entries.insert(id.clone(), on_file);
-                    (Ok(()), true)
+                    (Ok(had_account), true)
                 }
                 Err(e) => (Err(e), false),
             }
-        })?
+        })??;
+        if dropped_account {
+            self.forget(&[account_id])?;
+        }
+        Ok(())
     }
 
     /// Removes `key`; returns whether it existed.
@@ -417,7 +488,7 @@ impl TokenCache {
         Ok(existed)
     }
 
-    /// Removes every entry; returns how many there were.
+    /// Removes every entry; returns how many token sets (access-token entries) there were.
     pub fn clear(&self) -> Result<usize, AuthError> {
         let ids = self.with_entries(|entries| {
             let ids: Vec<String> = entries.keys().cloned().collect();
@@ -426,10 +497,10 @@ impl TokenCache {
             (ids, dirty)
         })?;
         self.forget(&ids)?;
-        Ok(ids.len())
+        Ok(token_sets(&ids))
     }
 
-    /// Removes entries whose key matches `pred`; returns how many.
+    /// Removes entries whose key matches `pred`; returns how many token sets (access-token entries) went.
     pub fn remove_where(&self, pred: impl Fn(&str) -> bool) -> Result<usize, AuthError> {
         let ids = self.with_entries(|entries| {
             let ids: Vec<String> = entries.keys().filter(|k| pred(k)).cloned().collect();
@@ -440,7 +511,7 @@ impl TokenCache {
             (ids, dirty)
         })?;
         self.forget(&ids)?;
-        Ok(ids.len())
+        Ok(token_sets(&ids))
     }
 
     /// The keys (as `authority|client|account|scopes` strings) and expiries.
@@ -478,6 +549,12 @@ impl TokenCache {
         drop(lock); // releases the flock
         Ok(out)
     }
+}
+
+/// How many of `ids` are access-token entries (an account entry, which holds the account's refresh token,
+/// has an empty scope field: its id ends with the separator).
+fn token_sets(ids: &[String]) -> usize {
+    ids.iter().filter(|id| !id.ends_with('|')).count()
 }
 
 fn cache_err(path: &Path, detail: String) -> AuthError {
@@ -617,6 +694,82 @@ mod tests {
             None => format!(r#"{{"token_type":"Bearer","access_token":"{at}","expires_in":3600}}"#),
         };
         TokenResponse::parse(body.as_bytes(), clock.now(), "u").unwrap()
+    }
+
+    /// The refresh token is kept once per account; access tokens per scope set; an older file's per-entry
+    /// refresh token still works.
+    #[test]
+    fn refresh_tokens_are_per_account_access_tokens_per_scope_set() {
+        let clock = FakeClock::fixed();
+        let cache = TokenCache::in_memory();
+        let a = Authority::new(Cloud::Global, Tenant::Domain("contoso.com".into()));
+        let imap = CacheKey::new(&a, "client", "adele@x", &Scopes::parse("imap"));
+        let smtp = CacheKey::new(&a, "client", "adele@x", &Scopes::parse("smtp"));
+        let other_app = CacheKey::new(&a, "client-2", "adele@x", &Scopes::parse("smtp"));
+        cache
+            .store(&imap, &token(&clock, "at-imap", Some("rt-1")))
+            .unwrap();
+        let for_smtp = cache
+            .get(&smtp)
+            .unwrap()
+            .expect("the account's refresh token");
+        assert!(for_smtp.access_token.is_empty());
+        assert!(!for_smtp.is_fresh(clock.now(), DEFAULT_MARGIN));
+        assert_eq!(for_smtp.refresh_token.unwrap().expose(), "rt-1");
+        assert!(cache.get(&other_app).unwrap().is_none());
+        // A response without a refresh token keeps the account's; a rotated one replaces it for both keys.
+        cache.store(&smtp, &token(&clock, "at-smtp", None)).unwrap();
+        assert_eq!(
+            cache
+                .get(&smtp)
+                .unwrap()
+                .unwrap()
+                .refresh_token
+                .unwrap()
+                .expose(),
+            "rt-1"
+        );
+        cache
+            .store(&smtp, &token(&clock, "at-smtp-2", Some("rt-2")))
+            .unwrap();
+        let imap_entry = cache.get(&imap).unwrap().unwrap();
+        assert_eq!(imap_entry.access_token.expose(), "at-imap");
+        assert_eq!(imap_entry.refresh_token.unwrap().expose(), "rt-2");
+        // Dropped once, gone for every scope set of the account; the access tokens stay.
+        cache.drop_refresh_token(&imap).unwrap();
+        assert!(cache.get(&smtp).unwrap().unwrap().refresh_token.is_none());
+        assert_eq!(
+            cache.get(&imap).unwrap().unwrap().access_token.expose(),
+            "at-imap"
+        );
+    }
+
+    #[test]
+    fn an_entry_written_with_its_own_refresh_token_still_refreshes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let k = key("old@x");
+        let legacy = serde_json::json!({
+            "version": 1,
+            "entries": { k.id(): { "access_token": "at", "expires_at": 1, "refresh_token": "rt-old" } }
+        });
+        std::fs::write(&path, legacy.to_string()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let cache = TokenCache::open(&path).unwrap();
+        assert_eq!(
+            cache
+                .get(&k)
+                .unwrap()
+                .unwrap()
+                .refresh_token
+                .unwrap()
+                .expose(),
+            "rt-old"
+        );
     }
 
     #[cfg(unix)]
@@ -789,7 +942,10 @@ mod tests {
             t.join().unwrap();
         }
         let cache = Arc::new(TokenCache::open(&path).unwrap());
-        assert_eq!(cache.list().unwrap().len(), 80);
+        // 80 access-token entries and, as every key is its own account here, 80 account refresh tokens.
+        let listed = cache.list().unwrap();
+        let accounts = listed.iter().filter(|(id, _, _)| id.ends_with('|')).count();
+        assert_eq!((listed.len() - accounts, accounts), (80, 80));
         let text = fs::read_to_string(&path).unwrap();
         assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
     }

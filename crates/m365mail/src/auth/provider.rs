@@ -664,6 +664,53 @@ mod tests {
         assert_eq!(p.token().await.unwrap().origin, TokenOrigin::Cache);
     }
 
+    /// Entra refresh tokens are multi-resource: after an IMAP sign-in, an SMTP token for the same account and
+    /// app comes from the account's refresh token, not from another sign-in; `run_flow` signs in again.
+    #[tokio::test]
+    async fn one_sign_in_serves_every_scope_set_of_the_account() {
+        let clock = FakeClock::fixed();
+        let cache = Arc::new(TokenCache::in_memory());
+        let source = Arc::new(Counting {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        });
+        let a = Authority::new(Cloud::Global, Tenant::Domain("contoso.com".into()));
+        let provider = |account: &str, scopes: &str| {
+            TokenProvider::new(
+                source.clone(),
+                cache.clone(),
+                CacheKey::new(&a, "client", account, &Scopes::parse(scopes)),
+                Scopes::parse(scopes),
+                Arc::new(clock.clone()),
+            )
+        };
+        let imap = provider("adele@x", "imap offline_access");
+        assert_eq!(imap.token().await.unwrap().origin, TokenOrigin::Flow);
+        let smtp = provider("adele@x", "smtp offline_access");
+        let t = smtp.token().await.unwrap();
+        assert_eq!(t.origin, TokenOrigin::Refresh);
+        assert_eq!(t.token.expose(), "refreshed-at-1-from-rt-1");
+        // The rotated refresh token is the account's: IMAP's next renewal uses it.
+        clock.advance(Duration::from_secs(3600));
+        let t = imap.token().await.unwrap();
+        assert_eq!(t.token.expose(), "refreshed-at-2-from-rt-r1");
+        // Another account, or another app, does not share it.
+        assert_eq!(
+            provider("alex@x", "smtp offline_access")
+                .token()
+                .await
+                .unwrap()
+                .origin,
+            TokenOrigin::Flow
+        );
+        assert_eq!(source.acquires.load(Ordering::SeqCst), 2);
+        assert_eq!(source.refreshes.load(Ordering::SeqCst), 2);
+        // run_flow signs in again although a fresh access token and a refresh token are cached.
+        let again = imap.run_flow().await.unwrap();
+        assert_eq!(again.origin, TokenOrigin::Flow);
+        assert_eq!(source.acquires.load(Ordering::SeqCst), 3);
+    }
+
     #[tokio::test]
     async fn dead_refresh_token_falls_back_to_the_flow() {
         let clock = FakeClock::fixed();
