@@ -208,6 +208,24 @@ impl AdminHandle {
         Self { state }
     }
 
+    /// Checks a bearer token the way the sandbox's IMAP, POP3, SMTP and Graph services do (signature,
+    /// expiry at the sandbox's clock, issuer, audience, scope or role, and that the user or app still exists
+    /// and is enabled): whom it speaks for, or why not.
+    pub fn check_bearer(
+        &self,
+        token: &str,
+        requirement: crate::Requirement,
+    ) -> Result<crate::Principal, crate::BearerRefusal> {
+        let directory = lock(&self.state.directory);
+        crate::identity::bearer::validate_bearer(
+            &self.state.signing_key,
+            &directory,
+            self.state.now_unix(),
+            token,
+            requirement,
+        )
+    }
+
     /// Approves a pending device code as `upn` (signed in without a password; the account's disabled,
     /// locked and expired-password states still refuse).
     pub fn approve_device_code(&self, user_code: &str, upn: &str) -> Result<(), SandboxError> {

@@ -93,6 +93,7 @@ use url::Url;
 pub use admin::AdminHandle;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
+pub use identity::bearer::{BearerRefusal, Principal, Requirement};
 pub use state::RequestStats;
 pub use tenant::TenantModel;
 

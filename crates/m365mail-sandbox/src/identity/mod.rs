@@ -2,6 +2,7 @@
 
 pub(crate) mod adminconsent;
 pub(crate) mod authorize;
+pub(crate) mod bearer;
 pub(crate) mod client_auth;
 pub(crate) mod crypto;
 pub(crate) mod devicecode;

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_consent;
 mod auth_code;
+mod bearer;
 mod client_credentials;
 mod common;
 mod device_code;
