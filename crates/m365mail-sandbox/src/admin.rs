@@ -30,7 +30,7 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::json;
@@ -783,4 +783,22 @@ pub(crate) fn router() -> Router<Arc<SandboxState>> {
             "/_sandbox/admin/apps/{client_id}/enabled",
             post(http_set_enabled),
         )
+        .route("/_sandbox/admin", any(http_unknown_route))
+        .route("/_sandbox/admin/{*rest}", any(http_unknown_route))
+}
+
+/// Any other admin path or method: a JSON 404 that lists where the routes are documented.
+async fn http_unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({
+            "error": "not_found",
+            "message": format!(
+                "no admin route {method} {}; the routes are listed in the sandbox section of the README \
+                 and in the m365mail_sandbox::admin documentation",
+                uri.path()
+            ),
+        })),
+    )
+        .into_response()
 }

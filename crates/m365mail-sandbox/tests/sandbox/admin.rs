@@ -381,3 +381,25 @@ async fn token_answers_are_not_cacheable_and_echo_the_client_request_id() {
             .contains(&format!("Correlation ID: {request_id}"))
     );
 }
+
+#[tokio::test]
+async fn an_unknown_admin_route_answers_json_404() {
+    let sandbox = start().await;
+    for path in [
+        "nope",
+        "users/adele@contoso.onmicrosoft.com/frobnicate",
+        "stats/extra",
+    ] {
+        let answer = sandbox.admin_post(path, json!({})).await;
+        assert_eq!(answer.status, 404, "{path}: {:?}", answer.body);
+        assert_eq!(answer.body["error"], "not_found", "{path}");
+        let message = answer.body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("POST /_sandbox/admin/{path}")),
+            "{message}"
+        );
+    }
+    let answer = sandbox.get_json("_sandbox/admin").await;
+    assert_eq!(answer.status, 404);
+    assert_eq!(answer.body["error"], "not_found");
+}
