@@ -74,6 +74,7 @@ pub mod clock;
 pub mod demo;
 mod error;
 mod identity;
+mod request_body;
 mod server;
 mod state;
 pub mod tenant;
@@ -95,6 +96,11 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
 pub use state::RequestStats;
 pub use tenant::TenantModel;
+
+/// The largest request body the sandbox reads, in bytes (1 MiB; Entra's token requests are a few
+/// KiB). A larger body, announced by `Content-Length` or streamed, is answered with HTTP 413 and
+/// Entra's error JSON (`invalid_request`, AADSTS9002313), over HTTP/2 without resetting the stream.
+pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
 
 /// Token and code lifetimes. Short values make expiry testable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +146,10 @@ pub struct SandboxConfig {
     /// connection handshakes in its own task, so a stalled one never delays other clients; this only
     /// bounds how long it holds a socket. Default 30 seconds.
     pub tls_handshake_timeout: Duration,
+    /// A connection that has not sent complete request headers this long after it was accepted (or,
+    /// for HTTP/1.1 keep-alive, after its previous request) is closed, so a client that stops
+    /// halfway through its headers cannot hold a connection. Default 10 seconds.
+    pub header_read_timeout: Duration,
     /// Refuse a certificate assertion whose `jti` this client already used (AADSTS50012) until that
     /// assertion expires. Default **off**, as Entra: MSAL Python reuses one assertion (same `jti`) for
     /// up to 9 minutes across token requests (`AutoRefresher` in `msal/oauth2cli/assertion.py`), which
@@ -156,6 +166,7 @@ impl Default for SandboxConfig {
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
             tls_handshake_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
             reject_replayed_assertions: false,
         }
     }
@@ -224,6 +235,10 @@ impl Sandbox {
         });
         let router = identity::router()
             .merge(admin::router())
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                request_body::read_whole_body,
+            ))
             .with_state(Arc::clone(&state));
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let server = server::spawn(
@@ -231,6 +246,7 @@ impl Sandbox {
             router,
             config.tls.then(|| Arc::clone(&tls.server_config)),
             config.tls_handshake_timeout,
+            config.header_read_timeout,
             shutdown_receiver,
         );
         tracing::info!(base_url = %base_url, "sandbox tenant listening");

@@ -200,6 +200,19 @@ impl EntraError {
         Self::bad_request("invalid_request", 9002313, message)
     }
 
+    /// A request body over [`crate::MAX_REQUEST_BODY_BYTES`]: HTTP 413 with the malformed-request
+    /// code (Entra documents none for this).
+    pub(crate) fn request_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            9002313,
+            format!(
+                "The request body is larger than {limit} bytes, the most the endpoint accepts."
+            ),
+        )
+    }
+
     // ---- tenant ------------------------------------------------------------------------------
 
     pub(crate) fn tenant_not_found(tenant: &str) -> Self {

@@ -7,6 +7,7 @@ mod client_credentials;
 mod common;
 mod device_code;
 mod discovery;
+mod http;
 mod msal;
 mod refresh;
 mod ropc;
