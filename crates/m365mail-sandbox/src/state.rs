@@ -44,13 +44,16 @@ pub(crate) struct SandboxState {
 }
 
 impl SandboxState {
-    pub(crate) fn count_endpoint(&self, endpoint: &str) {
+    /// Counts a request to one endpoint. Keys are `'static`: never a string a client sent.
+    pub(crate) fn count_endpoint(&self, endpoint: &'static str) {
         let mut stats = lock(&self.stats);
         stats.total_requests += 1;
         *stats.by_endpoint.entry(endpoint.to_string()).or_default() += 1;
     }
 
-    pub(crate) fn count_grant(&self, grant_type: &str) {
+    /// Counts a token request under a grant type name the sandbox chose (see
+    /// [`RequestStats::by_grant_type`]); `'static` so a client cannot make it keep new keys.
+    pub(crate) fn count_grant(&self, grant_type: &'static str) {
         *lock(&self.stats)
             .by_grant_type
             .entry(grant_type.to_string())
@@ -97,8 +100,10 @@ pub struct RequestStats {
     /// Per endpoint: `openid-configuration`, `keys`, `instance-discovery`, `userrealm`, `token`,
     /// `devicecode`, `authorize`, `devicelogin`, `adminconsent`.
     pub by_endpoint: BTreeMap<String, u64>,
-    /// Token requests per `grant_type` value as sent (`password`, `client_credentials`, `refresh_token`,
-    /// `authorization_code`, `urn:ietf:params:oauth:grant-type:device_code`; missing → `(none)`).
+    /// Token requests per `grant_type`: the values the token endpoint knows as sent (`password`,
+    /// `client_credentials`, `refresh_token`, `authorization_code`,
+    /// `urn:ietf:params:oauth:grant-type:device_code`, `device_code`); missing or empty → `(none)`;
+    /// any other value → `(other)`, so a client cannot make the counters grow.
     pub by_grant_type: BTreeMap<String, u64>,
 }
 

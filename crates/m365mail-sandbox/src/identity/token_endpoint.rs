@@ -33,6 +33,27 @@ use crate::{
 /// The device-code grant type of RFC 8628.
 pub(crate) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
+/// The grant types the token endpoint handles, as the request counters name them.
+const KNOWN_GRANT_TYPES: [&str; 6] = [
+    "password",
+    "client_credentials",
+    "refresh_token",
+    "authorization_code",
+    DEVICE_CODE_GRANT,
+    "device_code",
+];
+
+/// The counter key for a request's `grant_type`: a known name, `(none)`, or `(other)`.
+fn counted_grant_type(grant_type: Option<&str>) -> &'static str {
+    match grant_type {
+        None => "(none)",
+        Some(sent) => KNOWN_GRANT_TYPES
+            .into_iter()
+            .find(|known| *known == sent)
+            .unwrap_or("(other)"),
+    }
+}
+
 /// `GET` (or any non-POST verb) on the token endpoint: AADSTS900561.
 pub(crate) async fn token_with_wrong_method(
     State(state): State<Arc<SandboxState>>,
@@ -52,7 +73,7 @@ pub(crate) async fn token(
     state.count_endpoint("token");
     let params = parse_form(&body);
     let grant_type = params.get("grant_type").unwrap_or("(none)");
-    state.count_grant(grant_type);
+    state.count_grant(counted_grant_type(params.get("grant_type")));
     let request_id = client_request_id(&headers);
     let client_id = params.get("client_id").unwrap_or("(none)");
     let outcome = match state.take_token_fault() {
