@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `GET /_sandbox/admin/stats` | – | [`RequestStats`] |
 //! | `POST /_sandbox/admin/stats/reset` | – | `{}` |
-//! | `POST /_sandbox/admin/faults/token` | `{"kind": "throttled", "retry_after_seconds": 2, "count": 1}` (kinds: [`TokenFault`]) | `{}` |
+//! | `POST /_sandbox/admin/faults/token` | `{"kind": "throttled", "retry_after_seconds": 2, "count": 1}` (kinds: [`TokenFault`]: `throttled`, `temporarily_unavailable`, `server_error`, `slow_down`) | `{}` |
 //! | `POST /_sandbox/admin/faults/clear` | – | `{}` |
 //! | `GET /_sandbox/admin/device-codes` | – | `[`[`PendingDeviceCode`]`]` |
 //! | `POST /_sandbox/admin/device-codes/{user_code}/approve` | `{"username": upn}` | `{"user_code", "status": "approved"}` |
@@ -147,8 +147,8 @@ pub struct AppRolesChange {
     pub roles: Vec<String>,
 }
 
-/// A transient failure the token endpoint answers with instead of handling a request, for testing
-/// clients' retry logic.
+/// A failure the token endpoint answers with instead of handling a request, for testing clients'
+/// retry and polling logic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TokenFault {
@@ -161,6 +161,10 @@ pub enum TokenFault {
     TemporarilyUnavailable,
     /// HTTP 500, `server_error`, AADSTS90006.
     ServerError,
+    /// HTTP 400, `slow_down` (RFC 8628 §3.5, no AADSTS code), to device-code polls only: other token
+    /// requests are handled as usual and do not use it up. Entra answers fast polls with
+    /// `authorization_pending`, so the sandbox sends `slow_down` only when told to.
+    SlowDown,
 }
 
 impl TokenFault {
@@ -172,6 +176,15 @@ impl TokenFault {
             } => EntraError::throttled(*retry_after_seconds),
             Self::TemporarilyUnavailable => EntraError::temporarily_unavailable(),
             Self::ServerError => EntraError::server_error(),
+            Self::SlowDown => EntraError::slow_down(),
+        }
+    }
+
+    /// Whether the fault answers a token request with this `grant_type`.
+    pub(crate) fn applies_to(&self, grant_type: Option<&str>) -> bool {
+        match self {
+            Self::SlowDown => grant_type.is_some_and(crate::identity::is_device_code_grant),
+            _ => true,
         }
     }
 }
@@ -464,7 +477,8 @@ impl AdminHandle {
     }
 
     /// Answers the next `count` token requests with `fault` instead of handling them (they are still
-    /// counted in the stats). Replaces faults injected earlier; `count` 0 clears them.
+    /// counted in the stats); [`TokenFault::SlowDown`] answers only device-code polls. Replaces
+    /// faults injected earlier; `count` 0 clears them.
     pub fn inject_token_faults(&self, fault: TokenFault, count: u32) {
         *lock(&self.state.token_faults) = (count > 0).then_some((fault, count));
     }

@@ -21,7 +21,8 @@
 //! - `GET /common/discovery/instance`, `GET /common/userrealm/{username}?api-version=1.0`
 //! - `POST /{tenant}/oauth2/v2.0/token`: `password`, `client_credentials` (secret post/basic,
 //!   `private_key_jwt` RS256+`x5t` or PS256+`x5t#S256`), `refresh_token` (rotating),
-//!   `urn:ietf:params:oauth:grant-type:device_code`, `authorization_code` (PKCE S256/plain)
+//!   `urn:ietf:params:oauth:grant-type:device_code` (or the short `device_code`), `authorization_code`
+//!   (PKCE S256/plain)
 //! - `POST /{tenant}/oauth2/v2.0/devicecode`, `GET/POST /devicelogin` (see `identity::devicecode`)
 //! - `GET/POST /{tenant}/oauth2/v2.0/authorize` (a plain HTML form: fields `username`, `password`)
 //! - `GET/POST /{tenant}/v2.0/adminconsent` and `/{tenant}/adminconsent` (a global admin grants the app's
@@ -57,7 +58,7 @@
 //! | 500011 | invalid_resource | resource not in the tenant |
 //! | 70000 / 700082 / 50173 | invalid_grant | refresh token unknown or of another client / expired / revoked (also by a password change) |
 //! | 70016 / 70018 / 70019 / 90120 | authorization_pending / bad_verification_code / expired_token / invalid_grant | device flow states |
-//! | – | slow_down / authorization_declined | device flow (no AADSTS code, as in Entra) |
+//! | – | slow_down / authorization_declined | device flow (no AADSTS code, as in Entra); polling faster than `interval` still gets 70016, `slow_down` only when injected ([`admin::TokenFault::SlowDown`]) |
 //! | 50011 / 501481 / 54005 / 70008 | invalid_request / invalid_grant | redirect URI mismatch / PKCE mismatch / code reused / code expired |
 //! | 900971 / 50058 | (authorize page / redirect) | no redirect URI registered / `prompt=none` |
 //! | 90094 / 650057 | permission_denied / invalid_request (admin-consent redirect) | not an admin / resource not among the app's requested permissions |
@@ -111,7 +112,9 @@ pub struct Lifetimes {
     pub refresh_token: Duration,
     /// Device codes (`expires_in` of the device code response; Entra: 15 minutes).
     pub device_code: Duration,
-    /// Minimum time between device-code polls (`interval`); faster polls get `slow_down`.
+    /// The device-code `interval` clients are told to wait between polls. Faster polls still get
+    /// `authorization_pending`, as from Entra; `slow_down` only as an injected fault
+    /// ([`admin::TokenFault::SlowDown`]).
     pub device_poll_interval: Duration,
     /// Authorization codes (Entra: about 10 minutes).
     pub authorization_code: Duration,

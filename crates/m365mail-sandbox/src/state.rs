@@ -4,7 +4,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
 };
 
 use serde::{Deserialize, Serialize};
@@ -60,20 +59,18 @@ impl SandboxState {
             .or_default() += 1;
     }
 
-    /// Takes one injected fault, if any remain.
-    pub(crate) fn take_token_fault(&self) -> Option<TokenFault> {
+    /// Takes one injected fault that applies to this `grant_type`, if any remain.
+    pub(crate) fn take_token_fault(&self, grant_type: Option<&str>) -> Option<TokenFault> {
         let mut faults = lock(&self.token_faults);
-        let (fault, remaining) = faults.as_mut()?;
+        let (fault, remaining) = faults
+            .as_mut()
+            .filter(|(fault, _)| fault.applies_to(grant_type))?;
         let fault = fault.clone();
         *remaining -= 1;
         if *remaining == 0 {
             *faults = None;
         }
         Some(fault)
-    }
-
-    pub(crate) fn now(&self) -> SystemTime {
-        self.clock.now()
     }
 
     pub(crate) fn now_unix(&self) -> u64 {
@@ -186,10 +183,6 @@ pub(crate) struct DeviceGrant {
     pub(crate) tenant_id: Option<String>,
     pub(crate) scope: String,
     pub(crate) expires_at: u64,
-    pub(crate) interval_seconds: u64,
-    /// The last poll, or the issue time before the first one: RFC 8628 §3.5 (and Entra) expect the
-    /// client to wait `interval` before its first poll too, so an early first poll gets `slow_down`.
-    pub(crate) last_poll: SystemTime,
     pub(crate) state: DeviceState,
 }
 

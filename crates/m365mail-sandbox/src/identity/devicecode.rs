@@ -78,8 +78,6 @@ fn start_device_flow(
             },
             scope: scope.to_string(),
             expires_at: state.unix_after(state.lifetimes.device_code),
-            interval_seconds: interval,
-            last_poll: state.now(),
             state: DeviceState::Pending,
         },
     );

@@ -67,6 +67,12 @@ pub(crate) fn router() -> Router<Arc<SandboxState>> {
         )
 }
 
+/// The device-code grant: RFC 8628's URN, or the short `device_code` some client libraries send
+/// (Entra accepts both).
+pub(crate) fn is_device_code_grant(grant_type: &str) -> bool {
+    grant_type == token_endpoint::DEVICE_CODE_GRANT || grant_type == "device_code"
+}
+
 /// What the `{tenant}` URL segment named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TenantAlias {

@@ -1,6 +1,6 @@
 //! `POST /{tenant}/oauth2/v2.0/token`: one function per grant.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json,
@@ -21,7 +21,7 @@ use crate::{
         client_request_id,
         crypto::{b64url, sha256},
         errors::EntraError,
-        parse_form,
+        is_device_code_grant, parse_form,
         scopes::{DelegatedScopes, consented_delegated_scopes, parse_app_only, parse_delegated},
         signin::{SignInKind, check_account_usable, check_sign_in, find_user},
         tokens::{ClientAuthMethod, DelegatedIssue, issue_app_only, issue_delegated},
@@ -76,7 +76,7 @@ pub(crate) async fn token(
     state.count_grant(counted_grant_type(params.get("grant_type")));
     let request_id = client_request_id(&headers);
     let client_id = params.get("client_id").unwrap_or("(none)");
-    let outcome = match state.take_token_fault() {
+    let outcome = match state.take_token_fault(params.get("grant_type")) {
         Some(fault) => Err(fault.to_entra_error()),
         None => handle_token_request(&state, &tenant_segment, &params, &headers),
     };
@@ -133,7 +133,7 @@ fn handle_token_request(
         "password" => request.password(),
         "client_credentials" => request.client_credentials(),
         "refresh_token" => request.refresh_token(),
-        DEVICE_CODE_GRANT => request.device_code(),
+        grant if is_device_code_grant(grant) => request.device_code(),
         "authorization_code" => request.authorization_code(),
         other => Err(EntraError::unsupported_grant_type(other)),
     }
@@ -365,16 +365,8 @@ impl<'a> TokenRequest<'a> {
                     other_tenant: EntraError::bad_verification_code,
                 },
             )?;
-            let now = self.state.now();
-            // Measured from the previous poll, or from the issue for the first one. A clock that
-            // went backwards counts as not too soon.
-            let too_soon = now
-                .duration_since(grant.last_poll)
-                .is_ok_and(|elapsed| elapsed < Duration::from_secs(grant.interval_seconds));
-            grant.last_poll = now;
-            if too_soon && grant.state == DeviceState::Pending {
-                return Err(EntraError::slow_down());
-            }
+            // However fast the client polls: Entra answers `authorization_pending`, not `slow_down`
+            // (that one only as an injected fault, see `TokenFault::SlowDown`).
             match &grant.state {
                 DeviceState::Pending => return Err(EntraError::authorization_pending()),
                 DeviceState::Declined => return Err(EntraError::authorization_declined()),
