@@ -64,6 +64,8 @@
 //! | 90094 / 650057 | permission_denied / invalid_request (admin-consent redirect) | not an admin / resource not among the app's requested permissions |
 //! | 90055 / 50033 / 90006 | temporarily_unavailable (429 + Retry-After, 503) / server_error (500) | only when injected through the admin API |
 //! | 900144 / 900561 / 70003 / 9002313 | invalid_request / unsupported_grant_type | missing parameter / GET on the token endpoint / unknown grant / malformed request |
+//! | 9000411 | invalid_request | a parameter sent twice to the token or device-code endpoint (never first-wins) |
+//! | 9002313 (HTTP 413) | invalid_request | a request body over [`MAX_REQUEST_BODY_BYTES`] (any endpoint, the admin API too) |
 //!
 //! The crate does not depend on the `m365mail` connector: each is tested against the other and both
 //! against clients nobody here wrote (MSAL Python, curl).

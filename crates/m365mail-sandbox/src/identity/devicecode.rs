@@ -54,6 +54,7 @@ fn start_device_flow(
     body: &[u8],
 ) -> Result<serde_json::Value, EntraError> {
     let params = parse_form(body);
+    params.refuse_duplicates()?;
     let directory = lock(&state.directory);
     let alias = TenantAlias::resolve(&directory, tenant_segment)?;
     let client_id = params.require("client_id")?;

@@ -178,6 +178,14 @@ impl EntraError {
         )
     }
 
+    pub(crate) fn duplicated_parameter(name: &str) -> Self {
+        Self::bad_request(
+            "invalid_request",
+            9000411,
+            format!("The request is not properly formatted. The parameter '{name}' is duplicated."),
+        )
+    }
+
     pub(crate) fn post_only(method: &str) -> Self {
         Self::bad_request(
             "invalid_request",

@@ -108,6 +108,7 @@ fn handle_token_request(
     params: &FormParams,
     headers: &HeaderMap,
 ) -> Result<Value, EntraError> {
+    params.refuse_duplicates()?;
     let directory = lock(&state.directory);
     let alias = TenantAlias::resolve(&directory, tenant_segment)?;
     let grant_type = params.require("grant_type")?;
