@@ -37,7 +37,10 @@ use serde_json::json;
 
 use crate::{
     SandboxError,
-    identity::devicecode::{DeviceDecision, decide},
+    identity::{
+        devicecode::{DeviceDecision, decide},
+        signin::clear_failed_sign_ins,
+    },
     state::{DeviceState, RequestStats, SandboxState, lock},
     tenant::{AppRoleGrant, DelegatedGrant, TenantModel, User},
 };
@@ -52,7 +55,7 @@ pub struct UserUpdate {
     /// Disabled (AADSTS50057).
     #[serde(default)]
     pub disabled: Option<bool>,
-    /// Locked (AADSTS50053).
+    /// Locked (AADSTS50053). `false` also ends a smart lockout ([`crate::SmartLockout`]).
     #[serde(default)]
     pub locked: Option<bool>,
     /// Password expired (AADSTS50055).
@@ -284,6 +287,9 @@ impl AdminHandle {
         let status = UserStatus::from(&*user);
         if password_changed {
             lock(&self.state.grants).revoke_user(&status.object_id);
+        }
+        if update.locked == Some(false) {
+            clear_failed_sign_ins(&self.state, &status.object_id);
         }
         Ok(status)
     }

@@ -39,7 +39,7 @@
 //! |---|---|---|
 //! | 50126 | invalid_grant | wrong password; federated user on ROPC |
 //! | 50034 | invalid_grant | unknown user |
-//! | 50057 / 50053 | invalid_grant | user disabled / locked |
+//! | 50057 / 50053 | invalid_grant | user disabled / locked (the admin flag, or smart lockout: [`SandboxConfig::smart_lockout`], 10 failed passwords in a row lock for 60 s) |
 //! | 50055 | invalid_grant (`suberror` user_password_expired) | password expired |
 //! | 50076 | invalid_grant (`suberror` basic_action, `claims`) | MFA user on ROPC, or refresh of a password-only grant after MFA became required |
 //! | 65001 | invalid_grant (`suberror` consent_required) | scope not consented (admin or user) |
@@ -134,6 +134,28 @@ impl Default for Lifetimes {
     }
 }
 
+/// Entra's smart lockout: after `threshold` failed password sign-ins in a row (ROPC or a sign-in
+/// page), the account is locked for `duration` (AADSTS50053, even with the right password). A
+/// successful password resets the count; after the lock ends the count starts from zero (Entra
+/// lengthens repeated lockouts; the sandbox does not). The lock ends on the injected [`Clock`];
+/// an admin unlock (`locked: false`) ends it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmartLockout {
+    /// Failed password sign-ins in a row that lock the account (Entra: 10). 0 turns lockout off.
+    pub threshold: u32,
+    /// How long the account stays locked (Entra: 60 seconds).
+    pub duration: Duration,
+}
+
+impl Default for SmartLockout {
+    fn default() -> Self {
+        Self {
+            threshold: 10,
+            duration: Duration::from_secs(60),
+        }
+    }
+}
+
 /// How to run a sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -155,6 +177,8 @@ pub struct SandboxConfig {
     /// for HTTP/1.1 keep-alive, after its previous request) is closed, so a client that stops
     /// halfway through its headers cannot hold a connection. Default 10 seconds.
     pub header_read_timeout: Duration,
+    /// Smart lockout of accounts after failed password sign-ins. Default: Entra's, 10 and 60 s.
+    pub smart_lockout: SmartLockout,
     /// Refuse a certificate assertion whose `jti` this client already used (AADSTS50012) until that
     /// assertion expires. Default **off**, as Entra: MSAL Python reuses one assertion (same `jti`) for
     /// up to 9 minutes across token requests (`AutoRefresher` in `msal/oauth2cli/assertion.py`), which
@@ -172,6 +196,7 @@ impl Default for SandboxConfig {
             clock: Arc::new(SystemClock),
             tls_handshake_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            smart_lockout: SmartLockout::default(),
             reject_replayed_assertions: false,
         }
     }
@@ -237,6 +262,8 @@ impl Sandbox {
             token_faults: Mutex::new(None),
             reject_replayed_assertions: config.reject_replayed_assertions,
             seen_assertions: Mutex::default(),
+            smart_lockout: config.smart_lockout,
+            sign_in_failures: Mutex::default(),
         });
         let router = identity::router()
             .merge(admin::router())

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Lifetimes,
+    Lifetimes, SmartLockout,
     admin::TokenFault,
     clock::Clock,
-    identity::{client_auth::SeenAssertions, crypto::SigningKey},
+    identity::{client_auth::SeenAssertions, crypto::SigningKey, signin::FailedSignIns},
     tenant::TenantModel,
 };
 
@@ -40,6 +40,10 @@ pub(crate) struct SandboxState {
     pub(crate) reject_replayed_assertions: bool,
     /// Certificate assertion ids already accepted (used only when replays are refused).
     pub(crate) seen_assertions: Mutex<SeenAssertions>,
+    /// [`crate::SandboxConfig::smart_lockout`].
+    pub(crate) smart_lockout: SmartLockout,
+    /// Lower-case user object id → failed password sign-ins (smart lockout).
+    pub(crate) sign_in_failures: Mutex<HashMap<String, FailedSignIns>>,
 }
 
 impl SandboxState {

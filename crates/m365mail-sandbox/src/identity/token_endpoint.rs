@@ -23,7 +23,7 @@ use crate::{
         errors::EntraError,
         is_device_code_grant, parse_form,
         scopes::{DelegatedScopes, consented_delegated_scopes, parse_app_only, parse_delegated},
-        signin::{SignInKind, check_account_usable, check_sign_in, find_user},
+        signin::{SignInKind, check_account_usable, find_user, sign_in_with_password},
         tokens::{ClientAuthMethod, DelegatedIssue, issue_app_only, issue_delegated},
     },
     state::{AuthorizationCodeGrant, DeviceGrant, DeviceState, RefreshGrant, SandboxState, lock},
@@ -282,12 +282,12 @@ impl<'a> TokenRequest<'a> {
             mfa_performed: false,
         };
         self.issue_to_user(user_grant, |scopes| {
-            check_sign_in(
+            sign_in_with_password(
+                self.state,
                 user,
                 password,
                 SignInKind::PasswordGrant,
                 &scopes.selection.resource.app_id,
-                self.state.base(),
             )
         })
     }

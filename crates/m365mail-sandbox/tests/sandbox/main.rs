@@ -8,6 +8,7 @@ mod common;
 mod device_code;
 mod discovery;
 mod http;
+mod lockout;
 mod msal;
 mod refresh;
 mod ropc;
