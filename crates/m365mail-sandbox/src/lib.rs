@@ -105,11 +105,55 @@ pub use tenant::TenantModel;
 /// Entra's error JSON (`invalid_request`, AADSTS9002313), over HTTP/2 without resetting the stream.
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
 
+/// How long access tokens (and the ID tokens issued with them) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTokenLifetime {
+    /// A lifetime drawn for each token, in whole seconds between `min` and `max` (inclusive):
+    /// Entra's default is 60 to 90 minutes (average 75), so an `expires_in` such as 4249 is normal.
+    Random {
+        /// The shortest lifetime.
+        min: Duration,
+        /// The longest lifetime.
+        max: Duration,
+    },
+    /// The same lifetime for every token (short values make expiry testable).
+    Fixed(Duration),
+}
+
+impl Default for AccessTokenLifetime {
+    fn default() -> Self {
+        Self::Random {
+            min: Duration::from_secs(60 * 60),
+            max: Duration::from_secs(90 * 60),
+        }
+    }
+}
+
+impl From<Duration> for AccessTokenLifetime {
+    fn from(lifetime: Duration) -> Self {
+        Self::Fixed(lifetime)
+    }
+}
+
+impl AccessTokenLifetime {
+    /// The lifetime of one new token, in seconds.
+    pub(crate) fn draw_seconds(&self) -> u64 {
+        match self {
+            Self::Fixed(lifetime) => lifetime.as_secs(),
+            Self::Random { min, max } => {
+                let (low, high) = (min.as_secs(), max.as_secs());
+                rand::Rng::random_range(&mut rand::rng(), low.min(high)..=high.max(low))
+            }
+        }
+    }
+}
+
 /// Token and code lifetimes. Short values make expiry testable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifetimes {
-    /// Access and ID tokens (`expires_in`). Entra picks 60–90 minutes; the sandbox uses a fixed value.
-    pub access_token: Duration,
+    /// Access and ID tokens (`expires_in`): by default random between 60 and 90 minutes for each
+    /// token, as Entra's; [`AccessTokenLifetime::Fixed`] for one value.
+    pub access_token: AccessTokenLifetime,
     /// Refresh tokens, counted from issue (Entra: 90 days of inactivity).
     pub refresh_token: Duration,
     /// Device codes (`expires_in` of the device code response; Entra: 15 minutes).
@@ -125,7 +169,7 @@ pub struct Lifetimes {
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
-            access_token: Duration::from_secs(3600),
+            access_token: AccessTokenLifetime::default(),
             refresh_token: Duration::from_secs(90 * 24 * 3600),
             device_code: Duration::from_secs(900),
             device_poll_interval: Duration::from_secs(5),

@@ -721,7 +721,12 @@ fn drive_browser(url: url::Url, ca_pem: String, forge_state: Option<&'static str
 
 #[tokio::test]
 async fn provider_reuses_cache_and_saves_rotated_refresh_token() {
-    let sbx = sandbox().await;
+    // One-hour tokens, so the clock steps below land inside / past the refresh margin (the
+    // sandbox's default is Entra's random 60 to 90 minutes).
+    let mut config = SandboxConfig::default();
+    config.lifetimes.access_token =
+        m365mail_sandbox::AccessTokenLifetime::Fixed(Duration::from_secs(3600));
+    let sbx = Sandbox::start(config).await.expect("sandbox starts");
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(TokenCache::open(dir.path().join("cache.json")).unwrap());
     let clock = FakeClock::new(SystemClock.now());
