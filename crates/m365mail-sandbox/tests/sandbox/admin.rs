@@ -172,7 +172,10 @@ async fn user_flags_over_http_change_sign_in_answers() {
         )
         .await;
     assert_eq!(unknown.status, 404);
-    assert_eq!(unknown.body["error"], "not_found");
+    assert_eq!(
+        unknown.body,
+        json!({"error": "not_found", "message": "user not found: nobody@contoso.onmicrosoft.com"})
+    );
     let bad_field = sandbox
         .admin_post(
             &format!("users/{}", demo::USER_UPN),
@@ -180,6 +183,15 @@ async fn user_flags_over_http_change_sign_in_answers() {
         )
         .await;
     assert_eq!(bad_field.status, 400);
+    assert_eq!(bad_field.body["error"], "invalid_request");
+    assert!(
+        bad_field.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid request: unknown field `colour`"),
+        "{}",
+        bad_field.body
+    );
 }
 
 #[tokio::test]
@@ -315,6 +327,10 @@ async fn device_codes_can_be_listed_approved_and_declined_over_http() {
         )
         .await;
     assert_eq!(again.status, 409);
+    assert_eq!(
+        again.body,
+        json!({"error": "conflict", "message": "conflict: the device code was already approved or declined"})
+    );
     let missing = sandbox
         .admin_post(
             "device-codes/NOSUCH/approve",
@@ -322,6 +338,10 @@ async fn device_codes_can_be_listed_approved_and_declined_over_http() {
         )
         .await;
     assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.body,
+        json!({"error": "not_found", "message": "device code not found: NOSUCH"})
+    );
     assert_eq!(
         sandbox.get_json("_sandbox/admin/device-codes").await.body,
         json!([])

@@ -143,8 +143,11 @@ async fn device_flow_answers_pending_even_to_fast_polls_then_approval_and_reuse(
     clock.advance(Duration::from_secs(5));
     let answer = poll(&sandbox, demo::TENANT_ID, demo::PUBLIC_APP_ID, &device_code).await;
     let body = answer.assert_ok();
-    assert!(body["refresh_token"].is_string());
-    assert!(body["id_token"].is_string());
+    assert!(body["refresh_token"].as_str().unwrap().starts_with("1.AV"));
+    assert_eq!(
+        claims(body["id_token"].as_str().unwrap())["preferred_username"],
+        demo::MFA_USER_UPN
+    );
     let claims = claims(body["access_token"].as_str().unwrap());
     assert_eq!(claims["upn"], demo::MFA_USER_UPN);
     assert_eq!(claims["amr"], json!(["pwd", "mfa"]));

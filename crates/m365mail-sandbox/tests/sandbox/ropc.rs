@@ -189,7 +189,10 @@ async fn ropc_user_errors_carry_entra_codes() {
         )
         .await;
     assert_eq!(expired.body["suberror"], "user_password_expired");
-    assert!(expired.body["password_change_url"].is_string());
+    assert_eq!(
+        expired.body["password_change_url"],
+        sandbox.url("ChangePassword.aspx")
+    );
     let mfa = sandbox
         .ropc(
             demo::PUBLIC_APP_ID,
@@ -199,7 +202,9 @@ async fn ropc_user_errors_carry_entra_codes() {
         )
         .await;
     assert_eq!(mfa.body["suberror"], "basic_action");
-    assert!(mfa.body["claims"].is_string());
+    let claims: serde_json::Value =
+        serde_json::from_str(mfa.body["claims"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["access_token"]["capolids"]["essential"], true);
 }
 
 #[tokio::test]
