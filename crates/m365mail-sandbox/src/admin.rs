@@ -2,7 +2,9 @@
 //! under `/_sandbox/admin/` (for the CLI, curl and the Python tests).
 //!
 //! HTTP routes (all JSON; errors answer `{"error": "not_found"|"conflict"|"invalid_request", "message": …}`
-//! with 404, 409 or 400). There is no authentication: the sandbox listens on loopback only.
+//! with 404, 409 or 400). There is no authentication: the sandbox listens on loopback only. A body sent
+//! to an operation that takes none (`–` below) is read and ignored, so `curl -d '{}'` works over
+//! HTTP/2 too; a body over [`crate::MAX_REQUEST_BODY_BYTES`] gets the 413 Entra error JSON.
 //!
 //! | Method and path | Body | Answer |
 //! |---|---|---|

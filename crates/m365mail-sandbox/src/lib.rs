@@ -33,7 +33,7 @@
 //!
 //! Entra's JSON (`error`, `error_description` with trace suffix, `error_codes`, `timestamp`, `trace_id`,
 //! `correlation_id`, `error_uri`, and `suberror`/`claims`/`password_change_url` where Entra adds them),
-//! HTTP 400, or 401 for `invalid_client`:
+//! HTTP 400, or 401 for `invalid_client` (413 for a request body over [`MAX_REQUEST_BODY_BYTES`]):
 //!
 //! | Code | `error` | When |
 //! |---|---|---|

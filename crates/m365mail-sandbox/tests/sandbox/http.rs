@@ -39,7 +39,7 @@ struct LateBody {
 }
 
 impl LateBody {
-    fn new(delay: Duration, data: &'static str, sent: Arc<AtomicBool>) -> reqwest::Body {
+    fn body(delay: Duration, data: &'static str, sent: Arc<AtomicBool>) -> reqwest::Body {
         reqwest::Body::wrap(Self {
             delay: Box::pin(tokio::time::sleep(delay)),
             data: Some(Bytes::from_static(data.as_bytes())),
@@ -112,7 +112,7 @@ async fn admin_calls_with_a_body_are_answered_over_http2() {
                 let sent = Arc::new(AtomicBool::new(false));
                 let response = request
                     .header("content-type", "application/json")
-                    .body(LateBody::new(
+                    .body(LateBody::body(
                         Duration::from_millis(200),
                         "{\"unused\": \"a body the operation does not need\"}",
                         Arc::clone(&sent),
