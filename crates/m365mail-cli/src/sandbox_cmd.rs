@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::Context;
-use m365mail_sandbox::{Lifetimes, Sandbox, SandboxConfig, TenantModel, demo};
+use m365mail_sandbox::{AccessTokenLifetime, Lifetimes, Sandbox, SandboxConfig, TenantModel, demo};
 use serde_json::json;
 
 use crate::GlobalArgs;
@@ -47,9 +47,10 @@ pub(crate) struct ServeArgs {
     /// Where to write the generated CA certificate (PEM) that clients must trust.
     #[arg(long, default_value = "m365mail-sandbox-ca.pem")]
     ca_out: PathBuf,
-    /// Access-token lifetime in seconds (short values make expiry testable).
-    #[arg(long, default_value_t = 3600)]
-    access_token_lifetime: u64,
+    /// Access-token lifetime in seconds, the same for every token (short values make expiry
+    /// testable). Default: random between 60 and 90 minutes for each token, as Entra's.
+    #[arg(long)]
+    access_token_lifetime: Option<u64>,
     /// Minimum seconds between device-code polls (`interval`).
     #[arg(long, default_value_t = 5)]
     device_poll_interval: u64,
@@ -80,7 +81,10 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         tls: !args.http,
         tenant,
         lifetimes: Lifetimes {
-            access_token: Duration::from_secs(args.access_token_lifetime),
+            access_token: args
+                .access_token_lifetime
+                .map(|seconds| AccessTokenLifetime::Fixed(Duration::from_secs(seconds)))
+                .unwrap_or_default(),
             device_poll_interval: Duration::from_secs(args.device_poll_interval),
             ..Lifetimes::default()
         },

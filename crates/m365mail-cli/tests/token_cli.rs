@@ -17,6 +17,9 @@ async fn env() -> Env {
     let mut config = SandboxConfig::default();
     // The CLI polls in real time: keep the device-code interval short.
     config.lifetimes.device_poll_interval = std::time::Duration::from_secs(1);
+    // One-hour tokens, so `--margin 4000` is deterministic (the default is Entra's random 60-90 minutes).
+    config.lifetimes.access_token =
+        m365mail_sandbox::AccessTokenLifetime::Fixed(std::time::Duration::from_secs(3600));
     // Under CPU starvation (parallel tests, several CLI processes) a handshake can be slow.
     config.tls_handshake_timeout = std::time::Duration::from_secs(120);
     let sbx = Sandbox::start(config).await.unwrap();

@@ -2,13 +2,15 @@
 //! under `/_sandbox/admin/` (for the CLI, curl and the Python tests).
 //!
 //! HTTP routes (all JSON; errors answer `{"error": "not_found"|"conflict"|"invalid_request", "message": …}`
-//! with 404, 409 or 400). There is no authentication: the sandbox listens on loopback only.
+//! with 404, 409 or 400). There is no authentication: the sandbox listens on loopback only. A body sent
+//! to an operation that takes none (`–` below) is read and ignored, so `curl -d '{}'` works over
+//! HTTP/2 too; a body over [`crate::MAX_REQUEST_BODY_BYTES`] gets the 413 Entra error JSON.
 //!
 //! | Method and path | Body | Answer |
 //! |---|---|---|
 //! | `GET /_sandbox/admin/stats` | – | [`RequestStats`] |
 //! | `POST /_sandbox/admin/stats/reset` | – | `{}` |
-//! | `POST /_sandbox/admin/faults/token` | `{"kind": "throttled", "retry_after_seconds": 2, "count": 1}` (kinds: [`TokenFault`]) | `{}` |
+//! | `POST /_sandbox/admin/faults/token` | `{"kind": "throttled", "retry_after_seconds": 2, "count": 1}` (kinds: [`TokenFault`]: `throttled`, `temporarily_unavailable`, `server_error`, `slow_down`) | `{}` |
 //! | `POST /_sandbox/admin/faults/clear` | – | `{}` |
 //! | `GET /_sandbox/admin/device-codes` | – | `[`[`PendingDeviceCode`]`]` |
 //! | `POST /_sandbox/admin/device-codes/{user_code}/approve` | `{"username": upn}` | `{"user_code", "status": "approved"}` |
@@ -37,7 +39,10 @@ use serde_json::json;
 
 use crate::{
     SandboxError,
-    identity::devicecode::{DeviceDecision, decide},
+    identity::{
+        devicecode::{DeviceDecision, decide},
+        signin::clear_failed_sign_ins,
+    },
     state::{DeviceState, RequestStats, SandboxState, lock},
     tenant::{AppRoleGrant, DelegatedGrant, TenantModel, User},
 };
@@ -52,7 +57,7 @@ pub struct UserUpdate {
     /// Disabled (AADSTS50057).
     #[serde(default)]
     pub disabled: Option<bool>,
-    /// Locked (AADSTS50053).
+    /// Locked (AADSTS50053). `false` also ends a smart lockout ([`crate::SmartLockout`]).
     #[serde(default)]
     pub locked: Option<bool>,
     /// Password expired (AADSTS50055).
@@ -147,8 +152,8 @@ pub struct AppRolesChange {
     pub roles: Vec<String>,
 }
 
-/// A transient failure the token endpoint answers with instead of handling a request, for testing
-/// clients' retry logic.
+/// A failure the token endpoint answers with instead of handling a request, for testing clients'
+/// retry and polling logic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TokenFault {
@@ -161,6 +166,10 @@ pub enum TokenFault {
     TemporarilyUnavailable,
     /// HTTP 500, `server_error`, AADSTS90006.
     ServerError,
+    /// HTTP 400, `slow_down` (RFC 8628 §3.5, no AADSTS code), to device-code polls only: other token
+    /// requests are handled as usual and do not use it up. Entra answers fast polls with
+    /// `authorization_pending`, so the sandbox sends `slow_down` only when told to.
+    SlowDown,
 }
 
 impl TokenFault {
@@ -172,6 +181,15 @@ impl TokenFault {
             } => EntraError::throttled(*retry_after_seconds),
             Self::TemporarilyUnavailable => EntraError::temporarily_unavailable(),
             Self::ServerError => EntraError::server_error(),
+            Self::SlowDown => EntraError::slow_down(),
+        }
+    }
+
+    /// Whether the fault answers a token request with this `grant_type`.
+    pub(crate) fn applies_to(&self, grant_type: Option<&str>) -> bool {
+        match self {
+            Self::SlowDown => grant_type.is_some_and(crate::identity::is_device_code_grant),
+            _ => true,
         }
     }
 }
@@ -289,6 +307,9 @@ impl AdminHandle {
         let status = UserStatus::from(&*user);
         if password_changed {
             lock(&self.state.grants).revoke_user(&status.object_id);
+        }
+        if update.locked == Some(false) {
+            clear_failed_sign_ins(&self.state, &status.object_id);
         }
         Ok(status)
     }
@@ -482,7 +503,8 @@ impl AdminHandle {
     }
 
     /// Answers the next `count` token requests with `fault` instead of handling them (they are still
-    /// counted in the stats). Replaces faults injected earlier; `count` 0 clears them.
+    /// counted in the stats); [`TokenFault::SlowDown`] answers only device-code polls. Replaces
+    /// faults injected earlier; `count` 0 clears them.
     pub fn inject_token_faults(&self, fault: TokenFault, count: u32) {
         *lock(&self.state.token_faults) = (count > 0).then_some((fault, count));
     }

@@ -21,7 +21,8 @@
 //! - `GET /common/discovery/instance`, `GET /common/userrealm/{username}?api-version=1.0`
 //! - `POST /{tenant}/oauth2/v2.0/token`: `password`, `client_credentials` (secret post/basic,
 //!   `private_key_jwt` RS256+`x5t` or PS256+`x5t#S256`), `refresh_token` (rotating),
-//!   `urn:ietf:params:oauth:grant-type:device_code`, `authorization_code` (PKCE S256/plain)
+//!   `urn:ietf:params:oauth:grant-type:device_code` (or the short `device_code`), `authorization_code`
+//!   (PKCE S256/plain)
 //! - `POST /{tenant}/oauth2/v2.0/devicecode`, `GET/POST /devicelogin` (see `identity::devicecode`)
 //! - `GET/POST /{tenant}/oauth2/v2.0/authorize` (a plain HTML form: fields `username`, `password`)
 //! - `GET/POST /{tenant}/v2.0/adminconsent` and `/{tenant}/adminconsent` (a global admin grants the app's
@@ -32,13 +33,13 @@
 //!
 //! Entra's JSON (`error`, `error_description` with trace suffix, `error_codes`, `timestamp`, `trace_id`,
 //! `correlation_id`, `error_uri`, and `suberror`/`claims`/`password_change_url` where Entra adds them),
-//! HTTP 400, or 401 for `invalid_client`:
+//! HTTP 400, or 401 for `invalid_client` (413 for a request body over [`MAX_REQUEST_BODY_BYTES`]):
 //!
 //! | Code | `error` | When |
 //! |---|---|---|
 //! | 50126 | invalid_grant | wrong password; federated user on ROPC |
 //! | 50034 | invalid_grant | unknown user |
-//! | 50057 / 50053 | invalid_grant | user disabled / locked |
+//! | 50057 / 50053 | invalid_grant | user disabled / locked (the admin flag, or smart lockout: [`SandboxConfig::smart_lockout`], 10 failed passwords in a row lock for 60 s) |
 //! | 50055 | invalid_grant (`suberror` user_password_expired) | password expired |
 //! | 50076 | invalid_grant (`suberror` basic_action, `claims`) | MFA user on ROPC, or refresh of a password-only grant after MFA became required |
 //! | 65001 | invalid_grant (`suberror` consent_required) | scope not consented (admin or user) |
@@ -57,12 +58,14 @@
 //! | 500011 | invalid_resource | resource not in the tenant |
 //! | 70000 / 700082 / 50173 | invalid_grant | refresh token unknown or of another client / expired / revoked (also by a password change) |
 //! | 70016 / 70018 / 70019 / 90120 | authorization_pending / bad_verification_code / expired_token / invalid_grant | device flow states |
-//! | – | slow_down / authorization_declined | device flow (no AADSTS code, as in Entra) |
+//! | – | slow_down / authorization_declined | device flow (no AADSTS code, as in Entra); polling faster than `interval` still gets 70016, `slow_down` only when injected ([`admin::TokenFault::SlowDown`]) |
 //! | 50011 / 501481 / 54005 / 70008 | invalid_request / invalid_grant | redirect URI mismatch / PKCE mismatch / code reused / code expired |
 //! | 900971 / 50058 | (authorize page / redirect) | no redirect URI registered / `prompt=none` |
 //! | 90094 / 650057 | permission_denied / invalid_request (admin-consent redirect) | not an admin / resource not among the app's requested permissions |
 //! | 90055 / 50033 / 90006 | temporarily_unavailable (429 + Retry-After, 503) / server_error (500) | only when injected through the admin API |
 //! | 900144 / 900561 / 70003 / 9002313 | invalid_request / unsupported_grant_type | missing parameter / GET on the token endpoint / unknown grant / malformed request |
+//! | 9000411 | invalid_request | a parameter sent twice to the token or device-code endpoint (never first-wins) |
+//! | 9002313 (HTTP 413) | invalid_request | a request body over [`MAX_REQUEST_BODY_BYTES`] (any endpoint, the admin API too) |
 //!
 //! The crate does not depend on the `m365mail` connector: each is tested against the other and both
 //! against clients nobody here wrote (MSAL Python, curl).
@@ -74,6 +77,7 @@ pub mod clock;
 pub mod demo;
 mod error;
 mod identity;
+mod request_body;
 mod server;
 mod state;
 pub mod tenant;
@@ -97,16 +101,67 @@ pub use identity::bearer::{BearerRefusal, Principal, Requirement};
 pub use state::RequestStats;
 pub use tenant::TenantModel;
 
+/// The largest request body the sandbox reads, in bytes (1 MiB; Entra's token requests are a few
+/// KiB). A larger body, announced by `Content-Length` or streamed, is answered with HTTP 413 and
+/// Entra's error JSON (`invalid_request`, AADSTS9002313), over HTTP/2 without resetting the stream.
+pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long access tokens (and the ID tokens issued with them) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTokenLifetime {
+    /// A lifetime drawn for each token, in whole seconds between `min` and `max` (inclusive):
+    /// Entra's default is 60 to 90 minutes (average 75), so an `expires_in` such as 4249 is normal.
+    Random {
+        /// The shortest lifetime.
+        min: Duration,
+        /// The longest lifetime.
+        max: Duration,
+    },
+    /// The same lifetime for every token (short values make expiry testable).
+    Fixed(Duration),
+}
+
+impl Default for AccessTokenLifetime {
+    fn default() -> Self {
+        Self::Random {
+            min: Duration::from_secs(60 * 60),
+            max: Duration::from_secs(90 * 60),
+        }
+    }
+}
+
+impl From<Duration> for AccessTokenLifetime {
+    fn from(lifetime: Duration) -> Self {
+        Self::Fixed(lifetime)
+    }
+}
+
+impl AccessTokenLifetime {
+    /// The lifetime of one new token, in seconds.
+    pub(crate) fn draw_seconds(&self) -> u64 {
+        match self {
+            Self::Fixed(lifetime) => lifetime.as_secs(),
+            Self::Random { min, max } => {
+                let (low, high) = (min.as_secs(), max.as_secs());
+                rand::Rng::random_range(&mut rand::rng(), low.min(high)..=high.max(low))
+            }
+        }
+    }
+}
+
 /// Token and code lifetimes. Short values make expiry testable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifetimes {
-    /// Access and ID tokens (`expires_in`). Entra picks 60–90 minutes; the sandbox uses a fixed value.
-    pub access_token: Duration,
+    /// Access and ID tokens (`expires_in`): by default random between 60 and 90 minutes for each
+    /// token, as Entra's; [`AccessTokenLifetime::Fixed`] for one value.
+    pub access_token: AccessTokenLifetime,
     /// Refresh tokens, counted from issue (Entra: 90 days of inactivity).
     pub refresh_token: Duration,
     /// Device codes (`expires_in` of the device code response; Entra: 15 minutes).
     pub device_code: Duration,
-    /// Minimum time between device-code polls (`interval`); faster polls get `slow_down`.
+    /// The device-code `interval` clients are told to wait between polls. Faster polls still get
+    /// `authorization_pending`, as from Entra; `slow_down` only as an injected fault
+    /// ([`admin::TokenFault::SlowDown`]).
     pub device_poll_interval: Duration,
     /// Authorization codes (Entra: about 10 minutes).
     pub authorization_code: Duration,
@@ -115,11 +170,33 @@ pub struct Lifetimes {
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
-            access_token: Duration::from_secs(3600),
+            access_token: AccessTokenLifetime::default(),
             refresh_token: Duration::from_secs(90 * 24 * 3600),
             device_code: Duration::from_secs(900),
             device_poll_interval: Duration::from_secs(5),
             authorization_code: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Entra's smart lockout: after `threshold` failed password sign-ins in a row (ROPC or a sign-in
+/// page), the account is locked for `duration` (AADSTS50053, even with the right password). A
+/// successful password resets the count; after the lock ends the count starts from zero (Entra
+/// lengthens repeated lockouts; the sandbox does not). The lock ends on the injected [`Clock`];
+/// an admin unlock (`locked: false`) ends it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmartLockout {
+    /// Failed password sign-ins in a row that lock the account (Entra: 10). 0 turns lockout off.
+    pub threshold: u32,
+    /// How long the account stays locked (Entra: 60 seconds).
+    pub duration: Duration,
+}
+
+impl Default for SmartLockout {
+    fn default() -> Self {
+        Self {
+            threshold: 10,
+            duration: Duration::from_secs(60),
         }
     }
 }
@@ -141,6 +218,12 @@ pub struct SandboxConfig {
     /// connection handshakes in its own task, so a stalled one never delays other clients; this only
     /// bounds how long it holds a socket. Default 30 seconds.
     pub tls_handshake_timeout: Duration,
+    /// A connection that has not sent complete request headers this long after it was accepted (or,
+    /// for HTTP/1.1 keep-alive, after its previous request) is closed, so a client that stops
+    /// halfway through its headers cannot hold a connection. Default 10 seconds.
+    pub header_read_timeout: Duration,
+    /// Smart lockout of accounts after failed password sign-ins. Default: Entra's, 10 and 60 s.
+    pub smart_lockout: SmartLockout,
     /// Refuse a certificate assertion whose `jti` this client already used (AADSTS50012) until that
     /// assertion expires. Default **off**, as Entra: MSAL Python reuses one assertion (same `jti`) for
     /// up to 9 minutes across token requests (`AutoRefresher` in `msal/oauth2cli/assertion.py`), which
@@ -157,6 +240,8 @@ impl Default for SandboxConfig {
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
             tls_handshake_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            smart_lockout: SmartLockout::default(),
             reject_replayed_assertions: false,
         }
     }
@@ -222,9 +307,15 @@ impl Sandbox {
             token_faults: Mutex::new(None),
             reject_replayed_assertions: config.reject_replayed_assertions,
             seen_assertions: Mutex::default(),
+            smart_lockout: config.smart_lockout,
+            sign_in_failures: Mutex::default(),
         });
         let router = identity::router()
             .merge(admin::router())
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                request_body::read_whole_body,
+            ))
             .with_state(Arc::clone(&state));
         let (shutdown, shutdown_receiver) = watch::channel(false);
         let server = server::spawn(
@@ -232,6 +323,7 @@ impl Sandbox {
             router,
             config.tls.then(|| Arc::clone(&tls.server_config)),
             config.tls_handshake_timeout,
+            config.header_read_timeout,
             shutdown_receiver,
         );
         tracing::info!(base_url = %base_url, "sandbox tenant listening");

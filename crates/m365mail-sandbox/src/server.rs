@@ -1,28 +1,35 @@
 //! Serving the axum router over HTTPS (tokio-rustls + hyper-util) or plain HTTP.
 //!
 //! Each accepted connection gets its own task, and the TLS handshake runs inside that task, so a slow or
-//! stalled handshake never delays other clients.
+//! stalled handshake never delays other clients. A connection that does not complete its request
+//! headers in time is closed (see [`crate::SandboxConfig::header_read_timeout`]).
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
 use tower::ServiceExt;
 
 /// On shutdown, connections get this long to finish in-flight requests.
 const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts the accept loop; it stops when `shutdown` turns true. A TLS handshake that has not finished
-/// within `tls_handshake_timeout` is dropped.
+/// within `tls_handshake_timeout` is dropped, and so is a connection without complete request headers
+/// within `header_read_timeout`.
 pub(crate) fn spawn(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     tls_handshake_timeout: Duration,
+    header_read_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -49,10 +56,14 @@ pub(crate) fn spawn(
                             tokio::time::timeout(tls_handshake_timeout, acceptor.accept(stream))
                                 .await;
                         if let Ok(Ok(tls_stream)) = handshake {
-                            serve_connection(TokioIo::new(tls_stream), router, shutdown).await;
+                            let io = TokioIo::new(tls_stream);
+                            serve_connection(io, router, header_read_timeout, shutdown).await;
                         }
                     }
-                    None => serve_connection(TokioIo::new(stream), router, shutdown).await,
+                    None => {
+                        let io = TokioIo::new(stream);
+                        serve_connection(io, router, header_read_timeout, shutdown).await;
+                    }
                 }
             });
             // Reap finished connection tasks so the set does not grow without bound.
@@ -66,13 +77,20 @@ pub(crate) fn spawn(
     })
 }
 
-async fn serve_connection<I>(io: I, router: Router, mut shutdown: watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    header_read_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let first_request = Arc::new(Notify::new());
+    let request_seen = Arc::clone(&first_request);
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let router = router.clone();
+            request_seen.notify_one();
             async move {
                 Ok::<_, Infallible>(
                     router
@@ -82,11 +100,27 @@ where
                 )
             }
         });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper bounds HTTP/1.1 headers (also those of each later keep-alive request) once it has a timer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    // Before hyper's own timer starts, the connection is still choosing between HTTP/1.1 and HTTP/2
+    // (no bound there), and HTTP/2 has no header timeout at all: the first request must arrive in time.
+    let headers_overdue = async {
+        if tokio::time::timeout(header_read_timeout, first_request.notified())
+            .await
+            .is_ok()
+        {
+            std::future::pending::<()>().await;
+        }
+    };
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
+        () = headers_overdue => {}
         () = stopped(&mut shutdown) => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(GRACEFUL_SHUTDOWN_TIMEOUT, connection).await;

@@ -4,17 +4,16 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
 };
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::{
-    Lifetimes,
+    Lifetimes, SmartLockout,
     admin::TokenFault,
     clock::Clock,
-    identity::{client_auth::SeenAssertions, crypto::SigningKey},
+    identity::{client_auth::SeenAssertions, crypto::SigningKey, signin::FailedSignIns},
     tenant::TenantModel,
 };
 
@@ -41,36 +40,41 @@ pub(crate) struct SandboxState {
     pub(crate) reject_replayed_assertions: bool,
     /// Certificate assertion ids already accepted (used only when replays are refused).
     pub(crate) seen_assertions: Mutex<SeenAssertions>,
+    /// [`crate::SandboxConfig::smart_lockout`].
+    pub(crate) smart_lockout: SmartLockout,
+    /// Lower-case user object id → failed password sign-ins (smart lockout).
+    pub(crate) sign_in_failures: Mutex<HashMap<String, FailedSignIns>>,
 }
 
 impl SandboxState {
-    pub(crate) fn count_endpoint(&self, endpoint: &str) {
+    /// Counts a request to one endpoint. Keys are `'static`: never a string a client sent.
+    pub(crate) fn count_endpoint(&self, endpoint: &'static str) {
         let mut stats = lock(&self.stats);
         stats.total_requests += 1;
         *stats.by_endpoint.entry(endpoint.to_string()).or_default() += 1;
     }
 
-    pub(crate) fn count_grant(&self, grant_type: &str) {
+    /// Counts a token request under a grant type name the sandbox chose (see
+    /// [`RequestStats::by_grant_type`]); `'static` so a client cannot make it keep new keys.
+    pub(crate) fn count_grant(&self, grant_type: &'static str) {
         *lock(&self.stats)
             .by_grant_type
             .entry(grant_type.to_string())
             .or_default() += 1;
     }
 
-    /// Takes one injected fault, if any remain.
-    pub(crate) fn take_token_fault(&self) -> Option<TokenFault> {
+    /// Takes one injected fault that applies to this `grant_type`, if any remain.
+    pub(crate) fn take_token_fault(&self, grant_type: Option<&str>) -> Option<TokenFault> {
         let mut faults = lock(&self.token_faults);
-        let (fault, remaining) = faults.as_mut()?;
+        let (fault, remaining) = faults
+            .as_mut()
+            .filter(|(fault, _)| fault.applies_to(grant_type))?;
         let fault = fault.clone();
         *remaining -= 1;
         if *remaining == 0 {
             *faults = None;
         }
         Some(fault)
-    }
-
-    pub(crate) fn now(&self) -> SystemTime {
-        self.clock.now()
     }
 
     pub(crate) fn now_unix(&self) -> u64 {
@@ -97,8 +101,10 @@ pub struct RequestStats {
     /// Per endpoint: `openid-configuration`, `keys`, `instance-discovery`, `userrealm`, `token`,
     /// `devicecode`, `authorize`, `devicelogin`, `adminconsent`.
     pub by_endpoint: BTreeMap<String, u64>,
-    /// Token requests per `grant_type` value as sent (`password`, `client_credentials`, `refresh_token`,
-    /// `authorization_code`, `urn:ietf:params:oauth:grant-type:device_code`; missing → `(none)`).
+    /// Token requests per `grant_type`: the values the token endpoint knows as sent (`password`,
+    /// `client_credentials`, `refresh_token`, `authorization_code`,
+    /// `urn:ietf:params:oauth:grant-type:device_code`, `device_code`); missing or empty → `(none)`;
+    /// any other value → `(other)`, so a client cannot make the counters grow.
     pub by_grant_type: BTreeMap<String, u64>,
 }
 
@@ -181,10 +187,6 @@ pub(crate) struct DeviceGrant {
     pub(crate) tenant_id: Option<String>,
     pub(crate) scope: String,
     pub(crate) expires_at: u64,
-    pub(crate) interval_seconds: u64,
-    /// The last poll, or the issue time before the first one: RFC 8628 §3.5 (and Entra) expect the
-    /// client to wait `interval` before its first poll too, so an early first poll gets `slow_down`.
-    pub(crate) last_poll: SystemTime,
     pub(crate) state: DeviceState,
 }
 

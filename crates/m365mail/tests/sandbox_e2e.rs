@@ -525,7 +525,9 @@ async fn device_code_approve_decline_expire_cancel() {
 async fn device_code_slow_down_from_the_server_is_honoured() {
     let (sbx, c, _sleeper) = fake_time_sandbox(Duration::from_secs(900)).await;
     let code = c.start_device_code(&imap()).await.unwrap();
-    // Polling without waiting the interval (even the first poll, counted from issue): slow_down.
+    // Entra answers fast polls with authorization_pending; the sandbox sends slow_down when told to.
+    sbx.admin()
+        .inject_token_faults(m365mail_sandbox::admin::TokenFault::SlowDown, 2);
     let first = c.poll_device_code_once(&code).await.unwrap_err();
     assert_eq!(first.entra().unwrap().error, "slow_down", "{first}");
     let second = c.poll_device_code_once(&code).await.unwrap_err();
@@ -719,7 +721,12 @@ fn drive_browser(url: url::Url, ca_pem: String, forge_state: Option<&'static str
 
 #[tokio::test]
 async fn provider_reuses_cache_and_saves_rotated_refresh_token() {
-    let sbx = sandbox().await;
+    // One-hour tokens, so the clock steps below land inside / past the refresh margin (the
+    // sandbox's default is Entra's random 60 to 90 minutes).
+    let mut config = SandboxConfig::default();
+    config.lifetimes.access_token =
+        m365mail_sandbox::AccessTokenLifetime::Fixed(Duration::from_secs(3600));
+    let sbx = Sandbox::start(config).await.expect("sandbox starts");
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(TokenCache::open(dir.path().join("cache.json")).unwrap());
     let clock = FakeClock::new(SystemClock.now());

@@ -23,7 +23,7 @@ use crate::{
         error_paragraph,
         errors::EntraError,
         hidden_fields, html_escape, parse_form,
-        signin::{SignInKind, check_sign_in, find_user},
+        signin::{SignInKind, find_user, sign_in_with_password},
     },
     state::{SandboxState, lock},
     tenant::{AppRoleGrant, DelegatedGrant, RequiredPermission, TenantModel},
@@ -174,7 +174,8 @@ async fn submit(
             return Html(form_page(&action, &params, Some(&error.described()))).into_response();
         }
     };
-    if let Err(error) = check_sign_in(&admin, password, SignInKind::Interactive, "", state.base()) {
+    if let Err(error) = sign_in_with_password(&state, &admin, password, SignInKind::Interactive, "")
+    {
         return Html(form_page(&action, &params, Some(&error.described()))).into_response();
     }
     if !admin.global_admin {

@@ -27,7 +27,7 @@ use crate::{
         errors::EntraError,
         hidden_fields, hidden_inputs, html_escape, parse_form,
         scopes::{consented_delegated_scopes, parse_delegated},
-        signin::{SignInKind, check_sign_in, find_user},
+        signin::{SignInKind, find_user, sign_in_with_password},
     },
     state::{AuthorizationCodeGrant, SandboxState, lock},
     tenant::{AppRegistration, TenantModel},
@@ -287,12 +287,12 @@ pub(crate) async fn sign_in_submit(
         Ok(scopes) => scopes,
         Err(error) => return redirect_error(error),
     };
-    if let Err(error) = check_sign_in(
+    if let Err(error) = sign_in_with_password(
+        &state,
         user,
         password,
         SignInKind::Interactive,
         &scopes.selection.resource.app_id,
-        state.base(),
     ) {
         // Credential problems keep the user on the page, as Entra does.
         return Html(sign_in_page(

@@ -25,7 +25,7 @@ use crate::{
         errors::EntraError,
         html_escape, parse_form,
         scopes::parse_delegated,
-        signin::{SignInKind, check_sign_in},
+        signin::{SignInKind, check_sign_in, sign_in_with_password},
     },
     state::{DeviceGrant, DeviceState, SandboxState, lock, normalize_user_code},
     tenant::TenantModel,
@@ -54,6 +54,7 @@ fn start_device_flow(
     body: &[u8],
 ) -> Result<serde_json::Value, EntraError> {
     let params = parse_form(body);
+    params.refuse_duplicates()?;
     let directory = lock(&state.directory);
     let alias = TenantAlias::resolve(&directory, tenant_segment)?;
     let client_id = params.require("client_id")?;
@@ -78,8 +79,6 @@ fn start_device_flow(
             },
             scope: scope.to_string(),
             expires_at: state.unix_after(state.lifetimes.device_code),
-            interval_seconds: interval,
-            last_poll: state.now(),
             state: DeviceState::Pending,
         },
     );
@@ -162,15 +161,24 @@ pub(crate) fn decide(
             let resource_app_id = parse_delegated(tenant, &grant.scope)
                 .map(|scopes| scopes.selection.resource.app_id)
                 .unwrap_or_default();
-            // The admin API signs in "as the user" without a password; account state still applies.
-            let password = password.unwrap_or(&user.password);
-            check_sign_in(
-                user,
-                password,
-                SignInKind::Interactive,
-                &resource_app_id,
-                state.base(),
-            )
+            // The admin API signs in "as the user" without a password: account state still
+            // applies, smart lockout (about presented passwords) does not.
+            match password {
+                Some(password) => sign_in_with_password(
+                    state,
+                    user,
+                    password,
+                    SignInKind::Interactive,
+                    &resource_app_id,
+                ),
+                None => check_sign_in(
+                    user,
+                    &user.password,
+                    SignInKind::Interactive,
+                    &resource_app_id,
+                    state.base(),
+                ),
+            }
             .map_err(|error| {
                 let message = error.message.clone();
                 (error, SandboxError::Conflict(message))

@@ -178,6 +178,14 @@ impl EntraError {
         )
     }
 
+    pub(crate) fn duplicated_parameter(name: &str) -> Self {
+        Self::bad_request(
+            "invalid_request",
+            9000411,
+            format!("The request is not properly formatted. The parameter '{name}' is duplicated."),
+        )
+    }
+
     pub(crate) fn post_only(method: &str) -> Self {
         Self::bad_request(
             "invalid_request",
@@ -198,6 +206,19 @@ impl EntraError {
 
     pub(crate) fn invalid_request(message: impl Into<String>) -> Self {
         Self::bad_request("invalid_request", 9002313, message)
+    }
+
+    /// A request body over [`crate::MAX_REQUEST_BODY_BYTES`]: HTTP 413 with the malformed-request
+    /// code (Entra documents none for this).
+    pub(crate) fn request_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            9002313,
+            format!(
+                "The request body is larger than {limit} bytes, the most the endpoint accepts."
+            ),
+        )
     }
 
     // ---- tenant ------------------------------------------------------------------------------

@@ -68,6 +68,12 @@ pub(crate) fn router() -> Router<Arc<SandboxState>> {
         )
 }
 
+/// The device-code grant: RFC 8628's URN, or the short `device_code` some client libraries send
+/// (Entra accepts both).
+pub(crate) fn is_device_code_grant(grant_type: &str) -> bool {
+    grant_type == token_endpoint::DEVICE_CODE_GRANT || grant_type == "device_code"
+}
+
 /// What the `{tenant}` URL segment named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TenantAlias {
@@ -216,23 +222,38 @@ pub(crate) fn error_paragraph(message: Option<&str>) -> String {
 }
 
 /// Parses an `application/x-www-form-urlencoded` body (or query) into ordered pairs; the first
-/// occurrence of a name wins.
+/// occurrence of a name wins, and the first name seen twice is remembered for
+/// [`FormParams::refuse_duplicates`].
 pub(crate) fn parse_form(body: &[u8]) -> FormParams {
     let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut duplicated = None;
     for (name, value) in url::form_urlencoded::parse(body) {
         if !pairs.iter().any(|(existing, _)| *existing == name) {
             pairs.push((name.into_owned(), value.into_owned()));
+        } else if duplicated.is_none() {
+            duplicated = Some(name.into_owned());
         }
     }
-    FormParams { pairs }
+    FormParams { pairs, duplicated }
 }
 
 /// Form or query parameters.
 pub(crate) struct FormParams {
     pairs: Vec<(String, String)>,
+    /// The first parameter name that appeared more than once.
+    duplicated: Option<String>,
 }
 
 impl FormParams {
+    /// The token and device-code endpoints refuse a parameter sent twice, as Entra does
+    /// (AADSTS9000411), instead of picking one of the values.
+    pub(crate) fn refuse_duplicates(&self) -> Result<(), EntraError> {
+        match &self.duplicated {
+            Some(name) => Err(EntraError::duplicated_parameter(name)),
+            None => Ok(()),
+        }
+    }
+
     /// A non-empty parameter.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.pairs

@@ -2,8 +2,56 @@
 
 use crate::{
     identity::{TenantAlias, errors::EntraError},
+    state::{SandboxState, lock},
     tenant::{Tenant, TenantModel, User},
 };
+
+/// A user's failed password sign-ins since the last success, and the smart lockout they caused.
+#[derive(Debug, Default)]
+pub(crate) struct FailedSignIns {
+    in_a_row: u32,
+    /// Unix time the lock ends.
+    locked_until: Option<u64>,
+}
+
+/// Checks a presented password as [`check_sign_in`] does, with Entra's smart lockout
+/// ([`crate::SmartLockout`]) around it: a locked account is refused with AADSTS50053 whatever the
+/// password, a wrong password counts towards the lock, a right one resets the count. Counted per
+/// directory user, so the map holds at most one entry per user.
+pub(crate) fn sign_in_with_password(
+    state: &SandboxState,
+    user: &User,
+    password: &str,
+    kind: SignInKind,
+    resource_app_id: &str,
+) -> Result<(), EntraError> {
+    check_account_usable(user)?;
+    let lockout = &state.smart_lockout;
+    if lockout.threshold > 0 {
+        let now = state.now_unix();
+        let mut failures = lock(&state.sign_in_failures);
+        let key = user.object_id.to_ascii_lowercase();
+        let record = failures.entry(key.clone()).or_default();
+        if record.locked_until.is_some_and(|until| now < until) {
+            return Err(EntraError::user_locked());
+        }
+        if user.password == password {
+            failures.remove(&key);
+        } else {
+            record.in_a_row += 1;
+            if record.in_a_row >= lockout.threshold {
+                record.in_a_row = 0;
+                record.locked_until = Some(now.saturating_add(lockout.duration.as_secs()));
+            }
+        }
+    }
+    check_sign_in(user, password, kind, resource_app_id, state.base())
+}
+
+/// Ends a smart lockout and forgets the failures (an admin unlock).
+pub(crate) fn clear_failed_sign_ins(state: &SandboxState, user_object_id: &str) {
+    lock(&state.sign_in_failures).remove(&user_object_id.to_ascii_lowercase());
+}
 
 /// How the password was presented: ROPC cannot perform MFA, the sign-in pages can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

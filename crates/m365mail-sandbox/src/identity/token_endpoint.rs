@@ -1,6 +1,6 @@
 //! `POST /{tenant}/oauth2/v2.0/token`: one function per grant.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Json,
@@ -21,9 +21,9 @@ use crate::{
         client_request_id,
         crypto::{b64url, sha256},
         errors::EntraError,
-        parse_form,
+        is_device_code_grant, parse_form,
         scopes::{DelegatedScopes, consented_delegated_scopes, parse_app_only, parse_delegated},
-        signin::{SignInKind, check_account_usable, check_sign_in, find_user},
+        signin::{SignInKind, check_account_usable, find_user, sign_in_with_password},
         tokens::{ClientAuthMethod, DelegatedIssue, issue_app_only, issue_delegated},
     },
     state::{AuthorizationCodeGrant, DeviceGrant, DeviceState, RefreshGrant, SandboxState, lock},
@@ -32,6 +32,27 @@ use crate::{
 
 /// The device-code grant type of RFC 8628.
 pub(crate) const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The grant types the token endpoint handles, as the request counters name them.
+const KNOWN_GRANT_TYPES: [&str; 6] = [
+    "password",
+    "client_credentials",
+    "refresh_token",
+    "authorization_code",
+    DEVICE_CODE_GRANT,
+    "device_code",
+];
+
+/// The counter key for a request's `grant_type`: a known name, `(none)`, or `(other)`.
+fn counted_grant_type(grant_type: Option<&str>) -> &'static str {
+    match grant_type {
+        None => "(none)",
+        Some(sent) => KNOWN_GRANT_TYPES
+            .into_iter()
+            .find(|known| *known == sent)
+            .unwrap_or("(other)"),
+    }
+}
 
 /// `GET` (or any non-POST verb) on the token endpoint: AADSTS900561.
 pub(crate) async fn token_with_wrong_method(
@@ -52,10 +73,10 @@ pub(crate) async fn token(
     state.count_endpoint("token");
     let params = parse_form(&body);
     let grant_type = params.get("grant_type").unwrap_or("(none)");
-    state.count_grant(grant_type);
+    state.count_grant(counted_grant_type(params.get("grant_type")));
     let request_id = client_request_id(&headers);
     let client_id = params.get("client_id").unwrap_or("(none)");
-    let outcome = match state.take_token_fault() {
+    let outcome = match state.take_token_fault(params.get("grant_type")) {
         Some(fault) => Err(fault.to_entra_error()),
         None => handle_token_request(&state, &tenant_segment, &params, &headers),
     };
@@ -87,6 +108,7 @@ fn handle_token_request(
     params: &FormParams,
     headers: &HeaderMap,
 ) -> Result<Value, EntraError> {
+    params.refuse_duplicates()?;
     let directory = lock(&state.directory);
     let alias = TenantAlias::resolve(&directory, tenant_segment)?;
     let grant_type = params.require("grant_type")?;
@@ -112,7 +134,7 @@ fn handle_token_request(
         "password" => request.password(),
         "client_credentials" => request.client_credentials(),
         "refresh_token" => request.refresh_token(),
-        DEVICE_CODE_GRANT => request.device_code(),
+        grant if is_device_code_grant(grant) => request.device_code(),
         "authorization_code" => request.authorization_code(),
         other => Err(EntraError::unsupported_grant_type(other)),
     }
@@ -260,12 +282,12 @@ impl<'a> TokenRequest<'a> {
             mfa_performed: false,
         };
         self.issue_to_user(user_grant, |scopes| {
-            check_sign_in(
+            sign_in_with_password(
+                self.state,
                 user,
                 password,
                 SignInKind::PasswordGrant,
                 &scopes.selection.resource.app_id,
-                self.state.base(),
             )
         })
     }
@@ -344,16 +366,8 @@ impl<'a> TokenRequest<'a> {
                     other_tenant: EntraError::bad_verification_code,
                 },
             )?;
-            let now = self.state.now();
-            // Measured from the previous poll, or from the issue for the first one. A clock that
-            // went backwards counts as not too soon.
-            let too_soon = now
-                .duration_since(grant.last_poll)
-                .is_ok_and(|elapsed| elapsed < Duration::from_secs(grant.interval_seconds));
-            grant.last_poll = now;
-            if too_soon && grant.state == DeviceState::Pending {
-                return Err(EntraError::slow_down());
-            }
+            // However fast the client polls: Entra answers `authorization_pending`, not `slow_down`
+            // (that one only as an injected fault, see `TokenFault::SlowDown`).
             match &grant.state {
                 DeviceState::Pending => return Err(EntraError::authorization_pending()),
                 DeviceState::Declined => return Err(EntraError::authorization_declined()),

@@ -47,14 +47,17 @@ fn unique_token_id() -> String {
     random_url_safe(22)
 }
 
+/// The claims every access token has; `lifetime` in seconds (drawn once per token response, so
+/// `exp` and `expires_in` agree).
 fn base_claims(
     state: &SandboxState,
     tenant: &Tenant,
     audience: &str,
     app: &AppRegistration,
+    lifetime: u64,
 ) -> Map<String, Value> {
     let now = state.now_unix();
-    let expires = now.saturating_add(state.lifetimes.access_token.as_secs());
+    let expires = now.saturating_add(lifetime);
     let mut claims = Map::new();
     claims.insert("aud".into(), json!(audience));
     claims.insert(
@@ -73,11 +76,10 @@ fn base_claims(
 }
 
 fn token_response(
-    state: &SandboxState,
     scope: Option<String>,
     access_token: String,
+    lifetime: u64,
 ) -> Map<String, Value> {
-    let lifetime = state.lifetimes.access_token.as_secs();
     let mut response = Map::new();
     response.insert("token_type".into(), json!("Bearer"));
     if let Some(scope) = scope {
@@ -98,7 +100,8 @@ pub(crate) fn issue_app_only(
     selection: &ResourceSelection,
     method: ClientAuthMethod,
 ) -> Result<Value, EntraError> {
-    let mut claims = base_claims(state, tenant, &selection.audience, app);
+    let lifetime = state.lifetimes.access_token.draw_seconds();
+    let mut claims = base_claims(state, tenant, &selection.audience, app, lifetime);
     let service_principal = if app.service_principal_object_id.is_empty() {
         &app.client_id
     } else {
@@ -113,7 +116,7 @@ pub(crate) fn issue_app_only(
         claims.insert("roles".into(), json!(roles));
     }
     let access_token = sign(state, &Value::Object(claims))?;
-    Ok(Value::Object(token_response(state, None, access_token)))
+    Ok(Value::Object(token_response(None, access_token, lifetime)))
 }
 
 /// Everything a delegated token response needs.
@@ -151,7 +154,8 @@ pub(crate) fn issue_delegated(
         method,
         mfa_performed,
     } = issue;
-    let mut claims = base_claims(state, tenant, &scopes.selection.audience, app);
+    let lifetime = state.lifetimes.access_token.draw_seconds();
+    let mut claims = base_claims(state, tenant, &scopes.selection.audience, app, lifetime);
     claims.insert("oid".into(), json!(user.object_id));
     // Entra's `sub` is pairwise per app; a digest of user and app keeps that property.
     let subject = b64url(&crate::identity::crypto::sha256(
@@ -173,7 +177,7 @@ pub(crate) fn issue_delegated(
     let access_token = sign(state, &Value::Object(claims))?;
 
     let scope = response_scope(&scopes.selection, &granted, &scopes.oidc);
-    let mut response = token_response(state, Some(scope), access_token);
+    let mut response = token_response(Some(scope), access_token, lifetime);
 
     if scopes.wants("offline_access") {
         let refresh_token = format!("1.AV{}", random_url_safe(120));
@@ -202,10 +206,7 @@ pub(crate) fn issue_delegated(
         );
         id_claims.insert("iat".into(), json!(now));
         id_claims.insert("nbf".into(), json!(now));
-        id_claims.insert(
-            "exp".into(),
-            json!(now.saturating_add(state.lifetimes.access_token.as_secs())),
-        );
+        id_claims.insert("exp".into(), json!(now.saturating_add(lifetime)));
         id_claims.insert("name".into(), json!(user.display_name));
         id_claims.insert("oid".into(), json!(user.object_id));
         id_claims.insert("preferred_username".into(), json!(user.upn));

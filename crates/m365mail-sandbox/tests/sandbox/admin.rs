@@ -55,6 +55,68 @@ async fn stats_count_requests_per_endpoint_and_grant_type() {
     );
 }
 
+/// The counters keep the grant names Entra knows; any other `grant_type` a client sends is counted
+/// under `(other)`, so a client cannot make the sandbox keep its strings (40 junk values of 256 KiB
+/// each used to add 10 MiB of keys).
+#[tokio::test]
+async fn stats_keep_known_grant_types_and_count_any_other_under_one_key() {
+    let sandbox = start().await;
+    for index in 0..40 {
+        let junk = format!("{index}-{}", "x".repeat(256 * 1024));
+        sandbox
+            .token(
+                demo::TENANT_ID,
+                &[("grant_type", &junk), ("client_id", demo::PUBLIC_APP_ID)],
+            )
+            .await
+            .assert_error(400, "unsupported_grant_type", 70003);
+    }
+    for grant_type in [
+        "password",
+        "client_credentials",
+        "refresh_token",
+        "authorization_code",
+        "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code",
+        "",
+    ] {
+        sandbox
+            .token(
+                demo::TENANT_ID,
+                &[
+                    ("grant_type", grant_type),
+                    ("client_id", demo::PUBLIC_APP_ID),
+                ],
+            )
+            .await;
+    }
+    sandbox
+        .token(demo::TENANT_ID, &[("client_id", demo::PUBLIC_APP_ID)])
+        .await
+        .assert_error(400, "invalid_request", 900144);
+    let stats = sandbox.sandbox.admin().stats();
+    let serialized = serde_json::to_string(&stats).unwrap();
+    assert_eq!(
+        serde_json::to_value(&stats).unwrap(),
+        json!({
+            "total_requests": 48,
+            "by_endpoint": {"token": 48},
+            "by_grant_type": {
+                "(none)": 2,
+                "(other)": 40,
+                "authorization_code": 1,
+                "client_credentials": 1,
+                "device_code": 1,
+                "password": 1,
+                "refresh_token": 1,
+                "urn:ietf:params:oauth:grant-type:device_code": 1,
+            },
+        }),
+        "stats JSON of {} bytes",
+        serialized.len()
+    );
+}
+
 async fn futures_join_all<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output> {
@@ -110,7 +172,10 @@ async fn user_flags_over_http_change_sign_in_answers() {
         )
         .await;
     assert_eq!(unknown.status, 404);
-    assert_eq!(unknown.body["error"], "not_found");
+    assert_eq!(
+        unknown.body,
+        json!({"error": "not_found", "message": "user not found: nobody@contoso.onmicrosoft.com"})
+    );
     let bad_field = sandbox
         .admin_post(
             &format!("users/{}", demo::USER_UPN),
@@ -118,6 +183,15 @@ async fn user_flags_over_http_change_sign_in_answers() {
         )
         .await;
     assert_eq!(bad_field.status, 400);
+    assert_eq!(bad_field.body["error"], "invalid_request");
+    assert!(
+        bad_field.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid request: unknown field `colour`"),
+        "{}",
+        bad_field.body
+    );
 }
 
 #[tokio::test]
@@ -253,6 +327,10 @@ async fn device_codes_can_be_listed_approved_and_declined_over_http() {
         )
         .await;
     assert_eq!(again.status, 409);
+    assert_eq!(
+        again.body,
+        json!({"error": "conflict", "message": "conflict: the device code was already approved or declined"})
+    );
     let missing = sandbox
         .admin_post(
             "device-codes/NOSUCH/approve",
@@ -260,6 +338,10 @@ async fn device_codes_can_be_listed_approved_and_declined_over_http() {
         )
         .await;
     assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.body,
+        json!({"error": "not_found", "message": "device code not found: NOSUCH"})
+    );
     assert_eq!(
         sandbox.get_json("_sandbox/admin/device-codes").await.body,
         json!([])

@@ -121,10 +121,11 @@ async fn consent_failures() {
     )
     .await;
     assert_eq!(value(&pairs, "error"), Some("permission_denied"));
-    assert!(
-        value(&pairs, "error_description")
-            .unwrap()
-            .starts_with("AADSTS90094")
+    assert_eq!(
+        value(&pairs, "error_description"),
+        Some(
+            "AADSTS90094: The grant requires admin permission. Only an administrator can grant consent for the whole organization."
+        )
     );
 
     sandbox.sandbox.admin().update_tenant_model(|model| {
@@ -140,10 +141,11 @@ async fn consent_failures() {
         demo::ADMIN_PASSWORD,
     )
     .await;
+    assert_eq!(value(&pairs, "error"), Some("invalid_request"), "{pairs:?}");
     assert!(
         value(&pairs, "error_description")
             .unwrap()
-            .starts_with("AADSTS650057"),
+            .starts_with("AADSTS650057: Invalid resource."),
         "{pairs:?}"
     );
 

@@ -157,7 +157,19 @@ async fn auth_code_with_pkce_s256_end_to_end() {
         claims(body["access_token"].as_str().unwrap())["scp"],
         "IMAP.AccessAsUser.All"
     );
-    assert!(body["refresh_token"].is_string() && body["client_info"].is_string());
+    assert!(body["refresh_token"].as_str().unwrap().starts_with("1.AV"));
+    let client_info: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            body["client_info"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        client_info,
+        serde_json::json!({"uid": demo::MFA_USER_OBJECT_ID, "utid": demo::TENANT_ID})
+    );
 
     redeem(&sandbox, &code, VERIFIER, REDIRECT)
         .await

@@ -74,18 +74,19 @@ impl Answer {
             description.starts_with(&format!("AADSTS{code}: ")),
             "description starts with the code: {description}"
         );
-        for part in ["\r\nTrace ID: ", "\r\nCorrelation ID: ", "\r\nTimestamp: "] {
-            assert!(
-                description.contains(part),
-                "description has {part:?}: {description}"
-            );
-        }
-        for field in ["timestamp", "trace_id", "correlation_id"] {
-            assert!(
-                self.body[field].is_string(),
-                "{field} present: {}",
-                self.body
-            );
+        let trace_id = self.body["trace_id"].as_str().expect("trace_id");
+        let correlation_id = self.body["correlation_id"]
+            .as_str()
+            .expect("correlation_id");
+        let timestamp = self.body["timestamp"].as_str().expect("timestamp");
+        assert!(
+            description.ends_with(&format!(
+                "\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
+            )),
+            "description ends with the trace suffix of the fields: {description}"
+        );
+        for id in [trace_id, correlation_id] {
+            assert!(uuid::Uuid::parse_str(id).is_ok(), "a GUID: {id}");
         }
         assert_eq!(
             self.body["error_uri"],
@@ -94,11 +95,37 @@ impl Answer {
         &self.body
     }
 
-    /// Asserts a device-flow answer that carries no AADSTS code.
+    /// Asserts a device-flow answer that carries no AADSTS code: Entra's shape without
+    /// `error_codes` and `error_uri`, the description still with its trace suffix.
     #[track_caller]
     pub(crate) fn assert_codeless_error(&self, error: &str) {
         assert_eq!(self.status, StatusCode::BAD_REQUEST, "body: {}", self.body);
         assert_eq!(self.body["error"], error, "body: {}", self.body);
+        for absent in ["error_codes", "error_uri"] {
+            assert!(
+                self.body.get(absent).is_none(),
+                "no {absent}: {}",
+                self.body
+            );
+        }
+        let description = self.body["error_description"]
+            .as_str()
+            .expect("error_description");
+        assert!(
+            !description.starts_with("AADSTS"),
+            "no code in the description: {description}"
+        );
+        let trace_id = self.body["trace_id"].as_str().expect("trace_id");
+        let correlation_id = self.body["correlation_id"]
+            .as_str()
+            .expect("correlation_id");
+        let timestamp = self.body["timestamp"].as_str().expect("timestamp");
+        assert!(
+            description.ends_with(&format!(
+                "\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
+            )),
+            "description ends with the trace suffix: {description}"
+        );
     }
 
     #[track_caller]

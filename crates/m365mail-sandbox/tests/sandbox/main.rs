@@ -8,6 +8,8 @@ mod client_credentials;
 mod common;
 mod device_code;
 mod discovery;
+mod http;
+mod lockout;
 mod msal;
 mod refresh;
 mod ropc;

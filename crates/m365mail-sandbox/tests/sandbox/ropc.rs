@@ -14,8 +14,10 @@ async fn ropc_issues_a_delegated_exchange_token_with_only_requested_consented_sc
         body["scope"],
         "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send offline_access"
     );
-    assert_eq!(body["expires_in"], 3600);
-    assert_eq!(body["ext_expires_in"], 3600);
+    // Entra's default lifetime: random between 60 and 90 minutes.
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    assert!((3600..=5400).contains(&expires_in), "{expires_in}");
+    assert_eq!(body["ext_expires_in"], expires_in);
     assert!(body["refresh_token"].as_str().unwrap().starts_with("1.AV"));
     assert!(body.get("id_token").is_none(), "no openid, no id_token");
     assert!(
@@ -46,8 +48,14 @@ async fn ropc_issues_a_delegated_exchange_token_with_only_requested_consented_sc
     assert!(claims.get("roles").is_none());
     let issued_at = claims["iat"].as_u64().unwrap();
     assert_eq!(claims["nbf"].as_u64().unwrap(), issued_at);
-    assert_eq!(claims["exp"].as_u64().unwrap(), issued_at + 3600);
-    assert!(claims["uti"].as_str().unwrap().len() >= 16);
+    assert_eq!(claims["exp"].as_u64().unwrap(), issued_at + expires_in);
+    let uti = claims["uti"].as_str().unwrap();
+    assert_eq!(uti.len(), 22, "{uti}");
+    assert!(
+        uti.bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'),
+        "base64url alphabet: {uti}"
+    );
 }
 
 #[tokio::test]
@@ -181,7 +189,10 @@ async fn ropc_user_errors_carry_entra_codes() {
         )
         .await;
     assert_eq!(expired.body["suberror"], "user_password_expired");
-    assert!(expired.body["password_change_url"].is_string());
+    assert_eq!(
+        expired.body["password_change_url"],
+        sandbox.url("ChangePassword.aspx")
+    );
     let mfa = sandbox
         .ropc(
             demo::PUBLIC_APP_ID,
@@ -191,7 +202,9 @@ async fn ropc_user_errors_carry_entra_codes() {
         )
         .await;
     assert_eq!(mfa.body["suberror"], "basic_action");
-    assert!(mfa.body["claims"].is_string());
+    let claims: serde_json::Value =
+        serde_json::from_str(mfa.body["claims"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["access_token"]["capolids"]["essential"], true);
 }
 
 #[tokio::test]
@@ -308,7 +321,7 @@ async fn lifetimes_too_large_for_the_clock_saturate_instead_of_overflowing() {
     let forever = std::time::Duration::from_secs(u64::MAX);
     let sandbox = crate::common::start_with(m365mail_sandbox::SandboxConfig {
         lifetimes: m365mail_sandbox::Lifetimes {
-            access_token: forever,
+            access_token: m365mail_sandbox::AccessTokenLifetime::Fixed(forever),
             refresh_token: forever,
             ..Default::default()
         },
@@ -336,4 +349,74 @@ async fn lifetimes_too_large_for_the_clock_saturate_instead_of_overflowing() {
         )
         .await
         .assert_ok();
+}
+
+/// The `expires_in` of a token response, checked against the token's own `exp` and `iat`.
+fn lifetime_of(body: &serde_json::Value) -> u64 {
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    assert_eq!(body["ext_expires_in"], expires_in);
+    let claims = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        expires_in
+    );
+    if let Some(id_token) = body["id_token"].as_str() {
+        assert_eq!(crate::common::claims(id_token)["exp"], claims["exp"]);
+    }
+    expires_in
+}
+
+#[tokio::test]
+async fn access_tokens_live_a_random_60_to_90_minutes_by_default() {
+    assert_eq!(
+        m365mail_sandbox::Lifetimes::default().access_token,
+        m365mail_sandbox::AccessTokenLifetime::Random {
+            min: std::time::Duration::from_secs(3600),
+            max: std::time::Duration::from_secs(5400),
+        }
+    );
+    let sandbox = start().await;
+    let mut lifetimes = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let answer = sandbox
+            .user_ropc(demo::PUBLIC_APP_ID, &format!("{IMAP_AND_SMTP} openid"))
+            .await;
+        let expires_in = lifetime_of(answer.assert_ok());
+        assert!((3600..=5400).contains(&expires_in), "{expires_in}");
+        lifetimes.insert(expires_in);
+    }
+    // 20 draws from 1801 values: all equal has a chance of about 1 in 10^62.
+    assert!(lifetimes.len() > 1, "{lifetimes:?}");
+}
+
+#[tokio::test]
+async fn a_configured_access_token_lifetime_is_fixed() {
+    let sandbox = crate::common::start_with(m365mail_sandbox::SandboxConfig {
+        lifetimes: m365mail_sandbox::Lifetimes {
+            access_token: m365mail_sandbox::AccessTokenLifetime::Fixed(
+                std::time::Duration::from_secs(1234),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    for _ in 0..5 {
+        let answer = sandbox
+            .user_ropc(demo::PUBLIC_APP_ID, &format!("{IMAP_AND_SMTP} openid"))
+            .await;
+        assert_eq!(lifetime_of(answer.assert_ok()), 1234);
+        let app_only = sandbox
+            .token(
+                demo::TENANT_ID,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", demo::CONFIDENTIAL_APP_ID),
+                    ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
+                    ("scope", demo::EXCHANGE_APP_SCOPE),
+                ],
+            )
+            .await;
+        assert_eq!(lifetime_of(app_only.assert_ok()), 1234);
+    }
 }

@@ -39,15 +39,23 @@ fn tenant_files_are_validated() {
             "6f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c",
             "7f1a3b2c-0d4e-4f5a-8b6c-7d8e9f0a1b2c",
         );
-    let error = TenantModel::from_toml_str(&duplicated)
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("appears twice"), "{error}");
+    let error = TenantModel::from_toml_str(&duplicated).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            m365mail_sandbox::SandboxError::TenantModel(message)
+                if message == "tenant id or domain fabrikam.onmicrosoft.com appears twice"
+        ),
+        "{error:?}"
+    );
     let unknown_field =
         TenantModel::from_toml_str("[[tenants]]\nid = \"x\"\ncolour = \"blue\"\n").unwrap_err();
+    let m365mail_sandbox::SandboxError::TenantModel(message) = &unknown_field else {
+        panic!("a tenant model error: {unknown_field:?}");
+    };
     assert!(
-        unknown_field.to_string().contains("colour"),
-        "{unknown_field}"
+        message.contains("unknown field `colour`"),
+        "names the field: {message}"
     );
 }
 
@@ -106,7 +114,13 @@ fn the_ca_can_be_written_to_a_file() {
         sandbox.write_ca(&path).unwrap();
         let written = std::fs::read_to_string(&path).unwrap();
         assert_eq!(written, sandbox.ca_pem());
-        assert!(written.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(written.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(written.ends_with("-----END CERTIFICATE-----\n"));
+        assert_eq!(
+            written.matches("BEGIN CERTIFICATE").count(),
+            1,
+            "one certificate"
+        );
         sandbox.shutdown().await;
     });
 }
@@ -118,7 +132,14 @@ async fn the_sandbox_refuses_to_listen_beyond_loopback() {
         ..SandboxConfig::default()
     };
     let error = m365mail_sandbox::Sandbox::start(config).await.unwrap_err();
-    assert!(error.to_string().contains("loopback"), "{error}");
+    assert!(
+        matches!(
+            &error,
+            m365mail_sandbox::SandboxError::InvalidRequest(message)
+                if message == "the sandbox listens on loopback only, not 0.0.0.0:0"
+        ),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
