@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use m365mail_sandbox::{BearerRefusal, Lifetimes, Principal, Requirement, admin::UserUpdate, demo};
+use m365mail_sandbox::{
+    AccessTokenLifetime, BearerRefusal, Lifetimes, Principal, Requirement, admin::UserUpdate, demo,
+};
 
 use crate::common::{TestSandbox, start, start_with_fake_clock};
 
@@ -124,7 +126,7 @@ async fn an_app_only_token_serves_its_roles_and_names_the_app() {
 #[tokio::test]
 async fn expiry_follows_the_sandbox_clock_to_the_second() {
     let lifetimes = Lifetimes {
-        access_token: Duration::from_secs(600),
+        access_token: AccessTokenLifetime::Fixed(Duration::from_secs(600)),
         ..Lifetimes::default()
     };
     let (sandbox, clock) = start_with_fake_clock(lifetimes).await;
