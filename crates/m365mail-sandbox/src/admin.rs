@@ -37,13 +37,15 @@ use axum::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::json;
 
+pub use crate::identity::TokenFault;
 use crate::{
     SandboxError,
+    identity::state::{DeviceState, IdentityState, RequestStats},
     identity::{
         devicecode::{DeviceDecision, decide},
         signin::clear_failed_sign_ins,
     },
-    state::{DeviceState, RequestStats, SandboxState, lock},
+    sync::lock,
     tenant::{AppRoleGrant, DelegatedGrant, TenantModel, User},
 };
 
@@ -152,48 +154,6 @@ pub struct AppRolesChange {
     pub roles: Vec<String>,
 }
 
-/// A failure the token endpoint answers with instead of handling a request, for testing clients'
-/// retry and polling logic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TokenFault {
-    /// HTTP 429, `temporarily_unavailable`, AADSTS90055, with `Retry-After`.
-    Throttled {
-        /// The `Retry-After` value in seconds.
-        retry_after_seconds: u64,
-    },
-    /// HTTP 503, `temporarily_unavailable`, AADSTS50033.
-    TemporarilyUnavailable,
-    /// HTTP 500, `server_error`, AADSTS90006.
-    ServerError,
-    /// HTTP 400, `slow_down` (RFC 8628 §3.5, no AADSTS code), to device-code polls only: other token
-    /// requests are handled as usual and do not use it up. Entra answers fast polls with
-    /// `authorization_pending`, so the sandbox sends `slow_down` only when told to.
-    SlowDown,
-}
-
-impl TokenFault {
-    pub(crate) fn to_entra_error(&self) -> crate::identity::errors::EntraError {
-        use crate::identity::errors::EntraError;
-        match self {
-            Self::Throttled {
-                retry_after_seconds,
-            } => EntraError::throttled(*retry_after_seconds),
-            Self::TemporarilyUnavailable => EntraError::temporarily_unavailable(),
-            Self::ServerError => EntraError::server_error(),
-            Self::SlowDown => EntraError::slow_down(),
-        }
-    }
-
-    /// Whether the fault answers a token request with this `grant_type`.
-    pub(crate) fn applies_to(&self, grant_type: Option<&str>) -> bool {
-        match self {
-            Self::SlowDown => grant_type.is_some_and(crate::identity::is_device_code_grant),
-            _ => true,
-        }
-    }
-}
-
 /// A device code waiting for the user (no secret device code in it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingDeviceCode {
@@ -210,7 +170,7 @@ pub struct PendingDeviceCode {
 /// Runtime control of a running sandbox; cheap to clone.
 #[derive(Clone)]
 pub struct AdminHandle {
-    state: Arc<SandboxState>,
+    state: Arc<IdentityState>,
 }
 
 impl std::fmt::Debug for AdminHandle {
@@ -222,7 +182,7 @@ impl std::fmt::Debug for AdminHandle {
 }
 
 impl AdminHandle {
-    pub(crate) fn new(state: Arc<SandboxState>) -> Self {
+    pub(crate) fn new(state: Arc<IdentityState>) -> Self {
         Self { state }
     }
 
@@ -506,12 +466,12 @@ impl AdminHandle {
     /// counted in the stats); [`TokenFault::SlowDown`] answers only device-code polls. Replaces
     /// faults injected earlier; `count` 0 clears them.
     pub fn inject_token_faults(&self, fault: TokenFault, count: u32) {
-        *lock(&self.state.token_faults) = (count > 0).then_some((fault, count));
+        self.state.token_faults.inject(fault, count);
     }
 
     /// Removes injected faults.
     pub fn clear_token_faults(&self) {
-        *lock(&self.state.token_faults) = None;
+        self.state.token_faults.clear();
     }
 
     /// The request counters.
@@ -585,10 +545,10 @@ fn body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, SandboxError> 
     serde_json::from_slice(bytes).map_err(|error| SandboxError::InvalidRequest(error.to_string()))
 }
 
-type AdminState = State<Arc<SandboxState>>;
+type AdminState = State<Arc<IdentityState>>;
 type AdminResult = Result<Response, SandboxError>;
 
-fn handle(state: Arc<SandboxState>) -> AdminHandle {
+fn handle(state: Arc<IdentityState>) -> AdminHandle {
     AdminHandle::new(state)
 }
 
@@ -761,7 +721,7 @@ async fn http_set_enabled(
 }
 
 /// The admin routes (see the module documentation).
-pub(crate) fn router() -> Router<Arc<SandboxState>> {
+pub(crate) fn router() -> Router<Arc<IdentityState>> {
     Router::new()
         .route("/_sandbox/admin/stats", get(http_stats))
         .route("/_sandbox/admin/stats/reset", post(http_reset_stats))

@@ -76,10 +76,11 @@ pub mod admin;
 pub mod clock;
 pub mod demo;
 mod error;
+mod faults;
 mod identity;
 mod request_body;
 mod server;
-mod state;
+mod sync;
 pub mod tenant;
 mod tls;
 
@@ -97,8 +98,9 @@ use url::Url;
 pub use admin::AdminHandle;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
+pub use identity::TokenFault;
 pub use identity::bearer::{BearerRefusal, Principal, Requirement};
-pub use state::RequestStats;
+pub use identity::state::RequestStats;
 pub use tenant::TenantModel;
 
 /// The largest request body the sandbox reads, in bytes (1 MiB; Entra's token requests are a few
@@ -296,15 +298,15 @@ impl Sandbox {
         let base_url = Url::parse(&format!("{scheme}://{local}/"))
             .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
 
-        let state = Arc::new(state::SandboxState {
-            directory: Mutex::new(config.tenant),
-            grants: Mutex::new(state::Grants::default()),
+        let state = Arc::new(identity::state::IdentityState {
+            directory: Arc::new(Mutex::new(config.tenant)),
+            grants: Mutex::new(identity::state::Grants::default()),
             stats: Mutex::new(RequestStats::default()),
             signing_key,
             lifetimes: config.lifetimes,
             clock: config.clock,
             base_url: base_url.clone(),
-            token_faults: Mutex::new(None),
+            token_faults: faults::FaultQueue::default(),
             reject_replayed_assertions: config.reject_replayed_assertions,
             seen_assertions: Mutex::default(),
             smart_lockout: config.smart_lockout,

@@ -24,8 +24,8 @@ use axum::{
 
 use crate::{
     MAX_REQUEST_BODY_BYTES,
+    identity::state::IdentityState,
     identity::{add_token_headers, client_request_id, errors::EntraError},
-    state::SandboxState,
 };
 
 /// How much of an oversized body is read (and discarded) so the client can finish sending.
@@ -36,7 +36,7 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Middleware: replaces the streaming body by the whole body read into memory, or answers 413.
 pub(crate) async fn read_whole_body(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     request: Request,
     next: Next,
 ) -> Response {

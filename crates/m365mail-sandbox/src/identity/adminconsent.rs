@@ -17,6 +17,7 @@ use axum::{
 };
 
 use crate::{
+    identity::state::IdentityState,
     identity::{
         FormParams, TenantAlias,
         authorize::{app_and_redirect_uri, error_page, error_redirect, redirect_response},
@@ -25,7 +26,7 @@ use crate::{
         hidden_fields, html_escape, parse_form,
         signin::{SignInKind, find_user, sign_in_with_password},
     },
-    state::{SandboxState, lock},
+    sync::lock,
     tenant::{AppRoleGrant, DelegatedGrant, RequiredPermission, TenantModel},
 };
 
@@ -132,7 +133,7 @@ fn grants_for(
 }
 
 async fn show_form(
-    state: Arc<SandboxState>,
+    state: Arc<IdentityState>,
     form: ConsentForm,
     tenant_segment: String,
     query: Option<String>,
@@ -147,7 +148,7 @@ async fn show_form(
 }
 
 async fn submit(
-    state: Arc<SandboxState>,
+    state: Arc<IdentityState>,
     form: ConsentForm,
     tenant_segment: String,
     body: Bytes,
@@ -218,7 +219,7 @@ async fn submit(
 
 /// `GET /{tenant}/v2.0/adminconsent`.
 pub(crate) async fn v2_form(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -227,7 +228,7 @@ pub(crate) async fn v2_form(
 
 /// `POST /{tenant}/v2.0/adminconsent`.
 pub(crate) async fn v2_submit(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -236,7 +237,7 @@ pub(crate) async fn v2_submit(
 
 /// `GET /{tenant}/adminconsent`.
 pub(crate) async fn classic_form(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -245,7 +246,7 @@ pub(crate) async fn classic_form(
 
 /// `POST /{tenant}/adminconsent`.
 pub(crate) async fn classic_submit(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     body: Bytes,
 ) -> Response {

@@ -20,6 +20,7 @@ use axum::{
 };
 
 use crate::{
+    identity::state::{AuthorizationCodeGrant, IdentityState},
     identity::{
         FormParams, TenantAlias,
         crypto::random_url_safe,
@@ -29,7 +30,7 @@ use crate::{
         scopes::{consented_delegated_scopes, parse_delegated},
         signin::{SignInKind, find_user, sign_in_with_password},
     },
-    state::{AuthorizationCodeGrant, SandboxState, lock},
+    sync::lock,
     tenant::{AppRegistration, TenantModel},
 };
 
@@ -227,7 +228,7 @@ fn sign_in_page(tenant_segment: &str, params: &FormParams, message: Option<&str>
 
 /// `GET`: validates the request and shows the sign-in form.
 pub(crate) async fn sign_in_form(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -242,7 +243,7 @@ pub(crate) async fn sign_in_form(
 
 /// `POST`: checks the user and redirects with a code.
 pub(crate) async fn sign_in_submit(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     body: Bytes,
 ) -> Response {

@@ -14,7 +14,7 @@ use crate::{
         errors::EntraError,
         tokens::ClientAuthMethod,
     },
-    state::lock,
+    sync::lock,
     tenant::{AppRegistration, Tenant},
 };
 

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::{
     SandboxError,
+    identity::state::{DeviceGrant, DeviceState, IdentityState, normalize_user_code},
     identity::{
         TenantAlias, add_token_headers, client_request_id,
         crypto::{random_url_safe, random_user_code},
@@ -27,13 +28,13 @@ use crate::{
         scopes::parse_delegated,
         signin::{SignInKind, check_sign_in, sign_in_with_password},
     },
-    state::{DeviceGrant, DeviceState, SandboxState, lock, normalize_user_code},
+    sync::lock,
     tenant::TenantModel,
 };
 
 /// Starts a device flow.
 pub(crate) async fn device_code(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     headers: axum::http::HeaderMap,
     body: Bytes,
@@ -49,7 +50,7 @@ pub(crate) async fn device_code(
 }
 
 fn start_device_flow(
-    state: &SandboxState,
+    state: &IdentityState,
     tenant_segment: &str,
     body: &[u8],
 ) -> Result<serde_json::Value, EntraError> {
@@ -114,7 +115,7 @@ fn refused(entra: EntraError, admin: SandboxError) -> Box<Refusal> {
 
 /// Applies a decision to a pending device code.
 pub(crate) fn decide(
-    state: &SandboxState,
+    state: &IdentityState,
     directory: &TenantModel,
     user_code: &str,
     decision: DeviceDecision<'_>,
@@ -217,13 +218,13 @@ fn login_form(message: Option<&str>) -> String {
 }
 
 /// `GET /devicelogin`: the code entry form.
-pub(crate) async fn login_page(State(state): State<Arc<SandboxState>>) -> Html<String> {
+pub(crate) async fn login_page(State(state): State<Arc<IdentityState>>) -> Html<String> {
     state.count_endpoint("devicelogin");
     Html(login_form(None))
 }
 
 /// `POST /devicelogin`: approve or decline.
-pub(crate) async fn login_submit(State(state): State<Arc<SandboxState>>, body: Bytes) -> Response {
+pub(crate) async fn login_submit(State(state): State<Arc<IdentityState>>, body: Bytes) -> Response {
     state.count_endpoint("devicelogin");
     let params = parse_form(&body);
     let Some(user_code) = params.get("user_code") else {

@@ -12,8 +12,9 @@ use axum::{
 use serde_json::json;
 
 use crate::{
+    identity::state::IdentityState,
     identity::{CONSUMERS_TENANT_ID, TenantAlias, errors::EntraError},
-    state::{SandboxState, lock},
+    sync::lock,
 };
 
 /// Entra's caching header on metadata.
@@ -29,13 +30,13 @@ fn issuer(base: &str, alias: &TenantAlias) -> String {
     }
 }
 
-fn resolve(state: &SandboxState, tenant_segment: &str) -> Result<TenantAlias, EntraError> {
+fn resolve(state: &IdentityState, tenant_segment: &str) -> Result<TenantAlias, EntraError> {
     TenantAlias::resolve(&lock(&state.directory), tenant_segment)
 }
 
 /// `GET /{tenant}/v2.0/.well-known/openid-configuration`.
 pub(crate) async fn openid_configuration(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
 ) -> Response {
     state.count_endpoint("openid-configuration");
@@ -79,7 +80,7 @@ pub(crate) async fn openid_configuration(
 
 /// `GET /{tenant}/discovery/v2.0/keys`: the JWKS with the one signing key.
 pub(crate) async fn keys(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
 ) -> Response {
     state.count_endpoint("keys");
@@ -110,7 +111,7 @@ pub(crate) async fn keys(
 /// `GET /common/discovery/instance`: the instance-discovery answer MSAL asks for when it has not been
 /// told to skip it, naming this host as its own (only) alias.
 pub(crate) async fn instance_discovery(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     state.count_endpoint("instance-discovery");
@@ -145,7 +146,7 @@ pub(crate) async fn instance_discovery(
 /// `GET /common/userrealm/{username}?api-version=1.0`: every sandbox domain is `Managed` (cloud
 /// passwords), so MSAL goes on with a plain ROPC request; unknown domains are `Unknown`.
 pub(crate) async fn user_realm(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(username): Path<String>,
 ) -> Response {
     state.count_endpoint("userrealm");

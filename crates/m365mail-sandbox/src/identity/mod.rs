@@ -10,8 +10,12 @@ pub(crate) mod discovery;
 pub(crate) mod errors;
 pub(crate) mod scopes;
 pub(crate) mod signin;
+pub(crate) mod state;
 pub(crate) mod token_endpoint;
+pub(crate) mod token_fault;
 pub(crate) mod tokens;
+
+pub use token_fault::TokenFault;
 
 use std::sync::Arc;
 
@@ -21,7 +25,7 @@ use axum::{
 };
 
 use crate::{
-    state::SandboxState,
+    identity::state::IdentityState,
     tenant::{AppRegistration, Tenant, TenantModel},
 };
 use errors::EntraError;
@@ -30,7 +34,7 @@ use errors::EntraError;
 pub(crate) const CONSUMERS_TENANT_ID: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
 /// The identity routes. Paths are Entra's, with the `{tenant}` segment first.
-pub(crate) fn router() -> Router<Arc<SandboxState>> {
+pub(crate) fn router() -> Router<Arc<IdentityState>> {
     Router::new()
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",

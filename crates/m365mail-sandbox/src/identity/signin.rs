@@ -1,8 +1,9 @@
 //! Checking a user's sign-in, shared by ROPC and the sign-in pages.
 
 use crate::{
+    identity::state::IdentityState,
     identity::{TenantAlias, errors::EntraError},
-    state::{SandboxState, lock},
+    sync::lock,
     tenant::{Tenant, TenantModel, User},
 };
 
@@ -19,7 +20,7 @@ pub(crate) struct FailedSignIns {
 /// password, a wrong password counts towards the lock, a right one resets the count. Counted per
 /// directory user, so the map holds at most one entry per user.
 pub(crate) fn sign_in_with_password(
-    state: &SandboxState,
+    state: &IdentityState,
     user: &User,
     password: &str,
     kind: SignInKind,
@@ -49,7 +50,7 @@ pub(crate) fn sign_in_with_password(
 }
 
 /// Ends a smart lockout and forgets the failures (an admin unlock).
-pub(crate) fn clear_failed_sign_ins(state: &SandboxState, user_object_id: &str) {
+pub(crate) fn clear_failed_sign_ins(state: &IdentityState, user_object_id: &str) {
     lock(&state.sign_in_failures).remove(&user_object_id.to_ascii_lowercase());
 }
 

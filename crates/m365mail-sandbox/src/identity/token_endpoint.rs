@@ -12,6 +12,9 @@ use axum::{
 use serde_json::Value;
 
 use crate::{
+    identity::state::{
+        AuthorizationCodeGrant, DeviceGrant, DeviceState, IdentityState, RefreshGrant,
+    },
     identity::{
         FormParams, TenantAlias, add_token_headers,
         client_auth::{
@@ -26,7 +29,7 @@ use crate::{
         signin::{SignInKind, check_account_usable, find_user, sign_in_with_password},
         tokens::{ClientAuthMethod, DelegatedIssue, issue_app_only, issue_delegated},
     },
-    state::{AuthorizationCodeGrant, DeviceGrant, DeviceState, RefreshGrant, SandboxState, lock},
+    sync::lock,
     tenant::{AppRegistration, Tenant, TenantModel, User},
 };
 
@@ -56,7 +59,7 @@ fn counted_grant_type(grant_type: Option<&str>) -> &'static str {
 
 /// `GET` (or any non-POST verb) on the token endpoint: AADSTS900561.
 pub(crate) async fn token_with_wrong_method(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     method: Method,
 ) -> Response {
     state.count_endpoint("token");
@@ -65,7 +68,7 @@ pub(crate) async fn token_with_wrong_method(
 
 /// The token endpoint.
 pub(crate) async fn token(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<IdentityState>>,
     Path(tenant_segment): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -103,7 +106,7 @@ pub(crate) async fn token(
 }
 
 fn handle_token_request(
-    state: &SandboxState,
+    state: &IdentityState,
     tenant_segment: &str,
     params: &FormParams,
     headers: &HeaderMap,
@@ -142,7 +145,7 @@ fn handle_token_request(
 
 /// One token request, with the directory locked for its (synchronous) duration.
 struct TokenRequest<'a> {
-    state: &'a SandboxState,
+    state: &'a IdentityState,
     directory: &'a TenantModel,
     alias: &'a TenantAlias,
     params: &'a FormParams,

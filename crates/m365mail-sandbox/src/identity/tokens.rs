@@ -4,12 +4,13 @@
 use serde_json::{Map, Value, json};
 
 use crate::{
+    identity::state::{IdentityState, RefreshGrant},
     identity::{
         crypto::{b64url, random_url_safe},
         errors::EntraError,
         scopes::{DelegatedScopes, ResourceSelection, response_scope},
     },
-    state::{RefreshGrant, SandboxState, lock},
+    sync::lock,
     tenant::{AppRegistration, Tenant, User},
 };
 
@@ -31,7 +32,7 @@ impl ClientAuthMethod {
     }
 }
 
-fn sign(state: &SandboxState, claims: &Value) -> Result<String, EntraError> {
+fn sign(state: &IdentityState, claims: &Value) -> Result<String, EntraError> {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.typ = Some("JWT".into());
     header.kid = Some(state.signing_key.x5t.clone());
@@ -50,7 +51,7 @@ fn unique_token_id() -> String {
 /// The claims every access token has; `lifetime` in seconds (drawn once per token response, so
 /// `exp` and `expires_in` agree).
 fn base_claims(
-    state: &SandboxState,
+    state: &IdentityState,
     tenant: &Tenant,
     audience: &str,
     app: &AppRegistration,
@@ -94,7 +95,7 @@ fn token_response(
 /// Client credentials: an app-only token with the granted roles of the resource. Like Entra, an app
 /// without granted roles still gets a token, just without a `roles` claim.
 pub(crate) fn issue_app_only(
-    state: &SandboxState,
+    state: &IdentityState,
     tenant: &Tenant,
     app: &AppRegistration,
     selection: &ResourceSelection,
@@ -139,7 +140,7 @@ pub(crate) struct DelegatedIssue<'a> {
 /// A delegated token response: access token, plus a refresh token when `offline_access` was asked
 /// for, an ID token when `openid` was, and `client_info` when the client sent `client_info=1`.
 pub(crate) fn issue_delegated(
-    state: &SandboxState,
+    state: &IdentityState,
     issue: DelegatedIssue<'_>,
 ) -> Result<Value, EntraError> {
     let DelegatedIssue {

@@ -1,9 +1,11 @@
-//! Shared run-time state: the tenant model, issued grants (refresh tokens, device codes, authorization
-//! codes) and request counters. Locks are std mutexes held only for short, non-async sections.
+//! The identity service's run-time state: issued grants (refresh tokens, device codes, authorization
+//! codes), request counters, the signing key, injected token faults and smart-lockout counters. The
+//! directory (tenant model) and the clock are shared with the other services. Locks are std mutexes held
+//! only for short, non-async sections.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
@@ -11,22 +13,18 @@ use url::Url;
 
 use crate::{
     Lifetimes, SmartLockout,
-    admin::TokenFault,
     clock::Clock,
-    identity::{client_auth::SeenAssertions, crypto::SigningKey, signin::FailedSignIns},
+    faults::FaultQueue,
+    identity::{
+        TokenFault, client_auth::SeenAssertions, crypto::SigningKey, signin::FailedSignIns,
+    },
+    sync::lock,
     tenant::TenantModel,
 };
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data stays consistent
-/// because every critical section is a few field updates).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) struct SandboxState {
-    pub(crate) directory: Mutex<TenantModel>,
+pub(crate) struct IdentityState {
+    /// The directory, shared with the other services.
+    pub(crate) directory: Arc<Mutex<TenantModel>>,
     pub(crate) grants: Mutex<Grants>,
     pub(crate) stats: Mutex<RequestStats>,
     pub(crate) signing_key: SigningKey,
@@ -34,8 +32,8 @@ pub(crate) struct SandboxState {
     pub(crate) clock: Arc<dyn Clock>,
     /// `https://127.0.0.1:port/`, always with a trailing slash.
     pub(crate) base_url: Url,
-    /// Faults to answer the next token requests with, and how many remain.
-    pub(crate) token_faults: Mutex<Option<(TokenFault, u32)>>,
+    /// Faults to answer the next token requests with.
+    pub(crate) token_faults: FaultQueue<TokenFault>,
     /// [`crate::SandboxConfig::reject_replayed_assertions`].
     pub(crate) reject_replayed_assertions: bool,
     /// Certificate assertion ids already accepted (used only when replays are refused).
@@ -46,7 +44,7 @@ pub(crate) struct SandboxState {
     pub(crate) sign_in_failures: Mutex<HashMap<String, FailedSignIns>>,
 }
 
-impl SandboxState {
+impl IdentityState {
     /// Counts a request to one endpoint. Keys are `'static`: never a string a client sent.
     pub(crate) fn count_endpoint(&self, endpoint: &'static str) {
         let mut stats = lock(&self.stats);
@@ -65,16 +63,7 @@ impl SandboxState {
 
     /// Takes one injected fault that applies to this `grant_type`, if any remain.
     pub(crate) fn take_token_fault(&self, grant_type: Option<&str>) -> Option<TokenFault> {
-        let mut faults = lock(&self.token_faults);
-        let (fault, remaining) = faults
-            .as_mut()
-            .filter(|(fault, _)| fault.applies_to(grant_type))?;
-        let fault = fault.clone();
-        *remaining -= 1;
-        if *remaining == 0 {
-            *faults = None;
-        }
-        Some(fault)
+        self.token_faults.take(|fault| fault.applies_to(grant_type))
     }
 
     pub(crate) fn now_unix(&self) -> u64 {
