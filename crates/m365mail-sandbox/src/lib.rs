@@ -78,6 +78,7 @@ pub mod demo;
 mod error;
 mod faults;
 mod identity;
+mod net;
 mod request_body;
 mod server;
 mod sync;
@@ -206,9 +207,15 @@ impl Default for SmartLockout {
 /// How to run a sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Address to listen on; loopback only. Default `127.0.0.1:0` (a free port).
+    /// The identity listener's address (Entra ID endpoints and the admin API; later Graph under
+    /// `/v1.0/`); loopback only. Default `127.0.0.1:0` (a free port). Its URL is
+    /// [`Sandbox::base_url`], the authority clients use.
     pub bind: SocketAddr,
-    /// Serve HTTPS with the generated CA (default) or plain HTTP.
+    /// More identity listeners serving the same endpoints with the same TLS setting, e.g. `[::1]:0` next
+    /// to `127.0.0.1`, or port 443 for MSAL Python's user-realm lookup (which drops the authority's port).
+    /// Loopback only. Default none.
+    pub also_bind: Vec<SocketAddr>,
+    /// Serve the identity listeners over HTTPS with the generated CA (default) or plain HTTP.
     pub tls: bool,
     /// The directory. Default: [`TenantModel::demo`].
     pub tenant: TenantModel,
@@ -237,6 +244,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            also_bind: Vec::new(),
             tls: true,
             tenant: TenantModel::demo(),
             lifetimes: Lifetimes::default(),
@@ -249,13 +257,25 @@ impl Default for SandboxConfig {
     }
 }
 
+/// One bound listener of a running sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// The service: `identity` (later `imap`, `imaps`, `pop3`, `pop3s`, `smtp`, `smtps`).
+    pub service: &'static str,
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Whether TLS starts with the first byte.
+    pub implicit_tls: bool,
+}
+
 /// A running sandbox tenant.
 pub struct Sandbox {
     base_url: Url,
     ca_pem: String,
     admin: AdminHandle,
+    listeners: Vec<Listener>,
     shutdown: watch::Sender<bool>,
-    server: Mutex<Option<JoinHandle<()>>>,
+    servers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -270,11 +290,12 @@ impl Sandbox {
     /// Generates keys and certificates, binds the listener and starts serving in the background.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: SandboxConfig) -> Result<Self, SandboxError> {
-        if !config.bind.ip().is_loopback() {
-            return Err(SandboxError::InvalidRequest(format!(
-                "the sandbox listens on loopback only, not {}",
-                config.bind
-            )));
+        for addr in std::iter::once(&config.bind).chain(&config.also_bind) {
+            if !addr.ip().is_loopback() {
+                return Err(SandboxError::InvalidRequest(format!(
+                    "the sandbox listens on loopback only, not {addr}"
+                )));
+            }
         }
         config.tenant.validate()?;
         // Key generation is CPU-bound (RSA); keep it off the async worker.
@@ -284,16 +305,11 @@ impl Sandbox {
         .await
         .map_err(|error| SandboxError::crypto("keys", error))??;
 
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| SandboxError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        let local = listener.local_addr().map_err(|source| SandboxError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+        let mut bound = Vec::new();
+        for addr in std::iter::once(config.bind).chain(config.also_bind.iter().copied()) {
+            bound.push(bind(addr).await?);
+        }
+        let local = bound[0].1;
         let scheme = if config.tls { "https" } else { "http" };
         let base_url = Url::parse(&format!("{scheme}://{local}/"))
             .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
@@ -320,21 +336,41 @@ impl Sandbox {
             ))
             .with_state(Arc::clone(&state));
         let (shutdown, shutdown_receiver) = watch::channel(false);
-        let server = server::spawn(
-            listener,
+        let http: Arc<dyn net::Protocol> = Arc::new(server::HttpProtocol {
             router,
-            config.tls.then(|| Arc::clone(&tls.server_config)),
-            config.tls_handshake_timeout,
-            config.header_read_timeout,
-            shutdown_receiver,
-        );
+            header_read_timeout: config.header_read_timeout,
+        });
+        let identity_tls = if config.tls {
+            net::ListenerTls::Implicit(tokio_rustls::TlsAcceptor::from(Arc::clone(
+                &tls.server_config,
+            )))
+        } else {
+            net::ListenerTls::Plain
+        };
+        let mut listeners = Vec::new();
+        let mut servers = Vec::new();
+        for (listener, addr) in bound {
+            listeners.push(Listener {
+                service: "identity",
+                addr,
+                implicit_tls: config.tls,
+            });
+            servers.push(net::spawn_listener(
+                listener,
+                identity_tls.clone(),
+                config.tls_handshake_timeout,
+                Arc::clone(&http),
+                shutdown_receiver.clone(),
+            ));
+        }
         tracing::info!(base_url = %base_url, "sandbox tenant listening");
         Ok(Self {
             base_url,
             ca_pem: tls.ca_pem,
             admin: AdminHandle::new(state),
+            listeners,
             shutdown,
-            server: Mutex::new(Some(server)),
+            servers: Mutex::new(servers),
         })
     }
 
@@ -362,6 +398,11 @@ impl Sandbox {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// Every bound listener, the identity listener of [`Self::base_url`] first.
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
     }
 
     /// The runtime admin handle.
@@ -429,12 +470,13 @@ impl Sandbox {
     /// Stops accepting connections and waits (briefly) for in-flight requests.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        let server = self
-            .server
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(server) = server {
+        let servers = std::mem::take(
+            &mut *self
+                .servers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for server in servers {
             let _ = server.await;
         }
     }
@@ -477,4 +519,15 @@ pub async fn serve(config: SandboxConfig, ca_path: Option<PathBuf>) -> Result<()
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
+}
+
+/// Binds one listener and reads back its address (the real port when 0 was asked for).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), SandboxError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| SandboxError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| SandboxError::Bind { addr, source })?;
+    Ok((listener, local))
 }

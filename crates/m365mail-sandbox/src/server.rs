@@ -1,80 +1,38 @@
-//! Serving the axum router over HTTPS (tokio-rustls + hyper-util) or plain HTTP.
-//!
-//! Each accepted connection gets its own task, and the TLS handshake runs inside that task, so a slow or
-//! stalled handshake never delays other clients. A connection that does not complete its request
-//! headers in time is closed (see [`crate::SandboxConfig::header_read_timeout`]).
+//! HTTP on a sandbox listener: the identity endpoints, the admin API (and later Graph) served by axum over
+//! hyper-util, on the accept loop of [`crate::net`] (which does the TLS). A connection that does not
+//! complete its request headers in time is closed (see [`crate::SandboxConfig::header_read_timeout`]).
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::{
-    net::TcpListener,
-    sync::{Notify, watch},
-    task::JoinHandle,
-};
+use tokio::sync::{Notify, watch};
 use tower::ServiceExt;
 
-/// On shutdown, connections get this long to finish in-flight requests.
-const GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::net::{Connection, GRACEFUL_SHUTDOWN_TIMEOUT, Protocol, stopped};
 
-/// Starts the accept loop; it stops when `shutdown` turns true. A TLS handshake that has not finished
-/// within `tls_handshake_timeout` is dropped, and so is a connection without complete request headers
-/// within `header_read_timeout`.
-pub(crate) fn spawn(
-    listener: TcpListener,
-    router: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    tls_handshake_timeout: Duration,
-    header_read_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = stopped(&mut shutdown) => break,
-            };
-            let Ok((stream, _peer)) = accepted else {
-                // Accept errors (e.g. too many open files) are transient; keep serving.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let router = router.clone();
-            let acceptor = acceptor.clone();
-            let shutdown = shutdown.clone();
-            connections.spawn(async move {
-                match acceptor {
-                    Some(acceptor) => {
-                        let handshake =
-                            tokio::time::timeout(tls_handshake_timeout, acceptor.accept(stream))
-                                .await;
-                        if let Ok(Ok(tls_stream)) = handshake {
-                            let io = TokioIo::new(tls_stream);
-                            serve_connection(io, router, header_read_timeout, shutdown).await;
-                        }
-                    }
-                    None => {
-                        let io = TokioIo::new(stream);
-                        serve_connection(io, router, header_read_timeout, shutdown).await;
-                    }
-                }
-            });
-            // Reap finished connection tasks so the set does not grow without bound.
-            while connections.try_join_next().is_some() {}
-        }
-        let _ = tokio::time::timeout(GRACEFUL_SHUTDOWN_TIMEOUT, async {
-            while connections.join_next().await.is_some() {}
+/// The identity listener's protocol: the axum router over HTTP/1.1 or HTTP/2 (hyper-util's auto builder).
+/// A connection that does not complete its request headers within `header_read_timeout` is closed.
+pub(crate) struct HttpProtocol {
+    pub(crate) router: Router,
+    pub(crate) header_read_timeout: Duration,
+}
+
+impl Protocol for HttpProtocol {
+    fn serve(self: Arc<Self>, connection: Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            serve_connection(
+                TokioIo::new(connection.stream),
+                self.router.clone(),
+                self.header_read_timeout,
+                connection.shutdown,
+            )
+            .await;
         })
-        .await;
-        connections.abort_all();
-    })
+    }
 }
 
 async fn serve_connection<I>(
@@ -126,10 +84,4 @@ async fn serve_connection<I>(
             let _ = tokio::time::timeout(GRACEFUL_SHUTDOWN_TIMEOUT, connection).await;
         }
     }
-}
-
-/// Completes once shutdown was requested (or the sandbox handle is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The guard returned by `wait_for` must not live across an await point (it is not `Send`).
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }

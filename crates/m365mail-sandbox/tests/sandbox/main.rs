@@ -9,6 +9,7 @@ mod common;
 mod device_code;
 mod discovery;
 mod http;
+mod listeners;
 mod lockout;
 mod msal;
 mod refresh;
