@@ -338,3 +338,153 @@ async fn timeout_is_typed_and_transient_and_a_password_is_sent_once() {
     assert!(matches!(e, AuthError::Timeout { .. }), "{e:?}");
     assert_eq!(clock.sleeps().len(), 1);
 }
+
+/// Serves one reply per connection: `head` (status line + headers, without Content-Length), then a body of
+/// `len` bytes made of `unit` repeated, written in 64 KiB pieces until done or the client goes away. Returns the
+/// base URL and the number of body bytes the server managed to write on the last connection.
+async fn huge_body(
+    head: &'static str,
+    unit: &'static [u8],
+    len: usize,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = written.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            // The request: head + Content-Length body.
+            loop {
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let cl = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + cl {
+                        break;
+                    }
+                }
+            }
+            let reply_head = format!("{head}Content-Length: {len}\r\nConnection: close\r\n\r\n");
+            if s.write_all(reply_head.as_bytes()).await.is_err() {
+                continue;
+            }
+            let piece: Vec<u8> = unit.iter().copied().cycle().take(65536).collect();
+            let mut sent = 0usize;
+            counter.store(0, Ordering::SeqCst);
+            while sent < len {
+                let n = piece.len().min(len - sent);
+                if s.write_all(&piece[..n]).await.is_err() {
+                    break;
+                }
+                sent += n;
+                counter.store(sent, Ordering::SeqCst);
+            }
+            let _ = s.shutdown().await;
+        }
+    });
+    (base, written)
+}
+
+/// Bytes a client may leave in flight when it stops reading: what it read (1 MiB) plus the kernel's socket
+/// buffers on both ends of a loopback connection (a few MiB with autotuning). Far below the 100 MB sent.
+const IN_FLIGHT_BOUND: usize = 16 * 1024 * 1024;
+
+/// A hostile authority answers with a 100 MB error body: the client reads at most 1 MiB of it, says so in a
+/// typed error, and keeps only a short excerpt (secrets redacted).
+#[tokio::test]
+async fn a_100_mb_error_body_is_read_only_up_to_the_limit() {
+    let (base, written) = huge_body(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n",
+        b"password=pw&x ",
+        100 * 1024 * 1024,
+    )
+    .await;
+    let clock = FakeClock::fixed();
+    let e = password(&client(&base, &clock)).await.unwrap_err();
+    // The server could write only what the client read plus the socket buffers before the client closed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let written = written.load(Ordering::SeqCst);
+    assert!(
+        written < IN_FLIGHT_BOUND,
+        "the server wrote {written} bytes"
+    );
+    match &e {
+        AuthError::ReplyTooLarge {
+            status,
+            limit,
+            excerpt,
+            url,
+        } => {
+            assert_eq!(*status, 400);
+            assert_eq!(*limit, m365mail::http::MAX_REPLY_BODY);
+            assert_eq!(*limit, 1024 * 1024);
+            assert!(
+                url.ends_with("/contoso.onmicrosoft.com/oauth2/v2.0/token"),
+                "{url}"
+            );
+            assert_eq!(excerpt.chars().count(), 200, "{excerpt}");
+            assert!(excerpt.starts_with("password=[REDACTED]&x "), "{excerpt}");
+            assert!(!excerpt.contains("=pw"), "{excerpt}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.class(), ErrorClass::Config);
+    assert!(e.to_string().len() < 600, "{e}");
+}
+
+/// A success reply over the limit is refused the same way (no token is parsed out of a truncated body), and
+/// an Entra error just under the limit is still parsed, its description cut to a bounded excerpt.
+#[tokio::test]
+async fn oversized_success_is_refused_and_a_long_description_is_cut() {
+    let (base, written) = huge_body(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+        b"{\"access_token\":\"at\"} ",
+        100 * 1024 * 1024,
+    )
+    .await;
+    let clock = FakeClock::fixed();
+    let e = password(&client(&base, &clock)).await.unwrap_err();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(written.load(Ordering::SeqCst) < IN_FLIGHT_BOUND);
+    let AuthError::ReplyTooLarge {
+        status, excerpt, ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*status, 200);
+    assert_eq!(
+        excerpt, "",
+        "no excerpt of a success reply (it may hold tokens)"
+    );
+
+    let description = "d".repeat(1000 * 1024);
+    let body = format!(
+        r#"{{"error":"invalid_grant","error_codes":[50126],"error_description":"AADSTS50126: {description}"}}"#
+    );
+    assert!(body.len() < m365mail::http::MAX_REPLY_BODY);
+    let (base, _) = canned(move |_| json("400 Bad Request", &body)).await;
+    let e = password(&client(&base, &clock)).await.unwrap_err();
+    let entra = e.entra().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(entra.error_codes, vec![50126]);
+    assert_eq!(
+        entra.description.chars().count(),
+        2001,
+        "2000 characters and …"
+    );
+    assert!(entra.description.starts_with("AADSTS50126: ddd"));
+    assert!(entra.description.ends_with("d…"));
+}

@@ -22,6 +22,7 @@ use super::error::{AuthError, EntraError, Grant, strip_control, strip_trace_suff
 use super::pkce::{Pkce, random_b64url};
 use super::response::TokenResponse;
 use super::scopes::Scopes;
+use crate::http::{MAX_REPLY_BODY, read_bounded};
 use crate::secret::Secret;
 use crate::time::{Clock, Sleeper, SystemClock, TokioSleeper};
 
@@ -584,13 +585,20 @@ impl TokenClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(|e| transport_error(url, &e))?;
-        Ok(Reply {
+        // Bounded: a hostile or broken server cannot make us hold more than 1 MiB of a reply.
+        let body = read_bounded(resp, MAX_REPLY_BODY)
+            .await
+            .map_err(|e| transport_error(url, &e))?;
+        let reply = Reply {
             status,
             retry_after,
-            body: body.to_vec(),
+            body: body.bytes,
             request_id,
-        })
+        };
+        if body.truncated {
+            return Err(reply.too_large(url, form, basic));
+        }
+        Ok(reply)
     }
 }
 
@@ -637,6 +645,20 @@ const SECRET_FIELDS: [&str; 9] = [
     "id_token",
 ];
 
+/// Characters of a non-JSON reply kept in an error ([`AuthError::UnexpectedReply`] and
+/// [`AuthError::ReplyTooLarge`]).
+const EXCERPT_CHARS: usize = 200;
+
+/// Characters of Entra's `error_description` kept in an error (real descriptions are a few hundred).
+const DESCRIPTION_CHARS: usize = 2000;
+
+/// The forms in which a sent secret may come back: raw, form-encoded and percent-encoded.
+fn secret_variants(secret: &str) -> [String; 3] {
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let pct = form.replace('+', "%20");
+    [secret.to_owned(), form, pct]
+}
+
 /// Redacts secrets from server text before it is kept in an error: every value sent in this request under a
 /// secret field name (raw, form-encoded and percent-encoded), and the value after any `name=` / `"name":` of a
 /// secret field, whatever its origin (a reply may echo a request from someone else's proxy).
@@ -644,9 +666,7 @@ fn redact_reply_text(text: &str, sent_secrets: &[&str]) -> String {
     const MASK: &str = "[REDACTED]";
     let mut out = text.to_owned();
     for secret in sent_secrets.iter().filter(|s| !s.is_empty()) {
-        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        let pct = form.replace('+', "%20");
-        for variant in [secret.to_string(), form, pct] {
+        for variant in secret_variants(secret) {
             if !variant.is_empty() {
                 out = out.replace(&variant, MASK);
             }
@@ -656,6 +676,43 @@ fn redact_reply_text(text: &str, sent_secrets: &[&str]) -> String {
         out = redact_field(&out, field, MASK);
     }
     out
+}
+
+/// The first `max_chars` characters of `text` with every secret redacted, working on a bounded window of
+/// `text` only (each redaction pass copies its input: over a whole 1 MiB body that is tens of MiB). A secret
+/// cut by the window's end leaves a partial copy at the end of the redacted window; the last
+/// longest-secret-length bytes are dropped, so no part of a secret survives. Returns the excerpt and whether
+/// `text` was cut.
+fn redacted_excerpt(text: &str, sent_secrets: &[&str], max_chars: usize) -> (String, bool) {
+    let longest = sent_secrets
+        .iter()
+        .flat_map(|s| secret_variants(s))
+        .map(|v| v.len())
+        .max()
+        .unwrap_or(0);
+    let window = prefix_at_char_boundary(text, max_chars * 4 + 4 * longest + 4096);
+    let cut = window.len() < text.len();
+    let mut redacted = redact_reply_text(window, sent_secrets);
+    if cut {
+        let keep = prefix_at_char_boundary(&redacted, redacted.len().saturating_sub(longest)).len();
+        redacted.truncate(keep);
+    }
+    let mut chars = redacted.chars();
+    let excerpt: String = chars.by_ref().take(max_chars).collect();
+    let more = cut || chars.next().is_some();
+    (excerpt, more)
+}
+
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character boundary.
+fn prefix_at_char_boundary(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Replaces the value following `field` + (`=` | `":` | `:`) (case-insensitive field name; optional quotes and
@@ -717,32 +774,58 @@ impl Reply {
     /// Entra's description) is stripped of every secret of the request: an echoed password or code must not
     /// reach an error message or a log line.
     fn into_error(self, url: &Url, form: &[(&str, &str)], basic: Option<&Secret>) -> AuthError {
-        let sent: Vec<&str> = form
-            .iter()
-            .filter(|(k, _)| SECRET_FIELDS.contains(k))
-            .map(|(_, v)| *v)
-            .chain(basic.map(Secret::expose))
-            .collect();
+        let sent = sent_secrets(form, basic);
         if let Some(mut e) = EntraError::parse(self.status, &self.body) {
-            e.description = redact_reply_text(&e.description, &sent);
+            let (mut description, cut) = redacted_excerpt(&e.description, &sent, DESCRIPTION_CHARS);
+            if cut {
+                description.push('…');
+            }
+            e.description = description;
             e.retry_after = self.retry_after;
             e.client_request_id = Some(self.request_id);
             return e.into();
         }
-        let text = String::from_utf8_lossy(&self.body);
-        let redacted = redact_reply_text(&text, &sent);
-        let excerpt: String = redacted
-            .chars()
-            .take(200)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
         AuthError::UnexpectedReply {
             url: url.to_string(),
             status: self.status,
-            excerpt,
+            excerpt: self.excerpt(&sent),
             retry_after: self.retry_after,
         }
     }
+
+    /// The error for a reply whose body passed [`MAX_REPLY_BODY`] (`self.body` holds its first bytes).
+    fn too_large(self, url: &Url, form: &[(&str, &str)], basic: Option<&Secret>) -> AuthError {
+        let excerpt = if self.is_success() {
+            String::new()
+        } else {
+            self.excerpt(&sent_secrets(form, basic))
+        };
+        AuthError::ReplyTooLarge {
+            url: url.to_string(),
+            status: self.status,
+            limit: MAX_REPLY_BODY,
+            excerpt,
+        }
+    }
+
+    /// The first [`EXCERPT_CHARS`] characters of the body, secrets redacted, control characters blanked.
+    fn excerpt(&self, sent: &[&str]) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        redacted_excerpt(&text, sent, EXCERPT_CHARS)
+            .0
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    }
+}
+
+/// The secret values of a request: form fields named in [`SECRET_FIELDS`] and the HTTP Basic secret.
+fn sent_secrets<'a>(form: &[(&str, &'a str)], basic: Option<&'a Secret>) -> Vec<&'a str> {
+    form.iter()
+        .filter(|(k, _)| SECRET_FIELDS.contains(k))
+        .map(|(_, v)| *v)
+        .chain(basic.map(Secret::expose))
+        .collect()
 }
 
 /// Classifies a transport error: timeout, TLS, connect, other. Walks the source chain because reqwest wraps
@@ -966,5 +1049,24 @@ mod tests {
             assert!(!shown.contains("s3cr3t-basic"), "{shown}");
             assert!(shown.contains("[REDACTED]"), "{shown}");
         }
+    }
+
+    /// The excerpt is redacted on a bounded window; a secret cut by the window's end leaves no partial copy,
+    /// even when redaction shrinks the window below the excerpt length.
+    #[test]
+    fn a_secret_cut_by_the_window_is_not_shown_in_part() {
+        let secret = "S".repeat(50) + &"t".repeat(50);
+        let text = format!("{secret} ").repeat(10_000);
+        let (excerpt, cut) = redacted_excerpt(&text, &[&secret], DESCRIPTION_CHARS);
+        assert!(cut);
+        assert!(!excerpt.contains("SSSS"), "{excerpt}");
+        assert!(!excerpt.contains("tttt"), "{excerpt}");
+        assert!(excerpt.starts_with("[REDACTED] [REDACTED] "), "{excerpt}");
+        let (short, cut) = redacted_excerpt("short reply", &[&secret], EXCERPT_CHARS);
+        assert_eq!((short.as_str(), cut), ("short reply", false));
+        let (exact, cut) = redacted_excerpt(&"é".repeat(200), &[], EXCERPT_CHARS);
+        assert_eq!((exact.chars().count(), cut), (200, false));
+        let (cut_chars, cut) = redacted_excerpt(&"é".repeat(201), &[], EXCERPT_CHARS);
+        assert_eq!((cut_chars.chars().count(), cut), (200, true));
     }
 }

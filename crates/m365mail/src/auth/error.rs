@@ -362,6 +362,24 @@ pub enum AuthError {
         /// The `Retry-After` header, when present.
         retry_after: Option<Duration>,
     },
+    /// The reply body is larger than [`crate::http::MAX_REPLY_BODY`] (no Entra reply is): reading stopped at
+    /// the limit and the connection was closed.
+    #[error(
+        "the reply from {url} (HTTP {status}) is larger than {} KiB and was not read further{}",
+        .limit / 1024,
+        if .excerpt.is_empty() { String::new() } else { format!(": {:?}", .excerpt) }
+    )]
+    ReplyTooLarge {
+        /// Endpoint.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The limit, in bytes.
+        limit: usize,
+        /// The first ~200 characters of an error body, with secrets redacted (empty for a success reply,
+        /// which may hold tokens).
+        excerpt: String,
+    },
     /// A success reply that is not a valid token response.
     #[error("malformed token response from {url}: {reason}")]
     MalformedResponse {
@@ -487,7 +505,7 @@ impl AuthError {
                     ErrorClass::Config
                 }
             }
-            Self::MalformedResponse { .. } => ErrorClass::Config,
+            Self::MalformedResponse { .. } | Self::ReplyTooLarge { .. } => ErrorClass::Config,
             Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
                 ErrorClass::Transient
             }
@@ -530,6 +548,10 @@ impl AuthError {
             Self::Connect { .. } => "the identity endpoint is unreachable".into(),
             Self::Tls { .. } => "the server certificate is not trusted or TLS failed".into(),
             Self::InsecureCache { .. } => "the token cache file is readable by others".into(),
+            Self::ReplyTooLarge { limit, .. } => format!(
+                "the server sent a reply larger than {} KiB, far more than any Entra ID reply",
+                limit / 1024
+            ),
             other => other.to_string(),
         }
     }
@@ -545,7 +567,7 @@ impl AuthError {
             Self::MissingCredential { .. } => {
                 "configure a client secret (M365MAIL_CLIENT_SECRET / --secret-file) or a certificate".into()
             }
-            Self::UnexpectedReply { .. } => {
+            Self::UnexpectedReply { .. } | Self::ReplyTooLarge { .. } => {
                 "check the authority URL / cloud and any proxy in between".into()
             }
             Self::MalformedResponse { .. } | Self::UnsupportedTokenType(_) => {
