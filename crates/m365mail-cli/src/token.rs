@@ -194,6 +194,9 @@ fn error_json(err: &anyhow::Error) -> serde_json::Value {
         e["class"] = json!(a.class());
         e["cause"] = json!(a.cause());
         e["remedy"] = json!(a.remedy());
+        if let Some(at) = a.retry_at() {
+            e["retry_at"] = json!(rfc3339(unix_secs(at)));
+        }
         if let Some(entra) = a.entra() {
             e["error"] = json!(entra.error);
             e["error_codes"] = json!(entra.error_codes);

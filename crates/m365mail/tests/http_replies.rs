@@ -488,3 +488,136 @@ async fn oversized_success_is_refused_and_a_long_description_is_cut() {
     assert!(entra.description.starts_with("AADSTS50126: ddd"));
     assert!(entra.description.ends_with("d…"));
 }
+
+/// A 429 with `Retry-After: 45` on every request.
+fn throttled_45() -> String {
+    http(
+        "429 Too Many Requests",
+        "Retry-After: 45\r\nContent-Type: application/json\r\n",
+        r#"{"error":"temporarily_unavailable","error_codes":[90055],"error_description":"AADSTS90055: throttled."}"#,
+    )
+}
+
+/// The server asks for 45 s, more than the policy's longest wait (30 s): the password is not sent again early
+/// (it used to be re-sent after 30 s, twice); the error is transient and names the time to come back.
+#[tokio::test]
+async fn a_45_s_retry_after_is_not_cut_short_and_the_password_is_sent_once() {
+    let (base, count) = canned(|_| throttled_45()).await;
+    let clock = FakeClock::fixed();
+    let e = password(&client(&base, &clock)).await.unwrap_err();
+    assert_eq!(count.load(Ordering::SeqCst), 1, "one password request");
+    assert_eq!(clock.sleeps(), Vec::<Duration>::new(), "no wait at all");
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(45)));
+    assert_eq!(
+        e.retry_at(),
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600 + 45))
+    );
+    assert!(
+        e.to_string().contains("retry after 2026-01-01T00:00:45Z"),
+        "{e}"
+    );
+    assert!(
+        e.remedy().contains("retry after 2026-01-01T00:00:45Z"),
+        "{}",
+        e.remedy()
+    );
+    // Client credentials are idempotent, but the server's time is respected there too.
+    let e = client_with(&base, &clock, ClientCredential::secret("s".into()))
+        .client_credentials(&Scopes::parse("https://graph.microsoft.com/.default"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(45)));
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    assert_eq!(clock.sleeps(), Vec::<Duration>::new());
+}
+
+/// Within the policy, the grant waits exactly `Retry-After` each time; past the retry budget the error says
+/// when to come back (from the injected clock).
+#[tokio::test]
+async fn past_the_retry_budget_the_error_says_when_to_come_back() {
+    let (base, count) = canned(|_| {
+        http(
+            "503 Service Unavailable",
+            "Retry-After: 7\r\nContent-Type: text/plain\r\n",
+            "busy",
+        )
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let e = password(&client(&base, &clock)).await.unwrap_err();
+    assert_eq!(count.load(Ordering::SeqCst), 3, "first attempt + 2 retries");
+    assert_eq!(
+        clock.sleeps(),
+        vec![Duration::from_secs(7), Duration::from_secs(7)]
+    );
+    match &e {
+        AuthError::UnexpectedReply {
+            status,
+            retry_after,
+            retry_at,
+            ..
+        } => {
+            assert_eq!(*status, 503);
+            assert_eq!(*retry_after, Some(Duration::from_secs(7)));
+            assert_eq!(
+                *retry_at,
+                Some(std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600 + 14 + 7))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.is_transient());
+    assert!(
+        e.to_string().contains("retry after 2026-01-01T00:00:21Z"),
+        "{e}"
+    );
+}
+
+/// `Retry-After` as an HTTP date (IMF-fixdate, RFC 9110 §10.2.3) is read against the injected clock; a date in
+/// the past means "now".
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_understood() {
+    let (base, count) = canned(|n| match n {
+        0 => http(
+            "429 Too Many Requests",
+            "Retry-After: Thu, 01 Jan 2026 00:00:20 GMT\r\nContent-Type: text/plain\r\n",
+            "slow down",
+        ),
+        1 => http(
+            "503 Service Unavailable",
+            "Retry-After: Wed, 31 Dec 2025 23:00:00 GMT\r\nContent-Type: text/plain\r\n",
+            "busy",
+        ),
+        _ => json(
+            "200 OK",
+            r#"{"token_type":"Bearer","access_token":"at","expires_in":60}"#,
+        ),
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let t = password(&client(&base, &clock)).await.unwrap();
+    assert_eq!(t.access_token.expose(), "at");
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        clock.sleeps(),
+        vec![Duration::from_secs(20), Duration::from_secs(0)]
+    );
+    // A date further away than the policy allows: not retried, the date is the time to come back.
+    let (base, count) = canned(|_| {
+        http(
+            "429 Too Many Requests",
+            "Retry-After: Thu, 01 Jan 2026 01:00:00 GMT\r\nContent-Type: text/plain\r\n",
+            "later",
+        )
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let e = password(&client(&base, &clock)).await.unwrap_err();
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
+    assert!(
+        e.to_string().contains("retry after 2026-01-01T01:00:00Z"),
+        "{e}"
+    );
+}

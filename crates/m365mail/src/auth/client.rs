@@ -22,7 +22,7 @@ use super::error::{AuthError, EntraError, Grant, strip_control, strip_trace_suff
 use super::pkce::{Pkce, random_b64url};
 use super::response::TokenResponse;
 use super::scopes::Scopes;
-use crate::http::{MAX_REPLY_BODY, read_bounded};
+use crate::http::{MAX_REPLY_BODY, parse_retry_after, read_bounded};
 use crate::secret::Secret;
 use crate::time::{Clock, Sleeper, SystemClock, TokioSleeper};
 
@@ -70,7 +70,8 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// First backoff; doubles each retry.
     pub base_delay: Duration,
-    /// Upper bound for any wait, including `Retry-After`.
+    /// Longest wait before a retry. A `Retry-After` is never cut short: a longer one ends the retries (the
+    /// error says when to come back).
     pub max_delay: Duration,
 }
 
@@ -483,7 +484,9 @@ impl TokenClient {
             .await
     }
 
-    /// A token request with retries of transient failures.
+    /// A token request with retries of transient failures. A `Retry-After` is waited in full, never cut
+    /// short: when it is longer than [`RetryPolicy::max_delay`], or the retry budget is spent, the error is
+    /// returned as it is — transient, with [`AuthError::retry_at`] saying when to come back.
     async fn token_request(
         &self,
         grant: Grant,
@@ -494,9 +497,22 @@ impl TokenClient {
         loop {
             match self.token_request_once(grant, params).await {
                 Ok(t) => return Ok(t),
-                Err(e) if may_retry(grant, &e) && attempt < policy.max_retries => {
-                    let backoff = policy.base_delay.saturating_mul(1 << attempt.min(16));
-                    let wait = e.retry_after().unwrap_or(backoff).min(policy.max_delay);
+                Err(e) if may_retry(grant, &e) => {
+                    let wait = e.retry_after().unwrap_or_else(|| {
+                        policy
+                            .base_delay
+                            .saturating_mul(1 << attempt.min(16))
+                            .min(policy.max_delay)
+                    });
+                    if attempt >= policy.max_retries || wait > policy.max_delay {
+                        tracing::info!(
+                            %grant,
+                            attempts = attempt + 1,
+                            retry_after_s = e.retry_after().map(|d| d.as_secs()),
+                            "transient failure; not retrying (retry budget spent or the server asks for a longer wait than the retry policy allows)"
+                        );
+                        return Err(e);
+                    }
                     attempt += 1;
                     tracing::info!(%grant, attempt, wait_ms = wait.as_millis() as u64, error = %e, "transient failure; retrying");
                     self.inner.sleeper.sleep(wait).await;
@@ -579,12 +595,14 @@ impl TokenClient {
         }
         let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
         let status = resp.status().as_u16();
+        // Seconds or an HTTP date, both against the injected clock.
+        let received = self.inner.clock.now();
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, received));
+        let retry_at = retry_after.and_then(|d| received.checked_add(d));
         // Bounded: a hostile or broken server cannot make us hold more than 1 MiB of a reply.
         let body = read_bounded(resp, MAX_REPLY_BODY)
             .await
@@ -592,6 +610,7 @@ impl TokenClient {
         let reply = Reply {
             status,
             retry_after,
+            retry_at,
             body: body.bytes,
             request_id,
         };
@@ -606,6 +625,8 @@ impl TokenClient {
 struct Reply {
     status: u16,
     retry_after: Option<Duration>,
+    /// When the server said to come back (receive time + `retry_after`).
+    retry_at: Option<std::time::SystemTime>,
     body: Vec<u8>,
     /// The `client-request-id` sent with the request.
     request_id: String,
@@ -782,6 +803,7 @@ impl Reply {
             }
             e.description = description;
             e.retry_after = self.retry_after;
+            e.retry_at = self.retry_at;
             e.client_request_id = Some(self.request_id);
             return e.into();
         }
@@ -790,6 +812,7 @@ impl Reply {
             status: self.status,
             excerpt: self.excerpt(&sent),
             retry_after: self.retry_after,
+            retry_at: self.retry_at,
         }
     }
 
@@ -1031,6 +1054,7 @@ mod tests {
         let reply = |body: &str| Reply {
             status: 400,
             retry_after: None,
+            retry_at: None,
             body: body.as_bytes().to_vec(),
             request_id: "rid".into(),
         };

@@ -1,11 +1,12 @@
 //! [`AuthError`], the one error type of the auth layer, and [`EntraError`], Entra's error JSON.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use super::aadsts::{self, AadstsInfo};
+use crate::time::{rfc3339, unix_secs};
 
 /// Who has to act to fix an error. The CLI maps each class to an exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -61,8 +62,10 @@ pub struct EntraError {
     pub error_uri: Option<String>,
     /// `password_change_url` (with `suberror: user_password_expired`).
     pub password_change_url: Option<String>,
-    /// The `Retry-After` header, when present.
+    /// The `Retry-After` header, when present (an HTTP date already turned into a wait from the receive time).
     pub retry_after: Option<Duration>,
+    /// When the server said to come back: receive time (injected clock) + `retry_after`.
+    pub retry_at: Option<SystemTime>,
     /// The `client-request-id` this client sent (Entra logs it; usually equal to `correlation_id`).
     pub client_request_id: Option<String>,
 }
@@ -129,6 +132,7 @@ impl EntraError {
             error_uri: clean(raw.error_uri),
             password_change_url: clean(raw.password_change_url),
             retry_after: None,
+            retry_at: None,
             client_request_id: None,
         })
     }
@@ -199,8 +203,12 @@ impl EntraError {
         }
     }
 
-    /// Remedy.
+    /// Remedy (with the time to come back when the server sent `Retry-After`).
     pub fn remedy(&self) -> String {
+        format!("{}{}", self.base_remedy(), come_back(self.retry_at))
+    }
+
+    fn base_remedy(&self) -> String {
         if let Some(info) = self.known() {
             return info.remedy.to_owned();
         }
@@ -258,6 +266,17 @@ impl fmt::Display for EntraError {
         }
         Ok(())
     }
+}
+
+/// `; retry after <UTC time>` when the server named a time to come back, else empty.
+fn come_back(at: Option<SystemTime>) -> String {
+    at.map(|t| {
+        format!(
+            "; retry after {} (the server's Retry-After)",
+            rfc3339(unix_secs(t))
+        )
+    })
+    .unwrap_or_default()
 }
 
 /// Server text made safe to print on a terminal: control characters (ESC, CR, BEL, ... but not `\n`) and the
@@ -351,7 +370,10 @@ pub enum AuthError {
     #[error("{0}")]
     Entra(Box<EntraError>),
     /// The server answered with something that is not JSON (e.g. a proxy page).
-    #[error("unexpected reply from {url}: HTTP {status}, not an OAuth JSON body: {excerpt:?}")]
+    #[error(
+        "unexpected reply from {url}: HTTP {status}, not an OAuth JSON body: {excerpt:?}{}",
+        come_back(*.retry_at)
+    )]
     UnexpectedReply {
         /// Endpoint.
         url: String,
@@ -361,6 +383,8 @@ pub enum AuthError {
         excerpt: String,
         /// The `Retry-After` header, when present.
         retry_after: Option<Duration>,
+        /// When the server said to come back (receive time + `retry_after`).
+        retry_at: Option<SystemTime>,
     },
     /// The reply body is larger than [`crate::http::MAX_REPLY_BODY`] (no Entra reply is): reading stopped at
     /// the limit and the connection was closed.
@@ -567,7 +591,11 @@ impl AuthError {
             Self::MissingCredential { .. } => {
                 "configure a client secret (M365MAIL_CLIENT_SECRET / --secret-file) or a certificate".into()
             }
-            Self::UnexpectedReply { .. } | Self::ReplyTooLarge { .. } => {
+            Self::UnexpectedReply { retry_at, .. } => format!(
+                "check the authority URL / cloud and any proxy in between{}",
+                come_back(*retry_at)
+            ),
+            Self::ReplyTooLarge { .. } => {
                 "check the authority URL / cloud and any proxy in between".into()
             }
             Self::MalformedResponse { .. } | Self::UnsupportedTokenType(_) => {
@@ -594,11 +622,20 @@ impl AuthError {
         }
     }
 
-    /// The `Retry-After` the server asked for, if any.
+    /// The `Retry-After` the server asked for, if any (as a wait from when the reply was received).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::UnexpectedReply { retry_after, .. } => *retry_after,
             other => other.entra().and_then(|e| e.retry_after),
+        }
+    }
+
+    /// When the server said to come back (`Retry-After` from the receive time, by the injected clock). A
+    /// request that carries a user credential or a one-time code is never sent again before it.
+    pub fn retry_at(&self) -> Option<SystemTime> {
+        match self {
+            Self::UnexpectedReply { retry_at, .. } => *retry_at,
+            other => other.entra().and_then(|e| e.retry_at),
         }
     }
 
@@ -810,6 +847,7 @@ mod tests {
             status: 502,
             excerpt: "x".into(),
             retry_after: None,
+            retry_at: None,
         };
         assert!(e.is_transient());
     }
