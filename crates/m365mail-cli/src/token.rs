@@ -525,7 +525,9 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let cache = if args.no_cache {
         TokenCache::in_memory()
     } else {
+        // Waiting for another process's lock is bounded by the same --timeout as each HTTP request.
         open_cache(s.cache_path.clone())?
+            .with_lock_timeout(std::time::Duration::from_secs(args.timeout))
     };
     let cache_path = cache.path().map(|p| p.display().to_string());
     let key = CacheKey::new(&s.authority, &s.client_id, &account, &scopes);

@@ -492,6 +492,35 @@ pub enum AuthError {
         /// Detail.
         detail: String,
     },
+    /// Another process held a token-cache lock (the cache file's, or a key's while it renews a token) longer
+    /// than the cache's lock timeout ([`super::TokenCache::with_lock_timeout`]).
+    #[error(
+        "token cache {path}: {} holds the lock; gave up after waiting {:.1} s",
+        .holder.as_deref().unwrap_or("another process"),
+        .waited.as_secs_f64()
+    )]
+    CacheLocked {
+        /// Cache file.
+        path: String,
+        /// Who holds the lock and why (`pid 1234: token request for …`), as the holder wrote it into the lock
+        /// file; `None` when it wrote nothing.
+        holder: Option<String>,
+        /// How long this process waited.
+        waited: Duration,
+    },
+    /// The token cache file has a format version this build does not know: it was written by a newer
+    /// m365mail. It is neither read nor overwritten.
+    #[error(
+        "token cache {path} was written by a newer m365mail (format version {version}; this one reads version {supported}); it is left as it is"
+    )]
+    CacheVersion {
+        /// Cache file.
+        path: String,
+        /// The file's `version`.
+        version: u64,
+        /// The version this build reads and writes.
+        supported: u64,
+    },
     /// The token cache file is readable by group or others; it is not read.
     #[error(
         "refusing to read token cache {path}: mode {mode:o} is group/world-accessible; run `chmod 600 {path}`"
@@ -520,7 +549,9 @@ impl AuthError {
             | Self::Credential(_)
             | Self::UnsupportedTokenType(_)
             | Self::Cache { .. }
+            | Self::CacheVersion { .. }
             | Self::InsecureCache { .. } => ErrorClass::Config,
+            Self::CacheLocked { .. } => ErrorClass::Transient,
             Self::Entra(e) => e.class(),
             Self::UnexpectedReply { status, .. } => {
                 if *status == 429 || *status >= 500 {
@@ -572,6 +603,8 @@ impl AuthError {
             Self::Connect { .. } => "the identity endpoint is unreachable".into(),
             Self::Tls { .. } => "the server certificate is not trusted or TLS failed".into(),
             Self::InsecureCache { .. } => "the token cache file is readable by others".into(),
+            Self::CacheLocked { .. } => "another process holds the token cache lock".into(),
+            Self::CacheVersion { .. } => "the token cache was written by a newer m365mail".into(),
             Self::ReplyTooLarge { limit, .. } => format!(
                 "the server sent a reply larger than {} KiB, far more than any Entra ID reply",
                 limit / 1024
@@ -619,6 +652,15 @@ impl AuthError {
             }
             Self::Cache { .. } => "check the cache path and its permissions, or use --no-cache".into(),
             Self::InsecureCache { path, .. } => format!("chmod 600 {path}"),
+            Self::CacheLocked { .. } => {
+                "retry when that process has finished (stop it if it hangs); the wait is bounded by the cache's \
+                 lock timeout (the CLI's --timeout)"
+                    .into()
+            }
+            Self::CacheVersion { .. } => {
+                "use the newer m365mail, pass another cache path, or remove this cache (`m365mail token clear --all`)"
+                    .into()
+            }
         }
     }
 
