@@ -418,6 +418,8 @@ async fn get(args: GetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .parse()?;
         Scopes::for_target(target, access, &s.authority.cloud)
     };
+    // Refused before any prompt or request (exit 2): no scope, or CR/LF and other control characters.
+    scopes.validate()?;
 
     // Client credential.
     let credential = match flow {

@@ -534,3 +534,68 @@ async fn auth_code_flow_prints_the_url_and_receives_the_redirect() {
     assert_eq!(json["flow"], "auth-code");
     assert_eq!(json["has_refresh_token"], true);
 }
+
+/// Scopes and authorities with control characters (and an empty scope) are refused with exit 2 before any
+/// request reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_scopes_and_authorities_exit_2_before_any_request() {
+    let e = env().await;
+    let before = e.sbx.admin().stats().total_requests;
+    for scope in [
+        "https://outlook.office.com/IMAP.AccessAsUser.All\r\noffline_access",
+        "x\ty",
+        "",
+    ] {
+        let mut c = e.public(
+            "password",
+            demo::USER_UPN,
+            &["--scope", scope, "--no-cache"],
+        );
+        c.env("M365MAIL_PASSWORD", demo::USER_PASSWORD);
+        let (code, json, all) = run(c).await;
+        assert_eq!(code, 2, "{scope:?}: {all}");
+        assert_eq!(json["error"]["exit_code"], 2, "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid scope: "),
+            "{json}"
+        );
+    }
+    let base = e.sbx.base_url().to_string();
+    for authority in [
+        format!("{base}\r\n"),
+        base.replace("127.0.0.1", "127.0.\n0.1"),
+    ] {
+        let mut c = e.cmd(&[
+            "--json",
+            "token",
+            "get",
+            "--authority",
+            &authority,
+            "--ca-file",
+            e.ca.to_str().unwrap(),
+            "--tenant",
+            demo::TENANT_ID,
+            "--client-id",
+            demo::PUBLIC_APP_ID,
+            "--flow",
+            "password",
+            "--username",
+            demo::USER_UPN,
+            "--no-cache",
+        ]);
+        c.env("M365MAIL_PASSWORD", demo::USER_PASSWORD);
+        let (code, json, all) = run(c).await;
+        assert_eq!(code, 2, "{authority:?}: {all}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid authority: contains a control character"),
+            "{json}"
+        );
+    }
+    assert_eq!(e.sbx.admin().stats().total_requests, before);
+}

@@ -621,3 +621,44 @@ async fn retry_after_as_an_http_date_is_understood() {
         "{e}"
     );
 }
+
+/// Invalid scopes are refused before any request, by every grant: nothing reaches the server.
+#[tokio::test]
+async fn invalid_scopes_are_refused_before_any_request() {
+    let (base, count) = canned(|_| {
+        json(
+            "200 OK",
+            r#"{"token_type":"Bearer","access_token":"at","expires_in":60}"#,
+        )
+    })
+    .await;
+    let clock = FakeClock::fixed();
+    let public = client(&base, &clock);
+    let confidential = client_with(&base, &clock, ClientCredential::secret("s".into()));
+    let is_scope_error = |r: Result<TokenResponse, AuthError>| match r {
+        Err(AuthError::InvalidInput { field, .. }) => field == "scope",
+        other => panic!("{other:?}"),
+    };
+    for bad in ["x\r\nscope=openid", "x\ty", "x\u{1b}[1A", ""] {
+        let scopes = Scopes::parse(bad);
+        assert!(is_scope_error(
+            public
+                .password("u@contoso.onmicrosoft.com", &"pw".into(), &scopes)
+                .await
+        ));
+        assert!(is_scope_error(public.refresh(&"rt".into(), &scopes).await));
+        assert!(is_scope_error(
+            confidential.client_credentials(&scopes).await
+        ));
+        assert!(is_scope_error(
+            public
+                .redeem_code(&"code".into(), "http://localhost:1", &"v".into(), &scopes)
+                .await
+        ));
+        assert!(matches!(
+            public.start_device_code(&scopes).await,
+            Err(AuthError::InvalidInput { field: "scope", .. })
+        ));
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 0, "no request was sent");
+}

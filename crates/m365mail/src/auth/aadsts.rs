@@ -237,7 +237,8 @@ pub static CATALOGUE: &[AadstsInfo] = &[
         700025,
         "InvalidClientPublicClientWithCredential",
         "a public client sent a secret or assertion",
-        "remove the client secret/certificate from the profile, or make the app confidential",
+        "stop sending a credential (unset M365MAIL_CLIENT_SECRET, drop --secret-file, or remove certificate \
+         and private_key from the profile), or make the app confidential",
         Config,
     ),
     row(

@@ -45,12 +45,19 @@ impl Cloud {
 
     /// A custom authority base. A path is allowed (kept, with a trailing `/` added); query, fragment and
     /// user info are not. Plain `http` is allowed only for loopback hosts (127.0.0.0/8, ::1, `localhost`), e.g.
-    /// a local test server: credentials never cross a network unencrypted.
+    /// a local test server: credentials never cross a network unencrypted. Control characters anywhere (CR,
+    /// LF, tab, ESC) are refused on the raw string: the URL parser would silently drop tab, CR and LF.
     pub fn custom(url: &str) -> Result<Self, AuthError> {
         let bad = |reason: String| AuthError::InvalidInput {
             field: "authority",
             reason,
         };
+        if let Some(c) = url.chars().find(|c| c.is_control()) {
+            return Err(bad(format!(
+                "contains a control character (U+{:04X}; CR/LF, tab?)",
+                u32::from(c)
+            )));
+        }
         let mut url =
             Url::parse(url.trim()).map_err(|e| bad(format!("{url:?} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "https" | "http") {
@@ -327,6 +334,42 @@ mod tests {
             assert!(matches!(e, AuthError::InvalidInput { .. }), "{bad}");
             assert!(!e.to_string().contains("pw@"), "{e}");
         }
+    }
+
+    /// CR/LF and other control characters in an authority are refused on the raw string (the URL parser
+    /// silently drops tab, CR and LF, so `https://login.example\n.com/` used to become another host).
+    #[test]
+    fn control_characters_in_an_authority_are_refused() {
+        for bad in [
+            "https://login.example.com/\r\n",
+            "https://login.exa\nmple.com/",
+            "https://127.0.0.1:8443/\tx",
+            "https://login.example.com/\u{1b}[2J",
+            "\nhttps://login.example.com/",
+            "https://login.example.com/\0",
+        ] {
+            for e in [
+                Cloud::custom(bad).unwrap_err(),
+                Cloud::parse(bad).unwrap_err(),
+            ] {
+                match &e {
+                    AuthError::InvalidInput { field, reason } => {
+                        assert_eq!(*field, "authority", "{bad:?}");
+                        assert!(reason.contains("control character"), "{bad:?}: {reason}");
+                        assert!(
+                            !reason.contains('\n') && !reason.contains('\r'),
+                            "{reason:?}"
+                        );
+                    }
+                    other => panic!("{bad:?}: {other:?}"),
+                }
+            }
+        }
+        // Surrounding spaces are still trimmed.
+        assert_eq!(
+            Cloud::custom(" https://login.example.com ").unwrap(),
+            Cloud::Custom(Url::parse("https://login.example.com/").unwrap())
+        );
     }
 
     #[test]

@@ -255,6 +255,7 @@ impl TokenClient {
     ) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::Password)?;
         validate_identifier("username", username)?;
+        scopes.validate()?;
         if password.is_empty() {
             return Err(AuthError::InvalidInput {
                 field: "password",
@@ -281,6 +282,7 @@ impl TokenClient {
     /// or domain (refused before any request otherwise).
     pub async fn client_credentials(&self, scopes: &Scopes) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::ClientCredentials)?;
+        scopes.validate()?;
         if self.inner.credential.is_public() {
             return Err(AuthError::MissingCredential {
                 grant: Grant::ClientCredentials,
@@ -304,6 +306,7 @@ impl TokenClient {
         scopes: &Scopes,
     ) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::RefreshToken)?;
+        scopes.validate()?;
         let scope = scopes.to_param();
         let params = [
             ("grant_type", "refresh_token"),
@@ -316,6 +319,7 @@ impl TokenClient {
     /// Step 1 of the device flow: request a code.
     pub async fn start_device_code(&self, scopes: &Scopes) -> Result<DeviceCode, AuthError> {
         self.inner.authority.check_grant(Grant::DeviceCode)?;
+        scopes.validate()?;
         let url = self.inner.authority.devicecode_endpoint();
         let scope = scopes.to_param();
         let mut form: Vec<(&str, &str)> =
@@ -432,6 +436,7 @@ impl TokenClient {
         verifier: &Secret,
         scopes: &Scopes,
     ) -> Result<TokenResponse, AuthError> {
+        scopes.validate()?;
         let scope = scopes.to_param();
         let params = [
             ("grant_type", "authorization_code"),
@@ -454,6 +459,7 @@ impl TokenClient {
         cancel: impl Future<Output = ()>,
     ) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::AuthCode)?;
+        scopes.validate()?;
         let listener = TcpListener::bind(("127.0.0.1", options.port))
             .await
             .map_err(|e| AuthError::Redirect(format!("cannot listen on 127.0.0.1: {e}")))?;

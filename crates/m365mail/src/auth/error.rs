@@ -617,7 +617,19 @@ impl AuthError {
     pub fn remedy(&self) -> String {
         match self {
             Self::Entra(e) => e.remedy(),
-            Self::InvalidInput { field, .. } => format!("fix the {field} in the profile or arguments"),
+            Self::InvalidInput { field, .. } => match *field {
+                // A secret never goes into the config file or onto argv (others can read both).
+                "password" => "supply the password through M365MAIL_PASSWORD, --password-stdin or the prompt \
+                               (never in the config file or on the command line)"
+                    .into(),
+                "client secret" => "supply the client secret through M365MAIL_CLIENT_SECRET, --secret-file or \
+                                    the prompt (never in the config file or on the command line)"
+                    .into(),
+                "refresh token" => "supply the refresh token through M365MAIL_REFRESH_TOKEN, or sign in again \
+                                    (never in the config file or on the command line)"
+                    .into(),
+                _ => format!("fix the {field} in the profile or arguments"),
+            },
             Self::TenantNotAllowed { .. } => {
                 "set tenant to the tenant GUID or verified domain".into()
             }
@@ -870,6 +882,89 @@ mod tests {
             let _ = inspect_at(&text, now);
             let _ = inspect_at(&format!("{text}.{text}.{text}"), now);
         }
+    }
+
+    /// A remedy clause that names a secret and a place in the config file or on the command line tells a
+    /// person to put the secret there; secrets belong in the environment, a secret file, stdin or the prompt.
+    fn puts_a_secret_in_config_or_argv(remedy: &str) -> Option<String> {
+        let lower = remedy.to_ascii_lowercase();
+        lower
+            .split([';', ',', '(', ')', '.', '—'])
+            .find(|clause| {
+                let secret = ["password", "secret", "refresh token"]
+                    .iter()
+                    .any(|w| clause.contains(w));
+                let place = ["profile", "config file", "argument", "argv", "command line"]
+                    .iter()
+                    .any(|w| clause.contains(w));
+                secret && place && !clause.contains("never")
+            })
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn no_remedy_puts_a_secret_in_the_config_file_or_on_argv() {
+        let mut remedies: Vec<String> = aadsts::CATALOGUE
+            .iter()
+            .map(|i| i.remedy.to_owned())
+            .collect();
+        for field in [
+            "password",
+            "client secret",
+            "refresh token",
+            "username",
+            "tenant",
+            "scope",
+            "authority",
+            "client id",
+        ] {
+            remedies.push(
+                AuthError::InvalidInput {
+                    field,
+                    reason: "x".into(),
+                }
+                .remedy(),
+            );
+        }
+        remedies.push(
+            AuthError::MissingCredential {
+                grant: Grant::ClientCredentials,
+            }
+            .remedy(),
+        );
+        remedies.push(AuthError::Credential("x".into()).remedy());
+        remedies.push(AuthError::NoRefreshToken.remedy());
+        for r in &remedies {
+            assert_eq!(puts_a_secret_in_config_or_argv(r), None, "{r}");
+        }
+        let pw = AuthError::InvalidInput {
+            field: "password",
+            reason: "empty".into(),
+        }
+        .remedy();
+        assert_eq!(
+            pw,
+            "supply the password through M365MAIL_PASSWORD, --password-stdin or the prompt (never in the \
+             config file or on the command line)"
+        );
+        let cs = AuthError::InvalidInput {
+            field: "client secret",
+            reason: "empty".into(),
+        }
+        .remedy();
+        assert_eq!(
+            cs,
+            "supply the client secret through M365MAIL_CLIENT_SECRET, --secret-file or the prompt (never in \
+             the config file or on the command line)"
+        );
+        assert_eq!(
+            AuthError::InvalidInput {
+                field: "tenant",
+                reason: "x".into()
+            }
+            .remedy(),
+            "fix the tenant in the profile or arguments"
+        );
     }
 
     #[test]
