@@ -219,23 +219,31 @@ struct Settings {
 }
 
 fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<Settings> {
-    let tenant_s = args
+    let no_tenant = || usage("no tenant: set `tenant` in the profile or pass --tenant");
+    let tenant: Option<Tenant> = args
         .tenant
         .clone()
         .or_else(|| profile.tenant.clone())
-        .ok_or_else(|| usage("no tenant: set `tenant` in the profile or pass --tenant"))?;
-    let tenant: Tenant = tenant_s.parse()?;
-    let cloud = match (
+        .map(|t| t.parse())
+        .transpose()?;
+    // A custom authority may end with the tenant (the sandbox banner's form): Authority::custom takes it
+    // from there.
+    let authority = match (
         &args.authority,
         &args.cloud,
         &profile.authority,
         &profile.cloud,
     ) {
-        (Some(a), _, _, _) => Cloud::custom(a)?,
-        (None, Some(c), _, _) => Cloud::parse(c)?,
-        (None, None, Some(a), _) => Cloud::custom(a)?,
-        (None, None, None, Some(c)) => Cloud::parse(c)?,
-        _ => Cloud::Global,
+        (Some(a), _, _, _) | (None, None, Some(a), _) => match Authority::custom(a, tenant) {
+            Err(AuthError::InvalidInput {
+                field: "tenant", ..
+            }) => return Err(no_tenant()),
+            other => other?,
+        },
+        (None, Some(c), _, _) | (None, None, None, Some(c)) => {
+            Authority::new(Cloud::parse(c)?, tenant.ok_or_else(no_tenant)?)
+        }
+        _ => Authority::new(Cloud::Global, tenant.ok_or_else(no_tenant)?),
     };
     let client_id = args
         .client_id
@@ -243,7 +251,7 @@ fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<Settings> {
         .or_else(|| profile.client_id.clone())
         .ok_or_else(|| usage("no client id: set `client_id` in the profile or pass --client-id"))?;
     Ok(Settings {
-        authority: Authority::new(cloud, tenant),
+        authority,
         client_id,
         username: args.username.clone().or_else(|| profile.username.clone()),
         ca_file: args.ca_file.clone().or_else(|| profile.ca_file.clone()),

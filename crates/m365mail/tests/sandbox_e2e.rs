@@ -898,3 +898,121 @@ async fn transport_errors_are_typed() {
     assert!(e.is_transient());
     assert_eq!(clock.sleeps().len(), 2, "two bounded retries with backoff");
 }
+
+/// Errors a person can act on: an unknown TLS issuer names `--ca-file` / `ca_file`; `http://` against the
+/// HTTPS sandbox and `https://` against a plain-HTTP server are recognised as a scheme mismatch.
+#[tokio::test]
+async fn tls_and_scheme_mistakes_say_what_to_do() {
+    let sbx = sandbox().await;
+    let no_retry = || ClientOptions {
+        retry: RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        },
+        ..ClientOptions::default()
+    };
+    let ropc = |base: &str, options: ClientOptions| {
+        let c = TokenClient::new(
+            Authority::new(
+                Cloud::custom(base).unwrap(),
+                demo::TENANT_ID.parse().unwrap(),
+            ),
+            demo::PUBLIC_APP_ID,
+            ClientCredential::Public,
+            options,
+        )
+        .unwrap();
+        async move {
+            c.password(demo::USER_UPN, &demo::USER_PASSWORD.into(), &imap())
+                .await
+                .unwrap_err()
+        }
+    };
+    // The sandbox CA is not trusted.
+    let e = ropc(sbx.base_url().as_str(), no_retry()).await;
+    assert!(
+        matches!(
+            e,
+            AuthError::Tls {
+                unknown_issuer: true,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), ErrorClass::Config);
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    assert!(
+        e.remedy().contains("pass --ca-file") && e.remedy().contains("ca_file in the profile"),
+        "{}",
+        e.remedy()
+    );
+    // http:// against the HTTPS sandbox.
+    let plain = sbx.base_url().as_str().replace("https://", "http://");
+    let e = ropc(&plain, no_retry()).await;
+    match &e {
+        AuthError::SchemeMismatch { url, server_tls } => {
+            assert!(url.starts_with(&plain), "{url}");
+            assert!(*server_tls);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.class(), ErrorClass::Config);
+    assert!(e.to_string().contains("speaks HTTPS"), "{e}");
+    assert!(e.remedy().contains("use https://"), "{}", e.remedy());
+    assert_eq!(sbx.admin().stats().grant("password"), 0);
+    // https:// against a plain-HTTP server (it answers the TLS hello with an HTTP 400).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            let _ = s.shutdown().await;
+        }
+    });
+    let e = ropc(&format!("https://{addr}/"), options(&sbx)).await;
+    assert!(
+        matches!(
+            e,
+            AuthError::SchemeMismatch {
+                server_tls: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("plain HTTP"), "{e}");
+    assert!(e.remedy().contains("use http://"), "{}", e.remedy());
+}
+
+/// The 50055 remedy gives the `password_change_url` Entra (here the sandbox) sent.
+#[tokio::test]
+async fn expired_password_remedy_gives_the_password_change_url() {
+    let sbx = sandbox().await;
+    let e = public(&sbx)
+        .password(
+            demo::EXPIRED_PASSWORD_USER_UPN,
+            &demo::EXPIRED_PASSWORD_USER_PASSWORD.into(),
+            &imap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(codes(&e), vec![50055]);
+    let url = format!("{}ChangePassword.aspx", sbx.base_url());
+    assert_eq!(
+        e.entra().unwrap().password_change_url.as_deref(),
+        Some(url.as_str())
+    );
+    assert_eq!(
+        e.remedy(),
+        format!("the user must change the password at {url}, then retry")
+    );
+    assert!(e.to_string().contains(&url), "{e}");
+}

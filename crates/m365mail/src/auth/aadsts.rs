@@ -76,7 +76,7 @@ pub static CATALOGUE: &[AadstsInfo] = &[
         50055,
         "InvalidPasswordExpiredPassword",
         "the user's password has expired",
-        "the user must change the password (see password_change_url), then retry",
+        "the user must change the password (at the password_change_url Entra sends), then retry",
         User,
     ),
     row(

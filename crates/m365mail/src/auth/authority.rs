@@ -174,6 +174,39 @@ impl Authority {
         Self { cloud, tenant }
     }
 
+    /// An authority from a custom URL ([`Cloud::custom`]) and an optional tenant given separately. The URL
+    /// may end with the tenant segment, as MSAL writes an authority and as the sandbox banner prints it
+    /// (`https://127.0.0.1:8443/72f988bf-…`): a last path segment that is a tenant GUID, `organizations`,
+    /// `common`, `consumers` or a domain (`contoso.onmicrosoft.com`) is then the tenant, and the rest of the URL
+    /// the base. Accepted when no tenant is given or the same one is; a different one is refused saying what
+    /// to pass, and so is no tenant at all (field `tenant`).
+    pub fn custom(url: &str, tenant: Option<Tenant>) -> Result<Self, AuthError> {
+        let cloud = Cloud::custom(url)?;
+        let Cloud::Custom(full) = &cloud else {
+            unreachable!("Cloud::custom returns Custom")
+        };
+        let Some((base, in_url)) = split_tenant_segment(full) else {
+            return match tenant {
+                Some(tenant) => Ok(Self::new(cloud, tenant)),
+                None => Err(AuthError::InvalidInput {
+                    field: "tenant",
+                    reason: "no tenant: give one, or end the authority URL with it".into(),
+                }),
+            };
+        };
+        match tenant {
+            Some(given) if given != in_url => Err(AuthError::InvalidInput {
+                field: "authority",
+                reason: format!(
+                    "{} ends with the tenant {in_url}, but the tenant given is {given}: pass the authority without \
+                     its tenant segment ({base}) and the tenant separately, or only the authority with the tenant",
+                    url.trim()
+                ),
+            }),
+            _ => Ok(Self::new(Cloud::Custom(base), in_url)),
+        }
+    }
+
     /// `{base}{tenant}/` — the authority URL as MSAL writes it (also the cache key component).
     pub fn url(&self) -> Url {
         self.cloud
@@ -228,6 +261,23 @@ impl fmt::Display for Authority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.url())
     }
+}
+
+/// `url` without its last path segment, and that segment as a tenant, when it is one: a GUID, one of the
+/// aliases, or a domain whose last label is alphabetic (so a path such as `/v2.0/` is not taken for a domain).
+fn split_tenant_segment(url: &Url) -> Option<(Url, Tenant)> {
+    let path = url.path().trim_end_matches('/');
+    let (parent, last) = path.rsplit_once('/')?;
+    let tenant: Tenant = last.parse().ok()?;
+    if let Tenant::Domain(d) = &tenant {
+        let tld = d.rsplit('.').next().unwrap_or_default();
+        if tld.len() < 2 || !tld.chars().all(|c| c.is_ascii_alphabetic()) {
+            return None;
+        }
+    }
+    let mut base = url.clone();
+    base.set_path(&format!("{parent}/"));
+    Some((base, tenant))
 }
 
 /// Checks an identifier (client id, username) for emptiness, whitespace and control characters (CR/LF would
@@ -370,6 +420,88 @@ mod tests {
             Cloud::custom(" https://login.example.com ").unwrap(),
             Cloud::Custom(Url::parse("https://login.example.com/").unwrap())
         );
+    }
+
+    /// The sandbox banner prints `authority https://127.0.0.1:8443/<tenant>` (MSAL's form): used as the
+    /// authority it is accepted, the tenant taken from the path when none is given or the same one is; a
+    /// different tenant is refused with exactly what to pass.
+    #[test]
+    fn an_authority_that_ends_with_its_tenant_is_accepted() {
+        let guid = "72f988bf-0000-4a00-8000-00000000c0de";
+        let banner = format!("https://127.0.0.1:8443/{guid}");
+        let base = Cloud::custom("https://127.0.0.1:8443/").unwrap();
+        let want = Authority::new(base.clone(), guid.parse().unwrap());
+        for (url, tenant) in [
+            (banner.clone(), None),
+            (format!("{banner}/"), None),
+            (banner.clone(), Some(guid)),
+            (
+                banner.to_uppercase().replace("HTTPS://", "https://"),
+                Some(guid),
+            ),
+        ] {
+            let got = Authority::custom(&url, tenant.map(|t| t.parse().unwrap())).unwrap();
+            assert_eq!(got, want, "{url} {tenant:?}");
+            assert_eq!(
+                got.token_endpoint().as_str(),
+                format!("https://127.0.0.1:8443/{guid}/oauth2/v2.0/token")
+            );
+        }
+        let got =
+            Authority::custom("https://127.0.0.1:8443/contoso.onmicrosoft.com", None).unwrap();
+        assert_eq!(got.tenant, Tenant::Domain("contoso.onmicrosoft.com".into()));
+        assert_eq!(got.cloud, base);
+        let got = Authority::custom("https://127.0.0.1:8443/organizations/", None).unwrap();
+        assert_eq!(
+            (got.cloud, got.tenant),
+            (base.clone(), Tenant::Organizations)
+        );
+        // No tenant segment: the base is kept (with its path), the tenant is the one given.
+        let got = Authority::custom("http://localhost:1/base", Some(Tenant::Common)).unwrap();
+        assert_eq!(
+            got.token_endpoint().as_str(),
+            "http://localhost:1/base/common/oauth2/v2.0/token"
+        );
+        let got =
+            Authority::custom("https://login.example.com/v2.0/", Some(Tenant::Common)).unwrap();
+        assert_eq!(got.url().as_str(), "https://login.example.com/v2.0/common/");
+        // Two different tenants: refused, saying what to pass.
+        let e = Authority::custom(&banner, Some("contoso.onmicrosoft.com".parse().unwrap()))
+            .unwrap_err();
+        match &e {
+            AuthError::InvalidInput { field, reason } => {
+                assert_eq!(*field, "authority");
+                assert_eq!(
+                    reason,
+                    &format!(
+                        "{banner} ends with the tenant {guid}, but the tenant given is contoso.onmicrosoft.com: pass the \
+                         authority without its tenant segment (https://127.0.0.1:8443/) and the tenant separately, or \
+                         only the authority with the tenant"
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // No tenant anywhere.
+        let e = Authority::custom("https://127.0.0.1:8443/", None).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                AuthError::InvalidInput {
+                    field: "tenant",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // Invalid URLs are still refused as before.
+        assert!(matches!(
+            Authority::custom("http://10.0.0.1/x.com", None).unwrap_err(),
+            AuthError::InvalidInput {
+                field: "authority",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -599,7 +599,10 @@ impl TokenClient {
                 |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
             req = req.basic_auth(enc(&self.inner.client_id), Some(enc(secret.expose())));
         }
-        let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(scheme_mismatch_or(url, transport_error(url, &e)).await),
+        };
         let status = resp.status().as_u16();
         // Seconds or an HTTP date, both against the injected clock.
         let received = self.inner.clock.now();
@@ -857,23 +860,65 @@ fn sent_secrets<'a>(form: &[(&str, &'a str)], basic: Option<&'a Secret>) -> Vec<
         .collect()
 }
 
-/// Classifies a transport error: timeout, TLS, connect, other. Walks the source chain because reqwest wraps
-/// rustls errors inside hyper and io errors.
+/// `err`, or [`AuthError::SchemeMismatch`] when a plain-`http` request failed because the server speaks
+/// TLS: a reply that is not HTTP ([`AuthError::Http`]) from an `http://` URL is checked with [`speaks_tls`].
+/// (`http://` authorities are loopback-only, so the check never leaves the machine.)
+async fn scheme_mismatch_or(url: &Url, err: AuthError) -> AuthError {
+    if url.scheme() == "http" && matches!(err, AuthError::Http { .. }) && speaks_tls(url).await {
+        return AuthError::SchemeMismatch {
+            url: url.to_string(),
+            server_tls: true,
+        };
+    }
+    err
+}
+
+/// Whether the server behind `url` speaks TLS: sends it an HTTP request line and looks at the first bytes
+/// of the answer — a TLS record header (alert `0x15` or handshake `0x16`, version `0x03 ..`) instead of
+/// `HTTP/`. At most 2 s.
+async fn speaks_tls(url: &Url) -> bool {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(format!("{host}:{port}"))
+            .await
+            .ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(matches!(head, [0x15 | 0x16, 0x03]))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Classifies a transport error: timeout, TLS (an unknown issuer named; a plain-HTTP answer to the TLS hello
+/// is a scheme mismatch), connect, other. Walks the source chain because reqwest wraps rustls errors inside
+/// hyper and io errors.
 fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
     let url_s = url.to_string();
     let mut chain = Vec::new();
     let mut tls = false;
+    let mut unknown_issuer = false;
+    let mut plain_http = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if e.downcast_ref::<rustls::Error>().is_some() {
+        if let Some(r) = find_rustls_error(e) {
             tls = true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        {
-            tls = true;
+            match r {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                    unknown_issuer = true;
+                }
+                // A TLS record cannot start with `H`: the server answered the hello with `HTTP/1.1 …`.
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                    plain_http = true;
+                }
+                _ => {}
+            }
         }
         let text = e.to_string();
         // Text is a fallback for wrapped errors that cannot be downcast; the top-level reqwest error is
@@ -898,13 +943,32 @@ fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
     let detail = chain.join(": ");
     if err.is_timeout() {
         AuthError::Timeout { url: url_s }
+    } else if plain_http {
+        AuthError::SchemeMismatch {
+            url: url_s,
+            server_tls: false,
+        }
     } else if tls {
-        AuthError::Tls { url: url_s, detail }
+        AuthError::Tls {
+            url: url_s,
+            detail,
+            unknown_issuer,
+        }
     } else if err.is_connect() {
         AuthError::Connect { url: url_s, detail }
     } else {
         AuthError::Http { url: url_s, detail }
     }
+}
+
+/// The rustls error `e` is or wraps: io errors nest (tokio-rustls wraps it in an `InvalidData` io error, hyper
+/// in another), and `io::Error::source` skips the wrapped error itself, so look inside with `get_ref`.
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls_error(inner)
 }
 
 /// How long one loopback connection may take to send its request head.

@@ -209,6 +209,14 @@ impl EntraError {
     }
 
     fn base_remedy(&self) -> String {
+        let expired =
+            self.has_code(50055) || self.suberror.as_deref() == Some("user_password_expired");
+        if expired && self.known().is_none_or(|i| i.code == 50055) {
+            return match &self.password_change_url {
+                Some(url) => format!("the user must change the password at {url}, then retry"),
+                None => "the user must change the password, then retry".into(),
+            };
+        }
         if let Some(info) = self.known() {
             return info.remedy.to_owned();
         }
@@ -436,6 +444,26 @@ pub enum AuthError {
         url: String,
         /// TLS detail.
         detail: String,
+        /// The server's certificate chains to a CA this client does not trust (rustls `UnknownIssuer`): the
+        /// fix is to trust that CA (`--ca-file`).
+        unknown_issuer: bool,
+    },
+    /// The URL's scheme does not match what the server speaks: `http://` to an HTTPS server, or `https://` to
+    /// a plain-HTTP one.
+    #[error(
+        "{url}: {}",
+        if *.server_tls {
+            "the URL is plain http://, but the server speaks HTTPS (TLS)"
+        } else {
+            "the URL is https://, but the server answered in plain HTTP"
+        }
+    )]
+    SchemeMismatch {
+        /// Endpoint.
+        url: String,
+        /// The server speaks TLS (the URL was `http://`); `false`: it speaks plain HTTP (the URL was
+        /// `https://`).
+        server_tls: bool,
     },
     /// Other transport error.
     #[error("HTTP error talking to {url}: {detail}")]
@@ -564,7 +592,7 @@ impl AuthError {
             Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
                 ErrorClass::Transient
             }
-            Self::Tls { .. } => ErrorClass::Config,
+            Self::Tls { .. } | Self::SchemeMismatch { .. } => ErrorClass::Config,
             Self::DeviceCodeExpired
             | Self::Cancelled
             | Self::StateMismatch
@@ -601,7 +629,17 @@ impl AuthError {
             }
             Self::Timeout { .. } => "the identity endpoint did not answer in time".into(),
             Self::Connect { .. } => "the identity endpoint is unreachable".into(),
+            Self::Tls {
+                unknown_issuer: true,
+                ..
+            } => "the server certificate is issued by an unknown CA".into(),
             Self::Tls { .. } => "the server certificate is not trusted or TLS failed".into(),
+            Self::SchemeMismatch {
+                server_tls: true, ..
+            } => "the authority URL is http://, but the server speaks HTTPS".into(),
+            Self::SchemeMismatch { .. } => {
+                "the authority URL is https://, but the server speaks plain HTTP".into()
+            }
             Self::InsecureCache { .. } => "the token cache file is readable by others".into(),
             Self::CacheLocked { .. } => "another process holds the token cache lock".into(),
             Self::CacheVersion { .. } => "the token cache was written by a newer m365mail".into(),
@@ -649,9 +687,23 @@ impl AuthError {
             Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
                 "check network access to the authority host, then retry".into()
             }
+            Self::Tls {
+                unknown_issuer: true,
+                ..
+            } => "the server's certificate is issued by a CA this client does not trust: pass --ca-file with that \
+                  CA's certificate (PEM; the sandbox writes m365mail-sandbox-ca.pem), or set ca_file in the profile"
+                .into(),
             Self::Tls { .. } => {
-                "trust the server's CA (ca_file in the profile) or fix the authority host name".into()
+                "trust the server's CA (--ca-file, or ca_file in the profile) or fix the authority host name"
+                    .into()
             }
+            Self::SchemeMismatch {
+                server_tls: true, ..
+            } => "use https:// in the authority (with --ca-file if its CA is not publicly trusted)".into(),
+            Self::SchemeMismatch {
+                server_tls: false,
+                ..
+            } => "use http:// in the authority (loopback hosts only), or the server's HTTPS port".into(),
             Self::Credential(_) => "check the certificate / private key / CA file paths and formats".into(),
             Self::DeviceCodeExpired => "start a new device-code sign-in and complete it in time".into(),
             Self::Cancelled => "run the command again".into(),
@@ -777,6 +829,28 @@ mod tests {
         let e = EntraError::parse(400, mfa).unwrap();
         assert_eq!(e.class(), ErrorClass::SwitchFlow);
         assert!(e.claims.as_deref().unwrap().contains("capolids"));
+    }
+
+    /// The 50055 remedy names the `password_change_url` when Entra sent one.
+    #[test]
+    fn expired_password_remedy_names_the_change_url() {
+        let with = br#"{"error":"user_password_expired","error_codes":[50055],"suberror":"user_password_expired","password_change_url":"https://portal.microsoftonline.com/ChangePassword.aspx"}"#;
+        let e = EntraError::parse(400, with).unwrap();
+        assert_eq!(
+            e.remedy(),
+            "the user must change the password at https://portal.microsoftonline.com/ChangePassword.aspx, then retry"
+        );
+        let without = br#"{"error":"user_password_expired","error_codes":[50055]}"#;
+        assert_eq!(
+            EntraError::parse(400, without).unwrap().remedy(),
+            "the user must change the password, then retry"
+        );
+        // Recognised by the suberror too, when the code is not one of the catalogue's.
+        let sub = br#"{"error":"invalid_grant","suberror":"user_password_expired","password_change_url":"https://x.example/pw"}"#;
+        assert_eq!(
+            EntraError::parse(400, sub).unwrap().remedy(),
+            "the user must change the password at https://x.example/pw, then retry"
+        );
     }
 
     #[test]
