@@ -352,8 +352,15 @@ mod tests {
             "http://localhost:1/base/common/oauth2/v2.0/token"
         );
         assert_eq!(Cloud::parse("usgov").unwrap(), Cloud::UsGov);
-        assert!(Cloud::parse("ftp://x").is_err());
-        assert!(Cloud::custom("https://x/?q=1").is_err());
+        assert!(matches!(
+            Cloud::parse("ftp://x"),
+            Err(AuthError::InvalidInput { field: "authority", ref reason }) if reason == "scheme \"ftp\" is not http(s)"
+        ));
+        assert!(matches!(
+            Cloud::custom("https://x/?q=1"),
+            Err(AuthError::InvalidInput { field: "authority", ref reason })
+                if reason == "the authority must be scheme://host[:port][/path] only (no user info, query or fragment)"
+        ));
     }
 
     #[test]
@@ -366,7 +373,7 @@ mod tests {
             "http://[::1]:80/base",
             "http://LOCALHOST:9/",
         ] {
-            assert!(Cloud::custom(ok).is_ok(), "{ok}");
+            assert!(matches!(Cloud::custom(ok), Ok(Cloud::Custom(_))), "{ok}");
         }
         for bad in [
             "http://login.example.com/",
@@ -381,7 +388,16 @@ mod tests {
             "ftp://login.example.com/",
         ] {
             let e = Cloud::custom(bad).unwrap_err();
-            assert!(matches!(e, AuthError::InvalidInput { .. }), "{bad}");
+            assert!(
+                matches!(
+                    e,
+                    AuthError::InvalidInput {
+                        field: "authority",
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
             assert!(!e.to_string().contains("pw@"), "{e}");
         }
     }
@@ -507,18 +523,35 @@ mod tests {
     #[test]
     fn tenant_parsing() {
         let id = "9188040d-6c67-4c5b-b112-36a304b66dad";
-        assert!(matches!(id.parse::<Tenant>().unwrap(), Tenant::Id(_)));
+        assert_eq!(
+            id.parse::<Tenant>().unwrap(),
+            Tenant::Id(uuid::Uuid::parse_str(id).unwrap())
+        );
         assert_eq!(
             "Organizations".parse::<Tenant>().unwrap(),
             Tenant::Organizations
         );
         assert_eq!("common".parse::<Tenant>().unwrap(), Tenant::Common);
         assert_eq!("consumers".parse::<Tenant>().unwrap(), Tenant::Consumers);
-        assert!("contoso".parse::<Tenant>().is_err());
-        assert!("conto so.com".parse::<Tenant>().is_err());
-        assert!("contoso.com\r\n".parse::<Tenant>().is_err());
-        assert!("".parse::<Tenant>().is_err());
-        assert!("a/b.com".parse::<Tenant>().is_err());
+        let refused = |s: &str| match s.parse::<Tenant>() {
+            Err(AuthError::InvalidInput {
+                field: "tenant",
+                reason,
+            }) => reason,
+            other => panic!("{s:?}: {other:?}"),
+        };
+        let shape = "expected a tenant GUID, a domain such as contoso.onmicrosoft.com, `organizations`, `common` or `consumers`";
+        assert_eq!(refused("contoso"), shape);
+        assert_eq!(refused("a/b.com"), shape);
+        assert_eq!(
+            refused("conto so.com"),
+            "contains whitespace or control characters"
+        );
+        assert_eq!(
+            refused("contoso.com\r\n"),
+            "contains whitespace or control characters"
+        );
+        assert_eq!(refused(""), "empty");
     }
 
     #[test]
@@ -533,8 +566,12 @@ mod tests {
         ] {
             a(dom.clone()).check_grant(g).unwrap();
         }
-        assert!(a(Tenant::Common).check_grant(Grant::Password).is_err());
-        assert!(a(Tenant::Consumers).check_grant(Grant::Password).is_err());
+        for (tenant, name) in [(Tenant::Common, "common"), (Tenant::Consumers, "consumers")] {
+            assert!(matches!(
+                a(tenant).check_grant(Grant::Password),
+                Err(AuthError::TenantNotAllowed { grant: Grant::Password, ref tenant }) if tenant == name
+            ));
+        }
         a(Tenant::Organizations)
             .check_grant(Grant::Password)
             .unwrap();
@@ -549,20 +586,33 @@ mod tests {
             }
         ));
         assert!(err.to_string().contains("organizations"));
-        assert!(
-            a(Tenant::Common)
-                .check_grant(Grant::ClientCredentials)
-                .is_err()
-        );
+        assert!(matches!(
+            a(Tenant::Common).check_grant(Grant::ClientCredentials),
+            Err(AuthError::TenantNotAllowed { grant: Grant::ClientCredentials, ref tenant }) if tenant == "common"
+        ));
         a(Tenant::Common).check_grant(Grant::DeviceCode).unwrap();
     }
 
     #[test]
     fn identifiers() {
         validate_identifier("username", "user@contoso.com").unwrap();
-        assert!(validate_identifier("username", "user@contoso.com\r\nX: y").is_err());
-        assert!(validate_identifier("username", " user").is_err());
-        assert!(validate_client_id("").is_err());
+        let refused = |r: Result<(), AuthError>| match r {
+            Err(AuthError::InvalidInput { field, reason }) => (field, reason),
+            other => panic!("{other:?}"),
+        };
+        let ws = "contains whitespace or control characters (CR/LF?)".to_owned();
+        assert_eq!(
+            refused(validate_identifier("username", "user@contoso.com\r\nX: y")),
+            ("username", ws.clone())
+        );
+        assert_eq!(
+            refused(validate_identifier("username", " user")),
+            ("username", ws)
+        );
+        assert_eq!(
+            refused(validate_client_id("")),
+            ("client id", "empty".to_owned())
+        );
         validate_client_id("00000000-0000-0000-0000-000000000001").unwrap();
     }
 }

@@ -939,7 +939,10 @@ mod tests {
         assert!(plain.id().starts_with(&bob));
         assert!(plain.id().starts_with(&CacheKey::prefix(&a, "c", None)));
         assert!(!k3.id().starts_with(&CacheKey::prefix(&a, "c", None)));
-        assert!(crate::auth::authority::validate_identifier("username", "a|b").is_err());
+        assert!(matches!(
+            crate::auth::authority::validate_identifier("username", "a|b"),
+            Err(AuthError::InvalidInput { field: "username", ref reason }) if reason == "contains `|`"
+        ));
     }
 
     #[cfg(unix)]
@@ -1044,7 +1047,10 @@ mod tests {
             "{err}"
         );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(cache.get(&key("u")).is_err());
+        assert!(matches!(
+            cache.get(&key("u")),
+            Err(AuthError::InsecureCache { mode: 0o640, ref path }) if *path == cache.path().unwrap().display().to_string()
+        ));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(cache.get(&key("u")).unwrap().is_some());
     }
@@ -1076,7 +1082,9 @@ mod tests {
         let cache = Arc::new(TokenCache::open(&path).unwrap());
         assert_eq!(cache.list().unwrap().len(), 80);
         let text = fs::read_to_string(&path).unwrap();
-        assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["entries"].as_object().unwrap().len(), 80);
     }
 
     #[test]

@@ -296,6 +296,10 @@ mod tests {
         assert_eq!(a.cache_key(), b.cache_key());
         assert_ne!(a.to_param(), b.to_param());
         assert_eq!("POP3".parse::<Target>().unwrap(), Target::Pop);
-        assert!("ews".parse::<Target>().is_err());
+        assert!(matches!(
+            "ews".parse::<Target>(),
+            Err(AuthError::InvalidInput { field: "target", ref reason })
+                if reason == "\"ews\": expected imap, pop, smtp or graph"
+        ));
     }
 }
