@@ -7,6 +7,7 @@
 
 use m365mail::auth::AuthError;
 use m365mail::error::Classified;
+use m365mail::time::{rfc3339, unix_secs};
 use m365mail::tls::TlsError;
 use m365mail::transport::TransportError;
 use serde_json::json;
@@ -48,11 +49,11 @@ pub(crate) fn error_json(err: &anyhow::Error) -> serde_json::Value {
         e["cause"] = json!(Classified::cause(c));
         e["remedy"] = json!(c.remedy());
     }
-    if let Some(entra) = err
-        .chain()
-        .find_map(|c| c.downcast_ref::<AuthError>())
-        .and_then(AuthError::entra)
-    {
+    let auth = err.chain().find_map(|c| c.downcast_ref::<AuthError>());
+    if let Some(at) = auth.and_then(AuthError::retry_at) {
+        e["retry_at"] = json!(rfc3339(unix_secs(at)));
+    }
+    if let Some(entra) = auth.and_then(AuthError::entra) {
         e["error"] = json!(entra.error);
         e["error_codes"] = json!(entra.error_codes);
         e["suberror"] = json!(entra.suberror);

@@ -103,23 +103,31 @@ pub(crate) struct Settings {
 }
 
 pub(crate) fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<Settings> {
-    let tenant_s = args
+    let no_tenant = || usage("no tenant: set `tenant` in the profile or pass --tenant");
+    let tenant: Option<Tenant> = args
         .tenant
         .clone()
         .or_else(|| profile.tenant.clone())
-        .ok_or_else(|| usage("no tenant: set `tenant` in the profile or pass --tenant"))?;
-    let tenant: Tenant = tenant_s.parse()?;
-    let cloud = match (
+        .map(|t| t.parse())
+        .transpose()?;
+    // A custom authority may end with the tenant (the sandbox banner's form): Authority::custom takes it
+    // from there.
+    let authority = match (
         &args.authority,
         &args.cloud,
         &profile.authority,
         &profile.cloud,
     ) {
-        (Some(a), _, _, _) => Cloud::custom(a)?,
-        (None, Some(c), _, _) => Cloud::parse(c)?,
-        (None, None, Some(a), _) => Cloud::custom(a)?,
-        (None, None, None, Some(c)) => Cloud::parse(c)?,
-        _ => Cloud::Global,
+        (Some(a), _, _, _) | (None, None, Some(a), _) => match Authority::custom(a, tenant) {
+            Err(AuthError::InvalidInput {
+                field: "tenant", ..
+            }) => return Err(no_tenant()),
+            other => other?,
+        },
+        (None, Some(c), _, _) | (None, None, None, Some(c)) => {
+            Authority::new(Cloud::parse(c)?, tenant.ok_or_else(no_tenant)?)
+        }
+        _ => Authority::new(Cloud::Global, tenant.ok_or_else(no_tenant)?),
     };
     let client_id = args
         .client_id
@@ -127,7 +135,7 @@ pub(crate) fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<
         .or_else(|| profile.client_id.clone())
         .ok_or_else(|| usage("no client id: set `client_id` in the profile or pass --client-id"))?;
     Ok(Settings {
-        authority: Authority::new(cloud, tenant),
+        authority,
         client_id,
         username: args.username.clone().or_else(|| profile.username.clone()),
         ca_file: args.ca_file.clone().or_else(|| profile.ca_file.clone()),
@@ -380,6 +388,8 @@ pub(crate) fn build(
             }
         }
     };
+    // Refused before any prompt or request (exit 2): no scope, or CR/LF and other control characters.
+    scopes.validate()?;
     // A bad mail endpoint key fails now, not at the first connection.
     profile.mail_spec().resolve(&s.authority.cloud)?;
     let trust = match &s.ca_file {
@@ -496,7 +506,8 @@ pub(crate) fn build(
     let cache = if auth.no_cache {
         TokenCache::in_memory()
     } else {
-        open_cache(s.cache_path.clone())?
+        // Waiting for another process's lock is bounded by the same --timeout as each HTTP request.
+        open_cache(s.cache_path.clone())?.with_lock_timeout(Duration::from_secs(auth.timeout))
     };
     let cache_path = cache.path().map(PathBuf::from);
     let key = CacheKey::new(&s.authority, &s.client_id, &account, &scopes);

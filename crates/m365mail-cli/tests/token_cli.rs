@@ -551,3 +551,121 @@ async fn auth_code_flow_prints_the_url_and_receives_the_redirect() {
     assert_eq!(json["flow"], "auth-code");
     assert_eq!(json["has_refresh_token"], true);
 }
+
+/// Scopes and authorities with control characters (and an empty scope) are refused with exit 2 before any
+/// request reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_scopes_and_authorities_exit_2_before_any_request() {
+    let e = env().await;
+    let before = e.sbx.admin().stats().total_requests;
+    for scope in [
+        "https://outlook.office.com/IMAP.AccessAsUser.All\r\noffline_access",
+        "x\ty",
+        "",
+    ] {
+        let mut c = e.public(
+            "password",
+            demo::USER_UPN,
+            &["--scope", scope, "--no-cache"],
+        );
+        c.env("M365MAIL_PASSWORD", demo::USER_PASSWORD);
+        let (code, json, all) = run(c).await;
+        assert_eq!(code, 2, "{scope:?}: {all}");
+        assert_eq!(json["error"]["exit_code"], 2, "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid scope: "),
+            "{json}"
+        );
+    }
+    let base = e.sbx.base_url().to_string();
+    for authority in [
+        format!("{base}\r\n"),
+        base.replace("127.0.0.1", "127.0.\n0.1"),
+    ] {
+        let mut c = e.cmd(&[
+            "--json",
+            "token",
+            "get",
+            "--authority",
+            &authority,
+            "--ca-file",
+            e.ca.to_str().unwrap(),
+            "--tenant",
+            demo::TENANT_ID,
+            "--client-id",
+            demo::PUBLIC_APP_ID,
+            "--flow",
+            "password",
+            "--username",
+            demo::USER_UPN,
+            "--no-cache",
+        ]);
+        c.env("M365MAIL_PASSWORD", demo::USER_PASSWORD);
+        let (code, json, all) = run(c).await;
+        assert_eq!(code, 2, "{authority:?}: {all}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid authority: contains a control character"),
+            "{json}"
+        );
+    }
+    assert_eq!(e.sbx.admin().stats().total_requests, before);
+}
+
+/// The authority the sandbox banner prints (`https://127.0.0.1:<port>/<tenant>`) works as `--authority`, with
+/// no `--tenant` or the same one; a different `--tenant` is refused (exit 2) with what to pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_banner_authority_is_accepted() {
+    let e = env().await;
+    let banner = e.sbx.authority(demo::TENANT_ID);
+    assert!(e.sbx.summary().contains(&format!("authority {banner} ")));
+    let ropc = |tenant: Option<&str>| {
+        let mut args = vec![
+            "--json",
+            "token",
+            "get",
+            "--authority",
+            &banner,
+            "--ca-file",
+            e.ca.to_str().unwrap(),
+            "--client-id",
+            demo::PUBLIC_APP_ID,
+            "--flow",
+            "password",
+            "--username",
+            demo::USER_UPN,
+            "--no-cache",
+        ];
+        if let Some(t) = tenant {
+            args.extend(["--tenant", t]);
+        }
+        let mut c = e.cmd(&args);
+        c.env("M365MAIL_PASSWORD", demo::USER_PASSWORD);
+        c
+    };
+    for tenant in [None, Some(demo::TENANT_ID)] {
+        let (code, json, all) = run(ropc(tenant)).await;
+        assert_eq!(code, 0, "{tenant:?}: {all}");
+        assert_eq!(json["ok"], true, "{json}");
+    }
+    assert_eq!(e.sbx.admin().stats().grant("password"), 2);
+    let (code, json, all) = run(ropc(Some(demo::DOMAIN))).await;
+    assert_eq!(code, 2, "{all}");
+    let base = e.sbx.base_url().to_string();
+    assert_eq!(
+        json["error"]["message"],
+        format!(
+            "invalid authority: {banner} ends with the tenant {}, but the tenant given is {}: pass the authority \
+             without its tenant segment ({base}) and the tenant separately, or only the authority with the tenant",
+            demo::TENANT_ID,
+            demo::DOMAIN
+        ),
+        "{json}"
+    );
+    assert_eq!(e.sbx.admin().stats().grant("password"), 2);
+}

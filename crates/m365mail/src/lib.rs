@@ -5,7 +5,8 @@
 //! - [`time`]: the injected [`time::Clock`] and [`time::Sleeper`] (tests use [`time::FakeClock`]);
 //! - [`auth`]: Entra ID authorities, every token grant a mail connector needs ([`auth::TokenClient`]), Entra's
 //!   error JSON and the AADSTS catalogue ([`auth::AuthError`]), the token cache and single-flight
-//!   [`auth::TokenProvider`], and JWT inspection ([`auth::inspect()`]).
+//!   [`auth::TokenProvider`], and JWT inspection ([`auth::inspect()`]);
+//! - [`http`]: the bounded read of reply bodies ([`http::read_bounded`], 1 MiB) every HTTP client uses.
 //!
 //! Secrets never reach logs or `Debug` output; the only way to read one is [`secret::Secret::expose`].
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod cloud;
 pub mod endpoint;
 pub mod error;
+pub mod http;
 pub mod secret;
 pub mod time;
 pub mod tls;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use m365mail::auth::{
-    Access, AuthError, Authority, ClientCredential, ClientOptions, Cloud, ErrorClass, Scopes,
-    Target, TokenClient,
+    Access, Authority, ClientCredential, ClientOptions, Cloud, ErrorClass, Scopes, Target,
+    TokenClient,
 };
 use m365mail::time::FakeClock;
 use m365mail_sandbox::admin::TokenFault;
@@ -85,7 +85,11 @@ async fn persistent_server_error_gives_up_after_bounded_retries() {
     let e = c.client_credentials(&app()).await.unwrap_err();
     assert!(e.is_transient(), "{e}");
     assert_eq!(e.class(), ErrorClass::Transient);
-    assert!(matches!(e, AuthError::Entra(_)), "{e:?}");
+    let entra = e.entra().unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(
+        (entra.http_status, entra.error.as_str(), &entra.error_codes),
+        (500, "server_error", &vec![90006])
+    );
     assert_eq!(clock.sleeps().len(), 2);
     assert_eq!(sbx.admin().stats().grant("client_credentials"), 3);
     sbx.admin().clear_token_faults();

@@ -76,7 +76,7 @@ pub static CATALOGUE: &[AadstsInfo] = &[
         50055,
         "InvalidPasswordExpiredPassword",
         "the user's password has expired",
-        "the user must change the password (see password_change_url), then retry",
+        "the user must change the password (at the password_change_url Entra sends), then retry",
         User,
     ),
     row(
@@ -237,7 +237,8 @@ pub static CATALOGUE: &[AadstsInfo] = &[
         700025,
         "InvalidClientPublicClientWithCredential",
         "a public client sent a secret or assertion",
-        "remove the client secret/certificate from the profile, or make the app confidential",
+        "stop sending a credential (unset M365MAIL_CLIENT_SECRET, drop --secret-file, or remove certificate \
+         and private_key from the profile), or make the app confidential",
         Config,
     ),
     row(
@@ -542,13 +543,28 @@ pub fn first_known(codes: &[u32]) -> Option<&'static AadstsInfo> {
 mod tests {
     use super::*;
 
+    /// The reference table's 66 codes, in its order.
+    const REFERENCE_CODES: [u32; 66] = [
+        50126, 50034, 50020, 50053, 50055, 50056, 50057, 50058, 50072, 50074, 50076, 50079, 50173,
+        53003, 50131, 530032, 530035, 65001, 65004, 650057, 90094, 90095, 700016, 7000215, 7000218,
+        7000222, 700025, 700024, 700027, 50012, 700030, 70011, 700022, 1002012, 500011, 70000,
+        70002, 70008, 700082, 70043, 70016, 70018, 70019, 90120, 90002, 50059, 90014, 900144,
+        9002313, 900561, 9001023, 90124, 90130, 50194, 50011, 900971, 501481, 54005, 700005, 50196,
+        90055, 50033, 90006, 90024, 7000112, 70001,
+    ];
+
     #[test]
     fn catalogue_has_every_reference_row_and_no_duplicates() {
-        assert!(CATALOGUE.len() >= 40, "only {} codes", CATALOGUE.len());
-        let mut codes: Vec<u32> = CATALOGUE.iter().map(|i| i.code).collect();
-        codes.sort_unstable();
-        codes.dedup();
-        assert_eq!(codes.len(), CATALOGUE.len(), "duplicate code");
+        let codes: Vec<u32> = CATALOGUE.iter().map(|i| i.code).collect();
+        assert_eq!(CATALOGUE.len(), 66);
+        assert_eq!(codes, REFERENCE_CODES);
+        let mut unique = codes.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 66, "duplicate code");
+        for code in REFERENCE_CODES {
+            assert_eq!(lookup(code).map(|i| i.code), Some(code));
+        }
         for info in CATALOGUE {
             assert!(!info.name.is_empty() && !info.cause.is_empty() && !info.remedy.is_empty());
         }

@@ -374,7 +374,11 @@ pub(crate) mod tests {
         let mut v = Validation::new(Algorithm::RS256);
         v.validate_exp = false;
         v.set_audience(&[aud]);
-        assert!(jsonwebtoken::decode::<AssertionClaims>(rs.expose(), &key, &v).is_err());
+        let refused = jsonwebtoken::decode::<AssertionClaims>(rs.expose(), &key, &v).unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            &jsonwebtoken::errors::ErrorKind::InvalidSignature
+        );
 
         assert!(!format!("{cred:?}").contains("PRIVATE"));
     }

@@ -4,27 +4,44 @@
 //! same directory and are renamed over the old file (atomic); every read-modify-write happens under an
 //! exclusive lock on a sidecar `.lock` file (`File::lock`), so several processes can share the cache; a file
 //! readable by group or others is refused, not read. The rotated refresh token is saved every time.
+//!
+//! Locks are waited for a bounded time ([`TokenCache::with_lock_timeout`], default [`DEFAULT_LOCK_TIMEOUT`]):
+//! a holder writes its pid and purpose into the lock file, a waiter says once who it waits for and gives up
+//! with [`AuthError::CacheLocked`]. A file that cannot be read (not UTF-8, not JSON, not the cache's shape) is
+//! moved aside to `<file>.corrupt-<unix time>` (0600) with a warning and the cache starts empty; a file of an
+//! unknown format version is refused ([`AuthError::CacheVersion`]) and never overwritten. [`TokenCache::clear`]
+//! works on any file.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use super::authority::Authority;
-use super::error::AuthError;
+use super::error::{AuthError, strip_control};
 use super::response::TokenResponse;
 use super::scopes::Scopes;
 use crate::secret::{Secret, serde_exposed};
-use crate::time::unix_secs;
+use crate::time::{Clock, SystemClock, unix_secs};
 
 /// Default reuse margin: an access token is reused until 5 minutes before it expires.
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(300);
+
+/// How long a cache operation waits for a lock another process holds, unless set with
+/// [`TokenCache::with_lock_timeout`].
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The cache file format this build reads and writes (the file's `version`).
+pub const CACHE_VERSION: u64 = 1;
+
+/// A waiter names the holder as soon as the lock file says who it is, or after this long regardless.
+const HOLDER_GRACE: Duration = Duration::from_secs(1);
 
 /// What a cache entry is keyed by: authority + tenant, client id, account, sorted scope set.
 ///
@@ -139,7 +156,7 @@ impl CachedToken {
 
 #[derive(Default, Serialize, Deserialize)]
 struct CacheFile {
-    version: u32,
+    version: u64,
     #[serde(default)]
     entries: BTreeMap<String, CachedToken>,
 }
@@ -171,12 +188,17 @@ pub struct TokenCache {
     memory: Mutex<BTreeMap<String, CachedToken>>,
     /// Serialises threads of this process; the file lock serialises processes.
     local: Mutex<()>,
+    /// Longest wait for a lock another process holds.
+    lock_timeout: Duration,
+    /// Names files moved aside (`.corrupt-<unix time>`).
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
             .field("path", &self.path)
+            .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -205,24 +227,37 @@ impl TokenCache {
                     .map_err(|e| cache_err(&path, format!("{}: {e}", dir.display())))?
                     .permissions()
                     .mode()
-                    & 0o777;
+                    & 0o7777;
                 if mode & 0o022 != 0 {
+                    let remedy = if mode & 0o1000 != 0 {
+                        // Sticky and writable by others: a shared directory such as /tmp, whose mode must not
+                        // be changed.
+                        format!(
+                            "{} is a shared directory (sticky, like /tmp): keep the cache in a private directory \
+                             such as ~/.local/share/m365mail (the default), or pass a cache path in a directory of \
+                             mode 0700",
+                            dir.display()
+                        )
+                    } else {
+                        format!(
+                            "run `chmod 700 {}` if the directory is yours, or pass a cache path in a directory of \
+                             mode 0700",
+                            dir.display()
+                        )
+                    };
                     return Err(cache_err(
                         &path,
                         format!(
-                            "refusing a cache in {}: mode {mode:o} is group/world-writable; run `chmod 700 {}` or choose another cache path",
+                            "refusing a cache in {}: mode {mode:o} is group/world-writable; {remedy}",
                             dir.display(),
-                            dir.display()
                         ),
                     ));
                 }
             }
         }
         Ok(Self {
-            secrets: None,
             path: Some(path),
-            memory: Mutex::default(),
-            local: Mutex::default(),
+            ..Self::in_memory()
         })
     }
 
@@ -233,7 +268,29 @@ impl TokenCache {
             path: None,
             memory: Mutex::default(),
             local: Mutex::default(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Bounds every wait for a lock another process holds — the cache file's lock (held for a read-modify-
+    /// write) and a key's lock ([`Self::lock_key`], held while a token is renewed, which may be an interactive
+    /// sign-in) — to `timeout` (default [`DEFAULT_LOCK_TIMEOUT`]; the CLI passes its `--timeout`). Past it, the
+    /// operation fails with [`AuthError::CacheLocked`] naming the holder.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The lock timeout (see [`Self::with_lock_timeout`]).
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// The clock used to name a file moved aside (default: the system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Keeps access and refresh tokens in `store` (e.g. the OS keychain) instead of the file; the file then
@@ -312,32 +369,44 @@ impl TokenCache {
         }
     }
 
-    /// Takes the cross-process renewal lock of `key` (blocking until other processes release it). Held while
-    /// one process refreshes or runs a flow, so concurrent processes wait and then reuse its token instead of
-    /// all asking Entra. `None` for a memory cache. Released when the guard drops.
+    /// Takes the cross-process renewal lock of `key`, waiting at most the lock timeout for another process
+    /// that holds it ([`AuthError::CacheLocked`] past it). Held while one process refreshes or runs a flow, so
+    /// concurrent processes wait and then reuse its token instead of all asking Entra; the lock file names the
+    /// holder (`pid 1234: token request for <key>`) meanwhile. `None` for a memory cache. Released when the
+    /// guard drops.
     pub fn lock_key(&self, key: &CacheKey) -> Result<Option<KeyLock>, AuthError> {
-        let Some((path, file)) = self.key_lock_file(key)? else {
+        let Some((path, lock_path)) = self.key_lock_path(key)? else {
             return Ok(None);
         };
-        file.lock()
-            .map_err(|e| cache_err(path, format!("key lock: {e}")))?;
-        Ok(Some(KeyLock { _file: file }))
+        let held = lock_with_timeout(&lock_path, path, &key_purpose(key), self.lock_timeout)?;
+        Ok(Some(KeyLock { _held: held }))
     }
 
-    /// Like [`Self::lock_key`] without blocking: `Ok(None)` when another process (or another handle) holds
+    /// Like [`Self::lock_key`] without waiting: `Ok(None)` when another process (or another handle) holds
     /// the lock, `Ok(Some(None))` for a memory cache. Lets async callers poll (and stay cancellable).
     pub fn try_lock_key(&self, key: &CacheKey) -> Result<Option<Option<KeyLock>>, AuthError> {
-        let Some((path, file)) = self.key_lock_file(key)? else {
+        let Some((path, lock_path)) = self.key_lock_path(key)? else {
             return Ok(Some(None));
         };
+        let file =
+            open_private(&lock_path).map_err(|e| cache_err(path, format!("key lock: {e}")))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Some(KeyLock { _file: file }))),
+            Ok(()) => Ok(Some(Some(KeyLock {
+                _held: HeldLock::new(file, &key_purpose(key)),
+            }))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(cache_err(path, format!("key lock: {e}"))),
         }
     }
 
-    fn key_lock_file(&self, key: &CacheKey) -> Result<Option<(&Path, File)>, AuthError> {
+    /// Who holds the lock of `key`, as the holder wrote it (`pid 1234: token request for <key>`); `None` when
+    /// nobody does (or the holder wrote nothing, or this is a memory cache).
+    pub fn key_lock_holder(&self, key: &CacheKey) -> Option<String> {
+        let (_, lock_path) = self.key_lock_path(key).ok()??;
+        read_holder(&lock_path)
+    }
+
+    fn key_lock_path(&self, key: &CacheKey) -> Result<Option<(&Path, PathBuf)>, AuthError> {
         let Some(path) = &self.path else {
             return Ok(None);
         };
@@ -348,9 +417,7 @@ impl TokenCache {
         // One lock file per key, named by a hash so no account or scope appears in file names.
         let digest = sha2::Sha256::digest(key.id().as_bytes());
         let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        let file = open_private(&locks.join(format!("{name}.lock")))
-            .map_err(|e| cache_err(path, format!("key lock: {e}")))?;
-        Ok(Some((path.as_path(), file)))
+        Ok(Some((path.as_path(), locks.join(format!("{name}.lock")))))
     }
 
     /// The file path (None for memory).
@@ -488,14 +555,40 @@ impl TokenCache {
         Ok(existed)
     }
 
-    /// Removes every entry; returns how many token sets (access-token entries) there were.
+    /// Removes every entry; returns how many token sets (access-token entries) there were. Works on any
+    /// file: one that cannot be read is moved aside as on every read, and then removed along with every copy
+    /// moved aside earlier (they may hold tokens); a file of an unknown format version, or one readable by
+    /// others, is removed (0 entries).
     pub fn clear(&self) -> Result<usize, AuthError> {
-        let ids = self.with_entries(|entries| {
-            let ids: Vec<String> = entries.keys().cloned().collect();
-            entries.clear();
-            let dirty = !ids.is_empty();
-            (ids, dirty)
-        })?;
+        let _local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(path) = &self.path else {
+            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<String> = memory.keys().cloned().collect();
+            memory.clear();
+            drop(memory);
+            self.forget(&ids)?;
+            return Ok(token_sets(&ids));
+        };
+        let lock = self.lock_file(path)?;
+        let ids = match read_file(path, self.clock.as_ref()) {
+            Ok(mut file) => {
+                let ids: Vec<String> = file.entries.keys().cloned().collect();
+                if !ids.is_empty() {
+                    file.entries.clear();
+                    file.version = CACHE_VERSION;
+                    write_atomic(path, &file)?;
+                }
+                ids
+            }
+            Err(e @ (AuthError::CacheVersion { .. } | AuthError::InsecureCache { .. })) => {
+                fs::remove_file(path).map_err(|io| cache_err(path, format!("removing: {io}")))?;
+                tracing::warn!(path = %path.display(), "removed a token cache file this build could not read: {e}");
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        remove_moved_aside(path)?;
+        drop(lock);
         self.forget(&ids)?;
         Ok(token_sets(&ids))
     }
@@ -537,18 +630,135 @@ impl TokenCache {
             let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
             return Ok(f(&mut memory).0);
         };
-        let lock = open_lock_file(path)?;
-        lock.lock()
-            .map_err(|e| cache_err(path, format!("locking: {e}")))?;
-        let mut file = read_file(path)?;
+        let lock = self.lock_file(path)?;
+        let mut file = read_file(path, self.clock.as_ref())?;
         let (out, dirty) = f(&mut file.entries);
         if dirty {
-            file.version = 1;
+            file.version = CACHE_VERSION;
             write_atomic(path, &file)?;
         }
         drop(lock); // releases the flock
         Ok(out)
     }
+
+    /// Takes the cache file's lock (the sidecar `<file>.lock`), waiting at most the lock timeout.
+    fn lock_file(&self, path: &Path) -> Result<HeldLock, AuthError> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        lock_with_timeout(
+            Path::new(&lock_path),
+            path,
+            "reading or updating the token cache",
+            self.lock_timeout,
+        )
+    }
+}
+
+/// What a key's lock holder writes into the lock file.
+fn key_purpose(key: &CacheKey) -> String {
+    format!("token request for {key}")
+}
+
+/// An exclusive lock on a lock file; while held the file says who holds it (`pid <pid>: <purpose>`).
+#[derive(Debug)]
+struct HeldLock {
+    file: File,
+}
+
+impl HeldLock {
+    /// Wraps a file whose lock was just taken, and writes the holder into it (best effort: the lock matters,
+    /// the note only helps a waiter say who it waits for).
+    fn new(mut file: File, purpose: &str) -> Self {
+        let note = format!("pid {}: {purpose}\n", std::process::id());
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(note.as_bytes()));
+        Self { file }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        // Released: the next waiter must not name this process. Closing the file releases the lock.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// Takes the exclusive lock of `lock_path` for `purpose`, polling, for at most `timeout`. While waiting it
+/// warns once who holds the lock (what the holder wrote into the file); past `timeout` it fails with
+/// [`AuthError::CacheLocked`].
+fn lock_with_timeout(
+    lock_path: &Path,
+    cache_path: &Path,
+    purpose: &str,
+    timeout: Duration,
+) -> Result<HeldLock, AuthError> {
+    let file = open_private(lock_path).map_err(|e| {
+        cache_err(
+            cache_path,
+            format!("lock file {}: {e}", lock_path.display()),
+        )
+    })?;
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(10);
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                if said {
+                    tracing::info!("got the token cache lock");
+                }
+                return Ok(HeldLock::new(file, purpose));
+            }
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(cache_err(
+                    cache_path,
+                    format!("locking {}: {e}", lock_path.display()),
+                ));
+            }
+        }
+        let waited = started.elapsed();
+        if !said || waited >= timeout {
+            let holder = read_holder(lock_path);
+            if !said && (holder.is_some() || waited >= HOLDER_GRACE) {
+                said = true;
+                warn_waiting(holder.as_deref(), timeout);
+            }
+            if waited >= timeout {
+                return Err(AuthError::CacheLocked {
+                    path: cache_path.display().to_string(),
+                    holder,
+                    waited: timeout,
+                });
+            }
+        }
+        std::thread::sleep(delay.min(timeout.saturating_sub(waited)));
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// The one warning a lock waiter logs.
+pub(crate) fn warn_waiting(holder: Option<&str>, timeout: Duration) {
+    tracing::warn!(
+        "waiting for the token cache lock held by {} (giving up after {:.1} s)",
+        holder.unwrap_or("another process"),
+        timeout.as_secs_f64()
+    );
+}
+
+/// What the holder of a lock wrote into its lock file (one line, terminal-safe), if anything.
+fn read_holder(lock_path: &Path) -> Option<String> {
+    let mut text = Vec::new();
+    File::open(lock_path)
+        .ok()?
+        .take(512)
+        .read_to_end(&mut text)
+        .ok()?;
+    let text = strip_control(&String::from_utf8_lossy(&text)).replace('\n', " ");
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// How many of `ids` are access-token entries (an account entry, which holds the account's refresh token,
@@ -585,7 +795,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Holds a per-key cross-process lock (see [`TokenCache::lock_key`]); unlocks on drop.
 #[derive(Debug)]
 pub struct KeyLock {
-    _file: File,
+    _held: HeldLock,
 }
 
 fn open_private(path: &Path) -> std::io::Result<File> {
@@ -599,13 +809,9 @@ fn open_private(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-fn open_lock_file(path: &Path) -> Result<File, AuthError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    open_private(Path::new(&lock_path)).map_err(|e| cache_err(path, format!("lock file: {e}")))
-}
-
-fn read_file(path: &Path) -> Result<CacheFile, AuthError> {
+/// Reads the cache file (the caller holds its lock). Refuses a group/world-readable file and an unknown
+/// format version; moves a file that cannot be read aside (see [`move_aside`]) and starts empty.
+fn read_file(path: &Path, clock: &dyn Clock) -> Result<CacheFile, AuthError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CacheFile::default()),
@@ -626,21 +832,101 @@ fn read_file(path: &Path) -> Result<CacheFile, AuthError> {
             });
         }
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes)
         .map_err(|e| cache_err(path, format!("read: {e}")))?;
-    let text = zeroize::Zeroizing::new(text);
-    if text.trim().is_empty() {
+    drop(file);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(CacheFile::default());
     }
-    match serde_json::from_str::<CacheFile>(&text) {
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return move_aside(path, "it is not UTF-8", clock);
+    };
+    /// The version alone (read first: a newer format may have another shape).
+    #[derive(Deserialize)]
+    struct Probe {
+        version: Option<serde_json::Value>,
+    }
+    let probe = match serde_json::from_str::<Probe>(text) {
+        Ok(p) => p,
+        // The message may quote a value (a token): only the position is kept.
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            let reason = format!("it is not JSON (line {} column {})", e.line(), e.column());
+            return move_aside(path, &reason, clock);
+        }
+        Err(_) => return move_aside(path, "it is not a JSON object", clock),
+    };
+    match probe.version.as_ref().and_then(serde_json::Value::as_u64) {
+        Some(CACHE_VERSION) => {}
+        Some(version) if version > CACHE_VERSION => {
+            return Err(AuthError::CacheVersion {
+                path: path.display().to_string(),
+                version,
+                supported: CACHE_VERSION,
+            });
+        }
+        _ => return move_aside(path, "it has no known format version", clock),
+    }
+    match serde_json::from_str::<CacheFile>(text) {
         Ok(f) => Ok(f),
         Err(e) => {
-            // A corrupt cache holds nothing worth keeping; start over rather than failing every command.
-            tracing::warn!(path = %path.display(), line = e.line(), "token cache is not valid JSON; starting empty");
-            Ok(CacheFile::default())
+            let reason = format!(
+                "it is not the token cache's format (line {} column {})",
+                e.line(),
+                e.column()
+            );
+            move_aside(path, &reason, clock)
         }
     }
+}
+
+/// Renames an unreadable cache file to `<file>.corrupt-<unix time>` (`-1`, `-2`, … if taken), 0600, and
+/// warns: later calls start from an empty cache instead of failing on it, and nothing is lost unseen.
+fn move_aside(path: &Path, reason: &str, clock: &dyn Clock) -> Result<CacheFile, AuthError> {
+    let mut base = path.as_os_str().to_owned();
+    base.push(format!(".corrupt-{}", clock.unix_now()));
+    let mut aside = PathBuf::from(&base);
+    let mut n = 0u32;
+    while aside.exists() {
+        n += 1;
+        let mut name = base.clone();
+        name.push(format!("-{n}"));
+        aside = PathBuf::from(name);
+    }
+    fs::rename(path, &aside)
+        .map_err(|e| cache_err(path, format!("{reason}, and moving it aside failed: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(&aside, fs::Permissions::from_mode(0o600))
+            .map_err(|e| cache_err(path, format!("chmod 600 {}: {e}", aside.display())))?;
+    }
+    tracing::warn!(
+        "token cache {} could not be read ({reason}); moved it aside to {} and starting empty",
+        path.display(),
+        aside.display()
+    );
+    Ok(CacheFile::default())
+}
+
+/// Removes the copies of `path` moved aside by [`move_aside`] (`<file>.corrupt-*`).
+fn remove_moved_aside(path: &Path) -> Result<(), AuthError> {
+    let Some(name) = path.file_name() else {
+        return Ok(());
+    };
+    let mut prefix = name.to_owned();
+    prefix.push(".corrupt-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let entries = fs::read_dir(cache_dir(path))
+        .map_err(|e| cache_err(path, format!("listing {}: {e}", cache_dir(path).display())))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            fs::remove_file(entry.path()).map_err(|e| {
+                cache_err(path, format!("removing {}: {e}", entry.path().display()))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn write_atomic(path: &Path, file: &CacheFile) -> Result<(), AuthError> {
@@ -675,7 +961,7 @@ fn write_atomic(path: &Path, file: &CacheFile) -> Result<(), AuthError> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::auth::{Cloud, Tenant};
@@ -807,7 +1093,10 @@ mod tests {
         assert!(plain.id().starts_with(&bob));
         assert!(plain.id().starts_with(&CacheKey::prefix(&a, "c", None)));
         assert!(!k3.id().starts_with(&CacheKey::prefix(&a, "c", None)));
-        assert!(crate::auth::authority::validate_identifier("username", "a|b").is_err());
+        assert!(matches!(
+            crate::auth::authority::validate_identifier("username", "a|b"),
+            Err(AuthError::InvalidInput { field: "username", ref reason }) if reason == "contains `|`"
+        ));
     }
 
     #[cfg(unix)]
@@ -912,7 +1201,10 @@ mod tests {
             "{err}"
         );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(cache.get(&key("u")).is_err());
+        assert!(matches!(
+            cache.get(&key("u")),
+            Err(AuthError::InsecureCache { mode: 0o640, ref path }) if *path == cache.path().unwrap().display().to_string()
+        ));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(cache.get(&key("u")).unwrap().is_some());
     }
@@ -947,7 +1239,9 @@ mod tests {
         let accounts = listed.iter().filter(|(id, _, _)| id.ends_with('|')).count();
         assert_eq!((listed.len() - accounts, accounts), (80, 80));
         let text = fs::read_to_string(&path).unwrap();
-        assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["entries"].as_object().unwrap().len(), 160);
     }
 
     #[test]
@@ -987,6 +1281,296 @@ mod tests {
                 .lock_key(&key("u"))
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    /// A `tracing` capture for one thread: what a test's code logged, as text.
+    fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        (out, text)
+    }
+
+    /// Runs `f` on another thread and waits at most `limit` for it (an unbounded lock wait fails the test
+    /// instead of hanging it).
+    fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("still waiting after {limit:?}"))
+    }
+
+    /// Another process holds the cache file's lock (here: a handle of this test): a read gives up after the
+    /// cache's lock timeout with a typed, transient error naming the holder, and says once who it waits for.
+    #[test]
+    fn a_held_cache_lock_is_waited_for_a_bounded_time_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let mut held = open_private(Path::new(&lock_path)).unwrap();
+        held.lock().unwrap();
+        held.write_all(b"pid 4242: reading or updating the token cache\n")
+            .unwrap();
+        let cache = TokenCache::open(&path)
+            .unwrap()
+            .with_lock_timeout(Duration::from_millis(300));
+        assert_eq!(cache.lock_timeout(), Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let (result, logs) = within(Duration::from_secs(20), move || {
+            capture_logs(|| cache.get(&key("u")))
+        });
+        let waited = started.elapsed();
+        let err = result.unwrap_err();
+        match &err {
+            AuthError::CacheLocked {
+                path: p,
+                holder,
+                waited,
+            } => {
+                assert_eq!(p, &path.display().to_string());
+                assert_eq!(
+                    holder.as_deref(),
+                    Some("pid 4242: reading or updating the token cache")
+                );
+                assert_eq!(*waited, Duration::from_millis(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.is_transient());
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        assert_eq!(
+            logs.matches("pid 4242: reading or updating the token cache")
+                .count(),
+            1,
+            "{logs}"
+        );
+        assert!(logs.contains("WARN"), "{logs}");
+        drop(held);
+        let cache = TokenCache::open(&path).unwrap();
+        assert!(cache.get(&key("u")).unwrap().is_none(), "free again");
+    }
+
+    /// The per-key lock: its holder writes its pid and purpose into the lock file; a waiter names it and
+    /// gives up at the bound.
+    #[test]
+    fn a_held_key_lock_names_its_holder_and_the_wait_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let a = TokenCache::open(&path).unwrap();
+        let guard = a.lock_key(&key("busy@x")).unwrap().unwrap();
+        let expected = format!(
+            "pid {}: token request for {}",
+            std::process::id(),
+            key("busy@x")
+        );
+        let b = TokenCache::open(&path)
+            .unwrap()
+            .with_lock_timeout(Duration::from_millis(200));
+        assert_eq!(
+            b.key_lock_holder(&key("busy@x")).as_deref(),
+            Some(expected.as_str())
+        );
+        let err = within(Duration::from_secs(20), move || {
+            b.lock_key(&key("busy@x")).map(|_| ())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, AuthError::CacheLocked { holder: Some(h), .. } if *h == expected),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&expected), "{err}");
+        drop(guard);
+        // Released: the lock file no longer names a holder.
+        let b = TokenCache::open(&path).unwrap();
+        assert_eq!(b.key_lock_holder(&key("busy@x")), None);
+        assert!(b.lock_key(&key("busy@x")).unwrap().is_some());
+    }
+
+    /// A cache file that cannot be read (not UTF-8, not JSON, not the cache's shape) is moved aside
+    /// (`<file>.corrupt-<unix time>`, 0600, bytes unchanged) with a warning, and the cache starts empty.
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_cache_file_is_moved_aside() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let clock = FakeClock::fixed();
+        let cases: [&[u8]; 6] = [
+            b"\xff\xfe not utf-8 \x80",
+            b"{not json",
+            b"[]",
+            br#"{"version":1,"entries":5}"#,
+            br#"{"entries":{}}"#,
+            br#"{"version":"1","entries":{}}"#,
+        ];
+        for (i, bytes) in cases.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("token-cache.json");
+            fs::write(&path, bytes).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+            let cache = TokenCache::open(&path)
+                .unwrap()
+                .with_clock(Arc::new(clock.clone()));
+            let (got, logs) = capture_logs(|| cache.get(&key("u")));
+            assert!(got.unwrap().is_none(), "case {i}");
+            let aside = dir.path().join("token-cache.json.corrupt-1767225600");
+            assert_eq!(fs::read(&aside).unwrap(), *bytes, "case {i}");
+            assert_eq!(mode(&aside), 0o600, "case {i}");
+            assert!(!path.exists(), "case {i}");
+            assert!(
+                logs.contains("WARN") && logs.contains("corrupt-1767225600"),
+                "case {i}: {logs}"
+            );
+            // Later calls work: a new file is written.
+            cache.store(&key("u"), &token(&clock, "at", None)).unwrap();
+            assert!(cache.get(&key("u")).unwrap().is_some(), "case {i}");
+            // A second bad file in the same second does not replace the first one moved aside.
+            fs::write(&path, bytes).unwrap();
+            assert!(cache.get(&key("u")).unwrap().is_none(), "case {i}");
+            assert_eq!(
+                fs::read(dir.path().join("token-cache.json.corrupt-1767225600-1")).unwrap(),
+                *bytes
+            );
+            assert_eq!(fs::read(&aside).unwrap(), *bytes);
+        }
+    }
+
+    /// A file with a format version this build does not know is reported as written by a newer m365mail and
+    /// never overwritten; `clear` (clear --all) still works and removes it.
+    #[test]
+    fn a_cache_from_a_newer_version_is_reported_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token-cache.json");
+        let newer = br#"{"version":2,"entries":{},"accounts":[]}"#;
+        fs::write(&path, newer).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let cache = TokenCache::open(&path).unwrap();
+        let err = cache.get(&key("u")).unwrap_err();
+        match &err {
+            AuthError::CacheVersion {
+                path: p,
+                version,
+                supported,
+            } => {
+                assert_eq!(p, &path.display().to_string());
+                assert_eq!((*version, *supported), (2, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            err.to_string().contains("written by a newer m365mail"),
+            "{err}"
+        );
+        assert_eq!(err.class(), crate::auth::ErrorClass::Config);
+        let clock = FakeClock::fixed();
+        let err = cache
+            .store(&key("u"), &token(&clock, "at", Some("rt")))
+            .unwrap_err();
+        assert!(
+            matches!(err, AuthError::CacheVersion { version: 2, .. }),
+            "{err:?}"
+        );
+        assert!(matches!(
+            cache.list().unwrap_err(),
+            AuthError::CacheVersion { version: 2, .. }
+        ));
+        assert_eq!(fs::read(&path).unwrap(), newer, "never overwritten");
+        assert_eq!(cache.clear().unwrap(), 0);
+        assert!(!path.exists());
+        cache.store(&key("u"), &token(&clock, "at", None)).unwrap();
+        assert!(cache.get(&key("u")).unwrap().is_some());
+    }
+
+    /// `clear` (what `token clear --all` runs) works on every file it finds: a corrupt one (and the copies of
+    /// corrupt files moved aside earlier, which may hold tokens) and a group-readable one are removed.
+    #[cfg(unix)]
+    #[test]
+    fn clear_always_works() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token-cache.json");
+        let cache = TokenCache::open(&path).unwrap();
+        fs::write(&path, b"{not json").unwrap();
+        fs::write(dir.path().join("token-cache.json.corrupt-1"), b"old").unwrap();
+        fs::write(dir.path().join("other.json.corrupt-1"), b"not ours").unwrap();
+        assert_eq!(cache.clear().unwrap(), 0);
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["other.json.corrupt-1"]);
+        cache
+            .store(&key("u"), &token(&FakeClock::fixed(), "at", None))
+            .unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            cache.get(&key("u")).unwrap_err(),
+            AuthError::InsecureCache { mode: 0o644, .. }
+        ));
+        assert_eq!(cache.clear().unwrap(), 0);
+        assert!(!path.exists());
+        assert!(cache.get(&key("u")).unwrap().is_none());
+    }
+
+    /// A cache in a sticky world-writable directory such as `/tmp` is refused with a remedy that does not
+    /// break the system (not `chmod 700 /tmp`).
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_in_a_sticky_shared_directory_gets_a_safe_remedy() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = TokenCache::open(tmp.join("token-cache.json")).unwrap_err();
+        let AuthError::Cache { detail, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(!detail.contains("chmod"), "{detail}");
+        assert!(detail.contains("group/world-writable"), "{detail}");
+        assert!(detail.contains("shared directory"), "{detail}");
+        assert!(
+            detail.contains("private directory such as ~/.local/share/m365mail"),
+            "{detail}"
+        );
+        assert!(detail.contains("a directory of mode 0700"), "{detail}");
+        // A directory of one's own that is merely group-writable may be fixed with chmod.
+        let own = dir.path().join("own");
+        fs::create_dir(&own).unwrap();
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o770)).unwrap();
+        let err = TokenCache::open(own.join("c.json")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 700 {}", own.display())),
+            "{err}"
         );
     }
 

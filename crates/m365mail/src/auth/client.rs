@@ -22,6 +22,7 @@ use super::error::{AuthError, EntraError, Grant, strip_control, strip_trace_suff
 use super::pkce::{Pkce, random_b64url};
 use super::response::TokenResponse;
 use super::scopes::Scopes;
+use crate::http::{MAX_REPLY_BODY, parse_retry_after, read_bounded};
 use crate::secret::Secret;
 use crate::time::{Clock, Sleeper, SystemClock, TokioSleeper};
 use crate::tls::TlsTrust;
@@ -70,7 +71,8 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// First backoff; doubles each retry.
     pub base_delay: Duration,
-    /// Upper bound for any wait, including `Retry-After`.
+    /// Longest wait before a retry. A `Retry-After` is never cut short: a longer one ends the retries (the
+    /// error says when to come back).
     pub max_delay: Duration,
 }
 
@@ -251,6 +253,7 @@ impl TokenClient {
     ) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::Password)?;
         validate_identifier("username", username)?;
+        scopes.validate()?;
         if password.is_empty() {
             return Err(AuthError::InvalidInput {
                 field: "password",
@@ -277,6 +280,7 @@ impl TokenClient {
     /// or domain (refused before any request otherwise).
     pub async fn client_credentials(&self, scopes: &Scopes) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::ClientCredentials)?;
+        scopes.validate()?;
         if self.inner.credential.is_public() {
             return Err(AuthError::MissingCredential {
                 grant: Grant::ClientCredentials,
@@ -300,6 +304,7 @@ impl TokenClient {
         scopes: &Scopes,
     ) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::RefreshToken)?;
+        scopes.validate()?;
         let scope = scopes.to_param();
         let params = [
             ("grant_type", "refresh_token"),
@@ -312,6 +317,7 @@ impl TokenClient {
     /// Step 1 of the device flow: request a code.
     pub async fn start_device_code(&self, scopes: &Scopes) -> Result<DeviceCode, AuthError> {
         self.inner.authority.check_grant(Grant::DeviceCode)?;
+        scopes.validate()?;
         let url = self.inner.authority.devicecode_endpoint();
         let scope = scopes.to_param();
         let mut form: Vec<(&str, &str)> =
@@ -428,6 +434,7 @@ impl TokenClient {
         verifier: &Secret,
         scopes: &Scopes,
     ) -> Result<TokenResponse, AuthError> {
+        scopes.validate()?;
         let scope = scopes.to_param();
         let params = [
             ("grant_type", "authorization_code"),
@@ -450,6 +457,7 @@ impl TokenClient {
         cancel: impl Future<Output = ()>,
     ) -> Result<TokenResponse, AuthError> {
         self.inner.authority.check_grant(Grant::AuthCode)?;
+        scopes.validate()?;
         let listener = TcpListener::bind(("127.0.0.1", options.port))
             .await
             .map_err(|e| AuthError::Redirect(format!("cannot listen on 127.0.0.1: {e}")))?;
@@ -480,7 +488,9 @@ impl TokenClient {
             .await
     }
 
-    /// A token request with retries of transient failures.
+    /// A token request with retries of transient failures. A `Retry-After` is waited in full, never cut
+    /// short: when it is longer than [`RetryPolicy::max_delay`], or the retry budget is spent, the error is
+    /// returned as it is — transient, with [`AuthError::retry_at`] saying when to come back.
     async fn token_request(
         &self,
         grant: Grant,
@@ -491,9 +501,22 @@ impl TokenClient {
         loop {
             match self.token_request_once(grant, params).await {
                 Ok(t) => return Ok(t),
-                Err(e) if may_retry(grant, &e) && attempt < policy.max_retries => {
-                    let backoff = policy.base_delay.saturating_mul(1 << attempt.min(16));
-                    let wait = e.retry_after().unwrap_or(backoff).min(policy.max_delay);
+                Err(e) if may_retry(grant, &e) => {
+                    let wait = e.retry_after().unwrap_or_else(|| {
+                        policy
+                            .base_delay
+                            .saturating_mul(1 << attempt.min(16))
+                            .min(policy.max_delay)
+                    });
+                    if attempt >= policy.max_retries || wait > policy.max_delay {
+                        tracing::info!(
+                            %grant,
+                            attempts = attempt + 1,
+                            retry_after_s = e.retry_after().map(|d| d.as_secs()),
+                            "transient failure; not retrying (retry budget spent or the server asks for a longer wait than the retry policy allows)"
+                        );
+                        return Err(e);
+                    }
                     attempt += 1;
                     tracing::info!(%grant, attempt, wait_ms = wait.as_millis() as u64, error = %e, "transient failure; retrying");
                     self.inner.sleeper.sleep(wait).await;
@@ -574,21 +597,34 @@ impl TokenClient {
                 |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
             req = req.basic_auth(enc(&self.inner.client_id), Some(enc(secret.expose())));
         }
-        let resp = req.send().await.map_err(|e| transport_error(url, &e))?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(scheme_mismatch_or(url, transport_error(url, &e)).await),
+        };
         let status = resp.status().as_u16();
+        // Seconds or an HTTP date, both against the injected clock.
+        let received = self.inner.clock.now();
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(|e| transport_error(url, &e))?;
-        Ok(Reply {
+            .and_then(|v| parse_retry_after(v, received));
+        let retry_at = retry_after.and_then(|d| received.checked_add(d));
+        // Bounded: a hostile or broken server cannot make us hold more than 1 MiB of a reply.
+        let body = read_bounded(resp, MAX_REPLY_BODY)
+            .await
+            .map_err(|e| transport_error(url, &e))?;
+        let reply = Reply {
             status,
             retry_after,
-            body: body.to_vec(),
+            retry_at,
+            body: body.bytes,
             request_id,
-        })
+        };
+        if body.truncated {
+            return Err(reply.too_large(url, form, basic));
+        }
+        Ok(reply)
     }
 }
 
@@ -596,6 +632,8 @@ impl TokenClient {
 struct Reply {
     status: u16,
     retry_after: Option<Duration>,
+    /// When the server said to come back (receive time + `retry_after`).
+    retry_at: Option<std::time::SystemTime>,
     body: Vec<u8>,
     /// The `client-request-id` sent with the request.
     request_id: String,
@@ -635,6 +673,20 @@ const SECRET_FIELDS: [&str; 9] = [
     "id_token",
 ];
 
+/// Characters of a non-JSON reply kept in an error ([`AuthError::UnexpectedReply`] and
+/// [`AuthError::ReplyTooLarge`]).
+const EXCERPT_CHARS: usize = 200;
+
+/// Characters of Entra's `error_description` kept in an error (real descriptions are a few hundred).
+const DESCRIPTION_CHARS: usize = 2000;
+
+/// The forms in which a sent secret may come back: raw, form-encoded and percent-encoded.
+fn secret_variants(secret: &str) -> [String; 3] {
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let pct = form.replace('+', "%20");
+    [secret.to_owned(), form, pct]
+}
+
 /// Redacts secrets from server text before it is kept in an error: every value sent in this request under a
 /// secret field name (raw, form-encoded and percent-encoded), and the value after any `name=` / `"name":` of a
 /// secret field, whatever its origin (a reply may echo a request from someone else's proxy).
@@ -642,9 +694,7 @@ fn redact_reply_text(text: &str, sent_secrets: &[&str]) -> String {
     const MASK: &str = "[REDACTED]";
     let mut out = text.to_owned();
     for secret in sent_secrets.iter().filter(|s| !s.is_empty()) {
-        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-        let pct = form.replace('+', "%20");
-        for variant in [secret.to_string(), form, pct] {
+        for variant in secret_variants(secret) {
             if !variant.is_empty() {
                 out = out.replace(&variant, MASK);
             }
@@ -654,6 +704,43 @@ fn redact_reply_text(text: &str, sent_secrets: &[&str]) -> String {
         out = redact_field(&out, field, MASK);
     }
     out
+}
+
+/// The first `max_chars` characters of `text` with every secret redacted, working on a bounded window of
+/// `text` only (each redaction pass copies its input: over a whole 1 MiB body that is tens of MiB). A secret
+/// cut by the window's end leaves a partial copy at the end of the redacted window; the last
+/// longest-secret-length bytes are dropped, so no part of a secret survives. Returns the excerpt and whether
+/// `text` was cut.
+fn redacted_excerpt(text: &str, sent_secrets: &[&str], max_chars: usize) -> (String, bool) {
+    let longest = sent_secrets
+        .iter()
+        .flat_map(|s| secret_variants(s))
+        .map(|v| v.len())
+        .max()
+        .unwrap_or(0);
+    let window = prefix_at_char_boundary(text, max_chars * 4 + 4 * longest + 4096);
+    let cut = window.len() < text.len();
+    let mut redacted = redact_reply_text(window, sent_secrets);
+    if cut {
+        let keep = prefix_at_char_boundary(&redacted, redacted.len().saturating_sub(longest)).len();
+        redacted.truncate(keep);
+    }
+    let mut chars = redacted.chars();
+    let excerpt: String = chars.by_ref().take(max_chars).collect();
+    let more = cut || chars.next().is_some();
+    (excerpt, more)
+}
+
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character boundary.
+fn prefix_at_char_boundary(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Replaces the value following `field` + (`=` | `":` | `:`) (case-insensitive field name; optional quotes and
@@ -715,51 +802,121 @@ impl Reply {
     /// Entra's description) is stripped of every secret of the request: an echoed password or code must not
     /// reach an error message or a log line.
     fn into_error(self, url: &Url, form: &[(&str, &str)], basic: Option<&Secret>) -> AuthError {
-        let sent: Vec<&str> = form
-            .iter()
-            .filter(|(k, _)| SECRET_FIELDS.contains(k))
-            .map(|(_, v)| *v)
-            .chain(basic.map(Secret::expose))
-            .collect();
+        let sent = sent_secrets(form, basic);
         if let Some(mut e) = EntraError::parse(self.status, &self.body) {
-            e.description = redact_reply_text(&e.description, &sent);
+            let (mut description, cut) = redacted_excerpt(&e.description, &sent, DESCRIPTION_CHARS);
+            if cut {
+                description.push('…');
+            }
+            e.description = description;
             e.retry_after = self.retry_after;
+            e.retry_at = self.retry_at;
             e.client_request_id = Some(self.request_id);
             return e.into();
         }
-        let text = String::from_utf8_lossy(&self.body);
-        let redacted = redact_reply_text(&text, &sent);
-        let excerpt: String = redacted
-            .chars()
-            .take(200)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
         AuthError::UnexpectedReply {
             url: url.to_string(),
             status: self.status,
-            excerpt,
+            excerpt: self.excerpt(&sent),
             retry_after: self.retry_after,
+            retry_at: self.retry_at,
         }
+    }
+
+    /// The error for a reply whose body passed [`MAX_REPLY_BODY`] (`self.body` holds its first bytes).
+    fn too_large(self, url: &Url, form: &[(&str, &str)], basic: Option<&Secret>) -> AuthError {
+        let excerpt = if self.is_success() {
+            String::new()
+        } else {
+            self.excerpt(&sent_secrets(form, basic))
+        };
+        AuthError::ReplyTooLarge {
+            url: url.to_string(),
+            status: self.status,
+            limit: MAX_REPLY_BODY,
+            excerpt,
+        }
+    }
+
+    /// The first [`EXCERPT_CHARS`] characters of the body, secrets redacted, control characters blanked.
+    fn excerpt(&self, sent: &[&str]) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        redacted_excerpt(&text, sent, EXCERPT_CHARS)
+            .0
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
     }
 }
 
-/// Classifies a transport error: timeout, TLS, connect, other. Walks the source chain because reqwest wraps
-/// rustls errors inside hyper and io errors.
+/// The secret values of a request: form fields named in [`SECRET_FIELDS`] and the HTTP Basic secret.
+fn sent_secrets<'a>(form: &[(&str, &'a str)], basic: Option<&'a Secret>) -> Vec<&'a str> {
+    form.iter()
+        .filter(|(k, _)| SECRET_FIELDS.contains(k))
+        .map(|(_, v)| *v)
+        .chain(basic.map(Secret::expose))
+        .collect()
+}
+
+/// `err`, or [`AuthError::SchemeMismatch`] when a plain-`http` request failed because the server speaks
+/// TLS: a reply that is not HTTP ([`AuthError::Http`]) from an `http://` URL is checked with [`speaks_tls`].
+/// (`http://` authorities are loopback-only, so the check never leaves the machine.)
+async fn scheme_mismatch_or(url: &Url, err: AuthError) -> AuthError {
+    if url.scheme() == "http" && matches!(err, AuthError::Http { .. }) && speaks_tls(url).await {
+        return AuthError::SchemeMismatch {
+            url: url.to_string(),
+            server_tls: true,
+        };
+    }
+    err
+}
+
+/// Whether the server behind `url` speaks TLS: sends it an HTTP request line and looks at the first bytes
+/// of the answer — a TLS record header (alert `0x15` or handshake `0x16`, version `0x03 ..`) instead of
+/// `HTTP/`. At most 2 s.
+async fn speaks_tls(url: &Url) -> bool {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(format!("{host}:{port}"))
+            .await
+            .ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(matches!(head, [0x15 | 0x16, 0x03]))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// Classifies a transport error: timeout, TLS (an unknown issuer named; a plain-HTTP answer to the TLS hello
+/// is a scheme mismatch), connect, other. Walks the source chain because reqwest wraps rustls errors inside
+/// hyper and io errors.
 fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
     let url_s = url.to_string();
     let mut chain = Vec::new();
     let mut tls = false;
+    let mut unknown_issuer = false;
+    let mut plain_http = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if e.downcast_ref::<rustls::Error>().is_some() {
+        if let Some(r) = find_rustls_error(e) {
             tls = true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        {
-            tls = true;
+            match r {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                    unknown_issuer = true;
+                }
+                // A TLS record cannot start with `H`: the server answered the hello with `HTTP/1.1 …`.
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                    plain_http = true;
+                }
+                _ => {}
+            }
         }
         let text = e.to_string();
         // Text is a fallback for wrapped errors that cannot be downcast; the top-level reqwest error is
@@ -784,13 +941,32 @@ fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
     let detail = chain.join(": ");
     if err.is_timeout() {
         AuthError::Timeout { url: url_s }
+    } else if plain_http {
+        AuthError::SchemeMismatch {
+            url: url_s,
+            server_tls: false,
+        }
     } else if tls {
-        AuthError::Tls { url: url_s, detail }
+        AuthError::Tls {
+            url: url_s,
+            detail,
+            unknown_issuer,
+        }
     } else if err.is_connect() {
         AuthError::Connect { url: url_s, detail }
     } else {
         AuthError::Http { url: url_s, detail }
     }
+}
+
+/// The rustls error `e` is or wraps: io errors nest (tokio-rustls wraps it in an `InvalidData` io error, hyper
+/// in another), and `io::Error::source` skips the wrapped error itself, so look inside with `get_ref`.
+fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls_error(inner)
 }
 
 /// How long one loopback connection may take to send its request head.
@@ -946,6 +1122,7 @@ mod tests {
         let reply = |body: &str| Reply {
             status: 400,
             retry_after: None,
+            retry_at: None,
             body: body.as_bytes().to_vec(),
             request_id: "rid".into(),
         };
@@ -964,5 +1141,24 @@ mod tests {
             assert!(!shown.contains("s3cr3t-basic"), "{shown}");
             assert!(shown.contains("[REDACTED]"), "{shown}");
         }
+    }
+
+    /// The excerpt is redacted on a bounded window; a secret cut by the window's end leaves no partial copy,
+    /// even when redaction shrinks the window below the excerpt length.
+    #[test]
+    fn a_secret_cut_by_the_window_is_not_shown_in_part() {
+        let secret = "S".repeat(50) + &"t".repeat(50);
+        let text = format!("{secret} ").repeat(10_000);
+        let (excerpt, cut) = redacted_excerpt(&text, &[&secret], DESCRIPTION_CHARS);
+        assert!(cut);
+        assert!(!excerpt.contains("SSSS"), "{excerpt}");
+        assert!(!excerpt.contains("tttt"), "{excerpt}");
+        assert!(excerpt.starts_with("[REDACTED] [REDACTED] "), "{excerpt}");
+        let (short, cut) = redacted_excerpt("short reply", &[&secret], EXCERPT_CHARS);
+        assert_eq!((short.as_str(), cut), ("short reply", false));
+        let (exact, cut) = redacted_excerpt(&"é".repeat(200), &[], EXCERPT_CHARS);
+        assert_eq!((exact.chars().count(), cut), (200, false));
+        let (cut_chars, cut) = redacted_excerpt(&"é".repeat(201), &[], EXCERPT_CHARS);
+        assert_eq!((cut_chars.chars().count(), cut), (200, true));
     }
 }

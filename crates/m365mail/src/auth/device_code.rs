@@ -293,13 +293,38 @@ mod tests {
         p.on_error(entra(r#"{"error":"slow_down"}"#)).unwrap();
         assert_eq!(p.interval(), Duration::from_secs(15));
         p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
-        for stop in [
-            r#"{"error":"expired_token","error_codes":[70019]}"#,
-            r#"{"error":"authorization_declined"}"#,
-            r#"{"error":"bad_verification_code","error_codes":[70018]}"#,
-            r#"{"error":"invalid_client","error_codes":[7000218]}"#,
+        for (stop, error, codes) in [
+            (
+                r#"{"error":"expired_token","error_codes":[70019]}"#,
+                "expired_token",
+                vec![70019],
+            ),
+            (
+                r#"{"error":"authorization_declined"}"#,
+                "authorization_declined",
+                vec![],
+            ),
+            (
+                r#"{"error":"bad_verification_code","error_codes":[70018]}"#,
+                "bad_verification_code",
+                vec![70018],
+            ),
+            (
+                r#"{"error":"invalid_client","error_codes":[7000218]}"#,
+                "invalid_client",
+                vec![7000218],
+            ),
         ] {
-            assert!(p.on_error(entra(stop)).is_err(), "{stop}");
+            match p.on_error(entra(stop)) {
+                Err(AuthError::Entra(e)) => {
+                    assert_eq!(
+                        (e.error.as_str(), &e.error_codes),
+                        (error, &codes),
+                        "{stop}"
+                    );
+                }
+                other => panic!("{stop}: {other:?}"),
+            }
         }
     }
 

@@ -1,13 +1,14 @@
 //! [`AuthError`], the one error type of the auth layer, and [`EntraError`], Entra's error JSON.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use super::aadsts::{self, AadstsInfo};
 use crate::error::Classified;
 pub use crate::error::ErrorClass;
+use crate::time::{rfc3339, unix_secs};
 
 /// Entra's error reply, parsed leniently: every field optional, unknown fields ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,8 +33,10 @@ pub struct EntraError {
     pub error_uri: Option<String>,
     /// `password_change_url` (with `suberror: user_password_expired`).
     pub password_change_url: Option<String>,
-    /// The `Retry-After` header, when present.
+    /// The `Retry-After` header, when present (an HTTP date already turned into a wait from the receive time).
     pub retry_after: Option<Duration>,
+    /// When the server said to come back: receive time (injected clock) + `retry_after`.
+    pub retry_at: Option<SystemTime>,
     /// The `client-request-id` this client sent (Entra logs it; usually equal to `correlation_id`).
     pub client_request_id: Option<String>,
 }
@@ -100,6 +103,7 @@ impl EntraError {
             error_uri: clean(raw.error_uri),
             password_change_url: clean(raw.password_change_url),
             retry_after: None,
+            retry_at: None,
             client_request_id: None,
         })
     }
@@ -170,8 +174,20 @@ impl EntraError {
         }
     }
 
-    /// Remedy.
+    /// Remedy (with the time to come back when the server sent `Retry-After`).
     pub fn remedy(&self) -> String {
+        format!("{}{}", self.base_remedy(), come_back(self.retry_at))
+    }
+
+    fn base_remedy(&self) -> String {
+        let expired =
+            self.has_code(50055) || self.suberror.as_deref() == Some("user_password_expired");
+        if expired && self.known().is_none_or(|i| i.code == 50055) {
+            return match &self.password_change_url {
+                Some(url) => format!("the user must change the password at {url}, then retry"),
+                None => "the user must change the password, then retry".into(),
+            };
+        }
         if let Some(info) = self.known() {
             return info.remedy.to_owned();
         }
@@ -229,6 +245,17 @@ impl fmt::Display for EntraError {
         }
         Ok(())
     }
+}
+
+/// `; retry after <UTC time>` when the server named a time to come back, else empty.
+fn come_back(at: Option<SystemTime>) -> String {
+    at.map(|t| {
+        format!(
+            "; retry after {} (the server's Retry-After)",
+            rfc3339(unix_secs(t))
+        )
+    })
+    .unwrap_or_default()
 }
 
 /// Server text made safe to print on a terminal: control characters (ESC, CR, BEL, ... but not `\n`) and the
@@ -322,7 +349,10 @@ pub enum AuthError {
     #[error("{0}")]
     Entra(Box<EntraError>),
     /// The server answered with something that is not JSON (e.g. a proxy page).
-    #[error("unexpected reply from {url}: HTTP {status}, not an OAuth JSON body: {excerpt:?}")]
+    #[error(
+        "unexpected reply from {url}: HTTP {status}, not an OAuth JSON body: {excerpt:?}{}",
+        come_back(*.retry_at)
+    )]
     UnexpectedReply {
         /// Endpoint.
         url: String,
@@ -332,6 +362,26 @@ pub enum AuthError {
         excerpt: String,
         /// The `Retry-After` header, when present.
         retry_after: Option<Duration>,
+        /// When the server said to come back (receive time + `retry_after`).
+        retry_at: Option<SystemTime>,
+    },
+    /// The reply body is larger than [`crate::http::MAX_REPLY_BODY`] (no Entra reply is): reading stopped at
+    /// the limit and the connection was closed.
+    #[error(
+        "the reply from {url} (HTTP {status}) is larger than {} KiB and was not read further{}",
+        .limit / 1024,
+        if .excerpt.is_empty() { String::new() } else { format!(": {:?}", .excerpt) }
+    )]
+    ReplyTooLarge {
+        /// Endpoint.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The limit, in bytes.
+        limit: usize,
+        /// The first ~200 characters of an error body, with secrets redacted (empty for a success reply,
+        /// which may hold tokens).
+        excerpt: String,
     },
     /// A success reply that is not a valid token response.
     #[error("malformed token response from {url}: {reason}")]
@@ -365,6 +415,26 @@ pub enum AuthError {
         url: String,
         /// TLS detail.
         detail: String,
+        /// The server's certificate chains to a CA this client does not trust (rustls `UnknownIssuer`): the
+        /// fix is to trust that CA (`--ca-file`).
+        unknown_issuer: bool,
+    },
+    /// The URL's scheme does not match what the server speaks: `http://` to an HTTPS server, or `https://` to
+    /// a plain-HTTP one.
+    #[error(
+        "{url}: {}",
+        if *.server_tls {
+            "the URL is plain http://, but the server speaks HTTPS (TLS)"
+        } else {
+            "the URL is https://, but the server answered in plain HTTP"
+        }
+    )]
+    SchemeMismatch {
+        /// Endpoint.
+        url: String,
+        /// The server speaks TLS (the URL was `http://`); `false`: it speaks plain HTTP (the URL was
+        /// `https://`).
+        server_tls: bool,
     },
     /// Other transport error.
     #[error("HTTP error talking to {url}: {detail}")]
@@ -424,6 +494,35 @@ pub enum AuthError {
         /// Detail.
         detail: String,
     },
+    /// Another process held a token-cache lock (the cache file's, or a key's while it renews a token) longer
+    /// than the cache's lock timeout ([`super::TokenCache::with_lock_timeout`]).
+    #[error(
+        "token cache {path}: {} holds the lock; gave up after waiting {:.1} s",
+        .holder.as_deref().unwrap_or("another process"),
+        .waited.as_secs_f64()
+    )]
+    CacheLocked {
+        /// Cache file.
+        path: String,
+        /// Who holds the lock and why (`pid 1234: token request for …`), as the holder wrote it into the lock
+        /// file; `None` when it wrote nothing.
+        holder: Option<String>,
+        /// How long this process waited.
+        waited: Duration,
+    },
+    /// The token cache file has a format version this build does not know: it was written by a newer
+    /// m365mail. It is neither read nor overwritten.
+    #[error(
+        "token cache {path} was written by a newer m365mail (format version {version}; this one reads version {supported}); it is left as it is"
+    )]
+    CacheVersion {
+        /// Cache file.
+        path: String,
+        /// The file's `version`.
+        version: u64,
+        /// The version this build reads and writes.
+        supported: u64,
+    },
     /// The token cache file is readable by group or others; it is not read.
     #[error(
         "refusing to read token cache {path}: mode {mode:o} is group/world-accessible; run `chmod 600 {path}`"
@@ -465,7 +564,9 @@ impl AuthError {
             | Self::Credential(_)
             | Self::UnsupportedTokenType(_)
             | Self::Cache { .. }
+            | Self::CacheVersion { .. }
             | Self::InsecureCache { .. } => ErrorClass::Config,
+            Self::CacheLocked { .. } => ErrorClass::Transient,
             Self::Entra(e) => e.class(),
             Self::UnexpectedReply { status, .. } => {
                 if *status == 429 || *status >= 500 {
@@ -474,11 +575,11 @@ impl AuthError {
                     ErrorClass::Config
                 }
             }
-            Self::MalformedResponse { .. } => ErrorClass::Config,
+            Self::MalformedResponse { .. } | Self::ReplyTooLarge { .. } => ErrorClass::Config,
             Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
                 ErrorClass::Transient
             }
-            Self::Tls { .. } => ErrorClass::Config,
+            Self::Tls { .. } | Self::SchemeMismatch { .. } => ErrorClass::Config,
             Self::DeviceCodeExpired
             | Self::Cancelled
             | Self::StateMismatch
@@ -515,9 +616,25 @@ impl AuthError {
             }
             Self::Timeout { .. } => "the identity endpoint did not answer in time".into(),
             Self::Connect { .. } => "the identity endpoint is unreachable".into(),
+            Self::Tls {
+                unknown_issuer: true,
+                ..
+            } => "the server certificate is issued by an unknown CA".into(),
             Self::Tls { .. } => "the server certificate is not trusted or TLS failed".into(),
+            Self::SchemeMismatch {
+                server_tls: true, ..
+            } => "the authority URL is http://, but the server speaks HTTPS".into(),
+            Self::SchemeMismatch { .. } => {
+                "the authority URL is https://, but the server speaks plain HTTP".into()
+            }
             Self::InsecureCache { .. } => "the token cache file is readable by others".into(),
             Self::Trust(e) => e.cause(),
+            Self::CacheLocked { .. } => "another process holds the token cache lock".into(),
+            Self::CacheVersion { .. } => "the token cache was written by a newer m365mail".into(),
+            Self::ReplyTooLarge { limit, .. } => format!(
+                "the server sent a reply larger than {} KiB, far more than any Entra ID reply",
+                limit / 1024
+            ),
             other => other.to_string(),
         }
     }
@@ -526,14 +643,30 @@ impl AuthError {
     pub fn remedy(&self) -> String {
         match self {
             Self::Entra(e) => e.remedy(),
-            Self::InvalidInput { field, .. } => format!("fix the {field} in the profile or arguments"),
+            Self::InvalidInput { field, .. } => match *field {
+                // A secret never goes into the config file or onto argv (others can read both).
+                "password" => "supply the password through M365MAIL_PASSWORD, --password-stdin or the prompt \
+                               (never in the config file or on the command line)"
+                    .into(),
+                "client secret" => "supply the client secret through M365MAIL_CLIENT_SECRET, --secret-file or \
+                                    the prompt (never in the config file or on the command line)"
+                    .into(),
+                "refresh token" => "supply the refresh token through M365MAIL_REFRESH_TOKEN, or sign in again \
+                                    (never in the config file or on the command line)"
+                    .into(),
+                _ => format!("fix the {field} in the profile or arguments"),
+            },
             Self::TenantNotAllowed { .. } => {
                 "set tenant to the tenant GUID or verified domain".into()
             }
             Self::MissingCredential { .. } => {
                 "configure a client secret (M365MAIL_CLIENT_SECRET / --secret-file) or a certificate".into()
             }
-            Self::UnexpectedReply { .. } => {
+            Self::UnexpectedReply { retry_at, .. } => format!(
+                "check the authority URL / cloud and any proxy in between{}",
+                come_back(*retry_at)
+            ),
+            Self::ReplyTooLarge { .. } => {
                 "check the authority URL / cloud and any proxy in between".into()
             }
             Self::MalformedResponse { .. } | Self::UnsupportedTokenType(_) => {
@@ -542,9 +675,23 @@ impl AuthError {
             Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
                 "check network access to the authority host, then retry".into()
             }
+            Self::Tls {
+                unknown_issuer: true,
+                ..
+            } => "the server's certificate is issued by a CA this client does not trust: pass --ca-file with that \
+                  CA's certificate (PEM; the sandbox writes m365mail-sandbox-ca.pem), or set ca_file in the profile"
+                .into(),
             Self::Tls { .. } => {
-                "trust the server's CA (ca_file in the profile) or fix the authority host name".into()
+                "trust the server's CA (--ca-file, or ca_file in the profile) or fix the authority host name"
+                    .into()
             }
+            Self::SchemeMismatch {
+                server_tls: true, ..
+            } => "use https:// in the authority (with --ca-file if its CA is not publicly trusted)".into(),
+            Self::SchemeMismatch {
+                server_tls: false,
+                ..
+            } => "use http:// in the authority (loopback hosts only), or the server's HTTPS port".into(),
             Self::Credential(_) => "check the certificate / private key / CA file paths and formats".into(),
             Self::DeviceCodeExpired => "start a new device-code sign-in and complete it in time".into(),
             Self::Cancelled => "run the command again".into(),
@@ -558,14 +705,32 @@ impl AuthError {
             Self::Cache { .. } => "check the cache path and its permissions, or use --no-cache".into(),
             Self::InsecureCache { path, .. } => format!("chmod 600 {path}"),
             Self::Trust(e) => e.remedy(),
+            Self::CacheLocked { .. } => {
+                "retry when that process has finished (stop it if it hangs); the wait is bounded by the cache's \
+                 lock timeout (the CLI's --timeout)"
+                    .into()
+            }
+            Self::CacheVersion { .. } => {
+                "use the newer m365mail, pass another cache path, or remove this cache (`m365mail token clear --all`)"
+                    .into()
+            }
         }
     }
 
-    /// The `Retry-After` the server asked for, if any.
+    /// The `Retry-After` the server asked for, if any (as a wait from when the reply was received).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::UnexpectedReply { retry_after, .. } => *retry_after,
             other => other.entra().and_then(|e| e.retry_after),
+        }
+    }
+
+    /// When the server said to come back (`Retry-After` from the receive time, by the injected clock). A
+    /// request that carries a user credential or a one-time code is never sent again before it.
+    pub fn retry_at(&self) -> Option<SystemTime> {
+        match self {
+            Self::UnexpectedReply { retry_at, .. } => *retry_at,
+            other => other.entra().and_then(|e| e.retry_at),
         }
     }
 
@@ -652,7 +817,32 @@ mod tests {
         let mfa = br#"{"error":"invalid_grant","error_codes":[50076],"claims":{"access_token":{"capolids":{"essential":true}}}}"#;
         let e = EntraError::parse(400, mfa).unwrap();
         assert_eq!(e.class(), ErrorClass::SwitchFlow);
-        assert!(e.claims.as_deref().unwrap().contains("capolids"));
+        assert_eq!(
+            e.claims.as_deref(),
+            Some(r#"{"access_token":{"capolids":{"essential":true}}}"#)
+        );
+    }
+
+    /// The 50055 remedy names the `password_change_url` when Entra sent one.
+    #[test]
+    fn expired_password_remedy_names_the_change_url() {
+        let with = br#"{"error":"user_password_expired","error_codes":[50055],"suberror":"user_password_expired","password_change_url":"https://portal.microsoftonline.com/ChangePassword.aspx"}"#;
+        let e = EntraError::parse(400, with).unwrap();
+        assert_eq!(
+            e.remedy(),
+            "the user must change the password at https://portal.microsoftonline.com/ChangePassword.aspx, then retry"
+        );
+        let without = br#"{"error":"user_password_expired","error_codes":[50055]}"#;
+        assert_eq!(
+            EntraError::parse(400, without).unwrap().remedy(),
+            "the user must change the password, then retry"
+        );
+        // Recognised by the suberror too, when the code is not one of the catalogue's.
+        let sub = br#"{"error":"invalid_grant","suberror":"user_password_expired","password_change_url":"https://x.example/pw"}"#;
+        assert_eq!(
+            EntraError::parse(400, sub).unwrap().remedy(),
+            "the user must change the password at https://x.example/pw, then retry"
+        );
     }
 
     #[test]
@@ -760,6 +950,89 @@ mod tests {
         }
     }
 
+    /// A remedy clause that names a secret and a place in the config file or on the command line tells a
+    /// person to put the secret there; secrets belong in the environment, a secret file, stdin or the prompt.
+    fn puts_a_secret_in_config_or_argv(remedy: &str) -> Option<String> {
+        let lower = remedy.to_ascii_lowercase();
+        lower
+            .split([';', ',', '(', ')', '.', '—'])
+            .find(|clause| {
+                let secret = ["password", "secret", "refresh token"]
+                    .iter()
+                    .any(|w| clause.contains(w));
+                let place = ["profile", "config file", "argument", "argv", "command line"]
+                    .iter()
+                    .any(|w| clause.contains(w));
+                secret && place && !clause.contains("never")
+            })
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn no_remedy_puts_a_secret_in_the_config_file_or_on_argv() {
+        let mut remedies: Vec<String> = aadsts::CATALOGUE
+            .iter()
+            .map(|i| i.remedy.to_owned())
+            .collect();
+        for field in [
+            "password",
+            "client secret",
+            "refresh token",
+            "username",
+            "tenant",
+            "scope",
+            "authority",
+            "client id",
+        ] {
+            remedies.push(
+                AuthError::InvalidInput {
+                    field,
+                    reason: "x".into(),
+                }
+                .remedy(),
+            );
+        }
+        remedies.push(
+            AuthError::MissingCredential {
+                grant: Grant::ClientCredentials,
+            }
+            .remedy(),
+        );
+        remedies.push(AuthError::Credential("x".into()).remedy());
+        remedies.push(AuthError::NoRefreshToken.remedy());
+        for r in &remedies {
+            assert_eq!(puts_a_secret_in_config_or_argv(r), None, "{r}");
+        }
+        let pw = AuthError::InvalidInput {
+            field: "password",
+            reason: "empty".into(),
+        }
+        .remedy();
+        assert_eq!(
+            pw,
+            "supply the password through M365MAIL_PASSWORD, --password-stdin or the prompt (never in the \
+             config file or on the command line)"
+        );
+        let cs = AuthError::InvalidInput {
+            field: "client secret",
+            reason: "empty".into(),
+        }
+        .remedy();
+        assert_eq!(
+            cs,
+            "supply the client secret through M365MAIL_CLIENT_SECRET, --secret-file or the prompt (never in \
+             the config file or on the command line)"
+        );
+        assert_eq!(
+            AuthError::InvalidInput {
+                field: "tenant",
+                reason: "x".into()
+            }
+            .remedy(),
+            "fix the tenant in the profile or arguments"
+        );
+    }
+
     #[test]
     fn local_errors_are_classified() {
         assert_eq!(AuthError::Cancelled.class(), ErrorClass::FlowState);
@@ -777,6 +1050,7 @@ mod tests {
             status: 502,
             excerpt: "x".into(),
             retry_after: None,
+            retry_at: None,
         };
         assert!(e.is_transient());
     }

@@ -22,9 +22,6 @@ use super::scopes::Scopes;
 use crate::secret::Secret;
 use crate::time::{BoxFuture, Clock};
 
-/// Longest wait for another process's per-key lock (longer than any interactive flow: device code 15 min).
-pub const KEY_LOCK_MAX_WAIT: Duration = Duration::from_secs(30 * 60);
-
 /// Where tokens come from when the cache cannot serve: the configured flow, and refresh.
 pub trait TokenSource: Send + Sync {
     /// Runs the configured flow (no usable refresh token).
@@ -322,9 +319,11 @@ impl TokenProvider {
     }
 
     /// Takes the cross-process lock of the key by polling (never a blocking `flock` on a worker thread), so
-    /// dropping this future (Ctrl-C, a timeout) stops waiting at once. Says once that it is waiting; gives up
-    /// after [`KEY_LOCK_MAX_WAIT`].
+    /// dropping this future (Ctrl-C, a timeout) stops waiting at once. Says once who holds the lock (what the
+    /// holder wrote into the lock file: its pid and `token request for <key>`); gives up after the cache's
+    /// lock timeout ([`TokenCache::with_lock_timeout`]) with [`AuthError::CacheLocked`].
     async fn key_lock(&self) -> Result<Option<KeyLock>, AuthError> {
+        let timeout = self.cache.lock_timeout();
         let started = std::time::Instant::now();
         let mut delay = Duration::from_millis(10);
         let mut said = false;
@@ -335,24 +334,26 @@ impl TokenProvider {
                 }
                 return Ok(lock);
             }
-            if !said {
-                said = true;
-                tracing::warn!("waiting for another m365mail process holding the token lock…");
+            let waited = started.elapsed();
+            if !said || waited >= timeout {
+                let holder = self.cache_op(|c, k| Ok(c.key_lock_holder(k))).await?;
+                if !said && (holder.is_some() || waited >= Duration::from_secs(1)) {
+                    said = true;
+                    super::cache::warn_waiting(holder.as_deref(), timeout);
+                }
+                if waited >= timeout {
+                    return Err(AuthError::CacheLocked {
+                        path: self
+                            .cache
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        holder,
+                        waited: timeout,
+                    });
+                }
             }
-            if started.elapsed() >= KEY_LOCK_MAX_WAIT {
-                return Err(AuthError::Cache {
-                    path: self
-                        .cache
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    detail: format!(
-                        "another process held the token lock for more than {} s",
-                        KEY_LOCK_MAX_WAIT.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(delay.min(timeout.saturating_sub(waited))).await;
             delay = (delay * 2).min(Duration::from_millis(250));
         }
     }
@@ -627,6 +628,57 @@ mod tests {
             started.elapsed()
         );
         release.join().unwrap();
+    }
+
+    /// Another process holds the key's lock (e.g. it runs a 15-minute device-code sign-in): the provider waits
+    /// at most the cache's lock timeout, then gives up with a transient error naming that process and why it
+    /// holds the lock. (It used to wait 30 minutes.)
+    #[tokio::test]
+    async fn waiting_for_a_key_lock_held_elsewhere_is_bounded_and_names_the_holder() {
+        let clock = FakeClock::fixed();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let other = TokenCache::open(&path).unwrap();
+        let _held = other.lock_key(&key("busy@x")).unwrap().unwrap();
+        let source = Arc::new(Counting {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        });
+        let provider = TokenProvider::new(
+            source.clone(),
+            Arc::new(
+                TokenCache::open(&path)
+                    .unwrap()
+                    .with_lock_timeout(Duration::from_millis(300)),
+            ),
+            key("busy@x"),
+            Scopes::parse("x"),
+            Arc::new(clock),
+        );
+        let started = std::time::Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(20), provider.token())
+            .await
+            .expect("the wait is bounded")
+            .unwrap_err();
+        let waited = started.elapsed();
+        let expected = format!(
+            "pid {}: token request for {}",
+            std::process::id(),
+            key("busy@x")
+        );
+        match &e {
+            AuthError::CacheLocked { holder, waited, .. } => {
+                assert_eq!(holder.as_deref(), Some(expected.as_str()));
+                assert_eq!(*waited, Duration::from_millis(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e.is_transient());
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        assert_eq!(source.acquires.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

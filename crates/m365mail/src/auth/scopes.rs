@@ -90,7 +90,9 @@ impl Scopes {
         }
     }
 
-    /// Scopes from strings (trimmed, empties and duplicates removed, order kept).
+    /// Scopes from strings, each split at spaces (empties and duplicates removed, order kept). Only the
+    /// space separates scopes: a CR, LF or tab stays inside its scope, so [`Self::validate`] refuses it
+    /// instead of it silently splitting one value into two.
     pub fn new<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -99,7 +101,7 @@ impl Scopes {
         let mut out: Vec<String> = Vec::new();
         for s in scopes {
             let s: String = s.into();
-            for part in s.split_whitespace() {
+            for part in s.split(' ').filter(|p| !p.is_empty()) {
                 if !out.iter().any(|o| o == part) {
                     out.push(part.to_owned());
                 }
@@ -121,6 +123,35 @@ impl Scopes {
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Refuses what must never be sent: no scope at all, or a scope holding a control character (CR/LF
+    /// would inject form fields or log lines; tab, ESC, NUL) or other white space. Every grant of
+    /// [`super::TokenClient`] calls this before any request.
+    pub fn validate(&self) -> Result<(), AuthError> {
+        let bad = |reason: String| AuthError::InvalidInput {
+            field: "scope",
+            reason,
+        };
+        if self.0.is_empty() {
+            return Err(bad("no scope given".into()));
+        }
+        for (i, scope) in self.0.iter().enumerate() {
+            let n = i + 1;
+            if let Some(c) = scope.chars().find(|c| c.is_control()) {
+                return Err(bad(format!(
+                    "scope {n} contains a control character (U+{:04X}; CR/LF, tab?)",
+                    u32::from(c)
+                )));
+            }
+            if let Some(c) = scope.chars().find(|c| c.is_whitespace()) {
+                return Err(bad(format!(
+                    "scope {n} contains white space (U+{:04X}); separate scopes with spaces or commas",
+                    u32::from(c)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The form value: space-separated (the form encoder encodes it exactly once).
@@ -188,6 +219,59 @@ mod tests {
         assert!(!Scopes::for_target(Target::Imap, Access::Delegated, &g).is_default_only());
     }
 
+    /// Control characters (CR/LF, tab, ESC, NUL) and an empty scope list are refused before any request; CR/LF
+    /// inside a scope is kept in it (not silently split into two scopes) so that it can be refused.
+    #[test]
+    fn invalid_scopes_are_refused() {
+        for (input, reason) in [
+            (
+                "https://outlook.office.com/IMAP.AccessAsUser.All\r\noffline_access",
+                "control character",
+            ),
+            ("a\nb", "control character"),
+            ("a\tb", "control character"),
+            ("offline_access\u{1b}[2J", "control character"),
+            ("a\0", "control character"),
+            ("a\u{a0}b", "white space"),
+            ("", "no scope"),
+            (" , ,", "no scope"),
+        ] {
+            let e = Scopes::parse(input).validate().unwrap_err();
+            match &e {
+                AuthError::InvalidInput { field, reason: r } => {
+                    assert_eq!(*field, "scope", "{input:?}");
+                    assert!(r.contains(reason), "{input:?}: {r}");
+                    assert!(
+                        !r.contains('\r') && !r.contains('\n') && !r.contains('\u{1b}'),
+                        "{r:?}"
+                    );
+                }
+                other => panic!("{input:?}: {other:?}"),
+            }
+        }
+        assert_eq!(Scopes::parse("a\r\nb").as_slice(), ["a\r\nb"]);
+        assert!(
+            Scopes::new(Vec::<String>::new())
+                .validate()
+                .is_err_and(|e| matches!(e, AuthError::InvalidInput { field: "scope", .. }))
+        );
+        for ok in [
+            "a",
+            "a, b",
+            "https://graph.microsoft.com/.default",
+            " x  y ",
+        ] {
+            assert_eq!(Scopes::parse(ok).validate().ok(), Some(()), "{ok:?}");
+        }
+        assert_eq!(Scopes::parse(" x  y ").as_slice(), ["x", "y"]);
+        assert_eq!(
+            Scopes::for_target(Target::Imap, Access::Delegated, &Cloud::Global)
+                .validate()
+                .ok(),
+            Some(())
+        );
+    }
+
     #[test]
     fn dedup_and_cache_key_ignore_order() {
         let a = Scopes::parse("offline_access https://outlook.office.com/SMTP.Send offline_access");
@@ -196,6 +280,10 @@ mod tests {
         assert_eq!(a.cache_key(), b.cache_key());
         assert_ne!(a.to_param(), b.to_param());
         assert_eq!("POP3".parse::<Target>().unwrap(), Target::Pop);
-        assert!("ews".parse::<Target>().is_err());
+        assert!(matches!(
+            "ews".parse::<Target>(),
+            Err(AuthError::InvalidInput { field: "target", ref reason })
+                if reason == "\"ews\": expected imap, pop, smtp or graph"
+        ));
     }
 }
