@@ -95,7 +95,13 @@ mod tests {
             e(entra(r#"{"error":"invalid_grant","error_codes":[50076]}"#)),
             6
         );
-        assert_eq!(e(AuthError::Timeout { url: "u".into() }), 7);
+        assert_eq!(
+            e(AuthError::from(m365mail::transport::TransportError::bare(
+                m365mail::transport::TransportKind::Timeout,
+                "u"
+            ))),
+            7
+        );
         assert_eq!(e(AuthError::Cancelled), 8);
         assert_eq!(
             e(AuthError::InvalidInput {

@@ -94,15 +94,7 @@ impl TransportError {
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static));
         while let Some(error) = current {
-            if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-                return Some(tls);
-            }
-            // rustls errors often travel inside an io::Error.
-            if let Some(io) = error.downcast_ref::<std::io::Error>()
-                && let Some(tls) = io
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
+            if let Some(tls) = find_rustls_error(error) {
                 return Some(tls);
             }
             current = error.source();
@@ -119,6 +111,16 @@ impl TransportError {
             ))
         )
     }
+}
+
+/// The rustls error `e` is or wraps: io errors nest (tokio-rustls wraps it in an `InvalidData` io error,
+/// hyper in another), and `io::Error::source` skips the wrapped error itself, so look inside with `get_ref`.
+pub fn find_rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    find_rustls_error(inner)
 }
 
 impl Classified for TransportError {
@@ -145,9 +147,13 @@ impl Classified for TransportError {
     fn remedy(&self) -> String {
         match self.kind {
             TransportKind::Tls if self.is_unknown_issuer() => {
-                "pass the server's CA with --ca-file (or ca_file in the profile), e.g. the sandbox's --ca-out file".into()
+                "the server's certificate is issued by a CA this client does not trust: pass --ca-file with that \
+                 CA's certificate (PEM; the sandbox writes m365mail-sandbox-ca.pem), or set ca_file in the profile"
+                    .into()
             }
-            TransportKind::Tls => "check the host name and the server's certificate".into(),
+            TransportKind::Tls => {
+                "trust the server's CA (--ca-file, or ca_file in the profile) or fix the host name".into()
+            }
             _ => format!("check network access to {}, then retry", self.endpoint),
         }
     }

@@ -10,6 +10,7 @@ use m365mail::auth::{
     TokenResponse,
 };
 use m365mail::time::FakeClock;
+use m365mail::transport::TransportKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Serves `reply(n)` for the n-th request (0-based); returns the base URL and the request counter.
@@ -328,7 +329,7 @@ async fn timeout_is_typed_and_transient_and_a_password_is_sent_once() {
     let token_url = format!("{base}contoso.onmicrosoft.com/oauth2/v2.0/token");
     let e = password(&make(ClientCredential::Public)).await.unwrap_err();
     assert!(
-        matches!(&e, AuthError::Timeout { url } if *url == token_url),
+        matches!(&e, AuthError::Transport(t) if t.kind() == TransportKind::Timeout && t.endpoint() == token_url),
         "{e:?}"
     );
     assert!(e.is_transient());
@@ -344,7 +345,7 @@ async fn timeout_is_typed_and_transient_and_a_password_is_sent_once() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, AuthError::Timeout { url } if *url == token_url),
+        matches!(&e, AuthError::Transport(t) if t.kind() == TransportKind::Timeout && t.endpoint() == token_url),
         "{e:?}"
     );
     assert_eq!(clock.sleeps(), vec![Duration::from_millis(500)]);

@@ -26,6 +26,7 @@ use crate::http::{MAX_REPLY_BODY, parse_retry_after, read_bounded};
 use crate::secret::Secret;
 use crate::time::{Clock, Sleeper, SystemClock, TokioSleeper};
 use crate::tls::TlsTrust;
+use crate::transport::{TransportError, TransportKind, find_rustls_error};
 
 /// How the client authenticates itself.
 #[derive(Debug, Clone, Default)]
@@ -599,7 +600,7 @@ impl TokenClient {
         }
         let resp = match req.send().await {
             Ok(resp) => resp,
-            Err(e) => return Err(scheme_mismatch_or(url, transport_error(url, &e)).await),
+            Err(e) => return Err(scheme_mismatch_or(url, transport_error(url, e)).await),
         };
         let status = resp.status().as_u16();
         // Seconds or an HTTP date, both against the injected clock.
@@ -613,7 +614,7 @@ impl TokenClient {
         // Bounded: a hostile or broken server cannot make us hold more than 1 MiB of a reply.
         let body = read_bounded(resp, MAX_REPLY_BODY)
             .await
-            .map_err(|e| transport_error(url, &e))?;
+            .map_err(|e| transport_error(url, e))?;
         let reply = Reply {
             status,
             retry_after,
@@ -652,7 +653,7 @@ fn may_retry(grant: Grant, e: &AuthError) -> bool {
         return true;
     }
     let status = match e {
-        AuthError::Connect { .. } => return true,
+        AuthError::Transport(t) if t.kind() == TransportKind::Connect => return true,
         AuthError::Entra(entra) => entra.http_status,
         AuthError::UnexpectedReply { status, .. } => *status,
         _ => return false,
@@ -859,10 +860,11 @@ fn sent_secrets<'a>(form: &[(&str, &'a str)], basic: Option<&'a Secret>) -> Vec<
 }
 
 /// `err`, or [`AuthError::SchemeMismatch`] when a plain-`http` request failed because the server speaks
-/// TLS: a reply that is not HTTP ([`AuthError::Http`]) from an `http://` URL is checked with [`speaks_tls`].
+/// TLS: a reply that is not HTTP (a [`TransportKind::Io`] failure) from an `http://` URL is checked with [`speaks_tls`].
 /// (`http://` authorities are loopback-only, so the check never leaves the machine.)
 async fn scheme_mismatch_or(url: &Url, err: AuthError) -> AuthError {
-    if url.scheme() == "http" && matches!(err, AuthError::Http { .. }) && speaks_tls(url).await {
+    let not_http = matches!(&err, AuthError::Transport(t) if t.kind() == TransportKind::Io);
+    if url.scheme() == "http" && not_http && speaks_tls(url).await {
         return AuthError::SchemeMismatch {
             url: url.to_string(),
             server_tls: true,
@@ -894,79 +896,52 @@ async fn speaks_tls(url: &Url) -> bool {
         .unwrap_or(false)
 }
 
-/// Classifies a transport error: timeout, TLS (an unknown issuer named; a plain-HTTP answer to the TLS hello
-/// is a scheme mismatch), connect, other. Walks the source chain because reqwest wraps rustls errors inside
-/// hyper and io errors.
-fn transport_error(url: &Url, err: &reqwest::Error) -> AuthError {
-    let url_s = url.to_string();
-    let mut chain = Vec::new();
+/// Classifies a transport error — timeout, TLS (a plain-HTTP answer to the TLS hello is a scheme mismatch),
+/// connect, other — and keeps reqwest's error, with its whole chain, as the source.
+fn transport_error(url: &Url, err: reqwest::Error) -> AuthError {
     let mut tls = false;
-    let mut unknown_issuer = false;
     let mut plain_http = false;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = source {
         if let Some(r) = find_rustls_error(e) {
             tls = true;
-            match r {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
-                    unknown_issuer = true;
-                }
-                // A TLS record cannot start with `H`: the server answered the hello with `HTTP/1.1 …`.
-                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
-                    plain_http = true;
-                }
-                _ => {}
+            // A TLS record cannot start with `H`: the server answered the hello with `HTTP/1.1 …`.
+            if matches!(
+                r,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            ) {
+                plain_http = true;
             }
-        }
-        let text = e.to_string();
-        // Text is a fallback for wrapped errors that cannot be downcast; the top-level reqwest error is
-        // skipped because its text holds the URL, where "tls" could be part of a host name.
-        let lower = text.to_ascii_lowercase();
-        let is_top = std::ptr::addr_eq(
+        } else if !std::ptr::addr_eq(
             e as *const dyn std::error::Error,
-            err as *const reqwest::Error,
-        );
-        if !is_top
-            && (lower.contains("certificate")
-                || lower.contains("tls")
-                || lower.contains("handshake"))
-        {
-            tls = true;
-        }
-        if !chain.contains(&text) {
-            chain.push(text);
+            &err as *const reqwest::Error,
+        ) {
+            // Text is a fallback for wrapped errors that cannot be downcast; the top-level reqwest error is
+            // skipped because its text holds the URL, where "tls" could be part of a host name.
+            let lower = e.to_string().to_ascii_lowercase();
+            if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+            {
+                tls = true;
+            }
         }
         source = e.source();
     }
-    let detail = chain.join(": ");
-    if err.is_timeout() {
-        AuthError::Timeout { url: url_s }
-    } else if plain_http {
-        AuthError::SchemeMismatch {
-            url: url_s,
+    if plain_http && !err.is_timeout() {
+        return AuthError::SchemeMismatch {
+            url: url.to_string(),
             server_tls: false,
-        }
+        };
+    }
+    let kind = if err.is_timeout() {
+        TransportKind::Timeout
     } else if tls {
-        AuthError::Tls {
-            url: url_s,
-            detail,
-            unknown_issuer,
-        }
+        TransportKind::Tls
     } else if err.is_connect() {
-        AuthError::Connect { url: url_s, detail }
+        TransportKind::Connect
     } else {
-        AuthError::Http { url: url_s, detail }
-    }
-}
-
-/// The rustls error `e` is or wraps: io errors nest (tokio-rustls wraps it in an `InvalidData` io error, hyper
-/// in another), and `io::Error::source` skips the wrapped error itself, so look inside with `get_ref`.
-fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(r) = e.downcast_ref::<rustls::Error>() {
-        return Some(r);
-    }
-    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
-    find_rustls_error(inner)
+        TransportKind::Io
+    };
+    TransportError::new(kind, url.as_str(), err).into()
 }
 
 /// How long one loopback connection may take to send its request head.

@@ -292,7 +292,11 @@ mod tests {
         assert_eq!(p.next_wait(clock.now()).unwrap(), Duration::from_secs(10));
         p.on_error(entra(r#"{"error":"slow_down"}"#)).unwrap();
         assert_eq!(p.interval(), Duration::from_secs(15));
-        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        p.on_error(AuthError::from(crate::transport::TransportError::bare(
+            crate::transport::TransportKind::Timeout,
+            "u",
+        )))
+        .unwrap();
         for (stop, error, codes) in [
             (
                 r#"{"error":"expired_token","error_codes":[70019]}"#,
@@ -333,14 +337,30 @@ mod tests {
         let clock = FakeClock::fixed();
         let mut p = DevicePoller::new(&code(&clock, 900, 5));
         let wait = |p: &DevicePoller| p.next_wait(clock.now()).unwrap().as_secs();
-        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        p.on_error(AuthError::from(crate::transport::TransportError::bare(
+            crate::transport::TransportKind::Timeout,
+            "u",
+        )))
+        .unwrap();
         assert_eq!(wait(&p), 5);
-        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        p.on_error(AuthError::from(crate::transport::TransportError::bare(
+            crate::transport::TransportKind::Timeout,
+            "u",
+        )))
+        .unwrap();
         assert_eq!(wait(&p), 10);
-        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        p.on_error(AuthError::from(crate::transport::TransportError::bare(
+            crate::transport::TransportKind::Timeout,
+            "u",
+        )))
+        .unwrap();
         assert_eq!(wait(&p), 20);
         for _ in 0..10 {
-            p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+            p.on_error(AuthError::from(crate::transport::TransportError::bare(
+                crate::transport::TransportKind::Timeout,
+                "u",
+            )))
+            .unwrap();
         }
         assert_eq!(wait(&p), 60, "backoff is capped");
         let mut throttled = EntraError::parse(
@@ -356,10 +376,18 @@ mod tests {
         assert_eq!(wait(&p), 5, "a normal answer resets the backoff");
         // Never past the deadline: a backoff longer than the code's remaining life ends the flow now.
         clock.advance(Duration::from_secs(870));
-        p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+        p.on_error(AuthError::from(crate::transport::TransportError::bare(
+            crate::transport::TransportKind::Timeout,
+            "u",
+        )))
+        .unwrap();
         assert_eq!(wait(&p), 5);
         for _ in 0..5 {
-            p.on_error(AuthError::Timeout { url: "u".into() }).unwrap();
+            p.on_error(AuthError::from(crate::transport::TransportError::bare(
+                crate::transport::TransportKind::Timeout,
+                "u",
+            )))
+            .unwrap();
         }
         assert!(matches!(
             p.next_wait(clock.now()),

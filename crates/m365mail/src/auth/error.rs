@@ -394,31 +394,10 @@ pub enum AuthError {
     /// The token type is not Bearer.
     #[error("unsupported token_type {0:?} (expected Bearer)")]
     UnsupportedTokenType(String),
-    /// The request timed out.
-    #[error("request to {url} timed out")]
-    Timeout {
-        /// Endpoint.
-        url: String,
-    },
-    /// Could not connect (refused, DNS, unreachable).
-    #[error("cannot connect to {url}: {detail}")]
-    Connect {
-        /// Endpoint.
-        url: String,
-        /// Transport detail.
-        detail: String,
-    },
-    /// TLS failure (untrusted CA, wrong host name, handshake).
-    #[error("TLS failure talking to {url}: {detail}")]
-    Tls {
-        /// Endpoint.
-        url: String,
-        /// TLS detail.
-        detail: String,
-        /// The server's certificate chains to a CA this client does not trust (rustls `UnknownIssuer`): the
-        /// fix is to trust that CA (`--ca-file`).
-        unknown_issuer: bool,
-    },
+    /// The connection failed: refused, timed out, TLS (an untrusted issuer, a wrong host name), or broken.
+    /// The cause chain (reqwest → hyper → io → rustls) is kept as the source.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
     /// The URL's scheme does not match what the server speaks: `http://` to an HTTPS server, or `https://` to
     /// a plain-HTTP one.
     #[error(
@@ -435,14 +414,6 @@ pub enum AuthError {
         /// The server speaks TLS (the URL was `http://`); `false`: it speaks plain HTTP (the URL was
         /// `https://`).
         server_tls: bool,
-    },
-    /// Other transport error.
-    #[error("HTTP error talking to {url}: {detail}")]
-    Http {
-        /// Endpoint.
-        url: String,
-        /// Detail.
-        detail: String,
     },
     /// A certificate, private key or CA file could not be loaded or used.
     #[error("credential error: {0}")]
@@ -576,10 +547,8 @@ impl AuthError {
                 }
             }
             Self::MalformedResponse { .. } | Self::ReplyTooLarge { .. } => ErrorClass::Config,
-            Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
-                ErrorClass::Transient
-            }
-            Self::Tls { .. } | Self::SchemeMismatch { .. } => ErrorClass::Config,
+            Self::Transport(e) => e.class(),
+            Self::SchemeMismatch { .. } => ErrorClass::Config,
             Self::DeviceCodeExpired
             | Self::Cancelled
             | Self::StateMismatch
@@ -614,13 +583,7 @@ impl AuthError {
             Self::TenantNotAllowed { grant, tenant } => {
                 format!("the {grant} grant is not supported over /{tenant}")
             }
-            Self::Timeout { .. } => "the identity endpoint did not answer in time".into(),
-            Self::Connect { .. } => "the identity endpoint is unreachable".into(),
-            Self::Tls {
-                unknown_issuer: true,
-                ..
-            } => "the server certificate is issued by an unknown CA".into(),
-            Self::Tls { .. } => "the server certificate is not trusted or TLS failed".into(),
+            Self::Transport(e) => Classified::cause(e),
             Self::SchemeMismatch {
                 server_tls: true, ..
             } => "the authority URL is http://, but the server speaks HTTPS".into(),
@@ -672,19 +635,7 @@ impl AuthError {
             Self::MalformedResponse { .. } | Self::UnsupportedTokenType(_) => {
                 "check the authority URL points at Entra ID".into()
             }
-            Self::Timeout { .. } | Self::Connect { .. } | Self::Http { .. } => {
-                "check network access to the authority host, then retry".into()
-            }
-            Self::Tls {
-                unknown_issuer: true,
-                ..
-            } => "the server's certificate is issued by a CA this client does not trust: pass --ca-file with that \
-                  CA's certificate (PEM; the sandbox writes m365mail-sandbox-ca.pem), or set ca_file in the profile"
-                .into(),
-            Self::Tls { .. } => {
-                "trust the server's CA (--ca-file, or ca_file in the profile) or fix the authority host name"
-                    .into()
-            }
+            Self::Transport(e) => e.remedy(),
             Self::SchemeMismatch {
                 server_tls: true, ..
             } => "use https:// in the authority (with --ca-file if its CA is not publicly trusted)".into(),
@@ -1036,7 +987,13 @@ mod tests {
     #[test]
     fn local_errors_are_classified() {
         assert_eq!(AuthError::Cancelled.class(), ErrorClass::FlowState);
-        assert!(AuthError::Timeout { url: "u".into() }.is_transient());
+        assert!(
+            AuthError::from(crate::transport::TransportError::bare(
+                crate::transport::TransportKind::Timeout,
+                "u"
+            ))
+            .is_transient()
+        );
         assert_eq!(
             AuthError::TenantNotAllowed {
                 grant: Grant::Password,
