@@ -180,7 +180,10 @@ fn toml_error(e: &toml::de::Error, text: &str) -> String {
 }
 
 /// serde quotes the offending value (`unknown variant `x``, `invalid type: string "x"`); it may be a secret
-/// pasted into the wrong key. Key names (`unknown field`, `missing field`, `duplicate key`) are kept.
+/// pasted into the wrong key. Key names (`unknown field`, `missing field`, `duplicate key`) are kept, and so
+/// is a wrong choice for a key with fixed values (`flow = "devicecode"`) when it reads like a word — up to
+/// 24 letters, `-` or `_`, no digit — since a secret of that shape is improbable and naming the typo is
+/// what makes the message useful.
 fn redact_quoted_value(message: &str) -> String {
     let keeps_names = ["unknown field", "missing field", "duplicate"]
         .iter()
@@ -194,7 +197,16 @@ fn redact_quoted_value(message: &str) -> String {
     let first = rest.find(['`', '"']);
     if let Some(open) = first {
         let q = rest.as_bytes()[open] as char;
+        let looks_like_a_word = |value: &str| {
+            !value.is_empty()
+                && value.len() <= 24
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || c == '-' || c == '_')
+        };
         if let Some(len) = rest[open + 1..].find(q)
+            && !(message.starts_with("unknown variant")
+                && looks_like_a_word(&rest[open + 1..open + 1 + len]))
             && (len > 3
                 || ["unknown variant", "invalid"]
                     .iter()
@@ -255,6 +267,11 @@ impl ConfigFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 Ok((Self::default(), None))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(usage(format!(
+                "no config file found at {} (from --config or M365MAIL_CONFIG); create it, or let \
+                 `m365mail sandbox serve --config-out FILE` write one",
+                path.display()
+            ))),
             Err(e) => Err(usage(format!("config file {}: {e}", path.display()))),
         }
     }
@@ -396,6 +413,33 @@ password_file = "/run/secrets/pw"
         let err =
             ConfigFile::parse("[profiles.a]\nimap_tls = \"plain\"\n", Path::new("x")).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_choice_names_the_value_and_the_allowed_ones() {
+        let err = ConfigFile::parse("[profiles.a]\nflow = \"devicecode\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`devicecode`"), "{err}");
+        assert!(
+            err.contains("`device-code`") && err.contains("`password`"),
+            "{err}"
+        );
+        let err = ConfigFile::parse("[profiles.a]\nsmtp_tls = \"tls\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`tls`") && err.contains("`starttls`"), "{err}");
+        // Anything that could be a secret stays hidden.
+        let err = ConfigFile::parse(
+            "[profiles.a]\nflow = \"Hunter2-secret\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !err.contains("Hunter2") && err.contains("`device-code`"),
+            "{err}"
+        );
     }
 
     #[test]

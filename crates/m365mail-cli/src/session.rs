@@ -144,7 +144,18 @@ pub(crate) fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<
 }
 
 pub(crate) fn load_profile(global: &GlobalArgs) -> anyhow::Result<(String, Profile)> {
-    let (cfg, _) = ConfigFile::load(global.config.as_deref())?;
+    let (cfg, found) = ConfigFile::load(global.config.as_deref())?;
+    if found.is_none()
+        && let Some(name) = &global.profile
+    {
+        let looked = crate::config::default_path()
+            .map(|p| format!(" (looked for {})", p.display()))
+            .unwrap_or_default();
+        return Err(usage(format!(
+            "no config file found{looked}, so there is no profile {name:?}; pass --config FILE or set \
+             M365MAIL_CONFIG"
+        )));
+    }
     cfg.profile(global.profile.as_deref())
 }
 

@@ -1,0 +1,108 @@
+//! Errors a person can act on, before anything is sent: missing config files, bad CA files, and log output
+//! without colour codes when stderr is not a terminal.
+
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt as _;
+
+fn m365mail(dir: &std::path::Path) -> Command {
+    let mut c = Command::cargo_bin("m365mail").unwrap();
+    c.current_dir(dir)
+        .env_remove("M365MAIL_CONFIG")
+        .env_remove("M365MAIL_PROFILE")
+        .env_remove("M365MAIL_PASSWORD")
+        .env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+        .env("XDG_DATA_HOME", dir.join("xdg-data"));
+    c
+}
+
+fn run(mut c: Command) -> (i32, String) {
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_missing_config_file_is_said_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = m365mail(dir.path());
+    c.args(["--config", "nope.toml", "token", "get"]);
+    let (code, text) = run(c);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no config file found at nope.toml"), "{text}");
+    // A profile asked for without any config file.
+    let mut c = m365mail(dir.path());
+    c.args(["-p", "work", "profile", "show"]);
+    let (code, text) = run(c);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("no config file found") && text.contains("no profile \"work\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_empty_or_non_certificate_ca_file_is_refused_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    for file in ["empty.pem", "key.pem"] {
+        let mut c = m365mail(dir.path());
+        c.args([
+            "token",
+            "get",
+            "--tenant",
+            "contoso.onmicrosoft.com",
+            "--client-id",
+            "c0ffee00-0000-4000-8000-00000000a001",
+            "--authority",
+            // Nobody listens here: a refused connection would be exit 7, not 2.
+            "https://127.0.0.1:9/",
+            "--ca-file",
+            file,
+            "--flow",
+            "device-code",
+            "--no-cache",
+        ]);
+        let (code, text) = run(c);
+        assert_eq!(code, 2, "{file}: {text}");
+        assert!(text.contains("holds no PEM certificate"), "{file}: {text}");
+        assert!(text.contains(file), "{text}");
+    }
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = m365mail(dir.path());
+    c.args([
+        "--log",
+        "debug",
+        "token",
+        "get",
+        "--tenant",
+        "contoso.onmicrosoft.com",
+        "--client-id",
+        "c0ffee00-0000-4000-8000-00000000a001",
+        "--authority",
+        "https://127.0.0.1:9/",
+        "--flow",
+        "device-code",
+        "--no-cache",
+        "--timeout",
+        "2",
+    ]);
+    let (code, text) = run(c);
+    assert_eq!(code, 7, "{text}");
+    assert!(text.contains("DEBUG"), "debug lines were logged: {text}");
+    assert!(!text.contains('\x1b'), "{text:?}");
+}
