@@ -699,7 +699,8 @@ impl AuthError {
 mod tests {
     use super::*;
 
-    const ROPC_BAD: &str = r#"{"error":"invalid_grant","error_description":"AADSTS50126: Error validating credentials due to invalid username or password.\r\nTrace ID: 0000aaaa-11bb-cccc-dd33-eeeeee333333\r\nCorrelation ID: aaaa0000-bb11-2222-33cc-444444dddddd\r\nTimestamp: 2026-01-09 02:02:12Z","error_codes":[70002,50126],"timestamp":"2026-01-09 02:02:12Z","trace_id":"0000aaaa-11bb-cccc-dd33-eeeeee333333","correlation_id":"aaaa0000-bb11-2222-33cc-444444dddddd","error_uri":"https://login.microsoftonline.com/error?code=50126","unknown_field":1}"#;
+    /// Two codes, and a field this parser does not know (Entra adds fields over time).
+    const ROPC_BAD: &str = include_str!("../../../../testdata/entra/multi-code-70002-50126.json");
 
     #[test]
     fn parses_multi_code_error_and_strips_trace_suffix() {
