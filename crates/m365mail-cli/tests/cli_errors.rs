@@ -17,6 +17,25 @@ fn m365mail(dir: &std::path::Path) -> Command {
     c
 }
 
+/// `token get` for the demo public app against a port nobody listens on (a request would fail with exit 7).
+fn token_get_nowhere(dir: &std::path::Path, extra: &[&str]) -> Command {
+    let mut c = m365mail(dir);
+    c.args(extra).args([
+        "token",
+        "get",
+        "--tenant",
+        "contoso.onmicrosoft.com",
+        "--client-id",
+        "c0ffee00-0000-4000-8000-00000000a001",
+        "--authority",
+        "https://127.0.0.1:9/",
+        "--flow",
+        "device-code",
+        "--no-cache",
+    ]);
+    c
+}
+
 fn run(mut c: Command) -> (i32, String) {
     let out = c.output().unwrap();
     let text = format!(
@@ -56,23 +75,8 @@ fn an_empty_or_non_certificate_ca_file_is_refused_before_any_request() {
     )
     .unwrap();
     for file in ["empty.pem", "key.pem"] {
-        let mut c = m365mail(dir.path());
-        c.args([
-            "token",
-            "get",
-            "--tenant",
-            "contoso.onmicrosoft.com",
-            "--client-id",
-            "c0ffee00-0000-4000-8000-00000000a001",
-            "--authority",
-            // Nobody listens here: a refused connection would be exit 7, not 2.
-            "https://127.0.0.1:9/",
-            "--ca-file",
-            file,
-            "--flow",
-            "device-code",
-            "--no-cache",
-        ]);
+        let mut c = token_get_nowhere(dir.path(), &[]);
+        c.args(["--ca-file", file]);
         let (code, text) = run(c);
         assert_eq!(code, 2, "{file}: {text}");
         assert!(text.contains("holds no PEM certificate"), "{file}: {text}");
@@ -83,24 +87,8 @@ fn an_empty_or_non_certificate_ca_file_is_refused_before_any_request() {
 #[test]
 fn logs_to_a_pipe_have_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = m365mail(dir.path());
-    c.args([
-        "--log",
-        "debug",
-        "token",
-        "get",
-        "--tenant",
-        "contoso.onmicrosoft.com",
-        "--client-id",
-        "c0ffee00-0000-4000-8000-00000000a001",
-        "--authority",
-        "https://127.0.0.1:9/",
-        "--flow",
-        "device-code",
-        "--no-cache",
-        "--timeout",
-        "2",
-    ]);
+    let mut c = token_get_nowhere(dir.path(), &["--log", "debug"]);
+    c.args(["--timeout", "2"]);
     let (code, text) = run(c);
     assert_eq!(code, 7, "{text}");
     assert!(text.contains("DEBUG"), "debug lines were logged: {text}");

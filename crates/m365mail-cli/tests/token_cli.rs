@@ -237,13 +237,15 @@ async fn exit_codes_by_cause() {
         format!("{}\n", demo::CONFIDENTIAL_APP_SECRET_ID),
     )
     .unwrap();
+    let with_secret_file = || {
+        e.flow(
+            "client-secret",
+            demo::CONFIDENTIAL_APP_ID,
+            &["--secret-file", secret_file.to_str().unwrap(), "--no-cache"],
+        )
+    };
     // A secret file readable by others is refused before anything is sent (usage, 2).
-    let (code, _, all) = run(e.flow(
-        "client-secret",
-        demo::CONFIDENTIAL_APP_ID,
-        &["--secret-file", secret_file.to_str().unwrap(), "--no-cache"],
-    ))
-    .await;
+    let (code, _, all) = run(with_secret_file()).await;
     assert_eq!(code, 2, "{all}");
     assert!(all.contains("chmod 600"), "{all}");
     std::fs::set_permissions(
@@ -251,12 +253,7 @@ async fn exit_codes_by_cause() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let (code, json, all) = run(e.flow(
-        "client-secret",
-        demo::CONFIDENTIAL_APP_ID,
-        &["--secret-file", secret_file.to_str().unwrap(), "--no-cache"],
-    ))
-    .await;
+    let (code, json, all) = run(with_secret_file()).await;
     assert_eq!(code, 5, "{all}");
     assert!(
         json["error"]["remedy"]

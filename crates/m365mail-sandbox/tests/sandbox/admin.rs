@@ -296,16 +296,7 @@ async fn consent_changes_over_http() {
 #[tokio::test]
 async fn device_codes_can_be_listed_approved_and_declined_over_http() {
     let sandbox = start().await;
-    let started = sandbox
-        .post_form(
-            &sandbox.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
-            &[
-                ("client_id", demo::PUBLIC_APP_ID),
-                ("scope", demo::IMAP_SCOPE),
-            ],
-        )
-        .await;
-    let user_code = started.assert_ok()["user_code"]
+    let user_code = sandbox.start_device_flow().await["user_code"]
         .as_str()
         .unwrap()
         .to_string();

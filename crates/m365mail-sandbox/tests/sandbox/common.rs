@@ -180,6 +180,20 @@ impl TestSandbox {
         answer(response).await
     }
 
+    /// Starts a device flow for the demo public app (IMAP scope) and returns the devicecode answer's body.
+    pub(crate) async fn start_device_flow(&self) -> Value {
+        let started = self
+            .post_form(
+                &self.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
+                &[
+                    ("client_id", demo::PUBLIC_APP_ID),
+                    ("scope", demo::IMAP_SCOPE),
+                ],
+            )
+            .await;
+        started.assert_ok().clone()
+    }
+
     /// ROPC for the demo public app.
     pub(crate) async fn ropc(
         &self,

@@ -99,19 +99,8 @@ async fn every_golden_error_body_has_the_shape_the_sandbox_answers_with() {
         )
         .await;
     assert_same_shape("invalid_client-7000215", 401, &a);
-    let started = sandbox
-        .post_form(
-            &sandbox.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
-            &[
-                ("client_id", demo::PUBLIC_APP_ID),
-                ("scope", demo::IMAP_SCOPE),
-            ],
-        )
-        .await;
-    let device_code = started.assert_ok()["device_code"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let started = sandbox.start_device_flow().await;
+    let device_code = started["device_code"].as_str().unwrap().to_owned();
     let a = sandbox
         .token(
             demo::TENANT_ID,

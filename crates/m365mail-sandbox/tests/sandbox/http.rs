@@ -69,16 +69,7 @@ impl HttpBody for LateBody {
 
 /// Starts a device flow for the demo public app and returns its user code.
 async fn start_device_flow(sandbox: &crate::common::TestSandbox) -> String {
-    let started = sandbox
-        .post_form(
-            &sandbox.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
-            &[
-                ("client_id", demo::PUBLIC_APP_ID),
-                ("scope", demo::IMAP_SCOPE),
-            ],
-        )
-        .await;
-    started.assert_ok()["user_code"]
+    sandbox.start_device_flow().await["user_code"]
         .as_str()
         .expect("user_code")
         .to_string()

@@ -96,16 +96,7 @@ async fn the_threshold_and_duration_are_configurable_and_sign_in_pages_count_too
         .await
         .assert_error(400, "invalid_grant", 50126);
     // A wrong password on the device-login page is a failed sign-in as well.
-    let started = sandbox
-        .post_form(
-            &sandbox.url(&format!("{}/oauth2/v2.0/devicecode", demo::TENANT_ID)),
-            &[
-                ("client_id", demo::PUBLIC_APP_ID),
-                ("scope", demo::IMAP_SCOPE),
-            ],
-        )
-        .await;
-    let user_code = started.assert_ok()["user_code"]
+    let user_code = sandbox.start_device_flow().await["user_code"]
         .as_str()
         .unwrap()
         .to_string();
