@@ -17,5 +17,6 @@
 #![warn(missing_docs)]
 
 pub mod line;
+pub mod pop3;
 pub mod transcript;
 pub mod xoauth2;
