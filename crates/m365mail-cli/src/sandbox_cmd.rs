@@ -30,6 +30,10 @@ pub(crate) struct ServeArgs {
     /// Loopback address of the identity listener (Entra ID endpoints, admin API; later Graph).
     #[arg(long, default_value = "127.0.0.1:8443")]
     bind: SocketAddr,
+    /// POP3 over implicit TLS (Exchange's 995) on this loopback port of `--bind`'s address; 0 picks a free
+    /// one. The default avoids 10024-10995, the real-servers recipe's ports.
+    #[arg(long, value_name = "PORT", default_value_t = 1995)]
+    pops_port: u16,
     /// Let every listener pick a free port (`--bind`'s included); `--json` and `--config-out` say which.
     #[arg(long)]
     free_ports: bool,
@@ -73,11 +77,14 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         None => TenantModel::demo(),
     };
     let mut bind = args.bind;
+    let mut pop3s = SocketAddr::new(bind.ip(), args.pops_port);
     if args.free_ports {
         bind.set_port(0);
+        pop3s.set_port(0);
     }
     let config = SandboxConfig {
         bind,
+        pop3s: vec![pop3s],
         tls: !args.http,
         tenant,
         lifetimes: Lifetimes {
@@ -114,11 +121,14 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
                 "tenant": tenant,
                 "ca_file": ca_file,
                 "config_file": config_file,
-                "endpoints": { "identity": sandbox.base_url().as_str() },
+                "endpoints": endpoints(&sandbox),
             })
         );
     } else {
         let mut summary = sandbox.summary();
+        if let Some(addr) = service_addr(&sandbox, "pop3s") {
+            summary.push_str(&format!("  POP3 (TLS):      {addr}\n"));
+        }
         summary.push_str(&format!("  CA certificate:  {}\n", ca_file.display()));
         if let Some(path) = &config_file {
             summary.push_str(&format!(
@@ -135,6 +145,27 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     let _ = tokio::signal::ctrl_c().await;
     sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `{"identity": URL, "pop3s": "host:port", …}`: every bound service, the first listener of each.
+fn endpoints(sandbox: &Sandbox) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    map.insert("identity".into(), json!(sandbox.base_url().as_str()));
+    for listener in sandbox.listeners() {
+        if listener.service != "identity" && !map.contains_key(listener.service) {
+            map.insert(listener.service.into(), json!(listener.addr.to_string()));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+/// The address of the first listener of `service`.
+fn service_addr(sandbox: &Sandbox, service: &str) -> Option<SocketAddr> {
+    sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == service)
+        .map(|l| l.addr)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -198,6 +229,12 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
     );
     if let Some(ca) = ca_file {
         common.push_str(&format!("ca_file = {}\n", shown(ca)));
+    }
+    if let Some(addr) = service_addr(sandbox, "pop3s") {
+        common.push_str(&format!(
+            "pop = {}\npop_tls = \"implicit\"\n",
+            toml_str(&addr.to_string())
+        ));
     }
     let profile = |name: &str, comment: &str, body: String| {
         format!("\n# {comment}\n[profiles.{name}]\n{common}{body}")

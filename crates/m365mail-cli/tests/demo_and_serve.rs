@@ -108,7 +108,15 @@ impl Served {
     fn start(dir: &Path) -> Self {
         let mut child = StdCommand::cargo_bin("m365mail")
             .unwrap()
-            .args(["sandbox", "serve", "--bind", "127.0.0.1:0", "--ca-out"])
+            .args([
+                "sandbox",
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--pops-port",
+                "0",
+                "--ca-out",
+            ])
             .arg(dir.join("ca.pem"))
             .env("M365MAIL_LOG", "error")
             .stdout(Stdio::piped())

@@ -112,7 +112,13 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         identity, "https://127.0.0.1:8443/",
         "--free-ports picks a free port"
     );
-    assert_eq!(line["endpoints"].as_object().unwrap().len(), 1, "{line}");
+    // The identity listener and POP3 over TLS; nothing that is not served.
+    let pop3s = line["endpoints"]["pop3s"].as_str().unwrap().to_owned();
+    assert!(
+        pop3s.starts_with("127.0.0.1:") && !pop3s.ends_with(":1995"),
+        "{line}"
+    );
+    assert_eq!(line["endpoints"].as_object().unwrap().len(), 2, "{line}");
 
     // The config holds no secret; the secret files next to it are 0600.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -246,6 +252,8 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         .unwrap();
     let shown = json_of(&output);
     assert_eq!(shown["mailbox"], demo::USER_UPN, "{shown}");
+    assert_eq!(shown["pop"]["address"], pop3s.as_str(), "{shown}");
+    assert_eq!(shown["pop"]["tls"], "implicit", "{shown}");
     assert_eq!(
         shown["authority"],
         format!("{identity}{}/", demo::TENANT_ID)

@@ -171,6 +171,9 @@ pub struct PendingDeviceCode {
 #[derive(Clone)]
 pub struct AdminHandle {
     state: Arc<IdentityState>,
+    /// The Exchange service; `None` in the handles the HTTP admin routes build (they do not reach mailboxes
+    /// yet).
+    exchange: Option<Arc<crate::exchange::ExchangeState>>,
 }
 
 impl std::fmt::Debug for AdminHandle {
@@ -183,7 +186,46 @@ impl std::fmt::Debug for AdminHandle {
 
 impl AdminHandle {
     pub(crate) fn new(state: Arc<IdentityState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            exchange: None,
+        }
+    }
+
+    pub(crate) fn with_exchange(mut self, exchange: Arc<crate::exchange::ExchangeState>) -> Self {
+        self.exchange = Some(exchange);
+        self
+    }
+
+    /// Delivers a message (RFC 5322 bytes; bare LF line endings become CRLF) to a mailbox of the tenant, as
+    /// mail arriving from outside would; returns its uid (POP3 UIDL).
+    pub fn deliver_message(&self, mailbox: &str, message: &[u8]) -> Result<String, SandboxError> {
+        let exchange = self.exchange.as_ref().ok_or_else(|| {
+            SandboxError::InvalidRequest("this handle has no Exchange service".into())
+        })?;
+        let known = lock(&self.state.directory).tenants.iter().any(|t| {
+            t.mailboxes
+                .iter()
+                .any(|m| m.address.eq_ignore_ascii_case(mailbox))
+        });
+        if !known {
+            return Err(SandboxError::not_found("mailbox", mailbox));
+        }
+        Ok(lock(&exchange.store).deliver(mailbox, message))
+    }
+
+    /// The uids of a mailbox's messages, oldest first.
+    pub fn mailbox_uids(&self, mailbox: &str) -> Vec<String> {
+        self.exchange
+            .as_ref()
+            .map(|e| {
+                lock(&e.store)
+                    .messages(mailbox)
+                    .into_iter()
+                    .map(|m| m.uid)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Checks a bearer token the way the sandbox's IMAP, POP3, SMTP and Graph services do (signature,

@@ -76,6 +76,7 @@ pub mod admin;
 pub mod clock;
 pub mod demo;
 mod error;
+mod exchange;
 mod faults;
 mod identity;
 mod net;
@@ -217,6 +218,8 @@ pub struct SandboxConfig {
     pub also_bind: Vec<SocketAddr>,
     /// Serve the identity listeners over HTTPS with the generated CA (default) or plain HTTP.
     pub tls: bool,
+    /// POP3 listeners with implicit TLS (Exchange's port 995), loopback only. Default none.
+    pub pop3s: Vec<SocketAddr>,
     /// The directory. Default: [`TenantModel::demo`].
     pub tenant: TenantModel,
     /// Token and code lifetimes.
@@ -246,6 +249,7 @@ impl Default for SandboxConfig {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             also_bind: Vec::new(),
             tls: true,
+            pop3s: Vec::new(),
             tenant: TenantModel::demo(),
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
@@ -290,7 +294,10 @@ impl Sandbox {
     /// Generates keys and certificates, binds the listener and starts serving in the background.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: SandboxConfig) -> Result<Self, SandboxError> {
-        for addr in std::iter::once(&config.bind).chain(&config.also_bind) {
+        for addr in std::iter::once(&config.bind)
+            .chain(&config.also_bind)
+            .chain(&config.pop3s)
+        {
             if !addr.ip().is_loopback() {
                 return Err(SandboxError::InvalidRequest(format!(
                     "the sandbox listens on loopback only, not {addr}"
@@ -310,6 +317,10 @@ impl Sandbox {
             bound.push(bind(addr).await?);
         }
         let local = bound[0].1;
+        let mut pop3s_bound = Vec::new();
+        for addr in &config.pop3s {
+            pop3s_bound.push(bind(*addr).await?);
+        }
         let scheme = if config.tls { "https" } else { "http" };
         let base_url = Url::parse(&format!("{scheme}://{local}/"))
             .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
@@ -363,11 +374,37 @@ impl Sandbox {
                 shutdown_receiver.clone(),
             ));
         }
+        let exchange = Arc::new(exchange::ExchangeState {
+            directory: Arc::clone(&state.directory),
+            identity: Arc::clone(&state),
+            store: Mutex::new(exchange::store::MailStore::default()),
+        });
+        seed_demo_mail(&exchange);
+        let pop3: Arc<dyn net::Protocol> = Arc::new(exchange::pop3::Pop3Service {
+            exchange: Arc::clone(&exchange),
+        });
+        let mail_tls = net::ListenerTls::Implicit(tokio_rustls::TlsAcceptor::from(Arc::clone(
+            &tls.server_config,
+        )));
+        for (listener, addr) in pop3s_bound {
+            listeners.push(Listener {
+                service: "pop3s",
+                addr,
+                implicit_tls: true,
+            });
+            servers.push(net::spawn_listener(
+                listener,
+                mail_tls.clone(),
+                config.tls_handshake_timeout,
+                Arc::clone(&pop3),
+                shutdown_receiver.clone(),
+            ));
+        }
         tracing::info!(base_url = %base_url, "sandbox tenant listening");
         Ok(Self {
             base_url,
             ca_pem: tls.ca_pem,
-            admin: AdminHandle::new(state),
+            admin: AdminHandle::new(state).with_exchange(exchange),
             listeners,
             shutdown,
             servers: Mutex::new(servers),
@@ -530,4 +567,23 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
         .local_addr()
         .map_err(|source| SandboxError::Bind { addr, source })?;
     Ok((listener, local))
+}
+
+/// One welcome message in every mailbox of the tenant, so a first read finds something.
+fn seed_demo_mail(exchange: &exchange::ExchangeState) {
+    let addresses: Vec<String> = sync::lock(&exchange.directory)
+        .tenants
+        .iter()
+        .flat_map(|t| t.mailboxes.iter().map(|m| m.address.clone()))
+        .collect();
+    let mut store = sync::lock(&exchange.store);
+    for address in addresses {
+        let message = format!(
+            "From: m365mail sandbox <postmaster@sandbox.m365mail.local>\r\nTo: {address}\r\n\
+             Subject: Welcome to the m365mail sandbox\r\nDate: Fri, 04 Dec 2026 09:00:00 +0000\r\n\
+             Message-ID: <welcome.{address}@sandbox.m365mail.local>\r\n\r\n\
+             This mailbox lives in the sandbox. Deliver more with AdminHandle::deliver_message.\r\n"
+        );
+        store.deliver(&address, message.as_bytes());
+    }
 }

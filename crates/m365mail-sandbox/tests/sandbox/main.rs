@@ -13,6 +13,7 @@ mod http;
 mod listeners;
 mod lockout;
 mod msal;
+mod pop3;
 mod refresh;
 mod ropc;
 mod tenant_file;

@@ -1,0 +1,184 @@
+//! Who may open which mailbox over which protocol, as Exchange Online decides it (microsoft.md §7.2): a user
+//! their own mailbox or one they have FullAccess to (`user=` names it); an app only a mailbox its Exchange
+//! service principal has FullAccess to (`New-ServicePrincipal` + `Add-MailboxPermission`); and the protocol
+//! switched on for the mailbox (`Set-CASMailbox`), else for the tenant.
+
+use crate::{identity::bearer::Principal, tenant::TenantModel};
+
+/// A mail protocol with its own switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MailProtocol {
+    Pop,
+}
+
+/// Why a valid token does not open the mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AccessRefusal {
+    #[error("no mailbox {0} in the tenant")]
+    NoMailbox(String),
+    #[error("{who} has no FullAccess to {mailbox}")]
+    NoFullAccess { who: String, mailbox: String },
+    #[error("app {0} is not registered as a service principal in Exchange Online")]
+    NoExchangeServicePrincipal(String),
+    #[error("{protocol:?} is switched off for {mailbox}")]
+    ProtocolDisabled {
+        protocol: MailProtocol,
+        mailbox: String,
+    },
+}
+
+/// The mailbox address `principal` may open as `user=` `requested` over `protocol`.
+pub(crate) fn open_mailbox(
+    directory: &TenantModel,
+    principal: &Principal,
+    requested: &str,
+    protocol: MailProtocol,
+) -> Result<String, AccessRefusal> {
+    let tenant_id = match principal {
+        Principal::User { tenant_id, .. } | Principal::App { tenant_id, .. } => tenant_id,
+    };
+    let tenant = directory
+        .tenants
+        .iter()
+        .find(|t| t.id.eq_ignore_ascii_case(tenant_id))
+        .ok_or_else(|| AccessRefusal::NoMailbox(requested.to_owned()))?;
+    let mailbox = tenant
+        .mailboxes
+        .iter()
+        .find(|m| m.address.eq_ignore_ascii_case(requested))
+        .ok_or_else(|| AccessRefusal::NoMailbox(requested.to_owned()))?;
+    match principal {
+        Principal::User { upn, .. } => {
+            let own = mailbox
+                .owner_upn
+                .as_deref()
+                .is_some_and(|owner| owner.eq_ignore_ascii_case(upn));
+            let delegated = mailbox
+                .full_access_users
+                .iter()
+                .any(|u| u.eq_ignore_ascii_case(upn));
+            if !own && !delegated {
+                return Err(AccessRefusal::NoFullAccess {
+                    who: upn.clone(),
+                    mailbox: mailbox.address.clone(),
+                });
+            }
+        }
+        Principal::App { app_id, .. } => {
+            let sp = tenant
+                .exchange_service_principals
+                .iter()
+                .find(|sp| sp.app_id.eq_ignore_ascii_case(app_id))
+                .ok_or_else(|| AccessRefusal::NoExchangeServicePrincipal(app_id.clone()))?;
+            if !sp
+                .full_access_mailboxes
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&mailbox.address))
+            {
+                return Err(AccessRefusal::NoFullAccess {
+                    who: format!("app {app_id}"),
+                    mailbox: mailbox.address.clone(),
+                });
+            }
+        }
+    }
+    let switches = mailbox.protocols.as_ref().unwrap_or(&tenant.protocols);
+    let enabled = match protocol {
+        MailProtocol::Pop => switches.pop,
+    };
+    if !enabled {
+        return Err(AccessRefusal::ProtocolDisabled {
+            protocol,
+            mailbox: mailbox.address.clone(),
+        });
+    }
+    Ok(mailbox.address.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo;
+
+    fn user(upn: &str) -> Principal {
+        Principal::User {
+            tenant_id: demo::TENANT_ID.into(),
+            upn: upn.into(),
+            object_id: String::new(),
+            app_id: demo::PUBLIC_APP_ID.into(),
+        }
+    }
+
+    fn app(app_id: &str) -> Principal {
+        Principal::App {
+            tenant_id: demo::TENANT_ID.into(),
+            app_id: app_id.into(),
+            service_principal_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn users_open_their_own_and_full_access_mailboxes_only() {
+        let d = TenantModel::demo();
+        let pop = MailProtocol::Pop;
+        assert_eq!(
+            open_mailbox(&d, &user(demo::USER_UPN), demo::USER_UPN, pop).unwrap(),
+            demo::USER_UPN
+        );
+        assert_eq!(
+            open_mailbox(&d, &user(demo::USER_UPN), demo::SHARED_MAILBOX, pop).unwrap(),
+            demo::SHARED_MAILBOX
+        );
+        assert!(matches!(
+            open_mailbox(&d, &user(demo::SECOND_USER_UPN), demo::USER_UPN, pop),
+            Err(AccessRefusal::NoFullAccess { .. })
+        ));
+        assert_eq!(
+            open_mailbox(
+                &d,
+                &user(demo::USER_UPN),
+                "nobody@contoso.onmicrosoft.com",
+                pop
+            ),
+            Err(AccessRefusal::NoMailbox(
+                "nobody@contoso.onmicrosoft.com".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn apps_need_an_exchange_service_principal_with_full_access() {
+        let d = TenantModel::demo();
+        let pop = MailProtocol::Pop;
+        assert!(open_mailbox(&d, &app(demo::CONFIDENTIAL_APP_ID), demo::USER_UPN, pop).is_ok());
+        assert!(matches!(
+            open_mailbox(
+                &d,
+                &app(demo::CONFIDENTIAL_APP_ID),
+                demo::SECOND_USER_UPN,
+                pop
+            ),
+            Err(AccessRefusal::NoFullAccess { .. })
+        ));
+        assert_eq!(
+            open_mailbox(&d, &app(demo::PUBLIC_APP_ID), demo::USER_UPN, pop),
+            Err(AccessRefusal::NoExchangeServicePrincipal(
+                demo::PUBLIC_APP_ID.into()
+            ))
+        );
+    }
+
+    #[test]
+    fn the_mailbox_switch_overrides_the_tenant_switch() {
+        let mut d = TenantModel::demo();
+        d.tenants[0].protocols.pop = false;
+        assert!(matches!(
+            open_mailbox(&d, &user(demo::USER_UPN), demo::USER_UPN, MailProtocol::Pop),
+            Err(AccessRefusal::ProtocolDisabled { .. })
+        ));
+        let mut on = d.tenants[0].protocols.clone();
+        on.pop = true;
+        d.tenants[0].mailboxes[0].protocols = Some(on);
+        assert!(open_mailbox(&d, &user(demo::USER_UPN), demo::USER_UPN, MailProtocol::Pop).is_ok());
+    }
+}

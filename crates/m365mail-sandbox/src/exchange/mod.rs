@@ -1,0 +1,18 @@
+//! Exchange Online, as far as the sandbox serves it so far: the mail store, who may open which mailbox, and
+//! the POP3 service (on [`crate::net`], with the [`m365mail_proto::pop3::server`] core). IMAP and SMTP follow.
+
+pub(crate) mod access;
+pub(crate) mod pop3;
+pub(crate) mod store;
+
+use std::sync::{Arc, Mutex};
+
+use crate::{identity::state::IdentityState, tenant::TenantModel};
+
+/// The Exchange service's state: the shared directory, the identity service (for bearer checks, and its
+/// clock) and the messages.
+pub(crate) struct ExchangeState {
+    pub(crate) directory: Arc<Mutex<TenantModel>>,
+    pub(crate) identity: Arc<IdentityState>,
+    pub(crate) store: Mutex<store::MailStore>,
+}

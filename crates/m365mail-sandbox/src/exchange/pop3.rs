@@ -1,0 +1,122 @@
+//! The sandbox's POP3 service: one small tokio driver around the sans-I/O core
+//! ([`m365mail_proto::pop3::server::Pop3Server`]). It answers the core's decisions — the bearer check
+//! (`IMAP`/`POP` scope or role, [`crate::identity::bearer`]), the mailbox rights ([`super::access`]), the
+//! messages ([`super::store`]) — and moves bytes. Every refusal gets Exchange's one failure line.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use m365mail_proto::pop3::server::{AUTH_FAILED, Event, MessageInfo, Pop3Server};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::{ExchangeState, access};
+use crate::{
+    identity::bearer::{Requirement, validate_bearer},
+    net::{Connection, Protocol, stopped},
+    sync::lock,
+};
+
+/// Exchange closes a POP3 connection idle this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `[…]` of Exchange's greeting: base64 of the server's FQDN in UTF-16LE (microsoft.md §7.5).
+fn greeting() -> String {
+    use base64::Engine as _;
+    let fqdn: Vec<u8> = "sandbox.m365mail.local"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    format!(
+        "The Microsoft Exchange POP3 service is ready. [{}]",
+        base64::engine::general_purpose::STANDARD.encode(fqdn)
+    )
+}
+
+pub(crate) struct Pop3Service {
+    pub(crate) exchange: Arc<ExchangeState>,
+}
+
+impl Pop3Service {
+    /// The maildrop for an XOAUTH2 `user=` and token, or why not (logged; the client sees one line).
+    fn open(&self, user: &str, token: &str) -> Result<(String, Vec<MessageInfo>), String> {
+        let identity = &self.exchange.identity;
+        let directory = lock(&self.exchange.directory);
+        let principal = validate_bearer(
+            &identity.signing_key,
+            &directory,
+            identity.now_unix(),
+            token,
+            Requirement::POP,
+        )
+        .map_err(|refusal| refusal.to_string())?;
+        let mailbox = access::open_mailbox(&directory, &principal, user, access::MailProtocol::Pop)
+            .map_err(|refusal| refusal.to_string())?;
+        drop(directory);
+        let messages = lock(&self.exchange.store)
+            .messages(&mailbox)
+            .into_iter()
+            .map(|m| MessageInfo {
+                size: m.bytes.len() as u64,
+                uid: m.uid,
+            })
+            .collect();
+        Ok((mailbox, messages))
+    }
+}
+
+impl Protocol for Pop3Service {
+    fn serve(self: Arc<Self>, connection: Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let Connection {
+                mut stream,
+                mut shutdown,
+                ..
+            } = connection;
+            let mut core = Pop3Server::new(&greeting());
+            let mut mailbox: Option<String> = None;
+            let mut buffer = vec![0u8; 16 * 1024];
+            loop {
+                while let Some(event) = core.next_event() {
+                    match event {
+                        Event::Authenticate { user, token } => match self.open(&user, &token) {
+                            Ok((address, messages)) => {
+                                mailbox = Some(address);
+                                core.authenticated(Ok(messages));
+                            }
+                            Err(reason) => {
+                                tracing::info!(%user, %reason, "POP3 sign-in refused");
+                                core.authenticated(Err(AUTH_FAILED.to_owned()));
+                            }
+                        },
+                        Event::Retrieve { uid, top, .. } => {
+                            let bytes = mailbox
+                                .as_deref()
+                                .and_then(|m| lock(&self.exchange.store).message(m, &uid));
+                            core.deliver(bytes.as_deref(), top);
+                        }
+                        Event::Commit { deleted } => {
+                            if let Some(m) = &mailbox {
+                                lock(&self.exchange.store).delete(m, &deleted);
+                            }
+                        }
+                    }
+                }
+                let output = core.take_output();
+                if !output.is_empty() && stream.write_all(&output).await.is_err() {
+                    return;
+                }
+                if core.is_closed() {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+                let read = tokio::select! {
+                    read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut buffer)) => read,
+                    () = stopped(&mut shutdown) => return,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => core.receive(&buffer[..n]),
+                    _ => return,
+                }
+            }
+        })
+    }
+}

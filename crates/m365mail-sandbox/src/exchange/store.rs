@@ -1,0 +1,113 @@
+//! The messages of every mailbox, in memory. A message is kept with CRLF line endings, so its size is the
+//! octets a client receives.
+
+use std::collections::HashMap;
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredMessage {
+    /// Stable unique id (POP3 UIDL; later the IMAP UID's source).
+    pub(crate) uid: String,
+    /// The RFC 5322 message, CRLF line endings.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Mailbox address (lower case) → its messages, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct MailStore {
+    boxes: HashMap<String, Vec<StoredMessage>>,
+    next_id: u64,
+}
+
+/// A message with CRLF line endings (a bare LF becomes CRLF).
+fn with_crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 40);
+    let mut previous = 0u8;
+    for &byte in message {
+        if byte == b'\n' && previous != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(byte);
+        previous = byte;
+    }
+    out
+}
+
+impl MailStore {
+    /// Stores `message` in `address`'s mailbox and returns its uid.
+    pub(crate) fn deliver(&mut self, address: &str, message: &[u8]) -> String {
+        self.next_id += 1;
+        let uid = format!("AAMkAGSbx{:010}", self.next_id);
+        self.boxes
+            .entry(address.to_ascii_lowercase())
+            .or_default()
+            .push(StoredMessage {
+                uid: uid.clone(),
+                bytes: with_crlf(message),
+            });
+        uid
+    }
+
+    /// The messages of `address`, oldest first.
+    pub(crate) fn messages(&self, address: &str) -> Vec<StoredMessage> {
+        self.boxes
+            .get(&address.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// One message by uid.
+    pub(crate) fn message(&self, address: &str, uid: &str) -> Option<Vec<u8>> {
+        self.boxes
+            .get(&address.to_ascii_lowercase())?
+            .iter()
+            .find(|m| m.uid == uid)
+            .map(|m| m.bytes.clone())
+    }
+
+    /// Removes the messages with these uids; returns how many were removed.
+    pub(crate) fn delete(&mut self, address: &str, uids: &[String]) -> usize {
+        let Some(messages) = self.boxes.get_mut(&address.to_ascii_lowercase()) else {
+            return 0;
+        };
+        let before = messages.len();
+        messages.retain(|m| !uids.contains(&m.uid));
+        before - messages.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_lists_finds_and_deletes_by_uid() {
+        let mut store = MailStore::default();
+        let first = store.deliver("Adele@Contoso.onmicrosoft.com", b"Subject: a\n\nbody\n");
+        let second = store.deliver("adele@contoso.onmicrosoft.com", b"Subject: b\r\n\r\nx\r\n");
+        assert_ne!(first, second);
+        let listed = store.messages("ADELE@contoso.onmicrosoft.com");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].bytes, b"Subject: a\r\n\r\nbody\r\n");
+        assert_eq!(
+            store
+                .message("adele@contoso.onmicrosoft.com", &second)
+                .unwrap(),
+            b"Subject: b\r\n\r\nx\r\n"
+        );
+        assert_eq!(
+            store.delete(
+                "adele@contoso.onmicrosoft.com",
+                &[first.clone(), "nope".into()]
+            ),
+            1
+        );
+        assert_eq!(store.messages("adele@contoso.onmicrosoft.com").len(), 1);
+        assert!(
+            store
+                .message("adele@contoso.onmicrosoft.com", &first)
+                .is_none()
+        );
+        assert!(store.messages("nobody@x").is_empty());
+    }
+}
