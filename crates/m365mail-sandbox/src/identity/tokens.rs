@@ -157,6 +157,9 @@ pub(crate) fn issue_delegated(
     } = issue;
     let lifetime = state.lifetimes.access_token.draw_seconds();
     let mut claims = base_claims(state, tenant, &scopes.selection.audience, app, lifetime);
+    // The ID token is issued at the same instant as the access token (one clock read, not two: two reads
+    // can straddle a second and give the two tokens different `exp`s).
+    let issued_at = claims["iat"].as_u64().unwrap_or_else(|| state.now_unix());
     claims.insert("oid".into(), json!(user.object_id));
     // Entra's `sub` is pairwise per app; a digest of user and app keeps that property.
     let subject = b64url(&crate::identity::crypto::sha256(
@@ -198,7 +201,7 @@ pub(crate) fn issue_delegated(
         response.insert("refresh_token".into(), json!(refresh_token));
     }
     if scopes.wants("openid") {
-        let now = state.now_unix();
+        let now = issued_at;
         let mut id_claims = Map::new();
         id_claims.insert("aud".into(), json!(app.client_id));
         id_claims.insert(

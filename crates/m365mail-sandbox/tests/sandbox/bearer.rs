@@ -18,21 +18,7 @@ async fn delegated(sandbox: &TestSandbox, scope: &str) -> String {
 }
 
 async fn app_only(sandbox: &TestSandbox, scope: &str) -> String {
-    let answer = sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", demo::CONFIDENTIAL_APP_ID),
-                ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
-                ("scope", scope),
-            ],
-        )
-        .await;
-    answer.assert_ok()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    sandbox.app_token(scope).await
 }
 
 #[tokio::test]

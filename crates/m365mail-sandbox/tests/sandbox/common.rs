@@ -194,6 +194,25 @@ impl TestSandbox {
         started.assert_ok().clone()
     }
 
+    /// An app-only access token of the demo confidential app (client secret) for `scope`.
+    pub(crate) async fn app_token(&self, scope: &str) -> String {
+        let answer = self
+            .token(
+                demo::TENANT_ID,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", demo::CONFIDENTIAL_APP_ID),
+                    ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
+                    ("scope", scope),
+                ],
+            )
+            .await;
+        answer.assert_ok()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// ROPC for the demo public app.
     pub(crate) async fn ropc(
         &self,

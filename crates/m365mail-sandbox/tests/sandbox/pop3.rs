@@ -20,15 +20,19 @@ async fn start_pop() -> TestSandbox {
 
 type Tls = BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-/// A TLS connection to the sandbox's POP3 listener, trusting only its CA; returns it and the greeting.
-async fn connect(sandbox: &TestSandbox) -> (Tls, String) {
-    let addr = sandbox
+fn pop3s_addr(sandbox: &TestSandbox) -> std::net::SocketAddr {
+    sandbox
         .sandbox
         .listeners()
         .iter()
         .find(|l| l.service == "pop3s")
         .unwrap()
-        .addr;
+        .addr
+}
+
+/// A TLS connection to the sandbox's POP3 listener, trusting only its CA; returns it and the greeting.
+async fn connect(sandbox: &TestSandbox) -> (Tls, String) {
+    let addr = pop3s_addr(sandbox);
     let mut roots = rustls::RootCertStore::empty();
     for cert in
         rustls_pki_types::CertificateDer::pem_slice_iter(sandbox.sandbox.ca_pem().as_bytes())
@@ -182,18 +186,7 @@ async fn tokens_and_rights_are_checked_with_exchanges_one_failure_line() {
     );
 
     // App-only: the Exchange service principal has FullAccess to Adele's mailbox, not Alex's.
-    let app = sandbox
-        .token(
-            demo::TENANT_ID,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", demo::CONFIDENTIAL_APP_ID),
-                ("client_secret", demo::CONFIDENTIAL_APP_SECRET),
-                ("scope", demo::EXCHANGE_APP_SCOPE),
-            ],
-        )
-        .await;
-    let app_token = app.assert_ok()["access_token"].as_str().unwrap().to_owned();
+    let app_token = sandbox.app_token(demo::EXCHANGE_APP_SCOPE).await;
     let (mut pop, _) = connect(&sandbox).await;
     assert_eq!(
         sign_in(&mut pop, demo::SECOND_USER_UPN, &app_token).await,
@@ -222,13 +215,7 @@ async fn python_poplib_reads_and_deletes_over_tls() {
     sandbox.sandbox.write_ca(&ca).unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &pop_token).unwrap();
-    let addr = sandbox
-        .sandbox
-        .listeners()
-        .iter()
-        .find(|l| l.service == "pop3s")
-        .unwrap()
-        .addr;
+    let addr = pop3s_addr(&sandbox);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/poplib/pop3_session.py"
