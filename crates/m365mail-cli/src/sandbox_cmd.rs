@@ -126,9 +126,6 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         );
     } else {
         let mut summary = sandbox.summary();
-        if let Some(addr) = service_addr(&sandbox, "pop3s") {
-            summary.push_str(&format!("  POP3 (TLS):      {addr}\n"));
-        }
         summary.push_str(&format!("  CA certificate:  {}\n", ca_file.display()));
         if let Some(path) = &config_file {
             summary.push_str(&format!(

@@ -237,13 +237,7 @@ impl AdminHandle {
         requirement: crate::Requirement,
     ) -> Result<crate::Principal, crate::BearerRefusal> {
         let directory = lock(&self.state.directory);
-        crate::identity::bearer::validate_bearer(
-            &self.state.signing_key,
-            &directory,
-            self.state.now_unix(),
-            token,
-            requirement,
-        )
+        self.state.check_bearer(&directory, token, requirement)
     }
 
     /// Approves a pending device code as `upn` (signed in without a password; the account's disabled,

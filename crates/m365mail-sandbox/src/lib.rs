@@ -455,6 +455,14 @@ impl Sandbox {
         let mut text = format!(
             "m365mail sandbox tenant\n  base URL:        {base}\n  device login:    {base}devicelogin\n  admin API:       {base}_sandbox/admin/stats\n"
         );
+        for listener in self.listeners.iter().filter(|l| l.service != "identity") {
+            let _ = writeln!(
+                text,
+                "  {:<16} {}",
+                format!("{}:", listener.service),
+                listener.addr
+            );
+        }
         for tenant in self.admin.tenant_model().tenants {
             let _ = writeln!(
                 text,
@@ -527,8 +535,8 @@ impl Drop for Sandbox {
 }
 
 /// Runs a sandbox until `stop` completes: prints [`Sandbox::summary`] (and the CA path) to stdout,
-/// writes the CA to `ca_path` if given, then shuts down. This is what `m365mail sandbox serve` calls,
-/// with `tokio::signal::ctrl_c()` as `stop` (see [`serve`]).
+/// writes the CA to `ca_path` if given, then shuts down. For embedding a served sandbox in another program;
+/// `m365mail sandbox serve` adds `--json` and `--config-out` on top of the same [`Sandbox`] calls.
 pub async fn serve_until<F>(
     config: SandboxConfig,
     ca_path: Option<PathBuf>,
@@ -548,14 +556,6 @@ where
     stop.await;
     sandbox.shutdown().await;
     Ok(())
-}
-
-/// Runs a sandbox until Ctrl-C; see [`serve_until`].
-pub async fn serve(config: SandboxConfig, ca_path: Option<PathBuf>) -> Result<(), SandboxError> {
-    serve_until(config, ca_path, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
 }
 
 /// Binds one listener and reads back its address (the real port when 0 was asked for).

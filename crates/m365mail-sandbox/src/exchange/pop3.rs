@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{ExchangeState, access};
 use crate::{
-    identity::bearer::{Requirement, validate_bearer},
+    identity::bearer::Requirement,
     net::{Connection, Protocol, stopped},
     sync::lock,
 };
@@ -38,16 +38,12 @@ pub(crate) struct Pop3Service {
 impl Pop3Service {
     /// The maildrop for an XOAUTH2 `user=` and token, or why not (logged; the client sees one line).
     fn open(&self, user: &str, token: &str) -> Result<(String, Vec<MessageInfo>), String> {
-        let identity = &self.exchange.identity;
         let directory = lock(&self.exchange.directory);
-        let principal = validate_bearer(
-            &identity.signing_key,
-            &directory,
-            identity.now_unix(),
-            token,
-            Requirement::POP,
-        )
-        .map_err(|refusal| refusal.to_string())?;
+        let principal = self
+            .exchange
+            .identity
+            .check_bearer(&directory, token, Requirement::POP)
+            .map_err(|refusal| refusal.to_string())?;
         let mailbox = access::open_mailbox(&directory, &principal, user, access::MailProtocol::Pop)
             .map_err(|refusal| refusal.to_string())?;
         drop(directory);

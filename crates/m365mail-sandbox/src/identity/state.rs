@@ -61,6 +61,23 @@ impl IdentityState {
             .or_default() += 1;
     }
 
+    /// The bearer check of every resource the sandbox serves, with this service's key and clock, against
+    /// `directory` (the caller holds its lock, often for a mailbox check right after).
+    pub(crate) fn check_bearer(
+        &self,
+        directory: &TenantModel,
+        token: &str,
+        requirement: crate::identity::bearer::Requirement,
+    ) -> Result<crate::identity::bearer::Principal, crate::identity::bearer::BearerRefusal> {
+        crate::identity::bearer::validate_bearer(
+            &self.signing_key,
+            directory,
+            self.now_unix(),
+            token,
+            requirement,
+        )
+    }
+
     /// Takes one injected fault that applies to this `grant_type`, if any remain.
     pub(crate) fn take_token_fault(&self, grant_type: Option<&str>) -> Option<TokenFault> {
         self.token_faults.take(|fault| fault.applies_to(grant_type))

@@ -85,12 +85,11 @@ impl CacheKey {
 
     /// The id of the account entry, which holds the account's refresh token: the key with no scopes.
     fn account_id(&self) -> String {
-        format!(
-            "{}|{}|{}|",
-            escape_field(&self.authority),
-            escape_field(&self.client_id),
-            escape_field(&self.account)
-        )
+        Self {
+            scopes: String::new(),
+            ..self.clone()
+        }
+        .id()
     }
 
     /// The id prefix of every entry of `client_id` at `authority` (and `account`, lower-cased, when given):
