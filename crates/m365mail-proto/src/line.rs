@@ -13,13 +13,23 @@ pub struct LineTooLong {
     pub limit: usize,
 }
 
-/// Buffered input split into lines.
-#[derive(Debug, Clone)]
+/// Buffered input split into lines. `Debug` shows only how much is buffered: the bytes may be an
+/// `AUTH XOAUTH2` response, which carries a bearer token.
+#[derive(Clone)]
 pub struct LineBuffer {
     buffer: Vec<u8>,
     limit: usize,
     /// Bytes already scanned for a terminator (so each byte is scanned once).
     scanned: usize,
+}
+
+impl std::fmt::Debug for LineBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineBuffer")
+            .field("buffered", &self.buffer.len())
+            .field("limit", &self.limit)
+            .finish()
+    }
 }
 
 impl LineBuffer {
@@ -105,6 +115,14 @@ mod tests {
         let mut endless = LineBuffer::new(4);
         endless.extend(b"ABCDEF");
         assert_eq!(endless.next_line(), Err(LineTooLong { limit: 4 }));
+    }
+
+    #[test]
+    fn debug_never_shows_the_buffered_bytes() {
+        let mut lines = LineBuffer::new(100);
+        lines.extend(b"dXNlcj1hAWF1dGg9QmVhcmVyIHNlY3JldAEB");
+        let shown = format!("{lines:?}");
+        assert_eq!(shown, "LineBuffer { buffered: 36, limit: 100 }");
     }
 
     #[test]
