@@ -6,6 +6,7 @@
 //!   and parsed by servers.
 //! - [`line`]: CRLF line framing with a length bound, for the line-oriented protocols (POP3, SMTP, IMAP
 //!   commands).
+//! - [`pop3`]: the POP3 server core (the sandbox's service) and client core (the connector's reader).
 //! - [`transcript`]: golden `C:`/`S:` transcripts replayed against a core, byte for byte, whole and one byte
 //!   at a time.
 //!

@@ -1,8 +1,10 @@
 //! POP3 (RFC 1939, CAPA RFC 2449, AUTH RFC 5034) as Exchange Online speaks it (microsoft.md §7.5).
 //!
 //! - [`server`]: the sans-I/O server core, used by the sandbox's POP3 service (and later the local bridge).
+//! - [`client`]: the sans-I/O client core, used by the connector's POP3 reader (`m365mail::pop3`).
 //! - [`dot_stuff`]: a message as a multi-line reply body.
 
+pub mod client;
 pub mod server;
 
 /// A message as the body of a multi-line reply: CRLF line endings, a line that starts with `.` gets one more
