@@ -17,6 +17,7 @@ pub mod cloud;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod pop3;
 pub mod secret;
 pub mod time;
 pub mod tls;

@@ -1,0 +1,234 @@
+//! The POP3 driver (`m365mail::pop3`) against the sandbox's POP3 service over implicit TLS, with tokens the
+//! sandbox issues: delegated, a shared mailbox, app-only, and the refusals Exchange gives.
+
+use m365mail::auth::{
+    Access, Authority, ClientCredential, ClientOptions, Cloud, Scopes, Target, TokenClient,
+};
+use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+use m365mail::pop3::{Pop3Connection, Pop3Error, Pop3Options};
+use m365mail::tls::TlsTrust;
+use m365mail::{Classified as _, ErrorClass, Secret};
+use m365mail_sandbox::{Sandbox, SandboxConfig, demo};
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        pop3s: vec!["127.0.0.1:0".parse().unwrap()],
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn options(sbx: &Sandbox) -> Pop3Options {
+    let addr = sbx
+        .listeners()
+        .iter()
+        .find(|l| l.service == "pop3s")
+        .unwrap()
+        .addr;
+    let endpoint = MailEndpoint {
+        address: HostPort::parse("pop", &addr.to_string()).unwrap(),
+        tls: TlsMode::Implicit,
+    };
+    let trust = TlsTrust::system()
+        .with_ca_pem(sbx.ca_pem(), "sandbox CA")
+        .unwrap()
+        .extra_only();
+    Pop3Options::new(endpoint, trust)
+}
+
+fn token_client(sbx: &Sandbox, client_id: &str, credential: ClientCredential) -> TokenClient {
+    TokenClient::new(
+        Authority::new(
+            Cloud::custom(sbx.base_url().as_str()).unwrap(),
+            demo::TENANT_ID.parse().unwrap(),
+        ),
+        client_id,
+        credential,
+        ClientOptions {
+            extra_ca_pem: Some(sbx.ca_pem().to_owned()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+async fn user_token(sbx: &Sandbox, target: Target) -> Secret {
+    token_client(sbx, demo::PUBLIC_APP_ID, ClientCredential::Public)
+        .password(
+            demo::USER_UPN,
+            &Secret::new(demo::USER_PASSWORD),
+            &Scopes::for_target(target, Access::Delegated, &Cloud::Global),
+        )
+        .await
+        .unwrap()
+        .access_token
+}
+
+async fn app_token(sbx: &Sandbox) -> Secret {
+    token_client(
+        sbx,
+        demo::CONFIDENTIAL_APP_ID,
+        ClientCredential::secret(demo::CONFIDENTIAL_APP_SECRET.into()),
+    )
+    .client_credentials(&Scopes::for_target(
+        Target::Pop,
+        Access::AppOnly,
+        &Cloud::Global,
+    ))
+    .await
+    .unwrap()
+    .access_token
+}
+
+#[tokio::test]
+async fn reads_deletes_and_commits_on_quit() {
+    let sbx = sandbox().await;
+    let extra =
+        b"Subject: second\r\nMessage-ID: <two@example.test>\r\n\r\nline\r\n.starts with a dot\r\n";
+    sbx.admin().deliver_message(demo::USER_UPN, extra).unwrap();
+    let token = user_token(&sbx, Target::Pop).await;
+
+    let mut pop = Pop3Connection::connect(&options(&sbx)).await.unwrap();
+    assert!(
+        pop.greeting()
+            .starts_with("The Microsoft Exchange POP3 service is ready.")
+    );
+    pop.authenticate(demo::USER_UPN, &token).await.unwrap();
+    let (count, total) = pop.stat().await.unwrap();
+    assert_eq!(count, 2);
+    let ids = pop.unique_ids().await.unwrap();
+    let sizes = pop.sizes().await.unwrap();
+    assert_eq!(sizes.iter().map(|(_, s)| s).sum::<u64>(), total);
+    assert_eq!(
+        ids.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>(),
+        sbx.admin().mailbox_uids(demo::USER_UPN)
+    );
+    let mut body = Vec::new();
+    let size = pop.retrieve(2, &mut body).await.unwrap();
+    assert_eq!(body, extra);
+    assert_eq!(size, extra.len() as u64);
+    assert_eq!(
+        pop.top(2, 0).await.unwrap(),
+        b"Subject: second\r\nMessage-ID: <two@example.test>\r\n\r\n"
+    );
+    pop.delete(2).await.unwrap();
+    pop.quit().await.unwrap();
+    assert_eq!(
+        sbx.admin().mailbox_uids(demo::USER_UPN),
+        vec![ids[0].1.clone()]
+    );
+}
+
+#[tokio::test]
+async fn a_shared_mailbox_and_app_only_sign_in() {
+    let sbx = sandbox().await;
+    let token = user_token(&sbx, Target::Pop).await;
+    let mut pop = Pop3Connection::connect(&options(&sbx)).await.unwrap();
+    pop.authenticate(demo::SHARED_MAILBOX, &token)
+        .await
+        .unwrap();
+    assert_eq!(pop.stat().await.unwrap().0, 1);
+    pop.quit().await.unwrap();
+
+    let app = app_token(&sbx).await;
+    let mut pop = Pop3Connection::connect(&options(&sbx)).await.unwrap();
+    pop.authenticate(demo::USER_UPN, &app).await.unwrap();
+    assert_eq!(pop.stat().await.unwrap().0, 1);
+    pop.quit().await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_name_what_to_check_and_never_the_token() {
+    let sbx = sandbox().await;
+    // An IMAP token is not a POP token: Exchange's one line, then our remedy.
+    let imap_only = user_token(&sbx, Target::Smtp).await;
+    let mut pop = Pop3Connection::connect(&options(&sbx)).await.unwrap();
+    let err = pop
+        .authenticate(demo::USER_UPN, &imap_only)
+        .await
+        .unwrap_err();
+    let Pop3Error::AuthRefused {
+        text,
+        user,
+        challenge,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        text,
+        "Authentication failure: unknown user name or bad password."
+    );
+    assert_eq!(user, demo::USER_UPN);
+    assert_eq!(*challenge, None);
+    assert_eq!(err.class(), ErrorClass::Admin);
+    assert!(err.remedy().contains("token inspect"));
+    assert!(err.remedy().contains("Set-CASMailbox -PopEnabled"));
+    let shown = format!("{err} {err:?} {}", err.cause());
+    assert!(!shown.contains(imap_only.expose()));
+
+    // Someone else's mailbox without FullAccess.
+    let token = user_token(&sbx, Target::Pop).await;
+    let mut pop = Pop3Connection::connect(&options(&sbx)).await.unwrap();
+    let err = pop
+        .authenticate(demo::SECOND_USER_UPN, &token)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::AuthRefused { .. }), "{err:?}");
+
+    // A mailbox name that would break the XOAUTH2 string is refused before anything is sent.
+    let mut pop = Pop3Connection::connect(&options(&sbx)).await.unwrap();
+    let err = pop.authenticate("adele\u{1}@x", &token).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::BadUser { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Input);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_tls_error_naming_the_ca_remedy() {
+    let sbx = sandbox().await;
+    let mut options = options(&sbx);
+    options.trust = TlsTrust::system();
+    let err = Pop3Connection::connect(&options).await.unwrap_err();
+    let Pop3Error::Transport(transport) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(transport.is_unknown_issuer(), "{err:?}");
+    assert!(
+        err.remedy().contains("ca-file") || err.remedy().contains("ca_file"),
+        "{}",
+        err.remedy()
+    );
+}
+
+#[tokio::test]
+async fn starttls_is_refused_when_the_server_does_not_offer_it() {
+    // The sandbox, like Exchange, serves POP3 over implicit TLS only; a plain listener that greets but
+    // offers no STLS must not be talked to in clear text.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket.write_all(b"+OK plain only\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = socket.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"CAPA\r\n");
+        socket
+            .write_all(b"+OK\r\nUIDL\r\nUSER\r\n.\r\n")
+            .await
+            .unwrap();
+        socket.read(&mut buf).await.unwrap()
+    });
+    let options = Pop3Options::new(
+        MailEndpoint {
+            address: HostPort::parse("pop", &addr.to_string()).unwrap(),
+            tls: TlsMode::Starttls,
+        },
+        TlsTrust::system(),
+    );
+    let err = Pop3Connection::connect(&options).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::NoStls { .. }), "{err:?}");
+    assert_eq!(server.await.unwrap(), 0, "nothing more was sent after CAPA");
+}
