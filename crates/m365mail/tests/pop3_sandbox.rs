@@ -232,3 +232,235 @@ async fn starttls_is_refused_when_the_server_does_not_offer_it() {
     assert!(matches!(err, Pop3Error::NoStls { .. }), "{err:?}");
     assert_eq!(server.await.unwrap(), 0, "nothing more was sent after CAPA");
 }
+
+mod pipeline {
+    use super::*;
+    use m365mail::read::record::MessageRecord;
+    use m365mail::read::sink::DirSink;
+    use m365mail::read::{After, Filter, ReadOptions, read_pop};
+    use m365mail::store::{CheckpointStore, SeenState, SourceKey};
+    use m365mail::time::SystemClock;
+
+    async fn signed_in(sbx: &Sandbox, token: &Secret) -> Pop3Connection {
+        let mut pop = Pop3Connection::connect(&options(sbx)).await.unwrap();
+        pop.authenticate(demo::USER_UPN, token).await.unwrap();
+        pop
+    }
+
+    fn source(pop: &Pop3Connection) -> SourceKey {
+        SourceKey {
+            protocol: "pop3".into(),
+            server: pop.endpoint().into(),
+            account: demo::USER_UPN.into(),
+            folder: "INBOX".into(),
+        }
+    }
+
+    fn records(dir: &std::path::Path) -> Vec<MessageRecord> {
+        let mut out: Vec<MessageRecord> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+            .collect();
+        out.sort_by(|a, b| a.subject.cmp(&b.subject));
+        out
+    }
+
+    #[tokio::test]
+    async fn reads_once_filters_skips_large_and_performs_owed_deletes() {
+        let sbx = sandbox().await;
+        for (subject, from, body_len) in [
+            ("invoice 1", "billing@northwind.example", 10),
+            ("invoice 2", "billing@northwind.example", 10),
+            ("newsletter", "news@fabrikam.example", 10),
+            ("huge scan", "scanner@contoso.example", 3000),
+        ] {
+            let message = format!(
+                "From: {from}\r\nSubject: {subject}\r\nDate: Mon, 07 Dec 2026 06:00:01 +0100\r\nMessage-ID: <{}@example.test>\r\n\r\n{}\r\n",
+                subject.replace(' ', "."),
+                "x".repeat(body_len)
+            );
+            sbx.admin()
+                .deliver_message(demo::USER_UPN, message.as_bytes())
+                .unwrap();
+        }
+        let token = user_token(&sbx, Target::Pop).await;
+        let work = tempfile::tempdir().unwrap();
+        let out = work.path().join("out");
+        let mut store = CheckpointStore::open(&work.path().join("state.sqlite")).unwrap();
+        let mut sink = DirSink::new(&out, false).unwrap();
+
+        // Filtered: only Northwind's, nothing else checkpointed.
+        let pop = signed_in(&sbx, &token).await;
+        let src = source(&pop);
+        let filtered = ReadOptions {
+            filter: Filter {
+                from: Some("NORTHWIND".into()),
+                ..Filter::default()
+            },
+            max_size: 1000,
+            ..ReadOptions::default()
+        };
+        let summary = read_pop(
+            pop,
+            &src,
+            &mut store,
+            &mut sink,
+            &filtered,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (summary.listed, summary.records, summary.filtered_out),
+            (5, 2, 3)
+        );
+        assert_eq!(store.seen(&src).unwrap().len(), 2);
+
+        // Everything, with a size bound: the welcome message and the newsletter are new, the scan is skipped.
+        let pop = signed_in(&sbx, &token).await;
+        let bounded = ReadOptions {
+            max_size: 1000,
+            ..ReadOptions::default()
+        };
+        let summary = read_pop(
+            pop,
+            &src,
+            &mut store,
+            &mut sink,
+            &bounded,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.records, summary.skipped), (3, 1));
+        let all = records(&out);
+        assert_eq!(all.len(), 5);
+        let scan = all
+            .iter()
+            .find(|r| r.subject.as_deref() == Some("huge scan"))
+            .unwrap();
+        assert_eq!(scan.skipped.as_deref(), Some("too large"));
+        assert_eq!(scan.sha256, None);
+        assert!(scan.size > 3000);
+
+        // Nothing new the third time.
+        let pop = signed_in(&sbx, &token).await;
+        let summary = read_pop(
+            pop,
+            &src,
+            &mut store,
+            &mut sink,
+            &bounded,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.records, 0);
+
+        // A crash after the checkpoint, before DELE: the delete is owed and done next time, without a record.
+        let uids = sbx.admin().mailbox_uids(demo::USER_UPN);
+        store
+            .commit(&src, &uids[0], SeenState::PendingDelete, "x", 0)
+            .unwrap();
+        let pop = signed_in(&sbx, &token).await;
+        let summary = read_pop(
+            pop,
+            &src,
+            &mut store,
+            &mut sink,
+            &bounded,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (summary.records, summary.deleted, summary.owed_actions),
+            (0, 1, 1)
+        );
+        assert_eq!(sbx.admin().mailbox_uids(demo::USER_UPN), uids[1..].to_vec());
+
+        // The next run forgets the deleted message's checkpoint.
+        let pop = signed_in(&sbx, &token).await;
+        let summary = read_pop(
+            pop,
+            &src,
+            &mut store,
+            &mut sink,
+            &bounded,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.pruned, 1);
+        assert_eq!(records(&out).len(), 5);
+    }
+
+    #[tokio::test]
+    async fn delete_after_reading_empties_the_maildrop_and_from_now_skips_the_past() {
+        let sbx = sandbox().await;
+        let token = user_token(&sbx, Target::Pop).await;
+        let work = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(&work.path().join("state.sqlite")).unwrap();
+        let mut sink = DirSink::new(&work.path().join("out"), true).unwrap();
+
+        let pop = signed_in(&sbx, &token).await;
+        let src = source(&pop);
+        let from_now = ReadOptions {
+            from_now: true,
+            ..ReadOptions::default()
+        };
+        let summary = read_pop(
+            pop,
+            &src,
+            &mut store,
+            &mut sink,
+            &from_now,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.marked, summary.records), (1, 0));
+
+        sbx.admin()
+            .deliver_message(demo::USER_UPN, b"Subject: after\r\n\r\nnew\r\n")
+            .unwrap();
+        let pop = signed_in(&sbx, &token).await;
+        let delete = ReadOptions {
+            then: After::Delete,
+            ..ReadOptions::default()
+        };
+        let summary = read_pop(
+            pop,
+            &src,
+            &mut store,
+            &mut sink,
+            &delete,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.records, summary.deleted), (1, 1));
+        let all = records(&work.path().join("out"));
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].subject.as_deref(), Some("after"));
+        let eml = work
+            .path()
+            .join("out")
+            .join(all[0].eml_path.as_ref().unwrap());
+        assert_eq!(
+            std::fs::read(eml).unwrap(),
+            b"Subject: after\r\n\r\nnew\r\n"
+        );
+        // The welcome message (marked from now) stays; the new one is gone.
+        assert_eq!(sbx.admin().mailbox_uids(demo::USER_UPN).len(), 1);
+    }
+}

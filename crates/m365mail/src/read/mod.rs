@@ -1,0 +1,335 @@
+//! The read pipeline, shared by every reader: message → MIME → [`record::MessageRecord`] → [`sink::Sink`] →
+//! checkpoint ([`crate::store`]) → after-processing. POP3 is the first reader ([`read_pop`]); IMAP and
+//! Graph reuse the records, sinks and store.
+//!
+//! **Order, and what it guarantees.** For each new message: the record is written to the sink and made
+//! durable, *then* the checkpoint is committed, *then* the action runs (`DELE`, committed by `QUIT`). A crash
+//! before the checkpoint means the message is read again on the next run: an output directory then rewrites
+//! the same files (exactly once in the directory), while standard output prints the record a second time
+//! (at least once). A crash after the checkpoint but before the action leaves the action owed: the next run
+//! performs it without a second record.
+//!
+//! ```no_run
+//! # async fn example(pop: m365mail::pop3::Pop3Connection) -> Result<(), m365mail::read::ReadError> {
+//! use m365mail::read::{ReadOptions, read_pop, sink::DirSink};
+//! use m365mail::store::{CheckpointStore, SourceKey};
+//!
+//! let source = SourceKey {
+//!     protocol: "pop3".into(),
+//!     server: pop.endpoint().to_string(),
+//!     account: "adele@contoso.com".into(),
+//!     folder: "INBOX".into(),
+//! };
+//! let mut store = CheckpointStore::open(std::path::Path::new("checkpoints.sqlite"))?;
+//! let mut sink = DirSink::new(std::path::Path::new("out"), false)?;
+//! let summary = read_pop(pop, &source, &mut store, &mut sink, &ReadOptions::default(),
+//!                        &m365mail::time::SystemClock, &mut |_| {}).await?;
+//! println!("{} new messages", summary.records);
+//! # Ok(()) }
+//! ```
+
+pub mod record;
+pub mod sink;
+
+use std::collections::HashSet;
+
+use crate::error::{Classified, ErrorClass};
+use crate::mime::{self, ParsedMessage};
+use crate::pop3::{Pop3Connection, Pop3Error};
+use crate::store::{CheckpointStore, SeenState, SourceKey, StoreError};
+use crate::time::{Clock, unix_secs};
+use record::MessageRecord;
+use sink::{Sink, SinkError};
+
+/// Which messages first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Oldest first (the server's order).
+    #[default]
+    Oldest,
+    /// Newest first.
+    Newest,
+}
+
+/// What happens to a message once its record and checkpoint are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum After {
+    /// Nothing: it stays on the server.
+    #[default]
+    None,
+    /// Deleted (POP3: DELE, committed by QUIT).
+    Delete,
+}
+
+/// Client-side filters, applied to the header (POP3: fetched with `TOP n 0`) before any download. A message
+/// that does not match is not output, not acted on and not checkpointed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// `Date` at or after (Unix seconds).
+    pub since: Option<i64>,
+    /// `Date` before (Unix seconds).
+    pub before: Option<i64>,
+    /// A `From` name or address containing this (case-insensitive).
+    pub from: Option<String>,
+    /// A `Subject` containing this (case-insensitive).
+    pub subject: Option<String>,
+}
+
+impl Filter {
+    /// Whether any criterion is set.
+    pub fn is_active(&self) -> bool {
+        *self != Self::default()
+    }
+
+    /// Whether `header` matches every criterion. A message without a `Date` matches no date criterion.
+    pub fn matches(&self, header: &ParsedMessage) -> bool {
+        let date = header.date.as_ref().map(|(_, secs)| *secs);
+        if let Some(since) = self.since
+            && date.is_none_or(|d| d < since)
+        {
+            return false;
+        }
+        if let Some(before) = self.before
+            && date.is_none_or(|d| d >= before)
+        {
+            return false;
+        }
+        if let Some(from) = &self.from {
+            let needle = from.to_lowercase();
+            let hit = header.from.iter().any(|m| {
+                [&m.name, &m.address]
+                    .into_iter()
+                    .flatten()
+                    .any(|text| text.to_lowercase().contains(&needle))
+            });
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(subject) = &self.subject {
+            let hit = header
+                .subject
+                .as_ref()
+                .is_some_and(|s| s.to_lowercase().contains(&subject.to_lowercase()));
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// How to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// At most this many records.
+    pub limit: Option<usize>,
+    /// Which first.
+    pub order: Order,
+    /// Client-side filters.
+    pub filter: Filter,
+    /// Larger messages (server's size) are not downloaded: a `skipped` record instead.
+    pub max_size: u64,
+    /// After-processing.
+    pub then: After,
+    /// Record what is on the server now as seen, without reading it.
+    pub from_now: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        Self {
+            limit: None,
+            order: Order::Oldest,
+            filter: Filter::default(),
+            max_size: 50 * 1024 * 1024,
+            then: After::None,
+            from_now: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReadSummary {
+    /// Messages the server listed.
+    pub listed: u64,
+    /// Records written (downloaded, unreadable or skipped).
+    pub records: u64,
+    /// Of which skipped as too large.
+    pub skipped: u64,
+    /// Of which could not be parsed.
+    pub unreadable: u64,
+    /// Messages left out by the filters.
+    pub filtered_out: u64,
+    /// Messages deleted (owed actions included).
+    pub deleted: u64,
+    /// Owed actions performed (from an earlier run).
+    pub owed_actions: u64,
+    /// Checkpoints forgotten because the server no longer lists them.
+    pub pruned: u64,
+    /// Marked as seen by `from_now`.
+    pub marked: u64,
+    /// Bytes downloaded.
+    pub bytes: u64,
+}
+
+/// Progress, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// This many messages are new (before filters).
+    Start {
+        /// How many.
+        new: u64,
+    },
+    /// One message handled; `bytes` downloaded for it.
+    Message {
+        /// Bytes.
+        bytes: u64,
+    },
+}
+
+/// A read failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The POP3 session failed.
+    #[error(transparent)]
+    Pop3(#[from] Pop3Error),
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+impl Classified for ReadError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Pop3(e) => e.class(),
+            Self::Store(e) => e.class(),
+            Self::Sink(e) => e.class(),
+        }
+    }
+    fn cause(&self) -> String {
+        match self {
+            Self::Pop3(e) => e.cause(),
+            Self::Store(e) => e.cause(),
+            Self::Sink(e) => e.cause(),
+        }
+    }
+    fn remedy(&self) -> String {
+        match self {
+            Self::Pop3(e) => e.remedy(),
+            Self::Store(e) => e.remedy(),
+            Self::Sink(e) => e.remedy(),
+        }
+    }
+}
+
+/// Reads the signed-in POP3 maildrop of `source` into `sink`, checkpointing in `store`, and ends the session
+/// with QUIT (which commits the deletions).
+pub async fn read_pop(
+    mut pop: Pop3Connection,
+    source: &SourceKey,
+    store: &mut CheckpointStore,
+    sink: &mut dyn Sink,
+    options: &ReadOptions,
+    clock: &dyn Clock,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ReadSummary, ReadError> {
+    let now = || unix_secs(clock.now()) as i64;
+    let mut summary = ReadSummary::default();
+    let ids = pop.unique_ids().await?;
+    let sizes: std::collections::HashMap<u32, u64> = pop.sizes().await?.into_iter().collect();
+    summary.listed = ids.len() as u64;
+
+    let present: HashSet<&str> = ids.iter().map(|(_, uid)| uid.as_str()).collect();
+    summary.pruned = store.prune(source, &present)? as u64;
+    let seen = store.seen(source)?;
+
+    // Actions an earlier run committed to but did not finish (whatever this run's --then says: the
+    // checkpoint promised them).
+    for (number, uid) in &ids {
+        if seen.get(uid) == Some(&SeenState::PendingDelete) {
+            pop.delete(*number).await?;
+            summary.deleted += 1;
+            summary.owed_actions += 1;
+        }
+    }
+
+    let mut new: Vec<&(u32, String)> = ids
+        .iter()
+        .filter(|(_, uid)| !seen.contains_key(uid))
+        .collect();
+    if options.from_now {
+        let marked: Vec<(String, String)> = new
+            .iter()
+            .map(|(_, uid)| (uid.clone(), source.message_id(uid)))
+            .collect();
+        store.commit_many(source, &marked, SeenState::FromNow, now())?;
+        summary.marked = marked.len() as u64;
+        pop.quit().await?;
+        return Ok(summary);
+    }
+    if options.order == Order::Newest {
+        new.reverse();
+    }
+    progress(Progress::Start {
+        new: new.len() as u64,
+    });
+
+    for (number, uid) in new {
+        if options
+            .limit
+            .is_some_and(|limit| summary.records >= limit as u64)
+        {
+            break;
+        }
+        let size = sizes.get(number).copied().unwrap_or(0);
+        let header = if options.filter.is_active() || size > options.max_size {
+            let top = pop.top(*number, 0).await?;
+            mime::parse(&top).ok()
+        } else {
+            None
+        };
+        if options.filter.is_active() && !header.as_ref().is_some_and(|h| options.filter.matches(h))
+        {
+            summary.filtered_out += 1;
+            progress(Progress::Message { bytes: 0 });
+            continue;
+        }
+        if size > options.max_size {
+            let mut record = MessageRecord::too_large(source, uid, size, header.as_ref());
+            sink.write(&mut record, None, None)?;
+            store.commit(source, uid, SeenState::Skipped, &record.id, now())?;
+            summary.records += 1;
+            summary.skipped += 1;
+            progress(Progress::Message { bytes: 0 });
+            continue;
+        }
+        let mut raw = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(64 << 20));
+        pop.retrieve(*number, &mut raw).await?;
+        let parsed = mime::parse(&raw);
+        let mut record = MessageRecord::downloaded(source, uid, &raw, &parsed);
+        sink.write(&mut record, Some(&raw), parsed.as_ref().ok())?;
+        let state = match options.then {
+            After::None => SeenState::Done,
+            After::Delete => SeenState::PendingDelete,
+        };
+        store.commit(source, uid, state, &record.id, now())?;
+        if options.then == After::Delete {
+            pop.delete(*number).await?;
+            summary.deleted += 1;
+        }
+        summary.records += 1;
+        summary.unreadable += u64::from(parsed.is_err());
+        summary.bytes += raw.len() as u64;
+        progress(Progress::Message {
+            bytes: raw.len() as u64,
+        });
+    }
+    pop.quit().await?;
+    Ok(summary)
+}
