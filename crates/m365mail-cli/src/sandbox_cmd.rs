@@ -12,7 +12,9 @@ use std::{
 };
 
 use anyhow::Context;
-use m365mail_sandbox::{AccessTokenLifetime, Lifetimes, Sandbox, SandboxConfig, TenantModel, demo};
+use m365mail_sandbox::{
+    AccessTokenLifetime, Lifetimes, MailSeed, Sandbox, SandboxConfig, TenantModel, demo,
+};
 use serde_json::json;
 
 use crate::GlobalArgs;
@@ -58,6 +60,11 @@ pub(crate) struct ServeArgs {
     /// Minimum seconds between device-code polls (`interval`).
     #[arg(long, default_value_t = 5)]
     device_poll_interval: u64,
+    /// Load the mailboxes from DIR: DIR/<mailbox address>/*.eml and *.mbox go to that mailbox's Inbox
+    /// (kept in memory; UIDLs derive from the content). Default: the demo mail (a welcome message per
+    /// mailbox, and a realistic Inbox for Adele).
+    #[arg(long, value_name = "DIR")]
+    mail_dir: Option<PathBuf>,
 }
 
 pub(crate) async fn run(command: SandboxCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -85,6 +92,10 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     let config = SandboxConfig {
         bind,
         pop3s: vec![pop3s],
+        mail: match &args.mail_dir {
+            Some(dir) => MailSeed::Dir(dir.clone()),
+            None => MailSeed::Demo,
+        },
         tls: !args.http,
         tenant,
         lifetimes: Lifetimes {

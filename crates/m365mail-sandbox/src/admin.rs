@@ -171,8 +171,7 @@ pub struct PendingDeviceCode {
 #[derive(Clone)]
 pub struct AdminHandle {
     state: Arc<IdentityState>,
-    /// The Exchange service; `None` in the handles the HTTP admin routes build (they do not reach mailboxes
-    /// yet).
+    /// The Exchange service; the HTTP routes that reach mailboxes add it from the router's extension.
     exchange: Option<Arc<crate::exchange::ExchangeState>>,
 }
 
@@ -756,6 +755,92 @@ async fn http_set_enabled(
     Ok(Json(json!({})).into_response())
 }
 
+type ExchangeExtension = axum::Extension<Arc<crate::exchange::ExchangeState>>;
+
+/// One message of a mailbox, as the list route shows it.
+#[derive(Debug, Clone, Serialize)]
+struct MailboxMessage {
+    uid: String,
+    size: usize,
+    subject: Option<String>,
+}
+
+/// `POST /_sandbox/admin/mailboxes/{address}/messages`: the body is the raw RFC 5322 message (up to
+/// [`MAX_DELIVER_BYTES`]).
+async fn http_deliver(
+    State(state): AdminState,
+    axum::Extension(exchange): ExchangeExtension,
+    Path(address): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(SandboxError::InvalidRequest(
+            "the body must be an RFC 5322 message (headers, a blank line, the body)".into(),
+        ));
+    }
+    let uid = handle(state)
+        .with_exchange(exchange)
+        .deliver_message(&address, &bytes)?;
+    Ok(Json(serde_json::json!({ "uid": uid, "size": bytes.len() })).into_response())
+}
+
+/// `GET /_sandbox/admin/mailboxes/{address}/messages`.
+async fn http_list_mailbox(
+    State(state): AdminState,
+    axum::Extension(exchange): ExchangeExtension,
+    Path(address): Path<String>,
+) -> AdminResult {
+    let known = lock(&state.directory).tenants.iter().any(|t| {
+        t.mailboxes
+            .iter()
+            .any(|m| m.address.eq_ignore_ascii_case(&address))
+    });
+    if !known {
+        return Err(SandboxError::not_found("mailbox", &address));
+    }
+    let messages: Vec<MailboxMessage> = lock(&exchange.store)
+        .messages(&address)
+        .into_iter()
+        .map(|m| MailboxMessage {
+            size: m.bytes.len(),
+            subject: subject_of(&m.bytes),
+            uid: m.uid,
+        })
+        .collect();
+    Ok(Json(messages).into_response())
+}
+
+/// The first `Subject:` line of the header, unfolded, undecoded.
+fn subject_of(message: &[u8]) -> Option<String> {
+    let header_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(message.len());
+    let header = String::from_utf8_lossy(&message[..header_end]);
+    let mut lines = header.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        if line.len() >= 8 && line[..8].eq_ignore_ascii_case("subject:") {
+            let mut value = line[8..].trim().to_string();
+            while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+                value.push(' ');
+                value.push_str(next.trim());
+            }
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The largest message the deliver route takes (the other admin routes keep the 1 MiB body limit).
+pub(crate) const MAX_DELIVER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Whether a request is a delivery (its body may be up to [`MAX_DELIVER_BYTES`]).
+pub(crate) fn is_delivery(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST
+        && path.starts_with("/_sandbox/admin/mailboxes/")
+        && path.ends_with("/messages")
+}
+
 /// The admin routes (see the module documentation).
 pub(crate) fn router() -> Router<Arc<IdentityState>> {
     Router::new()
@@ -800,6 +885,13 @@ pub(crate) fn router() -> Router<Arc<IdentityState>> {
         .route(
             "/_sandbox/admin/apps/{client_id}/enabled",
             post(http_set_enabled),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/messages",
+            // The body is already read and bounded (request_body); axum's own 2 MB default would cut it.
+            get(http_list_mailbox)
+                .post(http_deliver)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_DELIVER_BYTES)),
         )
         .route("/_sandbox/admin", any(http_unknown_route))
         .route("/_sandbox/admin/{*rest}", any(http_unknown_route))

@@ -100,6 +100,7 @@ use url::Url;
 pub use admin::AdminHandle;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
+pub use exchange::seed::MailSeed;
 pub use identity::TokenFault;
 pub use identity::bearer::{BearerRefusal, Principal, Requirement};
 pub use identity::state::RequestStats;
@@ -220,6 +221,8 @@ pub struct SandboxConfig {
     pub tls: bool,
     /// POP3 listeners with implicit TLS (Exchange's port 995), loopback only. Default none.
     pub pop3s: Vec<SocketAddr>,
+    /// What the mailboxes hold at start. Default: one welcome message each.
+    pub mail: MailSeed,
     /// The directory. Default: [`TenantModel::demo`].
     pub tenant: TenantModel,
     /// Token and code lifetimes.
@@ -250,6 +253,7 @@ impl Default for SandboxConfig {
             also_bind: Vec::new(),
             tls: true,
             pop3s: Vec::new(),
+            mail: MailSeed::default(),
             tenant: TenantModel::demo(),
             lifetimes: Lifetimes::default(),
             clock: Arc::new(SystemClock),
@@ -305,6 +309,8 @@ impl Sandbox {
             }
         }
         config.tenant.validate()?;
+        // The mail is loaded before anything listens: a bad --mail-dir fails the start cleanly.
+        let mail_store = seed_mail(&config.tenant, &config.mail)?;
         // Key generation is CPU-bound (RSA); keep it off the async worker.
         let (tls, signing_key) = tokio::task::spawn_blocking(|| {
             Ok::<_, SandboxError>((tls::generate()?, identity::crypto::SigningKey::generate()?))
@@ -339,8 +345,14 @@ impl Sandbox {
             smart_lockout: config.smart_lockout,
             sign_in_failures: Mutex::default(),
         });
+        let exchange = Arc::new(exchange::ExchangeState {
+            directory: Arc::clone(&state.directory),
+            identity: Arc::clone(&state),
+            store: Mutex::new(mail_store),
+        });
         let router = identity::router()
             .merge(admin::router())
+            .layer(axum::Extension(Arc::clone(&exchange)))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
                 request_body::read_whole_body,
@@ -374,12 +386,6 @@ impl Sandbox {
                 shutdown_receiver.clone(),
             ));
         }
-        let exchange = Arc::new(exchange::ExchangeState {
-            directory: Arc::clone(&state.directory),
-            identity: Arc::clone(&state),
-            store: Mutex::new(exchange::store::MailStore::default()),
-        });
-        seed_demo_mail(&exchange);
         let pop3: Arc<dyn net::Protocol> = Arc::new(exchange::pop3::Pop3Service {
             exchange: Arc::clone(&exchange),
         });
@@ -570,20 +576,20 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 }
 
 /// One welcome message in every mailbox of the tenant, so a first read finds something.
-fn seed_demo_mail(exchange: &exchange::ExchangeState) {
-    let addresses: Vec<String> = sync::lock(&exchange.directory)
+fn seed_mail(
+    tenant: &TenantModel,
+    seed: &MailSeed,
+) -> Result<exchange::store::MailStore, SandboxError> {
+    let mailboxes: Vec<(String, String)> = tenant
         .tenants
         .iter()
-        .flat_map(|t| t.mailboxes.iter().map(|m| m.address.clone()))
+        .flat_map(|t| {
+            t.mailboxes
+                .iter()
+                .map(|m| (m.address.clone(), m.display_name.clone()))
+        })
         .collect();
-    let mut store = sync::lock(&exchange.store);
-    for address in addresses {
-        let message = format!(
-            "From: m365mail sandbox <postmaster@sandbox.m365mail.local>\r\nTo: {address}\r\n\
-             Subject: Welcome to the m365mail sandbox\r\nDate: Fri, 04 Dec 2026 09:00:00 +0000\r\n\
-             Message-ID: <welcome.{address}@sandbox.m365mail.local>\r\n\r\n\
-             This mailbox lives in the sandbox. Deliver more with AdminHandle::deliver_message.\r\n"
-        );
-        store.deliver(&address, message.as_bytes());
-    }
+    let mut store = exchange::store::MailStore::default();
+    exchange::seed::seed(&mut store, seed, &mailboxes)?;
+    Ok(store)
 }

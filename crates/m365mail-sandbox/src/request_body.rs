@@ -46,9 +46,15 @@ pub(crate) async fn read_whole_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    // A raw message delivered through the admin API may be as large as a mailbox takes; nothing else.
+    let limit = if crate::admin::is_delivery(&parts.method, parts.uri.path()) {
+        crate::admin::MAX_DELIVER_BYTES
+    } else {
+        MAX_REQUEST_BODY_BYTES
+    };
     let outcome = match announced {
-        Some(length) if length > MAX_REQUEST_BODY_BYTES as u64 => Err(Refusal::TooLarge(body)),
-        _ => read_limited(body, MAX_REQUEST_BODY_BYTES).await,
+        Some(length) if length > limit as u64 => Err(Refusal::TooLarge(body)),
+        _ => read_limited(body, limit).await,
     };
     let error = match outcome {
         Ok(bytes) => {
@@ -59,7 +65,7 @@ pub(crate) async fn read_whole_body(
         Err(Refusal::TooLarge(rest)) => {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain(rest, DRAIN_LIMIT_BYTES)).await;
             tracing::debug!(path = %parts.uri.path(), "request body over the limit refused");
-            EntraError::request_too_large(MAX_REQUEST_BODY_BYTES)
+            EntraError::request_too_large(limit)
         }
         // The client broke off mid-body; it will hardly read the answer, but give it one.
         Err(Refusal::Unreadable) => {

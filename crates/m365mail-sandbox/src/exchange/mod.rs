@@ -3,6 +3,7 @@
 
 pub(crate) mod access;
 pub(crate) mod pop3;
+pub(crate) mod seed;
 pub(crate) mod store;
 
 use std::sync::{Arc, Mutex};

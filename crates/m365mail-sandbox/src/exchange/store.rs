@@ -16,7 +16,6 @@ pub(crate) struct StoredMessage {
 #[derive(Debug, Default)]
 pub(crate) struct MailStore {
     boxes: HashMap<String, Vec<StoredMessage>>,
-    next_id: u64,
 }
 
 /// A message with CRLF line endings (a bare LF becomes CRLF).
@@ -34,17 +33,33 @@ fn with_crlf(message: &[u8]) -> Vec<u8> {
 }
 
 impl MailStore {
-    /// Stores `message` in `address`'s mailbox and returns its uid.
+    /// Stores `message` in `address`'s mailbox and returns its uid. The uid derives from the mailbox and
+    /// the content (and, for a copy of a message already there, how many copies came before), so the same
+    /// `--mail-dir` gives the same UIDLs after a restart.
     pub(crate) fn deliver(&mut self, address: &str, message: &[u8]) -> String {
-        self.next_id += 1;
-        let uid = format!("AAMkAGSbx{:010}", self.next_id);
-        self.boxes
-            .entry(address.to_ascii_lowercase())
-            .or_default()
-            .push(StoredMessage {
-                uid: uid.clone(),
-                bytes: with_crlf(message),
-            });
+        use sha2::Digest as _;
+        let address = address.to_ascii_lowercase();
+        let bytes = with_crlf(message);
+        let messages = self.boxes.entry(address.clone()).or_default();
+        let mut digest = sha2::Sha256::new();
+        digest.update(address.as_bytes());
+        digest.update([0]);
+        digest.update(&bytes);
+        let hex: String = digest.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let base = format!("AAMkAGSbx{hex}");
+        let mut uid = base.clone();
+        let mut copy = 1;
+        while messages.iter().any(|m| m.uid == uid) {
+            copy += 1;
+            uid = format!("{base}-{copy}");
+        }
+        messages.push(StoredMessage {
+            uid: uid.clone(),
+            bytes,
+        });
         uid
     }
 
@@ -86,6 +101,15 @@ mod tests {
         let first = store.deliver("Adele@Contoso.onmicrosoft.com", b"Subject: a\n\nbody\n");
         let second = store.deliver("adele@contoso.onmicrosoft.com", b"Subject: b\r\n\r\nx\r\n");
         assert_ne!(first, second);
+        // Content-derived: the same message again gets a distinct uid, the same in every store.
+        let copy = store.deliver("adele@contoso.onmicrosoft.com", b"Subject: b\r\n\r\nx\r\n");
+        assert_eq!(copy, format!("{second}-2"));
+        let mut other = MailStore::default();
+        assert_eq!(
+            other.deliver("adele@contoso.onmicrosoft.com", b"Subject: a\n\nbody\n"),
+            first
+        );
+        store.delete("adele@contoso.onmicrosoft.com", &[copy]);
         let listed = store.messages("ADELE@contoso.onmicrosoft.com");
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].bytes, b"Subject: a\r\n\r\nbody\r\n");

@@ -12,6 +12,7 @@ mod entra_golden;
 mod http;
 mod listeners;
 mod lockout;
+mod mailboxes;
 mod msal;
 mod pop3;
 mod refresh;
