@@ -123,6 +123,10 @@ pub(crate) struct Profile {
     pub(crate) scopes: Option<Vec<String>>,
     pub(crate) cache: Option<PathBuf>,
     pub(crate) mailbox: Option<String>,
+    /// The protocol `read` uses when `--protocol` is not given (`pop`; later `imap`, `graph`).
+    pub(crate) protocol: Option<String>,
+    /// The checkpoint store `read` uses when `--state` is not given.
+    pub(crate) state: Option<PathBuf>,
     pub(crate) imap: Option<String>,
     pub(crate) imap_tls: Option<TlsMode>,
     pub(crate) pop: Option<String>,

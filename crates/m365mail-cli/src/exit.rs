@@ -7,6 +7,10 @@
 
 use m365mail::auth::AuthError;
 use m365mail::error::Classified;
+use m365mail::pop3::Pop3Error;
+use m365mail::read::ReadError;
+use m365mail::read::sink::SinkError;
+use m365mail::store::StoreError;
 use m365mail::time::{rfc3339, unix_secs};
 use m365mail::tls::TlsError;
 use m365mail::transport::TransportError;
@@ -24,6 +28,18 @@ pub(crate) fn classified(err: &anyhow::Error) -> Option<&dyn Classified> {
             return Some(e as &dyn Classified);
         }
         if let Some(e) = cause.downcast_ref::<TransportError>() {
+            return Some(e as &dyn Classified);
+        }
+        if let Some(e) = cause.downcast_ref::<Pop3Error>() {
+            return Some(e as &dyn Classified);
+        }
+        if let Some(e) = cause.downcast_ref::<ReadError>() {
+            return Some(e as &dyn Classified);
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return Some(e as &dyn Classified);
+        }
+        if let Some(e) = cause.downcast_ref::<SinkError>() {
             return Some(e as &dyn Classified);
         }
         None

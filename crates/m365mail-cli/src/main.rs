@@ -8,6 +8,7 @@ mod config;
 mod demo;
 mod exit;
 mod profile_cmd;
+mod read;
 mod sandbox_cmd;
 mod secrets;
 mod session;
@@ -55,6 +56,11 @@ enum Command {
     /// Run the offline Microsoft 365 sandbox tenant.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCommand),
+    /// Read new mail (POP3 now; IMAP and Graph later): one JSON record per message, checkpointed.
+    Read(Box<read::ReadArgs>),
+    /// Show or reset the read checkpoints.
+    #[command(subcommand)]
+    Checkpoint(read::CheckpointCommand),
     /// Run the demo on the embedded sandbox: every token flow, with decoded claims.
     Demo(demo::DemoArgs),
 }
@@ -76,6 +82,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("m365mail: {err:#}");
+            // The cause and what to do, on their own lines, in text mode too (JSON carries them as fields).
+            if let Some(classified) = exit::classified(&err) {
+                eprintln!("  cause:  {}", m365mail::Classified::cause(classified));
+                eprintln!("  remedy: {}", classified.remedy());
+            }
             token::exit_code(&err)
         }
     }
@@ -86,6 +97,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(command) => token::run(command, &cli.global).await,
         Command::Profile(command) => profile_cmd::run(command, &cli.global),
         Command::Sandbox(command) => sandbox_cmd::run(command, &cli.global).await,
+        Command::Read(args) => read::run(*args, &cli.global).await,
+        Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,
     }
 }

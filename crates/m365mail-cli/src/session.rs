@@ -346,6 +346,8 @@ fn secret_credential(secret: Option<Secret>, profile: &Profile) -> ClientCredent
 pub(crate) enum ScopeChoice<'a> {
     /// `token get`: `--target` if given, else the profile's `scopes`, else its `target`, else IMAP.
     TokenGet { target: Option<&'a str> },
+    /// A mail command: the protocol's scopes (`--scope` still overrides).
+    Mail(Target),
 }
 
 /// Everything a command needs to talk to Microsoft 365 for one profile.
@@ -357,6 +359,12 @@ pub(crate) struct Session {
     pub(crate) provider: TokenProvider,
     /// The cache file, or `None` with `--no-cache`.
     pub(crate) cache_path: Option<PathBuf>,
+    /// The profile as loaded (mail endpoints, mailbox, protocol).
+    pub(crate) profile: Profile,
+    /// The resolved authority, client id, username.
+    pub(crate) settings: Settings,
+    /// The TLS trust every connection of this session uses.
+    pub(crate) trust: TlsTrust,
 }
 
 /// Resolves the profile and flags into a [`Session`]. Nothing is sent and no secret is read here, except a
@@ -397,6 +405,7 @@ pub(crate) fn build(
                     .parse()?;
                 Scopes::for_target(target, access, &s.authority.cloud)
             }
+            ScopeChoice::Mail(target) => Scopes::for_target(target, access, &s.authority.cloud),
         }
     };
     // Refused before any prompt or request (exit 2): no scope, or CR/LF and other control characters.
@@ -536,5 +545,8 @@ pub(crate) fn build(
         account,
         provider,
         cache_path,
+        profile,
+        settings: s,
+        trust,
     })
 }

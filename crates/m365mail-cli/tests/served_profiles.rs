@@ -4,66 +4,14 @@
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use assert_cmd::cargo::CommandCargoExt as _;
 use m365mail_sandbox::demo;
+
+mod common;
+use common::Served;
 use serde_json::Value;
-
-/// A served sandbox, stopped with SIGINT (its Ctrl-C path) when dropped.
-struct Served {
-    child: Child,
-    line: Value,
-}
-
-impl Served {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::cargo_bin("m365mail")
-            .unwrap()
-            .current_dir(dir)
-            .args([
-                "--json",
-                "sandbox",
-                "serve",
-                "--free-ports",
-                "--config-out",
-                "cfg.toml",
-                "--ca-out",
-                "ca.pem",
-                "--device-poll-interval",
-                "1",
-            ])
-            .env("M365MAIL_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let line: Value = serde_json::from_str(&first)
-            .unwrap_or_else(|e| panic!("--json printed {first:?}: {e}"));
-        Self { child, line }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn token_get(config: &Path, profile: &str) -> Command {
     let mut c = Command::cargo_bin("m365mail").unwrap();

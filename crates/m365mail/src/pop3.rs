@@ -178,8 +178,8 @@ impl Classified for Pop3Error {
                     .into()
             }
             Self::AuthRefused { .. } => "check, in order: the token's audience and scope or role \
-                 (`m365mail token inspect --target pop`: delegated needs POP.AccessAsUser.All, app-only \
-                 the POP.AccessAsApp role); for app-only, the app's service principal registered in \
+                 (`m365mail token get --target pop --show-token | m365mail token inspect`: delegated needs \
+                 POP.AccessAsUser.All, app-only the POP.AccessAsApp role); for app-only, the app's service principal registered in \
                  Exchange (New-ServicePrincipal) and its FullAccess on the mailbox \
                  (Add-MailboxPermission); for a shared mailbox, the user's FullAccess on it; and POP \
                  switched on for the mailbox (Set-CASMailbox -PopEnabled $true)"

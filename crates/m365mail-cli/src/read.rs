@@ -1,0 +1,495 @@
+//! `m365mail read` and `m365mail checkpoint list | reset`.
+//!
+//! `read --protocol pop` signs in with the profile's flow (POP scopes), reads the maildrop through
+//! [`m365mail::read::read_pop`] and prints one JSON record per new message on stdout (NDJSON); with
+//! `--out-dir` the records (and attachments, and with `--eml` the raw messages) are also files. A one-line
+//! summary and, at a terminal, a progress bar go to stderr.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use m365mail::auth::Target;
+use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+use m365mail::pop3::{Pop3Connection, Pop3Options};
+use m365mail::read::sink::{DirSink, LineSink, Sink, Tee};
+use m365mail::read::{After, Filter, Order, Progress, ReadOptions, read_pop};
+use m365mail::store::{CheckpointStore, SourceKey};
+use m365mail::time::{SystemClock, rfc3339};
+use serde_json::json;
+
+use crate::GlobalArgs;
+use crate::config::usage;
+use crate::session::{self, AuthArgs, ProfileArgs, ScopeChoice, load_profile};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OrderArg {
+    Oldest,
+    Newest,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ThenArg {
+    None,
+    Delete,
+}
+
+/// `m365mail read`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReadArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// pop (alias pop3). imap and graph come later. Default: the profile's `protocol`.
+    #[arg(long)]
+    protocol: Option<String>,
+    /// The mailbox to read (XOAUTH2 user=). Default: the profile's `mailbox`, else the signed-in user.
+    #[arg(long)]
+    mailbox: Option<String>,
+    /// The POP3 server as host:port (default: the profile's `pop`, else the cloud's).
+    #[arg(long, value_name = "HOST:PORT")]
+    pop: Option<String>,
+    /// implicit (POP3S, 995) or starttls (STLS on 110). Default: the profile's `pop_tls`, else implicit.
+    #[arg(long, value_name = "MODE")]
+    pop_tls: Option<String>,
+    /// At most this many records.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Which new messages first.
+    #[arg(long, value_enum, default_value = "oldest")]
+    order: OrderArg,
+    /// Only messages whose Date is on or after this (YYYY-MM-DD, UTC, or RFC 3339). Client-side.
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// Only messages whose Date is before this (YYYY-MM-DD, UTC, or RFC 3339). Client-side.
+    #[arg(long, value_name = "DATE")]
+    before: Option<String>,
+    /// Only messages whose From name or address contains this (case-insensitive). Client-side.
+    #[arg(long = "from", value_name = "TEXT")]
+    from_filter: Option<String>,
+    /// Only messages whose Subject contains this (case-insensitive). Client-side.
+    #[arg(long, value_name = "TEXT")]
+    subject: Option<String>,
+    /// Larger messages are not downloaded: a record with "skipped": "too large" (K, M, G = 1024-based).
+    #[arg(long, default_value = "50MB", value_name = "SIZE")]
+    max_size: String,
+    /// Also write DIR/<key>.json and attachments as DIR/<key>/<n>-<name> (atomic, idempotent).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// With --out-dir: keep every raw message as DIR/<key>.eml.
+    #[arg(long, requires = "out_dir")]
+    eml: bool,
+    /// After a message's record and checkpoint are committed: none, or delete it from the server.
+    #[arg(long, value_enum, default_value = "none")]
+    then: ThenArg,
+    /// The checkpoint store (SQLite). Default: the profile's `state`, else the user data dir's
+    /// m365mail/checkpoints.sqlite.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Mark every message on the server now as seen, without reading it: later runs read only newer mail.
+    #[arg(long)]
+    from_now: bool,
+}
+
+/// `m365mail checkpoint`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum CheckpointCommand {
+    /// List every source (protocol, server, account, folder) with its counts.
+    List(StateArgs),
+    /// Forget sources: their messages will be read again.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct StateArgs {
+    /// The checkpoint store (default as for `read`).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ResetArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// Only this account (mailbox).
+    #[arg(long)]
+    account: Option<String>,
+    /// Only this server (host:port).
+    #[arg(long)]
+    server: Option<String>,
+    /// Only this protocol (pop3).
+    #[arg(long)]
+    protocol: Option<String>,
+    /// Every source.
+    #[arg(long, conflicts_with_all = ["account", "server", "protocol"])]
+    all: bool,
+}
+
+/// `--max-size`: a number of bytes with an optional K, M or G (1024-based, `B` optional).
+pub(crate) fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let upper = text.trim().to_ascii_uppercase();
+    let number = upper.trim_end_matches('B');
+    let (digits, unit) = match number.chars().last() {
+        Some('K') => (&number[..number.len() - 1], 1u64 << 10),
+        Some('M') => (&number[..number.len() - 1], 1 << 20),
+        Some('G') => (&number[..number.len() - 1], 1 << 30),
+        _ => (number, 1),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| {
+            usage(format!(
+                "--max-size {text:?}: expected a size such as 50MB, 512K or 1048576"
+            ))
+        })
+}
+
+/// `--since` / `--before`: `YYYY-MM-DD` (midnight UTC) or RFC 3339 (`2026-12-07T06:00:00+01:00`).
+pub(crate) fn parse_date(flag: &str, text: &str) -> anyhow::Result<i64> {
+    let bad = || {
+        usage(format!(
+            "{flag} {text:?}: expected YYYY-MM-DD or an RFC 3339 time such as 2026-12-07T06:00:00Z"
+        ))
+    };
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let (date, time) = match text.split_once(['T', 't', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let [y, m, d] = parts[..] else {
+        return Err(bad());
+    };
+    let (y, m, d) = (num(y)?, num(m)?, num(d)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || y < 1970 {
+        return Err(bad());
+    }
+    // Days from civil (proleptic Gregorian).
+    let y_adj = if m <= 2 { y - 1 } else { y };
+    let era = y_adj.div_euclid(400);
+    let yoe = y_adj - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut secs = days * 86_400;
+    if let Some(time) = time {
+        let (clock, offset) = match time.find(['Z', 'z', '+', '-']) {
+            Some(at) => time.split_at(at),
+            None => return Err(bad()),
+        };
+        let hms: Vec<&str> = clock.split(':').collect();
+        let [h, mi, s] = hms[..] else {
+            return Err(bad());
+        };
+        let s = s.split('.').next().unwrap_or("0");
+        secs += num(h)? * 3600 + num(mi)? * 60 + num(s)?;
+        if !offset.eq_ignore_ascii_case("z") {
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = offset[1..].split_once(':').ok_or_else(bad)?;
+            secs -= sign * (num(oh)? * 3600 + num(om)? * 60);
+        }
+    }
+    Ok(secs)
+}
+
+fn state_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    given
+        .or_else(CheckpointStore::default_path)
+        .ok_or_else(|| usage("no user data directory here: pass --state FILE"))
+}
+
+/// Runs `read`.
+pub(crate) async fn run(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let result = read(args, global).await;
+    if let Err(err) = &result
+        && global.json
+    {
+        println!("{}", crate::exit::error_json(err));
+    }
+    result
+}
+
+async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (_, profile) = load_profile(global)?;
+    let protocol = args
+        .protocol
+        .clone()
+        .or(profile.protocol.clone())
+        .ok_or_else(|| {
+            usage("which protocol? pass --protocol pop (or set `protocol` in the profile)")
+        })?;
+    match protocol.to_ascii_lowercase().as_str() {
+        "pop" | "pop3" => {}
+        "imap" | "graph" => {
+            return Err(usage(format!(
+                "--protocol {protocol}: reading over {protocol} is not here yet; use --protocol pop"
+            )));
+        }
+        other => {
+            return Err(usage(format!(
+                "--protocol {other:?}: expected pop (or pop3)"
+            )));
+        }
+    }
+    let filter = Filter {
+        since: args
+            .since
+            .as_deref()
+            .map(|d| parse_date("--since", d))
+            .transpose()?,
+        before: args
+            .before
+            .as_deref()
+            .map(|d| parse_date("--before", d))
+            .transpose()?,
+        from: args.from_filter.clone(),
+        subject: args.subject.clone(),
+    };
+    let options = ReadOptions {
+        limit: args.limit,
+        order: match args.order {
+            OrderArg::Oldest => Order::Oldest,
+            OrderArg::Newest => Order::Newest,
+        },
+        filter,
+        max_size: parse_size(&args.max_size)?,
+        then: match args.then {
+            ThenArg::None => After::None,
+            ThenArg::Delete => After::Delete,
+        },
+        from_now: args.from_now,
+    };
+    let state = state_path(args.state.clone().or(profile.state.clone()))?;
+
+    let session = session::build(
+        global,
+        &args.profile,
+        &args.auth,
+        ScopeChoice::Mail(Target::Pop),
+    )?;
+    let spec = session.profile.mail_spec();
+    let endpoints = spec.resolve(&session.settings.authority.cloud)?;
+    let endpoint = MailEndpoint {
+        address: match &args.pop {
+            Some(text) => HostPort::parse("--pop", text)?,
+            None => endpoints.pop.address,
+        },
+        tls: match &args.pop_tls {
+            Some(text) => text.parse::<TlsMode>()?,
+            None => endpoints.pop.tls,
+        },
+    };
+    let token = session.provider.token().await?;
+    let mailbox = args
+        .mailbox
+        .clone()
+        .or(session.profile.mailbox.clone())
+        .or_else(|| (!session.flow.is_app_only()).then(|| token.account.clone()).flatten())
+        .or_else(|| (!session.flow.is_app_only()).then(|| session.settings.username.clone()).flatten())
+        .ok_or_else(|| {
+            usage("which mailbox? an app-only token reads the mailbox named by --mailbox (or the profile's `mailbox`)")
+        })?;
+
+    let mut store = CheckpointStore::open(&state)?;
+    let mut pop_options = Pop3Options::new(endpoint, session.trust.clone());
+    // Leave room above --max-size: LIST sizes are the server's estimate.
+    pop_options.limits.max_message = options.max_size.saturating_mul(2).saturating_add(1 << 20);
+    let started = Instant::now();
+    let mut pop = Pop3Connection::connect(&pop_options).await?;
+    pop.authenticate(&mailbox, &token.token).await?;
+    let source = SourceKey {
+        protocol: "pop3".into(),
+        server: pop.endpoint().to_string(),
+        account: mailbox.to_ascii_lowercase(),
+        folder: "INBOX".into(),
+    };
+    let stdout = LineSink::new(std::io::stdout());
+    let mut sink: Box<dyn Sink> = match &args.out_dir {
+        Some(dir) => Box::new(Tee(vec![
+            Box::new(DirSink::new(dir, args.eml)?),
+            Box::new(stdout),
+        ])),
+        None => Box::new(stdout),
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} messages {bytes} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut bytes = 0u64;
+    let mut on_progress = |event: Progress| {
+        if let Some(bar) = &bar {
+            match event {
+                Progress::Start { new } => bar.set_length(new),
+                Progress::Message { bytes: b } => {
+                    bytes += b;
+                    bar.inc(1);
+                    bar.set_message(format!("{bytes}"));
+                }
+            }
+        }
+    };
+    let summary = read_pop(
+        pop,
+        &source,
+        &mut store,
+        sink.as_mut(),
+        &options,
+        &SystemClock,
+        &mut on_progress,
+    )
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if global.json {
+        eprintln!(
+            "{}",
+            json!({ "summary": summary, "seconds": seconds, "mailbox": mailbox, "server": source.server, "state": state })
+        );
+    } else {
+        let mut line = format!(
+            "read {} new of {} messages ({} bytes) from {mailbox} in {seconds:.2} s",
+            summary.records, summary.listed, summary.bytes
+        );
+        for (n, what) in [
+            (summary.skipped, "skipped as too large"),
+            (summary.unreadable, "unreadable (kept raw)"),
+            (summary.filtered_out, "filtered out"),
+            (summary.deleted, "deleted"),
+            (summary.owed_actions, "owed deletes done"),
+            (summary.marked, "marked seen (--from-now)"),
+        ] {
+            if n > 0 {
+                line.push_str(&format!("; {n} {what}"));
+            }
+        }
+        eprintln!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `checkpoint list | reset`.
+pub(crate) fn checkpoint(
+    command: CheckpointCommand,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        CheckpointCommand::List(args) => {
+            let path = state_path(args.state)?;
+            if !path.exists() {
+                if global.json {
+                    println!("{}", json!({ "state": path, "sources": [] }));
+                } else {
+                    println!("no checkpoints yet ({} does not exist)", path.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let sources = CheckpointStore::open(&path)?.list()?;
+            if global.json {
+                println!("{}", json!({ "state": path, "sources": sources }));
+            } else {
+                println!("{}", path.display());
+                for s in &sources {
+                    println!(
+                        "  {}://{}@{}/{}  seen {}  pending {}  skipped {}  updated {}",
+                        s.key.protocol,
+                        s.key.account,
+                        s.key.server,
+                        s.key.folder,
+                        s.seen,
+                        s.pending,
+                        s.skipped,
+                        rfc3339(s.updated.max(0) as u64)
+                    );
+                }
+                if sources.is_empty() {
+                    println!("  (no sources)");
+                }
+            }
+        }
+        CheckpointCommand::Reset(args) => {
+            if !args.all
+                && args.account.is_none()
+                && args.server.is_none()
+                && args.protocol.is_none()
+            {
+                return Err(usage(
+                    "checkpoint reset needs --account, --server, --protocol (any combination) or --all",
+                ));
+            }
+            let path = state_path(args.state.state)?;
+            let mut store = CheckpointStore::open(&path)?;
+            let protocol = args
+                .protocol
+                .map(|p| match p.to_ascii_lowercase().as_str() {
+                    "pop" => "pop3".to_string(),
+                    other => other.to_string(),
+                });
+            let forgotten = store.reset(|key| {
+                args.account
+                    .as_ref()
+                    .is_none_or(|a| a.eq_ignore_ascii_case(&key.account))
+                    && args.server.as_ref().is_none_or(|s| *s == key.server)
+                    && protocol.as_ref().is_none_or(|p| *p == key.protocol)
+            })?;
+            if global.json {
+                println!(
+                    "{}",
+                    json!({ "ok": true, "forgotten": forgotten, "state": path })
+                );
+            } else {
+                println!(
+                    "forgot {forgotten} message checkpoint(s) in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50MB").unwrap(), 50 << 20);
+        assert_eq!(parse_size("1m").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512K").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("--since", "1970-01-01").unwrap(), 0);
+        assert_eq!(parse_date("--since", "2026-12-07").unwrap(), 1_796_601_600);
+        assert_eq!(
+            parse_date("--since", "2026-12-07T06:00:01+01:00").unwrap(),
+            1_796_619_601
+        );
+        assert_eq!(
+            parse_date("--since", "2026-12-07T05:00:01Z").unwrap(),
+            1_796_619_601
+        );
+        assert_eq!(parse_date("--since", "2024-02-29").unwrap(), 1_709_164_800);
+        for bad in ["yesterday", "2026-13-01", "2026-12-07T05:00", "07.12.2026"] {
+            assert!(parse_date("--since", bad).is_err(), "{bad}");
+        }
+    }
+}
