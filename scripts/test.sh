@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs formatting, lints and every test
-# (including the #[ignore]d ones that need external programs such as MSAL Python).
+# (including the #[ignore]d ones that need external programs: MSAL Python, jsonschema, curl, and Debian's
+# Dovecot with a local token issuer, started here on loopback and stopped on exit).
 # Usage: scripts/test.sh            (from anywhere; run as a user that may `pip install`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,14 @@ cargo fmt --all -- --check
 
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "starting the real servers (Dovecot, token server) on loopback"
+# Their own directory and ports (offset 200), so a developer's own scripts/realservers.sh instance is left
+# alone; stopped on exit, by the PIDs this start recorded.
+REALSERVERS_TEST_DIR="${TMPDIR:-/tmp}/m365mail-realservers-test"
+trap 'scripts/realservers.sh stop "$REALSERVERS_TEST_DIR" >/dev/null 2>&1 || true' EXIT
+NO_POSTFIX=1 PORT_OFFSET=200 scripts/realservers.sh start "$REALSERVERS_TEST_DIR" >/dev/null
+eval "$(scripts/realservers.sh env "$REALSERVERS_TEST_DIR")"
 
 step "cargo test --workspace -- --include-ignored"
 cargo test --workspace --locked -- --include-ignored
