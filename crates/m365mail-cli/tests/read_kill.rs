@@ -93,7 +93,7 @@ fn sigkill_at_ten_points_loses_nothing_and_duplicates_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            std::time::SystemTime::now()
+            m365mail::time::Clock::now(&m365mail::time::SystemClock)
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_nanos() as u64
