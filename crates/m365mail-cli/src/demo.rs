@@ -14,7 +14,7 @@ use m365mail::{
     secret::Secret,
     time::{Clock, SystemClock},
 };
-use m365mail_sandbox::{Lifetimes, Sandbox, SandboxConfig, demo};
+use m365mail_sandbox::{Lifetimes, MailSeed, Sandbox, SandboxConfig, demo};
 use serde_json::{Value, json};
 
 use crate::GlobalArgs;
@@ -130,6 +130,8 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
             device_poll_interval: Duration::from_secs(1),
             ..Lifetimes::default()
         },
+        pop3s: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
+        mail: MailSeed::Demo,
         ..SandboxConfig::default()
     })
     .await
@@ -332,6 +334,19 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
     )
     .await?;
 
+    report.heading(&format!(
+        "10. Read mail over POP3 (XOAUTH2, implicit TLS): {}'s Inbox, checkpointed",
+        demo::USER_UPN
+    ));
+    read_mail(
+        &mut report,
+        &sandbox,
+        &public,
+        &password,
+        &delegated(Target::Pop),
+    )
+    .await?;
+
     sandbox.shutdown().await;
     if report.json {
         println!(
@@ -339,12 +354,125 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
             serde_json::to_string_pretty(&json!({ "steps": report.steps }))?
         );
     } else {
-        println!("\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache.");
+        println!(
+            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3."
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Records an error the demo provokes on purpose; success would mean the sandbox stopped modelling it.
+/// Reads the demo Inbox over POP3 into records (as `m365mail read --protocol pop` does), shows one, then
+/// reads again: the checkpoints leave nothing new.
+async fn read_mail(
+    report: &mut Report,
+    sandbox: &Sandbox,
+    public: &TokenClient,
+    password: &Secret,
+    scopes: &Scopes,
+) -> anyhow::Result<()> {
+    use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+    use m365mail::pop3::{Pop3Connection, Pop3Options};
+    use m365mail::read::record::MessageRecord;
+    use m365mail::read::sink::LineSink;
+    use m365mail::read::{ReadOptions, read_pop};
+    use m365mail::store::{CheckpointStore, SourceKey};
+
+    let token = public
+        .password(demo::USER_UPN, password, scopes)
+        .await?
+        .access_token;
+    let address = sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == "pop3s")
+        .context("the demo sandbox serves POP3")?
+        .addr;
+    let options = Pop3Options::new(
+        MailEndpoint {
+            address: HostPort::parse("pop", &address.to_string())?,
+            tls: TlsMode::Implicit,
+        },
+        m365mail::tls::TlsTrust::system()
+            .with_ca_pem(sandbox.ca_pem(), "sandbox CA")?
+            .extra_only(),
+    );
+    let state = tempfile::tempdir()?;
+    let mut store = CheckpointStore::open(&state.path().join("checkpoints.sqlite"))?;
+    let read_options = ReadOptions {
+        max_size: 1 << 20,
+        ..ReadOptions::default()
+    };
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let mut pop = Pop3Connection::connect(&options).await?;
+        pop.authenticate(demo::USER_UPN, &token).await?;
+        let source = SourceKey {
+            protocol: "pop3".into(),
+            server: pop.endpoint().into(),
+            account: demo::USER_UPN.into(),
+            folder: "INBOX".into(),
+        };
+        let mut lines = LineSink::new(Vec::new());
+        let summary = read_pop(
+            pop,
+            &source,
+            &mut store,
+            &mut lines,
+            &read_options,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await?;
+        results.push((summary, lines.into_inner()));
+    }
+    let (first, ndjson) = &results[0];
+    let records: Vec<MessageRecord> = ndjson
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<_, _>>()?;
+    report.line(format!(
+        "first read:  {} records of {} messages ({} bytes), {} skipped as over 1 MB, {} unreadable",
+        first.records, first.listed, first.bytes, first.skipped, first.unreadable
+    ));
+    if let Some(shown) = records.iter().find(|r| !r.attachments.is_empty()) {
+        report.line(format!("one record:  id {}", shown.id));
+        report.line(format!(
+            "             subject {:?}, from {}",
+            shown.subject.as_deref().unwrap_or(""),
+            shown
+                .from
+                .first()
+                .and_then(|m| m.address.as_deref())
+                .unwrap_or("-")
+        ));
+        for attachment in &shown.attachments {
+            report.line(format!(
+                "             attachment {} ({}, {} bytes, sha256 {}…)",
+                attachment.name.as_deref().unwrap_or("(unnamed)"),
+                attachment.content_type,
+                attachment.size,
+                &attachment.sha256[..12]
+            ));
+        }
+    }
+    let (second, _) = &results[1];
+    report.line(format!(
+        "second read: {} new of {} messages (the checkpoints remember the first)",
+        second.records, second.listed
+    ));
+    report.steps.push(json!({
+        "step": "pop3-read",
+        "ok": true,
+        "kind": "mail",
+        "first": first,
+        "second": second,
+        "records": records,
+    }));
+    Ok(())
+}
+
 fn expect_error(
     report: &mut Report,
     step: &str,

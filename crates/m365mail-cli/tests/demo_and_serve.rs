@@ -67,6 +67,14 @@ fn demo_runs_every_flow_and_single_flight_sends_one_request() {
             .contains(&Value::from("IMAP.AccessAsApp"))
     );
 
+    // The demo Inbox read over POP3: 12 records (one skipped as over 1 MB), then nothing new.
+    let mail = named("pop3-read");
+    assert_eq!(mail["first"]["records"], 12, "{mail}");
+    assert_eq!(mail["first"]["skipped"], 1, "{mail}");
+    assert_eq!(mail["second"]["records"], 0, "{mail}");
+    assert_eq!(mail["second"]["listed"], 12, "{mail}");
+    assert_eq!(mail["records"].as_array().unwrap().len(), 12);
+
     for (step, code) in [
         ("ropc-mfa-user", 50076),
         ("secret-id-instead-of-value", 7000215),

@@ -83,6 +83,11 @@ impl<W: std::io::Write + Send> LineSink<W> {
     pub fn new(writer: W) -> Self {
         Self { writer }
     }
+
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.writer
+    }
 }
 
 impl<W: std::io::Write + Send> Sink for LineSink<W> {
