@@ -41,7 +41,14 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true)]
     pub(crate) json: bool,
     /// Log filter for stderr (tracing syntax, e.g. `debug` or `m365mail=trace`). Secrets are never logged.
-    #[arg(long, global = true, env = "M365MAIL_LOG", default_value = "warn")]
+    /// The default shows m365mail's own warnings only: a dependency's log lines (a TLS verifier's ERROR for
+    /// an unknown issuer, say) reach stderr only when asked for, since the error itself says what happened.
+    #[arg(
+        long,
+        global = true,
+        env = "M365MAIL_LOG",
+        default_value = "m365mail=warn,m365mail_sandbox=warn"
+    )]
     pub(crate) log: String,
 }
 
@@ -104,8 +111,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("m365mail=warn,m365mail_sandbox=warn")
+    });
     // Colour only for a person at a terminal: escape codes in a log file or a CI log are noise.
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()

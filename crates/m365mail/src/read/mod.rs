@@ -9,22 +9,51 @@
 //! (at least once). A crash after the checkpoint but before the action leaves the action owed: the next run
 //! performs it without a second record.
 //!
-//! ```no_run
-//! # async fn example(pop: m365mail::pop3::Pop3Connection) -> Result<(), m365mail::read::ReadError> {
-//! use m365mail::read::{ReadOptions, read_pop, sink::DirSink};
-//! use m365mail::store::{CheckpointStore, SourceKey};
+//! Reading the in-process sandbox's demo Inbox (runs as a doctest):
 //!
-//! let source = SourceKey {
-//!     protocol: "pop3".into(),
-//!     server: pop.endpoint().to_string(),
-//!     account: "adele@contoso.com".into(),
-//!     folder: "INBOX".into(),
-//! };
-//! let mut store = CheckpointStore::open(std::path::Path::new("checkpoints.sqlite"))?;
-//! let mut sink = DirSink::new(std::path::Path::new("out"), false)?;
-//! let summary = read_pop(pop, &source, &mut store, &mut sink, &ReadOptions::default(),
-//!                        &m365mail::time::SystemClock, &mut |_| {}).await?;
-//! println!("{} new messages", summary.records);
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use m365mail::auth::{Access, Authority, ClientCredential, ClientOptions, Cloud, Scopes, Target, TokenClient};
+//! use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+//! use m365mail::pop3::{Pop3Connection, Pop3Options};
+//! use m365mail::read::{ReadOptions, read_pop, sink::LineSink};
+//! use m365mail::store::{CheckpointStore, SourceKey};
+//! use m365mail::{Secret, time::SystemClock, tls::TlsTrust};
+//! use m365mail_sandbox::{MailSeed, Sandbox, SandboxConfig, demo};
+//!
+//! let sandbox = Sandbox::start(SandboxConfig {
+//!     pop3s: vec!["127.0.0.1:0".parse()?],
+//!     mail: MailSeed::Demo,
+//!     ..SandboxConfig::default()
+//! })
+//! .await?;
+//! // A POP token for Adele (password grant against the sandbox's Entra ID).
+//! let cloud = Cloud::custom(sandbox.base_url().as_str())?;
+//! let options = ClientOptions { extra_ca_pem: Some(sandbox.ca_pem().into()), ..ClientOptions::default() };
+//! let client = TokenClient::new(Authority::new(cloud, demo::TENANT_ID.parse()?), demo::PUBLIC_APP_ID,
+//!                               ClientCredential::Public, options)?;
+//! let scopes = Scopes::for_target(Target::Pop, Access::Delegated, &Cloud::Global);
+//! let token = client.password(demo::USER_UPN, &Secret::new(demo::USER_PASSWORD), &scopes).await?;
+//!
+//! // Sign in over POP3S, trusting the sandbox's CA.
+//! let pop3s = sandbox.listeners().iter().find(|l| l.service == "pop3s").unwrap().addr;
+//! let endpoint = MailEndpoint { address: HostPort::parse("pop", &pop3s.to_string())?, tls: TlsMode::Implicit };
+//! let trust = TlsTrust::system().with_ca_pem(sandbox.ca_pem(), "sandbox CA")?.extra_only();
+//! let mut pop = Pop3Connection::connect(&Pop3Options::new(endpoint, trust)).await?;
+//! pop.authenticate(demo::USER_UPN, &token.access_token).await?;
+//!
+//! // Every new message becomes an NDJSON record; the checkpoint remembers it.
+//! let source = SourceKey { protocol: "pop3".into(), server: pop.endpoint().into(),
+//!                          account: demo::USER_UPN.into(), folder: "INBOX".into() };
+//! let state = tempfile::tempdir()?;
+//! let mut store = CheckpointStore::open(&state.path().join("checkpoints.sqlite"))?;
+//! let mut sink = LineSink::new(Vec::new());
+//! let options = ReadOptions { max_size: 1 << 20, ..ReadOptions::default() };
+//! let summary = read_pop(pop, &source, &mut store, &mut sink, &options, &SystemClock, &mut |_| {}).await?;
+//! assert_eq!((summary.records, summary.skipped), (12, 1)); // the 5 MB scan is over 1 MiB
+//! assert_eq!(sink.into_inner().split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(), 12);
+//! sandbox.shutdown().await;
 //! # Ok(()) }
 //! ```
 
