@@ -26,6 +26,13 @@ fn m365mail(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `m365mail -p PROFILE read --protocol pop ARGS…` in `dir`.
+fn read(dir: &Path, profile: &str, args: &[&str]) -> Output {
+    let mut full = vec!["-p", profile, "read", "--protocol", "pop"];
+    full.extend_from_slice(args);
+    m365mail(dir, &full)
+}
+
 fn records(output: &Output) -> Vec<Value> {
     String::from_utf8(output.stdout.clone())
         .unwrap()
@@ -84,19 +91,10 @@ fn reads_each_message_once_with_every_served_profile() {
     let _served = Served::start_with(work, &["--mail-dir", mail.to_str().unwrap()]);
 
     // Adele, password flow: 20 records on stdout and in the directory, the summary on stderr.
-    let first = m365mail(
+    let first = read(
         work,
-        &[
-            "-p",
-            "sandbox-user",
-            "read",
-            "--protocol",
-            "pop",
-            "--state",
-            "st.sqlite",
-            "--out-dir",
-            "out",
-        ],
+        "sandbox-user",
+        &["--state", "st.sqlite", "--out-dir", "out"],
     );
     ok(&first);
     let got = records(&first);
@@ -129,18 +127,7 @@ fn reads_each_message_once_with_every_served_profile() {
     assert_eq!(json_files(), 20);
 
     // Again: nothing new.
-    let second = m365mail(
-        work,
-        &[
-            "-p",
-            "sandbox-user",
-            "read",
-            "--protocol",
-            "pop",
-            "--state",
-            "st.sqlite",
-        ],
-    );
+    let second = read(work, "sandbox-user", &["--state", "st.sqlite"]);
     ok(&second);
     assert!(second.stdout.is_empty());
     assert!(stderr(&second).contains("read 0 new of 20 messages"));
@@ -195,19 +182,10 @@ fn reads_each_message_once_with_every_served_profile() {
     );
     ok(&reset);
     assert!(String::from_utf8_lossy(&reset.stdout).contains("forgot 20"));
-    let again = m365mail(
+    let again = read(
         work,
-        &[
-            "-p",
-            "sandbox-user",
-            "read",
-            "--protocol",
-            "pop",
-            "--state",
-            "st.sqlite",
-            "--out-dir",
-            "out",
-        ],
+        "sandbox-user",
+        &["--state", "st.sqlite", "--out-dir", "out"],
     );
     ok(&again);
     assert_eq!(records(&again).len(), 20);
@@ -215,19 +193,10 @@ fn reads_each_message_once_with_every_served_profile() {
 
     // App-only (the Exchange service principal's FullAccess on Adele's mailbox, the profile's `mailbox`),
     // with its own checkpoints, deleting what it read: the maildrop ends empty.
-    let daemon = m365mail(
+    let daemon = read(
         work,
-        &[
-            "-p",
-            "sandbox-daemon",
-            "read",
-            "--protocol",
-            "pop",
-            "--state",
-            "daemon.sqlite",
-            "--then",
-            "delete",
-        ],
+        "sandbox-daemon",
+        &["--state", "daemon.sqlite", "--then", "delete"],
     );
     ok(&daemon);
     assert_eq!(records(&daemon).len(), 20);
@@ -236,18 +205,7 @@ fn reads_each_message_once_with_every_served_profile() {
         "{}",
         stderr(&daemon)
     );
-    let empty = m365mail(
-        work,
-        &[
-            "-p",
-            "sandbox-daemon",
-            "read",
-            "--protocol",
-            "pop",
-            "--state",
-            "daemon.sqlite",
-        ],
-    );
+    let empty = read(work, "sandbox-daemon", &["--state", "daemon.sqlite"]);
     ok(&empty);
     assert!(
         stderr(&empty).contains("of 0 messages"),
@@ -256,14 +214,10 @@ fn reads_each_message_once_with_every_served_profile() {
     );
 
     // Alex's mailbox is not the app's: Exchange's one line, exit 4, and what to check.
-    let refused = m365mail(
+    let refused = read(
         work,
+        "sandbox-daemon",
         &[
-            "-p",
-            "sandbox-daemon",
-            "read",
-            "--protocol",
-            "pop",
             "--state",
             "daemon.sqlite",
             "--mailbox",
@@ -289,22 +243,14 @@ fn filters_size_limits_from_now_and_input_errors() {
     let work = dir.path();
     let mail = mail_dir(work, 12);
     let _served = Served::start_with(work, &["--mail-dir", mail.to_str().unwrap()]);
-    let read = |extra: &[&str]| {
-        let mut args = vec![
-            "-p",
-            "sandbox-user",
-            "read",
-            "--protocol",
-            "pop",
-            "--state",
-            "st.sqlite",
-        ];
+    let read_adele = |extra: &[&str]| {
+        let mut args = vec!["--state", "st.sqlite"];
         args.extend_from_slice(extra);
-        m365mail(work, &args)
+        read(work, "sandbox-user", &args)
     };
 
     // Client-side filters: not output, not checkpointed (the CRLF before a boundary is the boundary's).
-    let filtered = read(&["--subject", "message 001", "--from", "FABRIKAM"]);
+    let filtered = read_adele(&["--subject", "message 001", "--from", "FABRIKAM"]);
     ok(&filtered);
     let got = records(&filtered);
     assert_eq!(
@@ -318,7 +264,7 @@ fn filters_size_limits_from_now_and_input_errors() {
         "{}",
         stderr(&filtered)
     );
-    let dated = read(&[
+    let dated = read_adele(&[
         "--since",
         "2026-12-07T06:05:00Z",
         "--before",
@@ -328,7 +274,7 @@ fn filters_size_limits_from_now_and_input_errors() {
     assert_eq!(records(&dated).len(), 2, "06:05 and 06:06");
 
     // A size bound every message is over: skipped records with the header's fields, no body, no hash.
-    let bounded = read(&["--max-size", "100", "--limit", "3"]);
+    let bounded = read_adele(&["--max-size", "100", "--limit", "3"]);
     ok(&bounded);
     let got = records(&bounded);
     assert_eq!(got.len(), 3);
@@ -342,7 +288,7 @@ fn filters_size_limits_from_now_and_input_errors() {
     );
 
     // From now: the rest is marked, nothing printed; a later message is read.
-    let from_now = read(&["--from-now"]);
+    let from_now = read_adele(&["--from-now"]);
     ok(&from_now);
     assert!(from_now.stdout.is_empty());
     assert!(
@@ -350,7 +296,7 @@ fn filters_size_limits_from_now_and_input_errors() {
         "{}",
         stderr(&from_now)
     );
-    assert!(read(&[]).stdout.is_empty());
+    assert!(read_adele(&[]).stdout.is_empty());
 
     // Input errors: exit 2, nothing read.
     for (args, needle) in [
@@ -369,19 +315,10 @@ fn filters_size_limits_from_now_and_input_errors() {
         assert!(stderr(&out).contains(needle), "{full:?}: {}", stderr(&out));
     }
     // App-only without a mailbox: the daemon profile names one; without it, exit 2.
-    let no_mailbox = m365mail(
+    let no_mailbox = read(
         work,
-        &[
-            "-p",
-            "sandbox-daemon",
-            "read",
-            "--protocol",
-            "pop",
-            "--state",
-            "st.sqlite",
-            "--mailbox",
-            "",
-        ],
+        "sandbox-daemon",
+        &["--state", "st.sqlite", "--mailbox", ""],
     );
     assert_ne!(no_mailbox.status.code(), Some(0), "{}", stderr(&no_mailbox));
 }
@@ -393,14 +330,10 @@ fn every_record_validates_against_the_committed_schema() {
     let work = dir.path();
     // The demo mail: every shape the sandbox seeds (attachments, inline image, malformed, 5 MB).
     let _served = Served::start(work);
-    let stdout = m365mail(
+    let stdout = read(
         work,
+        "sandbox-user",
         &[
-            "-p",
-            "sandbox-user",
-            "read",
-            "--protocol",
-            "pop",
             "--state",
             "st.sqlite",
             "--out-dir",

@@ -237,7 +237,7 @@ mod pipeline {
     use super::*;
     use m365mail::read::record::MessageRecord;
     use m365mail::read::sink::DirSink;
-    use m365mail::read::{After, Filter, ReadOptions, read_pop};
+    use m365mail::read::{After, Filter, ReadOptions, ReadSummary, read_pop};
     use m365mail::store::{CheckpointStore, SeenState, SourceKey};
     use m365mail::time::SystemClock;
 
@@ -247,13 +247,28 @@ mod pipeline {
         pop
     }
 
-    fn source(pop: &Pop3Connection) -> SourceKey {
+    fn source(sbx: &Sandbox) -> SourceKey {
         SourceKey {
             protocol: "pop3".into(),
-            server: pop.endpoint().into(),
+            server: options(sbx).endpoint.address.to_string(),
             account: demo::USER_UPN.into(),
             folder: "INBOX".into(),
         }
+    }
+
+    /// Signs in as Adele and runs the pipeline once.
+    async fn run(
+        sbx: &Sandbox,
+        token: &Secret,
+        source: &SourceKey,
+        store: &mut CheckpointStore,
+        sink: &mut DirSink,
+        options: &ReadOptions,
+    ) -> ReadSummary {
+        let pop = signed_in(sbx, token).await;
+        read_pop(pop, source, store, sink, options, &SystemClock, &mut |_| {})
+            .await
+            .unwrap()
     }
 
     fn records(dir: &std::path::Path) -> Vec<MessageRecord> {
@@ -292,8 +307,7 @@ mod pipeline {
         let mut sink = DirSink::new(&out, false).unwrap();
 
         // Filtered: only Northwind's, nothing else checkpointed.
-        let pop = signed_in(&sbx, &token).await;
-        let src = source(&pop);
+        let src = source(&sbx);
         let filtered = ReadOptions {
             filter: Filter {
                 from: Some("NORTHWIND".into()),
@@ -302,17 +316,7 @@ mod pipeline {
             max_size: 1000,
             ..ReadOptions::default()
         };
-        let summary = read_pop(
-            pop,
-            &src,
-            &mut store,
-            &mut sink,
-            &filtered,
-            &SystemClock,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &filtered).await;
         assert_eq!(
             (summary.listed, summary.records, summary.filtered_out),
             (5, 2, 3)
@@ -320,22 +324,11 @@ mod pipeline {
         assert_eq!(store.seen(&src).unwrap().len(), 2);
 
         // Everything, with a size bound: the welcome message and the newsletter are new, the scan is skipped.
-        let pop = signed_in(&sbx, &token).await;
         let bounded = ReadOptions {
             max_size: 1000,
             ..ReadOptions::default()
         };
-        let summary = read_pop(
-            pop,
-            &src,
-            &mut store,
-            &mut sink,
-            &bounded,
-            &SystemClock,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &bounded).await;
         assert_eq!((summary.records, summary.skipped), (3, 1));
         let all = records(&out);
         assert_eq!(all.len(), 5);
@@ -348,18 +341,7 @@ mod pipeline {
         assert!(scan.size > 3000);
 
         // Nothing new the third time.
-        let pop = signed_in(&sbx, &token).await;
-        let summary = read_pop(
-            pop,
-            &src,
-            &mut store,
-            &mut sink,
-            &bounded,
-            &SystemClock,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &bounded).await;
         assert_eq!(summary.records, 0);
 
         // A crash after the checkpoint, before DELE: the delete is owed and done next time, without a record.
@@ -367,18 +349,7 @@ mod pipeline {
         store
             .commit(&src, &uids[0], SeenState::PendingDelete, "x", 0)
             .unwrap();
-        let pop = signed_in(&sbx, &token).await;
-        let summary = read_pop(
-            pop,
-            &src,
-            &mut store,
-            &mut sink,
-            &bounded,
-            &SystemClock,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &bounded).await;
         assert_eq!(
             (summary.records, summary.deleted, summary.owed_actions),
             (0, 1, 1)
@@ -386,18 +357,7 @@ mod pipeline {
         assert_eq!(sbx.admin().mailbox_uids(demo::USER_UPN), uids[1..].to_vec());
 
         // The next run forgets the deleted message's checkpoint.
-        let pop = signed_in(&sbx, &token).await;
-        let summary = read_pop(
-            pop,
-            &src,
-            &mut store,
-            &mut sink,
-            &bounded,
-            &SystemClock,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &bounded).await;
         assert_eq!(summary.pruned, 1);
         assert_eq!(records(&out).len(), 5);
     }
@@ -410,44 +370,22 @@ mod pipeline {
         let mut store = CheckpointStore::open(&work.path().join("state.sqlite")).unwrap();
         let mut sink = DirSink::new(&work.path().join("out"), true).unwrap();
 
-        let pop = signed_in(&sbx, &token).await;
-        let src = source(&pop);
+        let src = source(&sbx);
         let from_now = ReadOptions {
             from_now: true,
             ..ReadOptions::default()
         };
-        let summary = read_pop(
-            pop,
-            &src,
-            &mut store,
-            &mut sink,
-            &from_now,
-            &SystemClock,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &from_now).await;
         assert_eq!((summary.marked, summary.records), (1, 0));
 
         sbx.admin()
             .deliver_message(demo::USER_UPN, b"Subject: after\r\n\r\nnew\r\n")
             .unwrap();
-        let pop = signed_in(&sbx, &token).await;
         let delete = ReadOptions {
             then: After::Delete,
             ..ReadOptions::default()
         };
-        let summary = read_pop(
-            pop,
-            &src,
-            &mut store,
-            &mut sink,
-            &delete,
-            &SystemClock,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &delete).await;
         assert_eq!((summary.records, summary.deleted), (1, 1));
         let all = records(&work.path().join("out"));
         assert_eq!(all.len(), 1);
