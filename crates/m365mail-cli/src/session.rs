@@ -342,6 +342,74 @@ fn secret_credential(secret: Option<Secret>, profile: &Profile) -> ClientCredent
     }
 }
 
+/// The flow: `--flow`, else the profile's `flow`, else the credential flag typed on the command line
+/// (`--password-stdin` → password, `--certificate`/`--private-key` → client-certificate, `--secret-file` →
+/// client-secret), else device code when a person is at the terminal; otherwise an error naming `--flow`.
+/// Only flags count: `M365MAIL_PASSWORD` or a profile's `password_file` never turn a device-code profile
+/// into a password one. A chosen flow is said on stderr with the reason; a credential flag the flow does not
+/// use is an error, not silence.
+pub(crate) fn choose_flow(
+    auth: &AuthArgs,
+    profile_flow: Option<FlowName>,
+    at_terminal: bool,
+) -> anyhow::Result<FlowName> {
+    let certificate = auth.certificate.is_some() || auth.private_key.is_some();
+    let flow = match (auth.flow, profile_flow) {
+        (Some(flow), _) | (None, Some(flow)) => flow,
+        (None, None) => {
+            let (flow, why) = match (auth.password_stdin, certificate, auth.secret_file.is_some()) {
+                (true, false, _) => (FlowName::Password, "--password-stdin was given"),
+                (false, true, false) => (
+                    FlowName::ClientCertificate,
+                    "--certificate/--private-key were given",
+                ),
+                (false, false, true) => (FlowName::ClientSecret, "--secret-file was given"),
+                (false, false, false) if at_terminal => (
+                    FlowName::DeviceCode,
+                    "no flow set and no credential flag; a person is at this terminal",
+                ),
+                (false, false, false) => {
+                    return Err(usage(
+                        "no flow: pass --flow (password, device-code, client-secret, client-certificate, \
+                         refresh, auth-code) or set `flow` in the profile; a device-code sign-in needs a person \
+                         at a terminal",
+                    ));
+                }
+                _ => {
+                    return Err(usage(
+                        "--password-stdin, --certificate and --secret-file name different flows; pass --flow",
+                    ));
+                }
+            };
+            eprintln!("m365mail: using the {} flow ({why})", flow.as_str());
+            return Ok(flow);
+        }
+    };
+    let unused = |flag: &str| {
+        usage(format!(
+            "{flag} is not used by the {} flow; drop it or pass the --flow that uses it",
+            flow.as_str()
+        ))
+    };
+    if auth.password_stdin && flow != FlowName::Password {
+        return Err(unused("--password-stdin"));
+    }
+    if certificate && flow != FlowName::ClientCertificate {
+        return Err(unused(if auth.certificate.is_some() {
+            "--certificate"
+        } else {
+            "--private-key"
+        }));
+    }
+    // A secret also serves a confidential client's password, refresh or auth-code flow.
+    if auth.secret_file.is_some()
+        && matches!(flow, FlowName::DeviceCode | FlowName::ClientCertificate)
+    {
+        return Err(unused("--secret-file"));
+    }
+    Ok(flow)
+}
+
 /// What the caller wants the token for.
 pub(crate) enum ScopeChoice<'a> {
     /// `token get`: `--target` if given, else the profile's `scopes`, else its `target`, else IMAP.
@@ -377,7 +445,7 @@ pub(crate) fn build(
 ) -> anyhow::Result<Session> {
     let (profile_name, profile) = load_profile(global)?;
     let s = settings(&profile, connection)?;
-    let flow = auth.flow.or(profile.flow).unwrap_or(FlowName::DeviceCode);
+    let flow = choose_flow(auth, profile.flow, std::io::stdin().is_terminal())?;
     let access = if flow.is_app_only() {
         Access::AppOnly
     } else {

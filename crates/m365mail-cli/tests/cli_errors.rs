@@ -94,3 +94,87 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(text.contains("DEBUG"), "debug lines were logged: {text}");
     assert!(!text.contains('\x1b'), "{text:?}");
 }
+
+/// `token get` for the demo app, no `--flow`, no config: the flow comes from the credential flags.
+fn token_get_without_flow(dir: &std::path::Path, extra: &[&str]) -> Command {
+    let mut c = m365mail(dir);
+    c.args([
+        "token",
+        "get",
+        "--tenant",
+        "contoso.onmicrosoft.com",
+        "--client-id",
+        "c0ffee00-0000-4000-8000-00000000a001",
+        "--authority",
+        "https://127.0.0.1:9/",
+        "--no-cache",
+        "--timeout",
+        "2",
+    ])
+    .args(extra)
+    .stdin(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn the_flow_follows_the_credential_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    // --password-stdin without --flow: the password flow, said on stderr, and a request is made (the
+    // unreachable port then fails with exit 7) — not a ten-minute device-code wait.
+    let mut c = token_get_without_flow(
+        dir.path(),
+        &[
+            "--username",
+            "adele@contoso.onmicrosoft.com",
+            "--password-stdin",
+        ],
+    );
+    c.stdin(std::process::Stdio::null());
+    let (code, text) = run(c);
+    assert!(
+        text.contains("using the password flow (--password-stdin was given)"),
+        "{text}"
+    );
+    assert_ne!(code, 0, "{text}");
+    assert!(!text.contains("devicelogin"), "{text}");
+
+    // Nothing to go on and no person at a terminal: an error naming --flow, exit 2, nothing sent.
+    let (code, text) = run(token_get_without_flow(dir.path(), &[]));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no flow: pass --flow"), "{text}");
+
+    // M365MAIL_PASSWORD does not turn the default into the password flow.
+    let mut c =
+        token_get_without_flow(dir.path(), &["--username", "adele@contoso.onmicrosoft.com"]);
+    c.env("M365MAIL_PASSWORD", "not-used");
+    let (code, text) = run(c);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no flow: pass --flow"), "{text}");
+
+    // A credential flag the chosen flow does not use is an error.
+    let (code, text) = run(token_get_without_flow(
+        dir.path(),
+        &["--flow", "device-code", "--password-stdin"],
+    ));
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("--password-stdin is not used by the device-code flow"),
+        "{text}"
+    );
+    let (code, text) = run(token_get_without_flow(
+        dir.path(),
+        &[
+            "--flow",
+            "client-secret",
+            "--certificate",
+            "c.pem",
+            "--private-key",
+            "k.pem",
+        ],
+    ));
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("--certificate is not used by the client-secret flow"),
+        "{text}"
+    );
+}
