@@ -204,8 +204,8 @@ fn toml_str(value: &str) -> String {
 
 /// The `--config-out` file: profiles for the demo tenant, pointing at this sandbox. The demo's password,
 /// secret, certificate and key are written to 0600 files next to it (`<stem>.<name>`) and named by the
-/// profiles; the config itself holds no secret. A private token cache keeps sandbox tokens apart from real
-/// ones.
+/// profiles; the config itself holds no secret. Each profile has its own token cache (`<stem>.<profile>.
+/// token-cache.json`), apart from real ones, and `read` keeps its checkpoints in `<stem>.checkpoints.sqlite`.
 fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let stem = path
@@ -217,7 +217,7 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
     let secret_file = beside("daemon.secret");
     let certificate_file = beside("daemon.crt");
     let key_file = beside("daemon.key");
-    let cache_file = beside("token-cache.json");
+    let state_file = beside("checkpoints.sqlite");
     write_file(&password_file, &format!("{}\n", demo::USER_PASSWORD), 0o600)?;
     write_file(
         &secret_file,
@@ -229,11 +229,12 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
     write_file(&key_file, &certificate.private_key_pem, 0o600)?;
 
     let shown = |p: &Path| toml_str(&p.display().to_string());
+    // `read` keeps the sandbox's checkpoints beside this config, away from real ones.
     let mut common = format!(
-        "authority = {}\ntenant = {}\ncache = {}\n",
+        "authority = {}\ntenant = {}\nstate = {}\n",
         toml_str(sandbox.base_url().as_str()),
         toml_str(demo::TENANT_ID),
-        shown(&cache_file)
+        shown(&state_file)
     );
     if let Some(ca) = ca_file {
         common.push_str(&format!("ca_file = {}\n", shown(ca)));
@@ -244,8 +245,11 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
             toml_str(&addr.to_string())
         ));
     }
+    // One token cache per profile: a cache serves a token of the same app, account and scopes whatever
+    // credential earned it, so profiles sharing one would show one flow's token as another's.
     let profile = |name: &str, comment: &str, body: String| {
-        format!("\n# {comment}\n[profiles.{name}]\n{common}{body}")
+        let cache = shown(&beside(&format!("{name}.token-cache.json")));
+        format!("\n# {comment}\n[profiles.{name}]\n{common}cache = {cache}\n{body}")
     };
     let mut text = format!(
         "# Written by `m365mail sandbox serve` for its demo tenant at {}.\n\

@@ -75,22 +75,17 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
     }
 
-    // Password, client secret, certificate: straight through. The daemon and cert profiles are one app with
-    // one scope set, so the cert profile is forced to run its own flow; the shared-mailbox profile signs in as
-    // Adele with her scopes, so the token cached by sandbox-user serves it.
-    for (profile, extra, flow, account, origin) in [
-        ("sandbox-user", None, "password", demo::USER_UPN, "flow"),
-        ("sandbox-daemon", None, "client-secret", "app", "flow"),
-        (
-            "sandbox-cert",
-            Some("--force"),
-            "client-certificate",
-            "app",
-            "flow",
-        ),
-        ("sandbox-shared", None, "password", demo::USER_UPN, "cache"),
+    // Password, client secret, certificate: each profile has its own token cache, so each runs its own flow
+    // the first time (the cert profile's token is never the secret profile's) and is served from its cache
+    // the second time.
+    for (profile, flow, account, origin) in [
+        ("sandbox-user", "password", demo::USER_UPN, "flow"),
+        ("sandbox-daemon", "client-secret", "app", "flow"),
+        ("sandbox-cert", "client-certificate", "app", "flow"),
+        ("sandbox-shared", "password", demo::USER_UPN, "flow"),
+        ("sandbox-cert", "client-certificate", "app", "cache"),
     ] {
-        let output = token_get(&config, profile).args(extra).output().unwrap();
+        let output = token_get(&config, profile).output().unwrap();
         let json = json_of(&output);
         assert!(output.status.success(), "{profile}: {json}");
         assert_eq!(json["flow"], flow, "{profile}: {json}");
@@ -147,8 +142,8 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
     assert!(!shown.contains("cached"), "{shown}");
     assert!(shown.contains("cache:          off"), "{shown}");
 
-    // Device code: the prompt goes to stderr; the code is approved through the served admin API. The token
-    // cached by sandbox-user (same app, account and scopes) would serve, so --force signs in again.
+    // Device code: the prompt goes to stderr; the code is approved through the served admin API (--force:
+    // sign in even if this profile's cache held a token).
     let mut child = token_get(&config, "sandbox-device")
         .arg("--force")
         .stdout(Stdio::piped())
