@@ -13,7 +13,58 @@ use crate::session::{ProfileArgs, load_profile, settings};
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum ProfileCommand {
     /// Print the resolved profile (no secret is read, nothing is sent).
-    Show(ProfileArgs),
+    Show(ShowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Exit 2 when a file the profile names (CA, certificate, key, password or secret file) is missing.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Where an endpoint of a profile comes from.
+pub(crate) enum EndpointSource {
+    /// The profile sets it.
+    Profile(String),
+    /// A Microsoft cloud's default.
+    Default(String),
+    /// A custom authority (the sandbox, a test issuer) and no profile key: nothing to connect to.
+    NotConfigured,
+}
+
+/// `key`'s endpoint: the profile's value, the cloud's default, or nothing for a custom authority.
+pub(crate) fn endpoint_source(
+    given: Option<&str>,
+    cloud: &m365mail::auth::Cloud,
+    resolved: &m365mail::endpoint::MailEndpoint,
+) -> EndpointSource {
+    let text = format!("{} ({})", resolved.address, resolved.tls);
+    match (given, cloud) {
+        (Some(_), _) => EndpointSource::Profile(text),
+        (None, m365mail::auth::Cloud::Custom(_)) => EndpointSource::NotConfigured,
+        (None, _) => EndpointSource::Default(text),
+    }
+}
+
+impl EndpointSource {
+    fn shown(&self) -> String {
+        match self {
+            Self::Profile(text) => text.clone(),
+            Self::Default(text) => format!("{text}, the cloud's default"),
+            Self::NotConfigured => "not configured".into(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Self::Profile(text) => json!({"endpoint": text, "source": "profile"}),
+            Self::Default(text) => json!({"endpoint": text, "source": "default"}),
+            Self::NotConfigured => json!({"endpoint": null, "source": "not configured"}),
+        }
+    }
 }
 
 pub(crate) fn run(command: ProfileCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -28,10 +79,35 @@ pub(crate) fn run(command: ProfileCommand, global: &GlobalArgs) -> anyhow::Resul
     result
 }
 
-fn show(args: &ProfileArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+fn show(args: &ShowArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let (name, profile) = load_profile(global)?;
-    let s = settings(&profile, args)?;
+    let s = settings(&profile, &args.profile)?;
     let endpoints = profile.mail_spec().resolve(&s.authority.cloud)?;
+    let cloud = &s.authority.cloud;
+    let imap = endpoint_source(profile.imap.as_deref(), cloud, &endpoints.imap);
+    let pop = endpoint_source(profile.pop.as_deref(), cloud, &endpoints.pop);
+    let smtp = endpoint_source(profile.smtp.as_deref(), cloud, &endpoints.smtp);
+    let graph = match (&profile.graph_url, cloud) {
+        (Some(url), _) => EndpointSource::Profile(url.clone()),
+        (None, m365mail::auth::Cloud::Custom(_)) => EndpointSource::NotConfigured,
+        (None, _) => EndpointSource::Default(endpoints.graph_url.to_string()),
+    };
+    // Every file the profile names, and whether it is there.
+    let files: Vec<(&str, &std::path::Path)> = [
+        ("ca_file", s.ca_file.as_deref()),
+        ("certificate", profile.certificate.as_deref()),
+        ("private_key", profile.private_key.as_deref()),
+        ("password_file", profile.password_file.as_deref()),
+        ("client_secret_file", profile.client_secret_file.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(key, path)| path.map(|p| (key, p)))
+    .collect();
+    let missing: Vec<&(&str, &std::path::Path)> =
+        files.iter().filter(|(_, p)| !p.exists()).collect();
+    for (key, path) in &missing {
+        eprintln!("m365mail: warning: {key} {} does not exist", path.display());
+    }
     let flow = profile.flow.unwrap_or(FlowName::DeviceCode);
     let mailbox = profile
         .mailbox
@@ -60,7 +136,6 @@ fn show(args: &ProfileArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let endpoint = |e: &m365mail::endpoint::MailEndpoint| json!({"address": e.address.to_string(), "tls": e.tls});
     if global.json {
         println!(
             "{}",
@@ -74,13 +149,16 @@ fn show(args: &ProfileArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 "mailbox": mailbox,
                 "secret_from": secret_source,
                 "ca_file": s.ca_file,
-                "imap": endpoint(&endpoints.imap),
-                "pop": endpoint(&endpoints.pop),
-                "smtp": endpoint(&endpoints.smtp),
-                "graph_url": endpoints.graph_url.as_str(),
+                "certificate": profile.certificate,
+                "private_key": profile.private_key,
+                "missing_files": missing.iter().map(|(key, path)| json!({"key": key, "path": path})).collect::<Vec<_>>(),
+                "imap": imap.json(),
+                "pop": pop.json(),
+                "smtp": smtp.json(),
+                "graph_url": graph.json(),
             })
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(exit_for(args.check, &missing));
     }
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     println!("profile:    {name}");
@@ -96,18 +174,23 @@ fn show(args: &ProfileArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         "CA file:    {}",
         or_dash(s.ca_file.as_ref().map(|p| p.display().to_string()))
     );
-    println!(
-        "imap:       {} ({})",
-        endpoints.imap.address, endpoints.imap.tls
-    );
-    println!(
-        "pop:        {} ({})",
-        endpoints.pop.address, endpoints.pop.tls
-    );
-    println!(
-        "smtp:       {} ({})",
-        endpoints.smtp.address, endpoints.smtp.tls
-    );
-    println!("graph:      {}", endpoints.graph_url);
-    Ok(ExitCode::SUCCESS)
+    if let Some(path) = &profile.certificate {
+        println!("certificate: {}", path.display());
+    }
+    if let Some(path) = &profile.private_key {
+        println!("private key: {}", path.display());
+    }
+    println!("imap:       {}", imap.shown());
+    println!("pop:        {}", pop.shown());
+    println!("smtp:       {}", smtp.shown());
+    println!("graph:      {}", graph.shown());
+    Ok(exit_for(args.check, &missing))
+}
+
+fn exit_for(check: bool, missing: &[&(&str, &std::path::Path)]) -> ExitCode {
+    if check && !missing.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -275,6 +275,20 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     )?;
     let spec = session.profile.mail_spec();
     let endpoints = spec.resolve(&session.settings.authority.cloud)?;
+    if args.pop.is_none()
+        && let crate::profile_cmd::EndpointSource::NotConfigured =
+            crate::profile_cmd::endpoint_source(
+                session.profile.pop.as_deref(),
+                &session.settings.authority.cloud,
+                &endpoints.pop,
+            )
+    {
+        return Err(usage(format!(
+            "POP3 is not configured for profile {}: with a custom authority there is no default server; set \
+             `pop = \"host:port\"` in the profile or pass --pop HOST:PORT",
+            session.profile_name
+        )));
+    }
     let endpoint = MailEndpoint {
         address: match &args.pop {
             Some(text) => HostPort::parse("--pop", text)?,

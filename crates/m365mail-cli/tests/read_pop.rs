@@ -314,6 +314,36 @@ fn filters_size_limits_from_now_and_input_errors() {
         assert_eq!(out.status.code(), Some(2), "{full:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{full:?}: {}", stderr(&out));
     }
+    // A custom authority has no default POP3 server: a profile without `pop` is told so, nothing is sent.
+    let config = std::fs::read_to_string(work.join("cfg.toml")).unwrap();
+    let without_pop: String = config
+        .lines()
+        .filter(|l| !l.starts_with("pop"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(work.join("nopop.toml"), without_pop).unwrap();
+    let out = Command::cargo_bin("m365mail")
+        .unwrap()
+        .current_dir(work)
+        .args([
+            "--config",
+            "nopop.toml",
+            "-p",
+            "sandbox-user",
+            "read",
+            "--protocol",
+            "pop",
+        ])
+        .env("M365MAIL_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("POP3 is not configured for profile sandbox-user"),
+        "{}",
+        stderr(&out)
+    );
+
     // App-only without a mailbox: the daemon profile names one; without it, exit 2.
     let no_mailbox = read(
         work,

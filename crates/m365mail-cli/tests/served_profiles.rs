@@ -195,8 +195,61 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         .unwrap();
     let shown = json_of(&output);
     assert_eq!(shown["mailbox"], demo::USER_UPN, "{shown}");
-    assert_eq!(shown["pop"]["address"], pop3s.as_str(), "{shown}");
-    assert_eq!(shown["pop"]["tls"], "implicit", "{shown}");
+    assert_eq!(
+        shown["pop"]["endpoint"],
+        format!("{pop3s} (implicit)"),
+        "{shown}"
+    );
+    assert_eq!(shown["pop"]["source"], "profile", "{shown}");
+    // What the sandbox does not serve is not invented from the custom authority's host.
+    for key in ["imap", "smtp", "graph_url"] {
+        assert_eq!(shown[key]["source"], "not configured", "{key}: {shown}");
+        assert_eq!(shown[key]["endpoint"], Value::Null, "{key}: {shown}");
+    }
+    assert_eq!(shown["missing_files"], serde_json::json!([]), "{shown}");
+
+    // The certificate profile shows its files; a missing one is a warning, and an error with --check.
+    let cert = |extra: &[&str]| {
+        Command::cargo_bin("m365mail")
+            .unwrap()
+            .arg("--config")
+            .arg(&config)
+            .args(["-p", "sandbox-cert", "profile", "show"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = cert(&[]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("certificate: ") && text.contains("cfg.daemon.crt"),
+        "{text}"
+    );
+    assert!(
+        text.contains("private key: ") && text.contains("cfg.daemon.key"),
+        "{text}"
+    );
+    assert!(text.contains("imap:       not configured"), "{text}");
+    std::fs::rename(
+        dir.path().join("cfg.daemon.key"),
+        dir.path().join("moved.key"),
+    )
+    .unwrap();
+    let output = cert(&[]);
+    assert!(output.status.success());
+    let warning = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        warning.contains("warning: private_key") && warning.contains("does not exist"),
+        "{warning}"
+    );
+    assert_eq!(cert(&["--check"]).status.code(), Some(2));
+    std::fs::rename(
+        dir.path().join("moved.key"),
+        dir.path().join("cfg.daemon.key"),
+    )
+    .unwrap();
+    assert_eq!(cert(&["--check"]).status.code(), Some(0));
     assert_eq!(
         shown["authority"],
         format!("{identity}{}/", demo::TENANT_ID)
