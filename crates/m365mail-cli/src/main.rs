@@ -91,8 +91,16 @@ fn main() -> ExitCode {
             eprintln!("m365mail: {err:#}");
             // The cause and what to do, on their own lines, in text mode too (JSON carries them as fields).
             if let Some(classified) = exit::classified(&err) {
-                eprintln!("  cause:  {}", m365mail::Classified::cause(classified));
-                eprintln!("  remedy: {}", classified.remedy());
+                let width = terminal_width();
+                eprintln!(
+                    "{}",
+                    wrap(
+                        "  cause:  ",
+                        &m365mail::Classified::cause(classified),
+                        width
+                    )
+                );
+                eprintln!("{}", wrap("  remedy: ", &classified.remedy(), width));
             }
             token::exit_code(&err)
         }
@@ -107,6 +115,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Read(args) => read::run(*args, &cli.global).await,
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,
+    }
+}
+
+/// The width to wrap error text to: `COLUMNS` at a terminal (else 100); no wrapping when stderr is not a
+/// terminal, so a log keeps one line per field.
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
+    Some(columns.unwrap_or(100).max(40))
+}
+
+/// `label` then `text`, wrapped at word boundaries to `width` (when given) with continuation lines indented
+/// under the text.
+fn wrap(label: &str, text: &str, width: Option<usize>) -> String {
+    let Some(width) = width else {
+        return format!("{label}{text}");
+    };
+    let indent = " ".repeat(label.chars().count());
+    let mut out = label.to_string();
+    let mut column = label.chars().count();
+    for word in text.split_whitespace() {
+        let length = word.chars().count();
+        if column > indent.len() && column + 1 + length > width {
+            out.push('\n');
+            out.push_str(&indent);
+            column = indent.len();
+        } else if column > indent.len() {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += length;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wraps_under_the_label() {
+        assert_eq!(super::wrap("  cause:  ", "a b c", None), "  cause:  a b c");
+        assert_eq!(
+            super::wrap("  x: ", "one two three four", Some(14)),
+            "  x: one two\n     three four"
+        );
+        // A word longer than the line stays whole.
+        assert_eq!(super::wrap("> ", "abcdefghij", Some(5)), "> abcdefghij");
     }
 }
 

@@ -5,6 +5,8 @@ use std::process::Command;
 
 use assert_cmd::cargo::CommandCargoExt as _;
 
+mod common;
+
 fn m365mail(dir: &std::path::Path) -> Command {
     let mut c = Command::cargo_bin("m365mail").unwrap();
     c.current_dir(dir)
@@ -177,4 +179,58 @@ fn the_flow_follows_the_credential_flags() {
         text.contains("--certificate is not used by the client-secret flow"),
         "{text}"
     );
+}
+
+#[test]
+fn an_unknown_issuer_gets_cause_and_remedy_in_text_mode_and_no_library_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = common::Served::start(dir.path());
+    let identity = served.line["endpoints"]["identity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut c = m365mail(dir.path());
+    c.env_remove("M365MAIL_LOG")
+        .args([
+            "token",
+            "get",
+            "--authority",
+            &identity,
+            "--tenant",
+            "contoso.onmicrosoft.com",
+        ])
+        .args([
+            "--client-id",
+            "c0ffee00-0000-4000-8000-00000000a001",
+            "--flow",
+            "password",
+        ])
+        .args([
+            "--username",
+            "adele@contoso.onmicrosoft.com",
+            "--password-stdin",
+            "--no-cache",
+        ])
+        .stdin(std::process::Stdio::piped());
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"x\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("\n  cause:  the certificate of"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\n  remedy: ") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+    // Only m365mail's own lines: no dependency's ERROR log line for a user who did not ask for logs.
+    assert!(!stderr.contains("rustls"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
 }
