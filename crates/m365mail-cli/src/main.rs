@@ -154,20 +154,6 @@ fn wrap(label: &str, text: &str, width: Option<usize>) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn wraps_under_the_label() {
-        assert_eq!(super::wrap("  cause:  ", "a b c", None), "  cause:  a b c");
-        assert_eq!(
-            super::wrap("  x: ", "one two three four", Some(14)),
-            "  x: one two\n     three four"
-        );
-        // A word longer than the line stays whole.
-        assert_eq!(super::wrap("> ", "abcdefghij", Some(5)), "> abcdefghij");
-    }
-}
-
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("m365mail=warn,m365mail_sandbox=warn")
@@ -179,4 +165,18 @@ fn init_logging(filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wraps_under_the_label() {
+        assert_eq!(super::wrap("  cause:  ", "a b c", None), "  cause:  a b c");
+        assert_eq!(
+            super::wrap("  x: ", "one two three four", Some(15)),
+            "  x: one two\n     three four"
+        );
+        // A word longer than the line stays whole.
+        assert_eq!(super::wrap("> ", "abcdefghij", Some(5)), "> abcdefghij");
+    }
 }
