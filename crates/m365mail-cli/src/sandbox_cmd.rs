@@ -13,11 +13,13 @@ use std::{
 
 use anyhow::Context;
 use m365mail_sandbox::{
-    AccessTokenLifetime, Lifetimes, MailSeed, Sandbox, SandboxConfig, TenantModel, demo,
+    AccessTokenLifetime, Lifetimes, MailSeed, Sandbox, SandboxConfig, SandboxError, TenantModel,
+    demo,
 };
 use serde_json::json;
 
 use crate::GlobalArgs;
+use crate::config::usage;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum SandboxCommand {
@@ -68,13 +70,77 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) async fn run(command: SandboxCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    match command {
+    let result = match command {
         SandboxCommand::Serve(args) => serve(args, global).await,
-        SandboxCommand::Tenant => {
-            print!("{}", TenantModel::demo().to_toml_string()?);
-            Ok(ExitCode::SUCCESS)
-        }
+        SandboxCommand::Tenant => tenant(global),
+    };
+    if let Err(err) = &result
+        && global.json
+    {
+        println!("{}", crate::exit::error_json(err));
     }
+    result
+}
+
+/// `sandbox tenant`: the demo tenant as TOML, or with `--json` as JSON.
+fn tenant(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let demo = TenantModel::demo();
+    if global.json {
+        let toml_value: toml::Value = toml::from_str(&demo.to_toml_string()?)?;
+        println!("{}", serde_json::to_string_pretty(&toml_value)?);
+    } else {
+        print!("{}", demo.to_toml_string()?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The line `serve` puts first in the CA and config files it writes, naming its process.
+const OWNER_MARK: &str = "# m365mail sandbox serve pid ";
+
+/// The running sandbox (pid, URL) that wrote `path`, if it is not this process and still runs.
+fn owner_alive(path: &Path) -> Option<(u32, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix(OWNER_MARK))?;
+    let (pid, url) = line.split_once(" at ").unwrap_or((line, "?"));
+    let pid: u32 = pid.trim().parse().ok()?;
+    if pid == std::process::id() {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("m365mail")
+        .then(|| (pid, url.trim().to_owned()))
+}
+
+/// Refuses to overwrite `path` when another running sandbox wrote it: its clients trust that CA and use
+/// those profiles.
+fn refuse_if_owned(path: &Path, flag: &str) -> anyhow::Result<()> {
+    match owner_alive(path) {
+        Some((pid, url)) => Err(usage(format!(
+            "{} belongs to the sandbox running as pid {pid} at {url}, and its clients use it; stop that \
+             sandbox, or give this one its own files ({flag} OTHER; --ca-out and --config-out name them)",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A bind failure names the flag of the port that clashed and `--free-ports`.
+fn explain_bind(err: SandboxError, args: &ServeArgs) -> anyhow::Error {
+    let SandboxError::Bind { addr, source } = &err else {
+        return err.into();
+    };
+    let flag = if addr.port() == args.bind.port() {
+        "--bind"
+    } else if addr.port() == args.pops_port {
+        "--pops-port"
+    } else {
+        "the port flags"
+    };
+    usage(format!(
+        "cannot listen on {addr}: {source}; another program (another sandbox?) has it: choose another port with \
+         {flag}, or pass --free-ports to let every listener pick a free one"
+    ))
 }
 
 async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -108,9 +174,24 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         },
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::start(config).await?;
     let ca_file = absolute(&args.ca_out)?;
-    sandbox.write_ca(&ca_file)?;
+    refuse_if_owned(&ca_file, "--ca-out")?;
+    if let Some(path) = &args.config_out {
+        refuse_if_owned(&absolute(path)?, "--config-out")?;
+    }
+    let sandbox = Sandbox::start(config)
+        .await
+        .map_err(|err| explain_bind(err, &args))?;
+    write_file(
+        &ca_file,
+        &format!(
+            "{OWNER_MARK}{} at {}\n{}",
+            std::process::id(),
+            sandbox.base_url(),
+            sandbox.ca_pem()
+        ),
+        0o644,
+    )?;
     let config_file = match &args.config_out {
         Some(path) => {
             let path = absolute(path)?;
@@ -252,9 +333,12 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
         format!("\n# {comment}\n[profiles.{name}]\n{common}cache = {cache}\n{body}")
     };
     let mut text = format!(
-        "# Written by `m365mail sandbox serve` for its demo tenant at {}.\n\
+        "{OWNER_MARK}{} at {}\n\
+         # Written by `m365mail sandbox serve` for its demo tenant at {}.\n\
          # Valid while that sandbox runs. Secrets are in the 0600 files these profiles name.\n\
          default_profile = \"sandbox-user\"\n",
+        std::process::id(),
+        sandbox.base_url(),
         sandbox.base_url()
     );
     text.push_str(&profile(

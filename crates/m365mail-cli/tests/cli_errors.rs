@@ -234,3 +234,88 @@ fn an_unknown_issuer_gets_cause_and_remedy_in_text_mode_and_no_library_log_line(
     assert!(!stderr.contains("rustls"), "{stderr}");
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
+
+#[test]
+fn a_second_sandbox_in_the_same_directory_does_not_take_the_first_ones_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = common::Served::start(dir.path());
+    let ca_before = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let identity = first.line["endpoints"]["identity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let serve = |args: &[&str]| {
+        let mut c = m365mail(dir.path());
+        c.args(["--json", "sandbox", "serve"]).args(args);
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Same CA file and config: refused, nothing overwritten, one JSON line naming the owner.
+    let (code, stdout, stderr) = serve(&[
+        "--free-ports",
+        "--ca-out",
+        "ca.pem",
+        "--config-out",
+        "cfg.toml",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("belongs to the sandbox running as pid") && message.contains(&identity),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_before);
+
+    // A port in use: said once, naming the flag and --free-ports.
+    let port = identity
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (code, _, stderr) = serve(&[
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--pops-port",
+        "0",
+        "--ca-out",
+        "other.pem",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("choose another port with --bind, or pass --free-ports"),
+        "{stderr}"
+    );
+
+    // Its own files: fine.
+    let other = tempfile::tempdir().unwrap();
+    let second = common::Served::start(other.path());
+    assert_ne!(
+        second.line["endpoints"]["identity"],
+        first.line["endpoints"]["identity"]
+    );
+}
+
+#[test]
+fn sandbox_tenant_honours_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = m365mail(dir.path());
+    c.args(["--json", "sandbox", "tenant"]);
+    let out = c.output().unwrap();
+    assert!(out.status.success());
+    let tenant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        tenant["tenants"][0]["id"], "72f988bf-0000-4a00-8000-00000000c0de",
+        "{tenant}"
+    );
+}

@@ -9,8 +9,8 @@ use std::{io, path::PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SandboxError {
-    /// Binding or accepting on the listening socket failed.
-    #[error("cannot listen on {addr}: {source}")]
+    /// Binding or accepting on the listening socket failed (the reason is the source).
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address that could not be bound.
         addr: std::net::SocketAddr,
