@@ -138,6 +138,9 @@ pub(crate) struct Profile {
     pub(crate) password_command: Option<Vec<String>>,
     pub(crate) client_secret_file: Option<PathBuf>,
     pub(crate) client_secret_command: Option<Vec<String>>,
+    /// Where the profile came from, for errors about a missing value (not a key of the file).
+    #[serde(skip)]
+    pub(crate) origin: Option<String>,
     /// Present only to give a clear error: secrets do not belong in the config file.
     password: Option<toml::Value>,
     /// Present only to give a clear error.
@@ -172,6 +175,11 @@ pub(crate) struct ConfigFile {
 /// of the accepted values are kept). Never the source snippet.
 fn toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = redact_quoted_value(e.message().lines().next().unwrap_or("invalid TOML"));
+    // `password` and `client_secret` are fields only so that a secret pasted there gets a clear refusal;
+    // an unknown-field error must not offer them as keys to use.
+    let message = message
+        .replace(", `password`", "")
+        .replace(", `client_secret`", "");
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -310,9 +318,12 @@ impl ConfigFile {
         if self.profiles.is_empty() {
             return Ok(("default".into(), Profile::default()));
         }
-        Err(usage(
-            "several profiles and no default_profile: choose one with --profile",
-        ))
+        let names: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+        Err(usage(format!(
+            "several profiles ({}) and no default_profile: choose one with --profile, or set \
+             default_profile in the config file",
+            names.join(", ")
+        )))
     }
 }
 
@@ -357,7 +368,21 @@ scopes = ["https://outlook.office365.com/.default"]
         let e = ConfigFile::parse("[profiles.a]\npassword = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("holds a secret"));
         assert!(e.downcast_ref::<UsageError>().is_some());
-        assert!(ConfigFile::parse("[profiles.a]\ntenat = \"x\"\n", Path::new("x")).is_err());
+        let unknown =
+            ConfigFile::parse("[profiles.a]\ntenat = \"x\"\n", Path::new("x")).unwrap_err();
+        let unknown = format!("{unknown:#}");
+        assert!(
+            unknown.contains("unknown field `tenat`") && unknown.contains("`tenant`"),
+            "{unknown}"
+        );
+        assert!(
+            !unknown.contains("`password`") && !unknown.contains("`client_secret`"),
+            "{unknown}"
+        );
+        assert!(unknown.contains("`password_file`"), "{unknown}");
+        let several = ConfigFile::parse("[profiles.a]\n[profiles.b]\n", Path::new("x")).unwrap();
+        let several = format!("{:#}", several.profile(None).unwrap_err());
+        assert!(several.contains("several profiles (a, b)"), "{several}");
         assert!(ConfigFile::parse("[profiles.a]\nflow = \"magic\"\n", Path::new("x")).is_err());
     }
 

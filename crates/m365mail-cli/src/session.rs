@@ -103,7 +103,17 @@ pub(crate) struct Settings {
 }
 
 pub(crate) fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<Settings> {
-    let no_tenant = || usage("no tenant: set `tenant` in the profile or pass --tenant");
+    // On a first run without any config file, say so and where it was looked for.
+    let origin = profile
+        .origin
+        .as_deref()
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default();
+    let no_tenant = || {
+        usage(format!(
+            "no tenant: set `tenant` in the profile or pass --tenant{origin}"
+        ))
+    };
     let tenant: Option<Tenant> = args
         .tenant
         .clone()
@@ -133,7 +143,11 @@ pub(crate) fn settings(profile: &Profile, args: &ProfileArgs) -> anyhow::Result<
         .client_id
         .clone()
         .or_else(|| profile.client_id.clone())
-        .ok_or_else(|| usage("no client id: set `client_id` in the profile or pass --client-id"))?;
+        .ok_or_else(|| {
+            usage(format!(
+                "no client id: set `client_id` in the profile or pass --client-id{origin}"
+            ))
+        })?;
     Ok(Settings {
         authority,
         client_id,
@@ -156,7 +170,18 @@ pub(crate) fn load_profile(global: &GlobalArgs) -> anyhow::Result<(String, Profi
              M365MAIL_CONFIG"
         )));
     }
-    cfg.profile(global.profile.as_deref())
+    let (name, mut profile) = cfg.profile(global.profile.as_deref())?;
+    if found.is_none() {
+        profile.origin = Some(match crate::config::default_path() {
+            Some(path) => format!(
+                "no config file was found at {}; pass --config FILE, set M365MAIL_CONFIG, or let \
+                 `m365mail sandbox serve --config-out FILE` write one",
+                path.display()
+            ),
+            None => "no config file: pass --config FILE".to_owned(),
+        });
+    }
+    Ok((name, profile))
 }
 
 pub(crate) fn open_cache(path: Option<PathBuf>) -> anyhow::Result<TokenCache> {

@@ -319,3 +319,22 @@ fn sandbox_tenant_honours_json() {
         "{tenant}"
     );
 }
+
+#[test]
+fn a_first_run_without_any_config_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = m365mail(dir.path());
+    c.args(["token", "get", "--flow", "device-code"]);
+    let (code, text) = run(c);
+    assert_eq!(code, 2, "{text}");
+    let looked = dir
+        .path()
+        .join("xdg-config")
+        .join("m365mail")
+        .join("config.toml");
+    assert!(text.contains("no tenant"), "{text}");
+    assert!(
+        text.contains(&format!("no config file was found at {}", looked.display())),
+        "{text}"
+    );
+}
