@@ -73,7 +73,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(message) = ignored_selection(&cli.command, &matches) {
+        eprintln!("m365mail: {message}");
+        return ExitCode::from(2);
+    }
     init_logging(&cli.global.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,6 +122,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,
     }
+}
+
+/// A `-p/--profile` or `--config` typed on the command line for a command that reads no profile: refused,
+/// since the user expects it to matter. The same values from `M365MAIL_PROFILE` / `M365MAIL_CONFIG` are
+/// fine: the environment is set once for every command.
+fn ignored_selection(command: &Command, matches: &clap::ArgMatches) -> Option<String> {
+    let name = match command {
+        Command::Sandbox(_) => "sandbox",
+        Command::Demo(_) => "demo",
+        Command::Token(token::TokenCommand::Inspect(_)) => "token inspect",
+        _ => return None,
+    };
+    // Global options may be typed before or after the subcommand: look at every level.
+    let mut levels = vec![matches];
+    while let Some((_, sub)) = levels.last().and_then(|m| m.subcommand()) {
+        levels.push(sub);
+    }
+    let typed = |id: &str| {
+        levels
+            .iter()
+            .any(|m| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+    };
+    let flag = if typed("profile") {
+        "-p/--profile"
+    } else if typed("config") {
+        "--config"
+    } else {
+        return None;
+    };
+    Some(format!("{flag} is not used by `m365mail {name}`; drop it"))
 }
 
 /// The width to wrap error text to: `COLUMNS` at a terminal (else 100); no wrapping when stderr is not a

@@ -104,7 +104,7 @@ pub(crate) enum CheckpointCommand {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct StateArgs {
-    /// The checkpoint store (default as for `read`).
+    /// The checkpoint store (default as for `read`: the profile's `state`, else the user data dir's).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
 }
@@ -400,9 +400,11 @@ pub(crate) fn checkpoint(
     command: CheckpointCommand,
     global: &GlobalArgs,
 ) -> anyhow::Result<ExitCode> {
+    // The same store `read` uses: --state, else the profile's `state`, else the user data dir's.
+    let (_, profile) = load_profile(global)?;
     match command {
         CheckpointCommand::List(args) => {
-            let path = state_path(args.state)?;
+            let path = state_path(args.state.or(profile.state))?;
             if !path.exists() {
                 if global.json {
                     println!("{}", json!({ "state": path, "sources": [] }));
@@ -444,7 +446,7 @@ pub(crate) fn checkpoint(
                     "checkpoint reset needs --account, --server, --protocol (any combination) or --all",
                 ));
             }
-            let path = state_path(args.state.state)?;
+            let path = state_path(args.state.state.or(profile.state))?;
             let mut store = CheckpointStore::open(&path)?;
             let protocol = args
                 .protocol

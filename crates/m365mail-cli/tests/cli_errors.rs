@@ -338,3 +338,27 @@ fn a_first_run_without_any_config_says_where_it_looked() {
         "{text}"
     );
 }
+
+#[test]
+fn a_profile_typed_for_a_command_that_reads_none_is_refused_but_not_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["-p", "work", "sandbox", "tenant"][..],
+        &["sandbox", "tenant", "--config", "cfg.toml"],
+        &["demo", "-p", "work"],
+    ] {
+        let mut c = m365mail(dir.path());
+        c.args(args);
+        let (code, text) = run(c);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(
+            text.contains("is not used by `m365mail"),
+            "{args:?}: {text}"
+        );
+    }
+    let mut c = m365mail(dir.path());
+    c.env("M365MAIL_PROFILE", "work")
+        .args(["sandbox", "tenant"]);
+    let (code, text) = run(c);
+    assert_eq!(code, 0, "{text}");
+}
