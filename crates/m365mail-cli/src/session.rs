@@ -597,6 +597,8 @@ pub(crate) fn build(
             flow: Flow::AuthCode {
                 options: AuthCodeOptions {
                     login_hint: s.username.clone(),
+                    // Checked before the browser is told the sign-in is complete.
+                    expected_account: s.username.clone(),
                     ..Default::default()
                 },
                 open_browser: Arc::new(|url| {

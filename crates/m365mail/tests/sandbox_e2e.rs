@@ -622,7 +622,36 @@ async fn auth_code_with_pkce_and_loopback_listener() {
         "{e}"
     );
     assert_eq!(sbx.admin().stats().grant("authorization_code"), 2);
+
+    // Signed in as someone else than the account asked for: refused, and the browser page says the sign-in
+    // failed (not "complete").
+    let expect_alex = AuthCodeOptions {
+        expected_account: Some(demo::SECOND_USER_UPN.into()),
+        ..timeout(60)
+    };
+    let e = auth_code_in_browser(&c, &sbx, expect_alex, Some(EXPECT_FAILURE))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, AuthError::AccountMismatch { signed_in, .. } if signed_in == demo::USER_UPN),
+        "{e}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !FAILURE_PAGE_SEEN.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        FAILURE_PAGE_SEEN.load(std::sync::atomic::Ordering::SeqCst),
+        "the browser did not get a 'Sign-in failed' page"
+    );
 }
+
+/// `drive_browser`'s mode for a sign-in the client refuses: no forging; the redirect's page must say so.
+const EXPECT_FAILURE: &str = "expect-failure";
+
+/// Set by the browser task once it has read a "Sign-in failed" page (a panic in that task would go unseen).
+static FAILURE_PAGE_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Auth-code options waiting `seconds` for the redirect.
 fn timeout(seconds: u64) -> AuthCodeOptions {
@@ -682,6 +711,15 @@ fn drive_browser(url: url::Url, ca_pem: String, forge_state: Option<&'static str
             .replace("localhost", host);
         let target = url::Url::parse(&location).unwrap();
         let mut idle = None;
+        if forge_state == Some(EXPECT_FAILURE) {
+            let page = reqwest::get(target).await.unwrap();
+            assert_eq!(page.status(), 400);
+            let text = page.text().await.unwrap();
+            assert!(text.contains("Sign-in failed:"), "{text}");
+            assert!(!text.contains("Sign-in complete"), "{text}");
+            FAILURE_PAGE_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
         if let Some(forged) = forge_state {
             // An idle connection first: it must not stall the listener.
             let addr = format!("{}:{}", target.host_str().unwrap(), target.port().unwrap());

@@ -141,6 +141,9 @@ pub struct AuthCodeOptions {
     pub login_hint: Option<String>,
     /// How long to wait for the browser to come back.
     pub timeout: Duration,
+    /// The account the sign-in must be (UPN, case-insensitive): a token for anyone else is refused, and the
+    /// browser page says the sign-in failed instead of "complete".
+    pub expected_account: Option<String>,
 }
 
 impl Default for AuthCodeOptions {
@@ -151,6 +154,7 @@ impl Default for AuthCodeOptions {
             prompt: None,
             login_hint: None,
             timeout: Duration::from_secs(300),
+            expected_account: None,
         }
     }
 }
@@ -485,8 +489,45 @@ impl TokenClient {
             },
         };
         drop((listener, listener6));
-        self.redeem_code(&code, &redirect_uri, &pkce.verifier, scopes)
+        let (code, mut browser) = code;
+        // The browser waits for the verdict: its page says "complete" only once the code is redeemed and
+        // the account is the one asked for.
+        let result = self
+            .redeem_code(&code, &redirect_uri, &pkce.verifier, scopes)
             .await
+            .and_then(|response| {
+                let Some(expected) = &options.expected_account else {
+                    return Ok(response);
+                };
+                let expected = expected.trim().to_ascii_lowercase();
+                let accounts = super::provider::token_accounts(
+                    response.access_token.expose(),
+                    response.id_token.as_ref().map(Secret::expose),
+                );
+                if accounts.is_empty() || accounts.contains(&expected) {
+                    Ok(response)
+                } else {
+                    Err(AuthError::AccountMismatch {
+                        expected,
+                        signed_in: accounts[0].clone(),
+                    })
+                }
+            });
+        let (status, text) = match &result {
+            Ok(_) => (
+                "200 OK",
+                "Sign-in complete. You can close this window and return to m365mail.".to_owned(),
+            ),
+            Err(e) => (
+                "400 Bad Request",
+                format!(
+                    "Sign-in failed: {}. Return to m365mail for what to do.",
+                    html_escape(&e.to_string())
+                ),
+            ),
+        };
+        reply_page(&mut browser, status, &text).await;
+        result
     }
 
     /// A token request with retries of transient failures. A `Retry-After` is waited in full, never cut
@@ -955,9 +996,10 @@ async fn wait_for_redirect(
     listener: &TcpListener,
     listener6: Option<&TcpListener>,
     state: &str,
-) -> Result<Secret, AuthError> {
+) -> Result<(Secret, tokio::net::TcpStream), AuthError> {
     let state: Arc<str> = Arc::from(state);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Secret, AuthError>>(1);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<(Secret, tokio::net::TcpStream), AuthError>>(1);
     // Dropped on return: aborts every connection task still running.
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -991,11 +1033,12 @@ async fn wait_for_redirect(
     }
 }
 
-/// Serves one connection: `Some` only for a request carrying the expected `state`.
+/// Serves one connection: `Some` only for a request carrying the expected `state`. A code comes back with
+/// its connection, unanswered: the page is written once the code is redeemed ([`reply_page`]).
 async fn serve_redirect(
     mut stream: tokio::net::TcpStream,
     state: &str,
-) -> Option<Result<Secret, AuthError>> {
+) -> Option<Result<(Secret, tokio::net::TcpStream), AuthError>> {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 2048];
     // Read the request head only (bounded to 16 KiB and REDIRECT_READ_TIMEOUT).
@@ -1049,12 +1092,14 @@ async fn serve_redirect(
             let text = format!("Sign-in failed: {}", html_escape(&e.to_string()));
             (Some(Err(e)), "400 Bad Request", text)
         }
-        (Some(code), None) => (
-            Some(Ok(Secret::new(code))),
-            "200 OK",
-            "Sign-in complete. You can close this window and return to m365mail.".to_owned(),
-        ),
+        (Some(code), None) => return Some(Ok((Secret::new(code), stream))),
     };
+    reply_page(&mut stream, status, &text).await;
+    outcome.map(|o| o.map(|secret: Secret| (secret, stream)))
+}
+
+/// Answers the browser with a small page (`text` is already HTML-escaped) and closes the connection.
+async fn reply_page(stream: &mut tokio::net::TcpStream, status: &str, text: &str) {
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>m365mail</title></head><body><p>{text}</p></body></html>"
     );
@@ -1067,7 +1112,6 @@ async fn serve_redirect(
         let _ = stream.shutdown().await;
     })
     .await;
-    outcome
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
