@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_line: usize,
     /// Most entries in one CAPA, UIDL or LIST answer.
     pub max_entries: usize,
+    /// Most bytes in one CAPA, UIDL or LIST answer (entries × line length could otherwise reach gigabytes).
+    pub max_listing_bytes: usize,
     /// Largest message body (RETR or TOP), after dot-unstuffing.
     pub max_message: u64,
 }
@@ -30,6 +32,7 @@ impl Default for Limits {
         Self {
             max_line: 4096,
             max_entries: 1_000_000,
+            max_listing_bytes: 64 * 1024 * 1024,
             max_message: 200 * 1024 * 1024,
         }
     }
@@ -344,8 +347,15 @@ enum Unstuff {
 
 enum Body {
     None,
-    Lines { verb: Verb, entries: Vec<Vec<u8>> },
-    Message { state: Unstuff, size: u64 },
+    Lines {
+        verb: Verb,
+        entries: Vec<Vec<u8>>,
+        bytes: usize,
+    },
+    Message {
+        state: Unstuff,
+        size: u64,
+    },
 }
 
 /// One POP3 connection's client side.
@@ -399,6 +409,19 @@ impl Pop3Client {
             return Err(Pop3ClientError::Closed);
         }
         let verb = command.verb();
+        // Nothing may follow STLS (it would go out in clear text) or AUTH (it would be read as the SASL
+        // response) before their answers.
+        if self.pending.iter().any(|p| {
+            matches!(
+                p,
+                Pending::Simple(Verb::Stls) | Pending::AuthContinue(_) | Pending::AuthResult(_)
+            )
+        }) {
+            return Err(Pop3ClientError::InvalidArgument {
+                verb,
+                reason: "wait for the answer to STLS or AUTH before the next command",
+            });
+        }
         let number = |n: u32| {
             if n == 0 {
                 Err(Pop3ClientError::InvalidArgument {
@@ -622,6 +645,7 @@ impl Pop3Client {
                 self.body = Body::Lines {
                     verb,
                     entries: Vec::new(),
+                    bytes: 0,
                 }
             }
             (Pending::Message(verb), Status::Ok(_)) => {
@@ -636,7 +660,12 @@ impl Pop3Client {
     }
 
     fn listing_line(&mut self, line: Vec<u8>) -> Result<(), Pop3ClientError> {
-        let Body::Lines { verb, entries } = &mut self.body else {
+        let Body::Lines {
+            verb,
+            entries,
+            bytes,
+        } = &mut self.body
+        else {
             unreachable!("called only for a listing");
         };
         let verb = *verb;
@@ -656,12 +685,16 @@ impl Pop3Client {
                         && uid.bytes().all(|b| (0x21..=0x7e).contains(&b));
                     ok.then(|| uid.to_string())
                 })?),
-                _ => Event::Sizes(listing(verb, &entries, |size| size.parse().ok())?),
+                // RFC 1939 lets a scan listing carry more after the size: only the first token counts.
+                _ => Event::Sizes(listing(verb, &entries, |size| {
+                    size.split_ascii_whitespace().next()?.parse().ok()
+                })?),
             };
             self.events.push_back(event);
             return Ok(());
         }
-        if entries.len() >= self.limits.max_entries {
+        *bytes += line.len() + 2;
+        if entries.len() >= self.limits.max_entries || *bytes > self.limits.max_listing_bytes {
             return Err(Pop3ClientError::TooManyEntries {
                 verb,
                 limit: self.limits.max_entries,
@@ -812,6 +845,7 @@ mod tests {
             max_line: 10,
             max_entries: 2,
             max_message: 5,
+            ..Limits::default()
         });
         client.receive(b"+OK this greeting is too long\r\n");
         assert_eq!(
@@ -824,6 +858,7 @@ mod tests {
             max_line: 100,
             max_entries: 2,
             max_message: 5,
+            ..Limits::default()
         });
         listing.receive(b"+OK\r\n");
         listing.next_event().unwrap();
@@ -841,6 +876,7 @@ mod tests {
             max_line: 100,
             max_entries: 2,
             max_message: 5,
+            ..Limits::default()
         });
         big.receive(b"+OK\r\n");
         big.next_event().unwrap();
@@ -913,6 +949,51 @@ mod tests {
             Err(Pop3ClientError::InvalidArgument { .. })
         ));
         assert!(client.take_output().is_empty());
+    }
+
+    #[test]
+    fn a_scan_listing_may_carry_more_after_the_size() {
+        let mut client = greeted();
+        client.command(Command::List).unwrap();
+        client.receive(b"+OK\r\n1 120 extra info\r\n2 7\r\n.\r\n");
+        assert_eq!(
+            client.next_event(),
+            Ok(Some(Event::Sizes(vec![(1, 120), (2, 7)])))
+        );
+    }
+
+    #[test]
+    fn listings_are_bounded_in_bytes_too() {
+        let mut client = Pop3Client::new(Limits {
+            max_listing_bytes: 20,
+            ..Limits::default()
+        });
+        client.receive(b"+OK\r\n");
+        client.next_event().unwrap();
+        client.command(Command::Uidl).unwrap();
+        client.receive(b"+OK\r\n1 aaaaaaaaaa\r\n2 bbbbbbbbbb\r\n.\r\n");
+        assert!(matches!(
+            client.next_event(),
+            Err(Pop3ClientError::TooManyEntries { .. })
+        ));
+    }
+
+    #[test]
+    fn nothing_is_queued_behind_stls_or_auth() {
+        let mut client = greeted();
+        client.command(Command::Stls).unwrap();
+        assert!(matches!(
+            client.command(Command::Stat),
+            Err(Pop3ClientError::InvalidArgument { .. })
+        ));
+        let mut client = greeted();
+        client
+            .command(Command::AuthXoauth2 {
+                response: "dXNlcj1hAQE=".into(),
+            })
+            .unwrap();
+        assert!(client.command(Command::Stat).is_err());
+        assert_eq!(client.take_output(), b"AUTH XOAUTH2\r\n");
     }
 
     #[test]
