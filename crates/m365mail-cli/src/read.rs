@@ -317,13 +317,19 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut pop = Pop3Connection::connect(&pop_options).await?;
     pop.authenticate(&mailbox, &token.token).await?;
+    // Host names are case-insensitive: one source however the host is typed.
     let source = SourceKey {
         protocol: "pop3".into(),
-        server: pop.endpoint().to_string(),
+        server: pop.endpoint().to_ascii_lowercase(),
         account: mailbox.to_ascii_lowercase(),
         folder: "INBOX".into(),
     };
-    let stdout = LineSink::new(std::io::stdout());
+    let _one_reader = store.lock_source(&source)?;
+    // Standard output redirected to a file is synced after each record: the checkpoint and a delete follow.
+    let stdout = match stdout_file() {
+        Some(file) => LineSink::synced(std::io::stdout(), file),
+        None => LineSink::new(std::io::stdout()),
+    };
     let mut sink: Box<dyn Sink> = match &args.out_dir {
         Some(dir) => Box::new(Tee(vec![
             Box::new(DirSink::new(dir, args.eml)?),
@@ -384,6 +390,10 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             (summary.filtered_out, "filtered out"),
             (summary.deleted, "deleted"),
             (summary.owed_actions, "owed deletes done"),
+            (
+                summary.refused,
+                "refused by the server (recorded, left there)",
+            ),
             (summary.marked, "marked seen (--from-now)"),
         ] {
             if n > 0 {
@@ -393,6 +403,13 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Standard output as a file, when it is a regular file (not a terminal or a pipe).
+fn stdout_file() -> Option<std::fs::File> {
+    use std::os::fd::AsFd as _;
+    let file = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 /// Runs `checkpoint list | reset`.

@@ -213,6 +213,14 @@ impl AdminHandle {
         Ok(lock(&exchange.store).deliver(mailbox, message))
     }
 
+    /// Makes the POP3 service answer RETR of message `uid` with `-ERR` (Exchange does so for items it cannot
+    /// convert), for tests of readers.
+    pub fn refuse_retrieve(&self, uid: &str) {
+        if let Some(exchange) = &self.exchange {
+            lock(&exchange.store).refuse_retrieve(uid);
+        }
+    }
+
     /// The uids of a mailbox's messages, oldest first.
     pub fn mailbox_uids(&self, mailbox: &str) -> Vec<String> {
         self.exchange
@@ -798,13 +806,13 @@ async fn http_list_mailbox(
     if !known {
         return Err(SandboxError::not_found("mailbox", &address));
     }
+    // Sizes and subjects read in place: no message is copied to answer.
     let messages: Vec<MailboxMessage> = lock(&exchange.store)
-        .messages(&address)
-        .into_iter()
+        .each(&address)
         .map(|m| MailboxMessage {
             size: m.bytes.len(),
             subject: subject_of(&m.bytes),
-            uid: m.uid,
+            uid: m.uid.clone(),
         })
         .collect();
     Ok(Json(messages).into_response())

@@ -184,6 +184,18 @@ impl Classified for Pop3Error {
                  (Add-MailboxPermission); for a shared mailbox, the user's FullAccess on it; and POP \
                  switched on for the mailbox (Set-CASMailbox -PopEnabled $true)"
                 .into(),
+            Self::Refused { verb: Verb::Quit, .. } => {
+                "some deletions may not have been committed; the next read performs the deletes it still \
+                 owes"
+                    .into()
+            }
+            Self::Refused {
+                verb: Verb::Retr | Verb::Top | Verb::Dele,
+                ..
+            } => "the server would not give or delete this message (its -ERR text says why); `read` \
+                  records such a message as refused and moves on; if it repeats, look at the message in \
+                  Outlook on the web"
+                .into(),
             Self::Refused { .. } => {
                 "run again; another session may hold the maildrop (POP3 allows one at a time)".into()
             }
@@ -422,7 +434,9 @@ impl Pop3Connection {
     /// QUIT: commits the deletions and closes.
     pub async fn quit(mut self) -> Result<(), Pop3Error> {
         self.simple(Command::Quit).await?;
-        let _ = self.shutdown().await;
+        // The TLS close_notify is a courtesy: a server that stops reading must not hold us.
+        let io_timeout = self.io_timeout;
+        let _ = tokio::time::timeout(io_timeout, self.shutdown()).await;
         Ok(())
     }
 

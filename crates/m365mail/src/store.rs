@@ -99,6 +99,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Another reader holds this source.
+    #[error("checkpoint store {}: another reader is reading {}://{}@{}/{}", path.display(), source_id.protocol, source_id.account, source_id.server, source_id.folder)]
+    InUse {
+        /// The store.
+        path: PathBuf,
+        /// The source.
+        source_id: SourceKey,
+    },
     /// Written by a newer m365mail.
     #[error("checkpoint store {} has schema version {found}; this m365mail knows up to {known}", path.display())]
     NewerVersion {
@@ -114,12 +122,16 @@ pub enum StoreError {
 impl Classified for StoreError {
     fn class(&self) -> ErrorClass {
         match self {
-            Self::NewerVersion { .. } => ErrorClass::Config,
+            Self::InUse { .. } => ErrorClass::Transient,
             _ => ErrorClass::Config,
         }
     }
     fn cause(&self) -> String {
         match self {
+            Self::InUse { source_id, .. } => format!(
+                "another m365mail read of {} ({}) is running",
+                source_id.account, source_id.server
+            ),
             Self::Sqlite { path, .. } | Self::Io { path, .. } => {
                 format!("the checkpoint store {} cannot be used", path.display())
             }
@@ -136,6 +148,11 @@ impl Classified for StoreError {
             Self::NewerVersion { .. } => {
                 "use the newer m365mail, or another --state file (a new file starts from nothing)".into()
             }
+            Self::InUse { .. } => {
+                "wait for it to finish (runs of one source must not overlap: each would hand on the same \
+                 new messages), then run again"
+                    .into()
+            }
             _ => "check the file's permissions and free space, or pass another --state file; another \
                   m365mail process may hold it locked"
                 .into(),
@@ -144,6 +161,12 @@ impl Classified for StoreError {
 }
 
 const SCHEMA_VERSION: i64 = 1;
+
+/// A source held by one reader ([`CheckpointStore::lock_source`]).
+#[derive(Debug)]
+pub struct SourceLock {
+    _file: std::fs::File,
+}
 
 /// The checkpoint database.
 #[derive(Debug)]
@@ -267,6 +290,38 @@ impl CheckpointStore {
             )
             .optional()
             .map_err(|e| self.sql(e))
+    }
+
+    /// Holds `key` for one reader: a second reader of the same source (an overlapping cron run) gets
+    /// [`StoreError::InUse`] instead of handing the same new messages on again. Released on drop.
+    pub fn lock_source(&self, key: &SourceKey) -> Result<SourceLock, StoreError> {
+        let id = format!(
+            "{}\0{}\0{}\0{}",
+            key.protocol, key.server, key.account, key.folder
+        );
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(
+            ".lock-{}",
+            &crate::mime::sha256_hex(id.as_bytes())[..16]
+        ));
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(SourceLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+                path: self.path.clone(),
+                source_id: key.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
+        }
     }
 
     /// Every remembered message of `key` and its state.
@@ -489,6 +544,20 @@ mod tests {
         assert_eq!(store.reset(|k| k.account == "a@example.test").unwrap(), 2);
         assert!(store.seen(&a).unwrap().is_empty());
         assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn one_reader_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(&dir.path().join("c.sqlite")).unwrap();
+        let held = store.lock_source(&key("a@example.test")).unwrap();
+        let err = store.lock_source(&key("a@example.test")).unwrap_err();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+        assert_eq!(err.class(), ErrorClass::Transient);
+        // Another source is not held; the lock goes with its holder.
+        let _other = store.lock_source(&key("b@example.test")).unwrap();
+        drop(held);
+        store.lock_source(&key("a@example.test")).unwrap();
     }
 
     #[test]

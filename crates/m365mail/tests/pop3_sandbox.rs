@@ -363,6 +363,48 @@ mod pipeline {
     }
 
     #[tokio::test]
+    async fn a_message_the_server_refuses_is_recorded_and_does_not_block_later_runs() {
+        let sbx = sandbox().await;
+        let refused = sbx
+            .admin()
+            .deliver_message(demo::USER_UPN, b"Subject: cannot convert\r\n\r\nx\r\n")
+            .unwrap();
+        sbx.admin()
+            .deliver_message(demo::USER_UPN, b"Subject: fine\r\n\r\ny\r\n")
+            .unwrap();
+        sbx.admin().refuse_retrieve(&refused);
+        let token = user_token(&sbx, Target::Pop).await;
+        let work = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(&work.path().join("state.sqlite")).unwrap();
+        let mut sink = DirSink::new(&work.path().join("out"), false).unwrap();
+        let src = source(&sbx);
+        let delete = ReadOptions {
+            then: After::Delete,
+            ..ReadOptions::default()
+        };
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &delete).await;
+        assert_eq!(
+            (summary.records, summary.refused, summary.deleted),
+            (3, 1, 2)
+        );
+        let all = records(&work.path().join("out"));
+        let record = all.iter().find(|r| r.uid == refused).unwrap();
+        assert_eq!(record.skipped.as_deref(), Some("refused by the server"));
+        assert_eq!(
+            record.error.as_deref(),
+            Some("RETR: -ERR The message is no longer available.")
+        );
+        // Checkpointed as skipped and left on the server; the next run has nothing to do.
+        assert_eq!(store.seen(&src).unwrap()[&refused], SeenState::Skipped);
+        assert_eq!(
+            sbx.admin().mailbox_uids(demo::USER_UPN),
+            vec![refused.clone()]
+        );
+        let summary = run(&sbx, &token, &src, &mut store, &mut sink, &delete).await;
+        assert_eq!((summary.records, summary.refused), (0, 0));
+    }
+
+    #[tokio::test]
     async fn delete_after_reading_empties_the_maildrop_and_from_now_skips_the_past() {
         let sbx = sandbox().await;
         let token = user_token(&sbx, Target::Pop).await;

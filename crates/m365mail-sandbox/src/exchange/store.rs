@@ -16,6 +16,11 @@ pub(crate) struct StoredMessage {
 #[derive(Debug, Default)]
 pub(crate) struct MailStore {
     boxes: HashMap<String, Vec<StoredMessage>>,
+    /// Uids once given and since deleted: never given again (RFC 1939 §7), or a reader's checkpoint for the
+    /// old message would swallow a new one with the same bytes.
+    retired: std::collections::HashSet<String>,
+    /// Uids whose RETR is refused (a fault for tests: Exchange refuses items it cannot convert).
+    unretrievable: std::collections::HashSet<String>,
 }
 
 /// A message with CRLF line endings (a bare LF becomes CRLF).
@@ -52,7 +57,7 @@ impl MailStore {
         let base = format!("AAMkAGSbx{hex}");
         let mut uid = base.clone();
         let mut copy = 1;
-        while messages.iter().any(|m| m.uid == uid) {
+        while messages.iter().any(|m| m.uid == uid) || self.retired.contains(&uid) {
             copy += 1;
             uid = format!("{base}-{copy}");
         }
@@ -71,8 +76,24 @@ impl MailStore {
             .unwrap_or_default()
     }
 
-    /// One message by uid.
+    /// Uid, size and a reference to the bytes of each message of `address` (no copy).
+    pub(crate) fn each(&self, address: &str) -> impl Iterator<Item = &StoredMessage> {
+        self.boxes
+            .get(&address.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+    }
+
+    /// Makes RETR of `uid` fail (a test fault).
+    pub(crate) fn refuse_retrieve(&mut self, uid: &str) {
+        self.unretrievable.insert(uid.to_owned());
+    }
+
+    /// One message by uid (`None` too when its RETR is refused).
     pub(crate) fn message(&self, address: &str, uid: &str) -> Option<Vec<u8>> {
+        if self.unretrievable.contains(uid) {
+            return None;
+        }
         self.boxes
             .get(&address.to_ascii_lowercase())?
             .iter()
@@ -87,6 +108,7 @@ impl MailStore {
         };
         let before = messages.len();
         messages.retain(|m| !uids.contains(&m.uid));
+        self.retired.extend(uids.iter().cloned());
         before - messages.len()
     }
 }
@@ -109,7 +131,11 @@ mod tests {
             other.deliver("adele@contoso.onmicrosoft.com", b"Subject: a\n\nbody\n"),
             first
         );
-        store.delete("adele@contoso.onmicrosoft.com", &[copy]);
+        store.delete("adele@contoso.onmicrosoft.com", std::slice::from_ref(&copy));
+        // A deleted uid is never given again: the same bytes delivered anew get a new one.
+        let again = store.deliver("adele@contoso.onmicrosoft.com", b"Subject: b\r\n\r\nx\r\n");
+        assert_ne!(again, copy);
+        store.delete("adele@contoso.onmicrosoft.com", &[again]);
         let listed = store.messages("ADELE@contoso.onmicrosoft.com");
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].bytes, b"Subject: a\r\n\r\nbody\r\n");

@@ -195,6 +195,8 @@ pub struct ReadSummary {
     pub deleted: u64,
     /// Owed actions performed (from an earlier run).
     pub owed_actions: u64,
+    /// Messages the server refused to give (RETR), or deletes it refused: recorded, checkpointed, left.
+    pub refused: u64,
     /// Checkpoints forgotten because the server no longer lists them.
     pub pruned: u64,
     /// Marked as seen by `from_now`.
@@ -231,6 +233,12 @@ pub enum ReadError {
     /// The sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The server listed one unique id for two messages.
+    #[error("the server lists the unique id {uid:?} for two messages")]
+    DuplicateUid {
+        /// The uid.
+        uid: String,
+    },
 }
 
 impl Classified for ReadError {
@@ -239,6 +247,7 @@ impl Classified for ReadError {
             Self::Pop3(e) => e.class(),
             Self::Store(e) => e.class(),
             Self::Sink(e) => e.class(),
+            Self::DuplicateUid { .. } => ErrorClass::Admin,
         }
     }
     fn cause(&self) -> String {
@@ -246,6 +255,9 @@ impl Classified for ReadError {
             Self::Pop3(e) => e.cause(),
             Self::Store(e) => e.cause(),
             Self::Sink(e) => e.cause(),
+            Self::DuplicateUid { uid } => format!(
+                "the server gives two messages the unique id {uid:?}, so they cannot be told apart"
+            ),
         }
     }
     fn remedy(&self) -> String {
@@ -253,6 +265,9 @@ impl Classified for ReadError {
             Self::Pop3(e) => e.remedy(),
             Self::Store(e) => e.remedy(),
             Self::Sink(e) => e.remedy(),
+            Self::DuplicateUid { .. } => "nothing was read (one could be handed on as the other); \
+                 report it to the mail server's administrator, or read over IMAP when it is available"
+                .into(),
         }
     }
 }
@@ -273,6 +288,11 @@ pub async fn read_pop(
     let ids = pop.unique_ids().await?;
     let sizes: std::collections::HashMap<u32, u64> = pop.sizes().await?.into_iter().collect();
     summary.listed = ids.len() as u64;
+    // One uid for two messages would give both one record file and one checkpoint: refuse to guess.
+    let mut unique = HashSet::new();
+    if let Some((_, uid)) = ids.iter().find(|(_, uid)| !unique.insert(uid.as_str())) {
+        return Err(ReadError::DuplicateUid { uid: uid.clone() });
+    }
 
     let present: HashSet<&str> = ids.iter().map(|(_, uid)| uid.as_str()).collect();
     summary.pruned = store.prune(source, &present)? as u64;
@@ -282,9 +302,20 @@ pub async fn read_pop(
     // checkpoint promised them).
     for (number, uid) in &ids {
         if seen.get(uid) == Some(&SeenState::PendingDelete) {
-            pop.delete(*number).await?;
-            summary.deleted += 1;
-            summary.owed_actions += 1;
+            match pop.delete(*number).await {
+                Ok(()) => {
+                    summary.deleted += 1;
+                    summary.owed_actions += 1;
+                }
+                // A refused DELE (a read-only maildrop, no permission) must not block every later run:
+                // the record exists, so the message counts as handled.
+                Err(Pop3Error::Refused { text, .. }) => {
+                    tracing::warn!(uid, reason = %text, "the server refused an owed DELE; the message stays");
+                    store.commit(source, uid, SeenState::Done, &source.message_id(uid), now())?;
+                    summary.refused += 1;
+                }
+                Err(other) => return Err(other.into()),
+            }
         }
     }
 
@@ -318,8 +349,12 @@ pub async fn read_pop(
         }
         let size = sizes.get(number).copied().unwrap_or(0);
         let header = if options.filter.is_active() || size > options.max_size {
-            let top = pop.top(*number, 0).await?;
-            mime::parse(&top).ok()
+            match pop.top(*number, 0).await {
+                Ok(top) => mime::parse(&top).ok(),
+                // No header to judge by: a filter does not match, a too-large record has no fields.
+                Err(Pop3Error::Refused { .. }) => None,
+                Err(other) => return Err(other.into()),
+            }
         } else {
             None
         };
@@ -339,7 +374,42 @@ pub async fn read_pop(
             continue;
         }
         let mut raw = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(64 << 20));
-        pop.retrieve(*number, &mut raw).await?;
+        match pop.retrieve(*number, &mut raw).await {
+            Ok(_) => {}
+            // One message the server will not give must not stop every later run: its record says why,
+            // and it is checkpointed as skipped.
+            Err(Pop3Error::Refused { text, .. }) => {
+                let mut record = MessageRecord::too_large(source, uid, size, header.as_ref());
+                record.skipped = Some("refused by the server".into());
+                record.error = Some(format!("RETR: -ERR {text}"));
+                sink.write(&mut record, None, None)?;
+                store.commit(source, uid, SeenState::Skipped, &record.id, now())?;
+                summary.records += 1;
+                summary.refused += 1;
+                progress(Progress::Message { bytes: 0 });
+                continue;
+            }
+            // Larger than the server said (LIST) by more than the bound: skipped, so the next run moves
+            // on; this session is over (the rest of the body is still in flight).
+            Err(Pop3Error::Protocol {
+                source: m365mail_proto::pop3::client::Pop3ClientError::MessageTooLarge { limit },
+                endpoint,
+            }) => {
+                let mut record = MessageRecord::too_large(source, uid, size, header.as_ref());
+                record.error = Some(format!(
+                    "larger than {limit} bytes although LIST said {size}"
+                ));
+                sink.write(&mut record, None, None)?;
+                store.commit(source, uid, SeenState::Skipped, &record.id, now())?;
+                return Err(ReadError::Pop3(Pop3Error::Protocol {
+                    endpoint,
+                    source: m365mail_proto::pop3::client::Pop3ClientError::MessageTooLarge {
+                        limit,
+                    },
+                }));
+            }
+            Err(other) => return Err(other.into()),
+        }
         let parsed = mime::parse(&raw);
         let mut record = MessageRecord::downloaded(source, uid, &raw, &parsed);
         sink.write(&mut record, Some(&raw), parsed.as_ref().ok())?;

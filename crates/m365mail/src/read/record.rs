@@ -75,7 +75,7 @@ pub struct MessageRecord {
     /// Where the sink stored the raw message (with `--out-dir` and `--eml`, or for an unreadable message),
     /// relative to the output directory.
     pub eml_path: Option<String>,
-    /// Why the message was not downloaded (`too large`).
+    /// Why the message was not downloaded: `too large`, or `refused by the server` (RETR answered `-ERR`).
     pub skipped: Option<String>,
     /// Why the message could not be parsed; the record then holds the raw bytes (`raw_base64`) or their
     /// file (`eml_path`).

@@ -73,15 +73,26 @@ pub trait Sink: Send {
     ) -> Result<(), SinkError>;
 }
 
-/// One JSON record per line on a writer, flushed after each.
+/// One JSON record per line on a writer, flushed after each — and synced to disk when the writer is a
+/// regular file ([`LineSink::synced`]), since the checkpoint, and then a delete, follow the write.
 pub struct LineSink<W> {
     writer: W,
+    sync: Option<File>,
 }
 
 impl<W: std::io::Write + Send> LineSink<W> {
     /// Writes to `writer`.
     pub fn new(writer: W) -> Self {
-        Self { writer }
+        Self { writer, sync: None }
+    }
+
+    /// Writes to `writer` and `fsync`s `file` (the same open file, e.g. standard output redirected to a
+    /// file) after each record.
+    pub fn synced(writer: W, file: File) -> Self {
+        Self {
+            writer,
+            sync: Some(file),
+        }
     }
 
     /// The writer back.
@@ -104,7 +115,11 @@ impl<W: std::io::Write + Send> Sink for LineSink<W> {
         let mut line = serde_json::to_vec(record).expect("a record serialises");
         line.push(b'\n');
         self.writer.write_all(&line).map_err(io)?;
-        self.writer.flush().map_err(io)
+        self.writer.flush().map_err(io)?;
+        match &self.sync {
+            Some(file) => file.sync_data().map_err(io),
+            None => Ok(()),
+        }
     }
 }
 
@@ -151,8 +166,10 @@ impl DirSink {
 }
 
 /// An attachment's file name: letters, digits, `-`, `_` and `.` kept (others become `_`), no leading dot,
-/// at most 100 characters.
+/// at most 100 characters and 200 bytes (file systems allow 255 bytes; a long name in a non-Latin script
+/// would pass a character count), the extension kept when the name is cut.
 pub fn safe_file_name(name: &str) -> String {
+    const MAX_BYTES: usize = 200;
     let cleaned: String = name
         .chars()
         .map(|c| {
@@ -162,14 +179,30 @@ pub fn safe_file_name(name: &str) -> String {
                 '_'
             }
         })
-        .take(100)
         .collect();
     let trimmed = cleaned.trim_start_matches('.');
     if trimmed.is_empty() {
-        "attachment".into()
-    } else {
-        trimmed.to_string()
+        return "attachment".into();
     }
+    if trimmed.chars().count() <= 100 && trimmed.len() <= MAX_BYTES {
+        return trimmed.to_string();
+    }
+    let extension = trimmed
+        .rsplit_once('.')
+        .map(|(_, ext)| ext)
+        .filter(|ext| !ext.is_empty() && ext.len() <= 16)
+        .map(|ext| format!(".{ext}"))
+        .unwrap_or_default();
+    let mut stem = String::new();
+    for c in trimmed.chars() {
+        if stem.chars().count() + extension.chars().count() >= 100
+            || stem.len() + c.len_utf8() + extension.len() > MAX_BYTES
+        {
+            break;
+        }
+        stem.push(c);
+    }
+    format!("{stem}{extension}")
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, synced, then renamed.
@@ -282,6 +315,14 @@ mod tests {
         assert_eq!(safe_file_name("a\r\nb\u{0}"), "a__b_");
         assert_eq!(safe_file_name("..."), "attachment");
         assert_eq!(safe_file_name(&"x".repeat(300)).len(), 100);
+        // 90 Japanese characters are 270 bytes: cut to at most 200, the extension kept.
+        let long = format!("{}.pdf", "東".repeat(90));
+        let safe = safe_file_name(&long);
+        assert!(safe.len() <= 200 && safe.ends_with(".pdf"), "{safe}");
+        assert_eq!(
+            safe_file_name(&format!("{}.csv", "y".repeat(150))),
+            format!("{}.csv", "y".repeat(96))
+        );
     }
 
     #[test]
