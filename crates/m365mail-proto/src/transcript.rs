@@ -9,7 +9,7 @@
 //! # Exchange POP3 greeting (microsoft.md §7.5)
 //! S: +OK The Microsoft Exchange POP3 service is ready.
 //! C: QUIT
-//! S: +OK Microsoft Exchange Server POP3 server signing off.
+//! S: +OK Microsoft Exchange Server 2016 POP3 server signing off.
 //! ```
 //!
 //! # Replay

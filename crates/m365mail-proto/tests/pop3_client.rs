@@ -144,7 +144,7 @@ fn reads_a_maildrop_as_exchange_serves_it() {
             },
             Event::Done {
                 verb: Verb::Quit,
-                text: "Microsoft Exchange Server POP3 server signing off.".into()
+                text: "Microsoft Exchange Server 2016 POP3 server signing off.".into()
             }
         ]
     );

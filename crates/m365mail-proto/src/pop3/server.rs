@@ -22,8 +22,8 @@ pub const AUTH_OK: &str = "+OK User successfully authenticated.\r\n";
 pub const AUTH_FAILED: &str = "-ERR Authentication failure: unknown user name or bad password.\r\n";
 /// `AUTH XOAUTH2 <response>` on one line; the connection is then closed.
 pub const ONE_LINE_AUTH: &str = "-ERR Protocol error. Connection is closed. 10\r\n";
-/// QUIT.
-pub const SIGN_OFF: &str = "+OK Microsoft Exchange Server POP3 server signing off.\r\n";
+/// QUIT (microsoft.md §7.5, verbatim from a trace).
+pub const SIGN_OFF: &str = "+OK Microsoft Exchange Server 2016 POP3 server signing off.\r\n";
 /// A command the state does not allow, or an unknown one.
 pub const PROTOCOL_ERROR: &str = "-ERR Protocol error.\r\n";
 /// USER/PASS: Basic authentication is off for OAuth-only tenants.
@@ -91,6 +91,9 @@ enum State {
     Authorization,
     /// `AUTH XOAUTH2` was read and `+ ` sent: the next line is the response.
     AuthResponse,
+    /// `AUTH PLAIN` (advertised in CAPA) was read and `+ ` sent: the response is refused as Basic
+    /// authentication is (our choice: §7.5 does not quote Exchange's answer).
+    PlainResponse,
     /// [`Event::Authenticate`] is out.
     Authenticating,
     Transaction,
@@ -214,7 +217,7 @@ impl Pop3Server {
     fn run(&mut self) {
         while matches!(
             self.state,
-            State::Authorization | State::AuthResponse | State::Transaction
+            State::Authorization | State::AuthResponse | State::PlainResponse | State::Transaction
         ) {
             let line = match self.lines.next_line() {
                 Ok(Some(line)) => line,
@@ -227,6 +230,14 @@ impl Pop3Server {
             };
             match self.state {
                 State::AuthResponse => self.auth_response(&line),
+                State::PlainResponse => {
+                    self.state = State::Authorization;
+                    if line == "*" {
+                        self.reply("-ERR Authentication canceled.\r\n");
+                    } else {
+                        self.reply(LOGON_FAILURE);
+                    }
+                }
                 State::Authorization => self.authorization(&line),
                 _ => self.transaction(&line),
             }
@@ -270,6 +281,13 @@ impl Pop3Server {
                         self.reply("+ \r\n");
                     }
                     (Some("XOAUTH2"), Some(_)) => self.close(ONE_LINE_AUTH),
+                    // PLAIN is advertised: a client that picks it gets the Basic-auth failure line, which
+                    // says what is wrong, rather than "unrecognized".
+                    (Some("PLAIN"), None) => {
+                        self.state = State::PlainResponse;
+                        self.reply("+ \r\n");
+                    }
+                    (Some("PLAIN"), Some(_)) => self.reply(LOGON_FAILURE),
                     _ => self.reply("-ERR Unrecognized authentication type.\r\n"),
                 }
             }

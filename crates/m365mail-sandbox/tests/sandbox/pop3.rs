@@ -139,7 +139,7 @@ async fn a_delegated_session_reads_and_deletes_the_welcome_message() {
     assert_eq!(command(&mut pop, "DELE 1").await, "+OK\r\n");
     assert_eq!(
         command(&mut pop, "QUIT").await,
-        "+OK Microsoft Exchange Server POP3 server signing off.\r\n"
+        "+OK Microsoft Exchange Server 2016 POP3 server signing off.\r\n"
     );
     assert!(
         sandbox
@@ -263,7 +263,7 @@ async fn python_poplib_reads_and_deletes_over_tls() {
     );
     assert_eq!(
         seen["quit"],
-        "+OK Microsoft Exchange Server POP3 server signing off."
+        "+OK Microsoft Exchange Server 2016 POP3 server signing off."
     );
     assert!(seen["uidl"][0].as_str().unwrap().starts_with("1 AAMkAGSbx"));
 }
