@@ -244,6 +244,32 @@ pub struct SandboxConfig {
     /// up to 9 minutes across token requests (`AutoRefresher` in `msal/oauth2cli/assertion.py`), which
     /// Entra accepts. Turn it on to check that a client mints a fresh assertion per request.
     pub reject_replayed_assertions: bool,
+    /// Bounds of the mail services (POP3 now; IMAP and SMTP as they land).
+    pub mail_limits: MailLimits,
+}
+
+/// Bounds of a mail service facing clients that may misbehave: a cap on connections, a deadline for each
+/// command, a write timeout. Each holds under test (`tests/sandbox/pop3.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailLimits {
+    /// Connections at once per listener; one more is closed as soon as it is accepted. Default 500.
+    pub max_connections: usize,
+    /// A client must complete a command within this long of the previous answer (or of the greeting):
+    /// a connection idle this long — or trickling bytes that never make a command — is closed. Default
+    /// 10 minutes, Exchange's idle limit.
+    pub command_timeout: Duration,
+    /// Writing an answer may take this long; a client that stops reading is closed. Default 30 seconds.
+    pub write_timeout: Duration,
+}
+
+impl Default for MailLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 500,
+            command_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for SandboxConfig {
@@ -261,6 +287,7 @@ impl Default for SandboxConfig {
             header_read_timeout: Duration::from_secs(10),
             smart_lockout: SmartLockout::default(),
             reject_replayed_assertions: false,
+            mail_limits: MailLimits::default(),
         }
     }
 }
@@ -382,12 +409,14 @@ impl Sandbox {
                 listener,
                 identity_tls.clone(),
                 config.tls_handshake_timeout,
+                config.mail_limits.max_connections,
                 Arc::clone(&http),
                 shutdown_receiver.clone(),
             ));
         }
         let pop3: Arc<dyn net::Protocol> = Arc::new(exchange::pop3::Pop3Service {
             exchange: Arc::clone(&exchange),
+            limits: config.mail_limits,
         });
         let mail_tls = net::ListenerTls::Implicit(tokio_rustls::TlsAcceptor::from(Arc::clone(
             &tls.server_config,
@@ -402,6 +431,7 @@ impl Sandbox {
                 listener,
                 mail_tls.clone(),
                 config.tls_handshake_timeout,
+                config.mail_limits.max_connections,
                 Arc::clone(&pop3),
                 shutdown_receiver.clone(),
             ));

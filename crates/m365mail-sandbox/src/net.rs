@@ -63,9 +63,12 @@ pub(crate) fn spawn_listener(
     listener: TcpListener,
     tls: ListenerTls,
     tls_handshake_timeout: Duration,
+    max_connections: usize,
     protocol: Arc<dyn Protocol>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    // A connection over the cap is closed at once: clients that never leave cannot exhaust the sandbox.
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -78,11 +81,17 @@ pub(crate) fn spawn_listener(
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::warn!(%peer, max_connections, "connection cap reached; connection closed");
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let protocol = Arc::clone(&protocol);
             let tls = tls.clone();
             let shutdown = shutdown.clone();
             connections.spawn(async move {
+                let _slot = slot;
                 let (stream, starttls): (Stream, _) = match tls {
                     ListenerTls::Plain => (Box::new(tcp), None),
                     ListenerTls::Starttls(acceptor) => (Box::new(tcp), Some(acceptor)),
@@ -186,6 +195,7 @@ mod tests {
             listener,
             ListenerTls::Starttls(acceptor),
             Duration::from_secs(5),
+            16,
             Arc::new(PingPong),
             shutdown,
         );

@@ -3,7 +3,7 @@
 //! (`IMAP`/`POP` scope or role, [`crate::identity::bearer`]), the mailbox rights ([`super::access`]), the
 //! messages ([`super::store`]) — and moves bytes. Every refusal gets Exchange's one failure line.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use m365mail_proto::pop3::server::{AUTH_FAILED, Event, MessageInfo, Pop3Server};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -14,9 +14,6 @@ use crate::{
     net::{Connection, Protocol, stopped},
     sync::lock,
 };
-
-/// Exchange closes a POP3 connection idle this long.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// `[…]` of Exchange's greeting: base64 of the server's FQDN in UTF-16LE (microsoft.md §7.5).
 fn greeting() -> String {
@@ -33,6 +30,7 @@ fn greeting() -> String {
 
 pub(crate) struct Pop3Service {
     pub(crate) exchange: Arc<ExchangeState>,
+    pub(crate) limits: crate::MailLimits,
 }
 
 impl Pop3Service {
@@ -70,8 +68,27 @@ impl Protocol for Pop3Service {
             let mut core = Pop3Server::new(&greeting());
             let mut mailbox: Option<String> = None;
             let mut buffer = vec![0u8; 16 * 1024];
+            let limits = self.limits;
+            // Reset by each answer: bytes that never complete a command (a trickle) do not extend it.
+            let mut deadline = tokio::time::Instant::now() + limits.command_timeout;
             loop {
-                while let Some(event) = core.next_event() {
+                // Each answer goes out before the next command is taken, within the write timeout: a
+                // client that pipelines RETRs and never reads holds at most one answer here, then is closed.
+                loop {
+                    let output = core.take_output();
+                    if !output.is_empty() {
+                        let written =
+                            tokio::time::timeout(limits.write_timeout, stream.write_all(&output))
+                                .await;
+                        if !matches!(written, Ok(Ok(()))) {
+                            tracing::info!("POP3 client not reading; connection closed");
+                            return;
+                        }
+                        deadline = tokio::time::Instant::now() + limits.command_timeout;
+                    }
+                    let Some(event) = core.next_event() else {
+                        break;
+                    };
                     match event {
                         Event::Authenticate { user, token } => match self.open(&user, &token) {
                             Ok((address, messages)) => {
@@ -96,20 +113,22 @@ impl Protocol for Pop3Service {
                         }
                     }
                 }
-                let output = core.take_output();
-                if !output.is_empty() && stream.write_all(&output).await.is_err() {
-                    return;
-                }
                 if core.is_closed() {
-                    let _ = stream.shutdown().await;
+                    let _ = tokio::time::timeout(limits.write_timeout, stream.shutdown()).await;
                     return;
                 }
                 let read = tokio::select! {
-                    read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut buffer)) => read,
+                    read = tokio::time::timeout_at(deadline, stream.read(&mut buffer)) => read,
                     () = stopped(&mut shutdown) => return,
                 };
                 match read {
                     Ok(Ok(n)) if n > 0 => core.receive(&buffer[..n]),
+                    Err(_) => {
+                        tracing::info!(
+                            "POP3 client sent no complete command in time; connection closed"
+                        );
+                        return;
+                    }
                     _ => return,
                 }
             }

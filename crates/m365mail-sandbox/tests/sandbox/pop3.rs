@@ -267,3 +267,134 @@ async fn python_poplib_reads_and_deletes_over_tls() {
     );
     assert!(seen["uidl"][0].as_str().unwrap().starts_with("1 AAMkAGSbx"));
 }
+
+/// A POP3 sandbox with small bounds, so each holds within a test's time.
+async fn start_bounded(
+    limits: m365mail_sandbox::MailLimits,
+    mail: m365mail_sandbox::MailSeed,
+) -> TestSandbox {
+    start_with(SandboxConfig {
+        pop3s: vec!["127.0.0.1:0".parse().unwrap()],
+        mail_limits: limits,
+        mail,
+        ..SandboxConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_over_the_cap_is_closed_at_once() {
+    let sandbox = start_bounded(
+        m365mail_sandbox::MailLimits {
+            max_connections: 2,
+            ..Default::default()
+        },
+        m365mail_sandbox::MailSeed::Welcome,
+    )
+    .await;
+    let (_one, _) = connect(&sandbox).await;
+    let (mut two, greeting) = connect(&sandbox).await;
+    assert!(greeting.starts_with("+OK"));
+    // The third is accepted by the kernel and closed by the sandbox before the TLS handshake ends.
+    let tcp = tokio::net::TcpStream::connect(pop3s_addr(&sandbox))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    use tokio::io::AsyncReadExt as _;
+    let mut tcp = tcp;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    // The two within the cap still work; when one leaves, a new one gets in.
+    assert_eq!(command(&mut two, "NOOP").await, "-ERR Protocol error.\r\n");
+    drop(two);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (_three, greeting) = connect(&sandbox).await;
+    assert!(greeting.starts_with("+OK"), "{greeting}");
+}
+
+#[tokio::test]
+async fn a_trickle_that_never_completes_a_command_is_closed_at_the_deadline() {
+    let sandbox = start_bounded(
+        m365mail_sandbox::MailLimits {
+            command_timeout: std::time::Duration::from_millis(600),
+            ..Default::default()
+        },
+        m365mail_sandbox::MailSeed::Welcome,
+    )
+    .await;
+    let (mut pop, _) = connect(&sandbox).await;
+    let started = std::time::Instant::now();
+    // One byte every 100 ms, never a line end: each byte arrives well within the deadline, and still the
+    // connection is closed once the deadline passes.
+    let mut closed_after = None;
+    for _ in 0..40 {
+        if pop.get_mut().write_all(b" ").await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut probe = String::new();
+        if let Ok(Ok(0)) = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            pop.read_line(&mut probe),
+        )
+        .await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the trickling connection was never closed");
+    assert!(
+        closed_after < std::time::Duration::from_secs(3),
+        "{closed_after:?}"
+    );
+    assert!(
+        closed_after >= std::time::Duration::from_millis(500),
+        "{closed_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_retrs_and_never_reads_is_closed() {
+    let sandbox = start_bounded(
+        m365mail_sandbox::MailLimits {
+            write_timeout: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
+        m365mail_sandbox::MailSeed::Demo,
+    )
+    .await;
+    let pop_token = token(&sandbox, demo::POP_SCOPE).await;
+    let (mut pop, _) = connect(&sandbox).await;
+    assert!(
+        sign_in(&mut pop, demo::USER_UPN, &pop_token)
+            .await
+            .starts_with("+OK")
+    );
+    // The 12th message is the 5 MB scan: 100 RETRs of it would be 500 MB of answers.
+    let mut burst = String::new();
+    for _ in 0..100 {
+        burst.push_str("RETR 12\r\n");
+    }
+    pop.get_mut().write_all(burst.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // Now read: the sandbox gave up on the writes and closed; what arrives is bounded.
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    use tokio::io::AsyncReadExt as _;
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match pop.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the connection stayed open ({received} bytes read)"
+    );
+    assert!(received < 40 << 20, "{received} bytes");
+}
