@@ -45,12 +45,12 @@ impl Pop3Service {
         let mailbox = access::open_mailbox(&directory, &principal, user, access::MailProtocol::Pop)
             .map_err(|refusal| refusal.to_string())?;
         drop(directory);
+        // Uids and sizes only: a sign-in copies no message.
         let messages = lock(&self.exchange.store)
-            .messages(&mailbox)
-            .into_iter()
+            .each(&mailbox)
             .map(|m| MessageInfo {
                 size: m.bytes.len() as u64,
-                uid: m.uid,
+                uid: m.uid.clone(),
             })
             .collect();
         Ok((mailbox, messages))

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 pub(crate) struct StoredMessage {
     /// Stable unique id (POP3 UIDL; later the IMAP UID's source).
     pub(crate) uid: String,
-    /// The RFC 5322 message, CRLF line endings.
-    pub(crate) bytes: Vec<u8>,
+    /// The RFC 5322 message, CRLF line endings; held once and shared by every session that reads it.
+    pub(crate) bytes: std::sync::Arc<[u8]>,
 }
 
 /// Mailbox address (lower case) → its messages, oldest first.
@@ -63,7 +63,7 @@ impl MailStore {
         }
         messages.push(StoredMessage {
             uid: uid.clone(),
-            bytes,
+            bytes: bytes.into(),
         });
         uid
     }
@@ -89,8 +89,8 @@ impl MailStore {
         self.unretrievable.insert(uid.to_owned());
     }
 
-    /// One message by uid (`None` too when its RETR is refused).
-    pub(crate) fn message(&self, address: &str, uid: &str) -> Option<Vec<u8>> {
+    /// One message by uid (`None` too when its RETR is refused); a shared reference, not a copy.
+    pub(crate) fn message(&self, address: &str, uid: &str) -> Option<std::sync::Arc<[u8]>> {
         if self.unretrievable.contains(uid) {
             return None;
         }
@@ -138,9 +138,9 @@ mod tests {
         store.delete("adele@contoso.onmicrosoft.com", &[again]);
         let listed = store.messages("ADELE@contoso.onmicrosoft.com");
         assert_eq!(listed.len(), 2);
-        assert_eq!(listed[0].bytes, b"Subject: a\r\n\r\nbody\r\n");
+        assert_eq!(&*listed[0].bytes, b"Subject: a\r\n\r\nbody\r\n");
         assert_eq!(
-            store
+            &*store
                 .message("adele@contoso.onmicrosoft.com", &second)
                 .unwrap(),
             b"Subject: b\r\n\r\nx\r\n"
