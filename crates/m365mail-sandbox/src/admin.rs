@@ -199,6 +199,16 @@ impl AdminHandle {
     /// Delivers a message (RFC 5322 bytes; bare LF line endings become CRLF) to a mailbox of the tenant, as
     /// mail arriving from outside would; returns its uid (POP3 UIDL).
     pub fn deliver_message(&self, mailbox: &str, message: &[u8]) -> Result<String, SandboxError> {
+        self.deliver_to_folder(mailbox, "INBOX", message)
+    }
+
+    /// Delivers a message to a folder of a mailbox (`INBOX`, `Sent Items`, `Archive`, …); returns its uid.
+    pub fn deliver_to_folder(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        message: &[u8],
+    ) -> Result<String, SandboxError> {
         let exchange = self.exchange.as_ref().ok_or_else(|| {
             SandboxError::InvalidRequest("this handle has no Exchange service".into())
         })?;
@@ -210,7 +220,45 @@ impl AdminHandle {
         if !known {
             return Err(SandboxError::not_found("mailbox", mailbox));
         }
-        Ok(lock(&exchange.store).deliver(mailbox, message))
+        let now = i64::try_from(self.state.clock.unix_seconds()).unwrap_or(i64::MAX);
+        lock(&exchange.store)
+            .deliver_to(mailbox, folder, message, now)
+            .map_err(|_| SandboxError::not_found("folder", folder))
+    }
+
+    /// The folders of a mailbox: name, UIDVALIDITY, UIDNEXT and message count.
+    pub fn mailbox_folders(&self, mailbox: &str) -> Vec<FolderStatus> {
+        self.exchange
+            .as_ref()
+            .map(|e| {
+                lock(&e.store)
+                    .folders(mailbox)
+                    .iter()
+                    .map(|f| FolderStatus {
+                        name: f.name.clone(),
+                        special_use: f.special_use.map(str::to_owned),
+                        uid_validity: f.uid_validity,
+                        uid_next: f.uid_next,
+                        messages: f.messages.len(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets a folder's UIDVALIDITY (clients must resync the folder).
+    pub fn set_uid_validity(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid_validity: u32,
+    ) -> Result<(), SandboxError> {
+        let exchange = self.exchange.as_ref().ok_or_else(|| {
+            SandboxError::InvalidRequest("this handle has no Exchange service".into())
+        })?;
+        lock(&exchange.store)
+            .set_uid_validity(mailbox, folder, uid_validity)
+            .map_err(|_| SandboxError::not_found("folder", folder))
     }
 
     /// Makes the POP3 service answer RETR of message `uid` with `-ERR` (Exchange does so for items it cannot
@@ -227,9 +275,8 @@ impl AdminHandle {
             .as_ref()
             .map(|e| {
                 lock(&e.store)
-                    .messages(mailbox)
-                    .into_iter()
-                    .map(|m| m.uid)
+                    .each(mailbox)
+                    .map(|m| m.uid.clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -765,6 +812,81 @@ async fn http_set_enabled(
 
 type ExchangeExtension = axum::Extension<Arc<crate::exchange::ExchangeState>>;
 
+/// A folder of a mailbox, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderStatus {
+    /// The IMAP name.
+    pub name: String,
+    /// Its special use (`Sent`, `Drafts`, `Trash`, `Archive`, `Junk`), if any.
+    pub special_use: Option<String>,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// The UID the next message gets.
+    pub uid_next: u32,
+    /// Messages in it.
+    pub messages: usize,
+}
+
+/// `?folder=` on the mailbox routes (default the Inbox).
+#[derive(Debug, Default, Deserialize)]
+struct FolderQuery {
+    folder: Option<String>,
+}
+
+/// `POST /_sandbox/admin/mailboxes/{address}/folders/{folder}/uidvalidity`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UidValidityRequest {
+    uid_validity: u32,
+}
+
+async fn http_folders(
+    State(state): AdminState,
+    axum::Extension(exchange): ExchangeExtension,
+    Path(address): Path<String>,
+) -> AdminResult {
+    require_mailbox(&state, &address)?;
+    Ok(Json(
+        handle(state)
+            .with_exchange(exchange)
+            .mailbox_folders(&address),
+    )
+    .into_response())
+}
+
+async fn http_set_uid_validity(
+    State(state): AdminState,
+    axum::Extension(exchange): ExchangeExtension,
+    Path((address, folder)): Path<(String, String)>,
+    bytes: Bytes,
+) -> AdminResult {
+    require_mailbox(&state, &address)?;
+    let request: UidValidityRequest = body(&bytes)?;
+    handle(state).with_exchange(exchange).set_uid_validity(
+        &address,
+        &folder,
+        request.uid_validity,
+    )?;
+    Ok(
+        Json(json!({ "folder": folder, "uid_validity": request.uid_validity.max(1) }))
+            .into_response(),
+    )
+}
+
+/// A 404 unless `address` is a mailbox of the tenant.
+fn require_mailbox(state: &IdentityState, address: &str) -> Result<(), SandboxError> {
+    let known = lock(&state.directory).tenants.iter().any(|t| {
+        t.mailboxes
+            .iter()
+            .any(|m| m.address.eq_ignore_ascii_case(address))
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(SandboxError::not_found("mailbox", address))
+    }
+}
+
 /// One message of a mailbox, as the list route shows it.
 #[derive(Debug, Clone, Serialize)]
 struct MailboxMessage {
@@ -779,6 +901,7 @@ async fn http_deliver(
     State(state): AdminState,
     axum::Extension(exchange): ExchangeExtension,
     Path(address): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<FolderQuery>,
     bytes: Bytes,
 ) -> AdminResult {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -786,9 +909,10 @@ async fn http_deliver(
             "the body must be an RFC 5322 message (headers, a blank line, the body)".into(),
         ));
     }
+    let folder = query.folder.unwrap_or_else(|| "INBOX".into());
     let uid = handle(state)
         .with_exchange(exchange)
-        .deliver_message(&address, &bytes)?;
+        .deliver_to_folder(&address, &folder, &bytes)?;
     Ok(Json(serde_json::json!({ "uid": uid, "size": bytes.len() })).into_response())
 }
 
@@ -797,18 +921,13 @@ async fn http_list_mailbox(
     State(state): AdminState,
     axum::Extension(exchange): ExchangeExtension,
     Path(address): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<FolderQuery>,
 ) -> AdminResult {
-    let known = lock(&state.directory).tenants.iter().any(|t| {
-        t.mailboxes
-            .iter()
-            .any(|m| m.address.eq_ignore_ascii_case(&address))
-    });
-    if !known {
-        return Err(SandboxError::not_found("mailbox", &address));
-    }
+    require_mailbox(&state, &address)?;
+    let folder = query.folder.unwrap_or_else(|| "INBOX".into());
     // Sizes and subjects read in place: no message is copied to answer.
     let messages: Vec<MailboxMessage> = lock(&exchange.store)
-        .each(&address)
+        .each_in(&address, &folder)
         .map(|m| MailboxMessage {
             size: m.bytes.len(),
             subject: subject_of(&m.bytes),
@@ -900,6 +1019,14 @@ pub(crate) fn router() -> Router<Arc<IdentityState>> {
             get(http_list_mailbox)
                 .post(http_deliver)
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_DELIVER_BYTES)),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/folders",
+            get(http_folders),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/folders/{folder}/uidvalidity",
+            post(http_set_uid_validity),
         )
         .route("/_sandbox/admin", any(http_unknown_route))
         .route("/_sandbox/admin/{*rest}", any(http_unknown_route))

@@ -97,7 +97,7 @@ use std::{
 use tokio::{sync::watch, task::JoinHandle};
 use url::Url;
 
-pub use admin::AdminHandle;
+pub use admin::{AdminHandle, FolderStatus};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
 pub use exchange::seed::MailSeed;
@@ -337,7 +337,7 @@ impl Sandbox {
         }
         config.tenant.validate()?;
         // The mail is loaded before anything listens: a bad --mail-dir fails the start cleanly.
-        let mail_store = seed_mail(&config.tenant, &config.mail)?;
+        let mail_store = seed_mail(&config.tenant, &config.mail, config.clock.as_ref())?;
         // Key generation is CPU-bound (RSA); keep it off the async worker.
         let (tls, signing_key) = tokio::task::spawn_blocking(|| {
             Ok::<_, SandboxError>((tls::generate()?, identity::crypto::SigningKey::generate()?))
@@ -609,6 +609,7 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 fn seed_mail(
     tenant: &TenantModel,
     seed: &MailSeed,
+    clock: &dyn Clock,
 ) -> Result<exchange::store::MailStore, SandboxError> {
     let mailboxes: Vec<(String, String)> = tenant
         .tenants
@@ -619,7 +620,15 @@ fn seed_mail(
                 .map(|m| (m.address.clone(), m.display_name.clone()))
         })
         .collect();
-    let mut store = exchange::store::MailStore::default();
-    exchange::seed::seed(&mut store, seed, &mailboxes)?;
+    // Every folder's UIDVALIDITY is the start time: a restart (which forgets run-time deliveries) never
+    // hands out an old UID again under an old UIDVALIDITY.
+    let now = clock.unix_seconds();
+    let mut store = exchange::store::MailStore::new(u32::try_from(now).unwrap_or(u32::MAX));
+    exchange::seed::seed(
+        &mut store,
+        seed,
+        &mailboxes,
+        i64::try_from(now).unwrap_or(i64::MAX),
+    )?;
     Ok(store)
 }

@@ -2,9 +2,10 @@
 //! tenant's realistic inbox, or the messages of a directory (`sandbox serve --mail-dir DIR`).
 //!
 //! Directory layout: `DIR/<mailbox address>/` holds `*.eml` files (one message each) and `*.mbox` files
-//! (messages separated by `From ` lines, `>From ` unquoted once); every message goes to that mailbox's
-//! Inbox, in file-name order (an mbox's messages in their order). A subdirectory per mailbox only: an
-//! address the tenant does not have is refused at start. The store is in memory: a DELE is not written back.
+//! (messages separated by `From ` lines, `>From ` unquoted once), which go to that mailbox's Inbox in
+//! file-name order (an mbox's messages in their order); `DIR/<mailbox address>/<folder>/` holds a folder's
+//! (`Sent Items`, `Archive`, … or a new folder by that name). An address the tenant does not have is refused
+//! at start. The store is in memory: a DELE or EXPUNGE is not written back.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,38 @@ const DEMO_INBOX: [&str; 10] = [
     include_str!("../../mail/demo/Inbox/08-fwd-invoice-nested-rfc822-rfc2231.eml"),
     include_str!("../../mail/demo/Inbox/09-malformed-scanner-unclosed-boundary.eml"),
     include_str!("../../mail/demo/Inbox/10-re-quote-request-cc-group.eml"),
+];
+
+/// The demo mailbox's other folders (`mail/demo/<folder>`).
+const DEMO_FOLDERS: [(&str, &str); 7] = [
+    (
+        "Archive",
+        include_str!("../../mail/demo/Archive/01-payment-received-koi8r.eml"),
+    ),
+    (
+        "Archive",
+        include_str!("../../mail/demo/Archive/02-rollout-retrospective-flowed.eml"),
+    ),
+    (
+        "Deleted Items",
+        include_str!("../../mail/demo/Deleted Items/01-newsletter-list-unsubscribe.eml"),
+    ),
+    (
+        "Drafts",
+        include_str!("../../mail/demo/Drafts/01-draft-budget-notes.eml"),
+    ),
+    (
+        "Junk Email",
+        include_str!("../../mail/demo/Junk Email/01-prize-claim-spam.eml"),
+    ),
+    (
+        "Sent Items",
+        include_str!("../../mail/demo/Sent Items/01-re-kickoff-agenda.eml"),
+    ),
+    (
+        "Sent Items",
+        include_str!("../../mail/demo/Sent Items/02-quote-request-ics-attachment.eml"),
+    ),
 ];
 
 /// The welcome message of `address`.
@@ -126,8 +159,43 @@ pub(crate) fn split_mbox(bytes: &[u8]) -> Vec<Vec<u8>> {
     messages
 }
 
-/// A mailbox address and its messages.
-pub(crate) type MailboxContent = (String, Vec<Vec<u8>>);
+/// A folder and its messages.
+pub(crate) type FolderContent = (String, Vec<Vec<u8>>);
+
+/// A mailbox address and its folders' messages (the Inbox's under `INBOX`).
+pub(crate) type MailboxContent = (String, Vec<FolderContent>);
+
+/// The messages of the `*.eml` and `*.mbox` files directly in `dir`, in file-name order.
+fn load_messages(dir: &Path) -> Result<Vec<Vec<u8>>, SandboxError> {
+    let read_dir = std::fs::read_dir(dir).map_err(|error| {
+        SandboxError::InvalidRequest(format!("--mail-dir {}: {error}", dir.display()))
+    })?;
+    let mut files: Vec<PathBuf> = read_dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension().is_some_and(|x| {
+                    x.eq_ignore_ascii_case("eml") || x.eq_ignore_ascii_case("mbox")
+                })
+        })
+        .collect();
+    files.sort();
+    let mut messages = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).map_err(|error| {
+            SandboxError::InvalidRequest(format!("--mail-dir {}: {error}", file.display()))
+        })?;
+        if file
+            .extension()
+            .is_some_and(|x| x.eq_ignore_ascii_case("mbox"))
+        {
+            messages.extend(split_mbox(&bytes));
+        } else {
+            messages.push(bytes);
+        }
+    }
+    Ok(messages)
+}
 
 /// The messages of `DIR/<address>` (`*.eml`, `*.mbox`), in file-name order.
 pub(crate) fn load_dir(dir: &Path) -> Result<Vec<MailboxContent>, SandboxError> {
@@ -153,40 +221,38 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Vec<MailboxContent>, SandboxError> 
                     mailbox_dir.display()
                 ))
             })?;
-        let mut files: Vec<PathBuf> = read_dir(&mailbox_dir)?
+        let mut folders = vec![("INBOX".to_owned(), load_messages(&mailbox_dir)?)];
+        let mut subdirs: Vec<PathBuf> = read_dir(&mailbox_dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension().is_some_and(|x| {
-                        x.eq_ignore_ascii_case("eml") || x.eq_ignore_ascii_case("mbox")
-                    })
-            })
+            .filter(|p| p.is_dir())
             .collect();
-        files.sort();
-        let mut messages = Vec::new();
-        for file in files {
-            let bytes = std::fs::read(&file).map_err(|error| {
-                SandboxError::InvalidRequest(format!("--mail-dir {}: {error}", file.display()))
-            })?;
-            if file
-                .extension()
-                .is_some_and(|x| x.eq_ignore_ascii_case("mbox"))
-            {
-                messages.extend(split_mbox(&bytes));
-            } else {
-                messages.push(bytes);
-            }
+        subdirs.sort();
+        for subdir in subdirs {
+            let name = subdir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| !n.is_empty() && !n.chars().any(char::is_control))
+                .ok_or_else(|| {
+                    SandboxError::InvalidRequest(format!(
+                        "--mail-dir: {} is not a usable folder name",
+                        subdir.display()
+                    ))
+                })?
+                .to_owned();
+            folders.push((name, load_messages(&subdir)?));
         }
-        boxes.push((address, messages));
+        boxes.push((address, folders));
     }
     Ok(boxes)
 }
 
-/// Fills `store` for `seed`. `mailboxes` are the tenant's (address, owner's display name).
+/// Fills `store` for `seed` at `now` (Unix seconds, the messages' INTERNALDATE). `mailboxes` are the
+/// tenant's (address, owner's display name).
 pub(crate) fn seed(
     store: &mut MailStore,
     seed: &MailSeed,
     mailboxes: &[(String, String)],
+    now: i64,
 ) -> Result<(), SandboxError> {
     let mut from_dir = Vec::new();
     if let MailSeed::Dir(dir) = seed {
@@ -204,19 +270,32 @@ pub(crate) fn seed(
         }
     }
     for (address, name) in mailboxes {
-        if let Some((_, messages)) = from_dir
+        if let Some((_, folders)) = from_dir
             .iter()
             .find(|(a, _)| a.eq_ignore_ascii_case(address))
         {
-            for message in messages {
-                store.deliver(address, message);
+            for (folder, messages) in folders {
+                store.create_folder(address, folder);
+                for message in messages {
+                    store
+                        .deliver_to(address, folder, message, now)
+                        .expect("the folder was just created");
+                }
             }
             continue;
         }
-        store.deliver(address, &welcome(address));
+        store.deliver(address, &welcome(address), now);
         if *seed == MailSeed::Demo && address.eq_ignore_ascii_case(crate::demo::USER_UPN) {
             for message in demo_inbox(address, name) {
-                store.deliver(address, &message);
+                store.deliver(address, &message, now);
+            }
+            for (folder, text) in DEMO_FOLDERS {
+                let message = text
+                    .replace("{{mailbox}}", address)
+                    .replace("{{name}}", name);
+                store
+                    .deliver_to(address, folder, message.as_bytes(), now)
+                    .expect("a default folder");
             }
         }
     }

@@ -1,26 +1,106 @@
-//! The messages of every mailbox, in memory. A message is kept with CRLF line endings, so its size is the
-//! octets a client receives.
+//! The messages of every mailbox, in memory, in folders. A message is kept with CRLF line endings, so its
+//! size is the octets a client receives, and its bytes are held once (`Arc<[u8]>`), shared by every session.
+//!
+//! Every mailbox has Exchange's folders — Inbox, Sent Items, Drafts, Deleted Items, Archive, Junk Email —
+//! and any a `--mail-dir` names. POP3 serves the Inbox.
+//!
+//! Identifiers:
+//! - the POP3 UIDL derives from the mailbox and the content (and, for a copy of a message already there,
+//!   how many copies came before), so the same `--mail-dir` gives the same UIDLs after a restart; a UIDL is
+//!   never given again once its message is deleted (RFC 1939 §7);
+//! - the IMAP UID is per folder, ascending from 1, never reused under one UIDVALIDITY (RFC 3501 §2.3.1.1).
+//!   The store lives in memory, so a restart forgets run-time deliveries: every folder's UIDVALIDITY is the
+//!   sandbox's start time (Unix seconds), so after a restart clients see a new UIDVALIDITY instead of old
+//!   UIDs naming other messages. The admin API can set a folder's UIDVALIDITY (a client must then resync).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Exchange Online's default folders, with their special use (RFC 6154 names, without the backslash).
+pub(crate) const DEFAULT_FOLDERS: [(&str, Option<&str>); 6] = [
+    ("INBOX", None),
+    ("Sent Items", Some("Sent")),
+    ("Drafts", Some("Drafts")),
+    ("Deleted Items", Some("Trash")),
+    ("Archive", Some("Archive")),
+    ("Junk Email", Some("Junk")),
+];
 
 /// One stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredMessage {
-    /// Stable unique id (POP3 UIDL; later the IMAP UID's source).
+    /// Stable unique id (POP3 UIDL).
     pub(crate) uid: String,
+    /// The IMAP UID within its folder.
+    pub(crate) imap_uid: u32,
+    /// IMAP flags (`\Seen`, `\Flagged`, keywords).
+    pub(crate) flags: Vec<String>,
+    /// INTERNALDATE, Unix seconds.
+    pub(crate) internal_date: i64,
     /// The RFC 5322 message, CRLF line endings; held once and shared by every session that reads it.
-    pub(crate) bytes: std::sync::Arc<[u8]>,
+    pub(crate) bytes: Arc<[u8]>,
 }
 
-/// Mailbox address (lower case) → its messages, oldest first.
-#[derive(Debug, Default)]
+/// One folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Folder {
+    /// Its IMAP name (`INBOX`, `Sent Items`, `Archive/2026`).
+    pub(crate) name: String,
+    /// Its special use, if it is one of Exchange's.
+    pub(crate) special_use: Option<&'static str>,
+    /// UIDVALIDITY.
+    pub(crate) uid_validity: u32,
+    /// The UID the next message gets.
+    pub(crate) uid_next: u32,
+    /// The messages, by ascending UID.
+    pub(crate) messages: Vec<StoredMessage>,
+}
+
+impl Folder {
+    fn new(name: &str, special_use: Option<&'static str>, uid_validity: u32) -> Self {
+        Self {
+            name: name.to_owned(),
+            special_use,
+            uid_validity,
+            uid_next: 1,
+            messages: Vec::new(),
+        }
+    }
+}
+
+/// A new mailbox's folders.
+fn default_folders(uid_validity: u32) -> Vec<Folder> {
+    DEFAULT_FOLDERS
+        .iter()
+        .map(|(name, special)| Folder::new(name, *special, uid_validity))
+        .collect()
+}
+
+/// A folder name as IMAP compares it: INBOX in any case is the Inbox; others exactly.
+fn same_folder(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case("INBOX") || b.eq_ignore_ascii_case("INBOX") {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+/// Mailbox address (lower case) → its folders, the Inbox first.
+#[derive(Debug)]
 pub(crate) struct MailStore {
-    boxes: HashMap<String, Vec<StoredMessage>>,
-    /// Uids once given and since deleted: never given again (RFC 1939 §7), or a reader's checkpoint for the
-    /// old message would swallow a new one with the same bytes.
-    retired: std::collections::HashSet<String>,
-    /// Uids whose RETR is refused (a fault for tests: Exchange refuses items it cannot convert).
-    unretrievable: std::collections::HashSet<String>,
+    boxes: HashMap<String, Vec<Folder>>,
+    /// UIDVALIDITY of every folder created in this run (the start time).
+    uid_validity: u32,
+    /// UIDLs once given and since deleted: never given again.
+    retired: HashSet<String>,
+    /// UIDLs whose RETR is refused (a fault for tests: Exchange refuses items it cannot convert).
+    unretrievable: HashSet<String>,
+}
+
+impl Default for MailStore {
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 /// A message with CRLF line endings (a bare LF becomes CRLF).
@@ -37,15 +117,54 @@ fn with_crlf(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The folder name is not one of the mailbox's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NoSuchFolder;
+
 impl MailStore {
-    /// Stores `message` in `address`'s mailbox and returns its uid. The uid derives from the mailbox and
-    /// the content (and, for a copy of a message already there, how many copies came before), so the same
-    /// `--mail-dir` gives the same UIDLs after a restart.
-    pub(crate) fn deliver(&mut self, address: &str, message: &[u8]) -> String {
+    /// An empty store whose folders get `uid_validity` (the start time, Unix seconds).
+    pub(crate) fn new(uid_validity: u32) -> Self {
+        Self {
+            boxes: HashMap::new(),
+            uid_validity: uid_validity.max(1),
+            retired: HashSet::new(),
+            unretrievable: HashSet::new(),
+        }
+    }
+
+    fn mailbox(&mut self, address: &str) -> &mut Vec<Folder> {
+        let uid_validity = self.uid_validity;
+        self.boxes
+            .entry(address.to_ascii_lowercase())
+            .or_insert_with(|| default_folders(uid_validity))
+    }
+
+    /// Makes sure `address` has its default folders (and `extra` ones).
+    pub(crate) fn create_folder(&mut self, address: &str, name: &str) {
+        let uid_validity = self.uid_validity;
+        let folders = self.mailbox(address);
+        if !folders.iter().any(|f| same_folder(&f.name, name)) {
+            folders.push(Folder::new(name, None, uid_validity));
+        }
+    }
+
+    /// Stores `message` in `address`'s Inbox; returns its UIDL.
+    pub(crate) fn deliver(&mut self, address: &str, message: &[u8], now: i64) -> String {
+        self.deliver_to(address, "INBOX", message, now)
+            .expect("every mailbox has an Inbox")
+    }
+
+    /// Stores `message` in `folder` of `address`'s mailbox; returns its UIDL.
+    pub(crate) fn deliver_to(
+        &mut self,
+        address: &str,
+        folder: &str,
+        message: &[u8],
+        now: i64,
+    ) -> Result<String, NoSuchFolder> {
         use sha2::Digest as _;
         let address = address.to_ascii_lowercase();
         let bytes = with_crlf(message);
-        let messages = self.boxes.entry(address.clone()).or_default();
         let mut digest = sha2::Sha256::new();
         digest.update(address.as_bytes());
         digest.update([0]);
@@ -55,33 +174,88 @@ impl MailStore {
             .map(|b| format!("{b:02x}"))
             .collect();
         let base = format!("AAMkAGSbx{hex}");
+        let retired = &self.retired;
+        let taken = |uid: &str, folders: &[Folder]| {
+            retired.contains(uid)
+                || folders
+                    .iter()
+                    .any(|f| f.messages.iter().any(|m| m.uid == uid))
+        };
+        let uid_validity = self.uid_validity;
+        let folders = self
+            .boxes
+            .entry(address)
+            .or_insert_with(|| default_folders(uid_validity));
         let mut uid = base.clone();
         let mut copy = 1;
-        while messages.iter().any(|m| m.uid == uid) || self.retired.contains(&uid) {
+        while taken(&uid, folders) {
             copy += 1;
             uid = format!("{base}-{copy}");
         }
-        messages.push(StoredMessage {
+        let target = folders
+            .iter_mut()
+            .find(|f| same_folder(&f.name, folder))
+            .ok_or(NoSuchFolder)?;
+        target.messages.push(StoredMessage {
             uid: uid.clone(),
+            imap_uid: target.uid_next,
+            flags: Vec::new(),
+            internal_date: now,
             bytes: bytes.into(),
         });
-        uid
+        target.uid_next += 1;
+        Ok(uid)
     }
 
-    /// The messages of `address`, oldest first.
+    /// The folders of `address` (its default ones when it has none yet).
+    pub(crate) fn folders(&mut self, address: &str) -> &[Folder] {
+        self.mailbox(address)
+    }
+
+    /// One folder of `address`.
+    pub(crate) fn folder(&self, address: &str, name: &str) -> Option<&Folder> {
+        self.boxes
+            .get(&address.to_ascii_lowercase())?
+            .iter()
+            .find(|f| same_folder(&f.name, name))
+    }
+
+    /// Sets a folder's UIDVALIDITY (clients must resync it).
+    pub(crate) fn set_uid_validity(
+        &mut self,
+        address: &str,
+        name: &str,
+        uid_validity: u32,
+    ) -> Result<(), NoSuchFolder> {
+        let folder = self
+            .mailbox(address)
+            .iter_mut()
+            .find(|f| same_folder(&f.name, name))
+            .ok_or(NoSuchFolder)?;
+        folder.uid_validity = uid_validity.max(1);
+        Ok(())
+    }
+
+    /// The Inbox's messages of `address`, oldest first (copies; for tests).
+    #[cfg(test)]
     pub(crate) fn messages(&self, address: &str) -> Vec<StoredMessage> {
-        self.boxes
-            .get(&address.to_ascii_lowercase())
-            .cloned()
-            .unwrap_or_default()
+        self.each(address).cloned().collect()
     }
 
-    /// Uid, size and a reference to the bytes of each message of `address` (no copy).
+    /// Each message of `address`'s Inbox, by reference (no copy).
     pub(crate) fn each(&self, address: &str) -> impl Iterator<Item = &StoredMessage> {
-        self.boxes
-            .get(&address.to_ascii_lowercase())
+        self.each_in(address, "INBOX")
+    }
+
+    /// Each message of a folder, by reference.
+    pub(crate) fn each_in(
+        &self,
+        address: &str,
+        folder: &str,
+    ) -> impl Iterator<Item = &StoredMessage> {
+        self.folder(address, folder)
             .into_iter()
-            .flatten()
+            .flat_map(|f| f.messages.iter())
     }
 
     /// Makes RETR of `uid` fail (a test fault).
@@ -89,27 +263,29 @@ impl MailStore {
         self.unretrievable.insert(uid.to_owned());
     }
 
-    /// One message by uid (`None` too when its RETR is refused); a shared reference, not a copy.
-    pub(crate) fn message(&self, address: &str, uid: &str) -> Option<std::sync::Arc<[u8]>> {
+    /// One Inbox message by UIDL (`None` too when its RETR is refused); a shared reference, not a copy.
+    pub(crate) fn message(&self, address: &str, uid: &str) -> Option<Arc<[u8]>> {
         if self.unretrievable.contains(uid) {
             return None;
         }
-        self.boxes
-            .get(&address.to_ascii_lowercase())?
-            .iter()
+        self.each(address)
             .find(|m| m.uid == uid)
-            .map(|m| m.bytes.clone())
+            .map(|m| Arc::clone(&m.bytes))
     }
 
-    /// Removes the messages with these uids; returns how many were removed.
+    /// Removes the Inbox messages with these UIDLs; returns how many were removed.
     pub(crate) fn delete(&mut self, address: &str, uids: &[String]) -> usize {
-        let Some(messages) = self.boxes.get_mut(&address.to_ascii_lowercase()) else {
+        let Some(inbox) = self
+            .boxes
+            .get_mut(&address.to_ascii_lowercase())
+            .and_then(|folders| folders.iter_mut().find(|f| same_folder(&f.name, "INBOX")))
+        else {
             return 0;
         };
-        let before = messages.len();
-        messages.retain(|m| !uids.contains(&m.uid));
+        let before = inbox.messages.len();
+        inbox.messages.retain(|m| !uids.contains(&m.uid));
         self.retired.extend(uids.iter().cloned());
-        before - messages.len()
+        before - inbox.messages.len()
     }
 }
 
@@ -117,47 +293,97 @@ impl MailStore {
 mod tests {
     use super::*;
 
+    const ADELE: &str = "adele@contoso.onmicrosoft.com";
+
     #[test]
     fn delivers_lists_finds_and_deletes_by_uid() {
         let mut store = MailStore::default();
-        let first = store.deliver("Adele@Contoso.onmicrosoft.com", b"Subject: a\n\nbody\n");
-        let second = store.deliver("adele@contoso.onmicrosoft.com", b"Subject: b\r\n\r\nx\r\n");
+        let first = store.deliver("Adele@Contoso.onmicrosoft.com", b"Subject: a\n\nbody\n", 0);
+        let second = store.deliver(ADELE, b"Subject: b\r\n\r\nx\r\n", 0);
         assert_ne!(first, second);
         // Content-derived: the same message again gets a distinct uid, the same in every store.
-        let copy = store.deliver("adele@contoso.onmicrosoft.com", b"Subject: b\r\n\r\nx\r\n");
+        let copy = store.deliver(ADELE, b"Subject: b\r\n\r\nx\r\n", 0);
         assert_eq!(copy, format!("{second}-2"));
         let mut other = MailStore::default();
-        assert_eq!(
-            other.deliver("adele@contoso.onmicrosoft.com", b"Subject: a\n\nbody\n"),
-            first
-        );
-        store.delete("adele@contoso.onmicrosoft.com", std::slice::from_ref(&copy));
+        assert_eq!(other.deliver(ADELE, b"Subject: a\n\nbody\n", 0), first);
+        store.delete(ADELE, std::slice::from_ref(&copy));
         // A deleted uid is never given again: the same bytes delivered anew get a new one.
-        let again = store.deliver("adele@contoso.onmicrosoft.com", b"Subject: b\r\n\r\nx\r\n");
+        let again = store.deliver(ADELE, b"Subject: b\r\n\r\nx\r\n", 0);
         assert_ne!(again, copy);
-        store.delete("adele@contoso.onmicrosoft.com", &[again]);
+        store.delete(ADELE, &[again]);
         let listed = store.messages("ADELE@contoso.onmicrosoft.com");
         assert_eq!(listed.len(), 2);
         assert_eq!(&*listed[0].bytes, b"Subject: a\r\n\r\nbody\r\n");
         assert_eq!(
-            &*store
-                .message("adele@contoso.onmicrosoft.com", &second)
-                .unwrap(),
+            &*store.message(ADELE, &second).unwrap(),
             b"Subject: b\r\n\r\nx\r\n"
         );
-        assert_eq!(
-            store.delete(
-                "adele@contoso.onmicrosoft.com",
-                &[first.clone(), "nope".into()]
-            ),
-            1
-        );
-        assert_eq!(store.messages("adele@contoso.onmicrosoft.com").len(), 1);
-        assert!(
-            store
-                .message("adele@contoso.onmicrosoft.com", &first)
-                .is_none()
-        );
+        assert_eq!(store.delete(ADELE, &[first.clone(), "nope".into()]), 1);
+        assert_eq!(store.messages(ADELE).len(), 1);
+        assert!(store.message(ADELE, &first).is_none());
         assert!(store.messages("nobody@x").is_empty());
+    }
+
+    #[test]
+    fn folders_have_their_own_uids_that_are_never_reused() {
+        let mut store = MailStore::new(1_796_600_000);
+        let names: Vec<String> = store
+            .folders(ADELE)
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "INBOX",
+                "Sent Items",
+                "Drafts",
+                "Deleted Items",
+                "Archive",
+                "Junk Email"
+            ]
+        );
+        store
+            .deliver_to(ADELE, "Archive", b"Subject: 1\r\n\r\n", 5)
+            .unwrap();
+        store
+            .deliver_to(ADELE, "archive", b"Subject: x\r\n\r\n", 5)
+            .unwrap_err();
+        store
+            .deliver_to(ADELE, "inbox", b"Subject: 2\r\n\r\n", 6)
+            .unwrap();
+        let inbox_uid = store.deliver(ADELE, b"Subject: 3\r\n\r\n", 7);
+        let archive = store.folder(ADELE, "Archive").unwrap();
+        assert_eq!((archive.uid_validity, archive.uid_next), (1_796_600_000, 2));
+        assert_eq!(archive.messages[0].imap_uid, 1);
+        let inbox = store.folder(ADELE, "INBOX").unwrap();
+        assert_eq!(
+            inbox
+                .messages
+                .iter()
+                .map(|m| m.imap_uid)
+                .collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // Expunged UIDs are not handed out again under the same UIDVALIDITY.
+        store.delete(ADELE, &[inbox_uid]);
+        store.deliver(ADELE, b"Subject: 4\r\n\r\n", 8);
+        let inbox = store.folder(ADELE, "INBOX").unwrap();
+        assert_eq!(
+            inbox
+                .messages
+                .iter()
+                .map(|m| m.imap_uid)
+                .collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(inbox.messages[1].internal_date, 8);
+        store.create_folder(ADELE, "Projects/2026");
+        store.set_uid_validity(ADELE, "Projects/2026", 42).unwrap();
+        assert_eq!(
+            store.folder(ADELE, "Projects/2026").unwrap().uid_validity,
+            42
+        );
+        assert_eq!(store.set_uid_validity(ADELE, "Nope", 1), Err(NoSuchFolder));
     }
 }

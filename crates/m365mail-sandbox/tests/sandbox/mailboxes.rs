@@ -159,3 +159,113 @@ async fn the_demo_seed_fills_adeles_inbox() {
         1
     );
 }
+
+#[tokio::test]
+async fn folders_their_uidvalidity_and_deliveries_to_a_folder() {
+    let sbx = start_with(SandboxConfig {
+        mail: MailSeed::Demo,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let folders_route = format!("_sandbox/admin/mailboxes/{}/folders", demo::USER_UPN);
+    let folders = sbx.get_json(&folders_route).await.body;
+    let summary: Vec<(String, Value, u64)> = folders
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_owned(),
+                f["special_use"].clone(),
+                f["messages"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("INBOX".to_owned(), Value::Null, 12),
+            ("Sent Items".to_owned(), "Sent".into(), 2),
+            ("Drafts".to_owned(), "Drafts".into(), 1),
+            ("Deleted Items".to_owned(), "Trash".into(), 1),
+            ("Archive".to_owned(), "Archive".into(), 2),
+            ("Junk Email".to_owned(), "Junk".into(), 1),
+        ]
+    );
+    // UIDVALIDITY: the start time, the same for every folder of this run.
+    let started = folders[0]["uid_validity"].as_u64().unwrap();
+    let now = m365mail_sandbox::Clock::unix_seconds(&m365mail_sandbox::SystemClock);
+    assert!(started <= now && now - started < 60, "{started} vs {now}");
+    assert_eq!(folders[4]["uid_next"], 3);
+
+    // Delivered to a folder; listed from it; an unknown folder is a 404.
+    let answer = sbx
+        .http
+        .post(sbx.url(&format!("{}?folder=Archive", route(demo::USER_UPN))))
+        .body("Subject: filed\r\n\r\nx\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let archive = sbx
+        .get_json(&format!("{}?folder=Archive", route(demo::USER_UPN)))
+        .await
+        .body;
+    assert_eq!(archive.as_array().unwrap().len(), 3);
+    assert_eq!(archive[2]["subject"], "filed");
+    let missing = sbx
+        .http
+        .post(sbx.url(&format!("{}?folder=Nope", route(demo::USER_UPN))))
+        .body("Subject: x\r\n\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // An admin sets a folder's UIDVALIDITY (a resync for clients).
+    let set = sbx
+        .admin_post(
+            &format!(
+                "mailboxes/{}/folders/Sent%20Items/uidvalidity",
+                demo::USER_UPN
+            ),
+            serde_json::json!({"uid_validity": 4242}),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    let folders = sbx.get_json(&folders_route).await.body;
+    assert_eq!(folders[1]["uid_validity"], 4242);
+}
+
+#[tokio::test]
+async fn a_mail_dir_subdirectory_is_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let adele = dir.path().join(demo::USER_UPN);
+    std::fs::create_dir_all(adele.join("Sent Items")).unwrap();
+    std::fs::create_dir_all(adele.join("Projects")).unwrap();
+    std::fs::write(adele.join("in.eml"), "Subject: inbox\n\nx\n").unwrap();
+    std::fs::write(adele.join("Sent Items/out.eml"), "Subject: sent\n\nx\n").unwrap();
+    std::fs::write(adele.join("Projects/p.eml"), "Subject: project\n\nx\n").unwrap();
+    let sbx = start_with(SandboxConfig {
+        mail: MailSeed::Dir(dir.path().to_path_buf()),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let folders = sbx.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    let named: Vec<(&str, usize)> = folders
+        .iter()
+        .map(|f| (f.name.as_str(), f.messages))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("INBOX", 1),
+            ("Sent Items", 1),
+            ("Drafts", 0),
+            ("Deleted Items", 0),
+            ("Archive", 0),
+            ("Junk Email", 0),
+            ("Projects", 1)
+        ]
+    );
+}
