@@ -6,6 +6,7 @@
 //!   and parsed by servers.
 //! - [`line`]: CRLF line framing with a length bound, for the line-oriented protocols (POP3, SMTP, IMAP
 //!   commands).
+//! - [`imap`]: the IMAP server core on imap-next (sign-in, folders; fetch and flags next).
 //! - [`pop3`]: the POP3 server core (the sandbox's service) and client core (the connector's reader).
 //! - [`transcript`]: golden `C:`/`S:` transcripts replayed against a core, byte for byte, whole and one byte
 //!   at a time.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod imap;
 pub mod line;
 pub mod pop3;
 pub mod transcript;

@@ -68,7 +68,12 @@ pub fn decode(response: &str) -> Result<Xoauth2, Xoauth2Error> {
     let bytes = STANDARD
         .decode(response.trim())
         .map_err(|_| Xoauth2Error::NotBase64)?;
-    let text = String::from_utf8(bytes).map_err(|_| Xoauth2Error::Malformed("not UTF-8"))?;
+    parse(&bytes)
+}
+
+/// Parses the raw response (already base64-decoded, as IMAP's AUTHENTICATE hands it over).
+pub fn parse(bytes: &[u8]) -> Result<Xoauth2, Xoauth2Error> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Xoauth2Error::Malformed("not UTF-8"))?;
     let body = text
         .strip_suffix("\x01\x01")
         .ok_or(Xoauth2Error::Malformed("does not end with two ^A"))?;

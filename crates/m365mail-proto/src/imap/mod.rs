@@ -1,0 +1,5 @@
+//! IMAP as Exchange Online speaks it (microsoft.md §7.4).
+//!
+//! - [`server`]: the server core on imap-next (the sandbox's IMAP service, later the local bridge).
+
+pub mod server;

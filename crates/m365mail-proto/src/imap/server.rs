@@ -1,0 +1,653 @@
+//! The IMAP server core: imap-next's sans-I/O server (parsing, literals, AUTHENTICATE) plus the session
+//! Exchange Online runs on it (microsoft.md §7.4): its greeting and CAPABILITY lines before and after sign-in,
+//! `AUTHENTICATE XOAUTH2` with SASL-IR or a continuation, `NO LOGIN failed.`, `NO AUTHENTICATE failed.` for
+//! any token problem, and `BAD User is authenticated but not connected.` (then `* BYE Connection closed. 14`)
+//! for a valid token that cannot open the mailbox.
+//!
+//! No I/O: the driver feeds bytes ([`ImapSession::receive`]) and writes what [`ImapSession::poll`] gives. The
+//! mail store is an [`ImapBackend`], called synchronously (the sandbox's is in memory; the bridge's will
+//! prefetch). Served so far: CAPABILITY, NOOP, LOGOUT, ID, LOGIN, AUTHENTICATE, NAMESPACE, LIST, LSUB,
+//! STATUS, SELECT, EXAMINE, UNSELECT, CLOSE; other commands get `BAD Command not supported.` (FETCH, STORE,
+//! EXPUNGE and the rest come with the next part).
+
+use std::borrow::Cow;
+
+use bounded_static::IntoBoundedStatic as _;
+use std::num::NonZeroU32;
+
+use imap_next::imap_types::{
+    auth::AuthMechanism,
+    command::{Command, CommandBody},
+    core::{Tag, Text, Vec1},
+    flag::{Flag, FlagNameAttribute, FlagPerm},
+    mailbox::Mailbox,
+    response::{
+        Capability, Code, CommandContinuationRequest, Data, Greeting, GreetingKind, Status,
+    },
+    status::{StatusDataItem, StatusDataItemName},
+};
+use imap_next::server::{Event, Options, Server};
+use imap_next::{Interrupt, Io, State as _};
+
+use crate::xoauth2;
+
+/// Exchange's greeting text before the bracketed server name (microsoft.md §7.4).
+pub const GREETING_TEXT: &str = "The Microsoft Exchange IMAP4 service is ready.";
+/// Before sign-in (§7.4, verbatim from client logs).
+pub const CAPABILITIES_BEFORE: &str = "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+";
+/// After sign-in (§7.4, verbatim): MOVE and Exchange's own three appear.
+pub const CAPABILITIES_AFTER: &str = "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT \
+     CLIENTACCESSRULES CLIENTNETWORKPRESENCELOCATION BACKENDAUTHENTICATE CHILDREN IDLE NAMESPACE LITERAL+";
+
+/// A folder as LIST shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// The IMAP name (`INBOX`, `Sent Items`).
+    pub name: String,
+    /// Its special use without the backslash (`Sent`, `Drafts`, `Trash`, `Junk`, `Archive`).
+    pub special_use: Option<String>,
+}
+
+/// One message as a folder lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// The UID.
+    pub uid: u32,
+    /// Its flags as IMAP spells them.
+    pub flags: Vec<String>,
+}
+
+/// A folder's state at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderView {
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// UIDNEXT.
+    pub uid_next: u32,
+    /// The messages, by ascending UID.
+    pub messages: Vec<MessageMeta>,
+}
+
+/// The answer to an XOAUTH2 sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    /// The token is good; `can_open_mailbox` is false when the identity may not open the mailbox of `user=`.
+    Accepted {
+        /// Whether mailbox commands work.
+        can_open_mailbox: bool,
+    },
+    /// Any token problem.
+    Refused,
+}
+
+/// The mail store behind one session.
+pub trait ImapBackend {
+    /// Checks an XOAUTH2 sign-in (the token is a secret: log nothing of it).
+    fn sign_in(&mut self, user: &str, token: &str) -> SignIn;
+    /// The mailbox's folders.
+    fn folders(&mut self) -> Vec<FolderInfo>;
+    /// A folder's state, `None` when there is no such folder (`INBOX` comes as `INBOX`).
+    fn folder(&mut self, name: &str) -> Option<FolderView>;
+}
+
+/// What the driver does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Write these bytes, then poll again.
+    Output(Vec<u8>),
+    /// Read more bytes ([`ImapSession::receive`]), then poll again.
+    NeedInput,
+    /// Everything is written: close the connection.
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    NotAuthenticated,
+    /// `AUTHENTICATE XOAUTH2` without an initial response: the tag waits for the continuation.
+    AwaitingAuthData(Tag<'static>),
+    Authenticated,
+    Selected {
+        name: String,
+        read_only: bool,
+    },
+    Logout,
+}
+
+/// One IMAP connection's server side.
+pub struct ImapSession {
+    server: Server,
+    state: State,
+    /// Mailbox commands refused so far after a sign-in whose identity cannot open the mailbox.
+    not_connected: Option<u8>,
+    /// BYE sent: close once it is written.
+    closing: bool,
+}
+
+impl std::fmt::Debug for ImapSession {
+    // imap-next's buffers may hold an XOAUTH2 response (a token): show only the state.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapSession")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn capability_list(text: &str) -> Vec1<Capability<'static>> {
+    let items: Vec<Capability<'static>> = text
+        .split(' ')
+        .map(|c| Capability::try_from(c.to_owned()).expect("a static capability parses"))
+        .collect();
+    Vec1::try_from(items).expect("not empty")
+}
+
+fn ok(tag: Tag<'static>, text: &str) -> Status<'static> {
+    Status::ok(Some(tag), None, text.to_owned()).expect("static text")
+}
+
+fn no(tag: Tag<'static>, text: &str) -> Status<'static> {
+    Status::no(Some(tag), None, text.to_owned()).expect("static text")
+}
+
+fn bad(tag: Option<Tag<'static>>, text: &str) -> Status<'static> {
+    Status::bad(tag, None, text.to_owned()).expect("static text")
+}
+
+impl ImapSession {
+    /// A session that greets with Exchange's line; `server_name` goes base64 (UTF-16LE) in the brackets.
+    pub fn new(server_name: &str, limits: ImapLimits) -> Self {
+        use base64::Engine as _;
+        let utf16: Vec<u8> = server_name
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let text = format!(
+            "{GREETING_TEXT} [{}]",
+            base64::engine::general_purpose::STANDARD.encode(utf16)
+        );
+        let greeting = Greeting {
+            kind: GreetingKind::Ok,
+            code: None,
+            text: Text::try_from(text).expect("a valid greeting text"),
+        };
+        let mut options = Options::default();
+        options.max_literal_size = limits.max_literal;
+        options.max_command_size = limits.max_command.max(limits.max_literal + 64 * 1024);
+        Self {
+            server: Server::new(options, greeting),
+            state: State::NotAuthenticated,
+            not_connected: None,
+            closing: false,
+        }
+    }
+
+    /// Bytes read from the client.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        self.server.enqueue_input(bytes);
+    }
+
+    /// Runs until there is something to write, input is needed, or the session is over.
+    pub fn poll(&mut self, backend: &mut dyn ImapBackend) -> Poll {
+        loop {
+            match self.server.next() {
+                Ok(event) => self.event(event, backend),
+                Err(Interrupt::Io(Io::Output(bytes))) => return Poll::Output(exchange_case(bytes)),
+                Err(Interrupt::Io(Io::NeedMoreInput)) => {
+                    if self.closing {
+                        return Poll::Close;
+                    }
+                    return Poll::NeedInput;
+                }
+                Err(Interrupt::Error(error)) => self.malformed(error),
+            }
+        }
+    }
+
+    /// A line imap-next could not take: BAD with the tag when one can be read (imap-next sends nothing
+    /// itself for these, duesee/imap-next#215).
+    fn malformed(&mut self, error: imap_next::server::Error) {
+        use imap_next::server::Error;
+        let (discarded, text) = match &error {
+            Error::ExpectedCrlfGotLf { discarded_bytes } => (discarded_bytes, "Command Error. 12"),
+            Error::MalformedMessage { discarded_bytes } => (discarded_bytes, "Command Error. 12"),
+            Error::LiteralTooLong { discarded_bytes } => (discarded_bytes, "Literal too long."),
+            Error::CommandTooLong { discarded_bytes } => (discarded_bytes, "Command too long."),
+        };
+        if let State::AwaitingAuthData(tag) = &self.state {
+            let tag = tag.clone();
+            self.state = State::NotAuthenticated;
+            let _ = self
+                .server
+                .authenticate_finish(bad(Some(tag), "AUTHENTICATE failed."));
+            return;
+        }
+        let bytes = discarded.declassify();
+        let tag = bytes
+            .split(|&b| b == b' ')
+            .next()
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(|t| Tag::try_from(t.to_owned()).ok());
+        self.server.enqueue_status(bad(tag, text));
+    }
+
+    fn event(&mut self, event: Event, backend: &mut dyn ImapBackend) {
+        match event {
+            Event::GreetingSent { .. } | Event::ResponseSent { .. } => {}
+            Event::CommandReceived { command } => self.command(command, backend),
+            Event::CommandAuthenticateReceived {
+                command_authenticate,
+            } => {
+                let tag = command_authenticate.tag.into_static();
+                if self.state != State::NotAuthenticated {
+                    let _ = self
+                        .server
+                        .authenticate_finish(bad(Some(tag), "Command received in Invalid state."));
+                    return;
+                }
+                match command_authenticate.mechanism {
+                    AuthMechanism::XOAuth2 => match command_authenticate.initial_response {
+                        Some(response) => {
+                            let bytes = response.declassify().to_vec();
+                            self.finish_sign_in(tag, &bytes, backend);
+                        }
+                        None => {
+                            self.state = State::AwaitingAuthData(tag);
+                            // Exchange's bare "+ " (microsoft.md §7.4).
+                            let _ = self.server.authenticate_continue(
+                                CommandContinuationRequest::base64(Vec::new()),
+                            );
+                        }
+                    },
+                    // Advertised, as Exchange does; Basic authentication is off (our choice of line).
+                    _ => {
+                        let _ = self
+                            .server
+                            .authenticate_finish(no(tag, "AUTHENTICATE failed."));
+                    }
+                }
+            }
+            Event::AuthenticateDataReceived { authenticate_data } => {
+                let State::AwaitingAuthData(tag) =
+                    std::mem::replace(&mut self.state, State::NotAuthenticated)
+                else {
+                    return;
+                };
+                use imap_next::imap_types::auth::AuthenticateData;
+                match authenticate_data {
+                    AuthenticateData::Continue(data) => {
+                        let bytes = data.declassify().to_vec();
+                        self.finish_sign_in(tag, &bytes, backend);
+                    }
+                    AuthenticateData::Cancel => {
+                        let _ = self
+                            .server
+                            .authenticate_finish(bad(Some(tag), "AUTHENTICATE failed."));
+                    }
+                }
+            }
+            Event::IdleCommandReceived { tag } => {
+                let _ = self
+                    .server
+                    .idle_reject(bad(Some(tag.into_static()), "Command not supported."));
+            }
+            Event::IdleDoneReceived => {}
+        }
+    }
+
+    fn finish_sign_in(
+        &mut self,
+        tag: Tag<'static>,
+        response: &[u8],
+        backend: &mut dyn ImapBackend,
+    ) {
+        let outcome = match xoauth2::parse(response) {
+            Ok(auth) => backend.sign_in(&auth.user, &auth.token),
+            Err(_) => SignIn::Refused,
+        };
+        let status = match outcome {
+            SignIn::Accepted { can_open_mailbox } => {
+                self.state = State::Authenticated;
+                self.not_connected = (!can_open_mailbox).then_some(0);
+                ok(tag, "AUTHENTICATE completed.")
+            }
+            SignIn::Refused => no(tag, "AUTHENTICATE failed."),
+        };
+        let _ = self.server.authenticate_finish(status);
+    }
+
+    fn command(&mut self, command: Command<'_>, backend: &mut dyn ImapBackend) {
+        let tag = command.tag.into_static();
+        let authenticated = matches!(self.state, State::Authenticated | State::Selected { .. });
+        match command.body {
+            CommandBody::Capability => {
+                let list = if authenticated {
+                    CAPABILITIES_AFTER
+                } else {
+                    CAPABILITIES_BEFORE
+                };
+                self.server
+                    .enqueue_data(Data::Capability(capability_list(list)));
+                self.server.enqueue_status(ok(tag, "CAPABILITY completed."));
+            }
+            CommandBody::Noop => {
+                self.server.enqueue_status(ok(tag, "NOOP completed."));
+            }
+            CommandBody::Logout => {
+                self.state = State::Logout;
+                self.closing = true;
+                self.server.enqueue_status(
+                    Status::bye(None, "Microsoft Exchange Server IMAP4 server signing off.")
+                        .expect("static text"),
+                );
+                self.server.enqueue_status(ok(tag, "LOGOUT completed."));
+            }
+            CommandBody::Id { .. } => {
+                // Observed once in a client's transcript (microsoft.md §7.4: unconfirmed).
+                use imap_next::imap_types::core::{IString, NString};
+                let pair = |k: &str, v: &str| {
+                    (
+                        IString::try_from(k.to_owned()).expect("quoted"),
+                        NString(Some(IString::try_from(v.to_owned()).expect("quoted"))),
+                    )
+                };
+                self.server.enqueue_data(Data::Id {
+                    parameters: Some(vec![
+                        pair("name", "Microsoft.Exchange.Imap4.Imap4Server"),
+                        pair("version", "15.20"),
+                    ]),
+                });
+                self.server.enqueue_status(ok(tag, "ID completed."));
+            }
+            CommandBody::Login { .. } => {
+                let status = if authenticated {
+                    bad(Some(tag), "Command received in Invalid state.")
+                } else {
+                    no(tag, "LOGIN failed.")
+                };
+                self.server.enqueue_status(status);
+            }
+            _ if !authenticated => {
+                self.server
+                    .enqueue_status(bad(Some(tag), "Command received in Invalid state."));
+            }
+            body => self.mailbox_command(tag, body, backend),
+        }
+    }
+
+    /// Commands that touch the mailbox: refused twice, then the connection ends, when the identity cannot
+    /// open it (§7.4, verbatim).
+    fn mailbox_command(
+        &mut self,
+        tag: Tag<'static>,
+        body: CommandBody<'_>,
+        backend: &mut dyn ImapBackend,
+    ) {
+        if let Some(refused) = self.not_connected.as_mut() {
+            *refused += 1;
+            self.server
+                .enqueue_status(bad(Some(tag), "User is authenticated but not connected."));
+            if *refused >= 2 {
+                self.closing = true;
+                self.server.enqueue_status(
+                    Status::bye(None, "Connection closed. 14").expect("static text"),
+                );
+            }
+            return;
+        }
+        match body {
+            CommandBody::Namespace => {
+                use imap_next::imap_types::extensions::namespace::Namespace;
+                let personal = vec![Namespace {
+                    prefix: "".try_into().expect("empty prefix"),
+                    delimiter: Some('/'.try_into().expect("a quoted char")),
+                    extensions: Vec::new(),
+                }];
+                self.server.enqueue_data(Data::Namespace {
+                    personal,
+                    other: Vec::new(),
+                    shared: Vec::new(),
+                });
+                self.server.enqueue_status(ok(tag, "NAMESPACE completed."));
+            }
+            CommandBody::List {
+                mailbox_wildcard, ..
+            }
+            | CommandBody::Lsub {
+                mailbox_wildcard, ..
+            } => {
+                let lsub = false;
+                let pattern = list_pattern(&mailbox_wildcard);
+                let folders = backend.folders();
+                for folder in &folders {
+                    if !wildcard_match(&pattern, &folder.name) {
+                        continue;
+                    }
+                    let has_children = folders
+                        .iter()
+                        .any(|f| f.name.starts_with(&format!("{}/", folder.name)));
+                    let mut items = vec![FlagNameAttribute::from(
+                        imap_next::imap_types::core::Atom::try_from(if has_children {
+                            "HasChildren"
+                        } else {
+                            "HasNoChildren"
+                        })
+                        .expect("an atom"),
+                    )];
+                    if let Some(special) = &folder.special_use {
+                        items.push(FlagNameAttribute::from(
+                            imap_next::imap_types::core::Atom::try_from(special.clone())
+                                .expect("an atom"),
+                        ));
+                    }
+                    let mailbox = to_mailbox(&folder.name);
+                    let delimiter = Some('/'.try_into().expect("a quoted char"));
+                    let _ = lsub;
+                    self.server.enqueue_data(Data::List {
+                        items,
+                        delimiter,
+                        mailbox,
+                    });
+                }
+                self.server.enqueue_status(ok(tag, "LIST completed."));
+            }
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => {
+                let name = from_mailbox(&mailbox);
+                let Some(view) = backend.folder(&name) else {
+                    self.server
+                        .enqueue_status(no(tag, "The requested item could not be found."));
+                    return;
+                };
+                let items: Vec<StatusDataItem> = item_names
+                    .iter()
+                    .filter_map(|item| match item {
+                        StatusDataItemName::Messages => {
+                            Some(StatusDataItem::Messages(view.messages.len() as u32))
+                        }
+                        StatusDataItemName::Recent => Some(StatusDataItem::Recent(0)),
+                        StatusDataItemName::UidNext => {
+                            NonZeroU32::new(view.uid_next).map(StatusDataItem::UidNext)
+                        }
+                        StatusDataItemName::UidValidity => {
+                            NonZeroU32::new(view.uid_validity).map(StatusDataItem::UidValidity)
+                        }
+                        StatusDataItemName::Unseen => Some(StatusDataItem::Unseen(
+                            view.messages
+                                .iter()
+                                .filter(|m| {
+                                    !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))
+                                })
+                                .count() as u32,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                self.server.enqueue_data(Data::Status {
+                    mailbox: mailbox.into_static(),
+                    items: Cow::Owned(items),
+                });
+                self.server.enqueue_status(ok(tag, "STATUS completed."));
+            }
+            CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
+                let read_only = false;
+                let name = from_mailbox(&mailbox);
+                let _ = read_only;
+                self.select(tag, name, backend);
+            }
+            CommandBody::Unselect | CommandBody::Close => {
+                if matches!(self.state, State::Selected { .. }) {
+                    self.state = State::Authenticated;
+                    self.server.enqueue_status(ok(tag, "UNSELECT completed."));
+                } else {
+                    self.server
+                        .enqueue_status(bad(Some(tag), "Command received in Invalid state."));
+                }
+            }
+            _ => {
+                self.server
+                    .enqueue_status(bad(Some(tag), "Command not supported."));
+            }
+        }
+    }
+
+    fn select(&mut self, tag: Tag<'static>, name: String, backend: &mut dyn ImapBackend) {
+        let Some(view) = backend.folder(&name) else {
+            self.state = State::Authenticated;
+            self.server
+                .enqueue_status(no(tag, "The requested item could not be found."));
+            return;
+        };
+        let flags = || {
+            [
+                "\\Seen",
+                "\\Answered",
+                "\\Flagged",
+                "\\Deleted",
+                "\\Draft",
+                "$MDNSent",
+            ]
+            .iter()
+            .map(|f| Flag::try_from(*f).expect("a flag"))
+            .collect::<Vec<_>>()
+        };
+        self.server.enqueue_data(Data::Flags(flags()));
+        self.server
+            .enqueue_data(Data::Exists(view.messages.len() as u32));
+        self.server.enqueue_data(Data::Recent(0));
+        let permanent: Vec<FlagPerm<'static>> = flags().into_iter().map(FlagPerm::Flag).collect();
+        for code in [
+            Code::PermanentFlags(permanent),
+            Code::uidvalidity(view.uid_validity.max(1)).expect("non-zero"),
+            Code::uidnext(view.uid_next.max(1)).expect("non-zero"),
+        ] {
+            self.server.enqueue_status(
+                Status::ok(None, Some(code), "Ok".to_owned()).expect("static text"),
+            );
+        }
+        self.state = State::Selected {
+            name,
+            read_only: false,
+        };
+        self.server.enqueue_status(
+            Status::ok(
+                Some(tag),
+                Some(Code::ReadWrite),
+                "SELECT completed.".to_owned(),
+            )
+            .expect("static text"),
+        );
+    }
+}
+
+/// imap-codec writes the capabilities it knows in its own case (`IMAP4REV1`); Exchange writes `IMAP4rev1`
+/// (§7.4). Only a CAPABILITY response is touched (a message body is never rewritten).
+fn exchange_case(mut bytes: Vec<u8>) -> Vec<u8> {
+    const KNOWN: &[u8] = b" IMAP4REV1 ";
+    if bytes.starts_with(b"* CAPABILITY ") {
+        let line_end = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(bytes.len());
+        if let Some(at) = bytes[..line_end]
+            .windows(KNOWN.len())
+            .position(|w| w == KNOWN)
+        {
+            bytes[at + 1..at + KNOWN.len() - 1].copy_from_slice(b"IMAP4rev1");
+        }
+    }
+    bytes
+}
+
+/// Bounds on what a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImapLimits {
+    /// Largest literal (APPEND, a long string).
+    pub max_literal: u32,
+    /// Longest command (literals included).
+    pub max_command: u32,
+}
+
+impl Default for ImapLimits {
+    fn default() -> Self {
+        // Exchange Online takes messages up to 150 MB (microsoft.md §7.7): APPEND needs literals that size.
+        Self {
+            max_literal: 36 * 1024 * 1024,
+            max_command: 36 * 1024 * 1024 + 64 * 1024,
+        }
+    }
+}
+
+fn from_mailbox(mailbox: &Mailbox<'_>) -> String {
+    match mailbox {
+        Mailbox::Inbox => "INBOX".to_owned(),
+        Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+    }
+}
+
+fn to_mailbox(name: &str) -> Mailbox<'static> {
+    Mailbox::try_from(name.to_owned()).expect("a folder name is a valid mailbox")
+}
+
+fn list_pattern(wildcard: &imap_next::imap_types::mailbox::ListMailbox<'_>) -> String {
+    use imap_next::imap_types::mailbox::ListMailbox;
+    match wildcard {
+        ListMailbox::Token(token) => String::from_utf8_lossy(token.as_ref()).into_owned(),
+        ListMailbox::String(string) => String::from_utf8_lossy(string.as_ref()).into_owned(),
+    }
+}
+
+/// LIST's wildcards: `*` matches anything, `%` anything but the delimiter `/`. INBOX in any case.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    fn matches(p: &[u8], n: &[u8]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some((b'*', rest)) => (0..=n.len()).any(|i| matches(rest, &n[i..])),
+            Some((b'%', rest)) => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != b'/')
+                .any(|i| matches(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && matches(rest, &n[1..]),
+        }
+    }
+    if name == "INBOX" && pattern.eq_ignore_ascii_case("inbox") {
+        return true;
+    }
+    matches(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_wildcards() {
+        assert!(wildcard_match("*", "Archive/2026"));
+        assert!(wildcard_match("%", "Archive"));
+        assert!(!wildcard_match("%", "Archive/2026"));
+        assert!(wildcard_match("Archive/%", "Archive/2026"));
+        assert!(wildcard_match("inbox", "INBOX"));
+        assert!(wildcard_match("Sent*", "Sent Items"));
+        assert!(!wildcard_match("Drafts", "Sent Items"));
+    }
+}
