@@ -38,6 +38,10 @@ pub(crate) struct ServeArgs {
     /// one. The default avoids 10024-10995, the real-servers recipe's ports.
     #[arg(long, value_name = "PORT", default_value_t = 1995)]
     pops_port: u16,
+    /// IMAP over implicit TLS (Exchange's 993) on this loopback port of `--bind`'s address; 0 picks a free
+    /// one.
+    #[arg(long, value_name = "PORT", default_value_t = 1993)]
+    imaps_port: u16,
     /// Let every listener pick a free port (`--bind`'s included); `--json` and `--config-out` say which.
     #[arg(long)]
     free_ports: bool,
@@ -134,6 +138,8 @@ fn explain_bind(err: SandboxError, args: &ServeArgs) -> anyhow::Error {
         "--bind"
     } else if addr.port() == args.pops_port {
         "--pops-port"
+    } else if addr.port() == args.imaps_port {
+        "--imaps-port"
     } else {
         "the port flags"
     };
@@ -151,13 +157,16 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     };
     let mut bind = args.bind;
     let mut pop3s = SocketAddr::new(bind.ip(), args.pops_port);
+    let mut imaps = SocketAddr::new(bind.ip(), args.imaps_port);
     if args.free_ports {
         bind.set_port(0);
         pop3s.set_port(0);
+        imaps.set_port(0);
     }
     let config = SandboxConfig {
         bind,
         pop3s: vec![pop3s],
+        imaps: vec![imaps],
         mail: match &args.mail_dir {
             Some(dir) => MailSeed::Dir(dir.clone()),
             None => MailSeed::Demo,
@@ -319,6 +328,12 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
     );
     if let Some(ca) = ca_file {
         common.push_str(&format!("ca_file = {}\n", shown(ca)));
+    }
+    if let Some(addr) = service_addr(sandbox, "imaps") {
+        common.push_str(&format!(
+            "imap = {}\nimap_tls = \"implicit\"\n",
+            toml_str(&addr.to_string())
+        ));
     }
     if let Some(addr) = service_addr(sandbox, "pop3s") {
         common.push_str(&format!(

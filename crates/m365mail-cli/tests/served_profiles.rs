@@ -60,13 +60,18 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         identity, "https://127.0.0.1:8443/",
         "--free-ports picks a free port"
     );
-    // The identity listener and POP3 over TLS; nothing that is not served.
+    // The identity listener, POP3 and IMAP over TLS; nothing that is not served.
     let pop3s = line["endpoints"]["pop3s"].as_str().unwrap().to_owned();
     assert!(
         pop3s.starts_with("127.0.0.1:") && !pop3s.ends_with(":1995"),
         "{line}"
     );
-    assert_eq!(line["endpoints"].as_object().unwrap().len(), 2, "{line}");
+    let imaps = line["endpoints"]["imaps"].as_str().unwrap().to_owned();
+    assert!(
+        imaps.starts_with("127.0.0.1:") && !imaps.ends_with(":1993"),
+        "{line}"
+    );
+    assert_eq!(line["endpoints"].as_object().unwrap().len(), 3, "{line}");
 
     // The config holds no secret; the secret files next to it are 0600.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -202,7 +207,12 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
     );
     assert_eq!(shown["pop"]["source"], "profile", "{shown}");
     // What the sandbox does not serve is not invented from the custom authority's host.
-    for key in ["imap", "smtp", "graph_url"] {
+    assert_eq!(
+        shown["imap"]["endpoint"],
+        format!("{imaps} (implicit)"),
+        "{shown}"
+    );
+    for key in ["smtp", "graph_url"] {
         assert_eq!(shown[key]["source"], "not configured", "{key}: {shown}");
         assert_eq!(shown[key]["endpoint"], Value::Null, "{key}: {shown}");
     }
@@ -230,7 +240,7 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         text.contains("private key: ") && text.contains("cfg.daemon.key"),
         "{text}"
     );
-    assert!(text.contains("imap:       not configured"), "{text}");
+    assert!(text.contains("smtp:       not configured"), "{text}");
     std::fs::rename(
         dir.path().join("cfg.daemon.key"),
         dir.path().join("moved.key"),

@@ -221,6 +221,8 @@ pub struct SandboxConfig {
     pub tls: bool,
     /// POP3 listeners with implicit TLS (Exchange's port 995), loopback only. Default none.
     pub pop3s: Vec<SocketAddr>,
+    /// IMAP listeners with implicit TLS (Exchange's port 993), loopback only. Default none.
+    pub imaps: Vec<SocketAddr>,
     /// What the mailboxes hold at start. Default: one welcome message each.
     pub mail: MailSeed,
     /// The directory. Default: [`TenantModel::demo`].
@@ -279,6 +281,7 @@ impl Default for SandboxConfig {
             also_bind: Vec::new(),
             tls: true,
             pop3s: Vec::new(),
+            imaps: Vec::new(),
             mail: MailSeed::default(),
             tenant: TenantModel::demo(),
             lifetimes: Lifetimes::default(),
@@ -328,6 +331,7 @@ impl Sandbox {
         for addr in std::iter::once(&config.bind)
             .chain(&config.also_bind)
             .chain(&config.pop3s)
+            .chain(&config.imaps)
         {
             if !addr.ip().is_loopback() {
                 return Err(SandboxError::InvalidRequest(format!(
@@ -350,6 +354,10 @@ impl Sandbox {
             bound.push(bind(addr).await?);
         }
         let local = bound[0].1;
+        let mut imaps_bound = Vec::new();
+        for addr in &config.imaps {
+            imaps_bound.push(bind(*addr).await?);
+        }
         let mut pop3s_bound = Vec::new();
         for addr in &config.pop3s {
             pop3s_bound.push(bind(*addr).await?);
@@ -433,6 +441,25 @@ impl Sandbox {
                 config.tls_handshake_timeout,
                 config.mail_limits.max_connections,
                 Arc::clone(&pop3),
+                shutdown_receiver.clone(),
+            ));
+        }
+        let imap: Arc<dyn net::Protocol> = Arc::new(exchange::imap::ImapService {
+            exchange: Arc::clone(&exchange),
+            limits: config.mail_limits,
+        });
+        for (listener, addr) in imaps_bound {
+            listeners.push(Listener {
+                service: "imaps",
+                addr,
+                implicit_tls: true,
+            });
+            servers.push(net::spawn_listener(
+                listener,
+                mail_tls.clone(),
+                config.tls_handshake_timeout,
+                config.mail_limits.max_connections,
+                Arc::clone(&imap),
                 shutdown_receiver.clone(),
             ));
         }

@@ -409,13 +409,16 @@ impl ImapSession {
                 });
                 self.server.enqueue_status(ok(tag, "NAMESPACE completed."));
             }
-            CommandBody::List {
-                mailbox_wildcard, ..
-            }
-            | CommandBody::Lsub {
-                mailbox_wildcard, ..
-            } => {
-                let lsub = false;
+            body @ (CommandBody::List { .. } | CommandBody::Lsub { .. }) => {
+                let (lsub, mailbox_wildcard) = match body {
+                    CommandBody::Lsub {
+                        mailbox_wildcard, ..
+                    } => (true, mailbox_wildcard),
+                    CommandBody::List {
+                        mailbox_wildcard, ..
+                    } => (false, mailbox_wildcard),
+                    _ => unreachable!("matched above"),
+                };
                 let pattern = list_pattern(&mailbox_wildcard);
                 let folders = backend.folders();
                 for folder in &folders {
@@ -441,14 +444,29 @@ impl ImapSession {
                     }
                     let mailbox = to_mailbox(&folder.name);
                     let delimiter = Some('/'.try_into().expect("a quoted char"));
-                    let _ = lsub;
-                    self.server.enqueue_data(Data::List {
-                        items,
-                        delimiter,
-                        mailbox,
+                    // Every folder counts as subscribed: LSUB lists them all too.
+                    self.server.enqueue_data(if lsub {
+                        Data::Lsub {
+                            items,
+                            delimiter,
+                            mailbox,
+                        }
+                    } else {
+                        Data::List {
+                            items,
+                            delimiter,
+                            mailbox,
+                        }
                     });
                 }
-                self.server.enqueue_status(ok(tag, "LIST completed."));
+                self.server.enqueue_status(ok(
+                    tag,
+                    if lsub {
+                        "LSUB completed."
+                    } else {
+                        "LIST completed."
+                    },
+                ));
             }
             CommandBody::Status {
                 mailbox,
@@ -485,16 +503,17 @@ impl ImapSession {
                     })
                     .collect();
                 self.server.enqueue_data(Data::Status {
-                    mailbox: mailbox.into_static(),
+                    // The folder's own name, as LIST writes it (not the client's quoting of it).
+                    mailbox: to_mailbox(&name),
                     items: Cow::Owned(items),
                 });
                 self.server.enqueue_status(ok(tag, "STATUS completed."));
             }
-            CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
-                let read_only = false;
-                let name = from_mailbox(&mailbox);
-                let _ = read_only;
-                self.select(tag, name, backend);
+            CommandBody::Select { mailbox, .. } => {
+                self.select(tag, from_mailbox(&mailbox), false, backend);
+            }
+            CommandBody::Examine { mailbox, .. } => {
+                self.select(tag, from_mailbox(&mailbox), true, backend);
             }
             CommandBody::Unselect | CommandBody::Close => {
                 if matches!(self.state, State::Selected { .. }) {
@@ -512,7 +531,13 @@ impl ImapSession {
         }
     }
 
-    fn select(&mut self, tag: Tag<'static>, name: String, backend: &mut dyn ImapBackend) {
+    fn select(
+        &mut self,
+        tag: Tag<'static>,
+        name: String,
+        read_only: bool,
+        backend: &mut dyn ImapBackend,
+    ) {
         let Some(view) = backend.folder(&name) else {
             self.state = State::Authenticated;
             self.server
@@ -546,17 +571,14 @@ impl ImapSession {
                 Status::ok(None, Some(code), "Ok".to_owned()).expect("static text"),
             );
         }
-        self.state = State::Selected {
-            name,
-            read_only: false,
+        self.state = State::Selected { name, read_only };
+        let (code, text) = if read_only {
+            (Code::ReadOnly, "EXAMINE completed.")
+        } else {
+            (Code::ReadWrite, "SELECT completed.")
         };
         self.server.enqueue_status(
-            Status::ok(
-                Some(tag),
-                Some(Code::ReadWrite),
-                "SELECT completed.".to_owned(),
-            )
-            .expect("static text"),
+            Status::ok(Some(tag), Some(code), text.to_owned()).expect("static text"),
         );
     }
 }

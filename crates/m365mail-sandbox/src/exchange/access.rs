@@ -9,6 +9,7 @@ use crate::{identity::bearer::Principal, tenant::TenantModel};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MailProtocol {
     Pop,
+    Imap,
 }
 
 /// Why a valid token does not open the mailbox.
@@ -85,6 +86,7 @@ pub(crate) fn open_mailbox(
     let switches = mailbox.protocols.as_ref().unwrap_or(&tenant.protocols);
     let enabled = match protocol {
         MailProtocol::Pop => switches.pop,
+        MailProtocol::Imap => switches.imap,
     };
     if !enabled {
         return Err(AccessRefusal::ProtocolDisabled {

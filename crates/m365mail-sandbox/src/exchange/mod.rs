@@ -2,6 +2,7 @@
 //! the POP3 service (on [`crate::net`], with the [`m365mail_proto::pop3::server`] core). IMAP and SMTP follow.
 
 pub(crate) mod access;
+pub(crate) mod imap;
 pub(crate) mod pop3;
 pub(crate) mod seed;
 pub(crate) mod store;

@@ -10,6 +10,7 @@ mod device_code;
 mod discovery;
 mod entra_golden;
 mod http;
+mod imap;
 mod listeners;
 mod lockout;
 mod mailboxes;

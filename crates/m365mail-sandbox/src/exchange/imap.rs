@@ -1,0 +1,143 @@
+//! The sandbox's IMAP service: one small tokio driver around the sans-I/O core
+//! ([`m365mail_proto::imap::server::ImapSession`]) with the mail store behind it as its backend. Bounded as
+//! the POP3 service is ([`crate::MailLimits`]): a command deadline reset only by answers, a write timeout,
+//! the connection cap of the accept loop.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use m365mail_proto::imap::server::{
+    FolderInfo, FolderView, ImapBackend, ImapLimits, ImapSession, MessageMeta, Poll, SignIn,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::{ExchangeState, access};
+use crate::{
+    identity::bearer::Requirement,
+    net::{Connection, Protocol, stopped},
+    sync::lock,
+};
+
+pub(crate) struct ImapService {
+    pub(crate) exchange: Arc<ExchangeState>,
+    pub(crate) limits: crate::MailLimits,
+}
+
+/// One session's view of the store: the mailbox it opened.
+struct Backend {
+    exchange: Arc<ExchangeState>,
+    mailbox: Option<String>,
+}
+
+impl ImapBackend for Backend {
+    fn sign_in(&mut self, user: &str, token: &str) -> SignIn {
+        let directory = lock(&self.exchange.directory);
+        let principal =
+            match self
+                .exchange
+                .identity
+                .check_bearer(&directory, token, Requirement::IMAP)
+            {
+                Ok(principal) => principal,
+                Err(refusal) => {
+                    tracing::info!(%user, reason = %refusal, "IMAP sign-in refused");
+                    return SignIn::Refused;
+                }
+            };
+        match access::open_mailbox(&directory, &principal, user, access::MailProtocol::Imap) {
+            Ok(mailbox) => {
+                self.mailbox = Some(mailbox);
+                SignIn::Accepted {
+                    can_open_mailbox: true,
+                }
+            }
+            Err(refusal) => {
+                // Exchange accepts the token and refuses the mailbox commands (microsoft.md §7.4).
+                tracing::info!(%user, reason = %refusal, "IMAP mailbox not openable");
+                SignIn::Accepted {
+                    can_open_mailbox: false,
+                }
+            }
+        }
+    }
+
+    fn folders(&mut self) -> Vec<FolderInfo> {
+        let Some(mailbox) = &self.mailbox else {
+            return Vec::new();
+        };
+        lock(&self.exchange.store)
+            .folders(mailbox)
+            .iter()
+            .map(|f| FolderInfo {
+                name: f.name.clone(),
+                special_use: f.special_use.map(str::to_owned),
+            })
+            .collect()
+    }
+
+    fn folder(&mut self, name: &str) -> Option<FolderView> {
+        let mailbox = self.mailbox.as_ref()?;
+        let store = lock(&self.exchange.store);
+        let folder = store.folder(mailbox, name)?;
+        Some(FolderView {
+            uid_validity: folder.uid_validity,
+            uid_next: folder.uid_next,
+            messages: folder
+                .messages
+                .iter()
+                .map(|m| MessageMeta {
+                    uid: m.imap_uid,
+                    flags: m.flags.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Protocol for ImapService {
+    fn serve(self: Arc<Self>, connection: Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let Connection {
+                mut stream,
+                mut shutdown,
+                ..
+            } = connection;
+            let mut session = ImapSession::new("sandbox.m365mail.local", ImapLimits::default());
+            let mut backend = Backend {
+                exchange: Arc::clone(&self.exchange),
+                mailbox: None,
+            };
+            let limits = self.limits;
+            let mut buffer = vec![0u8; 16 * 1024];
+            // Reset by each answer: bytes that never complete a command do not extend it.
+            let mut deadline = tokio::time::Instant::now() + limits.command_timeout;
+            loop {
+                match session.poll(&mut backend) {
+                    Poll::Output(bytes) => {
+                        let written =
+                            tokio::time::timeout(limits.write_timeout, stream.write_all(&bytes))
+                                .await;
+                        if !matches!(written, Ok(Ok(()))) {
+                            tracing::info!("IMAP client not reading; connection closed");
+                            return;
+                        }
+                        deadline = tokio::time::Instant::now() + limits.command_timeout;
+                    }
+                    Poll::Close => {
+                        let _ = tokio::time::timeout(limits.write_timeout, stream.shutdown()).await;
+                        return;
+                    }
+                    Poll::NeedInput => {
+                        let read = tokio::select! {
+                            read = tokio::time::timeout_at(deadline, stream.read(&mut buffer)) => read,
+                            () = stopped(&mut shutdown) => return,
+                        };
+                        match read {
+                            Ok(Ok(n)) if n > 0 => session.receive(&buffer[..n]),
+                            _ => return,
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

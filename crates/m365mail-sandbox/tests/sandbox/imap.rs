@@ -1,0 +1,330 @@
+//! The sandbox's IMAP service over implicit TLS, driven as a client would: Exchange's greeting and
+//! CAPABILITY lines, AUTHENTICATE XOAUTH2 with sandbox-issued tokens, each failure path on its exact reply,
+//! and Python's imaplib unchanged.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use m365mail_sandbox::{MailSeed, SandboxConfig, demo};
+use rustls_pki_types::pem::PemObject as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+use crate::common::{TestSandbox, start_with};
+
+type Tls = BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+async fn start_imap() -> TestSandbox {
+    start_with(SandboxConfig {
+        imaps: vec!["127.0.0.1:0".parse().unwrap()],
+        mail: MailSeed::Demo,
+        ..SandboxConfig::default()
+    })
+    .await
+}
+
+fn imaps_addr(sandbox: &TestSandbox) -> std::net::SocketAddr {
+    sandbox
+        .sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == "imaps")
+        .unwrap()
+        .addr
+}
+
+async fn connect(sandbox: &TestSandbox) -> (Tls, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_slice_iter(sandbox.sandbox.ca_pem().as_bytes())
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(imaps_addr(sandbox))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut stream = BufReader::new(tls);
+    let greeting = line(&mut stream).await;
+    (stream, greeting)
+}
+
+async fn line(stream: &mut Tls) -> String {
+    let mut text = String::new();
+    stream.read_line(&mut text).await.unwrap();
+    text
+}
+
+/// Sends `tag command` and returns every line up to the tagged one.
+async fn command(stream: &mut Tls, tag: &str, text: &str) -> Vec<String> {
+    stream
+        .get_mut()
+        .write_all(format!("{tag} {text}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    loop {
+        let next = line(stream).await;
+        let done = next.starts_with(&format!("{tag} ")) || next.is_empty();
+        lines.push(next);
+        if done {
+            return lines;
+        }
+    }
+}
+
+fn xoauth2(user: &str, token: &str) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
+}
+
+async fn token(sandbox: &TestSandbox, scope: &str) -> String {
+    sandbox
+        .user_ropc(demo::PUBLIC_APP_ID, scope)
+        .await
+        .assert_ok()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn signs_in_lists_and_selects_as_exchange_answers() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let (mut imap, greeting) = connect(&sandbox).await;
+    assert!(
+        greeting.starts_with("* OK The Microsoft Exchange IMAP4 service is ready. ["),
+        "{greeting}"
+    );
+    assert_eq!(
+        command(&mut imap, "A00", "CAPABILITY").await,
+        [
+            "* CAPABILITY IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+\r\n",
+            "A00 OK CAPABILITY completed.\r\n"
+        ]
+    );
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    assert_eq!(
+        command(&mut imap, "A01", &auth).await,
+        ["A01 OK AUTHENTICATE completed.\r\n"]
+    );
+    let after = command(&mut imap, "A02", "CAPABILITY").await;
+    assert!(
+        after[0].contains(" MOVE ID UNSELECT CLIENTACCESSRULES "),
+        "{after:?}"
+    );
+    let list = command(&mut imap, "A03", "LIST \"\" \"*\"").await;
+    assert_eq!(list.len(), 7, "{list:?}");
+    assert_eq!(
+        list[1],
+        "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent Items\"\r\n"
+    );
+    let select = command(&mut imap, "A04", "SELECT INBOX").await;
+    assert!(select.contains(&"* 12 EXISTS\r\n".to_owned()), "{select:?}");
+    assert_eq!(
+        select.last().unwrap(),
+        "A04 OK [READ-WRITE] SELECT completed.\r\n"
+    );
+    let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    assert!(
+        select.contains(&format!(
+            "* OK [UIDVALIDITY {}] Ok\r\n",
+            folders[0].uid_validity
+        )),
+        "{select:?}"
+    );
+    assert_eq!(
+        command(&mut imap, "A05", "LOGOUT").await,
+        [
+            "* BYE Microsoft Exchange Server IMAP4 server signing off.\r\n",
+            "A05 OK LOGOUT completed.\r\n"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn each_failure_gets_exchanges_line() {
+    let sandbox = start_imap().await;
+    let (mut imap, _) = connect(&sandbox).await;
+    // Basic authentication is off.
+    assert_eq!(
+        command(
+            &mut imap,
+            "a",
+            &format!("LOGIN {} Sandbox-Pass-1!", demo::USER_UPN)
+        )
+        .await,
+        ["a NO LOGIN failed.\r\n"]
+    );
+    // A POP token is not an IMAP token: one line, whatever is wrong.
+    let pop_token = token(&sandbox, demo::POP_SCOPE).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &pop_token)
+    );
+    assert_eq!(
+        command(&mut imap, "b", &auth).await,
+        ["b NO AUTHENTICATE failed.\r\n"]
+    );
+    // A forged token.
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, "eyJ.forged.token")
+    );
+    assert_eq!(
+        command(&mut imap, "c", &auth).await,
+        ["c NO AUTHENTICATE failed.\r\n"]
+    );
+
+    // A valid token for another user's mailbox: signed in, not connected; the second mailbox command ends it.
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let (mut other, _) = connect(&sandbox).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::SECOND_USER_UPN, &imap_token)
+    );
+    assert_eq!(
+        command(&mut other, "A01", &auth).await,
+        ["A01 OK AUTHENTICATE completed.\r\n"]
+    );
+    assert_eq!(
+        command(&mut other, "A02", "NAMESPACE").await,
+        ["A02 BAD User is authenticated but not connected.\r\n"]
+    );
+    assert_eq!(
+        command(&mut other, "A03", "LIST \"\" \"*\"").await,
+        ["A03 BAD User is authenticated but not connected.\r\n"]
+    );
+    assert_eq!(line(&mut other).await, "* BYE Connection closed. 14\r\n");
+    assert_eq!(line(&mut other).await, "", "the connection is closed");
+
+    // IMAP switched off for the mailbox: our choice of §7.4's two reports is the not-connected BAD.
+    sandbox.sandbox.admin().update_tenant_model(|model| {
+        let mailbox = model.tenants[0]
+            .mailboxes
+            .iter_mut()
+            .find(|m| m.address == demo::USER_UPN)
+            .unwrap();
+        mailbox.protocols = Some(m365mail_sandbox::tenant::ProtocolSwitches {
+            imap: false,
+            pop: true,
+            smtp_auth: true,
+        });
+    });
+    let (mut off, _) = connect(&sandbox).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    assert_eq!(
+        command(&mut off, "A01", &auth).await,
+        ["A01 OK AUTHENTICATE completed.\r\n"]
+    );
+    assert_eq!(
+        command(&mut off, "A02", "SELECT INBOX").await,
+        ["A02 BAD User is authenticated but not connected.\r\n"]
+    );
+}
+
+#[tokio::test]
+async fn app_only_with_the_exchange_service_principal_opens_the_mailbox() {
+    let sandbox = start_imap().await;
+    let app = sandbox
+        .app_token("https://outlook.office365.com/.default")
+        .await;
+    let (mut imap, _) = connect(&sandbox).await;
+    // The continuation form: "+ " (Exchange's bare continuation), then the response.
+    imap.get_mut()
+        .write_all(b"A01 AUTHENTICATE XOAUTH2\r\n")
+        .await
+        .unwrap();
+    assert_eq!(line(&mut imap).await, "+ \r\n");
+    let response = format!("{}\r\n", xoauth2(demo::USER_UPN, &app));
+    imap.get_mut().write_all(response.as_bytes()).await.unwrap();
+    assert_eq!(line(&mut imap).await, "A01 OK AUTHENTICATE completed.\r\n");
+    let status = command(&mut imap, "A02", "STATUS \"Archive\" (MESSAGES UNSEEN)").await;
+    assert_eq!(status[0], "* STATUS Archive (MESSAGES 2 UNSEEN 2)\r\n");
+}
+
+/// Python's imaplib, unchanged (tests/imaplib/imap_session.py).
+#[tokio::test]
+#[ignore = "needs python3 (run by scripts/test.sh)"]
+async fn python_imaplib_signs_in_lists_and_selects() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.sandbox.write_ca(&ca).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &imap_token).unwrap();
+    let addr = imaps_addr(&sandbox);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/imaplib/imap_session.py"
+    );
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg(script)
+        .args(["localhost", &addr.port().to_string()])
+        .arg(&ca)
+        .arg(demo::USER_UPN)
+        .arg(&token_file);
+    let output = tokio::task::spawn_blocking(move || python.output())
+        .await
+        .unwrap()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        seen["greeting"]
+            .as_str()
+            .unwrap()
+            .starts_with("* OK The Microsoft Exchange IMAP4 service is ready.")
+    );
+    assert!(
+        seen["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&"AUTH=XOAUTH2".into())
+    );
+    assert_eq!(
+        seen["authenticate"],
+        serde_json::json!(["OK", "AUTHENTICATE completed."])
+    );
+    assert!(seen["capability_after"].as_str().unwrap().contains("MOVE"));
+    assert_eq!(seen["list"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        seen["list"][3],
+        "(\\HasNoChildren \\Trash) \"/\" \"Deleted Items\""
+    );
+    let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    assert_eq!(
+        seen["status"],
+        format!(
+            "INBOX (MESSAGES 12 UIDNEXT 13 UIDVALIDITY {} UNSEEN 12)",
+            folders[0].uid_validity
+        )
+    );
+    assert_eq!(seen["select"], serde_json::json!(["OK", "12"]));
+    assert_eq!(seen["uidvalidity"], folders[0].uid_validity.to_string());
+    assert_eq!(seen["examine"], serde_json::json!(["OK", "2"]));
+    assert_eq!(seen["logout"], "BYE");
+}
