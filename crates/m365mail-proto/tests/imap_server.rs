@@ -45,14 +45,25 @@ impl ImapBackend for FakeExchange {
                 MessageMeta {
                     uid: 1,
                     flags: vec!["\\Seen".into()],
+                    size: 10,
+                    internal_date: 0,
                 },
                 MessageMeta {
                     uid: 2,
                     flags: vec![],
+                    size: 10,
+                    internal_date: 0,
                 },
             ],
         })
     }
+    fn message(&mut self, _folder: &str, _uid: u32) -> Option<std::sync::Arc<[u8]>> {
+        None
+    }
+    fn set_flags(&mut self, _folder: &str, _uid: u32, _flags: &[String]) -> bool {
+        false
+    }
+    fn expunge(&mut self, _folder: &str, _uids: &[u32]) {}
 }
 
 struct Served {

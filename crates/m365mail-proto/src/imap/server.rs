@@ -7,8 +7,10 @@
 //! No I/O: the driver feeds bytes ([`ImapSession::receive`]) and writes what [`ImapSession::poll`] gives. The
 //! mail store is an [`ImapBackend`], called synchronously (the sandbox's is in memory; the bridge's will
 //! prefetch). Served so far: CAPABILITY, NOOP, LOGOUT, ID, LOGIN, AUTHENTICATE, NAMESPACE, LIST, LSUB,
-//! STATUS, SELECT, EXAMINE, UNSELECT, CLOSE; other commands get `BAD Command not supported.` (FETCH, STORE,
-//! EXPUNGE and the rest come with the next part).
+//! STATUS, SELECT, EXAMINE, UNSELECT, CLOSE (expunging), FETCH / UID FETCH (FLAGS, UID, RFC822.SIZE,
+//! INTERNALDATE, BODY[] and BODY.PEEK[] with partials, HEADER, TEXT, HEADER.FIELDS (.NOT), RFC822 and its
+//! parts; `\Seen` set by a body fetch without PEEK), STORE / UID STORE, EXPUNGE, UID EXPUNGE; BODYSTRUCTURE,
+//! ENVELOPE, SEARCH, COPY/MOVE, APPEND and IDLE come with the next part (`NO` or `BAD` until then).
 
 use std::borrow::Cow;
 
@@ -18,12 +20,14 @@ use std::num::NonZeroU32;
 use imap_next::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
-    core::{Tag, Text, Vec1},
-    flag::{Flag, FlagNameAttribute, FlagPerm},
+    core::{IString, Literal, NString, Tag, Text, Vec1},
+    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section},
+    flag::{Flag, FlagFetch, FlagNameAttribute, FlagPerm, StoreResponse, StoreType},
     mailbox::Mailbox,
     response::{
         Capability, Code, CommandContinuationRequest, Data, Greeting, GreetingKind, Status,
     },
+    sequence::{SeqOrUid, Sequence, SequenceSet},
     status::{StatusDataItem, StatusDataItemName},
 };
 use imap_next::server::{Event, Options, Server};
@@ -55,6 +59,10 @@ pub struct MessageMeta {
     pub uid: u32,
     /// Its flags as IMAP spells them.
     pub flags: Vec<String>,
+    /// RFC822.SIZE.
+    pub size: u32,
+    /// INTERNALDATE, Unix seconds (UTC).
+    pub internal_date: i64,
 }
 
 /// A folder's state at one instant.
@@ -88,6 +96,12 @@ pub trait ImapBackend {
     fn folders(&mut self) -> Vec<FolderInfo>;
     /// A folder's state, `None` when there is no such folder (`INBOX` comes as `INBOX`).
     fn folder(&mut self, name: &str) -> Option<FolderView>;
+    /// A message's bytes (CRLF line endings).
+    fn message(&mut self, folder: &str, uid: u32) -> Option<std::sync::Arc<[u8]>>;
+    /// Replaces a message's flags; false when the message is gone.
+    fn set_flags(&mut self, folder: &str, uid: u32, flags: &[String]) -> bool;
+    /// Removes messages from a folder.
+    fn expunge(&mut self, folder: &str, uids: &[u32]);
 }
 
 /// What the driver does next.
@@ -110,6 +124,8 @@ enum State {
     Selected {
         name: String,
         read_only: bool,
+        /// The UIDs by message sequence number (index + 1), as this session knows them.
+        uids: Vec<u32>,
     },
     Logout,
 }
@@ -516,12 +532,65 @@ impl ImapSession {
                 self.select(tag, from_mailbox(&mailbox), true, backend);
             }
             CommandBody::Unselect | CommandBody::Close => {
-                if matches!(self.state, State::Selected { .. }) {
-                    self.state = State::Authenticated;
-                    self.server.enqueue_status(ok(tag, "UNSELECT completed."));
-                } else {
+                let close = matches!(body, CommandBody::Close);
+                let State::Selected {
+                    name, read_only, ..
+                } = std::mem::replace(&mut self.state, State::Authenticated)
+                else {
                     self.server
                         .enqueue_status(bad(Some(tag), "Command received in Invalid state."));
+                    return;
+                };
+                // CLOSE expunges silently what is marked \Deleted (RFC 3501 §6.4.2).
+                if close
+                    && !read_only
+                    && let Some(view) = backend.folder(&name)
+                {
+                    let deleted: Vec<u32> = view
+                        .messages
+                        .iter()
+                        .filter(|m| has_flag(&m.flags, "\\Deleted"))
+                        .map(|m| m.uid)
+                        .collect();
+                    backend.expunge(&name, &deleted);
+                }
+                self.server.enqueue_status(ok(
+                    tag,
+                    if close {
+                        "CLOSE completed."
+                    } else {
+                        "UNSELECT completed."
+                    },
+                ));
+            }
+            body @ (CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }
+            | CommandBody::Expunge
+            | CommandBody::ExpungeUid { .. }) => {
+                if !matches!(self.state, State::Selected { .. }) {
+                    self.server
+                        .enqueue_status(bad(Some(tag), "Command received in Invalid state."));
+                    return;
+                }
+                match body {
+                    CommandBody::Fetch {
+                        sequence_set,
+                        macro_or_item_names,
+                        uid,
+                        ..
+                    } => self.fetch(tag, &sequence_set, &macro_or_item_names, uid, backend),
+                    CommandBody::Store {
+                        sequence_set,
+                        kind,
+                        response,
+                        flags,
+                        uid,
+                        ..
+                    } => self.store(tag, &sequence_set, kind, response, &flags, uid, backend),
+                    CommandBody::ExpungeUid { sequence_set } => {
+                        self.expunge(tag, Some(&sequence_set), backend)
+                    }
+                    _ => self.expunge(tag, None, backend),
                 }
             }
             _ => {
@@ -571,7 +640,12 @@ impl ImapSession {
                 Status::ok(None, Some(code), "Ok".to_owned()).expect("static text"),
             );
         }
-        self.state = State::Selected { name, read_only };
+        let uids = view.messages.iter().map(|m| m.uid).collect();
+        self.state = State::Selected {
+            name,
+            read_only,
+            uids,
+        };
         let (code, text) = if read_only {
             (Code::ReadOnly, "EXAMINE completed.")
         } else {
@@ -580,6 +654,262 @@ impl ImapSession {
         self.server.enqueue_status(
             Status::ok(Some(tag), Some(code), text.to_owned()).expect("static text"),
         );
+    }
+}
+
+impl ImapSession {
+    fn selected(&self) -> Option<(String, bool, Vec<u32>)> {
+        match &self.state {
+            State::Selected {
+                name,
+                read_only,
+                uids,
+            } => Some((name.clone(), *read_only, uids.clone())),
+            _ => None,
+        }
+    }
+
+    fn fetch(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        names: &MacroOrMessageDataItemNames<'_>,
+        uid_mode: bool,
+        backend: &mut dyn ImapBackend,
+    ) {
+        let Some((folder, read_only, uids)) = self.selected() else {
+            return;
+        };
+        let mut names: Vec<MessageDataItemName<'static>> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => {
+                m.expand().into_iter().map(|n| n.into_static()).collect()
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(list) => {
+                list.iter().cloned().map(|n| n.into_static()).collect()
+            }
+        };
+        if names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Body
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Envelope
+            )
+        }) {
+            // Not served yet: an honest refusal rather than a wrong structure.
+            self.server.enqueue_status(no(
+                tag,
+                "FETCH of BODY, BODYSTRUCTURE or ENVELOPE is not served yet.",
+            ));
+            return;
+        }
+        if uid_mode && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        let view = backend.folder(&folder);
+        let meta = |uid: u32| {
+            view.as_ref()
+                .and_then(|v| v.messages.iter().find(|m| m.uid == uid))
+                .cloned()
+        };
+        for (seq, uid) in resolve(set, uid_mode, &uids) {
+            let Some(mut message) = meta(uid) else {
+                continue; // expunged by another session
+            };
+            let mut items = Vec::new();
+            let mut mark_seen = false;
+            for name in &names {
+                match name {
+                    MessageDataItemName::Uid => {
+                        items.push(MessageDataItem::Uid(
+                            NonZeroU32::new(uid).expect("UIDs start at 1"),
+                        ));
+                    }
+                    MessageDataItemName::Flags => {
+                        items.push(MessageDataItem::Flags(flag_fetch(&message.flags)))
+                    }
+                    MessageDataItemName::Rfc822Size => {
+                        items.push(MessageDataItem::Rfc822Size(message.size))
+                    }
+                    MessageDataItemName::InternalDate => {
+                        if let Some(date) = internal_date(message.internal_date) {
+                            items.push(MessageDataItem::InternalDate(date));
+                        }
+                    }
+                    MessageDataItemName::BodyExt {
+                        section,
+                        partial,
+                        peek,
+                    } => {
+                        let Some(bytes) = backend.message(&folder, uid) else {
+                            continue;
+                        };
+                        let data = section_bytes(&bytes, section.as_ref());
+                        let (data, origin) = match (data, partial) {
+                            (Some(data), Some((start, length))) => {
+                                let start_at = (*start as usize).min(data.len());
+                                let end = start_at
+                                    .saturating_add(length.get() as usize)
+                                    .min(data.len());
+                                (Some(data[start_at..end].to_vec()), Some(*start))
+                            }
+                            (data, _) => (data, None),
+                        };
+                        mark_seen |= !peek;
+                        items.push(MessageDataItem::BodyExt {
+                            section: section.clone(),
+                            origin,
+                            data: data.map_or(NString(None), literal),
+                        });
+                    }
+                    MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text => {
+                        let Some(bytes) = backend.message(&folder, uid) else {
+                            continue;
+                        };
+                        let split = header_end(&bytes);
+                        items.push(match name {
+                            MessageDataItemName::Rfc822 => {
+                                mark_seen = true;
+                                MessageDataItem::Rfc822(literal(bytes.to_vec()))
+                            }
+                            MessageDataItemName::Rfc822Header => {
+                                MessageDataItem::Rfc822Header(literal(bytes[..split].to_vec()))
+                            }
+                            _ => {
+                                mark_seen = true;
+                                MessageDataItem::Rfc822Text(literal(bytes[split..].to_vec()))
+                            }
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            // A body fetched without PEEK is \Seen from now on (RFC 3501 §6.4.5), and says so.
+            if mark_seen && !read_only && !has_flag(&message.flags, "\\Seen") {
+                message.flags.push("\\Seen".to_owned());
+                backend.set_flags(&folder, uid, &message.flags);
+                if !names.contains(&MessageDataItemName::Flags) {
+                    items.push(MessageDataItem::Flags(flag_fetch(&message.flags)));
+                }
+            }
+            if let Ok(items) = Vec1::try_from(items) {
+                self.server.enqueue_data(Data::Fetch {
+                    seq: NonZeroU32::new(seq).expect("sequence numbers start at 1"),
+                    items,
+                });
+            }
+        }
+        self.server.enqueue_status(ok(tag, "FETCH completed."));
+    }
+
+    #[allow(clippy::too_many_arguments)] // the STORE command's own fields
+    fn store(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[Flag<'_>],
+        uid_mode: bool,
+        backend: &mut dyn ImapBackend,
+    ) {
+        let Some((folder, read_only, uids)) = self.selected() else {
+            return;
+        };
+        if read_only {
+            self.server
+                .enqueue_status(no(tag, "The folder is read-only (EXAMINE)."));
+            return;
+        }
+        let given: Vec<String> = flags.iter().map(ToString::to_string).collect();
+        let view = backend.folder(&folder);
+        for (seq, uid) in resolve(set, uid_mode, &uids) {
+            let Some(message) = view
+                .as_ref()
+                .and_then(|v| v.messages.iter().find(|m| m.uid == uid))
+            else {
+                continue;
+            };
+            let mut now = match kind {
+                StoreType::Replace => Vec::new(),
+                StoreType::Add | StoreType::Remove => message.flags.clone(),
+            };
+            match kind {
+                StoreType::Replace | StoreType::Add => {
+                    for flag in &given {
+                        if !has_flag(&now, flag) {
+                            now.push(flag.clone());
+                        }
+                    }
+                }
+                StoreType::Remove => now.retain(|f| !has_flag(&given, f)),
+            }
+            backend.set_flags(&folder, uid, &now);
+            if response == StoreResponse::Answer {
+                let mut items = vec![MessageDataItem::Flags(flag_fetch(&now))];
+                if uid_mode {
+                    items.insert(
+                        0,
+                        MessageDataItem::Uid(NonZeroU32::new(uid).expect("UIDs start at 1")),
+                    );
+                }
+                self.server.enqueue_data(Data::Fetch {
+                    seq: NonZeroU32::new(seq).expect("sequence numbers start at 1"),
+                    items: Vec1::try_from(items).expect("not empty"),
+                });
+            }
+        }
+        self.server.enqueue_status(ok(tag, "STORE completed."));
+    }
+
+    fn expunge(
+        &mut self,
+        tag: Tag<'static>,
+        only: Option<&SequenceSet>,
+        backend: &mut dyn ImapBackend,
+    ) {
+        let Some((folder, read_only, uids)) = self.selected() else {
+            return;
+        };
+        if read_only {
+            self.server
+                .enqueue_status(no(tag, "The folder is read-only (EXAMINE)."));
+            return;
+        }
+        let allowed: Option<Vec<u32>> = only.map(|set| {
+            resolve(set, true, &uids)
+                .into_iter()
+                .map(|(_, uid)| uid)
+                .collect()
+        });
+        let view = backend.folder(&folder);
+        let gone: Vec<u32> = view
+            .map(|v| {
+                v.messages
+                    .iter()
+                    .filter(|m| has_flag(&m.flags, "\\Deleted"))
+                    .filter(|m| allowed.as_ref().is_none_or(|a| a.contains(&m.uid)))
+                    .map(|m| m.uid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        backend.expunge(&folder, &gone);
+        // Highest sequence number first: each EXPUNGE renumbers only the messages after it.
+        let mut remaining = uids;
+        for index in (0..remaining.len()).rev() {
+            if gone.contains(&remaining[index]) {
+                remaining.remove(index);
+                self.server.enqueue_data(Data::Expunge(
+                    NonZeroU32::new(index as u32 + 1).expect("sequence numbers start at 1"),
+                ));
+            }
+        }
+        if let State::Selected { uids, .. } = &mut self.state {
+            *uids = remaining;
+        }
+        self.server.enqueue_status(ok(tag, "EXPUNGE completed."));
     }
 }
 
@@ -619,6 +949,138 @@ impl Default for ImapLimits {
             max_command: 36 * 1024 * 1024 + 64 * 1024,
         }
     }
+}
+
+fn has_flag(flags: &[String], flag: &str) -> bool {
+    flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
+}
+
+/// The (sequence number, UID) pairs a set names, in sequence order. Ranges are matched, never expanded, so
+/// `1:*` over UIDs costs one pass over the folder.
+fn resolve(set: &SequenceSet, uid_mode: bool, uids: &[u32]) -> Vec<(u32, u32)> {
+    let largest = if uid_mode {
+        uids.last().copied().unwrap_or(0)
+    } else {
+        uids.len() as u32
+    };
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    let ranges: Vec<(u32, u32)> = set
+        .0
+        .as_ref()
+        .iter()
+        .map(|sequence| match sequence {
+            Sequence::Single(v) => (value(v), value(v)),
+            Sequence::Range(a, b) => {
+                let (a, b) = (value(a), value(b));
+                (a.min(b), a.max(b))
+            }
+        })
+        .collect();
+    uids.iter()
+        .enumerate()
+        .map(|(i, &uid)| (i as u32 + 1, uid))
+        .filter(|&(seq, uid)| {
+            let key = if uid_mode { uid } else { seq };
+            ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&key))
+        })
+        .collect()
+}
+
+/// Where the header ends: after the first empty line (the blank line included), or the whole message.
+fn header_end(bytes: &[u8]) -> usize {
+    if bytes.starts_with(b"\r\n") {
+        return 2;
+    }
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |at| at + 4)
+}
+
+/// The header fields named in `names` (or, with `not`, all others), with their continuation lines, and the
+/// blank line that ends a header.
+fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" {
+            break;
+        }
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            let named = names
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name.trim_ascii()));
+            keep = named != not;
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A body section's bytes (top level; a part of a single-part message is its text). `None`: not served.
+fn section_bytes(bytes: &[u8], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
+    let split = header_end(bytes);
+    let text = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
+    Some(match section {
+        None => bytes.to_vec(),
+        Some(Section::Header(None)) => bytes[..split].to_vec(),
+        Some(Section::Text(None)) => bytes[split..].to_vec(),
+        Some(Section::HeaderFields(None, names)) => header_fields(
+            &bytes[..split],
+            &names
+                .as_ref()
+                .iter()
+                .map(|n| text(n.as_ref()))
+                .collect::<Vec<_>>(),
+            false,
+        ),
+        Some(Section::HeaderFieldsNot(None, names)) => header_fields(
+            &bytes[..split],
+            &names
+                .as_ref()
+                .iter()
+                .map(|n| text(n.as_ref()))
+                .collect::<Vec<_>>(),
+            true,
+        ),
+        Some(Section::Part(part)) if part.0.as_ref().iter().all(|n| n.get() == 1) => {
+            bytes[split..].to_vec()
+        }
+        Some(_) => return None,
+    })
+}
+
+/// Bytes as a literal; NUL, which an IMAP literal cannot carry, becomes a space.
+fn literal(mut bytes: Vec<u8>) -> NString<'static> {
+    for byte in &mut bytes {
+        if *byte == 0 {
+            *byte = b' ';
+        }
+    }
+    NString(Some(IString::Literal(
+        Literal::try_from(bytes).expect("a literal without NUL is valid"),
+    )))
+}
+
+fn flag_fetch(flags: &[String]) -> Vec<FlagFetch<'static>> {
+    flags
+        .iter()
+        .filter_map(|f| Flag::try_from(f.as_str()).ok().map(|f| f.into_static()))
+        .map(FlagFetch::Flag)
+        .collect()
+}
+
+fn internal_date(secs: i64) -> Option<imap_next::imap_types::datetime::DateTime> {
+    let utc = chrono::FixedOffset::east_opt(0)?;
+    let time = chrono::DateTime::from_timestamp(secs, 0)?.with_timezone(&utc);
+    imap_next::imap_types::datetime::DateTime::try_from(time).ok()
 }
 
 fn from_mailbox(mailbox: &Mailbox<'_>) -> String {

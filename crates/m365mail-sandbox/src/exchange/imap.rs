@@ -87,9 +87,29 @@ impl ImapBackend for Backend {
                 .map(|m| MessageMeta {
                     uid: m.imap_uid,
                     flags: m.flags.clone(),
+                    size: u32::try_from(m.bytes.len()).unwrap_or(u32::MAX),
+                    internal_date: m.internal_date,
                 })
                 .collect(),
         })
+    }
+
+    fn message(&mut self, folder: &str, uid: u32) -> Option<Arc<[u8]>> {
+        let mailbox = self.mailbox.as_ref()?;
+        lock(&self.exchange.store).message_by_imap_uid(mailbox, folder, uid)
+    }
+
+    fn set_flags(&mut self, folder: &str, uid: u32, flags: &[String]) -> bool {
+        let Some(mailbox) = &self.mailbox else {
+            return false;
+        };
+        lock(&self.exchange.store).set_flags(mailbox, folder, uid, flags)
+    }
+
+    fn expunge(&mut self, folder: &str, uids: &[u32]) {
+        if let Some(mailbox) = &self.mailbox {
+            lock(&self.exchange.store).expunge(mailbox, folder, uids);
+        }
     }
 }
 

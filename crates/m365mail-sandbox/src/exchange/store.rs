@@ -258,6 +258,59 @@ impl MailStore {
             .flat_map(|f| f.messages.iter())
     }
 
+    /// A folder's message by IMAP UID; a shared reference, not a copy.
+    pub(crate) fn message_by_imap_uid(
+        &self,
+        address: &str,
+        folder: &str,
+        imap_uid: u32,
+    ) -> Option<Arc<[u8]>> {
+        self.each_in(address, folder)
+            .find(|m| m.imap_uid == imap_uid)
+            .map(|m| Arc::clone(&m.bytes))
+    }
+
+    fn folder_mut(&mut self, address: &str, folder: &str) -> Option<&mut Folder> {
+        self.boxes
+            .get_mut(&address.to_ascii_lowercase())?
+            .iter_mut()
+            .find(|f| same_folder(&f.name, folder))
+    }
+
+    /// Replaces a message's flags; false when it is gone.
+    pub(crate) fn set_flags(
+        &mut self,
+        address: &str,
+        folder: &str,
+        imap_uid: u32,
+        flags: &[String],
+    ) -> bool {
+        let Some(message) = self
+            .folder_mut(address, folder)
+            .and_then(|f| f.messages.iter_mut().find(|m| m.imap_uid == imap_uid))
+        else {
+            return false;
+        };
+        message.flags = flags.to_vec();
+        true
+    }
+
+    /// Removes messages from a folder by IMAP UID (their UIDLs are retired too).
+    pub(crate) fn expunge(&mut self, address: &str, folder: &str, imap_uids: &[u32]) {
+        let Some(folder) = self.folder_mut(address, folder) else {
+            return;
+        };
+        let mut retired = Vec::new();
+        folder.messages.retain(|m| {
+            let gone = imap_uids.contains(&m.imap_uid);
+            if gone {
+                retired.push(m.uid.clone());
+            }
+            !gone
+        });
+        self.retired.extend(retired);
+    }
+
     /// Makes RETR of `uid` fail (a test fault).
     pub(crate) fn refuse_retrieve(&mut self, uid: &str) {
         self.unretrievable.insert(uid.to_owned());

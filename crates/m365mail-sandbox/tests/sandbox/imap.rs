@@ -325,6 +325,75 @@ async fn python_imaplib_signs_in_lists_and_selects() {
     );
     assert_eq!(seen["select"], serde_json::json!(["OK", "12"]));
     assert_eq!(seen["uidvalidity"], folders[0].uid_validity.to_string());
+    // FETCH, partial bodies, \Seen from a body fetched without PEEK, STORE, EXPUNGE renumbering.
+    assert_eq!(
+        seen["fetch_meta"],
+        serde_json::json!([
+            "1 (UID 1 FLAGS () RFC822.SIZE 381)",
+            "2 (UID 2 FLAGS () RFC822.SIZE 1113)"
+        ])
+    );
+    assert_eq!(
+        seen["header_fields"],
+        "Subject: Kickoff agenda for Thursday\r\n\r\n"
+    );
+    assert_eq!(
+        seen["partial"],
+        serde_json::json!(["2 (BODY[]<0> {8}", "Received", " FLAGS (\\Seen))"])
+    );
+    assert_eq!(seen["rfc822_subject"], "Delivery schedule for week 50");
+    assert_eq!(seen["store"], "1 (FLAGS (\\Deleted))");
+    assert_eq!(seen["expunge"], serde_json::json!(["1"]));
+    assert_eq!(seen["after_expunge"], "1 (UID 2)");
+    assert_eq!(seen["status_after"], "INBOX (MESSAGES 11 UNSEEN 9)");
     assert_eq!(seen["examine"], serde_json::json!(["OK", "2"]));
+    assert_eq!(seen["store_read_only"], "NO");
+    // The store saw it: the Inbox lost its first message for POP3 too.
+    assert_eq!(
+        sandbox.sandbox.admin().mailbox_uids(demo::USER_UPN).len(),
+        11
+    );
     assert_eq!(seen["logout"], "BYE");
+}
+
+#[tokio::test]
+async fn fetch_store_and_expunge_on_the_wire() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let (mut imap, _) = connect(&sandbox).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    command(&mut imap, "A01", &auth).await;
+    command(&mut imap, "A02", "SELECT \"Sent Items\"").await;
+    // UID FETCH answers with the UID even when not asked; `1:*` over UIDs is a range, not a list.
+    assert_eq!(
+        command(&mut imap, "A03", "UID FETCH 1:* (FLAGS)").await,
+        [
+            "* 1 FETCH (UID 1 FLAGS ())\r\n",
+            "* 2 FETCH (UID 2 FLAGS ())\r\n",
+            "A03 OK FETCH completed.\r\n"
+        ]
+    );
+    let peek = command(&mut imap, "A04", "FETCH 1 (BODY.PEEK[]<0.9>)").await;
+    assert_eq!(peek[0], "* 1 FETCH (BODY[]<0> {9}\r\n");
+    assert_eq!(
+        command(&mut imap, "A05", "FETCH 1 (FLAGS)").await[0],
+        "* 1 FETCH (FLAGS ())\r\n"
+    );
+    assert_eq!(
+        command(&mut imap, "A06", "STORE 2 +FLAGS.SILENT (\\Deleted)").await,
+        ["A06 OK STORE completed.\r\n"]
+    );
+    assert_eq!(
+        command(&mut imap, "A07", "EXPUNGE").await,
+        ["* 2 EXPUNGE\r\n", "A07 OK EXPUNGE completed.\r\n"]
+    );
+    let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    assert_eq!(folders[1].messages, 1);
+    assert_eq!(
+        command(&mut imap, "A08", "FETCH 1:* (ENVELOPE)").await,
+        ["A08 NO FETCH of BODY, BODYSTRUCTURE or ENVELOPE is not served yet.\r\n"]
+    );
 }
