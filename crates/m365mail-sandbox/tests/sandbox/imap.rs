@@ -397,3 +397,60 @@ async fn fetch_store_and_expunge_on_the_wire() {
         ["A08 NO FETCH of BODY, BODYSTRUCTURE or ENVELOPE is not served yet.\r\n"]
     );
 }
+
+/// curl, unchanged: `imaps://` with `--oauth2-bearer` (XOAUTH2), listing the folders and fetching a message.
+#[tokio::test]
+#[ignore = "needs curl (run by scripts/test.sh)"]
+async fn curl_lists_and_fetches_over_imaps() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.sandbox.write_ca(&ca).unwrap();
+    let base = format!("imaps://localhost:{}/", imaps_addr(&sandbox).port());
+    let curl = |url: String| {
+        let mut command = std::process::Command::new("curl");
+        command
+            .args(["-sS", "--cacert"])
+            .arg(&ca)
+            .args([
+                "--login-options",
+                "AUTH=XOAUTH2",
+                "--oauth2-bearer",
+                &imap_token,
+            ])
+            .args(["-u", &format!("{}:", demo::USER_UPN)])
+            .arg(url);
+        command
+    };
+    let mut list = curl(base.clone());
+    let listed = tokio::task::spawn_blocking(move || list.output())
+        .await
+        .unwrap()
+        .expect("curl");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("* LIST (\\HasNoChildren \\Junk) \"/\" \"Junk Email\""),
+        "{text}"
+    );
+    let mut fetch = curl(format!("{base}INBOX;UID=2"));
+    let fetched = tokio::task::spawn_blocking(move || fetch.output())
+        .await
+        .unwrap()
+        .expect("curl");
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let message = String::from_utf8_lossy(&fetched.stdout);
+    assert!(
+        message.contains("Subject: Kickoff agenda for Thursday\r\n"),
+        "{message}"
+    );
+}
