@@ -42,6 +42,10 @@ pub(crate) struct ServeArgs {
     /// one.
     #[arg(long, value_name = "PORT", default_value_t = 1993)]
     imaps_port: u16,
+    /// Plain IMAP offering STARTTLS (Exchange has none; clients that insist on 143 use it) on this loopback
+    /// port; 0 picks a free one.
+    #[arg(long, value_name = "PORT", default_value_t = 1143)]
+    imap_port: u16,
     /// Let every listener pick a free port (`--bind`'s included); `--json` and `--config-out` say which.
     #[arg(long)]
     free_ports: bool,
@@ -140,6 +144,8 @@ fn explain_bind(err: SandboxError, args: &ServeArgs) -> anyhow::Error {
         "--pops-port"
     } else if addr.port() == args.imaps_port {
         "--imaps-port"
+    } else if addr.port() == args.imap_port {
+        "--imap-port"
     } else {
         "the port flags"
     };
@@ -158,7 +164,9 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     let mut bind = args.bind;
     let mut pop3s = SocketAddr::new(bind.ip(), args.pops_port);
     let mut imaps = SocketAddr::new(bind.ip(), args.imaps_port);
+    let mut imap = SocketAddr::new(bind.ip(), args.imap_port);
     if args.free_ports {
+        imap.set_port(0);
         bind.set_port(0);
         pop3s.set_port(0);
         imaps.set_port(0);
@@ -167,6 +175,7 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         bind,
         pop3s: vec![pop3s],
         imaps: vec![imaps],
+        imap: vec![imap],
         mail: match &args.mail_dir {
             Some(dir) => MailSeed::Dir(dir.clone()),
             None => MailSeed::Demo,

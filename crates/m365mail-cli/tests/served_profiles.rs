@@ -60,7 +60,7 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         identity, "https://127.0.0.1:8443/",
         "--free-ports picks a free port"
     );
-    // The identity listener, POP3 and IMAP over TLS; nothing that is not served.
+    // The identity listener, POP3 and IMAP over TLS, plain IMAP with STARTTLS; nothing that is not served.
     let pop3s = line["endpoints"]["pop3s"].as_str().unwrap().to_owned();
     assert!(
         pop3s.starts_with("127.0.0.1:") && !pop3s.ends_with(":1995"),
@@ -71,7 +71,14 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         imaps.starts_with("127.0.0.1:") && !imaps.ends_with(":1993"),
         "{line}"
     );
-    assert_eq!(line["endpoints"].as_object().unwrap().len(), 3, "{line}");
+    assert!(
+        line["endpoints"]["imap"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(line["endpoints"].as_object().unwrap().len(), 4, "{line}");
 
     // The config holds no secret; the secret files next to it are 0600.
     let text = std::fs::read_to_string(&config).unwrap();

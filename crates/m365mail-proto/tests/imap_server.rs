@@ -87,7 +87,7 @@ impl Served {
             match self.session.poll(&mut self.backend) {
                 Poll::Output(bytes) => out.extend(bytes),
                 Poll::NeedInput => return out,
-                Poll::Close => {
+                Poll::Close | Poll::StartTls => {
                     self.closed = true;
                     return out;
                 }

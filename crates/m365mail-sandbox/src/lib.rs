@@ -223,6 +223,8 @@ pub struct SandboxConfig {
     pub pop3s: Vec<SocketAddr>,
     /// IMAP listeners with implicit TLS (Exchange's port 993), loopback only. Default none.
     pub imaps: Vec<SocketAddr>,
+    /// Plain IMAP listeners offering STARTTLS (our addition: Exchange has none), loopback only. Default none.
+    pub imap: Vec<SocketAddr>,
     /// What the mailboxes hold at start. Default: one welcome message each.
     pub mail: MailSeed,
     /// The directory. Default: [`TenantModel::demo`].
@@ -282,6 +284,7 @@ impl Default for SandboxConfig {
             tls: true,
             pop3s: Vec::new(),
             imaps: Vec::new(),
+            imap: Vec::new(),
             mail: MailSeed::default(),
             tenant: TenantModel::demo(),
             lifetimes: Lifetimes::default(),
@@ -332,6 +335,7 @@ impl Sandbox {
             .chain(&config.also_bind)
             .chain(&config.pop3s)
             .chain(&config.imaps)
+            .chain(&config.imap)
         {
             if !addr.ip().is_loopback() {
                 return Err(SandboxError::InvalidRequest(format!(
@@ -357,6 +361,10 @@ impl Sandbox {
         let mut imaps_bound = Vec::new();
         for addr in &config.imaps {
             imaps_bound.push(bind(*addr).await?);
+        }
+        let mut imap_bound = Vec::new();
+        for addr in &config.imap {
+            imap_bound.push(bind(*addr).await?);
         }
         let mut pop3s_bound = Vec::new();
         for addr in &config.pop3s {
@@ -457,6 +465,24 @@ impl Sandbox {
             servers.push(net::spawn_listener(
                 listener,
                 mail_tls.clone(),
+                config.tls_handshake_timeout,
+                config.mail_limits.max_connections,
+                Arc::clone(&imap),
+                shutdown_receiver.clone(),
+            ));
+        }
+        let imap_starttls = net::ListenerTls::Starttls(tokio_rustls::TlsAcceptor::from(
+            Arc::clone(&tls.server_config),
+        ));
+        for (listener, addr) in imap_bound {
+            listeners.push(Listener {
+                service: "imap",
+                addr,
+                implicit_tls: false,
+            });
+            servers.push(net::spawn_listener(
+                listener,
+                imap_starttls.clone(),
                 config.tls_handshake_timeout,
                 config.mail_limits.max_connections,
                 Arc::clone(&imap),

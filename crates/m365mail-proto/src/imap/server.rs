@@ -113,6 +113,9 @@ pub enum Poll {
     NeedInput,
     /// Everything is written: close the connection.
     Close,
+    /// The `OK` to STARTTLS is written: start TLS, then continue with [`ImapSession::after_starttls`] (this
+    /// session, and any plain text the client pipelined after STARTTLS, is dropped).
+    StartTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +141,12 @@ pub struct ImapSession {
     not_connected: Option<u8>,
     /// BYE sent: close once it is written.
     closing: bool,
+    /// A plain connection that may upgrade (STARTTLS advertised and accepted).
+    starttls_offered: bool,
+    /// The handle of the STARTTLS `OK`: once it is sent, the driver starts TLS.
+    starttls_answer: Option<imap_next::server::ResponseHandle>,
+    /// The STARTTLS `OK` went out.
+    upgrade_now: bool,
 }
 
 impl std::fmt::Debug for ImapSession {
@@ -194,7 +203,32 @@ impl ImapSession {
             state: State::NotAuthenticated,
             not_connected: None,
             closing: false,
+            starttls_offered: false,
+            starttls_answer: None,
+            upgrade_now: false,
         }
+    }
+
+    /// A session on a plain connection: CAPABILITY adds STARTTLS and the command is accepted (our choice:
+    /// Exchange serves IMAP on 993 only). Everything else waits for TLS only as far as the client wants.
+    pub fn plain(server_name: &str, limits: ImapLimits) -> Self {
+        let mut session = Self::new(server_name, limits);
+        session.starttls_offered = true;
+        session
+    }
+
+    /// The session that continues after STARTTLS: no second greeting, nothing carried over.
+    pub fn after_starttls(server_name: &str, limits: ImapLimits) -> Self {
+        let mut session = Self::new(server_name, limits);
+        // imap-next queues a greeting for every new server: this connection had its one already.
+        loop {
+            match session.server.next() {
+                Ok(Event::GreetingSent { .. }) => break,
+                Err(Interrupt::Io(Io::Output(_))) => continue,
+                other => unreachable!("a new server greets first: {:?}", other.is_ok()),
+            }
+        }
+        session
     }
 
     /// Bytes read from the client.
@@ -205,6 +239,10 @@ impl ImapSession {
     /// Runs until there is something to write, input is needed, or the session is over.
     pub fn poll(&mut self, backend: &mut dyn ImapBackend) -> Poll {
         loop {
+            if self.upgrade_now {
+                self.upgrade_now = false;
+                return Poll::StartTls;
+            }
             match self.server.next() {
                 Ok(event) => self.event(event, backend),
                 Err(Interrupt::Io(Io::Output(bytes))) => return Poll::Output(exchange_case(bytes)),
@@ -248,6 +286,10 @@ impl ImapSession {
 
     fn event(&mut self, event: Event, backend: &mut dyn ImapBackend) {
         match event {
+            Event::ResponseSent { handle, .. } if Some(handle) == self.starttls_answer => {
+                self.starttls_answer = None;
+                self.upgrade_now = true;
+            }
             Event::GreetingSent { .. } | Event::ResponseSent { .. } => {}
             Event::CommandReceived { command } => self.command(command, backend),
             Event::CommandAuthenticateReceived {
@@ -336,14 +378,26 @@ impl ImapSession {
         let authenticated = matches!(self.state, State::Authenticated | State::Selected { .. });
         match command.body {
             CommandBody::Capability => {
-                let list = if authenticated {
-                    CAPABILITIES_AFTER
-                } else {
-                    CAPABILITIES_BEFORE
+                let list = match (authenticated, self.starttls_offered) {
+                    (true, _) => CAPABILITIES_AFTER.to_owned(),
+                    (false, true) => format!("{CAPABILITIES_BEFORE} STARTTLS"),
+                    (false, false) => CAPABILITIES_BEFORE.to_owned(),
                 };
                 self.server
-                    .enqueue_data(Data::Capability(capability_list(list)));
+                    .enqueue_data(Data::Capability(capability_list(&list)));
                 self.server.enqueue_status(ok(tag, "CAPABILITY completed."));
+            }
+            CommandBody::StartTLS => {
+                if self.starttls_offered && !authenticated {
+                    self.starttls_offered = false;
+                    let handle = self
+                        .server
+                        .enqueue_status(ok(tag, "Begin TLS negotiation now."));
+                    self.starttls_answer = Some(handle);
+                } else {
+                    self.server
+                        .enqueue_status(bad(Some(tag), "Command received in Invalid state."));
+                }
             }
             CommandBody::Noop => {
                 self.server.enqueue_status(ok(tag, "NOOP completed."));

@@ -119,9 +119,16 @@ impl Protocol for ImapService {
             let Connection {
                 mut stream,
                 mut shutdown,
+                starttls,
                 ..
             } = connection;
-            let mut session = ImapSession::new("sandbox.m365mail.local", ImapLimits::default());
+            const NAME: &str = "sandbox.m365mail.local";
+            // A plain listener offers STARTTLS (our choice: Exchange serves IMAP on 993 only).
+            let mut session = if starttls.is_some() {
+                ImapSession::plain(NAME, ImapLimits::default())
+            } else {
+                ImapSession::new(NAME, ImapLimits::default())
+            };
             let mut backend = Backend {
                 exchange: Arc::clone(&self.exchange),
                 mailbox: None,
@@ -140,6 +147,23 @@ impl Protocol for ImapService {
                             tracing::info!("IMAP client not reading; connection closed");
                             return;
                         }
+                        deadline = tokio::time::Instant::now() + limits.command_timeout;
+                    }
+                    Poll::StartTls => {
+                        let Some(acceptor) = &starttls else {
+                            return;
+                        };
+                        let upgraded = tokio::time::timeout(
+                            limits.write_timeout,
+                            acceptor.clone().accept(stream),
+                        )
+                        .await;
+                        let Ok(Ok(tls)) = upgraded else {
+                            return;
+                        };
+                        stream = Box::new(tls);
+                        // A new session: nothing the client pipelined in plain text is carried over.
+                        session = ImapSession::after_starttls(NAME, ImapLimits::default());
                         deadline = tokio::time::Instant::now() + limits.command_timeout;
                     }
                     Poll::Close => {

@@ -454,3 +454,75 @@ async fn curl_lists_and_fetches_over_imaps() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn the_plain_listener_upgrades_with_starttls_and_drops_what_was_pipelined() {
+    use tokio::io::AsyncReadExt as _;
+    let sandbox = start_with(SandboxConfig {
+        imap: vec!["127.0.0.1:0".parse().unwrap()],
+        ..SandboxConfig::default()
+    })
+    .await;
+    let addr = sandbox
+        .sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == "imap")
+        .unwrap()
+        .addr;
+    let mut tcp = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let mut greeting = String::new();
+    tcp.read_line(&mut greeting).await.unwrap();
+    assert!(greeting.starts_with("* OK The Microsoft Exchange IMAP4 service is ready."));
+    tcp.get_mut().write_all(b"a CAPABILITY\r\n").await.unwrap();
+    let mut capability = String::new();
+    tcp.read_line(&mut capability).await.unwrap();
+    assert!(
+        capability.ends_with(" LITERAL+ STARTTLS\r\n"),
+        "{capability}"
+    );
+    let mut done = String::new();
+    tcp.read_line(&mut done).await.unwrap();
+    // STARTTLS with a command pipelined in clear text behind it: the command must not survive the upgrade.
+    tcp.get_mut()
+        .write_all(b"b STARTTLS\r\nc NOOP\r\n")
+        .await
+        .unwrap();
+    let mut ok = String::new();
+    tcp.read_line(&mut ok).await.unwrap();
+    assert_eq!(ok, "b OK Begin TLS negotiation now.\r\n");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_slice_iter(sandbox.sandbox.ca_pem().as_bytes())
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp.into_inner())
+        .await
+        .unwrap();
+    let mut tls = BufReader::new(tls);
+    // No second greeting, no answer to the pipelined NOOP; STARTTLS is gone from CAPABILITY.
+    let lines = command(&mut tls, "d", "CAPABILITY").await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("* CAPABILITY IMAP4 IMAP4rev1 "),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("STARTTLS"), "{lines:?}");
+    assert_eq!(lines[1], "d OK CAPABILITY completed.\r\n");
+    let again = command(&mut tls, "e", "STARTTLS").await;
+    assert_eq!(again, ["e BAD Command received in Invalid state.\r\n"]);
+    let mut rest = [0u8; 1];
+    let pending =
+        tokio::time::timeout(std::time::Duration::from_millis(200), tls.read(&mut rest)).await;
+    assert!(pending.is_err(), "nothing else was sent");
+}
