@@ -264,7 +264,8 @@ impl ImapSession {
         let (discarded, text) = match &error {
             Error::ExpectedCrlfGotLf { discarded_bytes } => (discarded_bytes, "Command Error. 12"),
             Error::MalformedMessage { discarded_bytes } => (discarded_bytes, "Command Error. 12"),
-            Error::LiteralTooLong { discarded_bytes } => (discarded_bytes, "Literal too long."),
+            // imap-next has answered a too-long synchronising literal itself: a second BAD would be one too many.
+            Error::LiteralTooLong { .. } => return,
             Error::CommandTooLong { discarded_bytes } => (discarded_bytes, "Command too long."),
         };
         if let State::AwaitingAuthData(tag) = &self.state {

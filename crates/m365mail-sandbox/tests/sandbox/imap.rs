@@ -526,3 +526,51 @@ async fn the_plain_listener_upgrades_with_starttls_and_drops_what_was_pipelined(
         tokio::time::timeout(std::time::Duration::from_millis(200), tls.read(&mut rest)).await;
     assert!(pending.is_err(), "nothing else was sent");
 }
+
+#[tokio::test]
+async fn a_literal_over_the_limit_is_refused_and_a_trickle_is_closed() {
+    let sandbox = start_with(SandboxConfig {
+        imaps: vec!["127.0.0.1:0".parse().unwrap()],
+        mail_limits: m365mail_sandbox::MailLimits {
+            command_timeout: std::time::Duration::from_millis(700),
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (mut imap, _) = connect(&sandbox).await;
+    // A synchronising literal of 100 MB (over the 36 MiB bound): refused before any byte of it is taken.
+    imap.get_mut()
+        .write_all(b"a LOGIN {100000000}\r\n")
+        .await
+        .unwrap();
+    let refused = line(&mut imap).await;
+    assert!(refused.starts_with("a BAD "), "{refused}");
+    // The connection is still usable.
+    assert_eq!(
+        command(&mut imap, "b", "NOOP").await,
+        ["b OK NOOP completed.\r\n"]
+    );
+    // Bytes that never complete a command do not keep it open past the command deadline.
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        if imap.get_mut().write_all(b"x").await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut probe = String::new();
+        if let Ok(Ok(0)) = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            imap.read_line(&mut probe),
+        )
+        .await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the trickling connection was never closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
