@@ -79,7 +79,8 @@ mod error;
 mod exchange;
 mod faults;
 mod identity;
-mod net;
+#[cfg(test)]
+mod net_tests;
 mod request_body;
 mod server;
 mod sync;
@@ -104,6 +105,9 @@ pub use exchange::seed::MailSeed;
 pub use identity::TokenFault;
 pub use identity::bearer::{BearerRefusal, Principal, Requirement};
 pub use identity::state::RequestStats;
+use m365mail_server as net;
+/// The bounds of the mail services (from m365mail-server, the accept loop they run on).
+pub use m365mail_server::MailLimits;
 pub use tenant::TenantModel;
 
 /// The largest request body the sandbox reads, in bytes (1 MiB; Entra's token requests are a few
@@ -250,30 +254,6 @@ pub struct SandboxConfig {
     pub reject_replayed_assertions: bool,
     /// Bounds of the mail services (POP3 now; IMAP and SMTP as they land).
     pub mail_limits: MailLimits,
-}
-
-/// Bounds of a mail service facing clients that may misbehave: a cap on connections, a deadline for each
-/// command, a write timeout. Each holds under test (`tests/sandbox/pop3.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MailLimits {
-    /// Connections at once per listener; one more is closed as soon as it is accepted. Default 500.
-    pub max_connections: usize,
-    /// A client must complete a command within this long of the previous answer (or of the greeting):
-    /// a connection idle this long — or trickling bytes that never make a command — is closed. Default
-    /// 10 minutes, Exchange's idle limit.
-    pub command_timeout: Duration,
-    /// Writing an answer may take this long; a client that stops reading is closed. Default 30 seconds.
-    pub write_timeout: Duration,
-}
-
-impl Default for MailLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 500,
-            command_timeout: Duration::from_secs(600),
-            write_timeout: Duration::from_secs(30),
-        }
-    }
 }
 
 impl Default for SandboxConfig {

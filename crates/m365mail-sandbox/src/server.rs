@@ -1,5 +1,5 @@
 //! HTTP on a sandbox listener: the identity endpoints, the admin API (and later Graph) served by axum over
-//! hyper-util, on the accept loop of [`crate::net`] (which does the TLS). A connection that does not
+//! hyper-util, on the accept loop of [`m365mail_server`] (which does the TLS). A connection that does not
 //! complete its request headers in time is closed (see [`crate::SandboxConfig::header_read_timeout`]).
 
 use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc, time::Duration};
@@ -12,7 +12,7 @@ use hyper_util::{
 use tokio::sync::{Notify, watch};
 use tower::ServiceExt;
 
-use crate::net::{Connection, GRACEFUL_SHUTDOWN_TIMEOUT, Protocol, stopped};
+use m365mail_server::{Connection, GRACEFUL_SHUTDOWN_TIMEOUT, Protocol, stopped};
 
 /// The identity listener's protocol: the axum router over HTTP/1.1 or HTTP/2 (hyper-util's auto builder).
 /// A connection that does not complete its request headers within `header_read_timeout` is closed.

@@ -8,14 +8,11 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use m365mail_proto::imap::server::{
     FolderInfo, FolderView, ImapBackend, ImapLimits, ImapSession, MessageMeta, Poll, SignIn,
 };
+use m365mail_server::{Connection, Protocol, stopped};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{ExchangeState, access};
-use crate::{
-    identity::bearer::Requirement,
-    net::{Connection, Protocol, stopped},
-    sync::lock,
-};
+use crate::{identity::bearer::Requirement, sync::lock};
 
 pub(crate) struct ImapService {
     pub(crate) exchange: Arc<ExchangeState>,

@@ -1,5 +1,5 @@
 //! Exchange Online, as far as the sandbox serves it so far: the mail store, who may open which mailbox, and
-//! the POP3 service (on [`crate::net`], with the [`m365mail_proto::pop3::server`] core). IMAP and SMTP follow.
+//! the POP3 service (on [`m365mail_server`], with the [`m365mail_proto::pop3::server`] core). IMAP and SMTP follow.
 
 pub(crate) mod access;
 pub(crate) mod imap;

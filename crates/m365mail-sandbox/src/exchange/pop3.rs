@@ -6,14 +6,11 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use m365mail_proto::pop3::server::{AUTH_FAILED, Event, MessageInfo, Pop3Server};
+use m365mail_server::{Connection, Protocol, stopped};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{ExchangeState, access};
-use crate::{
-    identity::bearer::Requirement,
-    net::{Connection, Protocol, stopped},
-    sync::lock,
-};
+use crate::{identity::bearer::Requirement, sync::lock};
 
 /// `[…]` of Exchange's greeting: base64 of the server's FQDN in UTF-16LE (microsoft.md §7.5).
 fn greeting() -> String {
