@@ -401,6 +401,10 @@ impl ImapSession {
                 }
             }
             CommandBody::Noop => {
+                // The usual way to poll: report what other sessions changed.
+                if self.not_connected.is_none() {
+                    self.sync_selected(backend, true);
+                }
                 self.server.enqueue_status(ok(tag, "NOOP completed."));
             }
             CommandBody::Logout => {
@@ -465,6 +469,13 @@ impl ImapSession {
             }
             return;
         }
+        // What other sessions changed in the selected folder, before this command's answer. No EXPUNGE while
+        // answering a FETCH or STORE by sequence number (RFC 3501 §7.4.1): its numbers would shift under it.
+        let by_sequence = matches!(
+            body,
+            CommandBody::Fetch { uid: false, .. } | CommandBody::Store { uid: false, .. }
+        );
+        self.sync_selected(backend, !by_sequence);
         match body {
             CommandBody::Namespace => {
                 use imap_next::imap_types::extensions::namespace::Namespace;
@@ -713,6 +724,41 @@ impl ImapSession {
 }
 
 impl ImapSession {
+    /// Brings the session's sequence numbers up to date with the folder: `* n EXPUNGE` for messages other
+    /// sessions removed (highest first, when `allow_expunge`), `* n EXISTS` for messages that arrived.
+    fn sync_selected(&mut self, backend: &mut dyn ImapBackend, allow_expunge: bool) {
+        let State::Selected { name, .. } = &self.state else {
+            return;
+        };
+        let Some(view) = backend.folder(name) else {
+            return;
+        };
+        let current: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
+        let State::Selected { uids, .. } = &mut self.state else {
+            return;
+        };
+        let mut responses = Vec::new();
+        if allow_expunge {
+            for index in (0..uids.len()).rev() {
+                if !current.contains(&uids[index]) {
+                    uids.remove(index);
+                    responses.push(Data::Expunge(
+                        NonZeroU32::new(index as u32 + 1).expect("sequence numbers start at 1"),
+                    ));
+                }
+            }
+        }
+        let highest = uids.last().copied().unwrap_or(0);
+        let before = uids.len();
+        uids.extend(current.iter().copied().filter(|&uid| uid > highest));
+        if uids.len() > before {
+            responses.push(Data::Exists(uids.len() as u32));
+        }
+        for data in responses {
+            self.server.enqueue_data(data);
+        }
+    }
+
     fn selected(&self) -> Option<(String, bool, Vec<u32>)> {
         match &self.state {
             State::Selected {

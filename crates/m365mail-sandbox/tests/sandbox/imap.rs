@@ -574,3 +574,86 @@ async fn a_literal_over_the_limit_is_refused_and_a_trickle_is_closed() {
     assert!(closed, "the trickling connection was never closed");
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn another_sessions_expunge_and_a_new_message_are_reported_on_the_next_command() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    let (mut a, _) = connect(&sandbox).await;
+    let (mut b, _) = connect(&sandbox).await;
+    for session in [&mut a, &mut b] {
+        command(session, "s1", &auth).await;
+        command(session, "s2", "SELECT INBOX").await;
+    }
+    command(&mut a, "a1", "STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    assert_eq!(
+        command(&mut a, "a2", "EXPUNGE").await,
+        ["* 2 EXPUNGE\r\n", "a2 OK EXPUNGE completed.\r\n"]
+    );
+    // B learns of it on its next command (not while answering a FETCH by sequence number).
+    let fetch = command(&mut b, "b1", "FETCH 1 (UID)").await;
+    assert_eq!(
+        fetch,
+        ["* 1 FETCH (UID 1)\r\n", "b1 OK FETCH completed.\r\n"]
+    );
+    assert_eq!(
+        command(&mut b, "b2", "NOOP").await,
+        ["* 2 EXPUNGE\r\n", "b2 OK NOOP completed.\r\n"]
+    );
+    // B's sequence number 2 is now UID 3.
+    assert_eq!(
+        command(&mut b, "b3", "FETCH 2 (UID)").await[0],
+        "* 2 FETCH (UID 3)\r\n"
+    );
+    // A message that arrives is announced with EXISTS.
+    sandbox
+        .sandbox
+        .admin()
+        .deliver_message(demo::USER_UPN, b"Subject: new\r\n\r\nx\r\n")
+        .unwrap();
+    assert_eq!(
+        command(&mut b, "b4", "NOOP").await,
+        ["* 12 EXISTS\r\n", "b4 OK NOOP completed.\r\n"]
+    );
+    assert_eq!(
+        command(&mut b, "b5", "FETCH 12 (UID)").await[0],
+        "* 12 FETCH (UID 13)\r\n"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_and_a_graph_token_are_refused_with_the_one_line() {
+    let clock = Arc::new(m365mail_sandbox::FakeClock::new(
+        m365mail_sandbox::Clock::now(&m365mail_sandbox::SystemClock),
+    ));
+    let sandbox = start_with(SandboxConfig {
+        imaps: vec!["127.0.0.1:0".parse().unwrap()],
+        clock: clock.clone(),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let graph = sandbox
+        .app_token("https://graph.microsoft.com/.default")
+        .await;
+    let (mut imap, _) = connect(&sandbox).await;
+    let auth = format!("AUTHENTICATE XOAUTH2 {}", xoauth2(demo::USER_UPN, &graph));
+    assert_eq!(
+        command(&mut imap, "a", &auth).await,
+        ["a NO AUTHENTICATE failed.\r\n"]
+    );
+    // Entra's tokens live 60 to 90 minutes: two hours on, this one has expired.
+    clock.advance(std::time::Duration::from_secs(2 * 3600));
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    assert_eq!(
+        command(&mut imap, "b", &auth).await,
+        ["b NO AUTHENTICATE failed.\r\n"]
+    );
+}
