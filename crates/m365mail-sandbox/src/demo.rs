@@ -445,6 +445,7 @@ pub(crate) fn tenant_model() -> TenantModel {
                 send_as_mailboxes: strings(&[USER_UPN, SHARED_MAILBOX]),
             }],
             protocols: ProtocolSwitches::default(),
+            basic_auth_disabled: false,
         }],
     }
 }

@@ -86,6 +86,10 @@ pub struct Tenant {
     /// Tenant-wide protocol switches (placeholder data).
     #[serde(default)]
     pub protocols: ProtocolSwitches,
+    /// Basic authentication switched off for IMAP and POP (an authentication policy): IMAP then advertises
+    /// `LOGINDISABLED` and no `AUTH=PLAIN` before sign-in (microsoft.md §7.4, observed).
+    #[serde(default)]
+    pub basic_auth_disabled: bool,
 }
 
 /// A user account.

@@ -39,6 +39,9 @@ use crate::xoauth2;
 pub const GREETING_TEXT: &str = "The Microsoft Exchange IMAP4 service is ready.";
 /// Before sign-in (§7.4, verbatim from client logs).
 pub const CAPABILITIES_BEFORE: &str = "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+";
+/// Before sign-in when the tenant has Basic authentication off: §7.4 quotes `… AUTH=XOAUTH2 LOGINDISABLED
+/// SASL-IR …` without `AUTH=PLAIN` (observed); the rest as in [`CAPABILITIES_BEFORE`].
+pub const CAPABILITIES_LOGIN_DISABLED: &str = "IMAP4 IMAP4rev1 AUTH=XOAUTH2 LOGINDISABLED SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+";
 /// After sign-in (§7.4, verbatim): MOVE and Exchange's own three appear.
 pub const CAPABILITIES_AFTER: &str = "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT \
      CLIENTACCESSRULES CLIENTNETWORKPRESENCELOCATION BACKENDAUTHENTICATE CHILDREN IDLE NAMESPACE LITERAL+";
@@ -147,6 +150,8 @@ pub struct ImapSession {
     starttls_answer: Option<imap_next::server::ResponseHandle>,
     /// The STARTTLS `OK` went out.
     upgrade_now: bool,
+    /// The tenant has Basic authentication off: the `LOGINDISABLED` list before sign-in.
+    login_disabled: bool,
 }
 
 impl std::fmt::Debug for ImapSession {
@@ -206,7 +211,15 @@ impl ImapSession {
             starttls_offered: false,
             starttls_answer: None,
             upgrade_now: false,
+            login_disabled: false,
         }
+    }
+
+    /// Advertises `LOGINDISABLED` (and no `AUTH=PLAIN`) before sign-in, as a tenant with Basic
+    /// authentication off does.
+    pub fn with_login_disabled(mut self, disabled: bool) -> Self {
+        self.login_disabled = disabled;
+        self
     }
 
     /// A session on a plain connection: CAPABILITY adds STARTTLS and the command is accepted (our choice:
@@ -379,10 +392,15 @@ impl ImapSession {
         let authenticated = matches!(self.state, State::Authenticated | State::Selected { .. });
         match command.body {
             CommandBody::Capability => {
+                let before = if self.login_disabled {
+                    CAPABILITIES_LOGIN_DISABLED
+                } else {
+                    CAPABILITIES_BEFORE
+                };
                 let list = match (authenticated, self.starttls_offered) {
                     (true, _) => CAPABILITIES_AFTER.to_owned(),
-                    (false, true) => format!("{CAPABILITIES_BEFORE} STARTTLS"),
-                    (false, false) => CAPABILITIES_BEFORE.to_owned(),
+                    (false, true) => format!("{before} STARTTLS"),
+                    (false, false) => before.to_owned(),
                 };
                 self.server
                     .enqueue_data(Data::Capability(capability_list(&list)));

@@ -121,11 +121,18 @@ impl Protocol for ImapService {
             } = connection;
             const NAME: &str = "sandbox.m365mail.local";
             // A plain listener offers STARTTLS (our choice: Exchange serves IMAP on 993 only).
+            // The tenant's authentication policy decides the list before sign-in (the first tenant's: a
+            // connection names no tenant before it signs in).
+            let login_disabled = lock(&self.exchange.directory)
+                .tenants
+                .first()
+                .is_some_and(|t| t.basic_auth_disabled);
             let mut session = if starttls.is_some() {
                 ImapSession::plain(NAME, ImapLimits::default())
             } else {
                 ImapSession::new(NAME, ImapLimits::default())
-            };
+            }
+            .with_login_disabled(login_disabled);
             let mut backend = Backend {
                 exchange: Arc::clone(&self.exchange),
                 mailbox: None,
@@ -160,7 +167,8 @@ impl Protocol for ImapService {
                         };
                         stream = Box::new(tls);
                         // A new session: nothing the client pipelined in plain text is carried over.
-                        session = ImapSession::after_starttls(NAME, ImapLimits::default());
+                        session = ImapSession::after_starttls(NAME, ImapLimits::default())
+                            .with_login_disabled(login_disabled);
                         deadline = tokio::time::Instant::now() + limits.command_timeout;
                     }
                     Poll::Close => {

@@ -657,3 +657,17 @@ async fn an_expired_token_and_a_graph_token_are_refused_with_the_one_line() {
         ["b NO AUTHENTICATE failed.\r\n"]
     );
 }
+
+#[tokio::test]
+async fn a_tenant_with_basic_auth_off_advertises_logindisabled() {
+    let sandbox = start_imap().await;
+    sandbox
+        .sandbox
+        .admin()
+        .update_tenant_model(|model| model.tenants[0].basic_auth_disabled = true);
+    let (mut imap, _) = connect(&sandbox).await;
+    assert_eq!(
+        command(&mut imap, "a", "CAPABILITY").await[0],
+        "* CAPABILITY IMAP4 IMAP4rev1 AUTH=XOAUTH2 LOGINDISABLED SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+\r\n"
+    );
+}
