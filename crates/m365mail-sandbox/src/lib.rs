@@ -393,81 +393,54 @@ impl Sandbox {
         } else {
             net::ListenerTls::Plain
         };
-        let mut listeners = Vec::new();
-        let mut servers = Vec::new();
-        for (listener, addr) in bound {
-            listeners.push(Listener {
-                service: "identity",
-                addr,
-                implicit_tls: config.tls,
-            });
-            servers.push(net::spawn_listener(
-                listener,
-                identity_tls.clone(),
-                config.tls_handshake_timeout,
-                config.mail_limits.max_connections,
-                Arc::clone(&http),
-                shutdown_receiver.clone(),
-            ));
-        }
         let pop3: Arc<dyn net::Protocol> = Arc::new(exchange::pop3::Pop3Service {
             exchange: Arc::clone(&exchange),
             limits: config.mail_limits,
         });
-        let mail_tls = net::ListenerTls::Implicit(tokio_rustls::TlsAcceptor::from(Arc::clone(
-            &tls.server_config,
-        )));
-        for (listener, addr) in pop3s_bound {
-            listeners.push(Listener {
-                service: "pop3s",
-                addr,
-                implicit_tls: true,
-            });
-            servers.push(net::spawn_listener(
-                listener,
-                mail_tls.clone(),
-                config.tls_handshake_timeout,
-                config.mail_limits.max_connections,
-                Arc::clone(&pop3),
-                shutdown_receiver.clone(),
-            ));
-        }
         let imap: Arc<dyn net::Protocol> = Arc::new(exchange::imap::ImapService {
             exchange: Arc::clone(&exchange),
             limits: config.mail_limits,
         });
-        for (listener, addr) in imaps_bound {
-            listeners.push(Listener {
-                service: "imaps",
-                addr,
-                implicit_tls: true,
-            });
-            servers.push(net::spawn_listener(
-                listener,
-                mail_tls.clone(),
-                config.tls_handshake_timeout,
-                config.mail_limits.max_connections,
-                Arc::clone(&imap),
-                shutdown_receiver.clone(),
-            ));
-        }
-        let imap_starttls = net::ListenerTls::Starttls(tokio_rustls::TlsAcceptor::from(
-            Arc::clone(&tls.server_config),
-        ));
-        for (listener, addr) in imap_bound {
-            listeners.push(Listener {
-                service: "imap",
-                addr,
-                implicit_tls: false,
-            });
-            servers.push(net::spawn_listener(
-                listener,
-                imap_starttls.clone(),
-                config.tls_handshake_timeout,
-                config.mail_limits.max_connections,
-                Arc::clone(&imap),
-                shutdown_receiver.clone(),
-            ));
+        let acceptor = || tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server_config));
+        let services: [(&'static str, _, net::ListenerTls, &Arc<dyn net::Protocol>); 4] = [
+            ("identity", bound, identity_tls, &http),
+            (
+                "pop3s",
+                pop3s_bound,
+                net::ListenerTls::Implicit(acceptor()),
+                &pop3,
+            ),
+            (
+                "imaps",
+                imaps_bound,
+                net::ListenerTls::Implicit(acceptor()),
+                &imap,
+            ),
+            (
+                "imap",
+                imap_bound,
+                net::ListenerTls::Starttls(acceptor()),
+                &imap,
+            ),
+        ];
+        let mut listeners = Vec::new();
+        let mut servers = Vec::new();
+        for (service, bound, listener_tls, protocol) in services {
+            for (listener, addr) in bound {
+                listeners.push(Listener {
+                    service,
+                    addr,
+                    implicit_tls: matches!(listener_tls, net::ListenerTls::Implicit(_)),
+                });
+                servers.push(net::spawn_listener(
+                    listener,
+                    listener_tls.clone(),
+                    config.tls_handshake_timeout,
+                    config.mail_limits.max_connections,
+                    Arc::clone(protocol),
+                    shutdown_receiver.clone(),
+                ));
+            }
         }
         tracing::info!(base_url = %base_url, "sandbox tenant listening");
         Ok(Self {

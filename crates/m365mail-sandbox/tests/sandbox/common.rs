@@ -25,6 +25,25 @@ pub(crate) fn client_for(sandbox: &Sandbox) -> reqwest::Client {
         .expect("client builds")
 }
 
+/// A TLS connector for the mail listeners that trusts only the sandbox CA.
+pub(crate) fn mail_tls(sandbox: &Sandbox) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(sandbox.ca_pem().as_bytes()) {
+        roots
+            .add(cert.expect("CA PEM parses"))
+            .expect("a CA certificate");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 pub(crate) async fn start_with(config: SandboxConfig) -> TestSandbox {
     let sandbox = Sandbox::start(config).await.expect("sandbox starts");
     let http = client_for(&sandbox);

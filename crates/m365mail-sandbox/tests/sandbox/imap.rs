@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use m365mail_sandbox::{MailSeed, SandboxConfig, demo};
-use rustls_pki_types::pem::PemObject as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 use crate::common::{TestSandbox, start_with};
@@ -33,24 +32,11 @@ fn imaps_addr(sandbox: &TestSandbox) -> std::net::SocketAddr {
 }
 
 async fn connect(sandbox: &TestSandbox) -> (Tls, String) {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        rustls_pki_types::CertificateDer::pem_slice_iter(sandbox.sandbox.ca_pem().as_bytes())
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(imaps_addr(sandbox))
         .await
         .unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = crate::common::mail_tls(&sandbox.sandbox)
         .connect(name, tcp)
         .await
         .unwrap();
@@ -491,21 +477,8 @@ async fn the_plain_listener_upgrades_with_starttls_and_drops_what_was_pipelined(
     let mut ok = String::new();
     tcp.read_line(&mut ok).await.unwrap();
     assert_eq!(ok, "b OK Begin TLS negotiation now.\r\n");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        rustls_pki_types::CertificateDer::pem_slice_iter(sandbox.sandbox.ca_pem().as_bytes())
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = crate::common::mail_tls(&sandbox.sandbox)
         .connect(name, tcp.into_inner())
         .await
         .unwrap();

@@ -1,11 +1,8 @@
 //! The sandbox's POP3 service over implicit TLS, driven as a client would: Exchange's greeting, two-line
 //! XOAUTH2 with sandbox-issued tokens, the mailbox rights, RETR and DELE against the store.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use m365mail_sandbox::{SandboxConfig, demo};
-use rustls_pki_types::pem::PemObject as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 use crate::common::{TestSandbox, start_with};
@@ -33,22 +30,9 @@ fn pop3s_addr(sandbox: &TestSandbox) -> std::net::SocketAddr {
 /// A TLS connection to the sandbox's POP3 listener, trusting only its CA; returns it and the greeting.
 async fn connect(sandbox: &TestSandbox) -> (Tls, String) {
     let addr = pop3s_addr(sandbox);
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        rustls_pki_types::CertificateDer::pem_slice_iter(sandbox.sandbox.ca_pem().as_bytes())
-    {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = crate::common::mail_tls(&sandbox.sandbox)
         .connect(name, tcp)
         .await
         .unwrap();
