@@ -8,6 +8,7 @@
 //!   commands).
 //! - [`imap`]: the IMAP server core on imap-next (sign-in, folders; fetch and flags next).
 //! - [`pop3`]: the POP3 server core (the sandbox's service) and client core (the connector's reader).
+//! - [`smtp`]: the SMTP submission server core (Exchange's §7.6 lines).
 //! - [`transcript`]: golden `C:`/`S:` transcripts replayed against a core, byte for byte, whole and one byte
 //!   at a time.
 //!
@@ -21,5 +22,6 @@
 pub mod imap;
 pub mod line;
 pub mod pop3;
+pub mod smtp;
 pub mod transcript;
 pub mod xoauth2;

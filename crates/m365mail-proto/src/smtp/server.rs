@@ -1,0 +1,530 @@
+//! The SMTP submission server core: bytes in, replies and [`Event`]s out, no I/O. It answers as Exchange
+//! Online's `smtp.office365.com:587` does (microsoft.md §7.6): the greeting and both EHLO replies verbatim
+//! (STARTTLS before TLS, `AUTH LOGIN XOAUTH2` after), `AUTH XOAUTH2` in the one-line and the `334` form,
+//! `235 2.7.0 Authentication successful`, `535 5.7.3 …`, `535 5.7.139 …` when SMTP AUTH is off,
+//! `550 5.7.30 …` for Basic `AUTH LOGIN`, the MAIL/RCPT/DATA replies and `554 5.2.252 SendAsDenied` after the
+//! data.
+//!
+//! Decisions belong to the driver: [`Event::StartTls`] (upgrade, then continue with [`SmtpServer::after_tls`]),
+//! [`Event::Authenticate`] ([`SmtpServer::authenticated`]) and [`Event::Submit`] ([`SmtpServer::submitted`]).
+//! While an event waits for its answer no further command is read.
+
+use std::fmt;
+
+use crate::line::LineBuffer;
+use crate::xoauth2;
+
+/// The longest command line (RFC 5321 allows 512 octets; an XOAUTH2 initial response is far longer).
+pub const MAX_LINE: usize = 16 * 1024;
+/// The advertised (and enforced) message size: 150 MB, as Exchange's `SIZE 157286400`.
+pub const MAX_SIZE: usize = 157_286_400;
+/// The most recipients of one message (Exchange's default, microsoft.md §7.7).
+pub const MAX_RECIPIENTS: usize = 500;
+
+/// How a sign-in ended, as the driver decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// `235 2.7.0 Authentication successful`.
+    Accepted,
+    /// `535 5.7.3 Authentication unsuccessful [host]`: any token problem.
+    Refused,
+    /// `535 5.7.139 … SmtpClientAuthentication is disabled for the Tenant …`: SMTP AUTH is off.
+    SmtpAuthDisabled,
+}
+
+/// How a submission ended, as the driver decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// `250 2.0.0 OK <message-id> [Hostname=host]`.
+    Accepted {
+        /// The message id to quote (without brackets).
+        message_id: String,
+    },
+    /// `554 5.2.252 SendAsDenied; <who> not allowed to send as <from>; …`.
+    SendAsDenied {
+        /// The signed-in identity.
+        who: String,
+    },
+}
+
+/// What the driver must decide.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `STARTTLS` was accepted (`220 2.0.0 SMTP server ready` is queued): write it, start TLS, then go on
+    /// with [`SmtpServer::after_tls`].
+    StartTls,
+    /// An XOAUTH2 response: answer with [`SmtpServer::authenticated`].
+    Authenticate {
+        /// `user=`.
+        user: String,
+        /// The bearer token (a secret: `Debug` hides it).
+        token: String,
+    },
+    /// A message after the final `.`: answer with [`SmtpServer::submitted`].
+    Submit {
+        /// `MAIL FROM`.
+        from: String,
+        /// `RCPT TO`s.
+        recipients: Vec<String>,
+        /// The message, dot-unstuffed, CRLF line endings.
+        data: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::StartTls => f.write_str("StartTls"),
+            Self::Authenticate { user, .. } => f
+                .debug_struct("Authenticate")
+                .field("user", user)
+                .field("token", &"[redacted]")
+                .finish(),
+            Self::Submit {
+                from,
+                recipients,
+                data,
+            } => f
+                .debug_struct("Submit")
+                .field("from", from)
+                .field("recipients", recipients)
+                .field("size", &data.len())
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Commands.
+    Command,
+    /// `AUTH XOAUTH2` and `334 ` sent: the next line is the response.
+    AuthResponse,
+    /// `AUTH LOGIN`: the username, then the password (Basic: refused at the end).
+    LoginUser,
+    LoginPassword,
+    /// An event is out.
+    Waiting,
+    /// DATA: lines up to `.`.
+    Data,
+    Closed,
+}
+
+/// One SMTP connection's server side.
+pub struct SmtpServer {
+    host: String,
+    client_ip: String,
+    tls: bool,
+    lines: LineBuffer,
+    out: Vec<u8>,
+    state: State,
+    greeted: bool,
+    authenticated: bool,
+    from: Option<String>,
+    recipients: Vec<String>,
+    data: Vec<u8>,
+    too_large: bool,
+    max_size: usize,
+    events: Vec<Event>,
+}
+
+impl fmt::Debug for SmtpServer {
+    // The input may hold an XOAUTH2 response (a token): show only the state.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpServer")
+            .field("state", &self.state)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The EHLO keywords before TLS and after it (§7.6, verbatim; only STARTTLS / AUTH differ).
+fn ehlo(host: &str, client_ip: &str, tls: bool) -> String {
+    let middle = if tls {
+        "AUTH LOGIN XOAUTH2"
+    } else {
+        "STARTTLS"
+    };
+    format!(
+        "250-{host} Hello [{client_ip}]\r\n250-SIZE 157286400\r\n250-PIPELINING\r\n250-DSN\r\n\
+         250-ENHANCEDSTATUSCODES\r\n250-{middle}\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250-CHUNKING\r\n\
+         250 SMTPUTF8\r\n"
+    )
+}
+
+/// `<addr>` of `MAIL FROM:<addr> …` / `RCPT TO:<addr> …` (parameters after it ignored).
+fn path(rest: &str, keyword: &str) -> Option<String> {
+    let (head, tail) = rest.split_at(rest.len().min(keyword.len()));
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let tail = tail.trim_start();
+    let inner = tail.strip_prefix('<')?;
+    let (address, _) = inner.split_once('>')?;
+    (!address.chars().any(|c| c.is_control() || c.is_whitespace())).then(|| address.to_owned())
+}
+
+impl SmtpServer {
+    /// A connection's server side; `greeting` is the whole 220 line's text after `220 ` (its date and id come
+    /// from the driver, which has the clock). `tls` is true on an implicit-TLS listener.
+    pub fn new(greeting: &str, host: &str, client_ip: &str, tls: bool) -> Self {
+        let mut server = Self::after_tls_inner(host, client_ip, tls);
+        server
+            .out
+            .extend_from_slice(format!("220 {greeting}\r\n").as_bytes());
+        server
+    }
+
+    /// The session over TLS after STARTTLS: no greeting, nothing carried over from the plain part.
+    pub fn after_tls(host: &str, client_ip: &str) -> Self {
+        Self::after_tls_inner(host, client_ip, true)
+    }
+
+    fn after_tls_inner(host: &str, client_ip: &str, tls: bool) -> Self {
+        Self {
+            host: host.to_owned(),
+            client_ip: client_ip.to_owned(),
+            tls,
+            lines: LineBuffer::new(MAX_LINE),
+            out: Vec::new(),
+            state: State::Command,
+            greeted: false,
+            authenticated: false,
+            from: None,
+            recipients: Vec::new(),
+            data: Vec::new(),
+            too_large: false,
+            max_size: MAX_SIZE,
+            events: Vec::new(),
+        }
+    }
+
+    /// A smaller message size bound than the advertised 150 MB (a mailbox's MaxSendSize; tests).
+    pub fn with_max_size(mut self, bytes: usize) -> Self {
+        self.max_size = bytes.min(MAX_SIZE);
+        self
+    }
+
+    /// Bytes from the client.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        self.lines.extend(bytes);
+        self.run();
+    }
+
+    /// The next decision for the driver.
+    pub fn next_event(&mut self) -> Option<Event> {
+        (!self.events.is_empty()).then(|| self.events.remove(0))
+    }
+
+    /// Bytes to write.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the connection is over (after QUIT or a fatal error).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Answers [`Event::Authenticate`].
+    pub fn authenticated(&mut self, outcome: AuthOutcome) {
+        if self.state != State::Waiting {
+            return;
+        }
+        self.state = State::Command;
+        let host = self.host.clone();
+        match outcome {
+            AuthOutcome::Accepted => {
+                self.authenticated = true;
+                self.reply("235 2.7.0 Authentication successful");
+            }
+            AuthOutcome::Refused => self.reply(&format!("535 5.7.3 Authentication unsuccessful [{host}]")),
+            AuthOutcome::SmtpAuthDisabled => self.reply(&format!(
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. \
+                 Visit https://aka.ms/smtp_auth_disabled for more information. [{host}]"
+            )),
+        }
+        self.run();
+    }
+
+    /// Answers [`Event::Submit`].
+    pub fn submitted(&mut self, outcome: SubmitOutcome) {
+        if self.state != State::Waiting {
+            return;
+        }
+        self.state = State::Command;
+        let from = self.from.take().unwrap_or_default();
+        self.recipients.clear();
+        let host = self.host.clone();
+        match outcome {
+            SubmitOutcome::Accepted { message_id } => {
+                self.reply(&format!("250 2.0.0 OK <{message_id}> [Hostname={host}]"));
+            }
+            SubmitOutcome::SendAsDenied { who } => self.reply(&format!(
+                "554 5.2.252 SendAsDenied; {who} not allowed to send as {from}; \
+                 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to \
+                 process message due to a permanent exception with message [BeginDiagnosticData]Cannot submit \
+                 message."
+            )),
+        }
+        self.run();
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn run(&mut self) {
+        loop {
+            match self.state {
+                State::Waiting | State::Closed => return,
+                State::Data => {
+                    if !self.data_lines() {
+                        return;
+                    }
+                }
+                _ => {
+                    let line = match self.lines.next_line() {
+                        Ok(Some(line)) => line,
+                        Ok(None) => return,
+                        Err(_) => {
+                            self.reply("500 5.3.3 Line too long");
+                            self.state = State::Closed;
+                            return;
+                        }
+                    };
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    match self.state {
+                        State::AuthResponse => self.auth_response(line.trim()),
+                        State::LoginUser => {
+                            self.state = State::LoginPassword;
+                            self.reply("334 UGFzc3dvcmQ6");
+                        }
+                        State::LoginPassword => {
+                            self.state = State::Command;
+                            self.reply("550 5.7.30 Basic authentication is not supported for Client Submission.");
+                        }
+                        _ => self.command(&line),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads DATA lines; true when the final `.` was read (an event is out or the message was refused).
+    fn data_lines(&mut self) -> bool {
+        loop {
+            let line = match self.lines.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => return false,
+                Err(_) => {
+                    // A line over the bound inside DATA: the message is refused, the session ends.
+                    self.reply("500 5.3.3 Line too long");
+                    self.state = State::Closed;
+                    return true;
+                }
+            };
+            if line == b"." {
+                if self.too_large {
+                    self.too_large = false;
+                    self.data.clear();
+                    self.from = None;
+                    self.recipients.clear();
+                    self.state = State::Command;
+                    self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+                    return true;
+                }
+                self.state = State::Waiting;
+                let data = std::mem::take(&mut self.data);
+                self.events.push(Event::Submit {
+                    from: self.from.clone().unwrap_or_default(),
+                    recipients: self.recipients.clone(),
+                    data,
+                });
+                return true;
+            }
+            let line = line.strip_prefix(b".").unwrap_or(&line);
+            if self.data.len() + line.len() + 2 > self.max_size {
+                self.too_large = true;
+                self.data.clear();
+                continue;
+            }
+            if !self.too_large {
+                self.data.extend_from_slice(line);
+                self.data.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    fn auth_response(&mut self, line: &str) {
+        if line == "*" {
+            self.state = State::Command;
+            return self.reply("501 5.0.0 Authentication cancelled");
+        }
+        match xoauth2::decode(line) {
+            Ok(auth) => {
+                self.state = State::Waiting;
+                self.events.push(Event::Authenticate {
+                    user: auth.user,
+                    token: auth.token,
+                });
+            }
+            Err(_) => {
+                self.state = State::Command;
+                let host = self.host.clone();
+                self.reply(&format!("535 5.7.3 Authentication unsuccessful [{host}]"));
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str) {
+        let (verb, rest) = match line.split_once(' ') {
+            Some((verb, rest)) => (verb.to_ascii_uppercase(), rest.trim()),
+            None => (line.trim().to_ascii_uppercase(), ""),
+        };
+        match verb.as_str() {
+            "EHLO" | "HELO" => {
+                if rest.is_empty() || rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    let host = self.host.clone();
+                    return self.reply(&format!("501 5.5.4 Invalid domain name [{host}]"));
+                }
+                self.greeted = true;
+                self.from = None;
+                self.recipients.clear();
+                if verb == "HELO" {
+                    let host = self.host.clone();
+                    let ip = self.client_ip.clone();
+                    return self.reply(&format!("250 {host} Hello [{ip}]"));
+                }
+                let text = ehlo(&self.host, &self.client_ip, self.tls);
+                self.out.extend_from_slice(text.as_bytes());
+            }
+            "STARTTLS" if !self.tls => {
+                self.reply("220 2.0.0 SMTP server ready");
+                // Whatever the client pipelined in clear text is dropped with this session.
+                self.state = State::Waiting;
+                self.events.push(Event::StartTls);
+            }
+            "AUTH" if self.tls && !self.authenticated => {
+                let mut words = rest.split_whitespace();
+                let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+                match (mechanism.as_str(), words.next()) {
+                    ("XOAUTH2", Some(initial)) => self.auth_response(initial),
+                    ("XOAUTH2", None) => {
+                        self.state = State::AuthResponse;
+                        self.reply("334 ");
+                    }
+                    ("LOGIN", _) => {
+                        self.state = State::LoginUser;
+                        self.reply("334 VXNlcm5hbWU6");
+                    }
+                    _ => self.reply("504 5.7.4 Unrecognized authentication type"),
+                }
+            }
+            "AUTH" if self.authenticated => self.reply("503 5.5.2 Already authenticated"),
+            "AUTH" => self.reply("504 5.7.4 Unrecognized authentication type"),
+            "MAIL" => {
+                if !self.authenticated {
+                    return self.reply(
+                        "530 5.7.57 SMTP; Client was not authenticated to send anonymous mail during MAIL FROM",
+                    );
+                }
+                match path(rest, "FROM:") {
+                    Some(from) if !from.is_empty() => {
+                        self.from = Some(from);
+                        self.recipients.clear();
+                        self.reply("250 2.1.0 Sender OK");
+                    }
+                    _ => self.reply("501 5.1.7 Invalid address"),
+                }
+            }
+            "RCPT" => match (&self.from, path(rest, "TO:")) {
+                (None, _) => self.reply("503 5.5.1 Need mail command"),
+                (Some(_), Some(to)) if !to.is_empty() => {
+                    if self.recipients.len() >= MAX_RECIPIENTS {
+                        return self.reply("452 4.5.3 Too many recipients");
+                    }
+                    self.recipients.push(to);
+                    self.reply("250 2.1.5 Recipient OK");
+                }
+                _ => self.reply("501 5.1.3 Invalid address"),
+            },
+            "DATA" => {
+                if self.from.is_none() || self.recipients.is_empty() {
+                    return self.reply("503 5.5.1 Need rcpt command");
+                }
+                self.state = State::Data;
+                self.data.clear();
+                self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
+            }
+            "RSET" => {
+                self.from = None;
+                self.recipients.clear();
+                self.reply("250 2.0.0 Resetting");
+            }
+            "NOOP" => self.reply("250 2.0.0 OK"),
+            "QUIT" => {
+                self.reply("221 2.0.0 Service closing transmission channel");
+                self.state = State::Closed;
+            }
+            _ => self.reply("500 5.3.3 Unrecognized command"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed_in() -> SmtpServer {
+        let mut server = SmtpServer::after_tls("host", "127.0.0.1").with_max_size(20);
+        let response = crate::xoauth2::encode("a@b.test", "t").unwrap();
+        server.receive(format!("EHLO x\r\nAUTH XOAUTH2 {response}\r\n").as_bytes());
+        assert!(matches!(
+            server.next_event(),
+            Some(Event::Authenticate { .. })
+        ));
+        server.authenticated(AuthOutcome::Accepted);
+        server.take_output();
+        server
+    }
+
+    #[test]
+    fn a_message_over_the_size_bound_is_refused_and_the_session_goes_on() {
+        let mut server = signed_in();
+        server.receive(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+        server.receive(b"Subject: far too long for twenty bytes\r\n\r\nbody\r\n.\r\nNOOP\r\n");
+        assert_eq!(server.next_event(), None);
+        let out = String::from_utf8(server.take_output()).unwrap();
+        assert!(
+            out.ends_with(
+                "552 5.3.4 Message size exceeds fixed maximum message size\r\n250 2.0.0 OK\r\n"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn nothing_is_read_while_a_decision_waits() {
+        let mut server = SmtpServer::after_tls("host", "127.0.0.1");
+        let response = crate::xoauth2::encode("a@b.test", "t").unwrap();
+        server.receive(
+            format!("EHLO x\r\nAUTH XOAUTH2 {response}\r\nMAIL FROM:<a@b.test>\r\n").as_bytes(),
+        );
+        assert!(matches!(
+            server.next_event(),
+            Some(Event::Authenticate { .. })
+        ));
+        let before = String::from_utf8(server.take_output()).unwrap();
+        assert!(
+            !before.contains("2.1.0"),
+            "MAIL answered before AUTH was decided: {before}"
+        );
+        server.authenticated(AuthOutcome::Accepted);
+        assert_eq!(
+            String::from_utf8(server.take_output()).unwrap(),
+            "235 2.7.0 Authentication successful\r\n250 2.1.0 Sender OK\r\n"
+        );
+    }
+}
