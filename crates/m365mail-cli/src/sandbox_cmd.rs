@@ -46,6 +46,12 @@ pub(crate) struct ServeArgs {
     /// port; 0 picks a free one.
     #[arg(long, value_name = "PORT", default_value_t = 1143)]
     imap_port: u16,
+    /// SMTP submission with STARTTLS (Exchange's 587) on this loopback port; 0 picks a free one.
+    #[arg(long, value_name = "PORT", default_value_t = 1587)]
+    smtp_port: u16,
+    /// SMTP submission over implicit TLS (465) on this loopback port; 0 picks a free one.
+    #[arg(long, value_name = "PORT", default_value_t = 1465)]
+    smtps_port: u16,
     /// Let every listener pick a free port (`--bind`'s included); `--json` and `--config-out` say which.
     #[arg(long)]
     free_ports: bool,
@@ -146,6 +152,10 @@ fn explain_bind(err: SandboxError, args: &ServeArgs) -> anyhow::Error {
         "--imaps-port"
     } else if addr.port() == args.imap_port {
         "--imap-port"
+    } else if addr.port() == args.smtp_port {
+        "--smtp-port"
+    } else if addr.port() == args.smtps_port {
+        "--smtps-port"
     } else {
         "the port flags"
     };
@@ -165,7 +175,11 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     let mut pop3s = SocketAddr::new(bind.ip(), args.pops_port);
     let mut imaps = SocketAddr::new(bind.ip(), args.imaps_port);
     let mut imap = SocketAddr::new(bind.ip(), args.imap_port);
+    let mut smtp = SocketAddr::new(bind.ip(), args.smtp_port);
+    let mut smtps = SocketAddr::new(bind.ip(), args.smtps_port);
     if args.free_ports {
+        smtp.set_port(0);
+        smtps.set_port(0);
         imap.set_port(0);
         bind.set_port(0);
         pop3s.set_port(0);
@@ -176,6 +190,8 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         pop3s: vec![pop3s],
         imaps: vec![imaps],
         imap: vec![imap],
+        smtp: vec![smtp],
+        smtps: vec![smtps],
         mail: match &args.mail_dir {
             Some(dir) => MailSeed::Dir(dir.clone()),
             None => MailSeed::Demo,
@@ -337,6 +353,12 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
     );
     if let Some(ca) = ca_file {
         common.push_str(&format!("ca_file = {}\n", shown(ca)));
+    }
+    if let Some(addr) = service_addr(sandbox, "smtp") {
+        common.push_str(&format!(
+            "smtp = {}\nsmtp_tls = \"starttls\"\n",
+            toml_str(&addr.to_string())
+        ));
     }
     if let Some(addr) = service_addr(sandbox, "imaps") {
         common.push_str(&format!(

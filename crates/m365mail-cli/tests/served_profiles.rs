@@ -78,7 +78,16 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
             .starts_with("127.0.0.1:"),
         "{line}"
     );
-    assert_eq!(line["endpoints"].as_object().unwrap().len(), 4, "{line}");
+    for service in ["smtp", "smtps"] {
+        assert!(
+            line["endpoints"][service]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{line}"
+        );
+    }
+    assert_eq!(line["endpoints"].as_object().unwrap().len(), 6, "{line}");
 
     // The config holds no secret; the secret files next to it are 0600.
     let text = std::fs::read_to_string(&config).unwrap();
@@ -219,10 +228,14 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         format!("{imaps} (implicit)"),
         "{shown}"
     );
-    for key in ["smtp", "graph_url"] {
-        assert_eq!(shown[key]["source"], "not configured", "{key}: {shown}");
-        assert_eq!(shown[key]["endpoint"], Value::Null, "{key}: {shown}");
-    }
+    let smtp = line["endpoints"]["smtp"].as_str().unwrap();
+    assert_eq!(
+        shown["smtp"]["endpoint"],
+        format!("{smtp} (starttls)"),
+        "{shown}"
+    );
+    assert_eq!(shown["graph_url"]["source"], "not configured", "{shown}");
+    assert_eq!(shown["graph_url"]["endpoint"], Value::Null, "{shown}");
     assert_eq!(shown["missing_files"], serde_json::json!([]), "{shown}");
 
     // The certificate profile shows its files; a missing one is a warning, and an error with --check.
@@ -247,7 +260,7 @@ fn served_sandbox_config_profiles_work_with_nothing_else() {
         text.contains("private key: ") && text.contains("cfg.daemon.key"),
         "{text}"
     );
-    assert!(text.contains("smtp:       not configured"), "{text}");
+    assert!(text.contains("graph:      not configured"), "{text}");
     std::fs::rename(
         dir.path().join("cfg.daemon.key"),
         dir.path().join("moved.key"),

@@ -269,6 +269,20 @@ impl AdminHandle {
         }
     }
 
+    /// The messages the SMTP service accepted for recipients outside the tenant: (from, recipients, bytes).
+    pub fn outbox(&self) -> Vec<(String, Vec<String>, Vec<u8>)> {
+        self.exchange
+            .as_ref()
+            .map(|e| {
+                lock(&e.store)
+                    .outbox()
+                    .iter()
+                    .map(|m| (m.from.clone(), m.recipients.clone(), m.bytes.to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The uids of a mailbox's messages, oldest first.
     pub fn mailbox_uids(&self, mailbox: &str) -> Vec<String> {
         self.exchange

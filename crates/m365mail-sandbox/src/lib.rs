@@ -229,6 +229,10 @@ pub struct SandboxConfig {
     pub imaps: Vec<SocketAddr>,
     /// Plain IMAP listeners offering STARTTLS (our addition: Exchange has none), loopback only. Default none.
     pub imap: Vec<SocketAddr>,
+    /// SMTP submission listeners with STARTTLS (Exchange's 587), loopback only. Default none.
+    pub smtp: Vec<SocketAddr>,
+    /// SMTP submission listeners with implicit TLS (465), loopback only. Default none.
+    pub smtps: Vec<SocketAddr>,
     /// What the mailboxes hold at start. Default: one welcome message each.
     pub mail: MailSeed,
     /// The directory. Default: [`TenantModel::demo`].
@@ -265,6 +269,8 @@ impl Default for SandboxConfig {
             pop3s: Vec::new(),
             imaps: Vec::new(),
             imap: Vec::new(),
+            smtp: Vec::new(),
+            smtps: Vec::new(),
             mail: MailSeed::default(),
             tenant: TenantModel::demo(),
             lifetimes: Lifetimes::default(),
@@ -316,6 +322,8 @@ impl Sandbox {
             .chain(&config.pop3s)
             .chain(&config.imaps)
             .chain(&config.imap)
+            .chain(&config.smtp)
+            .chain(&config.smtps)
         {
             if !addr.ip().is_loopback() {
                 return Err(SandboxError::InvalidRequest(format!(
@@ -345,6 +353,14 @@ impl Sandbox {
         let mut imap_bound = Vec::new();
         for addr in &config.imap {
             imap_bound.push(bind(*addr).await?);
+        }
+        let mut smtp_bound = Vec::new();
+        for addr in &config.smtp {
+            smtp_bound.push(bind(*addr).await?);
+        }
+        let mut smtps_bound = Vec::new();
+        for addr in &config.smtps {
+            smtps_bound.push(bind(*addr).await?);
         }
         let mut pop3s_bound = Vec::new();
         for addr in &config.pop3s {
@@ -401,8 +417,12 @@ impl Sandbox {
             exchange: Arc::clone(&exchange),
             limits: config.mail_limits,
         });
+        let smtp: Arc<dyn net::Protocol> = Arc::new(exchange::smtp::SmtpService {
+            exchange: Arc::clone(&exchange),
+            limits: config.mail_limits,
+        });
         let acceptor = || tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server_config));
-        let services: [(&'static str, _, net::ListenerTls, &Arc<dyn net::Protocol>); 4] = [
+        let services: [(&'static str, _, net::ListenerTls, &Arc<dyn net::Protocol>); 6] = [
             ("identity", bound, identity_tls, &http),
             (
                 "pop3s",
@@ -421,6 +441,18 @@ impl Sandbox {
                 imap_bound,
                 net::ListenerTls::Starttls(acceptor()),
                 &imap,
+            ),
+            (
+                "smtp",
+                smtp_bound,
+                net::ListenerTls::Starttls(acceptor()),
+                &smtp,
+            ),
+            (
+                "smtps",
+                smtps_bound,
+                net::ListenerTls::Implicit(acceptor()),
+                &smtp,
             ),
         ];
         let mut listeners = Vec::new();

@@ -10,6 +10,7 @@ use crate::{identity::bearer::Principal, tenant::TenantModel};
 pub(crate) enum MailProtocol {
     Pop,
     Imap,
+    Smtp,
 }
 
 /// Why a valid token does not open the mailbox.
@@ -87,6 +88,7 @@ pub(crate) fn open_mailbox(
     let enabled = match protocol {
         MailProtocol::Pop => switches.pop,
         MailProtocol::Imap => switches.imap,
+        MailProtocol::Smtp => switches.smtp_auth,
     };
     if !enabled {
         return Err(AccessRefusal::ProtocolDisabled {

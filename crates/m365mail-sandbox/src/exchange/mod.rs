@@ -5,6 +5,7 @@ pub(crate) mod access;
 pub(crate) mod imap;
 pub(crate) mod pop3;
 pub(crate) mod seed;
+pub(crate) mod smtp;
 pub(crate) mod store;
 
 use std::sync::{Arc, Mutex};

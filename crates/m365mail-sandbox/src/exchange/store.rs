@@ -95,6 +95,19 @@ pub(crate) struct MailStore {
     retired: HashSet<String>,
     /// UIDLs whose RETR is refused (a fault for tests: Exchange refuses items it cannot convert).
     unretrievable: HashSet<String>,
+    /// Messages submitted over SMTP to recipients outside the tenant (nothing leaves the sandbox).
+    outbox: Vec<OutboxMessage>,
+}
+
+/// A message the SMTP service accepted for a recipient outside the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutboxMessage {
+    /// `MAIL FROM`.
+    pub(crate) from: String,
+    /// The recipients outside the tenant.
+    pub(crate) recipients: Vec<String>,
+    /// The message.
+    pub(crate) bytes: Arc<[u8]>,
 }
 
 impl Default for MailStore {
@@ -129,7 +142,22 @@ impl MailStore {
             uid_validity: uid_validity.max(1),
             retired: HashSet::new(),
             unretrievable: HashSet::new(),
+            outbox: Vec::new(),
         }
+    }
+
+    /// Keeps a message for recipients outside the tenant.
+    pub(crate) fn send_out(&mut self, from: &str, recipients: Vec<String>, message: &[u8]) {
+        self.outbox.push(OutboxMessage {
+            from: from.to_owned(),
+            recipients,
+            bytes: with_crlf(message).into(),
+        });
+    }
+
+    /// The messages sent outside the tenant, oldest first.
+    pub(crate) fn outbox(&self) -> &[OutboxMessage] {
+        &self.outbox
     }
 
     fn mailbox(&mut self, address: &str) -> &mut Vec<Folder> {

@@ -18,4 +18,5 @@ mod msal;
 mod pop3;
 mod refresh;
 mod ropc;
+mod smtp;
 mod tenant_file;

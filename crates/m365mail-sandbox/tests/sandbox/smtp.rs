@@ -1,0 +1,252 @@
+//! The sandbox's SMTP submission service driven as clients do: Exchange's greeting and EHLO lines, STARTTLS,
+//! AUTH XOAUTH2 with sandbox tokens, delivery into tenant mailboxes (and Sent Items), the outbox for others,
+//! SendAs refused after the data, SMTP AUTH switched off — and Python's smtplib unchanged.
+
+use base64::Engine as _;
+use m365mail_sandbox::{SandboxConfig, demo};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+use crate::common::{TestSandbox, mail_tls, start_with};
+
+type Tls = BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+async fn start_smtp() -> TestSandbox {
+    start_with(SandboxConfig {
+        smtp: vec!["127.0.0.1:0".parse().unwrap()],
+        smtps: vec!["127.0.0.1:0".parse().unwrap()],
+        ..SandboxConfig::default()
+    })
+    .await
+}
+
+fn addr(sandbox: &TestSandbox, service: &str) -> std::net::SocketAddr {
+    sandbox
+        .sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == service)
+        .unwrap()
+        .addr
+}
+
+/// Reads one reply (all its lines).
+async fn reply(stream: &mut Tls) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        let last = line.len() < 4 || line.as_bytes()[3] == b' ' || line.is_empty();
+        lines.push(line);
+        if last {
+            return lines;
+        }
+    }
+}
+
+async fn send(stream: &mut Tls, line: &str) -> Vec<String> {
+    stream
+        .get_mut()
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .unwrap();
+    reply(stream).await
+}
+
+async fn token(sandbox: &TestSandbox, scope: &str) -> String {
+    sandbox
+        .user_ropc(demo::PUBLIC_APP_ID, scope)
+        .await
+        .assert_ok()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn xoauth2(user: &str, token: &str) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
+}
+
+async fn smtps(sandbox: &TestSandbox) -> (Tls, Vec<String>) {
+    let tcp = tokio::net::TcpStream::connect(addr(sandbox, "smtps"))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = mail_tls(&sandbox.sandbox).connect(name, tcp).await.unwrap();
+    let mut stream = BufReader::new(tls);
+    let greeting = reply(&mut stream).await;
+    (stream, greeting)
+}
+
+#[tokio::test]
+async fn submits_delivers_and_refuses_as_exchange_does() {
+    let sandbox = start_smtp().await;
+    let smtp_token = token(&sandbox, "https://outlook.office.com/SMTP.Send").await;
+    let (mut smtp, greeting) = smtps(&sandbox).await;
+    assert!(
+        greeting[0].starts_with(
+            "220 SANDBOX01.contoso.sandbox.m365mail.local Microsoft ESMTP MAIL Service ready at "
+        ),
+        "{greeting:?}"
+    );
+    let ehlo = send(&mut smtp, "EHLO client.example").await;
+    assert_eq!(ehlo.len(), 10, "{ehlo:?}");
+    assert_eq!(ehlo[5], "250-AUTH LOGIN XOAUTH2\r\n");
+    // A POP token is not an SMTP token.
+    let pop_token = token(&sandbox, demo::POP_SCOPE).await;
+    let refused = send(
+        &mut smtp,
+        &format!("AUTH XOAUTH2 {}", xoauth2(demo::USER_UPN, &pop_token)),
+    )
+    .await;
+    assert!(
+        refused[0].starts_with("535 5.7.3 Authentication unsuccessful ["),
+        "{refused:?}"
+    );
+    let ok = send(
+        &mut smtp,
+        &format!("AUTH XOAUTH2 {}", xoauth2(demo::USER_UPN, &smtp_token)),
+    )
+    .await;
+    assert_eq!(ok, ["235 2.7.0 Authentication successful\r\n"]);
+    assert_eq!(
+        send(&mut smtp, &format!("MAIL FROM:<{}>", demo::USER_UPN)).await,
+        ["250 2.1.0 Sender OK\r\n"]
+    );
+    for to in [demo::SECOND_USER_UPN, "partner@fabrikam.example"] {
+        assert_eq!(
+            send(&mut smtp, &format!("RCPT TO:<{to}>")).await,
+            ["250 2.1.5 Recipient OK\r\n"]
+        );
+    }
+    assert_eq!(
+        send(&mut smtp, "DATA").await,
+        ["354 Start mail input; end with <CRLF>.<CRLF>\r\n"]
+    );
+    let message = "From: adele@contoso.onmicrosoft.com\r\nSubject: quarterly\r\nMessage-ID: <q1@contoso.onmicrosoft.com>\r\n\r\n..figures attached\r\n.";
+    let done = send(&mut smtp, message).await;
+    assert_eq!(
+        done,
+        [
+            "250 2.0.0 OK <q1@contoso.onmicrosoft.com> [Hostname=SANDBOX01.contoso.sandbox.m365mail.local]\r\n"
+        ]
+    );
+    // Alex has it in his Inbox (POP3 and IMAP read it), Adele in Sent Items, the partner's copy is in the outbox.
+    let alex = sandbox
+        .sandbox
+        .admin()
+        .mailbox_folders(demo::SECOND_USER_UPN);
+    assert_eq!(alex[0].messages, 2, "the welcome message and this one");
+    let adele = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    assert_eq!(adele[1].name, "Sent Items");
+    assert_eq!(adele[1].messages, 1);
+    let outbox = sandbox.sandbox.admin().outbox();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].1, ["partner@fabrikam.example"]);
+    assert!(String::from_utf8_lossy(&outbox[0].2).contains("\r\n.figures attached\r\n"));
+
+    // Sending as someone else: accepted up to the data, then SendAsDenied, as Exchange.
+    send(&mut smtp, "MAIL FROM:<support@contoso.onmicrosoft.com>").await;
+    send(&mut smtp, &format!("RCPT TO:<{}>", demo::SECOND_USER_UPN)).await;
+    send(&mut smtp, "DATA").await;
+    let denied = send(&mut smtp, "Subject: as support\r\n\r\nx\r\n.").await;
+    assert!(
+        denied[0].starts_with(&format!(
+            "554 5.2.252 SendAsDenied; {} not allowed to send as support@contoso.onmicrosoft.com;",
+            demo::USER_UPN
+        )),
+        "{denied:?}"
+    );
+    assert_eq!(
+        send(&mut smtp, "QUIT").await,
+        ["221 2.0.0 Service closing transmission channel\r\n"]
+    );
+
+    // SMTP AUTH switched off for the tenant: 535 5.7.139, even with a good token.
+    sandbox
+        .sandbox
+        .admin()
+        .update_tenant_model(|model| model.tenants[0].protocols.smtp_auth = false);
+    let (mut off, _) = smtps(&sandbox).await;
+    send(&mut off, "EHLO client.example").await;
+    let disabled = send(
+        &mut off,
+        &format!("AUTH XOAUTH2 {}", xoauth2(demo::USER_UPN, &smtp_token)),
+    )
+    .await;
+    assert!(
+        disabled[0].starts_with("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."),
+        "{disabled:?}"
+    );
+}
+
+/// Python's smtplib, unchanged, over STARTTLS (tests/smtplib/smtp_session.py).
+#[tokio::test]
+#[ignore = "needs python3 (run by scripts/test.sh)"]
+async fn python_smtplib_sends_over_starttls() {
+    let sandbox = start_smtp().await;
+    let smtp_token = token(&sandbox, "https://outlook.office.com/SMTP.Send").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.sandbox.write_ca(&ca).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &smtp_token).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/smtplib/smtp_session.py"
+    );
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg(script)
+        .args(["localhost", &addr(&sandbox, "smtp").port().to_string()])
+        .arg(&ca)
+        .arg(demo::USER_UPN)
+        .arg(&token_file)
+        .arg(demo::SECOND_USER_UPN);
+    let output = tokio::task::spawn_blocking(move || python.output())
+        .await
+        .unwrap()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        seen["ehlo_before"]
+            .as_array()
+            .unwrap()
+            .contains(&"STARTTLS".into()),
+        "{seen}"
+    );
+    assert!(!seen["ehlo_before"].to_string().contains("AUTH"), "{seen}");
+    assert_eq!(
+        seen["starttls"],
+        serde_json::json!([220, "2.0.0 SMTP server ready"])
+    );
+    assert!(
+        seen["ehlo_after"]
+            .as_array()
+            .unwrap()
+            .contains(&"AUTH LOGIN XOAUTH2".into()),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["auth"],
+        serde_json::json!([235, "2.7.0 Authentication successful"])
+    );
+    assert_eq!(seen["refused"], serde_json::json!({}));
+    assert_eq!(
+        sandbox
+            .sandbox
+            .admin()
+            .mailbox_folders(demo::SECOND_USER_UPN)[0]
+            .messages,
+        2
+    );
+    assert_eq!(
+        sandbox.sandbox.admin().outbox()[0].1,
+        ["someone@example.test"]
+    );
+}
