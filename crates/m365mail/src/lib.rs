@@ -21,6 +21,7 @@ pub mod mime;
 pub mod pop3;
 pub mod read;
 pub mod secret;
+pub mod smtp;
 pub mod store;
 pub mod time;
 pub mod tls;

@@ -1,0 +1,639 @@
+//! SMTP submission with SASL XOAUTH2, on lettre (behind our own [`Submit`] trait, so the Graph sender of a
+//! later issue can take its place).
+//!
+//! [`SmtpSender::new`] prepares one pooled connection (at most one open at a time, reused across a batch)
+//! to a submission server: STARTTLS on 587 by default ([`TlsMode::Starttls`], Exchange Online's only
+//! submission mode) or implicit TLS ([`TlsMode::Implicit`], 465), always verified with the shared
+//! [`TlsTrust`]. The bearer token is fixed for the sender's life (lettre authenticates once per connection),
+//! so a caller whose token nears expiry builds a new sender with the fresh token.
+//!
+//! Every negative reply becomes an [`SmtpError::Refused`] whose [`Rejection`] names Exchange's cases —
+//! 535 5.7.3, 535 5.7.139, 550 5.7.30, 554 5.2.252 SendAsDenied, 501 5.5.4, size, throttling — each with a
+//! cause and a remedy.
+//!
+//! ```no_run
+//! # async fn example(token: m365mail::Secret, message: m365mail::mime::BuiltMessage)
+//! #     -> Result<(), m365mail::smtp::SmtpError> {
+//! use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+//! use m365mail::smtp::{SmtpOptions, SmtpSender, Submit as _};
+//! use m365mail::tls::TlsTrust;
+//!
+//! let endpoint = MailEndpoint {
+//!     address: HostPort::parse("smtp", "smtp.office365.com:587").unwrap(),
+//!     tls: TlsMode::Starttls,
+//! };
+//! let sender = SmtpSender::new(&SmtpOptions::new(endpoint, TlsTrust::system()), "adele@contoso.com", &token)?;
+//! let submitted = sender.submit(&message).await?;
+//! println!("{}: {}", submitted.message_id, submitted.reply);
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::time::Duration;
+
+use lettre::address::{Address, Envelope};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
+use lettre::{AsyncTransport as _, Tokio1Executor};
+use m365mail_proto::xoauth2;
+
+use crate::endpoint::{MailEndpoint, TlsMode};
+use crate::error::{Classified, ErrorClass};
+use crate::mime::BuiltMessage;
+use crate::secret::Secret;
+use crate::tls::{TlsError, TlsTrust};
+use crate::transport::{TransportError, TransportKind};
+
+/// How to reach a submission server.
+#[derive(Debug, Clone)]
+pub struct SmtpOptions {
+    /// Address and TLS mode.
+    pub endpoint: MailEndpoint,
+    /// Whom to trust.
+    pub trust: TlsTrust,
+    /// Bound on each network step (connect, each command, the data).
+    pub timeout: Duration,
+    /// How long an idle pooled connection is kept for the next message.
+    pub idle_timeout: Duration,
+    /// The EHLO name; `None` sends the host's name.
+    pub hello_name: Option<String>,
+}
+
+impl SmtpOptions {
+    /// Defaults: 60 s per step, idle connections kept 60 s, the host's name in EHLO.
+    pub fn new(endpoint: MailEndpoint, trust: TlsTrust) -> Self {
+        Self {
+            endpoint,
+            trust,
+            timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            hello_name: None,
+        }
+    }
+}
+
+/// What a negative SMTP reply means, by its code and enhanced status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// `535 5.7.3`: the token was not accepted (audience, scope or role, service principal, mailbox rights).
+    AuthFailed,
+    /// `535 5.7.139`: SMTP AUTH is switched off for the tenant or the mailbox (it blocks OAuth too).
+    SmtpAuthDisabled,
+    /// `550 5.7.30`: Basic authentication refused for client submission.
+    BasicAuthRefused,
+    /// `554 5.2.252 SendAsDenied`: the identity may not send as the From address.
+    SendAsDenied,
+    /// `501 5.5.4` (and other 501s): a command argument the server refuses, such as the EHLO name.
+    InvalidArgument,
+    /// `552`, or `550 5.2.12` / `5.3.4`: the message is larger than the server or the mailbox allows.
+    TooLarge,
+    /// A 4xx reply: throttling or a temporary failure; retry later.
+    Throttled,
+    /// Any other permanent refusal.
+    Other,
+}
+
+impl Rejection {
+    /// The case of reply `code` with enhanced status `enhanced` (e.g. `5.7.3`) and text `text`.
+    pub fn of(code: u16, enhanced: Option<&str>, text: &str) -> Self {
+        match (code, enhanced) {
+            (400..=499, _) => Self::Throttled,
+            (535, Some("5.7.139")) => Self::SmtpAuthDisabled,
+            (535, _) => Self::AuthFailed,
+            (550, Some("5.7.30")) => Self::BasicAuthRefused,
+            (_, Some("5.2.252")) => Self::SendAsDenied,
+            _ if text.contains("SendAsDenied") => Self::SendAsDenied,
+            (552, _) | (_, Some("5.2.12" | "5.3.4")) => Self::TooLarge,
+            (501, _) => Self::InvalidArgument,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// An SMTP failure: the setup, below the protocol, or the server's refusal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SmtpError {
+    /// Connect, TLS, timeout or I/O failure.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The trust setup could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The server answered with a negative reply.
+    #[error("{endpoint}: the SMTP server refused the message: {code} {text}")]
+    Refused {
+        /// `host:port`.
+        endpoint: String,
+        /// What the reply means.
+        rejection: Rejection,
+        /// The reply code, e.g. 535.
+        code: u16,
+        /// The reply text, its lines joined (starting with the enhanced status code when there is one).
+        text: String,
+    },
+    /// The server does not offer what submission needs: STARTTLS, or AUTH XOAUTH2.
+    #[error("{endpoint}: {what}")]
+    Unsupported {
+        /// `host:port`.
+        endpoint: String,
+        /// What is missing, in the client's words.
+        what: String,
+    },
+    /// The server broke the protocol (a reply that is not SMTP, an unexpected challenge).
+    #[error("{endpoint}: SMTP protocol error: {detail}")]
+    Protocol {
+        /// `host:port`.
+        endpoint: String,
+        /// What the client saw.
+        detail: String,
+    },
+    /// The mailbox name cannot go into an XOAUTH2 string.
+    #[error("mailbox {user:?} cannot be used for XOAUTH2: {reason}")]
+    BadUser {
+        /// The name, as given.
+        user: String,
+        /// Why.
+        reason: String,
+    },
+    /// An address of the envelope is not one SMTP can carry.
+    #[error("{address:?} is not a usable envelope address: {reason}")]
+    BadAddress {
+        /// The address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SmtpError {
+    /// The typed meaning of a refusal, if this is one.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            Self::Refused { rejection, .. } => Some(*rejection),
+            _ => None,
+        }
+    }
+}
+
+impl Classified for SmtpError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Transport(e) => e.class(),
+            Self::Tls(e) => e.class(),
+            Self::Refused { rejection, .. } => match rejection {
+                Rejection::AuthFailed | Rejection::SmtpAuthDisabled | Rejection::SendAsDenied => {
+                    ErrorClass::Admin
+                }
+                Rejection::BasicAuthRefused => ErrorClass::Config,
+                Rejection::InvalidArgument | Rejection::TooLarge => ErrorClass::Input,
+                Rejection::Throttled => ErrorClass::Transient,
+                Rejection::Other => ErrorClass::FlowState,
+            },
+            Self::Unsupported { .. } => ErrorClass::Config,
+            Self::Protocol { .. } => ErrorClass::Transient,
+            Self::BadUser { .. } | Self::BadAddress { .. } => ErrorClass::Input,
+        }
+    }
+
+    fn cause(&self) -> String {
+        match self {
+            Self::Transport(e) => e.cause(),
+            Self::Tls(e) => e.cause(),
+            Self::Refused {
+                rejection, text, ..
+            } => match rejection {
+                Rejection::AuthFailed => "the token was not accepted for SMTP; Exchange gives the same line \
+                     for every reason, so the cause is one of the checks in the remedy"
+                    .into(),
+                Rejection::SmtpAuthDisabled => {
+                    "SMTP AUTH is switched off for the tenant or for this mailbox, and that blocks OAuth too"
+                        .into()
+                }
+                Rejection::BasicAuthRefused => {
+                    "the server refused a password sign-in; Exchange Online takes only OAuth (XOAUTH2)".into()
+                }
+                Rejection::SendAsDenied => format!(
+                    "the signed-in identity may not send as the From address (the server accepted the \
+                     envelope, then refused the message): {text}"
+                ),
+                Rejection::InvalidArgument => format!("the server refused a command argument: {text}"),
+                Rejection::TooLarge => {
+                    format!("the message is larger than the server or the mailbox allows: {text}")
+                }
+                Rejection::Throttled => format!("the server refused for now (throttling?): {text}"),
+                Rejection::Other => format!("the server refused: {text}"),
+            },
+            Self::Unsupported { endpoint, what } => format!("{endpoint}: {what}"),
+            Self::Protocol { endpoint, detail } => {
+                format!("{endpoint} sent something SMTP does not allow here: {detail}")
+            }
+            Self::BadUser { user, reason } => format!("mailbox {user:?}: {reason}"),
+            Self::BadAddress { address, reason } => format!("address {address:?}: {reason}"),
+        }
+    }
+
+    fn remedy(&self) -> String {
+        match self {
+            Self::Transport(e) => e.remedy(),
+            Self::Tls(e) => e.remedy(),
+            Self::Refused { rejection, .. } => match rejection {
+                Rejection::AuthFailed => "check, in order: the token's audience and scope or role \
+                     (`m365mail token get --target smtp --show-token | m365mail token inspect`: delegated needs \
+                     SMTP.Send, app-only the SMTP.SendAsApp role); for app-only, the app's service principal \
+                     registered in Exchange (New-ServicePrincipal) and its FullAccess on the mailbox \
+                     (Add-MailboxPermission); and that the mailbox is the one signed in"
+                    .into(),
+                Rejection::SmtpAuthDisabled => "switch SMTP AUTH on: for the tenant \
+                     `Set-TransportConfig -SmtpClientAuthenticationDisabled $false`, or for this mailbox \
+                     `Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false` (security \
+                     defaults keep it off); or send through Graph instead"
+                    .into(),
+                Rejection::BasicAuthRefused => {
+                    "sign in with OAuth: m365mail sends AUTH XOAUTH2 with a token from the profile".into()
+                }
+                Rejection::SendAsDenied => "send as the signed-in mailbox (--from), or grant the right: \
+                     `Add-RecipientPermission -Identity <from address> -Trustee <mailbox or service principal> \
+                     -AccessRights SendAs`"
+                    .into(),
+                Rejection::InvalidArgument => {
+                    "check the EHLO name (a host name or an address literal) and the addresses".into()
+                }
+                Rejection::TooLarge => "send smaller attachments, or ask the admin to raise the mailbox's \
+                     MaxSendSize (Set-Mailbox -MaxSendSize; Exchange allows up to 150 MB)"
+                    .into(),
+                Rejection::Throttled => "retry later; Exchange takes 30 messages a minute per mailbox, so \
+                     keep pacing on"
+                    .into(),
+                Rejection::Other => "read the server's text; run with --log debug for the exchange".into(),
+            },
+            Self::Unsupported { .. } => "use a submission port that offers STARTTLS and AUTH XOAUTH2 \
+                 (smtp.office365.com:587), or implicit TLS with smtp_tls = \"implicit\" where the server \
+                 offers it"
+                .into(),
+            Self::Protocol { .. } => {
+                "retry; if it repeats, check that the address is an SMTP submission port and run with \
+                 --log debug"
+                    .into()
+            }
+            Self::BadUser { .. } => {
+                "give the mailbox as a plain address (--mailbox or the profile's mailbox)".into()
+            }
+            Self::BadAddress { .. } => "give addresses as local@domain, without spaces or angle brackets".into(),
+        }
+    }
+}
+
+/// A message the server accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The Message-ID of the message (without angle brackets, as `BuiltMessage` has it).
+    pub message_id: String,
+    /// The server's final reply, code and text (e.g. `250 2.0.0 OK <…> [Hostname=…]`).
+    pub reply: String,
+}
+
+/// Something that submits built messages: SMTP here, Graph later.
+pub trait Submit {
+    /// Submits one message; its envelope is the message's own (`envelope_from`, `recipients`).
+    fn submit(
+        &self,
+        message: &BuiltMessage,
+    ) -> impl Future<Output = Result<Submitted, SmtpError>> + Send;
+}
+
+/// An SMTP submission client signed in as one mailbox with one token.
+pub struct SmtpSender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for SmtpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // lettre's transport holds the token inside its credentials; print only where it goes.
+        f.debug_struct("SmtpSender")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpSender {
+    /// A sender for `user` (the XOAUTH2 `user=`) with bearer `token`. Nothing is connected yet: the first
+    /// [`Submit::submit`] connects, and later ones reuse the connection while it is idle less than
+    /// `idle_timeout`. Call it inside a tokio runtime: the pool's idle reaper is a task.
+    pub fn new(options: &SmtpOptions, user: &str, token: &Secret) -> Result<Self, SmtpError> {
+        // The same check the POP3 and IMAP drivers make, so a CR/LF or ^A cannot reach the AUTH line.
+        xoauth2::raw(user, token.expose()).map_err(|e| SmtpError::BadUser {
+            user: user.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let host = &options.endpoint.address.host;
+        let endpoint = format!("{host}:{}", options.endpoint.address.port);
+        let mut tls = TlsParameters::builder(host.clone()).certificate_store(
+            if options.trust.uses_platform_roots() {
+                CertificateStore::Default
+            } else {
+                CertificateStore::None
+            },
+        );
+        for root in options.trust.extra_roots() {
+            let certificate = Certificate::from_der(root.to_vec()).map_err(|e| {
+                SmtpError::Transport(TransportError::new(TransportKind::Tls, &endpoint, e))
+            })?;
+            tls = tls.add_root_certificate(certificate);
+        }
+        let tls = tls.build_rustls().map_err(|e| {
+            SmtpError::Transport(TransportError::new(TransportKind::Tls, &endpoint, e))
+        })?;
+        let tls = match options.endpoint.tls {
+            TlsMode::Starttls => Tls::Required(tls),
+            TlsMode::Implicit => Tls::Wrapper(tls),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+            .port(options.endpoint.address.port)
+            .tls(tls)
+            .timeout(Some(options.timeout))
+            .credentials(Credentials::new(user.to_owned(), token.expose().to_owned()))
+            .authentication(vec![Mechanism::Xoauth2])
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(1)
+                    .idle_timeout(options.idle_timeout),
+            );
+        if let Some(name) = &options.hello_name {
+            builder = builder.hello_name(ClientId::Domain(name.clone()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            endpoint,
+        })
+    }
+
+    /// `host:port`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn envelope(message: &BuiltMessage) -> Result<Envelope, SmtpError> {
+        let parse = |text: &str| {
+            text.parse::<Address>().map_err(|e| SmtpError::BadAddress {
+                address: text.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        let from = parse(&message.envelope_from)?;
+        let to = message
+            .recipients
+            .iter()
+            .map(|r| parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Envelope::new(Some(from), to).map_err(|e| SmtpError::BadAddress {
+            address: message.recipients.join(", "),
+            reason: e.to_string(),
+        })
+    }
+
+    fn error(&self, error: lettre::transport::smtp::Error) -> SmtpError {
+        let endpoint = self.endpoint.clone();
+        if let Some(code) = error.status() {
+            let code: u16 = code.to_string().parse().unwrap_or(0);
+            let text = std::error::Error::source(&error)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let enhanced = text
+                .split_whitespace()
+                .next()
+                .filter(|word| is_enhanced_status(word));
+            return SmtpError::Refused {
+                endpoint,
+                rejection: Rejection::of(code, enhanced, &text),
+                code,
+                text,
+            };
+        }
+        let detail = std::error::Error::source(&error)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| error.to_string());
+        if error.is_timeout() {
+            return TransportError::new(TransportKind::Timeout, endpoint, error).into();
+        }
+        // A refused certificate comes as lettre's TLS error (implicit TLS) or inside a connection error
+        // (STARTTLS): look for rustls in the chain either way.
+        if error.is_tls() || tls_failure_in(&error) {
+            return TransportError::new(TransportKind::Tls, endpoint, error).into();
+        }
+        if error.is_client() {
+            // lettre's own refusals: no STARTTLS or no XOAUTH2 offered, or a challenge after XOAUTH2
+            // (Dovecot and Gmail answer a refused token with a 334 error challenge).
+            if detail.contains("does not expect a challenge") {
+                return SmtpError::Refused {
+                    endpoint,
+                    rejection: Rejection::AuthFailed,
+                    code: 334,
+                    text: "the server answered AUTH XOAUTH2 with an error challenge".into(),
+                };
+            }
+            return SmtpError::Unsupported {
+                endpoint,
+                what: detail,
+            };
+        }
+        if error.is_response() {
+            return SmtpError::Protocol { endpoint, detail };
+        }
+        // Network and connection errors: refused, reset, closed.
+        let kind = if error.to_string().starts_with("Connection") {
+            TransportKind::Connect
+        } else {
+            TransportKind::Io
+        };
+        TransportError::new(kind, endpoint, error).into()
+    }
+}
+
+/// Whether a rustls error is somewhere in `error`'s chain.
+fn tls_failure_in(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if crate::transport::find_rustls_error(e).is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// `d.ddd.ddd`, the shape of an enhanced status code (RFC 3463).
+fn is_enhanced_status(word: &str) -> bool {
+    let mut parts = word.split('.');
+    let class = parts.next().unwrap_or_default();
+    matches!(class, "2" | "4" | "5")
+        && parts.clone().count() == 2
+        && parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Submit for SmtpSender {
+    async fn submit(&self, message: &BuiltMessage) -> Result<Submitted, SmtpError> {
+        let envelope = Self::envelope(message)?;
+        // lettre always ends the data with CRLF "." CRLF after the bytes, so a message that ends with
+        // its own CRLF (as every built one does) would gain an empty line: hand it over without that one.
+        let bytes = message
+            .bytes
+            .strip_suffix(b"\r\n")
+            .unwrap_or(&message.bytes);
+        let response = self
+            .transport
+            .send_raw(&envelope, bytes)
+            .await
+            .map_err(|e| self.error(e))?;
+        let text = response.message().collect::<Vec<_>>().join(" ");
+        Ok(Submitted {
+            message_id: message.message_id.clone(),
+            reply: format!("{} {text}", response.code()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_replies_get_their_cases() {
+        let cases = [
+            (
+                535,
+                Some("5.7.3"),
+                "5.7.3 Authentication unsuccessful",
+                Rejection::AuthFailed,
+            ),
+            (
+                535,
+                Some("5.7.139"),
+                "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.",
+                Rejection::SmtpAuthDisabled,
+            ),
+            (
+                550,
+                Some("5.7.30"),
+                "5.7.30 Basic authentication is not supported for Client Submission.",
+                Rejection::BasicAuthRefused,
+            ),
+            (
+                554,
+                Some("5.2.252"),
+                "5.2.252 SendAsDenied; a not allowed to send as b",
+                Rejection::SendAsDenied,
+            ),
+            (
+                501,
+                Some("5.5.4"),
+                "5.5.4 Invalid domain name",
+                Rejection::InvalidArgument,
+            ),
+            (
+                552,
+                Some("5.3.4"),
+                "5.3.4 Message size exceeds fixed maximum",
+                Rejection::TooLarge,
+            ),
+            (
+                550,
+                Some("5.2.12"),
+                "5.2.12 SendSizeLimit",
+                Rejection::TooLarge,
+            ),
+            (
+                451,
+                Some("4.7.500"),
+                "4.7.500 Server busy",
+                Rejection::Throttled,
+            ),
+            (550, Some("5.1.1"), "5.1.1 User unknown", Rejection::Other),
+        ];
+        for (code, enhanced, text, want) in cases {
+            assert_eq!(Rejection::of(code, enhanced, text), want, "{code} {text}");
+        }
+    }
+
+    #[test]
+    fn enhanced_status_codes_are_recognised_and_other_words_are_not() {
+        for word in ["5.7.3", "5.7.139", "4.7.500", "2.0.0"] {
+            assert!(is_enhanced_status(word), "{word}");
+        }
+        for word in [
+            "5.7",
+            "Authentication",
+            "5.7.3.1",
+            "6.0.0",
+            "5..3",
+            "5.7.1390",
+        ] {
+            assert!(!is_enhanced_status(word), "{word}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_has_a_remedy_and_the_right_class() {
+        let refused = |rejection| SmtpError::Refused {
+            endpoint: "smtp.office365.com:587".into(),
+            rejection,
+            code: 535,
+            text: "x".into(),
+        };
+        assert_eq!(refused(Rejection::AuthFailed).class(), ErrorClass::Admin);
+        assert!(
+            refused(Rejection::SmtpAuthDisabled)
+                .remedy()
+                .contains("Set-TransportConfig")
+        );
+        assert!(
+            refused(Rejection::SmtpAuthDisabled)
+                .remedy()
+                .contains("Set-CASMailbox")
+        );
+        assert!(
+            refused(Rejection::SendAsDenied)
+                .remedy()
+                .contains("Add-RecipientPermission")
+        );
+        assert_eq!(refused(Rejection::Throttled).class(), ErrorClass::Transient);
+        assert_eq!(refused(Rejection::TooLarge).class(), ErrorClass::Input);
+    }
+
+    #[tokio::test]
+    async fn a_user_with_a_line_break_is_refused_before_anything_is_built() {
+        let endpoint = MailEndpoint {
+            address: crate::endpoint::HostPort::parse("smtp", "127.0.0.1:1").unwrap(),
+            tls: TlsMode::Starttls,
+        };
+        let err = SmtpSender::new(
+            &SmtpOptions::new(endpoint, TlsTrust::system()),
+            "adele@contoso.com\r\nRCPT TO:<x@y>",
+            &Secret::new("token"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, SmtpError::BadUser { .. }), "{err:?}");
+        assert_eq!(err.class(), ErrorClass::Input);
+    }
+
+    #[tokio::test]
+    async fn the_sender_debug_output_holds_no_token() {
+        let endpoint = MailEndpoint {
+            address: crate::endpoint::HostPort::parse("smtp", "127.0.0.1:1").unwrap(),
+            tls: TlsMode::Implicit,
+        };
+        let sender = SmtpSender::new(
+            &SmtpOptions::new(endpoint, TlsTrust::system()),
+            "adele@contoso.com",
+            &Secret::new("eyJ0eXAi.secret-token"),
+        )
+        .unwrap();
+        let debug = format!("{sender:?}");
+        assert!(!debug.contains("secret-token"), "{debug}");
+        assert!(debug.contains("127.0.0.1:1"), "{debug}");
+    }
+}
