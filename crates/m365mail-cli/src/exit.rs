@@ -7,9 +7,11 @@
 
 use m365mail::auth::AuthError;
 use m365mail::error::Classified;
+use m365mail::mime::BuildError;
 use m365mail::pop3::Pop3Error;
 use m365mail::read::ReadError;
 use m365mail::read::sink::SinkError;
+use m365mail::smtp::SmtpError;
 use m365mail::store::StoreError;
 use m365mail::time::{rfc3339, unix_secs};
 use m365mail::tls::TlsError;
@@ -37,6 +39,12 @@ pub(crate) fn classified(err: &anyhow::Error) -> Option<&dyn Classified> {
             return Some(e as &dyn Classified);
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return Some(e as &dyn Classified);
+        }
+        if let Some(e) = cause.downcast_ref::<BuildError>() {
+            return Some(e as &dyn Classified);
+        }
+        if let Some(e) = cause.downcast_ref::<SmtpError>() {
             return Some(e as &dyn Classified);
         }
         if let Some(e) = cause.downcast_ref::<SinkError>() {

@@ -11,6 +11,7 @@ mod profile_cmd;
 mod read;
 mod sandbox_cmd;
 mod secrets;
+mod send;
 mod session;
 mod token;
 
@@ -65,6 +66,8 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxCommand),
     /// Read new mail (POP3 now; IMAP and Graph later): one JSON record per message, checkpointed.
     Read(Box<read::ReadArgs>),
+    /// Send mail over SMTP with XOAUTH2: from flags or JSON (the schema `read` emits); one JSON line per message.
+    Send(Box<send::SendArgs>),
     /// Show or reset the read checkpoints.
     #[command(subcommand)]
     Checkpoint(read::CheckpointCommand),
@@ -119,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(command) => profile_cmd::run(command, &cli.global),
         Command::Sandbox(command) => sandbox_cmd::run(command, &cli.global).await,
         Command::Read(args) => read::run(*args, &cli.global).await,
+        Command::Send(args) => send::run(*args, &cli.global).await,
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,
     }

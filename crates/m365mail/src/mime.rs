@@ -459,6 +459,34 @@ const OWN_HEADERS: [&str; 12] = [
     "content-type",
 ];
 
+/// Whether a header field of a received message may be carried into a new one (`send --input` with
+/// records from `read`): not the fields the builder writes, the MIME structure, or the trace a server adds
+/// on the way (Received, DKIM, ARC, Exchange's own X-MS-Exchange-*), which would be false in a new message.
+pub fn is_resendable_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    const TRACE: [&str; 8] = [
+        "received",
+        "return-path",
+        "delivered-to",
+        "dkim-signature",
+        "authentication-results",
+        "received-spf",
+        "thread-index",
+        "thread-topic",
+    ];
+    const TRACE_PREFIXES: [&str; 6] = [
+        "content-",
+        "arc-",
+        "x-ms-",
+        "x-microsoft-",
+        "x-forefront-",
+        "x-originating",
+    ];
+    !OWN_HEADERS.contains(&lower.as_str())
+        && !TRACE.contains(&lower.as_str())
+        && !TRACE_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
+
 fn check_header(name: &str, value: &str) -> Result<(), BuildError> {
     let bad = |reason: String| BuildError::Header {
         name: name.to_string(),

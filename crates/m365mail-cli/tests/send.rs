@@ -1,0 +1,325 @@
+//! `m365mail send` as a user runs it against a served sandbox with the `--config-out` profiles: flags and
+//! `--input` batches, the message read back with `m365mail read` (attachments identical by sha256), app-only,
+//! Exchange's refusals with their remedies and exit codes, and `--dry-run`.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt as _;
+use m365mail_sandbox::demo;
+use serde_json::Value;
+
+mod common;
+use common::Served;
+
+fn m365mail(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::cargo_bin("m365mail")
+        .unwrap()
+        .current_dir(dir)
+        .args(["--config", "cfg.toml"])
+        .args(args)
+        .env_remove("M365MAIL_PROFILE")
+        .env("M365MAIL_LOG", "error")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    m365mail::mime::sha256_hex(bytes)
+}
+
+#[test]
+fn a_message_from_flags_is_read_back_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let _served = Served::start(work);
+    // Bytes that need base64, and a line that starts with a dot.
+    let attachment: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    std::fs::write(work.join("figures.bin"), &attachment).unwrap();
+    std::fs::write(work.join("body.txt"), "Totals attached.\n.A dotted line\n").unwrap();
+
+    let sent = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "send",
+            "--to",
+            &format!("{},{}", demo::USER_UPN, demo::SECOND_USER_UPN),
+            "--subject",
+            "Überweisung Q4 — Zahlen",
+            "--text-file",
+            "body.txt",
+            "--attach",
+            "figures.bin",
+            "--header",
+            "X-Job: 42",
+            "--in-reply-to",
+            "<q3@fabrikam.example>",
+            "--no-pacing",
+        ],
+        None,
+    );
+    assert!(sent.status.success(), "{}", describe(&sent));
+    let result = &lines(&sent)[0];
+    assert_eq!(result["status"], "sent", "{result}");
+    assert_eq!(result["via"], "smtp");
+    let message_id = result["message_id"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sent.stderr).contains("sent 1 of 1 messages as adele@"),
+        "{}",
+        describe(&sent)
+    );
+
+    // Adele sent it to herself too: read it back over POP3 with the same profile.
+    let read = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "read",
+            "--protocol",
+            "pop",
+            "--state",
+            "state.sqlite",
+            "--out-dir",
+            "out",
+        ],
+        None,
+    );
+    assert!(read.status.success(), "{}", describe(&read));
+    let records = lines(&read);
+    let record = records
+        .iter()
+        .find(|r| r["message_id"] == message_id)
+        .unwrap_or_else(|| panic!("{message_id} not among {records:?}"));
+    assert_eq!(record["subject"], "Überweisung Q4 — Zahlen");
+    assert_eq!(
+        record["text"].as_str().unwrap().replace("\r\n", "\n"),
+        "Totals attached.\n.A dotted line\n"
+    );
+    assert_eq!(record["in_reply_to"], "q3@fabrikam.example");
+    assert!(
+        record["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "X-Job" && h[1] == "42"),
+        "{record}"
+    );
+    let attachments = record["attachments"].as_array().unwrap();
+    assert_eq!(attachments.len(), 1);
+    assert_eq!(attachments[0]["name"], "figures.bin");
+    assert_eq!(attachments[0]["sha256"], sha256(&attachment));
+    let saved = std::fs::read(
+        work.join("out")
+            .join(attachments[0]["path"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(saved, attachment);
+}
+
+#[test]
+fn a_batch_keeps_going_past_bad_messages_and_exits_with_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let _served = Served::start(work);
+    let input = [
+        format!(r#"{{"id":"a","to":["{}"],"subject":"one","text":"1"}}"#, demo::SECOND_USER_UPN),
+        "{not json".to_owned(),
+        r#"{"id":"c","to":["not an address"],"subject":"three"}"#.to_owned(),
+        format!(
+            r#"{{"id":"d","to":[{{"name":"Alex","address":"{}"}}],"subject":"four","attachments":[{{"name":"a.csv","data_base64":"YSxiCg=="}}]}}"#,
+            demo::SECOND_USER_UPN
+        ),
+    ]
+    .join("\n");
+    let out = m365mail(
+        work,
+        &["-p", "sandbox-user", "send", "--input", "-", "--no-pacing"],
+        Some(&input),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let results = lines(&out);
+    let summary: Vec<(String, String)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["id"].to_string(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("\"a\"".into(), "sent".into()),
+            ("2".into(), "failed".into()),
+            ("\"c\"".into(), "failed".into()),
+            ("\"d\"".into(), "sent".into()),
+        ]
+    );
+    assert!(
+        results[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2: not a message"),
+        "{}",
+        results[1]
+    );
+    assert_eq!(results[2]["error"]["class"], "input");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sent 2 of 4 messages"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn refusals_carry_exchanges_remedy_and_app_only_sends_as_the_from_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let _served = Served::start(work);
+    // Adele may not send as the shared mailbox: 554 5.2.252 after the data, exit 4 (an admin must act).
+    let denied = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "send",
+            "--from",
+            demo::SHARED_MAILBOX,
+            "--to",
+            demo::SECOND_USER_UPN,
+            "--subject",
+            "as support",
+            "--text",
+            "x",
+        ],
+        None,
+    );
+    assert_eq!(denied.status.code(), Some(4), "{}", describe(&denied));
+    let line = &lines(&denied)[0];
+    assert_eq!(line["status"], "failed");
+    assert_eq!(line["error"]["class"], "admin");
+    assert!(
+        line["error"]["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("Add-RecipientPermission"),
+        "{line}"
+    );
+
+    // The daemon (client credentials, SMTP.SendAsApp) signs in as the From mailbox.
+    let app = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-daemon",
+            "send",
+            "--from",
+            demo::USER_UPN,
+            "--to",
+            demo::SECOND_USER_UPN,
+            "--subject",
+            "from the daemon",
+            "--text",
+            "x",
+        ],
+        None,
+    );
+    assert!(app.status.success(), "{}", describe(&app));
+    assert_eq!(lines(&app)[0]["status"], "sent");
+
+    // A header with a line break is refused before anything is sent (exit 2, with the reason).
+    let bad = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "send",
+            "--to",
+            demo::SECOND_USER_UPN,
+            "--subject",
+            "a\r\nBcc: everyone@fabrikam.example",
+        ],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("control character"),
+        "{}",
+        describe(&bad)
+    );
+    assert!(bad.stdout.is_empty());
+}
+
+#[test]
+fn dry_run_prints_the_mime_without_signing_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    // No sandbox is running: a dry run needs only the profile.
+    std::fs::write(
+        work.join("cfg.toml"),
+        "[profiles.p]\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"c0ffee00-0000-4000-8000-00000000a001\"\nusername = \"adele@contoso.onmicrosoft.com\"\n",
+    )
+    .unwrap();
+    let out = m365mail(
+        work,
+        &[
+            "-p",
+            "p",
+            "send",
+            "--dry-run",
+            "--to",
+            "alex@contoso.onmicrosoft.com",
+            "--subject",
+            "draft",
+            "--html",
+            "<p>hi</p>",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let mime = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        mime.contains("From: <adele@contoso.onmicrosoft.com>\r\n"),
+        "{mime}"
+    );
+    assert!(mime.contains("Subject: draft\r\n"), "{mime}");
+    assert!(mime.contains("Content-Type: text/html"), "{mime}");
+}
