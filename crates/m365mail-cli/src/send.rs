@@ -590,18 +590,21 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let connections = sender.connections_opened();
+    sender.close().await;
     let seconds = started.elapsed().as_secs_f64();
     if global.json {
         eprintln!(
             "{}",
             json!({ "sent": sent, "failed": failed, "seconds": seconds, "mailbox": mailbox,
-                    "server": sender.endpoint() })
+                    "server": sender.endpoint(), "connections": connections })
         );
     } else {
         eprintln!(
-            "sent {sent} of {} messages as {mailbox} through {} in {seconds:.2} s{}",
+            "sent {sent} of {} messages as {mailbox} through {} ({connections} connection{}) in {seconds:.2} s{}",
             sent + failed,
             sender.endpoint(),
+            if connections == 1 { "" } else { "s" },
             if failed > 0 {
                 format!("; {failed} failed (see their lines)")
             } else {

@@ -100,7 +100,8 @@ fn a_message_from_flags_is_read_back_identical() {
     assert_eq!(result["via"], "smtp");
     let message_id = result["message_id"].as_str().unwrap();
     assert!(
-        String::from_utf8_lossy(&sent.stderr).contains("sent 1 of 1 messages as adele@"),
+        String::from_utf8_lossy(&sent.stderr)
+            .contains("sent 1 of 1 messages as adele@contoso.onmicrosoft.com through 127.0.0.1:"),
         "{}",
         describe(&sent)
     );

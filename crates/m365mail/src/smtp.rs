@@ -1,11 +1,12 @@
 //! SMTP submission with SASL XOAUTH2, on lettre (behind our own [`Submit`] trait, so the Graph sender of a
 //! later issue can take its place).
 //!
-//! [`SmtpSender::new`] prepares one pooled connection (at most one open at a time, reused across a batch)
-//! to a submission server: STARTTLS on 587 by default ([`TlsMode::Starttls`], Exchange Online's only
-//! submission mode) or implicit TLS ([`TlsMode::Implicit`], 465), always verified with the shared
-//! [`TlsTrust`]. The bearer token is fixed for the sender's life (lettre authenticates once per connection),
-//! so a caller whose token nears expiry builds a new sender with the fresh token.
+//! [`SmtpSender::new`] prepares one connection (opened by the first message, reused across a batch, replaced
+//! when broken, refused or idle too long) to a submission server: STARTTLS on 587 by default
+//! ([`TlsMode::Starttls`], Exchange Online's only submission mode) or implicit TLS ([`TlsMode::Implicit`],
+//! 465), always verified with the shared [`TlsTrust`]. The bearer token is fixed for the sender's life, so a
+//! caller whose token nears expiry builds a new sender with the fresh token. Must be used inside a tokio
+//! runtime.
 //!
 //! Every negative reply becomes an [`SmtpError::Refused`] whose [`Rejection`] names Exchange's cases —
 //! 535 5.7.3, 535 5.7.139, 550 5.7.30, 554 5.2.252 SendAsDenied, 501 5.5.4, size, throttling — each with a
@@ -33,11 +34,12 @@ use std::time::Duration;
 
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
-use lettre::{AsyncTransport as _, Tokio1Executor};
 use m365mail_proto::xoauth2;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use crate::endpoint::{MailEndpoint, TlsMode};
 use crate::error::{Classified, ErrorClass};
@@ -55,7 +57,7 @@ pub struct SmtpOptions {
     pub trust: TlsTrust,
     /// Bound on each network step (connect, each command, the data).
     pub timeout: Duration,
-    /// How long an idle pooled connection is kept for the next message.
+    /// How long an idle connection is kept for the next message.
     pub idle_timeout: Duration,
     /// The EHLO name; `None` sends the host's name.
     pub hello_name: Option<String>,
@@ -306,75 +308,229 @@ pub trait Submit {
 }
 
 /// An SMTP submission client signed in as one mailbox with one token.
+///
+/// It owns its one connection: TCP with Nagle off (lettre writes the data and its final `CRLF . CRLF` as two
+/// writes, and with Nagle on the second waits for the server's delayed ACK — 40 ms a message on Linux), TLS
+/// through the shared [`TlsTrust`] connector, STARTTLS done here, and then lettre's
+/// [`AsyncSmtpConnection`] for EHLO, AUTH XOAUTH2, the envelope and the data.
 pub struct SmtpSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    options: SmtpOptions,
+    connector: tokio_rustls::TlsConnector,
+    hello: ClientId,
+    credentials: Credentials,
     endpoint: String,
+    connection: tokio::sync::Mutex<Option<Live>>,
+    opened: std::sync::atomic::AtomicU64,
+}
+
+/// The signed-in connection and when it was last used.
+struct Live {
+    connection: AsyncSmtpConnection,
+    used: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for SmtpSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // lettre's transport holds the token inside its credentials; print only where it goes.
+        // The credentials hold the token: print only where the sender goes.
         f.debug_struct("SmtpSender")
             .field("endpoint", &self.endpoint)
             .finish_non_exhaustive()
     }
 }
 
+/// A stream that first yields `prefix`, then the inner stream's bytes: after STARTTLS, lettre's connection
+/// starts by reading a greeting, so it is given the one the server sent before TLS.
+#[derive(Debug)]
+struct Replayed<S> {
+    prefix: std::io::Cursor<Vec<u8>>,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replayed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let position = self.prefix.position() as usize;
+        let remaining = &self.prefix.get_ref()[position..];
+        if !remaining.is_empty() {
+            let n = remaining.len().min(buf.remaining());
+            buf.put_slice(&remaining[..n]);
+            self.prefix.set_position((position + n) as u64);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replayed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+type TlsTcp = tokio_rustls::client::TlsStream<TcpStream>;
+
+impl AsyncTokioStream for Replayed<TlsTcp> {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.get_ref().0.peer_addr()
+    }
+}
+
+/// The longest reply line read before TLS, and the most lines in one reply.
+const PLAIN_LINE_MAX: usize = 4096;
+const PLAIN_LINES_MAX: usize = 64;
+
 impl SmtpSender {
     /// A sender for `user` (the XOAUTH2 `user=`) with bearer `token`. Nothing is connected yet: the first
-    /// [`Submit::submit`] connects, and later ones reuse the connection while it is idle less than
-    /// `idle_timeout`. Call it inside a tokio runtime: the pool's idle reaper is a task.
+    /// [`Submit::submit`] connects and signs in, and later ones reuse that connection while it is idle less
+    /// than `idle_timeout` (a broken or refused one is replaced).
     pub fn new(options: &SmtpOptions, user: &str, token: &Secret) -> Result<Self, SmtpError> {
         // The same check the POP3 and IMAP drivers make, so a CR/LF or ^A cannot reach the AUTH line.
         xoauth2::raw(user, token.expose()).map_err(|e| SmtpError::BadUser {
             user: user.to_owned(),
             reason: e.to_string(),
         })?;
-        let host = &options.endpoint.address.host;
-        let endpoint = format!("{host}:{}", options.endpoint.address.port);
-        let mut tls = TlsParameters::builder(host.clone()).certificate_store(
-            if options.trust.uses_platform_roots() {
-                CertificateStore::Default
-            } else {
-                CertificateStore::None
-            },
-        );
-        for root in options.trust.extra_roots() {
-            let certificate = Certificate::from_der(root.to_vec()).map_err(|e| {
-                SmtpError::Transport(TransportError::new(TransportKind::Tls, &endpoint, e))
-            })?;
-            tls = tls.add_root_certificate(certificate);
-        }
-        let tls = tls.build_rustls().map_err(|e| {
-            SmtpError::Transport(TransportError::new(TransportKind::Tls, &endpoint, e))
-        })?;
-        let tls = match options.endpoint.tls {
-            TlsMode::Starttls => Tls::Required(tls),
-            TlsMode::Implicit => Tls::Wrapper(tls),
+        let hello = match &options.hello_name {
+            Some(name) => ClientId::Domain(name.clone()),
+            None => ClientId::default(),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-            .port(options.endpoint.address.port)
-            .tls(tls)
-            .timeout(Some(options.timeout))
-            .credentials(Credentials::new(user.to_owned(), token.expose().to_owned()))
-            .authentication(vec![Mechanism::Xoauth2])
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(1)
-                    .idle_timeout(options.idle_timeout),
-            );
-        if let Some(name) = &options.hello_name {
-            builder = builder.hello_name(ClientId::Domain(name.clone()));
-        }
         Ok(Self {
-            transport: builder.build(),
-            endpoint,
+            connector: options.trust.connector()?,
+            options: options.clone(),
+            hello,
+            credentials: Credentials::new(user.to_owned(), token.expose().to_owned()),
+            endpoint: format!(
+                "{}:{}",
+                options.endpoint.address.host, options.endpoint.address.port
+            ),
+            connection: tokio::sync::Mutex::new(None),
+            opened: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// `host:port`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// How many connections this sender has opened (and signed in) so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Says goodbye (`QUIT`) on the open connection, if any.
+    pub async fn close(&self) {
+        if let Some(mut live) = self.connection.lock().await.take() {
+            let _ = tokio::time::timeout(self.options.timeout, live.connection.quit()).await;
+        }
+    }
+
+    fn transport(
+        &self,
+        kind: TransportKind,
+        source: impl Into<crate::transport::BoxError>,
+    ) -> SmtpError {
+        TransportError::new(kind, &self.endpoint, source).into()
+    }
+
+    /// Connects, starts TLS, greets and signs in: a ready connection.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpError> {
+        let address = &self.options.endpoint.address;
+        let mut tcp = tokio::time::timeout(
+            self.options.timeout,
+            TcpStream::connect((address.host.as_str(), address.port)),
+        )
+        .await
+        .map_err(|_| TransportError::bare(TransportKind::Timeout, &self.endpoint))?
+        .map_err(|e| self.transport(TransportKind::Connect, e))?;
+        let _ = tcp.set_nodelay(true);
+        let greeting = match self.options.endpoint.tls {
+            TlsMode::Implicit => Vec::new(),
+            TlsMode::Starttls => self.starttls(&mut tcp).await?,
+        };
+        let name = ServerName::try_from(address.host.clone())
+            .map_err(|e| self.transport(TransportKind::Tls, e))?;
+        let tls = tokio::time::timeout(self.options.timeout, self.connector.connect(name, tcp))
+            .await
+            .map_err(|_| TransportError::bare(TransportKind::Timeout, &self.endpoint))?
+            .map_err(|e| self.transport(TransportKind::Tls, e))?;
+        let stream = Replayed {
+            prefix: std::io::Cursor::new(greeting),
+            inner: tls,
+        };
+        let ready = async {
+            let mut connection =
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?;
+            connection
+                .auth(&[Mechanism::Xoauth2], &self.credentials)
+                .await?;
+            Ok::<_, lettre::transport::smtp::Error>(connection)
+        };
+        tokio::time::timeout(self.options.timeout, ready)
+            .await
+            .map_err(|_| TransportError::bare(TransportKind::Timeout, &self.endpoint))?
+            .map_err(|e| self.error(e))
+    }
+
+    /// Before TLS: the greeting, EHLO, `STARTTLS`. Returns the greeting's bytes for lettre to read again.
+    async fn starttls(&self, tcp: &mut TcpStream) -> Result<Vec<u8>, SmtpError> {
+        let mut reader = PlainReader::default();
+        let step = async {
+            let greeting = reader.reply(tcp).await?;
+            if !greeting.starts_with(b"220") {
+                return Ok(Err(greeting));
+            }
+            tcp.write_all(format!("EHLO {}\r\n", self.hello).as_bytes())
+                .await?;
+            let ehlo = reader.reply(tcp).await?;
+            if !ehlo.starts_with(b"250") {
+                return Ok(Err(ehlo));
+            }
+            let offers_starttls = ehlo.split(|&b| b == b'\n').any(|line| {
+                line.len() > 4 && line[4..].trim_ascii().eq_ignore_ascii_case(b"STARTTLS")
+            });
+            if !offers_starttls {
+                return Ok(Ok(None));
+            }
+            tcp.write_all(b"STARTTLS\r\n").await?;
+            let ready = reader.reply(tcp).await?;
+            if !ready.starts_with(b"220") {
+                return Ok(Err(ready));
+            }
+            Ok::<_, std::io::Error>(Ok(Some(greeting)))
+        };
+        match tokio::time::timeout(self.options.timeout, step).await {
+            Err(_) => Err(TransportError::bare(TransportKind::Timeout, &self.endpoint).into()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(SmtpError::Protocol {
+                endpoint: self.endpoint.clone(),
+                detail: e.to_string(),
+            }),
+            Ok(Err(e)) => Err(self.transport(TransportKind::Io, e)),
+            Ok(Ok(Ok(Some(greeting)))) => Ok(greeting),
+            Ok(Ok(Ok(None))) => Err(SmtpError::Unsupported {
+                endpoint: self.endpoint.clone(),
+                what: "the server does not offer STARTTLS".into(),
+            }),
+            Ok(Ok(Err(reply))) => Err(refusal(&self.endpoint, &reply)),
+        }
     }
 
     fn envelope(message: &BuiltMessage) -> Result<Envelope, SmtpError> {
@@ -420,14 +576,12 @@ impl SmtpSender {
         if error.is_timeout() {
             return TransportError::new(TransportKind::Timeout, endpoint, error).into();
         }
-        // A refused certificate comes as lettre's TLS error (implicit TLS) or inside a connection error
-        // (STARTTLS): look for rustls in the chain either way.
-        if error.is_tls() || tls_failure_in(&error) {
+        if tls_failure_in(&error) {
             return TransportError::new(TransportKind::Tls, endpoint, error).into();
         }
         if error.is_client() {
-            // lettre's own refusals: no STARTTLS or no XOAUTH2 offered, or a challenge after XOAUTH2
-            // (Dovecot and Gmail answer a refused token with a 334 error challenge).
+            // lettre's own refusals: no XOAUTH2 offered, or a challenge after XOAUTH2 (Dovecot and Gmail
+            // answer a refused token with a 334 error challenge).
             if detail.contains("does not expect a challenge") {
                 return SmtpError::Refused {
                     endpoint,
@@ -444,13 +598,74 @@ impl SmtpSender {
         if error.is_response() {
             return SmtpError::Protocol { endpoint, detail };
         }
-        // Network and connection errors: refused, reset, closed.
-        let kind = if error.to_string().starts_with("Connection") {
-            TransportKind::Connect
-        } else {
-            TransportKind::Io
-        };
-        TransportError::new(kind, endpoint, error).into()
+        TransportError::new(TransportKind::Io, endpoint, error).into()
+    }
+}
+
+/// Reads whole SMTP replies before TLS, bounded in line length and count.
+#[derive(Default)]
+struct PlainReader {
+    buffer: Vec<u8>,
+}
+
+impl PlainReader {
+    /// One reply (every line up to the one whose fourth byte is a space), CRLFs included.
+    async fn reply(&mut self, tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+        let invalid =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+        let mut reply = Vec::new();
+        for _ in 0..PLAIN_LINES_MAX {
+            let line = loop {
+                if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                    break self.buffer.drain(..=end).collect::<Vec<u8>>();
+                }
+                if self.buffer.len() > PLAIN_LINE_MAX {
+                    return Err(invalid("a reply line longer than 4096 bytes"));
+                }
+                let mut chunk = [0u8; 1024];
+                let n = tcp.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ));
+                }
+                self.buffer.extend_from_slice(&chunk[..n]);
+            };
+            if line.len() < 4 || !line[..3].iter().all(u8::is_ascii_digit) {
+                return Err(invalid(&format!(
+                    "not an SMTP reply: {:?}",
+                    String::from_utf8_lossy(&line).trim_end()
+                )));
+            }
+            let last = line[3] != b'-';
+            reply.extend_from_slice(&line);
+            if last {
+                return Ok(reply);
+            }
+        }
+        Err(invalid("a reply of more than 64 lines"))
+    }
+}
+
+/// A negative reply read before TLS, as a typed refusal.
+fn refusal(endpoint: &str, reply: &[u8]) -> SmtpError {
+    let text = String::from_utf8_lossy(reply);
+    let code = text.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let text = text
+        .lines()
+        .map(|l| l.get(4..).unwrap_or("").trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let enhanced = text
+        .split_whitespace()
+        .next()
+        .filter(|w| is_enhanced_status(w));
+    SmtpError::Refused {
+        endpoint: endpoint.to_owned(),
+        rejection: Rejection::of(code, enhanced, &text),
+        code,
+        text,
     }
 }
 
@@ -484,16 +699,48 @@ impl Submit for SmtpSender {
             .bytes
             .strip_suffix(b"\r\n")
             .unwrap_or(&message.bytes);
-        let response = self
-            .transport
-            .send_raw(&envelope, bytes)
-            .await
-            .map_err(|e| self.error(e))?;
-        let text = response.message().collect::<Vec<_>>().join(" ");
-        Ok(Submitted {
-            message_id: message.message_id.clone(),
-            reply: format!("{} {text}", response.code()),
-        })
+        let mut slot = self.connection.lock().await;
+        let stale = slot.as_ref().is_none_or(|live| {
+            live.connection.has_broken() || live.used.elapsed() >= self.options.idle_timeout
+        });
+        if stale {
+            if let Some(mut old) = slot.take() {
+                old.connection.abort().await;
+            }
+            self.opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *slot = Some(Live {
+                connection: self.connect().await?,
+                used: tokio::time::Instant::now(),
+            });
+        }
+        let Some(live) = slot.as_mut() else {
+            unreachable!("a connection was just made");
+        };
+        // The step bound plus time to move the data at 64 KiB/s.
+        let bound = self.options.timeout + Duration::from_secs(bytes.len() as u64 / 65_536);
+        let result = tokio::time::timeout(bound, live.connection.send(&envelope, bytes)).await;
+        live.used = tokio::time::Instant::now();
+        match result {
+            Ok(Ok(response)) => {
+                let text = response.message().collect::<Vec<_>>().join(" ");
+                Ok(Submitted {
+                    message_id: message.message_id.clone(),
+                    reply: format!("{} {text}", response.code()),
+                })
+            }
+            Ok(Err(e)) => {
+                // After a refusal the session may be in any state: the next message starts a new one.
+                if let Some(mut old) = slot.take() {
+                    old.connection.abort().await;
+                }
+                Err(self.error(e))
+            }
+            Err(_) => {
+                slot.take();
+                Err(TransportError::bare(TransportKind::Timeout, &self.endpoint).into())
+            }
+        }
     }
 }
 

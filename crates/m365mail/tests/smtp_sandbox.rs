@@ -155,6 +155,11 @@ async fn a_batch_over_starttls_arrives_byte_for_byte() {
         );
         built.push(message);
     }
+    assert_eq!(
+        sender.connections_opened(),
+        1,
+        "one connection for the batch"
+    );
 
     // Alex reads the three (after the welcome message) exactly as built; the Bcc never shows.
     let read = alex_messages(&sbx).await;
@@ -239,13 +244,17 @@ async fn exchange_refusals_become_typed_errors_with_remedies() {
     // Sending as the shared mailbox without SendAs: 554 5.2.252 after the data.
     let mut as_support = report(2);
     as_support.from = Some(mailbox(demo::SHARED_MAILBOX));
-    let err = SmtpSender::new(&starttls(&sbx), demo::USER_UPN, &smtp_token)
-        .unwrap()
+    let sender = SmtpSender::new(&starttls(&sbx), demo::USER_UPN, &smtp_token).unwrap();
+    let err = sender
         .submit(&mime::build(&as_support, 1_780_000_000).unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::SendAsDenied), "{err:?}");
     assert!(err.remedy().contains("Add-RecipientPermission"));
+    // The refusal came after the data, on a signed-in connection: the next message gets a fresh one.
+    sender.submit(&message).await.unwrap();
+    assert_eq!(sender.connections_opened(), 2);
+    sender.close().await;
     match &err {
         SmtpError::Refused { code, text, .. } => {
             assert_eq!(*code, 554);
@@ -272,7 +281,11 @@ async fn exchange_refusals_become_typed_errors_with_remedies() {
             .contains("Set-TransportConfig -SmtpClientAuthenticationDisabled $false")
     );
     assert!(err.remedy().contains("Set-CASMailbox"));
-    assert!(sbx.admin().outbox().is_empty(), "nothing was delivered");
+    assert_eq!(
+        sbx.admin().outbox().len(),
+        1,
+        "only the message sent before SMTP AUTH was switched off"
+    );
 }
 
 #[tokio::test]
