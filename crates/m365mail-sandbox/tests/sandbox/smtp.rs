@@ -250,3 +250,61 @@ async fn python_smtplib_sends_over_starttls() {
         ["someone@example.test"]
     );
 }
+
+/// curl, unchanged: `smtp://` with `--ssl-reqd` (STARTTLS) and `--oauth2-bearer` (XOAUTH2) submits a message
+/// that lands in Alex's Inbox, with a copy in Adele's Sent Items.
+#[tokio::test]
+#[ignore = "needs curl (run by scripts/test.sh)"]
+async fn curl_submits_over_starttls_with_a_bearer_token() {
+    let sandbox = start_smtp().await;
+    let smtp_token = token(&sandbox, "https://outlook.office.com/SMTP.Send").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.sandbox.write_ca(&ca).unwrap();
+    let message = format!(
+        "From: {}\r\nTo: {}\r\nSubject: sent by curl\r\nMessage-ID: <curl-1@contoso.onmicrosoft.com>\r\n\r\nHello from curl.\r\n",
+        demo::USER_UPN,
+        demo::SECOND_USER_UPN
+    );
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, &message).unwrap();
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-sS", "--ssl-reqd", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--login-options",
+            "AUTH=XOAUTH2",
+            "--oauth2-bearer",
+            &smtp_token,
+        ])
+        .args(["-u", &format!("{}:", demo::USER_UPN)])
+        .args([
+            "--mail-from",
+            demo::USER_UPN,
+            "--mail-rcpt",
+            demo::SECOND_USER_UPN,
+        ])
+        .arg("-T")
+        .arg(&file)
+        .arg(format!(
+            "smtp://localhost:{}",
+            addr(&sandbox, "smtp").port()
+        ));
+    let output = tokio::task::spawn_blocking(move || curl.output())
+        .await
+        .unwrap()
+        .expect("curl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let alex = sandbox
+        .sandbox
+        .admin()
+        .mailbox_folders(demo::SECOND_USER_UPN);
+    assert_eq!(alex[0].messages, 2, "the welcome message and curl's");
+    let sent = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    assert_eq!(sent[1].name, "Sent Items");
+    assert_eq!(sent[1].messages, 1);
+}
