@@ -131,6 +131,7 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
             ..Lifetimes::default()
         },
         pop3s: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
+        smtp: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
         mail: MailSeed::Demo,
         ..SandboxConfig::default()
     })
@@ -347,6 +348,21 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
     )
     .await?;
 
+    report.heading(&format!(
+        "11. Send mail over SMTP (STARTTLS, XOAUTH2): {} to {}, read back over POP3",
+        demo::USER_UPN,
+        demo::SECOND_USER_UPN
+    ));
+    send_mail(
+        &mut report,
+        &sandbox,
+        &public,
+        &password,
+        &delegated(Target::Smtp),
+        &delegated(Target::Pop),
+    )
+    .await?;
+
     sandbox.shutdown().await;
     if report.json {
         println!(
@@ -355,10 +371,136 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
         );
     } else {
         println!(
-            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3."
+            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back."
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends one message with an attachment from Adele to Alex over SMTP (as `m365mail send` does), then reads
+/// Alex's Inbox over POP3 and compares the message with what was sent, byte for byte.
+async fn send_mail(
+    report: &mut Report,
+    sandbox: &Sandbox,
+    public: &TokenClient,
+    password: &Secret,
+    smtp_scopes: &Scopes,
+    pop_scopes: &Scopes,
+) -> anyhow::Result<()> {
+    use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+    use m365mail::mime::{self, Mailbox, Outgoing, OutgoingPart};
+    use m365mail::pop3::{Pop3Connection, Pop3Options};
+    use m365mail::smtp::{SmtpOptions, SmtpSender, Submit as _};
+    use m365mail::time::Clock as _;
+
+    let address = |service: &str| {
+        sandbox
+            .listeners()
+            .iter()
+            .find(|l| l.service == service)
+            .map(|l| l.addr.to_string())
+            .with_context(|| format!("the demo sandbox serves {service}"))
+    };
+    let trust = m365mail::tls::TlsTrust::system()
+        .with_ca_pem(sandbox.ca_pem(), "sandbox CA")?
+        .extra_only();
+    let mailbox = |address: &str| Mailbox {
+        name: None,
+        address: Some(address.to_owned()),
+    };
+    let outgoing = Outgoing {
+        from: Some(Mailbox {
+            name: Some(demo::USER_DISPLAY_NAME.into()),
+            address: Some(demo::USER_UPN.into()),
+        }),
+        to: vec![mailbox(demo::SECOND_USER_UPN)],
+        subject: Some("Q4 figures — Übersicht".into()),
+        text: Some("Hi Alex,\r\n\r\nthe Q4 figures are attached.\r\n\r\nAdele\r\n".into()),
+        parts: vec![OutgoingPart {
+            name: "q4-figures.csv".into(),
+            content_type: mime::content_type_for("q4-figures.csv").into(),
+            data: b"region,total\nnorth,1200\nsouth,950\n".to_vec(),
+            content_id: None,
+        }],
+        ..Outgoing::default()
+    };
+    let message = mime::build(&outgoing, SystemClock.unix_now() as i64)?;
+    let token = public
+        .password(demo::USER_UPN, password, smtp_scopes)
+        .await?
+        .access_token;
+    let sender = SmtpSender::new(
+        &SmtpOptions::new(
+            MailEndpoint {
+                address: HostPort::parse("smtp", &address("smtp")?)?,
+                tls: TlsMode::Starttls,
+            },
+            trust.clone(),
+        ),
+        demo::USER_UPN,
+        &token,
+    )?;
+    let submitted = sender.submit(&message).await?;
+    sender.close().await;
+    report.line(format!(
+        "sent:        {} bytes, Message-ID <{}>",
+        message.bytes.len(),
+        submitted.message_id
+    ));
+    report.line(format!("server:      {}", submitted.reply));
+
+    let alex_token = public
+        .password(
+            demo::SECOND_USER_UPN,
+            &Secret::new(demo::SECOND_USER_PASSWORD),
+            pop_scopes,
+        )
+        .await?
+        .access_token;
+    let mut pop = Pop3Connection::connect(&Pop3Options::new(
+        MailEndpoint {
+            address: HostPort::parse("pop", &address("pop3s")?)?,
+            tls: TlsMode::Implicit,
+        },
+        trust,
+    ))
+    .await?;
+    pop.authenticate(demo::SECOND_USER_UPN, &alex_token).await?;
+    let (last, _) = pop
+        .unique_ids()
+        .await?
+        .pop()
+        .context("Alex's Inbox is empty")?;
+    let mut received = Vec::new();
+    pop.retrieve(last, &mut received).await?;
+    pop.quit().await?;
+    let identical = received == message.bytes;
+    let parsed = mime::parse(&received)?;
+    report.line(format!(
+        "read back:   {} bytes from {}'s Inbox, sha256 {}… — {}",
+        received.len(),
+        demo::SECOND_USER_UPN,
+        &mime::sha256_hex(&received)[..12],
+        if identical {
+            "identical to what was sent"
+        } else {
+            "DIFFERENT from what was sent"
+        }
+    ));
+    anyhow::ensure!(identical, "the message read back differs from the one sent");
+    report.steps.push(json!({
+        "step": "smtp-send",
+        "ok": true,
+        "kind": "mail",
+        "message_id": submitted.message_id,
+        "reply": submitted.reply,
+        "bytes": message.bytes.len(),
+        "sha256": mime::sha256_hex(&message.bytes),
+        "read_back_identical": identical,
+        "subject": parsed.subject,
+        "attachments": parsed.attachments.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+    }));
+    Ok(())
 }
 
 /// Records an error the demo provokes on purpose; success would mean the sandbox stopped modelling it.

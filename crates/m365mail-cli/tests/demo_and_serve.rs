@@ -75,6 +75,18 @@ fn demo_runs_every_flow_and_single_flight_sends_one_request() {
     assert_eq!(mail["second"]["listed"], 12, "{mail}");
     assert_eq!(mail["records"].as_array().unwrap().len(), 12);
 
+    // A message sent over SMTP comes back over POP3 exactly as sent.
+    let sent = named("smtp-send");
+    assert_eq!(sent["read_back_identical"], true, "{sent}");
+    assert!(
+        sent["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("250 2.0.0 OK <"),
+        "{sent}"
+    );
+    assert_eq!(sent["attachments"], serde_json::json!(["q4-figures.csv"]));
+
     for (step, code) in [
         ("ropc-mfa-user", 50076),
         ("secret-id-instead-of-value", 7000215),
