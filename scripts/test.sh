@@ -23,12 +23,12 @@ cargo fmt --all -- --check
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "starting the real servers (Dovecot, token server) on loopback"
+step "starting the real servers (Dovecot, Postfix, token server) on loopback"
 # Their own directory and ports (offset 200), so a developer's own scripts/realservers.sh instance is left
 # alone; stopped on exit, by the PIDs this start recorded.
 REALSERVERS_TEST_DIR="${TMPDIR:-/tmp}/m365mail-realservers-test"
 trap 'scripts/realservers.sh stop "$REALSERVERS_TEST_DIR" >/dev/null 2>&1 || true' EXIT
-NO_POSTFIX=1 PORT_OFFSET=200 scripts/realservers.sh start "$REALSERVERS_TEST_DIR" >/dev/null
+PORT_OFFSET=200 scripts/realservers.sh start "$REALSERVERS_TEST_DIR" >/dev/null
 eval "$(scripts/realservers.sh env "$REALSERVERS_TEST_DIR")"
 
 step "cargo test --workspace -- --include-ignored"
