@@ -524,9 +524,8 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let options = SmtpOptions::new(endpoint, session.trust.clone());
     let mut sender = SmtpSender::new(&options, &mailbox, &token.token)?;
 
-    let interval = (!args.no_pacing).then(|| Duration::from_secs(60) / args.rate);
+    let mut pacer = Pacer::new((!args.no_pacing).then_some(args.rate));
     let started = Instant::now();
-    let mut last_submit: Option<Instant> = None;
     let (mut sent, mut failed) = (0usize, 0usize);
     let mut first_failure: Option<u8> = None;
     for p in pending {
@@ -555,8 +554,9 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        if let (Some(interval), Some(last)) = (interval, last_submit) {
-            tokio::time::sleep_until((last + interval).into()).await;
+        let wait = pacer.wait(Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
         // A token about to expire: renew it and sign in again on a new connection.
         if token
@@ -568,7 +568,6 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             token = session.provider.token().await?;
             sender = SmtpSender::new(&options, &mailbox, &token.token)?;
         }
-        last_submit = Some(Instant::now());
         match sender.submit(&message).await {
             Ok(submitted) => {
                 sent += 1;
@@ -613,6 +612,34 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(first_failure.unwrap_or(0)))
+}
+
+/// Spaces submissions evenly: at most `per_minute` a minute (Exchange Online takes 30 per mailbox); a message
+/// that took longer than the interval is followed at once.
+struct Pacer {
+    interval: Option<Duration>,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(per_minute: Option<u32>) -> Self {
+        Self {
+            interval: per_minute.map(|n| Duration::from_secs(60) / n.max(1)),
+            next: None,
+        }
+    }
+
+    /// How long to wait at `now` before the next submission, which is then counted as made.
+    fn wait(&mut self, now: Instant) -> Duration {
+        let Some(interval) = self.interval else {
+            return Duration::ZERO;
+        };
+        let wait = self
+            .next
+            .map_or(Duration::ZERO, |next| next.saturating_duration_since(now));
+        self.next = Some(now + wait + interval);
+        wait
+    }
 }
 
 /// `From` defaults to the sending mailbox.
@@ -661,6 +688,27 @@ mod tests {
                 .unwrap();
         let err = from_input(missing, dir.path()).unwrap_err();
         assert!(err.contains("attachments[0].path"), "{err}");
+    }
+
+    #[test]
+    fn pacing_spaces_messages_at_the_rate_and_never_waits_after_a_slow_one() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut pacer = Pacer::new(Some(30));
+        assert_eq!(pacer.wait(at(0)), Duration::ZERO, "the first goes at once");
+        assert_eq!(pacer.wait(at(500)), Duration::from_millis(1500));
+        // Sent at 2 s; the next one is ready only at 7 s: no wait.
+        assert_eq!(pacer.wait(at(7000)), Duration::ZERO);
+        assert_eq!(pacer.wait(at(7100)), Duration::from_millis(1900));
+        // 30 messages back to back take 58 s of waiting: 30 a minute.
+        let mut pacer = Pacer::new(Some(30));
+        let mut now = at(0);
+        for _ in 0..30 {
+            now += pacer.wait(now);
+        }
+        assert_eq!(now - start, Duration::from_secs(58));
+        let mut unpaced = Pacer::new(None);
+        assert!((0..100).all(|_| unpaced.wait(at(0)).is_zero()));
     }
 
     #[test]

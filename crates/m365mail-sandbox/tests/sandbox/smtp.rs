@@ -308,3 +308,72 @@ async fn curl_submits_over_starttls_with_a_bearer_token() {
     assert_eq!(sent[1].name, "Sent Items");
     assert_eq!(sent[1].messages, 1);
 }
+
+/// Bounds, as for POP3 and IMAP: a command line over 16 KiB is refused and the session closed, and bytes
+/// that never complete a command — here, a message body trickled after DATA — do not hold the connection past
+/// the command deadline.
+#[tokio::test]
+async fn a_long_line_is_refused_and_a_trickled_body_is_closed() {
+    let sandbox = start_with(SandboxConfig {
+        smtps: vec!["127.0.0.1:0".parse().unwrap()],
+        mail_limits: m365mail_sandbox::MailLimits {
+            command_timeout: std::time::Duration::from_millis(700),
+            ..Default::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let smtp_token = token(&sandbox, "https://outlook.office.com/SMTP.Send").await;
+    let (mut smtp, _) = smtps(&sandbox).await;
+    let long = format!("EHLO {}", "a".repeat(20_000));
+    assert_eq!(
+        send(&mut smtp, &long).await,
+        ["500 5.3.3 Line too long\r\n"]
+    );
+    // The core ends the session after it (it cannot tell where the next command starts).
+    let mut after = String::new();
+    assert_eq!(smtp.read_line(&mut after).await.unwrap(), 0, "{after:?}");
+    let (mut smtp, _) = smtps(&sandbox).await;
+    send(&mut smtp, "EHLO client.example").await;
+    send(
+        &mut smtp,
+        &format!("AUTH XOAUTH2 {}", xoauth2(demo::USER_UPN, &smtp_token)),
+    )
+    .await;
+    send(&mut smtp, &format!("MAIL FROM:<{}>", demo::USER_UPN)).await;
+    send(&mut smtp, &format!("RCPT TO:<{}>", demo::SECOND_USER_UPN)).await;
+    assert_eq!(
+        send(&mut smtp, "DATA").await,
+        ["354 Start mail input; end with <CRLF>.<CRLF>\r\n"]
+    );
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        if smtp.get_mut().write_all(b"x").await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut probe = String::new();
+        if let Ok(Ok(0)) = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            smtp.read_line(&mut probe),
+        )
+        .await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the trickling connection was never closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(
+        sandbox
+            .sandbox
+            .admin()
+            .mailbox_folders(demo::SECOND_USER_UPN)[0]
+            .messages,
+        1,
+        "nothing half-sent was delivered"
+    );
+}
