@@ -525,6 +525,7 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let mut sender = SmtpSender::new(&options, &mailbox, &token.token)?;
 
     let mut pacer = Pacer::new((!args.no_pacing).then_some(args.rate));
+    let mut earlier_connections = 0;
     let started = Instant::now();
     let (mut sent, mut failed) = (0usize, 0usize);
     let mut first_failure: Option<u8> = None;
@@ -547,10 +548,7 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 first_failure.get_or_insert(code);
                 let mut error = detail.unwrap_or_else(|| json!({ "class": "input" }));
                 error["message"] = json!(text);
-                println!(
-                    "{}",
-                    json!({ "id": p.id, "status": "failed", "via": "smtp", "error": error })
-                );
+                emit(&json!({ "id": p.id, "status": "failed", "via": "smtp", "error": error }))?;
                 continue;
             }
         };
@@ -565,31 +563,36 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
             < RENEW_BEFORE
         {
-            token = session.provider.token().await?;
-            sender = SmtpSender::new(&options, &mailbox, &token.token)?;
+            let renewed = session.provider.token().await?;
+            // The provider hands out a cached token until its own margin: change connections only for a new one.
+            if renewed.expires_at != token.expires_at {
+                token = renewed;
+                earlier_connections += sender.connections_opened();
+                sender.close().await;
+                sender = SmtpSender::new(&options, &mailbox, &token.token)?;
+            }
         }
         match sender.submit(&message).await {
             Ok(submitted) => {
                 sent += 1;
-                println!(
-                    "{}",
-                    json!({ "id": p.id, "message_id": submitted.message_id, "status": "sent", "via": "smtp",
-                            "reply": submitted.reply })
-                );
+                emit(
+                    &json!({ "id": p.id, "message_id": submitted.message_id, "status": "sent",
+                              "via": "smtp", "reply": submitted.reply }),
+                )?;
             }
             Err(e) => {
                 failed += 1;
                 first_failure.get_or_insert(e.class().exit_code());
-                println!(
-                    "{}",
-                    json!({ "id": p.id, "message_id": message.message_id, "status": "failed", "via": "smtp",
-                            "error": { "class": e.class(), "message": e.to_string(),
-                                       "cause": Classified::cause(&e), "remedy": e.remedy() } })
-                );
+                emit(
+                    &json!({ "id": p.id, "message_id": message.message_id, "status": "failed",
+                              "via": "smtp",
+                              "error": { "class": e.class(), "message": e.to_string(),
+                                         "cause": Classified::cause(&e), "remedy": e.remedy() } }),
+                )?;
             }
         }
     }
-    let connections = sender.connections_opened();
+    let connections = earlier_connections + sender.connections_opened();
     sender.close().await;
     let seconds = started.elapsed().as_secs_f64();
     if global.json {
@@ -612,6 +615,16 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(first_failure.unwrap_or(0)))
+}
+
+/// Writes one result line. Standard output closed (`send … | head -1`) stops the batch: sending on without
+/// reporting would leave the caller guessing which messages went.
+fn emit(line: &serde_json::Value) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .context("writing a result to standard output (its message was already handled); stopped before the next message")
 }
 
 /// Spaces submissions evenly: at most `per_minute` a minute (Exchange Online takes 30 per mailbox); a message
