@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use m365mail::auth::Target;
-use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
 use m365mail::pop3::{Pop3Connection, Pop3Options};
 use m365mail::read::sink::{DirSink, LineSink, Sink, Tee};
 use m365mail::read::{After, Filter, Order, Progress, ReadOptions, read_pop};
@@ -273,32 +272,12 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         &args.auth,
         ScopeChoice::Mail(Target::Pop),
     )?;
-    let spec = session.profile.mail_spec();
-    let endpoints = spec.resolve(&session.settings.authority.cloud)?;
-    if args.pop.is_none()
-        && let crate::profile_cmd::EndpointSource::NotConfigured =
-            crate::profile_cmd::endpoint_source(
-                session.profile.pop.as_deref(),
-                &session.settings.authority.cloud,
-                &endpoints.pop,
-            )
-    {
-        return Err(usage(format!(
-            "POP3 is not configured for profile {}: with a custom authority there is no default server; set \
-             `pop = \"host:port\"` in the profile or pass --pop HOST:PORT",
-            session.profile_name
-        )));
-    }
-    let endpoint = MailEndpoint {
-        address: match &args.pop {
-            Some(text) => HostPort::parse("--pop", text)?,
-            None => endpoints.pop.address,
-        },
-        tls: match &args.pop_tls {
-            Some(text) => text.parse::<TlsMode>()?,
-            None => endpoints.pop.tls,
-        },
-    };
+    let endpoint = session::mail_endpoint(
+        &session,
+        Target::Pop,
+        args.pop.as_deref(),
+        args.pop_tls.as_deref(),
+    )?;
     let token = session.provider.token().await?;
     let mailbox = args
         .mailbox

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use m365mail::Classified;
 use m365mail::auth::Target;
-use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
 use m365mail::mime::{self, BuiltMessage, Mailbox, Outgoing, OutgoingPart};
 use m365mail::smtp::{SmtpOptions, SmtpSender, Submit as _};
 use m365mail::time::{Clock as _, SystemClock};
@@ -472,34 +471,12 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         &args.auth,
         ScopeChoice::Mail(Target::Smtp),
     )?;
-    let endpoints = session
-        .profile
-        .mail_spec()
-        .resolve(&session.settings.authority.cloud)?;
-    if args.smtp.is_none()
-        && let crate::profile_cmd::EndpointSource::NotConfigured =
-            crate::profile_cmd::endpoint_source(
-                session.profile.smtp.as_deref(),
-                &session.settings.authority.cloud,
-                &endpoints.smtp,
-            )
-    {
-        return Err(usage(format!(
-            "SMTP is not configured for profile {}: with a custom authority there is no default server; set \
-             `smtp = \"host:port\"` in the profile or pass --smtp HOST:PORT",
-            session.profile_name
-        )));
-    }
-    let endpoint = MailEndpoint {
-        address: match &args.smtp {
-            Some(text) => HostPort::parse("--smtp", text)?,
-            None => endpoints.smtp.address,
-        },
-        tls: match &args.smtp_tls {
-            Some(text) => text.parse::<TlsMode>()?,
-            None => endpoints.smtp.tls,
-        },
-    };
+    let endpoint = session::mail_endpoint(
+        &session,
+        Target::Smtp,
+        args.smtp.as_deref(),
+        args.smtp_tls.as_deref(),
+    )?;
     let mut token = session.provider.token().await?;
     let app_only = session.flow.is_app_only();
     let mailbox = args

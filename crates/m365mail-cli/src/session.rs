@@ -645,3 +645,66 @@ pub(crate) fn build(
         trust,
     })
 }
+
+/// A mail protocol's endpoint for a command: the `--pop`/`--smtp`… `HOST:PORT` and TLS-mode flags when given,
+/// else the profile's keys, else the cloud's default; with a custom authority (the sandbox, a test issuer) and
+/// neither, a usage error that says which key to set.
+pub(crate) fn mail_endpoint(
+    session: &Session,
+    target: Target,
+    address_flag: Option<&str>,
+    tls_flag: Option<&str>,
+) -> anyhow::Result<m365mail::endpoint::MailEndpoint> {
+    use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+    let endpoints = session
+        .profile
+        .mail_spec()
+        .resolve(&session.settings.authority.cloud)?;
+    let (configured, resolved, name, key, flag) = match target {
+        Target::Pop => (
+            session.profile.pop.as_deref(),
+            endpoints.pop,
+            "POP3",
+            "pop",
+            "--pop",
+        ),
+        Target::Imap => (
+            session.profile.imap.as_deref(),
+            endpoints.imap,
+            "IMAP",
+            "imap",
+            "--imap",
+        ),
+        _ => (
+            session.profile.smtp.as_deref(),
+            endpoints.smtp,
+            "SMTP",
+            "smtp",
+            "--smtp",
+        ),
+    };
+    if address_flag.is_none()
+        && let crate::profile_cmd::EndpointSource::NotConfigured =
+            crate::profile_cmd::endpoint_source(
+                configured,
+                &session.settings.authority.cloud,
+                &resolved,
+            )
+    {
+        return Err(usage(format!(
+            "{name} is not configured for profile {}: with a custom authority there is no default server; set \
+             `{key} = \"host:port\"` in the profile or pass {flag} HOST:PORT",
+            session.profile_name
+        )));
+    }
+    Ok(MailEndpoint {
+        address: match address_flag {
+            Some(text) => HostPort::parse(flag, text)?,
+            None => resolved.address,
+        },
+        tls: match tls_flag {
+            Some(text) => text.parse::<TlsMode>()?,
+            None => resolved.tls,
+        },
+    })
+}
