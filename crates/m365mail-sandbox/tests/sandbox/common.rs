@@ -339,3 +339,27 @@ pub(crate) fn with_query(url: &str, params: &[(&str, &str)]) -> String {
         .expect("valid URL")
         .to_string()
 }
+
+/// Writes one byte every 100 ms, never a line end, until the server closes the connection (a failed write, or
+/// end of stream): how long that took. Panics when 40 bytes (4 s) did not get it closed. Bounds tests of the
+/// mail servers use it to show that a trickle does not outlive the command deadline.
+pub(crate) async fn trickle_until_closed<S>(stream: &mut tokio::io::BufReader<S>) -> Duration
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        if stream.get_mut().write_all(b" ").await.is_err() {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut probe = String::new();
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), stream.read_line(&mut probe)).await
+        {
+            return started.elapsed();
+        }
+    }
+    panic!("the trickling connection was never closed");
+}

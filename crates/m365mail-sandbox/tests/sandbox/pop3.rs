@@ -307,28 +307,9 @@ async fn a_trickle_that_never_completes_a_command_is_closed_at_the_deadline() {
     )
     .await;
     let (mut pop, _) = connect(&sandbox).await;
-    let started = std::time::Instant::now();
     // One byte every 100 ms, never a line end: each byte arrives well within the deadline, and still the
     // connection is closed once the deadline passes.
-    let mut closed_after = None;
-    for _ in 0..40 {
-        if pop.get_mut().write_all(b" ").await.is_err() {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let mut probe = String::new();
-        if let Ok(Ok(0)) = tokio::time::timeout(
-            std::time::Duration::from_millis(1),
-            pop.read_line(&mut probe),
-        )
-        .await
-        {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-    }
-    let closed_after = closed_after.expect("the trickling connection was never closed");
+    let closed_after = crate::common::trickle_until_closed(&mut pop).await;
     assert!(
         closed_after < std::time::Duration::from_secs(3),
         "{closed_after:?}"

@@ -346,27 +346,11 @@ async fn a_long_line_is_refused_and_a_trickled_body_is_closed() {
         send(&mut smtp, "DATA").await,
         ["354 Start mail input; end with <CRLF>.<CRLF>\r\n"]
     );
-    let started = std::time::Instant::now();
-    let mut closed = false;
-    for _ in 0..40 {
-        if smtp.get_mut().write_all(b"x").await.is_err() {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let mut probe = String::new();
-        if let Ok(Ok(0)) = tokio::time::timeout(
-            std::time::Duration::from_millis(1),
-            smtp.read_line(&mut probe),
-        )
-        .await
-        {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "the trickling connection was never closed");
-    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let closed_after = crate::common::trickle_until_closed(&mut smtp).await;
+    assert!(
+        closed_after < std::time::Duration::from_secs(3),
+        "{closed_after:?}"
+    );
     assert_eq!(
         sandbox
             .sandbox
