@@ -168,7 +168,6 @@ struct InputMessage {
     #[serde(default)]
     headers: Vec<[String; 2]>,
     in_reply_to: Option<String>,
-    message_id: Option<String>,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<InputMailbox>, D::Error> {
@@ -349,7 +348,9 @@ fn from_input(message: InputMessage, base: &Path) -> Result<Outgoing, String> {
             .collect(),
         in_reply_to: message.in_reply_to.as_deref().map(strip_brackets),
         references: Vec::new(),
-        message_id: message.message_id.as_deref().map(strip_brackets),
+        // A record's own Message-ID is never sent again: Exchange drops a second message with the same id as
+        // a duplicate (after a 250), and threads would point at the wrong message. A new one is generated.
+        message_id: None,
     })
 }
 
@@ -506,7 +507,13 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (mut sent, mut failed) = (0usize, 0usize);
     let mut first_failure: Option<u8> = None;
+    let mut renewal_failed: Option<serde_json::Value> = None;
     for p in pending {
+        if let Some(error) = &renewal_failed {
+            failed += 1;
+            emit(&json!({ "id": p.id, "status": "failed", "via": "smtp", "error": error }))?;
+            continue;
+        }
         let built: Result<BuiltMessage, (String, Option<serde_json::Value>, u8)> =
             p.outgoing.clone().map_err(|e| (e, None, 2)).and_then(|mut o| {
                 fill_from(&mut o, Some(&mailbox)).map_err(|e| (e, None, 2))?;
@@ -540,7 +547,21 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
             < RENEW_BEFORE
         {
-            let renewed = session.provider.token().await?;
+            let renewed = match session.provider.token().await {
+                Ok(renewed) => renewed,
+                Err(e) => {
+                    // No token, no more sending: this message and the rest are reported, not dropped.
+                    failed += 1;
+                    first_failure.get_or_insert(e.class().exit_code());
+                    let error = json!({ "class": e.class(), "message": e.to_string(),
+                                        "cause": Classified::cause(&e), "remedy": e.remedy() });
+                    emit(
+                        &json!({ "id": p.id, "status": "failed", "via": "smtp", "error": error }),
+                    )?;
+                    renewal_failed = Some(error);
+                    continue;
+                }
+            };
             // The provider hands out a cached token until its own margin: change connections only for a new one.
             if renewed.expires_at != token.expires_at {
                 token = renewed;
@@ -560,8 +581,14 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 first_failure.get_or_insert(e.class().exit_code());
+                // The connection broke after the data went out: it may have been delivered.
+                let status = if matches!(e, m365mail::smtp::SmtpError::Unconfirmed { .. }) {
+                    "unconfirmed"
+                } else {
+                    "failed"
+                };
                 emit(
-                    &json!({ "id": p.id, "message_id": message.message_id, "status": "failed",
+                    &json!({ "id": p.id, "message_id": message.message_id, "status": status,
                               "via": "smtp",
                               "error": { "class": e.class(), "message": e.to_string(),
                                          "cause": Classified::cause(&e), "remedy": e.remedy() } }),

@@ -464,7 +464,9 @@ const OWN_HEADERS: [&str; 12] = [
 /// on the way (Received, DKIM, ARC, Exchange's own X-MS-Exchange-*), which would be false in a new message.
 pub fn is_resendable_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    const TRACE: [&str; 8] = [
+    // Also the fields that would speak for someone else in a new message: a stale Sender (on behalf of, or
+    // SendAsDenied), Resent-*, and read-receipt requests going to the original requester.
+    const TRACE: [&str; 11] = [
         "received",
         "return-path",
         "delivered-to",
@@ -473,14 +475,18 @@ pub fn is_resendable_header(name: &str) -> bool {
         "received-spf",
         "thread-index",
         "thread-topic",
+        "sender",
+        "disposition-notification-to",
+        "return-receipt-to",
     ];
-    const TRACE_PREFIXES: [&str; 6] = [
+    const TRACE_PREFIXES: [&str; 7] = [
         "content-",
         "arc-",
         "x-ms-",
         "x-microsoft-",
         "x-forefront-",
         "x-originating",
+        "resent-",
     ];
     !OWN_HEADERS.contains(&lower.as_str())
         && !TRACE.contains(&lower.as_str())
@@ -499,6 +505,12 @@ fn check_header(name: &str, value: &str) -> Result<(), BuildError> {
     }
     if OWN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
         return Err(bad(format!("{name} is set by its own option")));
+    }
+    // The MIME structure is the builder's: a top-level Content-Transfer-Encoding would corrupt a multipart.
+    if name.to_ascii_lowercase().starts_with("content-") {
+        return Err(bad(format!(
+            "{name} belongs to the MIME structure the builder writes"
+        )));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
         return Err(bad(
@@ -520,11 +532,14 @@ fn check_text(field: &str, value: &str) -> Result<(), BuildError> {
 
 fn check_id(field: &str, id: &str) -> Result<String, BuildError> {
     let id = id.trim().trim_start_matches('<').trim_end_matches('>');
+    // A Content-ID need not be left@right in practice (`cid:logo.png` is common): only Message-ID and the
+    // fields that name one are held to it.
+    let needs_at = field != "Content-ID";
     if id.is_empty()
         || !id
             .bytes()
             .all(|b| (33..=126).contains(&b) && b != b'<' && b != b'>')
-        || !id.contains('@')
+        || (needs_at && !id.contains('@'))
     {
         return Err(BuildError::Header {
             name: field.to_string(),
@@ -715,6 +730,47 @@ mod build_tests {
             in_reply_to: Some("<parent@example.test>".into()),
             ..Outgoing::default()
         }
+    }
+
+    #[test]
+    fn resent_and_structure_fields_stay_out_and_a_bare_content_id_is_fine() {
+        for name in [
+            "Received",
+            "Sender",
+            "Resent-From",
+            "Content-Type",
+            "X-MS-Exchange-Organization-SCL",
+            "Disposition-Notification-To",
+        ] {
+            assert!(!is_resendable_header(name), "{name}");
+        }
+        for name in ["X-Job", "Importance", "Keywords"] {
+            assert!(is_resendable_header(name), "{name}");
+        }
+        let base = Outgoing {
+            from: Some(Mailbox {
+                name: None,
+                address: Some("a@contoso.example".into()),
+            }),
+            to: vec![Mailbox {
+                name: None,
+                address: Some("b@contoso.example".into()),
+            }],
+            html: Some("<img src=\"cid:logo.png\">".into()),
+            ..Outgoing::default()
+        };
+        let mut header = base.clone();
+        header.headers = vec![("Content-Transfer-Encoding".into(), "base64".into())];
+        assert!(build(&header, 0).is_err());
+        let mut inline = base;
+        inline.parts = vec![OutgoingPart {
+            name: "logo.png".into(),
+            content_type: "image/png".into(),
+            data: vec![1, 2, 3],
+            content_id: Some("logo.png".into()),
+        }];
+        let built = build(&inline, 0).unwrap();
+        assert!(String::from_utf8_lossy(&built.bytes).contains("Content-ID: <logo.png>"));
     }
 
     #[test]

@@ -86,14 +86,16 @@ pub enum Rejection {
     SmtpAuthDisabled,
     /// `550 5.7.30`: Basic authentication refused for client submission.
     BasicAuthRefused,
-    /// `554 5.2.252 SendAsDenied`: the identity may not send as the From address.
+    /// `554 5.2.252 SendAsDenied` (or `550 5.7.60`): the identity may not send as the From address.
     SendAsDenied,
     /// `501 5.5.4` (and other 501s): a command argument the server refuses, such as the EHLO name.
     InvalidArgument,
     /// `552`, or `550 5.2.12` / `5.3.4`: the message is larger than the server or the mailbox allows.
     TooLarge,
-    /// A 4xx reply: throttling or a temporary failure; retry later.
+    /// A 4xx reply, or a submission quota exceeded: throttling or a temporary failure; retry later.
     Throttled,
+    /// `5.1.x`: a recipient or sender address the server will not take.
+    BadAddress,
     /// Any other permanent refusal.
     Other,
 }
@@ -106,10 +108,12 @@ impl Rejection {
             (535, Some("5.7.139")) => Self::SmtpAuthDisabled,
             (535, _) => Self::AuthFailed,
             (550, Some("5.7.30")) => Self::BasicAuthRefused,
-            (_, Some("5.2.252")) => Self::SendAsDenied,
+            (_, Some("5.2.252" | "5.7.60")) => Self::SendAsDenied,
+            _ if text.contains("QuotaExceeded") => Self::Throttled,
             _ if text.contains("SendAsDenied") => Self::SendAsDenied,
             (552, _) | (_, Some("5.2.12" | "5.3.4")) => Self::TooLarge,
             (501, _) => Self::InvalidArgument,
+            (_, Some(e)) if e.starts_with("5.1.") => Self::BadAddress,
             _ => Self::Other,
         }
     }
@@ -153,6 +157,28 @@ pub enum SmtpError {
         /// What the client saw.
         detail: String,
     },
+    /// The connection failed after the message was handed over, before the server's answer: it may have been
+    /// accepted.
+    #[error(
+        "{endpoint}: no answer after the message was sent ({detail}); it may have been delivered"
+    )]
+    Unconfirmed {
+        /// `host:port`.
+        endpoint: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The token cannot go into an XOAUTH2 string (a space or control character: not a token).
+    #[error(
+        "the access token cannot be used for XOAUTH2 (it holds a space or a control character)"
+    )]
+    BadToken,
+    /// The EHLO name is not a host name or an address literal.
+    #[error("EHLO name {name:?} is not a host name or an address literal")]
+    BadHelloName {
+        /// The name, as given.
+        name: String,
+    },
     /// The mailbox name cannot go into an XOAUTH2 string.
     #[error("mailbox {user:?} cannot be used for XOAUTH2: {reason}")]
     BadUser {
@@ -191,13 +217,18 @@ impl Classified for SmtpError {
                     ErrorClass::Admin
                 }
                 Rejection::BasicAuthRefused => ErrorClass::Config,
-                Rejection::InvalidArgument | Rejection::TooLarge => ErrorClass::Input,
+                Rejection::InvalidArgument | Rejection::TooLarge | Rejection::BadAddress => {
+                    ErrorClass::Input
+                }
                 Rejection::Throttled => ErrorClass::Transient,
-                Rejection::Other => ErrorClass::FlowState,
+                Rejection::Other => ErrorClass::Admin,
             },
             Self::Unsupported { .. } => ErrorClass::Config,
-            Self::Protocol { .. } => ErrorClass::Transient,
-            Self::BadUser { .. } | Self::BadAddress { .. } => ErrorClass::Input,
+            Self::Protocol { .. } | Self::Unconfirmed { .. } => ErrorClass::Transient,
+            Self::BadToken => ErrorClass::User,
+            Self::BadUser { .. } | Self::BadAddress { .. } | Self::BadHelloName { .. } => {
+                ErrorClass::Input
+            }
         }
     }
 
@@ -227,6 +258,7 @@ impl Classified for SmtpError {
                     format!("the message is larger than the server or the mailbox allows: {text}")
                 }
                 Rejection::Throttled => format!("the server refused for now (throttling?): {text}"),
+                Rejection::BadAddress => format!("the server refused an address: {text}"),
                 Rejection::Other => format!("the server refused: {text}"),
             },
             Self::Unsupported { endpoint, what } => format!("{endpoint}: {what}"),
@@ -235,6 +267,12 @@ impl Classified for SmtpError {
             }
             Self::BadUser { user, reason } => format!("mailbox {user:?}: {reason}"),
             Self::BadAddress { address, reason } => format!("address {address:?}: {reason}"),
+            Self::Unconfirmed { endpoint, detail } => format!(
+                "{endpoint} did not confirm the message after it was sent ({detail}); the server may have \
+                 accepted it"
+            ),
+            Self::BadToken => "the access token is not a bearer token (a space or control character)".into(),
+            Self::BadHelloName { name } => format!("EHLO name {name:?} is not a host name"),
         }
     }
 
@@ -270,6 +308,9 @@ impl Classified for SmtpError {
                 Rejection::Throttled => "retry later; Exchange takes 30 messages a minute per mailbox, so \
                      keep pacing on"
                     .into(),
+                Rejection::BadAddress => {
+                    "check the recipient and From addresses named in the server's text".into()
+                }
                 Rejection::Other => "read the server's text; run with --log debug for the exchange".into(),
             },
             Self::Unsupported { .. } => "use a submission port that offers STARTTLS and AUTH XOAUTH2 \
@@ -285,6 +326,13 @@ impl Classified for SmtpError {
                 "give the mailbox as a plain address (--mailbox or the profile's mailbox)".into()
             }
             Self::BadAddress { .. } => "give addresses as local@domain, without spaces or angle brackets".into(),
+            Self::Unconfirmed { .. } => "look in the mailbox's Sent Items (or ask the recipient) before sending \
+                 it again: a blind retry may deliver it twice"
+                .into(),
+            Self::BadToken => "get a new token (m365mail token get --target smtp) and check where it came from".into(),
+            Self::BadHelloName { .. } => {
+                "give the EHLO name as a host name (letters, digits, '-', '.') or leave it unset".into()
+            }
         }
     }
 }
@@ -394,6 +442,9 @@ impl AsyncTokioStream for Replayed<TlsTcp> {
     }
 }
 
+/// A connection idle this long is checked with NOOP before it carries the next message.
+const REUSE_CHECK_AFTER: Duration = Duration::from_secs(5);
+
 /// The longest reply line read before TLS, and the most lines in one reply.
 const PLAIN_LINE_MAX: usize = 4096;
 const PLAIN_LINES_MAX: usize = 64;
@@ -404,11 +455,24 @@ impl SmtpSender {
     /// than `idle_timeout` (a broken or refused one is replaced).
     pub fn new(options: &SmtpOptions, user: &str, token: &Secret) -> Result<Self, SmtpError> {
         // The same check the POP3 and IMAP drivers make, so a CR/LF or ^A cannot reach the AUTH line.
-        xoauth2::raw(user, token.expose()).map_err(|e| SmtpError::BadUser {
-            user: user.to_owned(),
-            reason: e.to_string(),
+        xoauth2::raw(user, token.expose()).map_err(|e| match e {
+            xoauth2::Xoauth2Error::InvalidField { field: "token" } => SmtpError::BadToken,
+            e => SmtpError::BadUser {
+                user: user.to_owned(),
+                reason: e.to_string(),
+            },
         })?;
         let hello = match &options.hello_name {
+            // It goes into a plain-text EHLO line: host-name characters only.
+            Some(name)
+                if name.is_empty()
+                    || name.len() > 255
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)) =>
+            {
+                return Err(SmtpError::BadHelloName { name: name.clone() });
+            }
             Some(name) => ClientId::Domain(name.clone()),
             None => ClientId::default(),
         };
@@ -434,6 +498,13 @@ impl SmtpSender {
     /// How many connections this sender has opened (and signed in) so far.
     pub fn connections_opened(&self) -> u64 {
         self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Ends a connection that will not be used again: `QUIT` when it still works, bounded by the step timeout.
+    async fn discard(&self, mut old: Live) {
+        if !old.connection.has_broken() {
+            let _ = tokio::time::timeout(self.options.timeout, old.connection.abort()).await;
+        }
     }
 
     /// Says goodbye (`QUIT`) on the open connection, if any.
@@ -700,12 +771,22 @@ impl Submit for SmtpSender {
             .strip_suffix(b"\r\n")
             .unwrap_or(&message.bytes);
         let mut slot = self.connection.lock().await;
-        let stale = slot.as_ref().is_none_or(|live| {
+        let mut stale = slot.as_ref().is_none_or(|live| {
             live.connection.has_broken() || live.used.elapsed() >= self.options.idle_timeout
         });
+        // A connection idle for a while may have been closed by the server or a middlebox: a NOOP tells, before
+        // the message is committed to it.
+        if !stale
+            && let Some(live) = slot.as_mut()
+            && live.used.elapsed() >= REUSE_CHECK_AFTER
+        {
+            stale = !tokio::time::timeout(self.options.timeout, live.connection.test_connected())
+                .await
+                .unwrap_or(false);
+        }
         if stale {
-            if let Some(mut old) = slot.take() {
-                old.connection.abort().await;
+            if let Some(old) = slot.take() {
+                self.discard(old).await;
             }
             self.opened
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -731,14 +812,24 @@ impl Submit for SmtpSender {
             }
             Ok(Err(e)) => {
                 // After a refusal the session may be in any state: the next message starts a new one.
-                if let Some(mut old) = slot.take() {
-                    old.connection.abort().await;
+                if let Some(old) = slot.take() {
+                    self.discard(old).await;
                 }
-                Err(self.error(e))
+                match self.error(e) {
+                    // Broken below the protocol while the message was in flight: maybe delivered.
+                    SmtpError::Transport(t) => Err(SmtpError::Unconfirmed {
+                        endpoint: self.endpoint.clone(),
+                        detail: t.to_string(),
+                    }),
+                    other => Err(other),
+                }
             }
             Err(_) => {
                 slot.take();
-                Err(TransportError::bare(TransportKind::Timeout, &self.endpoint).into())
+                Err(SmtpError::Unconfirmed {
+                    endpoint: self.endpoint.clone(),
+                    detail: format!("no answer within {} s", bound.as_secs()),
+                })
             }
         }
     }
@@ -799,7 +890,30 @@ mod tests {
                 "4.7.500 Server busy",
                 Rejection::Throttled,
             ),
-            (550, Some("5.1.1"), "5.1.1 User unknown", Rejection::Other),
+            (
+                550,
+                Some("5.1.1"),
+                "5.1.1 User unknown",
+                Rejection::BadAddress,
+            ),
+            (
+                550,
+                Some("5.7.60"),
+                "5.7.60 SMTP; Client does not have permissions to send as this sender",
+                Rejection::SendAsDenied,
+            ),
+            (
+                554,
+                Some("5.2.0"),
+                "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+                Rejection::Throttled,
+            ),
+            (
+                554,
+                Some("5.6.0"),
+                "5.6.0 Corrupt message content",
+                Rejection::Other,
+            ),
         ];
         for (code, enhanced, text, want) in cases {
             assert_eq!(Rejection::of(code, enhanced, text), want, "{code} {text}");
@@ -865,6 +979,28 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, SmtpError::BadUser { .. }), "{err:?}");
         assert_eq!(err.class(), ErrorClass::Input);
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_or_ehlo_name_is_refused_without_echoing_the_token() {
+        let endpoint = MailEndpoint {
+            address: crate::endpoint::HostPort::parse("smtp", "127.0.0.1:1").unwrap(),
+            tls: TlsMode::Starttls,
+        };
+        let mut options = SmtpOptions::new(endpoint, TlsTrust::system());
+        let err = SmtpSender::new(
+            &options,
+            "adele@contoso.com",
+            &Secret::new("eyJ0 x\r\nQUIT"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, SmtpError::BadToken), "{err:?}");
+        assert!(!format!("{err:?} {err} {}", err.cause()).contains("QUIT"));
+        options.hello_name = Some("client.example\r\nMAIL FROM:<x@y>".into());
+        let err = SmtpSender::new(&options, "adele@contoso.com", &Secret::new("t")).unwrap_err();
+        assert!(matches!(err, SmtpError::BadHelloName { .. }), "{err:?}");
+        options.hello_name = Some("client-1.example".into());
+        assert!(SmtpSender::new(&options, "adele@contoso.com", &Secret::new("t")).is_ok());
     }
 
     #[tokio::test]
