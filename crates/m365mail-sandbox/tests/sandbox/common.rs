@@ -363,3 +363,43 @@ where
     }
     panic!("the trickling connection was never closed");
 }
+
+/// Runs one of the Python stdlib client scripts under `tests/` (`imaplib/imap_session.py`, …) unchanged
+/// against `port` on localhost: `script HOST PORT CA_FILE USER TOKEN_FILE [EXTRA…]`, the sandbox's CA and the
+/// token written to a temporary directory. Returns the JSON the script prints (what it saw).
+pub(crate) async fn python_session(
+    sandbox: &TestSandbox,
+    script: &str,
+    port: u16,
+    user: &str,
+    token: &str,
+    extra: &[&str],
+) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.sandbox.write_ca(&ca).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg(format!(
+            "{}/../../tests/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(["localhost", &port.to_string()])
+        .arg(&ca)
+        .arg(user)
+        .arg(&token_file)
+        .args(extra);
+    // Off the async workers: the sandbox serves in this runtime.
+    let output = tokio::task::spawn_blocking(move || python.output())
+        .await
+        .unwrap()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}

@@ -252,33 +252,15 @@ async fn app_only_with_the_exchange_service_principal_opens_the_mailbox() {
 async fn python_imaplib_signs_in_lists_and_selects() {
     let sandbox = start_imap().await;
     let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    sandbox.sandbox.write_ca(&ca).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &imap_token).unwrap();
-    let addr = imaps_addr(&sandbox);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/imaplib/imap_session.py"
-    );
-    let mut python = std::process::Command::new("python3");
-    python
-        .arg(script)
-        .args(["localhost", &addr.port().to_string()])
-        .arg(&ca)
-        .arg(demo::USER_UPN)
-        .arg(&token_file);
-    let output = tokio::task::spawn_blocking(move || python.output())
-        .await
-        .unwrap()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = crate::common::python_session(
+        &sandbox,
+        "imaplib/imap_session.py",
+        imaps_addr(&sandbox).port(),
+        demo::USER_UPN,
+        &imap_token,
+        &[],
+    )
+    .await;
     assert!(
         seen["greeting"]
             .as_str()

@@ -194,34 +194,15 @@ async fn tokens_and_rights_are_checked_with_exchanges_one_failure_line() {
 async fn python_poplib_reads_and_deletes_over_tls() {
     let sandbox = start_pop().await;
     let pop_token = token(&sandbox, demo::POP_SCOPE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    sandbox.sandbox.write_ca(&ca).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &pop_token).unwrap();
-    let addr = pop3s_addr(&sandbox);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/poplib/pop3_session.py"
-    );
-    let mut python = std::process::Command::new("python3");
-    python
-        .arg(script)
-        .args(["localhost", &addr.port().to_string()])
-        .arg(&ca)
-        .arg(demo::USER_UPN)
-        .arg(&token_file);
-    // Off the async workers: the sandbox serves in this runtime.
-    let output = tokio::task::spawn_blocking(move || python.output())
-        .await
-        .unwrap()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = crate::common::python_session(
+        &sandbox,
+        "poplib/pop3_session.py",
+        pop3s_addr(&sandbox).port(),
+        demo::USER_UPN,
+        &pop_token,
+        &[],
+    )
+    .await;
     assert!(
         seen["greeting"]
             .as_str()

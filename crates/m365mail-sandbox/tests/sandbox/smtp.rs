@@ -186,33 +186,15 @@ async fn submits_delivers_and_refuses_as_exchange_does() {
 async fn python_smtplib_sends_over_starttls() {
     let sandbox = start_smtp().await;
     let smtp_token = token(&sandbox, "https://outlook.office.com/SMTP.Send").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    sandbox.sandbox.write_ca(&ca).unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, &smtp_token).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/smtplib/smtp_session.py"
-    );
-    let mut python = std::process::Command::new("python3");
-    python
-        .arg(script)
-        .args(["localhost", &addr(&sandbox, "smtp").port().to_string()])
-        .arg(&ca)
-        .arg(demo::USER_UPN)
-        .arg(&token_file)
-        .arg(demo::SECOND_USER_UPN);
-    let output = tokio::task::spawn_blocking(move || python.output())
-        .await
-        .unwrap()
-        .expect("python3");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = crate::common::python_session(
+        &sandbox,
+        "smtplib/smtp_session.py",
+        addr(&sandbox, "smtp").port(),
+        demo::USER_UPN,
+        &smtp_token,
+        &[demo::SECOND_USER_UPN],
+    )
+    .await;
     assert!(
         seen["ehlo_before"]
             .as_array()
