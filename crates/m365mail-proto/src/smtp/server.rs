@@ -5,9 +5,16 @@
 //! `550 5.7.30 …` for Basic `AUTH LOGIN`, the MAIL/RCPT/DATA replies and `554 5.2.252 SendAsDenied` after the
 //! data.
 //!
-//! Decisions belong to the driver: [`Event::StartTls`] (upgrade, then continue with [`SmtpServer::after_tls`]),
-//! [`Event::Authenticate`] ([`SmtpServer::authenticated`]) and [`Event::Submit`] ([`SmtpServer::submitted`]).
-//! While an event waits for its answer no further command is read.
+//! The same core also plays a submission relay for clients that only know a password ([`Role::Relay`], the
+//! local bridge): its own greeting and EHLO (SIZE, PIPELINING, 8BITMIME, STARTTLS when offered, `AUTH PLAIN
+//! LOGIN`), `AUTH PLAIN` and `AUTH LOGIN` handed over as [`Event::Login`], AUTH before TLS only where the
+//! listener's policy allows it, the sender asked about at `MAIL FROM` ([`Event::Mail`]) and every verdict
+//! that is not a success given by the driver as a [`Reply`].
+//!
+//! Decisions belong to the driver: [`Event::StartTls`] (upgrade, then continue with [`SmtpServer::into_tls`]),
+//! [`Event::Authenticate`] / [`Event::Login`] ([`SmtpServer::authenticated`]), [`Event::Mail`]
+//! ([`SmtpServer::mail_answered`]) and [`Event::Submit`] ([`SmtpServer::submitted`]), which may come much later
+//! (a relay waits for its upstream). While an event waits for its answer no further command is read.
 
 use std::fmt;
 
@@ -21,6 +28,77 @@ pub const MAX_SIZE: usize = 157_286_400;
 /// The most recipients of one message (Exchange's default, microsoft.md §7.7).
 pub const MAX_RECIPIENTS: usize = 500;
 
+/// Which server the core plays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Exchange Online's submission service, line for line (the sandbox): XOAUTH2 only, AUTH only after TLS,
+    /// Basic `AUTH LOGIN` refused with `550 5.7.30`.
+    Exchange,
+    /// A submission relay for clients that only know a password (the bridge).
+    Relay(RelayPolicy),
+}
+
+/// What a relay listener allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPolicy {
+    /// AUTH offered and accepted on a connection that is not (yet) TLS: a password in clear text, so only on
+    /// loopback or where the operator accepted the risk.
+    pub auth_without_tls: bool,
+    /// STARTTLS offered on a plain connection (the listener has a certificate).
+    pub starttls: bool,
+}
+
+/// A reply the driver words: a code (4xx temporary, 5xx permanent) and its text, which should begin with an
+/// enhanced status code. The text is cleaned so that nothing a driver quotes (an upstream's text) can break
+/// the line or run on for pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    code: u16,
+    text: String,
+}
+
+impl Reply {
+    /// The longest text kept (RFC 5321's reply line is 512 octets).
+    pub const MAX_TEXT: usize = 480;
+
+    /// A negative reply. A code outside 400..=599 becomes 451 (a driver bug must not read as success).
+    pub fn new(code: u16, text: &str) -> Self {
+        let code = if (400..=599).contains(&code) {
+            code
+        } else {
+            451
+        };
+        // Line breaks and other controls become spaces, runs of spaces one.
+        let mut clean = text
+            .split(|c: char| c.is_control() || c == ' ')
+            .filter(|word| !word.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if clean.len() > Self::MAX_TEXT {
+            let mut end = Self::MAX_TEXT;
+            while !clean.is_char_boundary(end) {
+                end -= 1;
+            }
+            clean.truncate(end);
+        }
+        Self { code, text: clean }
+    }
+
+    /// The reply code.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The text after the code.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn line(&self) -> String {
+        format!("{} {}", self.code, self.text)
+    }
+}
+
 /// How a sign-in ended, as the driver decides it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
@@ -30,6 +108,9 @@ pub enum AuthOutcome {
     Refused,
     /// `535 5.7.139 … SmtpClientAuthentication is disabled for the Tenant …`: SMTP AUTH is off.
     SmtpAuthDisabled,
+    /// Any other answer, worded by the driver (a relay: `535 5.7.8` for bad credentials, `454 4.7.0` while
+    /// an address or account is backed off).
+    Denied(Reply),
 }
 
 /// How a submission ended, as the driver decides it.
@@ -45,6 +126,8 @@ pub enum SubmitOutcome {
         /// The signed-in identity.
         who: String,
     },
+    /// Refused or deferred, worded by the driver (a relay quoting its upstream).
+    Refused(Reply),
 }
 
 /// What the driver must decide.
@@ -59,6 +142,20 @@ pub enum Event {
         user: String,
         /// The bearer token (a secret: `Debug` hides it).
         token: String,
+    },
+    /// `AUTH PLAIN` or `AUTH LOGIN` credentials ([`Role::Relay`]): answer with [`SmtpServer::authenticated`].
+    Login {
+        /// The authentication identity (PLAIN's authcid, LOGIN's username).
+        user: String,
+        /// The password (a secret: `Debug` hides it).
+        password: String,
+    },
+    /// `MAIL FROM` ([`Role::Relay`]): answer with [`SmtpServer::mail_answered`].
+    Mail {
+        /// The reverse path.
+        from: String,
+        /// The `SIZE=` the client declared, if any (already checked against the size bound).
+        declared_size: Option<usize>,
     },
     /// A message after the final `.`: answer with [`SmtpServer::submitted`].
     Submit {
@@ -80,6 +177,19 @@ impl fmt::Debug for Event {
                 .field("user", user)
                 .field("token", &"[redacted]")
                 .finish(),
+            Self::Login { user, .. } => f
+                .debug_struct("Login")
+                .field("user", user)
+                .field("password", &"[redacted]")
+                .finish(),
+            Self::Mail {
+                from,
+                declared_size,
+            } => f
+                .debug_struct("Mail")
+                .field("from", from)
+                .field("declared_size", declared_size)
+                .finish(),
             Self::Submit {
                 from,
                 recipients,
@@ -100,7 +210,9 @@ enum State {
     Command,
     /// `AUTH XOAUTH2` and `334 ` sent: the next line is the response.
     AuthResponse,
-    /// `AUTH LOGIN`: the username, then the password (Basic: refused at the end).
+    /// `AUTH PLAIN` and `334 ` sent: the next line is the response.
+    PlainResponse,
+    /// `AUTH LOGIN`: the username, then the password (Exchange: Basic, refused at the end).
     LoginUser,
     LoginPassword,
     /// An event is out.
@@ -112,6 +224,7 @@ enum State {
 
 /// One SMTP connection's server side.
 pub struct SmtpServer {
+    role: Role,
     host: String,
     client_ip: String,
     tls: bool,
@@ -120,6 +233,10 @@ pub struct SmtpServer {
     state: State,
     greeted: bool,
     authenticated: bool,
+    hello: Option<String>,
+    login_user: Option<String>,
+    /// A `MAIL FROM` waiting for [`SmtpServer::mail_answered`].
+    pending_from: Option<String>,
     from: Option<String>,
     recipients: Vec<String>,
     data: Vec<u8>,
@@ -134,6 +251,7 @@ impl fmt::Debug for SmtpServer {
         f.debug_struct("SmtpServer")
             .field("state", &self.state)
             .field("tls", &self.tls)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +270,74 @@ fn ehlo(host: &str, client_ip: &str, tls: bool) -> String {
     )
 }
 
+/// The relay's EHLO keywords.
+fn relay_ehlo(
+    host: &str,
+    client_ip: &str,
+    tls: bool,
+    policy: RelayPolicy,
+    max_size: usize,
+) -> String {
+    let mut lines = vec![
+        format!("{host} Hello [{client_ip}]"),
+        format!("SIZE {max_size}"),
+        "PIPELINING".to_owned(),
+        "ENHANCEDSTATUSCODES".to_owned(),
+        "8BITMIME".to_owned(),
+    ];
+    if !tls && policy.starttls {
+        lines.push("STARTTLS".to_owned());
+    }
+    if tls || policy.auth_without_tls {
+        lines.push("AUTH PLAIN LOGIN".to_owned());
+    }
+    lines.push("SMTPUTF8".to_owned());
+    let last = lines.len() - 1;
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| format!("250{}{line}\r\n", if i == last { ' ' } else { '-' }))
+        .collect()
+}
+
+/// The `SIZE=` parameter after `MAIL FROM:<…>`; `Err` when it is not a number.
+fn declared_size(rest: &str) -> Result<Option<usize>, ()> {
+    let Some((_, parameters)) = rest.split_once('>') else {
+        return Ok(None);
+    };
+    for parameter in parameters.split_whitespace() {
+        if let Some((name, value)) = parameter.split_once('=')
+            && name.eq_ignore_ascii_case("SIZE")
+        {
+            return value.parse().map(Some).map_err(|_| ());
+        }
+    }
+    Ok(None)
+}
+
+/// The SASL PLAIN response `authzid NUL authcid NUL password` (base64): authcid and password.
+fn plain_credentials(response: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(response)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.split('\0');
+    let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+    (parts.next().is_none() && !user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
+}
+
+/// One base64 line of `AUTH LOGIN` as text.
+fn login_line(response: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(response)
+        .ok()?;
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.chars().any(char::is_control))
+}
+
 /// `<addr>` of `MAIL FROM:<addr> …` / `RCPT TO:<addr> …` (parameters after it ignored).
 fn path(rest: &str, keyword: &str) -> Option<String> {
     let (head, tail) = rest.split_at(rest.len().min(keyword.len()));
@@ -168,20 +354,34 @@ impl SmtpServer {
     /// A connection's server side; `greeting` is the whole 220 line's text after `220 ` (its date and id come
     /// from the driver, which has the clock). `tls` is true on an implicit-TLS listener.
     pub fn new(greeting: &str, host: &str, client_ip: &str, tls: bool) -> Self {
-        let mut server = Self::after_tls_inner(host, client_ip, tls);
+        Self::with_role(Role::Exchange, greeting, host, client_ip, tls)
+    }
+
+    /// A connection's server side playing `role`; `greeting` as for [`SmtpServer::new`].
+    pub fn with_role(role: Role, greeting: &str, host: &str, client_ip: &str, tls: bool) -> Self {
+        let mut server = Self::session(role, host, client_ip, tls);
         server
             .out
             .extend_from_slice(format!("220 {greeting}\r\n").as_bytes());
         server
     }
 
-    /// The session over TLS after STARTTLS: no greeting, nothing carried over from the plain part.
+    /// Exchange's session over TLS after STARTTLS: no greeting, nothing carried over from the plain part.
     pub fn after_tls(host: &str, client_ip: &str) -> Self {
-        Self::after_tls_inner(host, client_ip, true)
+        Self::session(Role::Exchange, host, client_ip, true)
     }
 
-    fn after_tls_inner(host: &str, client_ip: &str, tls: bool) -> Self {
+    /// The session over TLS after STARTTLS, for this connection's role, host and size bound: no greeting,
+    /// nothing else carried over from the plain part (RFC 3207).
+    pub fn into_tls(self) -> Self {
+        let mut next = Self::session(self.role, &self.host, &self.client_ip, true);
+        next.max_size = self.max_size;
+        next
+    }
+
+    fn session(role: Role, host: &str, client_ip: &str, tls: bool) -> Self {
         Self {
+            role,
             host: host.to_owned(),
             client_ip: client_ip.to_owned(),
             tls,
@@ -190,6 +390,9 @@ impl SmtpServer {
             state: State::Command,
             greeted: false,
             authenticated: false,
+            hello: None,
+            login_user: None,
+            pending_from: None,
             from: None,
             recipients: Vec::new(),
             data: Vec::new(),
@@ -221,6 +424,16 @@ impl SmtpServer {
         std::mem::take(&mut self.out)
     }
 
+    /// The name the client gave in EHLO / HELO, once it did.
+    pub fn hello_name(&self) -> Option<&str> {
+        self.hello.as_deref()
+    }
+
+    /// Whether this session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// Whether the connection is over (after QUIT or a fatal error).
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
@@ -243,6 +456,25 @@ impl SmtpServer {
                 "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. \
                  Visit https://aka.ms/smtp_auth_disabled for more information. [{host}]"
             )),
+            AuthOutcome::Denied(reply) => self.reply(&reply.line()),
+        }
+        self.run();
+    }
+
+    /// Answers [`Event::Mail`]: `None` accepts the sender (`250 2.1.0 Sender OK`), a reply refuses it.
+    pub fn mail_answered(&mut self, refusal: Option<Reply>) {
+        if self.state != State::Waiting || self.pending_from.is_none() {
+            return;
+        }
+        self.state = State::Command;
+        let from = self.pending_from.take();
+        match refusal {
+            None => {
+                self.from = from;
+                self.recipients.clear();
+                self.reply("250 2.1.0 Sender OK");
+            }
+            Some(reply) => self.reply(&reply.line()),
         }
         self.run();
     }
@@ -266,6 +498,7 @@ impl SmtpServer {
                  process message due to a permanent exception with message [BeginDiagnosticData]Cannot submit \
                  message."
             )),
+            SubmitOutcome::Refused(reply) => self.reply(&reply.line()),
         }
         self.run();
     }
@@ -297,14 +530,9 @@ impl SmtpServer {
                     let line = String::from_utf8_lossy(&line).into_owned();
                     match self.state {
                         State::AuthResponse => self.auth_response(line.trim()),
-                        State::LoginUser => {
-                            self.state = State::LoginPassword;
-                            self.reply("334 UGFzc3dvcmQ6");
-                        }
-                        State::LoginPassword => {
-                            self.state = State::Command;
-                            self.reply("550 5.7.30 Basic authentication is not supported for Client Submission.");
-                        }
+                        State::PlainResponse => self.plain_response(line.trim()),
+                        State::LoginUser => self.login_user(line.trim()),
+                        State::LoginPassword => self.login_password(line.trim()),
                         _ => self.command(&line),
                     }
                 }
@@ -357,6 +585,119 @@ impl SmtpServer {
         }
     }
 
+    fn is_relay(&self) -> bool {
+        matches!(self.role, Role::Relay(_))
+    }
+
+    /// Whether AUTH may be used now: over TLS, or where the relay's policy allows it without.
+    fn auth_allowed(&self) -> bool {
+        self.tls
+            || matches!(
+                self.role,
+                Role::Relay(RelayPolicy {
+                    auth_without_tls: true,
+                    ..
+                })
+            )
+    }
+
+    fn plain_response(&mut self, line: &str) {
+        self.state = State::Command;
+        if line == "*" {
+            return self.reply("501 5.0.0 Authentication cancelled");
+        }
+        match plain_credentials(line) {
+            Some((user, password)) => {
+                self.state = State::Waiting;
+                self.events.push(Event::Login { user, password });
+            }
+            None => self.reply("501 5.5.2 Cannot decode the AUTH PLAIN response"),
+        }
+    }
+
+    fn login_user(&mut self, line: &str) {
+        if self.is_relay() {
+            if line == "*" {
+                self.state = State::Command;
+                return self.reply("501 5.0.0 Authentication cancelled");
+            }
+            let Some(user) = login_line(line).filter(|u| !u.is_empty()) else {
+                self.state = State::Command;
+                return self.reply("501 5.5.2 Cannot decode the AUTH LOGIN response");
+            };
+            self.login_user = Some(user);
+        }
+        self.state = State::LoginPassword;
+        self.reply("334 UGFzc3dvcmQ6");
+    }
+
+    fn login_password(&mut self, line: &str) {
+        self.state = State::Command;
+        if !self.is_relay() {
+            return self
+                .reply("550 5.7.30 Basic authentication is not supported for Client Submission.");
+        }
+        let user = self.login_user.take().unwrap_or_default();
+        if line == "*" {
+            return self.reply("501 5.0.0 Authentication cancelled");
+        }
+        match login_line(line) {
+            Some(password) => {
+                self.state = State::Waiting;
+                self.events.push(Event::Login { user, password });
+            }
+            None => self.reply("501 5.5.2 Cannot decode the AUTH LOGIN response"),
+        }
+    }
+
+    /// `AUTH …` in the relay role.
+    fn relay_auth(&mut self, rest: &str) {
+        if self.authenticated {
+            return self.reply("503 5.5.1 Already authenticated");
+        }
+        if !self.auth_allowed() {
+            return self.reply("530 5.7.0 Must issue a STARTTLS command first");
+        }
+        let mut words = rest.split_whitespace();
+        let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+        match (mechanism.as_str(), words.next()) {
+            ("PLAIN", Some(initial)) => self.plain_response(initial),
+            ("PLAIN", None) => {
+                self.state = State::PlainResponse;
+                self.reply("334 ");
+            }
+            ("LOGIN", Some(initial)) => self.login_user(initial),
+            ("LOGIN", None) => {
+                self.state = State::LoginUser;
+                self.reply("334 VXNlcm5hbWU6");
+            }
+            _ => self.reply("504 5.5.4 Unrecognized authentication type"),
+        }
+    }
+
+    /// `MAIL FROM:` in the relay role: the size bound first, then the driver decides on the sender.
+    fn relay_mail(&mut self, rest: &str) {
+        if !self.authenticated {
+            return self.reply("530 5.7.0 Authentication required");
+        }
+        let Some(from) = path(rest, "FROM:").filter(|f| !f.is_empty()) else {
+            return self.reply("501 5.1.7 Invalid address");
+        };
+        let declared_size = match declared_size(rest) {
+            Ok(size) => size,
+            Err(()) => return self.reply("501 5.5.4 Invalid SIZE parameter"),
+        };
+        if declared_size.is_some_and(|size| size > self.max_size) {
+            return self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+        }
+        self.state = State::Waiting;
+        self.pending_from = Some(from.clone());
+        self.events.push(Event::Mail {
+            from,
+            declared_size,
+        });
+    }
+
     fn auth_response(&mut self, line: &str) {
         if line == "*" {
             self.state = State::Command;
@@ -390,6 +731,7 @@ impl SmtpServer {
                     return self.reply(&format!("501 5.5.4 Invalid domain name [{host}]"));
                 }
                 self.greeted = true;
+                self.hello = Some(rest.to_owned());
                 self.from = None;
                 self.recipients.clear();
                 if verb == "HELO" {
@@ -397,15 +739,28 @@ impl SmtpServer {
                     let ip = self.client_ip.clone();
                     return self.reply(&format!("250 {host} Hello [{ip}]"));
                 }
-                let text = ehlo(&self.host, &self.client_ip, self.tls);
+                let text = match self.role {
+                    Role::Exchange => ehlo(&self.host, &self.client_ip, self.tls),
+                    Role::Relay(policy) => {
+                        relay_ehlo(&self.host, &self.client_ip, self.tls, policy, self.max_size)
+                    }
+                };
                 self.out.extend_from_slice(text.as_bytes());
             }
-            "STARTTLS" if !self.tls => {
+            "STARTTLS"
+                if !self.tls
+                    && match self.role {
+                        Role::Exchange => true,
+                        Role::Relay(policy) => policy.starttls,
+                    } =>
+            {
                 self.reply("220 2.0.0 SMTP server ready");
                 // Whatever the client pipelined in clear text is dropped with this session.
                 self.state = State::Waiting;
                 self.events.push(Event::StartTls);
             }
+            "AUTH" if self.is_relay() => self.relay_auth(rest),
+            "MAIL" if self.is_relay() => self.relay_mail(rest),
             "AUTH" if self.tls && !self.authenticated => {
                 let mut words = rest.split_whitespace();
                 let mechanism = words.next().unwrap_or("").to_ascii_uppercase();

@@ -172,6 +172,9 @@ impl Protocol for SmtpService {
                             }
                             Err(outcome) => core.authenticated(outcome),
                         },
+                        // The Exchange role asks neither (Basic AUTH LOGIN ends in 550 5.7.30 inside the core).
+                        Event::Login { .. } => core.authenticated(AuthOutcome::Refused),
+                        Event::Mail { .. } => core.mail_answered(None),
                         Event::Submit {
                             from,
                             recipients,
@@ -206,7 +209,7 @@ impl Protocol for SmtpService {
                     };
                     stream = Box::new(tls);
                     // A new session: anything pipelined in clear text after STARTTLS is dropped.
-                    core = SmtpServer::after_tls(HOST, &client_ip);
+                    core = core.into_tls();
                     deadline = tokio::time::Instant::now() + limits.command_timeout;
                     continue;
                 }
