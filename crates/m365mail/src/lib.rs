@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bridge;
 pub mod cloud;
 pub mod endpoint;
 pub mod error;

@@ -1,0 +1,574 @@
+//! The bridge's SMTP driver: the sans-I/O core in its relay role ([`Role::Relay`]) on a connection from
+//! `m365mail_server`'s accept loop. It decides what the core asks — a password ([`Event::Login`]), a sender
+//! ([`Event::Mail`]), a message ([`Event::Submit`], relayed before the device gets its answer) — keeps the
+//! bounds (an idle client, a command deadline, a write timeout, the size, the source networks) and writes
+//! an audit line per session, sign-in, message and refusal: account, peer, sender, number of recipients,
+//! size, upstream, result — never a password, a token or a body.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use m365mail_proto::smtp::server::{
+    AuthOutcome, Event, RelayPolicy, Reply, Role, SmtpServer, SubmitOutcome,
+};
+use m365mail_server::{Connection, MailLimits, Protocol, stopped};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::BridgeError;
+use super::accounts::{self, Account, Accounts};
+use super::guard::{LoginGuard, RateWindow};
+use super::upstream::{SmtpUpstream, client_reply, header_value};
+use crate::time::{Clock, SystemClock};
+
+/// What the bridge keeps to, beyond each listener's own policy.
+#[derive(Debug, Clone)]
+pub struct BridgeOptions {
+    /// The name in the greeting, EHLO and `Received:` lines.
+    pub host_name: String,
+    /// The largest message accepted (advertised as SIZE).
+    pub max_message_bytes: usize,
+    /// Connection cap per listener, command deadline (a whole DATA included), write timeout.
+    pub limits: MailLimits,
+    /// A client that sends nothing for this long (a stalled DATA too) is closed.
+    pub idle_timeout: Duration,
+    /// Messages a minute per upstream mailbox (`None`: no pacing). Exchange Online takes 30.
+    pub rate_per_minute: Option<u32>,
+    /// Source networks allowed to connect (empty: any).
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// The clock for `Received:` dates and token expiry.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl BridgeOptions {
+    /// Defaults: 35 MiB messages (Exchange Online's default MaxSendSize), 100 connections, 5 minutes per
+    /// command, 60 s idle, 30 s to write, 30 messages a minute.
+    pub fn new(host_name: &str) -> Self {
+        Self {
+            host_name: host_name.to_owned(),
+            max_message_bytes: 35 * 1024 * 1024,
+            limits: MailLimits {
+                max_connections: 100,
+                command_timeout: Duration::from_secs(300),
+                write_timeout: Duration::from_secs(30),
+            },
+            idle_timeout: Duration::from_secs(60),
+            rate_per_minute: Some(30),
+            allow_networks: Vec::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// One upstream mailbox and its sending rate.
+#[derive(Debug)]
+pub struct Route {
+    /// The relay.
+    pub upstream: SmtpUpstream,
+    window: Mutex<RateWindow>,
+}
+
+/// The bridge's shared state: accounts (re-read when the file changes, so `bridge client add` needs no
+/// restart), routes by profile, the sign-in guard.
+#[derive(Debug)]
+pub struct Bridge {
+    options: BridgeOptions,
+    accounts_path: PathBuf,
+    accounts: Mutex<(Accounts, Option<SystemTime>)>,
+    routes: HashMap<String, Arc<Route>>,
+    guard: Mutex<LoginGuard>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// `clock`'s now as `Mon, 07 Dec 2026 01:02:03 +0000`.
+fn rfc5322_now(clock: &dyn Clock) -> String {
+    let secs = clock.unix_now();
+    chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(0), 0)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S +0000")
+        .to_string()
+}
+
+/// Writes `bytes` within `timeout`; false when the client is gone or stopped reading.
+async fn write_all(stream: &mut m365mail_server::Stream, bytes: &[u8], timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn audit_reply(peer: SocketAddr, account: Option<&str>, line: &str) {
+    tracing::info!(target: "m365mail::audit", event = "refusal", %peer,
+                   account = account.unwrap_or("-"), reply = line);
+}
+
+impl Bridge {
+    /// A bridge with the accounts at `accounts_path` and one upstream per profile name.
+    pub fn new(
+        options: BridgeOptions,
+        accounts_path: PathBuf,
+        upstreams: HashMap<String, SmtpUpstream>,
+    ) -> Result<Arc<Self>, BridgeError> {
+        let accounts = Accounts::load(&accounts_path)?;
+        let stamp = modified(&accounts_path);
+        let routes = upstreams
+            .into_iter()
+            .map(|(profile, upstream)| {
+                let window = Mutex::new(RateWindow::new(options.rate_per_minute));
+                (profile, Arc::new(Route { upstream, window }))
+            })
+            .collect();
+        Ok(Arc::new(Self {
+            options,
+            accounts_path,
+            accounts: Mutex::new((accounts, stamp)),
+            routes,
+            guard: Mutex::new(LoginGuard::new()),
+        }))
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &BridgeOptions {
+        &self.options
+    }
+
+    /// The routes, by profile.
+    pub fn routes(&self) -> &HashMap<String, Arc<Route>> {
+        &self.routes
+    }
+
+    /// The protocol for one listener: `implicit_tls` for a listener that is TLS from the first byte
+    /// (STARTTLS is offered when the accept loop hands over an acceptor); `allow_auth_without_tls` lets
+    /// clients that are not on loopback send a password before TLS (loopback always may).
+    pub fn listener(
+        self: &Arc<Self>,
+        implicit_tls: bool,
+        allow_auth_without_tls: bool,
+    ) -> Arc<dyn Protocol> {
+        Arc::new(Listener {
+            bridge: Arc::clone(self),
+            implicit_tls,
+            allow_auth_without_tls,
+        })
+    }
+
+    /// The account `name`, the file re-read first when it changed on disk.
+    fn account(&self, name: &str) -> Result<Option<Account>, BridgeError> {
+        let mut slot = lock(&self.accounts);
+        let stamp = modified(&self.accounts_path);
+        if stamp != slot.1 {
+            *slot = (Accounts::load(&self.accounts_path)?, stamp);
+        }
+        Ok(slot.0.find(name).cloned())
+    }
+
+    async fn login(
+        &self,
+        peer: SocketAddr,
+        user: String,
+        password: String,
+    ) -> (AuthOutcome, Option<Account>) {
+        let keys = [format!("ip:{}", peer.ip()), format!("account:{user}")];
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let audit = |result: &str| {
+            tracing::info!(target: "m365mail::audit", event = "login", %peer, account = %user, result);
+        };
+        if let Some(wait) = lock(&self.guard).blocked(&keys, Instant::now()) {
+            audit("backed-off");
+            let reply = Reply::new(
+                454,
+                &format!(
+                    "4.7.0 Too many failed sign-ins from this address or for this account; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            );
+            return (AuthOutcome::Denied(reply), None);
+        }
+        let account = match self.account(&user) {
+            Ok(account) => account,
+            Err(e) => {
+                tracing::error!(error = %e, "the bridge cannot read its accounts");
+                audit("accounts-unreadable");
+                let reply = Reply::new(
+                    454,
+                    "4.3.0 The bridge cannot read its accounts; its operator must fix that",
+                );
+                return (AuthOutcome::Denied(reply), None);
+            }
+        };
+        let candidate = account.clone();
+        // argon2id takes tens of milliseconds of CPU: off the async workers.
+        let matches =
+            tokio::task::spawn_blocking(move || accounts::verify(candidate.as_ref(), &password))
+                .await
+                .unwrap_or(false);
+        if !matches {
+            lock(&self.guard).failed(&keys, Instant::now());
+            audit(if account.is_some() {
+                "wrong-password"
+            } else {
+                "unknown-account"
+            });
+            let reply = Reply::new(535, "5.7.8 Authentication credentials invalid");
+            return (AuthOutcome::Denied(reply), None);
+        }
+        lock(&self.guard).succeeded(&keys);
+        let account = account.unwrap_or_else(|| unreachable!("a match needs an account"));
+        if !self.routes.contains_key(&account.profile) {
+            tracing::error!(account = %account.name, profile = %account.profile,
+                            "the account's profile is not configured on this bridge");
+            audit("no-upstream");
+            let reply = Reply::new(
+                454,
+                &format!(
+                    "4.3.5 This bridge has no upstream for the account's profile {:?}; its operator must add the profile",
+                    account.profile
+                ),
+            );
+            return (AuthOutcome::Denied(reply), None);
+        }
+        audit("accepted");
+        (AuthOutcome::Accepted, Some(account))
+    }
+}
+
+struct Listener {
+    bridge: Arc<Bridge>,
+    implicit_tls: bool,
+    allow_auth_without_tls: bool,
+}
+
+/// What one connection knows.
+struct Session {
+    peer: SocketAddr,
+    account: Option<Account>,
+    relayed: u32,
+    refused: u32,
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Every address of a `From:` value (`Name <a@b>, c@d`), lower-cased.
+fn addresses(value: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>') else {
+            break;
+        };
+        found.push(rest[open + 1..open + close].trim().to_ascii_lowercase());
+        rest = &rest[open + close + 1..];
+    }
+    if found.is_empty() {
+        found.extend(
+            value
+                .split(',')
+                .map(|a| a.trim().to_ascii_lowercase())
+                .filter(|a| a.contains('@')),
+        );
+    }
+    found
+}
+
+impl Listener {
+    fn route(&self, session: &Session) -> Option<Arc<Route>> {
+        let account = session.account.as_ref()?;
+        self.bridge.routes.get(&account.profile).cloned()
+    }
+
+    fn mail(&self, session: &Session, from: &str) -> Option<Reply> {
+        let (Some(account), Some(route)) = (&session.account, self.route(session)) else {
+            return Some(Reply::new(530, "5.7.0 Authentication required"));
+        };
+        if !account.may_send_as(from) {
+            return Some(Reply::new(
+                550,
+                &format!(
+                    "5.7.1 {from} is not an address account {} may send as; the bridge operator can allow it \
+                     (m365mail bridge client remove/add with --from-allow)",
+                    account.name
+                ),
+            ));
+        }
+        self.pace(&route).err()
+    }
+
+    fn pace(&self, route: &Route) -> Result<(), Reply> {
+        lock(&route.window).admit(Instant::now()).map_err(|wait| {
+            Reply::new(
+                451,
+                &format!(
+                    "4.7.0 Microsoft 365 takes at most {} messages a minute from {}; try again in {} s",
+                    self.bridge.options.rate_per_minute.unwrap_or(0),
+                    route.upstream.mailbox(),
+                    wait.as_secs().max(1)
+                ),
+            )
+        })
+    }
+
+    async fn submit(
+        &self,
+        session: &mut Session,
+        core: &SmtpServer,
+        from: String,
+        recipients: Vec<String>,
+        data: Vec<u8>,
+    ) -> SubmitOutcome {
+        let (Some(account), Some(route)) = (session.account.clone(), self.route(session)) else {
+            return SubmitOutcome::Refused(Reply::new(530, "5.7.0 Authentication required"));
+        };
+        let size = data.len();
+        let audit = |result: &str, reply: &str| {
+            tracing::info!(target: "m365mail::audit", event = "message", peer = %session.peer,
+                           account = %account.name, from = %from, recipients = recipients.len(), size,
+                           upstream = %route.upstream.describe(), result, reply);
+        };
+        if let Some(header_from) = header_value(&data, "from") {
+            let stranger = addresses(&header_from)
+                .into_iter()
+                .find(|address| !account.may_send_as(address));
+            if let Some(stranger) = stranger {
+                let reply = Reply::new(
+                    550,
+                    &format!(
+                        "5.7.1 The From: header names {stranger}, not an address account {} may send as",
+                        account.name
+                    ),
+                );
+                audit("refused", reply.text());
+                return SubmitOutcome::Refused(reply);
+            }
+        }
+        if let Err(reply) = self.pace(&route) {
+            audit("deferred", reply.text());
+            return SubmitOutcome::Refused(reply);
+        }
+        let received = format!(
+            "Received: from {} ([{}])\r\n\tby {} (m365mail bridge) with {};\r\n\t{}\r\n",
+            core.hello_name().unwrap_or("unknown"),
+            session.peer.ip(),
+            self.bridge.options.host_name,
+            if core.is_tls() { "ESMTPSA" } else { "ESMTPA" },
+            rfc5322_now(self.bridge.options.clock.as_ref()),
+        );
+        let mut message = Vec::with_capacity(received.len() + data.len());
+        message.extend_from_slice(received.as_bytes());
+        message.extend_from_slice(&data);
+        drop(data);
+        match route.upstream.relay(&from, &recipients, message).await {
+            Ok(submitted) => {
+                lock(&route.window).record(Instant::now());
+                session.relayed += 1;
+                audit("relayed", &submitted.reply);
+                let message_id = if submitted.message_id.is_empty() {
+                    uuid::Uuid::new_v4().simple().to_string()
+                } else {
+                    submitted.message_id
+                };
+                SubmitOutcome::Accepted { message_id }
+            }
+            Err(error) => {
+                let reply =
+                    client_reply(&error, route.upstream.mailbox(), &route.upstream.describe());
+                tracing::warn!(account = %account.name, error = %error, "relay failed");
+                audit(
+                    if reply.code() < 500 {
+                        "deferred"
+                    } else {
+                        "refused"
+                    },
+                    reply.text(),
+                );
+                session.refused += 1;
+                SubmitOutcome::Refused(reply)
+            }
+        }
+    }
+}
+
+impl Protocol for Listener {
+    fn serve(
+        self: Arc<Self>,
+        connection: Connection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move { self.run(connection).await })
+    }
+}
+
+impl Listener {
+    async fn run(&self, connection: Connection) {
+        let Connection {
+            mut stream,
+            mut shutdown,
+            starttls,
+            peer,
+        } = connection;
+        let options = &self.bridge.options;
+        let limits = options.limits;
+        if !options.allow_networks.is_empty()
+            && !options
+                .allow_networks
+                .iter()
+                .any(|net| net.contains(&peer.ip()))
+        {
+            tracing::info!(target: "m365mail::audit", event = "session", %peer, result = "network-not-allowed");
+            let line = format!(
+                "554 5.7.1 {} is not allowed to use this bridge\r\n",
+                peer.ip()
+            );
+            let _ = write_all(&mut stream, line.as_bytes(), limits.write_timeout).await;
+            return;
+        }
+        let policy = RelayPolicy {
+            auth_without_tls: is_loopback(peer.ip()) || self.allow_auth_without_tls,
+            starttls: starttls.is_some(),
+        };
+        let greeting = format!("{} m365mail bridge ESMTP ready", options.host_name);
+        let mut core = SmtpServer::with_role(
+            Role::Relay(policy),
+            &greeting,
+            &options.host_name,
+            &peer.ip().to_string(),
+            self.implicit_tls,
+        )
+        .with_max_size(options.max_message_bytes);
+        let mut session = Session {
+            peer,
+            account: None,
+            relayed: 0,
+            refused: 0,
+        };
+        tracing::info!(target: "m365mail::audit", event = "session", %peer, result = "opened");
+        let mut buffer = vec![0u8; 16 * 1024];
+        let mut deadline = tokio::time::Instant::now() + limits.command_timeout;
+        let end = loop {
+            let mut upgrade = false;
+            let stop = loop {
+                let output = core.take_output();
+                if !output.is_empty() {
+                    for line in output.split(|b| *b == b'\n') {
+                        if matches!(line.first(), Some(b'4' | b'5')) {
+                            let line = String::from_utf8_lossy(line);
+                            audit_reply(
+                                peer,
+                                session.account.as_ref().map(|a| a.name.as_str()),
+                                line.trim_end(),
+                            );
+                        }
+                    }
+                    if !write_all(&mut stream, &output, limits.write_timeout).await {
+                        break Some("client stopped reading");
+                    }
+                    deadline = tokio::time::Instant::now() + limits.command_timeout;
+                }
+                let Some(event) = core.next_event() else {
+                    break None;
+                };
+                match event {
+                    Event::StartTls => upgrade = true,
+                    Event::Login { user, password } => {
+                        let (outcome, account) = self.bridge.login(peer, user, password).await;
+                        session.account = account;
+                        core.authenticated(outcome);
+                    }
+                    Event::Mail { from, .. } => {
+                        let verdict = self.mail(&session, &from);
+                        core.mail_answered(verdict);
+                    }
+                    Event::Submit {
+                        from,
+                        recipients,
+                        data,
+                    } => {
+                        let outcome = self
+                            .submit(&mut session, &core, from, recipients, data)
+                            .await;
+                        core.submitted(outcome);
+                    }
+                    // The relay role never asks for a token.
+                    Event::Authenticate { .. } => core.authenticated(AuthOutcome::Refused),
+                }
+            };
+            if let Some(reason) = stop {
+                break reason;
+            }
+            if upgrade {
+                let Some(acceptor) = &starttls else {
+                    break "STARTTLS without a certificate";
+                };
+                match tokio::time::timeout(limits.write_timeout, acceptor.clone().accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => stream = Box::new(tls),
+                    _ => return,
+                }
+                // RFC 3207: nothing from before TLS carries over, the sign-in included.
+                core = core.into_tls();
+                session.account = None;
+                deadline = tokio::time::Instant::now() + limits.command_timeout;
+                continue;
+            }
+            if core.is_closed() {
+                let _ = tokio::time::timeout(limits.write_timeout, stream.shutdown()).await;
+                break "quit";
+            }
+            let until = deadline.min(tokio::time::Instant::now() + options.idle_timeout);
+            let read = tokio::select! {
+                read = tokio::time::timeout_at(until, stream.read(&mut buffer)) => read,
+                () = stopped(&mut shutdown) => break "bridge stopping",
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => core.receive(&buffer[..n]),
+                Ok(_) => break "client closed",
+                Err(_) => {
+                    let _ = write_all(
+                        &mut stream,
+                        b"421 4.4.2 Timeout waiting for the client; closing\r\n",
+                        limits.write_timeout,
+                    )
+                    .await;
+                    break "timeout";
+                }
+            }
+        };
+        tracing::info!(target: "m365mail::audit", event = "session", %peer,
+                       account = session.account.as_ref().map_or("-", |a| a.name.as_str()),
+                       relayed = session.relayed, refused = session.refused,
+                       result = end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_header_addresses_are_all_found() {
+        assert_eq!(
+            addresses("\"Scan, Office\" <Scan@Contoso.com>, other@x.test"),
+            ["scan@contoso.com"]
+        );
+        assert_eq!(addresses("a@b.c, d@e.f"), ["a@b.c", "d@e.f"]);
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback("192.0.2.1".parse().unwrap()));
+    }
+}

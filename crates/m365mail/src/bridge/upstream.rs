@@ -1,0 +1,319 @@
+//! The direct upstream: the received message relayed byte for byte to the profile's SMTP submission server
+//! with SASL XOAUTH2 (the [`SmtpSender`] that `m365mail send` uses), a token from the profile's
+//! [`TokenProvider`], one reused connection, and a new sign-in before the token expires. Its failures become
+//! the reply the device sees ([`client_reply`]): never `535` (that would tell the device its own password
+//! was wrong), a `4xx` for what may pass, a `5xx` with the reason for what will not.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use m365mail_proto::smtp::server::Reply;
+
+use crate::auth::{AuthError, TokenProvider};
+use crate::mime::BuiltMessage;
+use crate::smtp::{Rejection, SmtpError, SmtpOptions, SmtpSender, Submit as _, Submitted};
+use crate::time::Clock;
+
+/// A token this close to expiry is renewed (and the upstream signed in again) before the next message.
+const RENEW_BEFORE: Duration = Duration::from_secs(300);
+
+/// Why a relay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// No token for the upstream.
+    #[error("no token for the upstream: {0}")]
+    Token(#[from] AuthError),
+    /// The upstream refused or could not be reached.
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
+}
+
+struct Current {
+    sender: SmtpSender,
+    expires_at: SystemTime,
+}
+
+/// SMTP with XOAUTH2 as one mailbox.
+pub struct SmtpUpstream {
+    provider: TokenProvider,
+    options: SmtpOptions,
+    mailbox: String,
+    clock: Arc<dyn Clock>,
+    current: tokio::sync::Mutex<Option<Current>>,
+}
+
+impl std::fmt::Debug for SmtpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpUpstream")
+            .field("endpoint", &self.options.endpoint.address.to_string())
+            .field("mailbox", &self.mailbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpUpstream {
+    /// Relays as `mailbox` (the XOAUTH2 `user=`) to `options`' server with tokens from `provider`.
+    pub fn new(
+        provider: TokenProvider,
+        options: SmtpOptions,
+        mailbox: String,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            provider,
+            options,
+            mailbox,
+            clock,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// `smtp://host:port`, for logs and audit lines.
+    pub fn describe(&self) -> String {
+        format!("smtp://{}", self.options.endpoint.address)
+    }
+
+    /// The mailbox it signs in as.
+    pub fn mailbox(&self) -> &str {
+        &self.mailbox
+    }
+
+    /// Gets a token now (at start, to report a profile that cannot sign in before a device tries).
+    pub async fn check_token(&self) -> Result<SystemTime, AuthError> {
+        Ok(self.provider.token().await?.expires_at)
+    }
+
+    /// Relays one message: `data` as received (CRLF lines, dot-unstuffed, ending in CRLF).
+    pub async fn relay(
+        &self,
+        from: &str,
+        recipients: &[String],
+        data: Vec<u8>,
+    ) -> Result<Submitted, RelayError> {
+        let mut current = self.current.lock().await;
+        let renew = current.as_ref().is_none_or(|c| {
+            c.expires_at
+                .duration_since(self.clock.now())
+                .unwrap_or_default()
+                < RENEW_BEFORE
+        });
+        if renew {
+            let token = self.provider.token().await?;
+            if current
+                .as_ref()
+                .is_none_or(|c| c.expires_at != token.expires_at)
+            {
+                if let Some(old) = current.take() {
+                    old.sender.close().await;
+                }
+                *current = Some(Current {
+                    sender: SmtpSender::new(&self.options, &self.mailbox, &token.token)?,
+                    expires_at: token.expires_at,
+                });
+            }
+        }
+        let Some(live) = current.as_ref() else {
+            unreachable!("a sender was just made");
+        };
+        let message = BuiltMessage {
+            message_id: message_id(&data),
+            bytes: data,
+            envelope_from: from.to_owned(),
+            recipients: recipients.to_vec(),
+        };
+        let result = live.sender.submit(&message).await;
+        if matches!(
+            result.as_ref().map_err(SmtpError::rejection),
+            Err(Some(Rejection::AuthFailed))
+        ) {
+            // A token refused mid-life (revoked, rights changed): sign in afresh next time.
+            if let Some(old) = current.take() {
+                old.sender.close().await;
+            }
+        }
+        Ok(result?)
+    }
+
+    /// Closes the upstream connection.
+    pub async fn close(&self) {
+        if let Some(old) = self.current.lock().await.take() {
+            old.sender.close().await;
+        }
+    }
+}
+
+/// The message's `Message-ID` without brackets (empty when it has none).
+pub(crate) fn message_id(data: &[u8]) -> String {
+    header_value(data, "message-id")
+        .map(|v| v.trim().trim_matches(|c| c == '<' || c == '>').to_owned())
+        .unwrap_or_default()
+}
+
+/// The first value of header `name` (unfolded), from the header block of `data`.
+pub(crate) fn header_value(data: &[u8], name: &str) -> Option<String> {
+    let end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(data.len(), |p| p + 2);
+    let head = String::from_utf8_lossy(&data[..end]);
+    let mut lines = head.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        let Some((field, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !field.trim().eq_ignore_ascii_case(name) || field.starts_with([' ', '\t']) {
+            continue;
+        }
+        let mut value = value.to_owned();
+        while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+            value.push(' ');
+            value.push_str(next.trim());
+        }
+        return Some(value.trim().to_owned());
+    }
+    None
+}
+
+/// The reply a device gets for a failed relay through `upstream` as `mailbox`.
+pub fn client_reply(error: &RelayError, mailbox: &str, upstream: &str) -> Reply {
+    let error = match error {
+        RelayError::Token(e) => {
+            let code = if e.is_transient() { 451 } else { 554 };
+            let enhanced = if code == 451 { "4.7.0" } else { "5.7.0" };
+            return Reply::new(
+                code,
+                &format!(
+                    "{enhanced} The bridge could not get a Microsoft 365 token for {mailbox}: {}. {}",
+                    e.cause(),
+                    e.remedy()
+                ),
+            );
+        }
+        RelayError::Smtp(e) => e,
+    };
+    let upstream_text = match error {
+        SmtpError::Refused { code, text, .. } => format!("{code} {text}"),
+        other => other.to_string(),
+    };
+    let (code, text) = match error {
+        SmtpError::Refused { .. } => match error.rejection() {
+            Some(Rejection::SmtpAuthDisabled) => (
+                554,
+                format!(
+                    "5.7.139 Microsoft 365 has SMTP AUTH switched off for {mailbox} or its tenant, so the \
+                     bridge cannot relay over SMTP. An administrator can allow it for this mailbox \
+                     (Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false); the \
+                     bridge's Graph upstream (part 2) is the way round when it must stay off."
+                ),
+            ),
+            Some(Rejection::AuthFailed) => (
+                554,
+                format!(
+                    "5.7.3 Microsoft 365 refused the bridge's token for {mailbox} ({upstream_text}): check \
+                     the profile's SMTP.Send permission or SMTP.SendAsApp role, the Exchange service \
+                     principal and the mailbox rights (m365mail token get --show-token | m365mail token inspect)"
+                ),
+            ),
+            Some(Rejection::SendAsDenied) => (
+                550,
+                format!(
+                    "5.7.60 Microsoft 365: {mailbox} may not send as this sender ({upstream_text}); grant \
+                     SendAs (Add-RecipientPermission) or send as {mailbox}"
+                ),
+            ),
+            Some(Rejection::TooLarge) => (
+                552,
+                format!("5.3.4 Microsoft 365: message too large ({upstream_text})"),
+            ),
+            Some(Rejection::Throttled) => (
+                451,
+                format!("4.7.0 Microsoft 365 asks to try later ({upstream_text})"),
+            ),
+            Some(Rejection::BadAddress) => (
+                550,
+                format!("5.1.0 Microsoft 365 refused an address ({upstream_text})"),
+            ),
+            _ => (
+                554,
+                format!("5.0.0 Microsoft 365 refused the message ({upstream_text})"),
+            ),
+        },
+        SmtpError::Unconfirmed { .. } => (
+            451,
+            format!(
+                "4.4.2 The connection to Microsoft 365 broke after the message was sent and before it \
+                 answered; it may have been delivered (check {mailbox}'s Sent Items before sending again)"
+            ),
+        ),
+        SmtpError::BadAddress { .. } => (
+            550,
+            format!("5.1.3 The bridge cannot relay this envelope: {upstream_text}"),
+        ),
+        _ => (
+            451,
+            format!(
+                "4.4.1 Microsoft 365 could not be reached through {upstream}: {upstream_text}; try again later"
+            ),
+        ),
+    };
+    Reply::new(code, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(reply: &str) -> RelayError {
+        let code: u16 = reply[..3].parse().unwrap();
+        let text = reply[4..].to_owned();
+        let enhanced = text.split_whitespace().next();
+        RelayError::Smtp(SmtpError::Refused {
+            endpoint: "smtp.office365.com:587".into(),
+            rejection: Rejection::of(code, enhanced, &text),
+            code,
+            text,
+        })
+    }
+
+    #[test]
+    fn upstream_refusals_are_reworded_for_the_device_and_never_535() {
+        let up = "smtp://smtp.office365.com:587";
+        let off = client_reply(
+            &refused(
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled",
+            ),
+            "scan@contoso.com",
+            up,
+        );
+        assert_eq!(off.code(), 554);
+        assert!(off.text().starts_with("5.7.139 "), "{}", off.text());
+        assert!(off.text().contains("SMTP AUTH switched off"));
+        assert!(off.text().contains("Graph upstream"));
+        let auth = client_reply(
+            &refused("535 5.7.3 Authentication unsuccessful"),
+            "a@b.c",
+            up,
+        );
+        assert_eq!(auth.code(), 554);
+        let throttled = client_reply(
+            &refused("452 4.3.1 Insufficient system resources"),
+            "a@b.c",
+            up,
+        );
+        assert_eq!(throttled.code(), 451);
+        let send_as = client_reply(&refused("554 5.2.252 SendAsDenied; x"), "a@b.c", up);
+        assert_eq!(send_as.code(), 550);
+        assert!(send_as.text().contains("SendAs"));
+    }
+
+    #[test]
+    fn headers_are_found_unfolded_and_only_in_the_header_block() {
+        let data = b"Subject: x\r\nFrom: Scanner\r\n <scan@contoso.com>\r\nMessage-ID: <a@b>\r\n\r\nFrom: body@x\r\n";
+        assert_eq!(
+            header_value(data, "from").as_deref(),
+            Some("Scanner <scan@contoso.com>")
+        );
+        assert_eq!(message_id(data), "a@b");
+        assert_eq!(header_value(b"Subject: x\r\n\r\nTo: y\r\n", "to"), None);
+    }
+}
