@@ -169,6 +169,73 @@ pub(crate) struct ConfigFile {
     pub(crate) default_profile: Option<String>,
     #[serde(default)]
     pub(crate) profiles: BTreeMap<String, Profile>,
+    /// `m365mail bridge`'s settings.
+    #[serde(default)]
+    pub(crate) bridge: BridgeSection,
+}
+
+/// The `[bridge]` section.
+///
+/// ```toml
+/// [bridge]
+/// hostname = "bridge.lan"                 # in the greeting, EHLO and Received: (default: localhost)
+/// accounts = "/path/bridge-accounts.json" # default: the user data dir
+/// state_dir = "/path"                     # a generated certificate lives here (default: the user data dir)
+/// max_message_bytes = 36700160            # SIZE (default 35 MiB, Exchange Online's default)
+/// max_connections = 100                   # per listener
+/// command_timeout_secs = 300              # a command, or a whole DATA, must finish within this
+/// idle_timeout_secs = 60                  # a client silent this long is closed (a stalled DATA too)
+/// rate_per_minute = 30                    # per upstream mailbox; 0 turns pacing off
+/// allow_networks = ["192.168.10.0/24"]    # source networks allowed to connect (default: any)
+///
+/// [[bridge.listen]]
+/// address = "0.0.0.0:587"
+/// tls = "starttls"                        # none | starttls | implicit
+/// certificate = "/path/cert.pem"          # with private_key; neither: one is generated on first start
+/// private_key = "/path/key.pem"
+/// allow_auth_without_tls = false          # a password in clear text off loopback: a risk you accept
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BridgeSection {
+    pub(crate) hostname: Option<String>,
+    pub(crate) accounts: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) max_message_bytes: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) command_timeout_secs: Option<u64>,
+    pub(crate) idle_timeout_secs: Option<u64>,
+    pub(crate) rate_per_minute: Option<u32>,
+    #[serde(default)]
+    pub(crate) allow_networks: Vec<String>,
+    #[serde(default)]
+    pub(crate) listen: Vec<BridgeListen>,
+}
+
+/// One `[[bridge.listen]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BridgeListen {
+    pub(crate) address: String,
+    #[serde(default)]
+    pub(crate) tls: BridgeTls,
+    pub(crate) certificate: Option<PathBuf>,
+    pub(crate) private_key: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) allow_auth_without_tls: bool,
+}
+
+/// A bridge listener's TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BridgeTls {
+    /// Plain text (loopback, or AUTH refused unless allowed).
+    #[default]
+    None,
+    /// Plain, upgraded by STARTTLS.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Implicit,
 }
 
 /// One line: `line L column C: message`, with any value quoted in the message redacted (names of keys and

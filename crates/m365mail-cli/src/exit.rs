@@ -50,6 +50,9 @@ pub(crate) fn classified(err: &anyhow::Error) -> Option<&dyn Classified> {
         if let Some(e) = cause.downcast_ref::<SinkError>() {
             return Some(e as &dyn Classified);
         }
+        if let Some(e) = cause.downcast_ref::<m365mail::bridge::BridgeError>() {
+            return Some(e as &dyn Classified);
+        }
         None
     })
 }

@@ -4,6 +4,7 @@
 //! an exit code by cause (see `exit`).
 #![forbid(unsafe_code)]
 
+mod bridge;
 mod config;
 mod demo;
 mod exit;
@@ -51,6 +52,9 @@ pub(crate) struct GlobalArgs {
         default_value = "m365mail=warn,m365mail_sandbox=warn"
     )]
     pub(crate) log: String,
+    /// Log lines as JSON objects (one per line, on stderr), for a log collector.
+    #[arg(long, global = true, env = "M365MAIL_LOG_JSON")]
+    pub(crate) log_json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +77,9 @@ enum Command {
     Checkpoint(read::CheckpointCommand),
     /// Run the demo on the embedded sandbox: every token flow, with decoded claims.
     Demo(demo::DemoArgs),
+    /// A local SMTP bridge: password-only devices and apps send through it to Microsoft 365 (XOAUTH2).
+    #[command(subcommand)]
+    Bridge(bridge::BridgeCommand),
 }
 
 fn main() -> ExitCode {
@@ -83,7 +90,17 @@ fn main() -> ExitCode {
         eprintln!("m365mail: {message}");
         return ExitCode::from(2);
     }
-    init_logging(&cli.global.log);
+    // The bridge is a service: its audit lines (info) are its point, unless --log / M365MAIL_LOG says otherwise.
+    let log = if matches!(
+        cli.command,
+        Command::Bridge(bridge::BridgeCommand::Serve(_))
+    ) && matches.value_source("log") == Some(clap::parser::ValueSource::DefaultValue)
+    {
+        "m365mail=info,m365mail_sandbox=warn"
+    } else {
+        cli.global.log.as_str()
+    };
+    init_logging(log, cli.global.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -125,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send::run(*args, &cli.global).await,
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,
+        Command::Bridge(command) => bridge::run(command, &cli.global).await,
     }
 }
 
@@ -194,17 +212,20 @@ fn wrap(label: &str, text: &str, width: Option<usize>) -> String {
     out
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("m365mail=warn,m365mail_sandbox=warn")
     });
     // Colour only for a person at a terminal: escape codes in a log file or a CI log are noise.
     use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 #[cfg(test)]

@@ -438,5 +438,13 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
             toml_str(demo::USER_UPN)
         ),
     ));
+    // The bridge's accounts and generated certificate stay beside this file; no pacing, since the sandbox
+    // does not throttle (Exchange Online's 30 a minute would only slow tests down).
+    text.push_str(&format!(
+        "\n# `m365mail bridge`: accounts and a generated certificate beside this file, no pacing against the sandbox\n\
+         [bridge]\naccounts = {}\nstate_dir = {}\nrate_per_minute = 0\n",
+        shown(&beside("bridge-accounts.json")),
+        shown(dir)
+    ));
     write_file(path, &text, 0o644)
 }

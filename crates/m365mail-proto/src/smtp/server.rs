@@ -533,6 +533,13 @@ impl SmtpServer {
                         State::PlainResponse => self.plain_response(line.trim()),
                         State::LoginUser => self.login_user(line.trim()),
                         State::LoginPassword => self.login_password(line.trim()),
+                        // A relay passes addresses on: a stray CR or other control byte in a command is
+                        // refused, never parsed around.
+                        _ if self.is_relay()
+                            && line.chars().any(|c| c.is_control() && c != '\t') =>
+                        {
+                            self.reply("501 5.5.2 Syntax error: control characters in the command");
+                        }
                         _ => self.command(&line),
                     }
                 }

@@ -254,7 +254,8 @@ struct Session {
     peer: SocketAddr,
     account: Option<Account>,
     relayed: u32,
-    refused: u32,
+    /// Negative replies sent (sign-ins, senders, messages, commands).
+    refusals: u32,
 }
 
 fn is_loopback(ip: IpAddr) -> bool {
@@ -398,7 +399,6 @@ impl Listener {
                     },
                     reply.text(),
                 );
-                session.refused += 1;
                 SubmitOutcome::Refused(reply)
             }
         }
@@ -455,7 +455,7 @@ impl Listener {
             peer,
             account: None,
             relayed: 0,
-            refused: 0,
+            refusals: 0,
         };
         tracing::info!(target: "m365mail::audit", event = "session", %peer, result = "opened");
         let mut buffer = vec![0u8; 16 * 1024];
@@ -467,6 +467,7 @@ impl Listener {
                 if !output.is_empty() {
                     for line in output.split(|b| *b == b'\n') {
                         if matches!(line.first(), Some(b'4' | b'5')) {
+                            session.refusals += 1;
                             let line = String::from_utf8_lossy(line);
                             audit_reply(
                                 peer,
@@ -552,7 +553,7 @@ impl Listener {
         };
         tracing::info!(target: "m365mail::audit", event = "session", %peer,
                        account = session.account.as_ref().map_or("-", |a| a.name.as_str()),
-                       relayed = session.relayed, refused = session.refused,
+                       relayed = session.relayed, refusals = session.refusals,
                        result = end);
     }
 }

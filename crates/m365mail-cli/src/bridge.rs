@@ -1,0 +1,541 @@
+//! `m365mail bridge`: SMTP submission for password-only devices and applications, relayed to Microsoft 365
+//! with XOAUTH2 (`serve`), and the local accounts they sign in with (`client add|list|remove|reset-password`).
+//! The work is in `m365mail::bridge`; here are the flags, the `[bridge]` section and the output.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser as _;
+use m365mail::auth::Target;
+use m365mail::bridge::accounts::Accounts;
+use m365mail::bridge::service::{Bridge, BridgeOptions};
+use m365mail::bridge::upstream::SmtpUpstream;
+use m365mail::bridge::{BridgeError, tls};
+use m365mail::smtp::SmtpOptions;
+use m365mail::time::{Clock as _, SystemClock};
+use serde_json::json;
+
+use crate::GlobalArgs;
+use crate::config::{BridgeSection, BridgeTls, ConfigFile, usage};
+use crate::session::{self, AuthArgs, ProfileArgs, ScopeChoice};
+
+/// `m365mail bridge …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum BridgeCommand {
+    /// Serve SMTP submission to password-only clients and relay each message to Microsoft 365 with XOAUTH2
+    /// (the profile of the account that signed in). Runs in the foreground; Ctrl-C or SIGTERM stops it.
+    Serve(ServeArgs),
+    /// The local accounts devices sign in with.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+/// Where the accounts file is.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AccountsArg {
+    /// The accounts file (default: the `[bridge]` section's `accounts`, else the user data dir's
+    /// `m365mail/bridge-accounts.json`).
+    #[arg(long, value_name = "FILE")]
+    accounts: Option<PathBuf>,
+}
+
+/// `bridge serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Listen here instead of the `[[bridge.listen]]` entries: plain SMTP (repeatable), e.g. 127.0.0.1:2525
+    /// (port 0: any free port, printed). Off loopback, AUTH needs `--allow-auth-without-tls`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// With --listen: accept passwords in clear text from clients that are not on loopback (a risk).
+    #[arg(long, requires = "listen")]
+    allow_auth_without_tls: bool,
+    /// No pacing (the `[bridge]` rate_per_minute), e.g. against the sandbox.
+    #[arg(long)]
+    no_pacing: bool,
+    #[command(flatten)]
+    accounts: AccountsArg,
+}
+
+/// `bridge client …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Create an account for a device or application and print its generated password once. The account's
+    /// mail goes through the profile given with -p/--profile.
+    Add {
+        /// The username the device signs in with.
+        name: String,
+        /// An address it may send as (repeatable; default: the profile's mailbox or username).
+        #[arg(long = "from-allow", value_name = "ADDRESS")]
+        from_allow: Vec<String>,
+        #[command(flatten)]
+        accounts: AccountsArg,
+    },
+    /// List the accounts (never their passwords or hashes).
+    List {
+        #[command(flatten)]
+        accounts: AccountsArg,
+    },
+    /// Remove an account (a running bridge refuses it from the next sign-in).
+    Remove {
+        /// The account.
+        name: String,
+        #[command(flatten)]
+        accounts: AccountsArg,
+    },
+    /// Give an account a new generated password (printed once; the old one stops working).
+    ResetPassword {
+        /// The account.
+        name: String,
+        #[command(flatten)]
+        accounts: AccountsArg,
+    },
+}
+
+pub(crate) async fn run(command: BridgeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (config, _) = ConfigFile::load(global.config.as_deref())?;
+    match command {
+        BridgeCommand::Serve(args) => serve(args, global, &config).await,
+        BridgeCommand::Client(command) => client(command, global, &config),
+    }
+}
+
+fn accounts_path(arg: &AccountsArg, section: &BridgeSection) -> anyhow::Result<PathBuf> {
+    arg.accounts
+        .clone()
+        .or_else(|| section.accounts.clone())
+        .or_else(Accounts::default_path)
+        .ok_or_else(|| usage("no user data directory: give --accounts FILE or [bridge] accounts"))
+}
+
+fn now_rfc3339() -> String {
+    m365mail::time::rfc3339(SystemClock.unix_now())
+}
+
+fn client(
+    command: ClientCommand,
+    global: &GlobalArgs,
+    config: &ConfigFile,
+) -> anyhow::Result<ExitCode> {
+    let section = &config.bridge;
+    match command {
+        ClientCommand::Add {
+            name,
+            from_allow,
+            accounts,
+        } => {
+            let (profile_name, profile) = config.profile(global.profile.as_deref())?;
+            if !config.profiles.contains_key(&profile_name) {
+                return Err(usage(format!(
+                    "no profile {profile_name:?} in the config file: an account relays through a profile \
+                     (give -p/--profile NAME)"
+                )));
+            }
+            let from_allow = if from_allow.is_empty() {
+                profile
+                    .mailbox
+                    .clone()
+                    .or(profile.username.clone())
+                    .into_iter()
+                    .collect()
+            } else {
+                from_allow
+            };
+            let path = accounts_path(&accounts, section)?;
+            let mut file = Accounts::load(&path)?;
+            let password = file.add(&name, &profile_name, from_allow.clone(), &now_rfc3339())?;
+            file.save()?;
+            if global.json {
+                println!(
+                    "{}",
+                    json!({ "name": name, "profile": profile_name, "from_allow": from_allow,
+                            "password": password.expose(), "accounts": path })
+                );
+            } else {
+                println!("{}", password.expose());
+                eprintln!(
+                    "account {name:?} added to {} (profile {profile_name}, may send as {}).\n\
+                     The line above is its password, shown this once: enter it in the device now \
+                     (`m365mail bridge client reset-password {name}` makes a new one).",
+                    path.display(),
+                    from_allow.join(", ")
+                );
+            }
+        }
+        ClientCommand::List { accounts } => {
+            let path = accounts_path(&accounts, section)?;
+            let file = Accounts::load(&path)?;
+            if global.json {
+                let list: Vec<_> = file
+                    .list()
+                    .iter()
+                    .map(|a| {
+                        json!({ "name": a.name, "profile": a.profile, "from_allow": a.from_allow,
+                                     "changed": a.changed })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else if file.list().is_empty() {
+                eprintln!(
+                    "no accounts in {} (add one: m365mail bridge client add NAME -p PROFILE)",
+                    path.display()
+                );
+            } else {
+                println!(
+                    "{:<24} {:<20} {:<21} FROM-ALLOW",
+                    "NAME", "PROFILE", "CHANGED"
+                );
+                for a in file.list() {
+                    println!(
+                        "{:<24} {:<20} {:<21} {}",
+                        a.name,
+                        a.profile,
+                        a.changed,
+                        a.from_allow.join(", ")
+                    );
+                }
+            }
+        }
+        ClientCommand::Remove { name, accounts } => {
+            let path = accounts_path(&accounts, section)?;
+            let mut file = Accounts::load(&path)?;
+            file.remove(&name)?;
+            file.save()?;
+            eprintln!("account {name:?} removed from {}", path.display());
+        }
+        ClientCommand::ResetPassword { name, accounts } => {
+            let path = accounts_path(&accounts, section)?;
+            let mut file = Accounts::load(&path)?;
+            let password = file.reset_password(&name, &now_rfc3339())?;
+            file.save()?;
+            if global.json {
+                println!("{}", json!({ "name": name, "password": password.expose() }));
+            } else {
+                println!("{}", password.expose());
+                eprintln!("account {name:?}: the line above is its new password, shown this once");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags at their defaults, for sessions built per account profile.
+#[derive(clap::Parser)]
+struct Defaults {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+/// One listener to open.
+struct ListenSpec {
+    address: String,
+    tls: BridgeTls,
+    certificate: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    allow_auth_without_tls: bool,
+}
+
+async fn upstream_for(global: &GlobalArgs, profile: &str) -> anyhow::Result<SmtpUpstream> {
+    let defaults = Defaults::try_parse_from(["m365mail"])?;
+    let global = GlobalArgs {
+        profile: Some(profile.to_owned()),
+        ..global.clone()
+    };
+    let session = session::build(
+        &global,
+        &defaults.profile,
+        &defaults.auth,
+        ScopeChoice::Mail(Target::Smtp),
+    )?;
+    let endpoint = session::mail_endpoint(&session, Target::Smtp, None, None)?;
+    let app_only = session.flow.is_app_only();
+    let mailbox = match session.profile.mailbox.clone().or_else(|| {
+        (!app_only)
+            .then(|| session.settings.username.clone())
+            .flatten()
+    }) {
+        Some(mailbox) => mailbox,
+        None if app_only => {
+            return Err(usage(format!(
+                "profile {profile:?} is app-only: set its `mailbox` (the mailbox the bridge sends as)"
+            )));
+        }
+        None => session.provider.token().await?.account.ok_or_else(|| {
+            usage(format!(
+                "profile {profile:?}: set its `username` or `mailbox`"
+            ))
+        })?,
+    };
+    let options = SmtpOptions::new(endpoint, session.trust.clone());
+    Ok(SmtpUpstream::new(
+        session.provider,
+        options,
+        mailbox,
+        Arc::new(SystemClock),
+    ))
+}
+
+async fn serve(
+    args: ServeArgs,
+    global: &GlobalArgs,
+    config: &ConfigFile,
+) -> anyhow::Result<ExitCode> {
+    let section = &config.bridge;
+    let host_name = section
+        .hostname
+        .clone()
+        .unwrap_or_else(|| "localhost".to_owned());
+    if host_name.is_empty()
+        || host_name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(usage(format!(
+            "[bridge] hostname {host_name:?}: give one DNS name"
+        )));
+    }
+    let mut options = BridgeOptions::new(&host_name);
+    if let Some(bytes) = section.max_message_bytes {
+        options.max_message_bytes = bytes;
+    }
+    if let Some(n) = section.max_connections {
+        options.limits.max_connections = n.max(1);
+    }
+    if let Some(secs) = section.command_timeout_secs {
+        options.limits.command_timeout = Duration::from_secs(secs.max(1));
+    }
+    if let Some(secs) = section.idle_timeout_secs {
+        options.idle_timeout = Duration::from_secs(secs.max(1));
+    }
+    options.rate_per_minute = match (args.no_pacing, section.rate_per_minute) {
+        (true, _) | (false, Some(0)) => None,
+        (false, Some(n)) => Some(n),
+        (false, None) => Some(30),
+    };
+    options.allow_networks = section
+        .allow_networks
+        .iter()
+        .map(|net| {
+            net.parse::<ipnet::IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    usage(format!(
+                        "[bridge] allow_networks: {net:?} is not a network such as 192.168.1.0/24"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+
+    let accounts_path = accounts_path(&args.accounts, section)?;
+    let accounts = Accounts::load(&accounts_path)?;
+    if accounts.list().is_empty() {
+        tracing::warn!(
+            "no accounts in {} yet: add one with `m365mail bridge client add NAME -p PROFILE` (no restart needed \
+             for a profile already in use)",
+            accounts_path.display()
+        );
+    }
+    let mut profiles: Vec<String> = accounts.list().iter().map(|a| a.profile.clone()).collect();
+    profiles.sort();
+    profiles.dedup();
+    let mut upstreams = HashMap::new();
+    let mut upstream_lines = Vec::new();
+    for profile in &profiles {
+        match upstream_for(global, profile).await {
+            Ok(upstream) => {
+                // A token now: a profile that cannot sign in is reported before a device finds out.
+                match upstream.check_token().await {
+                    Ok(_) => tracing::info!(%profile, mailbox = upstream.mailbox(),
+                                            upstream = %upstream.describe(), "upstream ready"),
+                    Err(e) => tracing::warn!(%profile, cause = %e.cause(), remedy = %e.remedy(),
+                                             "no token for this profile yet; its accounts' messages are deferred (451) until there is one"),
+                }
+                upstream_lines.push(json!({ "profile": profile, "mailbox": upstream.mailbox(),
+                                            "upstream": upstream.describe() }));
+                upstreams.insert(profile.clone(), upstream);
+            }
+            Err(e) => {
+                tracing::error!(%profile, error = %format!("{e:#}"),
+                                "this profile cannot be used; its accounts cannot sign in");
+            }
+        }
+    }
+    let bridge = Bridge::new(options.clone(), accounts_path.clone(), upstreams)?;
+
+    let specs: Vec<ListenSpec> = if args.listen.is_empty() {
+        if section.listen.is_empty() {
+            vec![ListenSpec {
+                address: "127.0.0.1:2525".into(),
+                tls: BridgeTls::None,
+                certificate: None,
+                private_key: None,
+                allow_auth_without_tls: false,
+            }]
+        } else {
+            section
+                .listen
+                .iter()
+                .map(|l| ListenSpec {
+                    address: l.address.clone(),
+                    tls: l.tls,
+                    certificate: l.certificate.clone(),
+                    private_key: l.private_key.clone(),
+                    allow_auth_without_tls: l.allow_auth_without_tls,
+                })
+                .collect()
+        }
+    } else {
+        args.listen
+            .iter()
+            .map(|address| ListenSpec {
+                address: address.clone(),
+                tls: BridgeTls::None,
+                certificate: None,
+                private_key: None,
+                allow_auth_without_tls: args.allow_auth_without_tls,
+            })
+            .collect()
+    };
+    let state_dir = section
+        .state_dir
+        .clone()
+        .or_else(|| {
+            directories::ProjectDirs::from("", "", "m365mail").map(|d| d.data_dir().to_path_buf())
+        })
+        .ok_or_else(|| usage("no user data directory: set [bridge] state_dir"))?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut listening = Vec::new();
+    for spec in &specs {
+        let address: std::net::SocketAddr = spec.address.parse().map_err(|_| {
+            usage(format!(
+                "listen address {:?}: give IP:PORT, e.g. 127.0.0.1:2525",
+                spec.address
+            ))
+        })?;
+        let certificate = match spec.tls {
+            BridgeTls::None => None,
+            _ => {
+                let certificate = tls::load_or_generate(
+                    spec.certificate.as_deref(),
+                    spec.private_key.as_deref(),
+                    &state_dir,
+                    &host_name,
+                )?;
+                if certificate.generated {
+                    eprintln!(
+                        "m365mail bridge: generated a certificate for {host_name} in {}",
+                        certificate.certificate.display()
+                    );
+                }
+                Some(certificate)
+            }
+        };
+        if spec.tls == BridgeTls::None
+            && !address.ip().is_loopback()
+            && !spec.allow_auth_without_tls
+        {
+            tracing::warn!(%address, "a plain listener off loopback: clients that are not on this machine cannot \
+                           sign in (AUTH before TLS is refused); give it tls = \"starttls\" or, accepting the risk, \
+                           allow_auth_without_tls = true");
+        }
+        if spec.allow_auth_without_tls && spec.tls == BridgeTls::None {
+            tracing::warn!(%address, "passwords in clear text are accepted on this listener (allow_auth_without_tls)");
+        }
+        let listener =
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| BridgeError::Listen {
+                    address: address.to_string(),
+                    detail: e.to_string(),
+                })?;
+        let bound = listener.local_addr()?;
+        let (server_tls, implicit, mode, fingerprint) = match (&certificate, spec.tls) {
+            (Some(c), BridgeTls::Implicit) => (
+                m365mail_server::ListenerTls::Implicit(c.acceptor.clone()),
+                true,
+                "implicit",
+                Some(c.fingerprint.clone()),
+            ),
+            (Some(c), _) => (
+                m365mail_server::ListenerTls::Starttls(c.acceptor.clone()),
+                false,
+                "starttls",
+                Some(c.fingerprint.clone()),
+            ),
+            (None, _) => (m365mail_server::ListenerTls::Plain, false, "none", None),
+        };
+        tasks.push(m365mail_server::spawn_listener(
+            listener,
+            server_tls,
+            Duration::from_secs(30),
+            options.limits.max_connections,
+            bridge.listener(implicit, spec.allow_auth_without_tls),
+            stopped.clone(),
+        ));
+        listening.push(json!({ "address": bound.to_string(), "tls": mode,
+                               "allow_auth_without_tls": spec.allow_auth_without_tls,
+                               "fingerprint_sha256": fingerprint }));
+    }
+
+    if global.json {
+        println!(
+            "{}",
+            json!({ "listeners": listening, "accounts": accounts.list().len(), "accounts_file": accounts_path,
+                    "upstreams": upstream_lines,
+                    "rate_per_minute": options.rate_per_minute })
+        );
+    } else {
+        for l in &listening {
+            eprintln!(
+                "m365mail bridge: listening on {} (tls {}){}",
+                l["address"].as_str().unwrap_or(""),
+                l["tls"].as_str().unwrap_or(""),
+                l["fingerprint_sha256"]
+                    .as_str()
+                    .map(|f| format!(", certificate SHA-256 {f}"))
+                    .unwrap_or_default()
+            );
+        }
+        eprintln!(
+            "m365mail bridge: {} account(s) in {}, {} upstream(s); Ctrl-C stops",
+            accounts.list().len(),
+            accounts_path.display(),
+            upstream_lines.len()
+        );
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    wait_for_stop().await;
+    tracing::info!("stopping: open sessions get 2 s to finish");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    for route in bridge.routes().values() {
+        route.upstream.close().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM (systemd's stop).
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
