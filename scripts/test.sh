@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs formatting, lints and every test
-# (including the #[ignore]d ones that need external programs: MSAL Python, jsonschema, curl, and Debian's
+# (including the #[ignore]d ones that need external programs: MSAL Python, jsonschema, curl, msmtp, swaks, and Debian's
 # Dovecot with a local token issuer, started here on loopback and stopped on exit).
 # Usage: scripts/test.sh            (from anywhere; run as a user that may `pip install`)
 set -euo pipefail
@@ -8,9 +8,14 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "installing test dependencies (curl, Python MSAL, jsonschema)"
-if ! command -v curl >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl
+step "installing test dependencies (curl, msmtp, swaks, Python MSAL, jsonschema)"
+# curl, msmtp and swaks are the bridge's legacy clients (and curl the sandbox's HTTP/SMTP peer).
+missing=()
+for tool in curl msmtp swaks; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 python3 -m pip install --disable-pip-version-check --root-user-action=ignore --quiet \
     -r tests/msal/requirements.txt -r tests/schema/requirements.txt

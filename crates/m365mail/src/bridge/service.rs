@@ -108,6 +108,15 @@ async fn write_all(stream: &mut m365mail_server::Stream, bytes: &[u8], timeout: 
     )
 }
 
+/// Whole seconds to wait, rounded up (a client told "0 s" retries at once).
+fn seconds(wait: Duration) -> u64 {
+    wait.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
 fn audit_reply(peer: SocketAddr, account: Option<&str>, line: &str) {
     tracing::info!(target: "m365mail::audit", event = "refusal", %peer,
                    account = account.unwrap_or("-"), reply = line);
@@ -190,7 +199,7 @@ impl Bridge {
                 454,
                 &format!(
                     "4.7.0 Too many failed sign-ins from this address or for this account; try again in {} s",
-                    wait.as_secs().max(1)
+                    seconds(wait)
                 ),
             );
             return (AuthOutcome::Denied(reply), None);
@@ -320,7 +329,7 @@ impl Listener {
                     "4.7.0 Microsoft 365 takes at most {} messages a minute from {}; try again in {} s",
                     self.bridge.options.rate_per_minute.unwrap_or(0),
                     route.upstream.mailbox(),
-                    wait.as_secs().max(1)
+                    seconds(wait)
                 ),
             )
         })
