@@ -40,6 +40,8 @@ pub struct SmtpUpstream {
     mailbox: String,
     clock: Arc<dyn Clock>,
     current: tokio::sync::Mutex<Option<Current>>,
+    /// Connections opened by senders already replaced.
+    earlier_connections: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SmtpUpstream {
@@ -65,7 +67,29 @@ impl SmtpUpstream {
             mailbox,
             clock,
             current: tokio::sync::Mutex::new(None),
+            earlier_connections: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Connections opened to the upstream so far (one per sign-in: a new token, a broken or idle connection).
+    pub async fn connections_opened(&self) -> u64 {
+        let current = self
+            .current
+            .lock()
+            .await
+            .as_ref()
+            .map_or(0, |c| c.sender.connections_opened());
+        self.earlier_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + current
+    }
+
+    async fn retire(&self, old: Current) {
+        self.earlier_connections.fetch_add(
+            old.sender.connections_opened(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        old.sender.close().await;
     }
 
     /// `smtp://host:port`, for logs and audit lines.
@@ -104,7 +128,7 @@ impl SmtpUpstream {
                 .is_none_or(|c| c.expires_at != token.expires_at)
             {
                 if let Some(old) = current.take() {
-                    old.sender.close().await;
+                    self.retire(old).await;
                 }
                 *current = Some(Current {
                     sender: SmtpSender::new(&self.options, &self.mailbox, &token.token)?,
@@ -128,7 +152,7 @@ impl SmtpUpstream {
         ) {
             // A token refused mid-life (revoked, rights changed): sign in afresh next time.
             if let Some(old) = current.take() {
-                old.sender.close().await;
+                self.retire(old).await;
             }
         }
         Ok(result?)
@@ -136,8 +160,9 @@ impl SmtpUpstream {
 
     /// Closes the upstream connection.
     pub async fn close(&self) {
-        if let Some(old) = self.current.lock().await.take() {
-            old.sender.close().await;
+        let old = self.current.lock().await.take();
+        if let Some(old) = old {
+            self.retire(old).await;
         }
     }
 }

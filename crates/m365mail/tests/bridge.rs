@@ -1,0 +1,360 @@
+//! The bridge's driver over an in-memory stream with a peer address of our choosing (the tests may only use
+//! loopback, and some cases are about clients that are not on it): AUTH before TLS refused off loopback
+//! unless the listener opts in, the source-network allow-list, a stalled client closed with 421; and, with
+//! the in-process sandbox as Microsoft 365: one upstream connection reused across device sessions, a new
+//! sign-in when the token nears expiry, SMTP AUTH switched off explained to the device, pacing as 451.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use m365mail::auth::provider::FlowSource;
+use m365mail::auth::{
+    Access, Authority, CacheKey, ClientCredential, ClientOptions, Cloud, Flow, Scopes, Target,
+    TokenCache, TokenClient, TokenProvider,
+};
+use m365mail::bridge::accounts::Accounts;
+use m365mail::bridge::service::{Bridge, BridgeOptions};
+use m365mail::bridge::upstream::SmtpUpstream;
+use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+use m365mail::smtp::SmtpOptions;
+use m365mail::time::{Clock as _, FakeClock, SystemClock};
+use m365mail::tls::TlsTrust;
+use m365mail_sandbox::{Sandbox, SandboxConfig, demo};
+use m365mail_server::Connection;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+
+struct Client {
+    stream: DuplexStream,
+    task: tokio::task::JoinHandle<()>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Client {
+    async fn read_reply(&mut self) -> String {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        // Until a line whose 4th byte is a space (the last line of a reply), or the end of the stream.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut byte)).await {
+                Ok(Ok(1)) => got.push(byte[0]),
+                _ => break,
+            }
+            if got.ends_with(b"\r\n") {
+                let text = String::from_utf8_lossy(&got).into_owned();
+                let last = text
+                    .trim_end()
+                    .rsplit("\r\n")
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                if last.as_bytes().get(3) == Some(&b' ') {
+                    return text;
+                }
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    async fn send(&mut self, line: &str) -> String {
+        self.stream.write_all(line.as_bytes()).await.unwrap();
+        self.stream.write_all(b"\r\n").await.unwrap();
+        self.read_reply().await
+    }
+}
+
+fn bridge(options: BridgeOptions) -> (Arc<Bridge>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut accounts = Accounts::load(&dir.path().join("accounts.json")).unwrap();
+    accounts
+        .add("printer", "work", vec!["scan@contoso.com".into()], "t")
+        .unwrap();
+    accounts.save().unwrap();
+    let bridge = Bridge::new(options, dir.path().join("accounts.json"), HashMap::new()).unwrap();
+    (bridge, dir)
+}
+
+/// The sandbox as Microsoft 365 (SMTP STARTTLS, POP3S; one-hour tokens).
+async fn sandbox() -> Sandbox {
+    let mut config = SandboxConfig {
+        smtp: vec!["127.0.0.1:0".parse().unwrap()],
+        ..SandboxConfig::default()
+    };
+    config.lifetimes.access_token =
+        m365mail_sandbox::AccessTokenLifetime::Fixed(Duration::from_secs(3600));
+    Sandbox::start(config).await.unwrap()
+}
+
+/// A bridge whose account `printer` (password returned) relays as Adele through `sbx`, tokens from a
+/// provider on `clock`.
+async fn bridge_to(
+    sbx: &Sandbox,
+    clock: &FakeClock,
+    options: BridgeOptions,
+) -> (Arc<Bridge>, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut accounts = Accounts::load(&dir.path().join("accounts.json")).unwrap();
+    let password = accounts
+        .add("printer", "work", vec![demo::USER_UPN.into()], "t")
+        .unwrap();
+    accounts.save().unwrap();
+    let scopes = Scopes::for_target(Target::Smtp, Access::Delegated, &Cloud::Global);
+    let client = TokenClient::new(
+        Authority::new(
+            Cloud::custom(sbx.base_url().as_str()).unwrap(),
+            demo::TENANT_ID.parse().unwrap(),
+        ),
+        demo::PUBLIC_APP_ID,
+        ClientCredential::Public,
+        ClientOptions {
+            extra_ca_pem: Some(sbx.ca_pem().to_owned()),
+            clock: Arc::new(clock.clone()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let key = CacheKey::new(
+        client.authority(),
+        client.client_id(),
+        demo::USER_UPN,
+        &scopes,
+    );
+    let provider = TokenProvider::new(
+        Arc::new(FlowSource {
+            client,
+            flow: Flow::Password {
+                username: demo::USER_UPN.into(),
+                password: demo::USER_PASSWORD.into(),
+            },
+        }),
+        Arc::new(TokenCache::in_memory()),
+        key,
+        scopes,
+        Arc::new(clock.clone()),
+    );
+    let smtp = sbx
+        .listeners()
+        .iter()
+        .find(|l| l.service == "smtp")
+        .unwrap()
+        .addr;
+    let options_smtp = SmtpOptions::new(
+        MailEndpoint {
+            address: HostPort::parse("smtp", &smtp.to_string()).unwrap(),
+            tls: TlsMode::Starttls,
+        },
+        TlsTrust::system()
+            .with_ca_pem(sbx.ca_pem(), "sandbox CA")
+            .unwrap()
+            .extra_only(),
+    );
+    let upstream = SmtpUpstream::new(
+        provider,
+        options_smtp,
+        demo::USER_UPN.into(),
+        Arc::new(clock.clone()),
+    );
+    let options = BridgeOptions {
+        clock: Arc::new(clock.clone()),
+        ..options
+    };
+    let bridge = Bridge::new(
+        options,
+        dir.path().join("accounts.json"),
+        HashMap::from([("work".to_owned(), upstream)]),
+    )
+    .unwrap();
+    (bridge, password.expose().to_owned(), dir)
+}
+
+/// One device session: sign in, send one message with `subject`, quit; the reply to the data.
+async fn send_one(bridge: &Arc<Bridge>, password: &str, subject: &str) -> String {
+    use base64::Engine as _;
+    let mut client = connect(bridge, "127.0.0.1:40000", false);
+    client.read_reply().await;
+    client.send("EHLO scanner").await;
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0printer\0{password}"));
+    let auth = client.send(&format!("AUTH PLAIN {plain}")).await;
+    assert!(auth.starts_with("235 "), "{auth}");
+    let mail = client
+        .send(&format!("MAIL FROM:<{}>", demo::USER_UPN))
+        .await;
+    if !mail.starts_with("250 ") {
+        return mail;
+    }
+    client.send(&format!("RCPT TO:<{}>", demo::USER_UPN)).await;
+    client.send("DATA").await;
+    let reply = client
+        .send(&format!(
+            "From: {u}\r\nTo: {u}\r\nSubject: {subject}\r\n\r\nscan\r\n.",
+            u = demo::USER_UPN
+        ))
+        .await;
+    client.send("QUIT").await;
+    reply
+}
+
+fn inbox_subjects(sbx: &Sandbox) -> usize {
+    sbx.admin().mailbox_uids(demo::USER_UPN).len()
+}
+
+#[tokio::test]
+async fn one_upstream_connection_serves_many_devices_and_a_new_token_signs_in_again() {
+    let sbx = sandbox().await;
+    let clock = FakeClock::new(SystemClock.now());
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.rate_per_minute = None;
+    let (bridge, password, _dir) = bridge_to(&sbx, &clock, options).await;
+    let before = inbox_subjects(&sbx);
+    for i in 0..3 {
+        let reply = send_one(&bridge, &password, &format!("scan {i}")).await;
+        assert!(reply.starts_with("250 2.0.0 OK <"), "{reply}");
+    }
+    let upstream = &bridge.routes()["work"].upstream;
+    assert_eq!(
+        upstream.connections_opened().await,
+        1,
+        "three devices, one upstream connection"
+    );
+    // 200 s before the token's end: the provider renews it, the upstream signs in again with it.
+    clock.advance(Duration::from_secs(3600 - 200));
+    let reply = send_one(&bridge, &password, "after renewal").await;
+    assert!(reply.starts_with("250 2.0.0 OK <"), "{reply}");
+    assert_eq!(upstream.connections_opened().await, 2);
+    assert_eq!(inbox_subjects(&sbx) - before, 4);
+}
+
+#[tokio::test]
+async fn smtp_auth_switched_off_is_explained_to_the_device() {
+    let sbx = sandbox().await;
+    sbx.admin()
+        .update_tenant_model(|model| model.tenants[0].protocols.smtp_auth = false);
+    let clock = FakeClock::new(SystemClock.now());
+    let (bridge, password, _dir) = bridge_to(&sbx, &clock, BridgeOptions::new("bridge.lan")).await;
+    let reply = send_one(&bridge, &password, "blocked").await;
+    assert!(
+        reply.starts_with("554 5.7.139 Microsoft 365 has SMTP AUTH switched off"),
+        "{reply}"
+    );
+    assert!(reply.contains("Set-CASMailbox"), "{reply}");
+}
+
+#[tokio::test]
+async fn above_the_rate_the_device_is_told_to_try_later() {
+    let sbx = sandbox().await;
+    let clock = FakeClock::new(SystemClock.now());
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.rate_per_minute = Some(2);
+    let (bridge, password, _dir) = bridge_to(&sbx, &clock, options).await;
+    for i in 0..2 {
+        assert!(
+            send_one(&bridge, &password, &format!("paced {i}"))
+                .await
+                .starts_with("250 ")
+        );
+    }
+    let third = send_one(&bridge, &password, "paced 2").await;
+    assert!(
+        third.starts_with("451 4.7.0 Microsoft 365 takes at most 2 messages a minute from adele@"),
+        "{third}"
+    );
+}
+
+fn connect(bridge: &Arc<Bridge>, peer: &str, allow_auth_without_tls: bool) -> Client {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let protocol = bridge.listener(false, allow_auth_without_tls);
+    let connection = Connection {
+        stream: Box::new(server),
+        peer: peer.parse().unwrap(),
+        starttls: None,
+        shutdown,
+    };
+    let task = tokio::spawn(protocol.serve(connection));
+    Client {
+        stream: client,
+        task,
+        _stop: stop,
+    }
+}
+
+#[tokio::test]
+async fn off_loopback_a_password_before_tls_is_refused_unless_the_listener_opts_in() {
+    let (bridge, _dir) = bridge(BridgeOptions::new("bridge.lan"));
+    let mut remote = connect(&bridge, "192.0.2.9:40000", false);
+    assert!(
+        remote
+            .read_reply()
+            .await
+            .starts_with("220 bridge.lan m365mail bridge")
+    );
+    let ehlo = remote.send("EHLO printer").await;
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    let auth = remote.send("AUTH PLAIN AHByaW50ZXIAc2VjcmV0").await;
+    assert!(
+        auth.starts_with("530 5.7.0 Must issue a STARTTLS command first"),
+        "{auth}"
+    );
+    assert!(
+        remote
+            .send("MAIL FROM:<scan@contoso.com>")
+            .await
+            .starts_with("530 5.7.0 Authentication required")
+    );
+
+    // The same address on a listener that accepted the risk; and loopback always.
+    let mut opted_in = connect(&bridge, "192.0.2.9:40001", true);
+    opted_in.read_reply().await;
+    assert!(
+        opted_in
+            .send("EHLO printer")
+            .await
+            .contains("250-AUTH PLAIN LOGIN")
+    );
+    let wrong = opted_in.send("AUTH PLAIN AHByaW50ZXIAc2VjcmV0").await;
+    assert!(wrong.starts_with("535 5.7.8 "), "{wrong}");
+    let mut local = connect(&bridge, "127.0.0.1:40002", false);
+    local.read_reply().await;
+    assert!(
+        local
+            .send("EHLO printer")
+            .await
+            .contains("250-AUTH PLAIN LOGIN")
+    );
+    assert!(local.send("QUIT").await.starts_with("221 "));
+    local.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_source_outside_the_allowed_networks_is_turned_away_at_once() {
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.allow_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    let (bridge, _dir) = bridge(options);
+    let mut outsider = connect(&bridge, "192.0.2.9:40000", true);
+    let reply = outsider.read_reply().await;
+    assert_eq!(
+        reply,
+        "554 5.7.1 192.0.2.9 is not allowed to use this bridge\r\n"
+    );
+    outsider.task.await.unwrap();
+    let mut insider = connect(&bridge, "10.1.2.3:40000", true);
+    assert!(insider.read_reply().await.starts_with("220 "));
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_is_closed_with_421() {
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.idle_timeout = Duration::from_millis(300);
+    let (bridge, _dir) = bridge(options);
+    let mut client = connect(&bridge, "127.0.0.1:40000", false);
+    client.read_reply().await;
+    client.send("EHLO printer").await;
+    let started = tokio::time::Instant::now();
+    let reply = client.read_reply().await;
+    assert!(reply.starts_with("421 4.4.2 "), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    tokio::time::timeout(Duration::from_secs(5), client.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
