@@ -59,19 +59,17 @@ struct Bridge {
 
 impl Bridge {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &["--listen", "127.0.0.1:0"]).0
+    }
+
+    /// `bridge serve` with `args`; also its ready line.
+    fn start_with(dir: &Path, args: &[&str]) -> (Self, Value) {
         let log = dir.join("bridge.log");
         let mut child = Command::cargo_bin("m365mail")
             .unwrap()
             .current_dir(dir)
-            .args([
-                "--config",
-                "cfg.toml",
-                "--json",
-                "bridge",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--config", "cfg.toml", "--json", "bridge", "serve"])
+            .args(args)
             .env("M365MAIL_LOG", "m365mail=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -90,7 +88,7 @@ impl Bridge {
         });
         let address = line["listeners"][0]["address"].as_str().unwrap();
         let port = address.rsplit(':').next().unwrap().parse().unwrap();
-        Self { child, port, log }
+        (Self { child, port, log }, line)
     }
 
     fn log(&self) -> String {
@@ -512,6 +510,95 @@ fn bad_input_gets_a_clear_reply_and_an_audit_line_and_nothing_is_relayed() {
     );
 }
 
+const TLS_CLIENTS: &str = r#"
+import hashlib, json, smtplib, ssl, sys
+starttls_port, implicit_port, password, cafile, user = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+context = ssl.create_default_context(cafile=cafile)
+out = {}
+message = 'From: %s\r\nTo: %s\r\nSubject: %%s\r\n\r\nover TLS\r\n' % (user, user)
+with smtplib.SMTP('localhost', starttls_port, timeout=30) as s:
+    out['plain_ehlo'] = s.ehlo()[1].decode()
+    s.starttls(context=context)
+    out['tls_ehlo'] = s.ehlo()[1].decode()
+    s.login('printer', password)
+    s.sendmail(user, [user], (message % 'via STARTTLS').encode())
+    out['fingerprint'] = hashlib.sha256(s.sock.getpeercert(binary_form=True)).hexdigest()
+with smtplib.SMTP_SSL('localhost', implicit_port, context=context, timeout=30) as s:
+    s.login('printer', password)
+    s.sendmail(user, [user], (message % 'via implicit TLS').encode())
+print(json.dumps(out))
+"#;
+
+#[test]
+#[ignore = "needs python3 (run by scripts/test.sh)"]
+fn starttls_and_implicit_tls_listeners_with_a_generated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let served = Served::start(work);
+    let password = add_account(work, "printer", "sandbox-user", &[]);
+    let mut cfg = std::fs::OpenOptions::new()
+        .append(true)
+        .open(work.join("cfg.toml"))
+        .unwrap();
+    writeln!(
+        cfg,
+        "\n[[bridge.listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\n\n\
+         [[bridge.listen]]\naddress = \"127.0.0.1:0\"\ntls = \"implicit\"\n"
+    )
+    .unwrap();
+    let (bridge, ready) = Bridge::start_with(work, &[]);
+    let port = |i: usize| {
+        ready["listeners"][i]["address"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(ready["listeners"][0]["tls"], "starttls");
+    assert_eq!(ready["listeners"][1]["tls"], "implicit");
+    // The certificate generated on first start, beside the config (the sandbox's state_dir).
+    let certificate = work.join("bridge-cert.pem");
+    assert!(certificate.exists());
+    let out: Value = serde_json::from_str(&python(
+        TLS_CLIENTS,
+        &[
+            &port(0),
+            &port(1),
+            &password,
+            certificate.to_str().unwrap(),
+            demo::USER_UPN,
+        ],
+    ))
+    .unwrap();
+    let plain = out["plain_ehlo"].as_str().unwrap();
+    assert!(plain.contains("STARTTLS"), "{plain}");
+    let tls = out["tls_ehlo"].as_str().unwrap();
+    assert!(
+        tls.contains("AUTH PLAIN LOGIN") && !tls.contains("STARTTLS"),
+        "{tls}"
+    );
+    // The printed fingerprint is the served certificate's.
+    let printed = ready["listeners"][0]["fingerprint_sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        printed.replace(':', "").to_ascii_lowercase(),
+        out["fingerprint"].as_str().unwrap()
+    );
+    let subjects: Vec<String> = listing(&served, work, demo::USER_UPN, "Inbox")
+        .into_iter()
+        .map(|(subject, _)| subject)
+        .collect();
+    assert!(subjects.iter().any(|s| s == "via STARTTLS"), "{subjects:?}");
+    assert!(
+        subjects.iter().any(|s| s == "via implicit TLS"),
+        "{subjects:?}"
+    );
+    assert!(bridge.log().contains(r#"result="relayed""#));
+}
+
 #[test]
 fn accounts_are_listed_without_secrets_and_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -554,4 +641,113 @@ fn accounts_are_listed_without_secrets_and_removed() {
     assert_eq!(accounts.len(), 1);
     let gone = m365mail(work, &["bridge", "client", "remove", "erp"]);
     assert_eq!(gone.status.code(), Some(2), "{}", describe(&gone));
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the real servers with scripts/realservers.sh start and eval \"$(scripts/realservers.sh env)\" (scripts/test.sh does both)")
+    })
+}
+
+#[test]
+#[ignore = "needs Postfix, Dovecot and the token server (scripts/realservers.sh; scripts/test.sh starts them)"]
+fn a_legacy_client_sends_through_the_bridge_to_postfix() {
+    let user = format!("bridge-{}@example.test", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let password_file = work.join("password");
+    std::fs::write(&password_file, "any-password\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // One profile: the bridge's upstream (Postfix submission, XOAUTH2 through Dovecot SASL) and the POP3
+    // read-back (Dovecot).
+    std::fs::write(
+        work.join("cfg.toml"),
+        format!(
+            "[profiles.real]\nauthority = \"{}\"\ntenant = \"{}\"\nclient_id = \"{}\"\nflow = \"password\"\n\
+             username = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n\
+             smtp = \"localhost:{}\"\nsmtp_tls = \"starttls\"\npop = \"localhost:{}\"\npop_tls = \"starttls\"\n\
+             cache = \"{}\"\nstate = \"{}\"\n\n\
+             [bridge]\naccounts = \"{}\"\nrate_per_minute = 0\n",
+            env("REALSERVERS_AUTHORITY"),
+            env("REALSERVERS_TENANT_ID"),
+            env("REALSERVERS_CLIENT_ID"),
+            password_file.display(),
+            env("REALSERVERS_CA_FILE"),
+            env("REALSERVERS_SMTP_SUBMISSION_PORT"),
+            env("REALSERVERS_POP3_PORT"),
+            work.join("tokens.json").display(),
+            work.join("st.sqlite").display(),
+            work.join("accounts.json").display(),
+        ),
+    )
+    .unwrap();
+    let password = add_account(work, "erp", "real", &[]);
+    let bridge = Bridge::start(work);
+    let data = format!(
+        "From: ERP <{user}>\r\nTo: {user}\r\nSubject: invoice run via Postfix\r\nMessage-ID: <erp.1@erp.lan>\r\n\
+         Date: Mon, 07 Dec 2026 09:00:00 +0000\r\n\r\n\
+         Invoices attached.\r\n.leading dot\r\n"
+    );
+    let path = work.join("erp.eml");
+    std::fs::write(&path, &data).unwrap();
+    python(
+        &SMTPLIB_SEND.replace("'printer'", "'erp'"),
+        &[
+            &bridge.port.to_string(),
+            &password,
+            "PLAIN",
+            path.to_str().unwrap(),
+            &user,
+        ],
+    );
+    // Postfix queues, then delivers by LMTP: poll (bounded) until it is there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = m365mail(
+            work,
+            &[
+                "-p",
+                "real",
+                "read",
+                "--protocol",
+                "pop",
+                "--out-dir",
+                "out",
+                "--eml",
+            ],
+        );
+        assert!(read.status.success(), "{}", describe(&read));
+        let emls: Vec<Vec<u8>> = std::fs::read_dir(work.join("out"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| {
+                        let path = e.unwrap().path();
+                        (path.extension().is_some_and(|x| x == "eml"))
+                            .then(|| std::fs::read(path).unwrap())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(eml) = emls.first() {
+            let text = String::from_utf8_lossy(eml);
+            // Postfix adds its own Received line on top (and a Date had the message none); ours is under
+            // it, then the message as sent.
+            assert!(
+                text.contains("\tby localhost (m365mail bridge) with ESMTPA;\r\n"),
+                "{text}"
+            );
+            assert!(text.ends_with(&data), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered within 20 s; bridge log: {}",
+            bridge.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(bridge.log().contains(r#"result="relayed""#));
 }
