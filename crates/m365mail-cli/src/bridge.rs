@@ -114,6 +114,23 @@ fn now_rfc3339() -> String {
     m365mail::time::rfc3339(SystemClock.unix_now())
 }
 
+/// Holds `<accounts>.lock` (an exclusive lock, released when dropped) so that two `bridge client` commands
+/// at once cannot lose one's change (each loads, changes and saves the whole file).
+fn lock_accounts(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    file.lock()?;
+    Ok(file)
+}
+
 fn client(
     command: ClientCommand,
     global: &GlobalArgs,
@@ -144,6 +161,7 @@ fn client(
                 from_allow
             };
             let path = accounts_path(&accounts, section)?;
+            let _lock = lock_accounts(&path)?;
             let mut file = Accounts::load(&path)?;
             let password = file.add(&name, &profile_name, from_allow.clone(), &now_rfc3339())?;
             file.save()?;
@@ -200,6 +218,7 @@ fn client(
         }
         ClientCommand::Remove { name, accounts } => {
             let path = accounts_path(&accounts, section)?;
+            let _lock = lock_accounts(&path)?;
             let mut file = Accounts::load(&path)?;
             file.remove(&name)?;
             file.save()?;
@@ -207,6 +226,7 @@ fn client(
         }
         ClientCommand::ResetPassword { name, accounts } => {
             let path = accounts_path(&accounts, section)?;
+            let _lock = lock_accounts(&path)?;
             let mut file = Accounts::load(&path)?;
             let password = file.reset_password(&name, &now_rfc3339())?;
             file.save()?;
@@ -310,6 +330,15 @@ async fn serve(
     }
     if let Some(secs) = section.idle_timeout_secs {
         options.idle_timeout = Duration::from_secs(secs.max(1));
+    }
+    if let Some(n) = section.max_connections_per_address {
+        options.max_connections_per_address = n.max(1);
+    }
+    if let Some(secs) = section.sign_in_timeout_secs {
+        options.sign_in_timeout = Duration::from_secs(secs.max(1));
+    }
+    if let Some(n) = section.max_errors {
+        options.max_errors = n.max(1);
     }
     options.rate_per_minute = match (args.no_pacing, section.rate_per_minute) {
         (true, _) | (false, Some(0)) => None,

@@ -187,6 +187,9 @@ pub(crate) struct ConfigFile {
 /// idle_timeout_secs = 60                  # a client silent this long is closed (a stalled DATA too)
 /// rate_per_minute = 30                    # per upstream mailbox; 0 turns pacing off
 /// allow_networks = ["192.168.10.0/24"]    # source networks allowed to connect (default: any)
+/// max_connections_per_address = 20        # at once, from one client address
+/// sign_in_timeout_secs = 60               # connected but not signed in this long: 421, closed
+/// max_errors = 20                         # negative replies one session may get before it is closed
 ///
 /// [[bridge.listen]]
 /// address = "0.0.0.0:587"
@@ -206,6 +209,9 @@ pub(crate) struct BridgeSection {
     pub(crate) command_timeout_secs: Option<u64>,
     pub(crate) idle_timeout_secs: Option<u64>,
     pub(crate) rate_per_minute: Option<u32>,
+    pub(crate) max_connections_per_address: Option<usize>,
+    pub(crate) sign_in_timeout_secs: Option<u64>,
+    pub(crate) max_errors: Option<u32>,
     #[serde(default)]
     pub(crate) allow_networks: Vec<String>,
     #[serde(default)]

@@ -382,6 +382,8 @@ s = Session()
 s.cmd('EHLO legacy.lan')
 out['wrong_password'] = s.login('printer', 'not-the-password')
 out['unknown_account'] = s.login('nobody', 'not-the-password')
+# A name that would forge an audit line: refused before any check.
+out['forged_name'] = s.login('x\n event="login" account=printer result="accepted"', 'pw')
 out['right'] = s.login('printer', password)
 out['sender_not_allowed'] = s.cmd('MAIL FROM:<boss@contoso.onmicrosoft.com>')
 out['declared_too_large'] = s.cmd('MAIL FROM:<%s> SIZE=999999' % user)
@@ -396,6 +398,15 @@ s.cmd('MAIL FROM:<%s>' % user)
 s.cmd('RCPT TO:<%s>' % user)
 s.cmd('DATA')
 out['too_large'] = s.send(b'Subject: big\r\n\r\n' + (b'y' * 70 + b'\r\n') * 100 + b'.\r\n')
+def message(raw):
+    s.cmd('MAIL FROM:<%s>' % user)
+    s.cmd('RCPT TO:<%s>' % user)
+    s.cmd('DATA')
+    return s.send(raw + b'.\r\n')
+# The allowed address inside a comment, two From: fields, a bare CR hiding a command.
+out['from_in_comment'] = message(b'From: boss@contoso.onmicrosoft.com (<' + user.encode() + b'>)\r\nSubject: c\r\n\r\nx\r\n')
+out['two_froms'] = message(b'From: ' + user.encode() + b'\r\nFrom: boss@contoso.onmicrosoft.com\r\n\r\nx\r\n')
+out['smuggled'] = message(b'From: ' + user.encode() + b'\r\nSubject: s\r\n\r\nx\r.\rMAIL FROM:<boss@contoso.onmicrosoft.com>\r\n')
 s.cmd('MAIL FROM:<%s>' % user)
 s.cmd('RCPT TO:<%s>' % user)
 s.cmd('DATA')
@@ -460,8 +471,26 @@ fn bad_input_gets_a_clear_reply_and_an_audit_line_and_nothing_is_relayed() {
     );
     assert!(
         reply("header_from_not_allowed")
-            .starts_with("550 5.7.1 The From: header names boss@contoso.onmicrosoft.com"),
+            .starts_with("550 5.7.1 The From:/Sender: header names boss@contoso.onmicrosoft.com"),
         "{out}"
+    );
+    assert!(
+        reply("from_in_comment")
+            .starts_with("550 5.7.1 The From:/Sender: header names boss@contoso.onmicrosoft.com"),
+        "{out}"
+    );
+    assert!(
+        reply("two_froms")
+            .starts_with("550 5.7.1 The sender of this message cannot be checked (2 From: fields)"),
+        "{out}"
+    );
+    assert_eq!(
+        reply("smuggled"),
+        "550 5.6.11 Bare CR or LF in the message; send CRLF line endings"
+    );
+    assert_eq!(
+        reply("forged_name"),
+        "501 5.5.2 Cannot decode the AUTH PLAIN response"
     );
     assert_eq!(
         reply("too_large"),
@@ -508,6 +537,7 @@ fn bad_input_gets_a_clear_reply_and_an_audit_line_and_nothing_is_relayed() {
         !log.contains("not-the-password"),
         "a tried password reached the log"
     );
+    assert!(!log.contains("x\n event"), "a forged line reached the log");
 }
 
 const TLS_CLIENTS: &str = r#"

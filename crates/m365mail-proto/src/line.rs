@@ -21,6 +21,8 @@ pub struct LineBuffer {
     limit: usize,
     /// Bytes already scanned for a terminator (so each byte is scanned once).
     scanned: usize,
+    /// Whether the last line returned ended with CRLF (not a bare LF).
+    last_crlf: bool,
 }
 
 impl std::fmt::Debug for LineBuffer {
@@ -39,6 +41,7 @@ impl LineBuffer {
             buffer: Vec::new(),
             limit,
             scanned: 0,
+            last_crlf: true,
         }
     }
 
@@ -54,7 +57,8 @@ impl LineBuffer {
                 let end = self.scanned + offset;
                 let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
                 line.pop();
-                if line.last() == Some(&b'\r') {
+                self.last_crlf = line.last() == Some(&b'\r');
+                if self.last_crlf {
                     line.pop();
                 }
                 self.scanned = 0;
@@ -79,6 +83,12 @@ impl LineBuffer {
         let n = n.min(self.buffer.len());
         self.scanned = 0;
         self.buffer.drain(..n).collect()
+    }
+
+    /// Whether the line [`LineBuffer::next_line`] returned last ended with CRLF rather than a bare LF (a
+    /// server that must not take bare line ends, such as a relay's DATA, refuses the other).
+    pub fn last_line_had_crlf(&self) -> bool {
+        self.last_crlf
     }
 
     /// Bytes buffered and not yet returned.

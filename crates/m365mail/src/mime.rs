@@ -197,6 +197,43 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMessage, MimeError> {
     })
 }
 
+/// Every mailbox address a message claims to come from — all of `From:` and `Sender:`, groups and lists
+/// included, lower-cased — for a relay that checks them against what an account may send as. `Err` says why
+/// the claim cannot be read: more than one `From:` or `Sender:` field, or a field whose value holds no
+/// address (a relay must refuse rather than guess).
+pub fn sender_addresses(raw: &[u8]) -> Result<Vec<String>, String> {
+    let message = MessageParser::default()
+        .parse_headers(raw)
+        .ok_or_else(|| "the header cannot be read".to_owned())?;
+    let mut addresses = Vec::new();
+    for (name, field) in [
+        (mail_parser::HeaderName::From, "From"),
+        (mail_parser::HeaderName::Sender, "Sender"),
+    ] {
+        let values: Vec<_> = message.header_values(name).collect();
+        if values.len() > 1 {
+            return Err(format!("{} {field}: fields", values.len()));
+        }
+        let Some(value) = values.first() else {
+            continue;
+        };
+        let Some(address) = value.as_address() else {
+            return Err(format!("the {field}: field holds no address"));
+        };
+        for mailbox in address.iter() {
+            match mailbox.address.as_deref() {
+                Some(text) if text.contains('@') => addresses.push(text.to_ascii_lowercase()),
+                _ => {
+                    return Err(format!(
+                        "the {field}: field has a mailbox without an address"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(addresses)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,3 +358,85 @@ async fn a_client_that_stalls_is_closed_with_421() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn one_address_gets_a_bounded_number_of_connections() {
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.max_connections_per_address = 2;
+    let (bridge, _dir) = bridge(options);
+    let mut first = connect(&bridge, "192.0.2.9:40000", false);
+    let mut second = connect(&bridge, "192.0.2.9:40001", false);
+    assert!(first.read_reply().await.starts_with("220 "));
+    assert!(second.read_reply().await.starts_with("220 "));
+    let mut third = connect(&bridge, "192.0.2.9:40002", false);
+    assert_eq!(
+        third.read_reply().await,
+        "421 4.7.0 Too many connections from your address; try again later\r\n"
+    );
+    // Another address is not affected; and a closed connection frees its place.
+    let mut other = connect(&bridge, "192.0.2.10:40000", false);
+    assert!(other.read_reply().await.starts_with("220 "));
+    assert!(first.send("QUIT").await.starts_with("221 "));
+    first.task.await.unwrap();
+    let mut again = connect(&bridge, "192.0.2.9:40003", false);
+    assert!(again.read_reply().await.starts_with("220 "));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_sign_in_or_only_collects_errors_is_closed() {
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.sign_in_timeout = Duration::from_millis(300);
+    options.max_errors = 3;
+    let (bridge, _dir) = bridge(options);
+    let mut lingering = connect(&bridge, "127.0.0.1:40000", false);
+    lingering.read_reply().await;
+    lingering.send("EHLO x").await;
+    assert_eq!(
+        lingering.read_reply().await,
+        "421 4.7.0 Not signed in in time; closing\r\n"
+    );
+    let mut noisy = connect(&bridge, "127.0.0.1:40001", false);
+    noisy.read_reply().await;
+    for _ in 0..3 {
+        assert!(noisy.send("XYZZY").await.starts_with("500 "));
+    }
+    assert_eq!(
+        noisy.read_reply().await,
+        "421 4.7.0 Too many errors; closing\r\n"
+    );
+    tokio::time::timeout(Duration::from_secs(5), noisy.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_removed_account_loses_its_open_session() {
+    use base64::Engine as _;
+    let sbx = sandbox().await;
+    let clock = FakeClock::new(SystemClock.now());
+    let (bridge, password, dir) = bridge_to(&sbx, &clock, BridgeOptions::new("bridge.lan")).await;
+    let mut client = connect(&bridge, "127.0.0.1:40000", false);
+    client.read_reply().await;
+    client.send("EHLO scanner").await;
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0printer\0{password}"));
+    assert!(
+        client
+            .send(&format!("AUTH PLAIN {plain}"))
+            .await
+            .starts_with("235 ")
+    );
+    let path = dir.path().join("accounts.json");
+    let mut accounts = Accounts::load(&path).unwrap();
+    accounts.remove("printer").unwrap();
+    // Its modification time must differ from the first write's.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    accounts.save().unwrap();
+    let mail = client
+        .send(&format!("MAIL FROM:<{}>", demo::USER_UPN))
+        .await;
+    assert_eq!(
+        mail,
+        "530 5.7.0 The account was removed or its password changed; sign in again\r\n"
+    );
+}

@@ -241,6 +241,8 @@ pub struct SmtpServer {
     recipients: Vec<String>,
     data: Vec<u8>,
     too_large: bool,
+    /// A bare CR or LF in this message's data (relay role): refused at its end.
+    bare_line_ends: bool,
     max_size: usize,
     events: Vec<Event>,
 }
@@ -324,8 +326,15 @@ fn plain_credentials(response: &str) -> Option<(String, String)> {
     let text = String::from_utf8(bytes).ok()?;
     let mut parts = text.split('\0');
     let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
-    (parts.next().is_none() && !user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
+    let fine = parts.next().is_none()
+        && !user.is_empty()
+        && user.len() <= MAX_USER
+        && !user.chars().any(char::is_control);
+    fine.then(|| (user.to_owned(), password.to_owned()))
 }
+
+/// The longest username a relay takes (it is logged and kept as a back-off key).
+const MAX_USER: usize = 256;
 
 /// One base64 line of `AUTH LOGIN` as text.
 fn login_line(response: &str) -> Option<String> {
@@ -337,6 +346,9 @@ fn login_line(response: &str) -> Option<String> {
         .ok()
         .filter(|text| !text.chars().any(char::is_control))
 }
+
+/// The longest address a relay takes (RFC 5321's path limit).
+const MAX_PATH: usize = 256;
 
 /// `<addr>` of `MAIL FROM:<addr> …` / `RCPT TO:<addr> …` (parameters after it ignored).
 fn path(rest: &str, keyword: &str) -> Option<String> {
@@ -397,6 +409,7 @@ impl SmtpServer {
             recipients: Vec::new(),
             data: Vec::new(),
             too_large: false,
+            bare_line_ends: false,
             max_size: MAX_SIZE,
             events: Vec::new(),
         }
@@ -560,7 +573,21 @@ impl SmtpServer {
                     return true;
                 }
             };
-            if line == b"." {
+            // A relay passes the message on: a bare CR or LF could end the data early at a server that takes
+            // them (SMTP smuggling), so such a message is refused, and only CRLF "." CRLF ends the data.
+            let strict = self.is_relay();
+            let bare = strict && (!self.lines.last_line_had_crlf() || line.contains(&b'\r'));
+            if line == b"." && !bare {
+                if self.bare_line_ends {
+                    self.bare_line_ends = false;
+                    self.too_large = false;
+                    self.data.clear();
+                    self.from = None;
+                    self.recipients.clear();
+                    self.state = State::Command;
+                    self.reply("550 5.6.11 Bare CR or LF in the message; send CRLF line endings");
+                    return true;
+                }
                 if self.too_large {
                     self.too_large = false;
                     self.data.clear();
@@ -579,13 +606,18 @@ impl SmtpServer {
                 });
                 return true;
             }
+            if bare {
+                self.bare_line_ends = true;
+                self.data.clear();
+                continue;
+            }
             let line = line.strip_prefix(b".").unwrap_or(&line);
             if self.data.len() + line.len() + 2 > self.max_size {
                 self.too_large = true;
                 self.data.clear();
                 continue;
             }
-            if !self.too_large {
+            if !self.too_large && !self.bare_line_ends {
                 self.data.extend_from_slice(line);
                 self.data.extend_from_slice(b"\r\n");
             }
@@ -628,7 +660,8 @@ impl SmtpServer {
                 self.state = State::Command;
                 return self.reply("501 5.0.0 Authentication cancelled");
             }
-            let Some(user) = login_line(line).filter(|u| !u.is_empty()) else {
+            let Some(user) = login_line(line).filter(|u| !u.is_empty() && u.len() <= MAX_USER)
+            else {
                 self.state = State::Command;
                 return self.reply("501 5.5.2 Cannot decode the AUTH LOGIN response");
             };
@@ -687,7 +720,11 @@ impl SmtpServer {
         if !self.authenticated {
             return self.reply("530 5.7.0 Authentication required");
         }
-        let Some(from) = path(rest, "FROM:").filter(|f| !f.is_empty()) else {
+        if self.from.is_some() {
+            return self.reply("503 5.5.1 Sender already specified; RSET first");
+        }
+        let Some(from) = path(rest, "FROM:").filter(|f| !f.is_empty() && f.len() <= MAX_PATH)
+        else {
             return self.reply("501 5.1.7 Invalid address");
         };
         let declared_size = match declared_size(rest) {
@@ -803,7 +840,9 @@ impl SmtpServer {
             }
             "RCPT" => match (&self.from, path(rest, "TO:")) {
                 (None, _) => self.reply("503 5.5.1 Need mail command"),
-                (Some(_), Some(to)) if !to.is_empty() => {
+                (Some(_), Some(to))
+                    if !to.is_empty() && (!self.is_relay() || to.len() <= MAX_PATH) =>
+                {
                     if self.recipients.len() >= MAX_RECIPIENTS {
                         return self.reply("452 4.5.3 Too many recipients");
                     }

@@ -21,7 +21,7 @@ struct Strikes {
     last: Instant,
 }
 
-/// Failed sign-ins per key (`ip:<address>`, `account:<name>`).
+/// Failed sign-ins per key (`ip:<address>`, `ip-account:<address>/<name>`).
 #[derive(Debug, Default)]
 pub struct LoginGuard {
     strikes: HashMap<String, Strikes>,
@@ -122,6 +122,21 @@ impl RateWindow {
             self.sent.push_back(now);
         }
     }
+
+    /// Takes a place for a message about to be relayed (as [`RateWindow::admit`], then counted), so that
+    /// sessions relaying at once cannot all pass; [`RateWindow::release`] gives it back if it did not go.
+    pub fn reserve(&mut self, now: Instant) -> Result<Instant, Duration> {
+        self.admit(now)?;
+        self.record(now);
+        Ok(now)
+    }
+
+    /// Gives back a place taken at `at` by [`RateWindow::reserve`].
+    pub fn release(&mut self, at: Instant) {
+        if let Some(position) = self.sent.iter().rposition(|t| *t == at) {
+            self.sent.remove(position);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -132,7 +147,7 @@ mod tests {
     fn three_failures_are_free_then_the_backoff_doubles_and_success_clears() {
         let mut guard = LoginGuard::new();
         let t0 = Instant::now();
-        let keys = ["ip:192.0.2.1", "account:printer"];
+        let keys = ["ip:192.0.2.1", "ip-account:192.0.2.1/printer"];
         for _ in 0..3 {
             guard.failed(&keys, t0);
         }
@@ -142,15 +157,10 @@ mod tests {
         guard.failed(&keys, t0);
         assert_eq!(guard.blocked(&keys, t0), Some(Duration::from_secs(4)));
         assert_eq!(guard.blocked(&keys, t0 + Duration::from_secs(5)), None);
-        // Another address for the same account is backed off too; an unrelated one is not.
+        // Another address for the same account is not: a stranger's guesses do not lock a device out.
         assert!(
             guard
-                .blocked(&["ip:192.0.2.2", "account:printer"], t0)
-                .is_some()
-        );
-        assert!(
-            guard
-                .blocked(&["ip:192.0.2.2", "account:erp"], t0)
+                .blocked(&["ip:192.0.2.2", "ip-account:192.0.2.2/printer"], t0)
                 .is_none()
         );
         guard.succeeded(&keys);
@@ -188,5 +198,11 @@ mod tests {
             unlimited.record(t0);
         }
         unlimited.admit(t0).unwrap();
+        // A reservation counts at once and can be given back.
+        let mut window = RateWindow::new(Some(1));
+        let at = window.reserve(t0).unwrap();
+        assert!(window.reserve(t0).is_err());
+        window.release(at);
+        window.reserve(t0).unwrap();
     }
 }

@@ -18,9 +18,9 @@ use m365mail_server::{Connection, MailLimits, Protocol, stopped};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::BridgeError;
-use super::accounts::{Account, Accounts, PasswordChecker};
+use super::accounts::{self, Account, Accounts, PasswordChecker};
 use super::guard::{LoginGuard, RateWindow};
-use super::upstream::{SmtpUpstream, client_reply, header_value};
+use super::upstream::{SmtpUpstream, client_reply};
 use crate::secret::Secret;
 use crate::time::{Clock, SystemClock};
 
@@ -39,13 +39,20 @@ pub struct BridgeOptions {
     pub rate_per_minute: Option<u32>,
     /// Source networks allowed to connect (empty: any).
     pub allow_networks: Vec<ipnet::IpNet>,
+    /// Connections at once from one address (all listeners together).
+    pub max_connections_per_address: usize,
+    /// A client must have signed in this long after connecting, else it gets 421 and is closed.
+    pub sign_in_timeout: Duration,
+    /// Negative replies one session may get before it is closed (421).
+    pub max_errors: u32,
     /// The clock for `Received:` dates and token expiry.
     pub clock: Arc<dyn Clock>,
 }
 
 impl BridgeOptions {
-    /// Defaults: 35 MiB messages (Exchange Online's default MaxSendSize), 100 connections, 5 minutes per
-    /// command, 60 s idle, 30 s to write, 30 messages a minute.
+    /// Defaults: 35 MiB messages (Exchange Online's default MaxSendSize), 100 connections (20 from one
+    /// address), 5 minutes per command, 60 s idle, 60 s to sign in, 20 errors, 30 s to write, 30 messages a
+    /// minute.
     pub fn new(host_name: &str) -> Self {
         Self {
             host_name: host_name.to_owned(),
@@ -58,6 +65,9 @@ impl BridgeOptions {
             idle_timeout: Duration::from_secs(60),
             rate_per_minute: Some(30),
             allow_networks: Vec::new(),
+            max_connections_per_address: 20,
+            sign_in_timeout: Duration::from_secs(60),
+            max_errors: 20,
             clock: Arc::new(SystemClock),
         }
     }
@@ -81,6 +91,26 @@ pub struct Bridge {
     routes: HashMap<String, Arc<Route>>,
     guard: Mutex<LoginGuard>,
     checker: PasswordChecker,
+    /// Open connections per client address.
+    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted connection from an address; uncounted when dropped.
+struct AddressSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.counts);
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,6 +177,7 @@ impl Bridge {
             routes,
             guard: Mutex::new(LoginGuard::new()),
             checker: PasswordChecker::new(2),
+            per_address: Arc::new(Mutex::new(HashMap::new())),
         }))
     }
 
@@ -175,6 +206,20 @@ impl Bridge {
         })
     }
 
+    /// Counts a connection from `ip`; `None` when that address has its maximum open.
+    fn address_slot(&self, ip: IpAddr) -> Option<AddressSlot> {
+        let mut counts = lock(&self.per_address);
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.options.max_connections_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(&self.per_address),
+            ip,
+        })
+    }
+
     /// The account `name`, the file re-read first when it changed on disk.
     fn account(&self, name: &str) -> Result<Option<Account>, BridgeError> {
         let mut slot = lock(&self.accounts);
@@ -191,23 +236,37 @@ impl Bridge {
         user: String,
         password: String,
     ) -> (AuthOutcome, Option<Account>) {
-        let keys = [format!("ip:{}", peer.ip()), format!("account:{user}")];
+        // A name no account can have is checked like an unknown one (decoy hash), never logged as typed (it
+        // could carry a forged log line) and never kept as a back-off key.
+        let valid = accounts::validate_name(&user).is_ok();
+        let shown = if valid {
+            user.as_str()
+        } else {
+            "<invalid name>"
+        };
+        // Back-off per address and per (address, account): a stranger's guesses must not lock a device out.
+        let ip = peer.ip().to_canonical();
+        let mut keys = vec![format!("ip:{ip}")];
+        if valid {
+            keys.push(format!("ip-account:{ip}/{user}"));
+        }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let audit = |result: &str| {
-            tracing::info!(target: "m365mail::audit", event = "login", %peer, account = %user, result);
+            tracing::info!(target: "m365mail::audit", event = "login", %peer, account = shown, result);
         };
         if let Some(wait) = lock(&self.guard).blocked(&keys, Instant::now()) {
             audit("backed-off");
             let reply = Reply::new(
                 454,
                 &format!(
-                    "4.7.0 Too many failed sign-ins from this address or for this account; try again in {} s",
+                    "4.7.0 Too many failed sign-ins from this address; try again in {} s",
                     seconds(wait)
                 ),
             );
             return (AuthOutcome::Denied(reply), None);
         }
-        let account = match self.account(&user) {
+        let found = if valid { self.account(&user) } else { Ok(None) };
+        let account = match found {
             Ok(account) => account,
             Err(e) => {
                 tracing::error!(error = %e, "the bridge cannot read its accounts");
@@ -283,35 +342,26 @@ fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// Every address of a `From:` value (`Name <a@b>, c@d`), lower-cased.
-fn addresses(value: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = value;
-    while let Some(open) = rest.find('<') {
-        let Some(close) = rest[open..].find('>') else {
-            break;
-        };
-        found.push(rest[open + 1..open + close].trim().to_ascii_lowercase());
-        rest = &rest[open + close + 1..];
-    }
-    if found.is_empty() {
-        found.extend(
-            value
-                .split(',')
-                .map(|a| a.trim().to_ascii_lowercase())
-                .filter(|a| a.contains('@')),
-        );
-    }
-    found
-}
-
 impl Listener {
     fn route(&self, session: &Session) -> Option<Arc<Route>> {
         let account = session.account.as_ref()?;
         self.bridge.routes.get(&account.profile).cloned()
     }
 
-    fn mail(&self, session: &Session, from: &str) -> Option<Reply> {
+    fn mail(&self, session: &mut Session, from: &str) -> Option<Reply> {
+        // The account as it is now: removed or given a new password since this session signed in, the
+        // session's sign-in no longer counts.
+        let current = session
+            .account
+            .as_ref()
+            .and_then(|a| self.bridge.account(&a.name).ok().flatten());
+        if current.as_ref() != session.account.as_ref() {
+            session.account = None;
+            return Some(Reply::new(
+                530,
+                "5.7.0 The account was removed or its password changed; sign in again",
+            ));
+        }
         let (Some(account), Some(route)) = (&session.account, self.route(session)) else {
             return Some(Reply::new(530, "5.7.0 Authentication required"));
         };
@@ -325,21 +375,22 @@ impl Listener {
                 ),
             ));
         }
-        self.pace(&route).err()
+        lock(&route.window)
+            .admit(Instant::now())
+            .err()
+            .map(|wait| self.too_fast(&route, wait))
     }
 
-    fn pace(&self, route: &Route) -> Result<(), Reply> {
-        lock(&route.window).admit(Instant::now()).map_err(|wait| {
-            Reply::new(
-                451,
-                &format!(
-                    "4.7.0 Microsoft 365 takes at most {} messages a minute from {}; try again in {} s",
-                    self.bridge.options.rate_per_minute.unwrap_or(0),
-                    route.upstream.mailbox(),
-                    seconds(wait)
-                ),
-            )
-        })
+    fn too_fast(&self, route: &Route, wait: Duration) -> Reply {
+        Reply::new(
+            451,
+            &format!(
+                "4.7.0 Microsoft 365 takes at most {} messages a minute from {}; try again in {} s",
+                self.bridge.options.rate_per_minute.unwrap_or(0),
+                route.upstream.mailbox(),
+                seconds(wait)
+            ),
+        )
     }
 
     async fn submit(
@@ -359,26 +410,44 @@ impl Listener {
                            account = %account.name, from = %from, recipients = recipients.len(), size,
                            upstream = %route.upstream.describe(), result, reply);
         };
-        if let Some(header_from) = header_value(&data, "from") {
-            let stranger = addresses(&header_from)
-                .into_iter()
-                .find(|address| !account.may_send_as(address));
-            if let Some(stranger) = stranger {
+        match crate::mime::sender_addresses(&data) {
+            Err(why) => {
                 let reply = Reply::new(
                     550,
                     &format!(
-                        "5.7.1 The From: header names {stranger}, not an address account {} may send as",
+                        "5.7.1 The sender of this message cannot be checked ({why}); send one From: with an \
+                         address account {} may send as",
                         account.name
                     ),
                 );
                 audit("refused", reply.text());
                 return SubmitOutcome::Refused(reply);
             }
+            Ok(addresses) => {
+                if let Some(stranger) = addresses.iter().find(|a| !account.may_send_as(a)) {
+                    let reply = Reply::new(
+                        550,
+                        &format!(
+                            "5.7.1 The From:/Sender: header names {stranger}, not an address account {} may \
+                             send as",
+                            account.name
+                        ),
+                    );
+                    audit("refused", reply.text());
+                    return SubmitOutcome::Refused(reply);
+                }
+            }
         }
-        if let Err(reply) = self.pace(&route) {
-            audit("deferred", reply.text());
-            return SubmitOutcome::Refused(reply);
-        }
+        // A place in the minute's window, taken before the relay (so that sessions at once cannot all pass)
+        // and given back if the message does not go.
+        let reserved = match lock(&route.window).reserve(Instant::now()) {
+            Ok(at) => at,
+            Err(wait) => {
+                let reply = self.too_fast(&route, wait);
+                audit("deferred", reply.text());
+                return SubmitOutcome::Refused(reply);
+            }
+        };
         let received = format!(
             "Received: from {} ([{}])\r\n\tby {} (m365mail bridge) with {};\r\n\t{}\r\n",
             core.hello_name().unwrap_or("unknown"),
@@ -393,17 +462,24 @@ impl Listener {
         drop(data);
         match route.upstream.relay(&from, &recipients, message).await {
             Ok(submitted) => {
-                lock(&route.window).record(Instant::now());
                 session.relayed += 1;
                 audit("relayed", &submitted.reply);
-                let message_id = if submitted.message_id.is_empty() {
-                    uuid::Uuid::new_v4().simple().to_string()
-                } else {
+                // The client's own id, quoted back only when it is short and plain.
+                let plain = !submitted.message_id.is_empty()
+                    && submitted.message_id.len() <= 250
+                    && submitted
+                        .message_id
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'>');
+                let message_id = if plain {
                     submitted.message_id
+                } else {
+                    uuid::Uuid::new_v4().simple().to_string()
                 };
                 SubmitOutcome::Accepted { message_id }
             }
             Err(error) => {
+                lock(&route.window).release(reserved);
                 let reply =
                     client_reply(&error, route.upstream.mailbox(), &route.upstream.describe());
                 tracing::warn!(account = %account.name, error = %error, "relay failed");
@@ -440,22 +516,25 @@ impl Listener {
         } = connection;
         let options = &self.bridge.options;
         let limits = options.limits;
+        // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d.
+        let ip = peer.ip().to_canonical();
         if !options.allow_networks.is_empty()
-            && !options
-                .allow_networks
-                .iter()
-                .any(|net| net.contains(&peer.ip()))
+            && !options.allow_networks.iter().any(|net| net.contains(&ip))
         {
             tracing::info!(target: "m365mail::audit", event = "session", %peer, result = "network-not-allowed");
-            let line = format!(
-                "554 5.7.1 {} is not allowed to use this bridge\r\n",
-                peer.ip()
-            );
+            let line = format!("554 5.7.1 {ip} is not allowed to use this bridge\r\n");
             let _ = write_all(&mut stream, line.as_bytes(), limits.write_timeout).await;
             return;
         }
+        let Some(_slot) = self.bridge.address_slot(ip) else {
+            tracing::info!(target: "m365mail::audit", event = "session", %peer, result = "too-many-connections");
+            let line = b"421 4.7.0 Too many connections from your address; try again later\r\n";
+            let _ = write_all(&mut stream, line, limits.write_timeout).await;
+            return;
+        };
+        let sign_in_by = tokio::time::Instant::now() + options.sign_in_timeout;
         let policy = RelayPolicy {
-            auth_without_tls: is_loopback(peer.ip()) || self.allow_auth_without_tls,
+            auth_without_tls: is_loopback(ip) || self.allow_auth_without_tls,
             starttls: starttls.is_some(),
         };
         let greeting = format!("{} m365mail bridge ESMTP ready", options.host_name);
@@ -463,7 +542,7 @@ impl Listener {
             Role::Relay(policy),
             &greeting,
             &options.host_name,
-            &peer.ip().to_string(),
+            &ip.to_string(),
             self.implicit_tls,
         )
         .with_max_size(options.max_message_bytes);
@@ -508,7 +587,7 @@ impl Listener {
                         core.authenticated(outcome);
                     }
                     Event::Mail { from, .. } => {
-                        let verdict = self.mail(&session, &from);
+                        let verdict = self.mail(&mut session, &from);
                         core.mail_answered(verdict);
                     }
                     Event::Submit {
@@ -548,7 +627,17 @@ impl Listener {
                 let _ = tokio::time::timeout(limits.write_timeout, stream.shutdown()).await;
                 break "quit";
             }
-            let until = deadline.min(tokio::time::Instant::now() + options.idle_timeout);
+            // A client that only collects refusals (guessing, scanning, garbage) is shown the door.
+            if session.refusals >= options.max_errors {
+                let line = b"421 4.7.0 Too many errors; closing\r\n";
+                let _ = write_all(&mut stream, line, limits.write_timeout).await;
+                break "too-many-errors";
+            }
+            let mut until = deadline.min(tokio::time::Instant::now() + options.idle_timeout);
+            if session.account.is_none() {
+                // Connected but not signed in holds a slot others may need: a bounded while only.
+                until = until.min(sign_in_by);
+            }
             let read = tokio::select! {
                 read = tokio::time::timeout_at(until, stream.read(&mut buffer)) => read,
                 () = stopped(&mut shutdown) => break "bridge stopping",
@@ -556,6 +645,13 @@ impl Listener {
             match read {
                 Ok(Ok(n)) if n > 0 => core.receive(&buffer[..n]),
                 Ok(_) => break "client closed",
+                Err(_)
+                    if session.account.is_none() && tokio::time::Instant::now() >= sign_in_by =>
+                {
+                    let line = b"421 4.7.0 Not signed in in time; closing\r\n";
+                    let _ = write_all(&mut stream, line, limits.write_timeout).await;
+                    break "sign-in-timeout";
+                }
                 Err(_) => {
                     let _ = write_all(
                         &mut stream,
@@ -579,12 +675,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn from_header_addresses_are_all_found() {
+    fn every_claimed_sender_is_found_and_unreadable_claims_are_refused() {
+        use crate::mime::sender_addresses;
+        let of = |header: &str| {
+            sender_addresses(format!("{header}\r\nSubject: x\r\n\r\nbody\r\n").as_bytes())
+        };
         assert_eq!(
-            addresses("\"Scan, Office\" <Scan@Contoso.com>, other@x.test"),
+            of("From: \"Scan, Office\" <Scan@Contoso.com>").unwrap(),
             ["scan@contoso.com"]
         );
-        assert_eq!(addresses("a@b.c, d@e.f"), ["a@b.c", "d@e.f"]);
+        // An address in a comment is not the sender.
+        assert_eq!(
+            of("From: boss@contoso.com (<scan@contoso.com>)").unwrap(),
+            ["boss@contoso.com"]
+        );
+        assert_eq!(
+            of("From: <scan@contoso.com>, boss@contoso.com").unwrap(),
+            ["scan@contoso.com", "boss@contoso.com"]
+        );
+        assert_eq!(
+            of("From: scan@contoso.com\r\nSender: boss@contoso.com").unwrap(),
+            ["scan@contoso.com", "boss@contoso.com"]
+        );
+        assert_eq!(
+            of("From: team: scan@contoso.com, boss@contoso.com;").unwrap(),
+            ["scan@contoso.com", "boss@contoso.com"]
+        );
+        assert!(of("From: scan@contoso.com\r\nFrom: boss@contoso.com").is_err());
+        assert!(of("From: undisclosed").is_err());
+        assert_eq!(of("To: a@b.c").unwrap(), Vec::<String>::new());
         assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!is_loopback("192.0.2.1".parse().unwrap()));
     }

@@ -124,6 +124,14 @@ fn generate(cert_path: &Path, key_path: &Path, host_name: &str) -> Result<(), Br
         options.mode(0o600);
     }
     let mut key_file = options.open(key_path).map_err(|e| error(key_path, e))?;
+    // An existing file keeps its mode through open(): make it 0600 either way.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        key_file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| error(key_path, e))?;
+    }
     key_file
         .write_all(key.serialize_pem().as_bytes())
         .and_then(|()| key_file.sync_all())

@@ -17,12 +17,18 @@ use crate::time::Clock;
 /// A token this close to expiry is renewed (and the upstream signed in again) before the next message.
 const RENEW_BEFORE: Duration = Duration::from_secs(300);
 
+/// How long a message waits for its profile's upstream connection, busy with other devices' messages.
+const QUEUE_WAIT: Duration = Duration::from_secs(120);
+
 /// Why a relay failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// No token for the upstream.
     #[error("no token for the upstream: {0}")]
     Token(#[from] AuthError),
+    /// The upstream connection stayed busy with other devices' messages for too long; nothing was sent.
+    #[error("the upstream stayed busy for {} s", .0.as_secs())]
+    Busy(Duration),
     /// The upstream refused or could not be reached.
     #[error(transparent)]
     Smtp(#[from] SmtpError),
@@ -114,7 +120,11 @@ impl SmtpUpstream {
         recipients: &[String],
         data: Vec<u8>,
     ) -> Result<Submitted, RelayError> {
-        let mut current = self.current.lock().await;
+        // Messages of one profile go one at a time over its connection: a device waits its turn, but not
+        // past the bound (it gets 451 and retries; nothing was sent for it).
+        let Ok(mut current) = tokio::time::timeout(QUEUE_WAIT, self.current.lock()).await else {
+            return Err(RelayError::Busy(QUEUE_WAIT));
+        };
         let renew = current.as_ref().is_none_or(|c| {
             c.expires_at
                 .duration_since(self.clock.now())
@@ -211,6 +221,15 @@ pub fn client_reply(error: &RelayError, mailbox: &str, upstream: &str) -> Reply 
                     "{enhanced} The bridge could not get a Microsoft 365 token for {mailbox}: {}. {}",
                     e.cause(),
                     e.remedy()
+                ),
+            );
+        }
+        RelayError::Busy(waited) => {
+            return Reply::new(
+                451,
+                &format!(
+                    "4.4.5 The bridge's connection to Microsoft 365 for {mailbox} stayed busy for {} s; try again",
+                    waited.as_secs()
                 ),
             );
         }
