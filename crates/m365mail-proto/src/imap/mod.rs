@@ -2,4 +2,5 @@
 //!
 //! - [`server`]: the server core on imap-next (the sandbox's IMAP service, later the local bridge).
 
+mod search;
 pub mod server;

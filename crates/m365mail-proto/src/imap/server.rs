@@ -491,7 +491,9 @@ impl ImapSession {
         // answering a FETCH or STORE by sequence number (RFC 3501 §7.4.1): its numbers would shift under it.
         let by_sequence = matches!(
             body,
-            CommandBody::Fetch { uid: false, .. } | CommandBody::Store { uid: false, .. }
+            CommandBody::Fetch { uid: false, .. }
+                | CommandBody::Store { uid: false, .. }
+                | CommandBody::Search { uid: false, .. }
         );
         self.sync_selected(backend, !by_sequence);
         match body {
@@ -647,6 +649,18 @@ impl ImapSession {
                     },
                 ));
             }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => {
+                if !matches!(self.state, State::Selected { .. }) {
+                    self.server
+                        .enqueue_status(bad(Some(tag), "Command received in Invalid state."));
+                    return;
+                }
+                self.search(tag, charset.as_ref(), criteria.as_ref(), uid, backend);
+            }
             body @ (CommandBody::Fetch { .. }
             | CommandBody::Store { .. }
             | CommandBody::Expunge
@@ -786,6 +800,61 @@ impl ImapSession {
             } => Some((name.clone(), *read_only, uids.clone())),
             _ => None,
         }
+    }
+
+    fn search(
+        &mut self,
+        tag: Tag<'static>,
+        charset: Option<&imap_next::imap_types::core::Charset<'_>>,
+        criteria: &[imap_next::imap_types::search::SearchKey<'_>],
+        uid_mode: bool,
+        backend: &mut dyn ImapBackend,
+    ) {
+        use imap_next::imap_types::core::Charset;
+        let Some((folder, _, uids)) = self.selected() else {
+            return;
+        };
+        if let Some(charset) = charset {
+            let name = match charset {
+                Charset::Atom(a) => a.as_ref().to_owned(),
+                Charset::Quoted(q) => q.as_ref().to_owned(),
+            };
+            // Outlook refuses CHARSET with criteria that are all ASCII (§7.4); we take UTF-8 (and US-ASCII)
+            // when a criterion needs it.
+            let known = name.eq_ignore_ascii_case("UTF-8") || name.eq_ignore_ascii_case("US-ASCII");
+            if !known || super::search::all_ascii(criteria) {
+                self.server
+                    .enqueue_status(no(tag, "The specified charset is not supported."));
+                return;
+            }
+        }
+        let criterion = super::search::compile(criteria, &uids);
+        let view = backend.folder(&folder);
+        let mut found = Vec::new();
+        for (index, &uid) in uids.iter().enumerate() {
+            let seq = index as u32 + 1;
+            let Some(meta) = view.as_ref().and_then(|v| {
+                v.messages
+                    .binary_search_by_key(&uid, |m| m.uid)
+                    .ok()
+                    .map(|i| &v.messages[i])
+            }) else {
+                continue;
+            };
+            // Bytes are read (and parsed) only for criteria that look inside the message.
+            let content = if criterion.needs_content() {
+                backend
+                    .message(&folder, uid)
+                    .map(|bytes| super::search::Content::parse(&bytes))
+            } else {
+                None
+            };
+            if criterion.matches(seq, meta, content.as_ref()) {
+                found.extend(NonZeroU32::new(if uid_mode { uid } else { seq }));
+            }
+        }
+        self.server.enqueue_data(Data::Search(found));
+        self.server.enqueue_status(ok(tag, "SEARCH completed."));
     }
 
     fn fetch(
@@ -1076,7 +1145,7 @@ fn has_flag(flags: &[String], flag: &str) -> bool {
 
 /// The (sequence number, UID) pairs a set names, in sequence order. Ranges are matched, never expanded, so
 /// `1:*` over UIDs costs one pass over the folder.
-fn resolve(set: &SequenceSet, uid_mode: bool, uids: &[u32]) -> Vec<(u32, u32)> {
+pub(crate) fn resolve(set: &SequenceSet, uid_mode: bool, uids: &[u32]) -> Vec<(u32, u32)> {
     let largest = if uid_mode {
         uids.last().copied().unwrap_or(0)
     } else {

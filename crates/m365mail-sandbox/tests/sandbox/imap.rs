@@ -421,6 +421,18 @@ async fn curl_lists_and_fetches_over_imaps() {
         message.contains("Subject: Kickoff agenda for Thursday\r\n"),
         "{message}"
     );
+    // curl's URL search (RFC 5092 `?<search>`): kickoff is UID 2 (the welcome message is UID 1).
+    let mut search = curl(format!("{base}INBOX?SUBJECT%20kickoff"));
+    let searched = tokio::task::spawn_blocking(move || search.output())
+        .await
+        .unwrap()
+        .expect("curl");
+    assert!(
+        searched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&searched.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&searched.stdout), "* SEARCH 2\r\n");
 }
 
 #[tokio::test]
@@ -609,4 +621,70 @@ async fn a_tenant_with_basic_auth_off_advertises_logindisabled() {
         command(&mut imap, "a", "CAPABILITY").await[0],
         "* CAPABILITY IMAP4 IMAP4rev1 AUTH=XOAUTH2 LOGINDISABLED SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+\r\n"
     );
+}
+
+/// SEARCH and UID SEARCH as Python's imaplib sends them (tests/imaplib/imap_search.py) over the demo Inbox:
+/// address, subject, header and body text decoded from RFC 2047 and the body's transfer encoding, matched as
+/// case-insensitive substrings; sent dates in the Date header's own zone; sizes, flags, sequence and UID sets,
+/// OR and NOT; CHARSET UTF-8 refused with ASCII criteria (as Outlook does) and taken with a literal.
+#[tokio::test]
+#[ignore = "needs python3 (run by scripts/test.sh)"]
+async fn python_imaplib_searches_the_demo_inbox() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let seen = crate::common::python_session(
+        &sandbox,
+        "imaplib/imap_search.py",
+        imaps_addr(&sandbox).port(),
+        demo::USER_UPN,
+        &imap_token,
+        &[],
+    )
+    .await;
+    let subjects = |name: &str| -> Vec<String> {
+        assert_eq!(seen[name][0], "OK", "{name}: {}", seen[name]);
+        seen[name][1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let has = |name: &str, expected: &[&str]| {
+        let got = subjects(name);
+        assert_eq!(got.len(), expected.len(), "{name}: {got:?}");
+        for want in expected {
+            assert!(
+                got.iter().any(|s| s.contains(want)),
+                "{name}: {want} not in {got:?}"
+            );
+        }
+    };
+    has(
+        "from_fabrikam",
+        &["Kickoff agenda", "東京", "Fwd: Invoice 4417"],
+    );
+    has("subject_invoice", &["Invoice batch", "Fwd: Invoice 4417"]);
+    has("from_encoded_name", &["Signed contract amendment"]);
+    assert_eq!(
+        seen["charset_with_ascii"][0], "NO",
+        "{}",
+        seen["charset_with_ascii"]
+    );
+    has("unseen_larger", &["Scanned"]);
+    has("sent_before", &["Kickoff agenda", "Delivery schedule"]);
+    // The welcome message is dated Fri, 04 Dec 2026 09:00 +0000 (the header's own zone is unit-tested in
+    // the proto crate).
+    has("sent_on", &["東京", "Welcome to the m365mail sandbox"]);
+    has("or_subjects", &["Kickoff agenda", "Your itinerary"]);
+    has("not_from", &["Delivery schedule", "Invoice batch"]);
+    has("body", &["docking stations"]);
+    has("text_body_only_word", &["Kickoff agenda"]);
+    has("cc_group", &["docking stations"]);
+    has("header", &["docking stations"]);
+    assert_eq!(subjects("sequence_set").len(), 2);
+    assert_eq!(subjects("uid_set").len(), 2);
+    assert!(subjects("before_internal").is_empty());
+    assert_eq!(subjects("flagged").len(), 1);
+    assert_eq!(seen["unflagged_count"][1], 11);
 }
