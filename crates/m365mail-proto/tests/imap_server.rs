@@ -64,6 +64,9 @@ impl ImapBackend for FakeExchange {
         false
     }
     fn expunge(&mut self, _folder: &str, _uids: &[u32]) {}
+    fn copy(&mut self, _folder: &str, _uids: &[u32], _to: &str) -> Option<Vec<u32>> {
+        None
+    }
 }
 
 struct Served {

@@ -105,6 +105,9 @@ pub trait ImapBackend {
     fn set_flags(&mut self, folder: &str, uid: u32, flags: &[String]) -> bool;
     /// Removes messages from a folder.
     fn expunge(&mut self, folder: &str, uids: &[u32]);
+    /// Copies messages (bytes, flags, INTERNALDATE) from `folder` to `to`; the new UIDs in the order given,
+    /// or `None` when `to` does not exist (nothing copied).
+    fn copy(&mut self, folder: &str, uids: &[u32], to: &str) -> Option<Vec<u32>>;
 }
 
 /// What the driver does next.
@@ -649,6 +652,30 @@ impl ImapSession {
                     },
                 ));
             }
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(
+                tag,
+                &sequence_set,
+                &from_mailbox(&mailbox),
+                uid,
+                false,
+                backend,
+            ),
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(
+                tag,
+                &sequence_set,
+                &from_mailbox(&mailbox),
+                uid,
+                true,
+                backend,
+            ),
             CommandBody::Search {
                 charset,
                 criteria,
@@ -800,6 +827,80 @@ impl ImapSession {
             } => Some((name.clone(), *read_only, uids.clone())),
             _ => None,
         }
+    }
+
+    /// COPY / UID COPY, and MOVE / UID MOVE (RFC 6851: the copy, `* OK [COPYUID …]`, the source's EXPUNGEs,
+    /// then the tagged OK).
+    fn copy(
+        &mut self,
+        tag: Tag<'static>,
+        set: &SequenceSet,
+        to: &str,
+        uid_mode: bool,
+        moving: bool,
+        backend: &mut dyn ImapBackend,
+    ) {
+        let Some((folder, read_only, uids)) = self.selected() else {
+            self.server
+                .enqueue_status(bad(Some(tag), "Command received in Invalid state."));
+            return;
+        };
+        let done = if moving {
+            "MOVE completed."
+        } else {
+            "COPY completed."
+        };
+        if moving && read_only {
+            self.server
+                .enqueue_status(no(tag, "The folder is read-only (EXAMINE)."));
+            return;
+        }
+        let chosen: Vec<(u32, u32)> = resolve(set, uid_mode, &uids);
+        let source: Vec<u32> = chosen.iter().map(|&(_, uid)| uid).collect();
+        let Some(destination_view) = backend.folder(to) else {
+            let status = Status::no(
+                Some(tag),
+                Some(Code::TryCreate),
+                "The requested item could not be found.",
+            )
+            .expect("static text");
+            self.server.enqueue_status(status);
+            return;
+        };
+        if source.is_empty() {
+            self.server.enqueue_status(ok(tag, done));
+            return;
+        }
+        let Some(created) = backend.copy(&folder, &source, to) else {
+            self.server
+                .enqueue_status(no(tag, "The requested item could not be found."));
+            return;
+        };
+        let code = copy_uid(destination_view.uid_validity, &source, &created);
+        if !moving {
+            let status = Status::ok(Some(tag), code, done).expect("static text");
+            self.server.enqueue_status(status);
+            return;
+        }
+        if let Some(code) = code {
+            let status = Status::ok(None, Some(code), "Moved.").expect("static text");
+            self.server.enqueue_status(status);
+        }
+        backend.expunge(&folder, &source);
+        // Highest sequence number first: each EXPUNGE renumbers only the messages after it.
+        let mut remaining = uids;
+        for index in (0..remaining.len()).rev() {
+            if source.contains(&remaining[index]) {
+                remaining.remove(index);
+                self.server.enqueue_data(Data::Expunge(
+                    NonZeroU32::new(index as u32 + 1).expect("sequence numbers start at 1"),
+                ));
+            }
+        }
+        if let State::Selected { uids, .. } = &mut self.state {
+            *uids = remaining;
+        }
+        self.server.enqueue_status(ok(tag, done));
     }
 
     fn search(
@@ -1099,6 +1200,23 @@ impl ImapSession {
         }
         self.server.enqueue_status(ok(tag, "EXPUNGE completed."));
     }
+}
+
+/// `[COPYUID uidvalidity source destination]` (RFC 4315), or `None` when there is nothing to say.
+fn copy_uid(uid_validity: u32, source: &[u32], created: &[u32]) -> Option<Code<'static>> {
+    use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
+    let set = |uids: &[u32]| -> Option<UidSet> {
+        let elements: Vec<UidElement> = uids
+            .iter()
+            .filter_map(|&uid| NonZeroU32::new(uid).map(UidElement::Single))
+            .collect();
+        elements.try_into().ok().map(UidSet)
+    };
+    Some(Code::CopyUid {
+        uid_validity: NonZeroU32::new(uid_validity)?,
+        source: set(source)?,
+        destination: set(created)?,
+    })
 }
 
 /// imap-codec writes the capabilities it knows in its own case (`IMAP4REV1`); Exchange writes `IMAP4rev1`

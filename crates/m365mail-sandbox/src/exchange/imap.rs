@@ -108,6 +108,13 @@ impl ImapBackend for Backend {
             lock(&self.exchange.store).expunge(mailbox, folder, uids);
         }
     }
+
+    fn copy(&mut self, folder: &str, uids: &[u32], to: &str) -> Option<Vec<u32>> {
+        let mailbox = self.mailbox.as_ref()?;
+        lock(&self.exchange.store)
+            .copy(mailbox, folder, uids, to)
+            .ok()
+    }
 }
 
 impl Protocol for ImapService {

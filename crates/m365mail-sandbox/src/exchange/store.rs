@@ -339,6 +339,33 @@ impl MailStore {
         self.retired.extend(retired);
     }
 
+    /// Copies messages (bytes, flags, INTERNALDATE) of `from` to `to` by IMAP UID, in the order given; the new
+    /// IMAP UIDs. A copy in the Inbox gets its own POP3 UIDL.
+    pub(crate) fn copy(
+        &mut self,
+        address: &str,
+        from: &str,
+        imap_uids: &[u32],
+        to: &str,
+    ) -> Result<Vec<u32>, NoSuchFolder> {
+        let source = self.folder(address, from).ok_or(NoSuchFolder)?;
+        let originals: Vec<(Arc<[u8]>, Vec<String>, i64)> = imap_uids
+            .iter()
+            .filter_map(|uid| source.messages.iter().find(|m| m.imap_uid == *uid))
+            .map(|m| (Arc::clone(&m.bytes), m.flags.clone(), m.internal_date))
+            .collect();
+        self.folder(address, to).ok_or(NoSuchFolder)?;
+        let mut created = Vec::new();
+        for (bytes, flags, internal_date) in originals {
+            self.deliver_to(address, to, &bytes, internal_date)?;
+            let folder = self.folder_mut(address, to).ok_or(NoSuchFolder)?;
+            let copy = folder.messages.last_mut().ok_or(NoSuchFolder)?;
+            copy.flags = flags;
+            created.push(copy.imap_uid);
+        }
+        Ok(created)
+    }
+
     /// Makes RETR of `uid` fail (a test fault).
     pub(crate) fn refuse_retrieve(&mut self, uid: &str) {
         self.unretrievable.insert(uid.to_owned());

@@ -688,3 +688,62 @@ async fn python_imaplib_searches_the_demo_inbox() {
     assert_eq!(subjects("flagged").len(), 1);
     assert_eq!(seen["unflagged_count"][1], 11);
 }
+
+/// COPY and UID MOVE as Python's imaplib sends them (tests/imaplib/imap_move.py): COPYUID with the destination's
+/// UIDVALIDITY, flags kept by the copy, MOVE's untagged COPYUID and EXPUNGEs, TRYCREATE for a missing folder,
+/// MOVE refused in an EXAMINEd folder.
+#[tokio::test]
+#[ignore = "needs python3 (run by scripts/test.sh)"]
+async fn python_imaplib_copies_and_moves() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let seen = crate::common::python_session(
+        &sandbox,
+        "imaplib/imap_move.py",
+        imaps_addr(&sandbox).port(),
+        demo::USER_UPN,
+        &imap_token,
+        &[],
+    )
+    .await;
+    let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    let archive = folders.iter().find(|f| f.name == "Archive").unwrap();
+    // The demo Archive holds 2 messages (UIDs 1, 2): the copy is UID 3, the moved ones 4 and 5.
+    assert_eq!(
+        seen["copy"],
+        serde_json::json!([
+            "OK",
+            [format!(
+                "[COPYUID {} 1 3] COPY completed.",
+                archive.uid_validity
+            )]
+        ])
+    );
+    assert_eq!(seen["move"][0], "OK", "{seen}");
+    assert_eq!(
+        seen["move_untagged_ok"],
+        serde_json::json!([format!("[COPYUID {} 2,3 4,5] Moved.", archive.uid_validity)])
+    );
+    // Sequence numbers 3 then 2 (highest first).
+    assert_eq!(seen["move_expunge"], serde_json::json!(["3", "2"]));
+    assert_eq!(seen["copy_missing"][0], "NO", "{seen}");
+    assert!(
+        seen["copy_missing"][1][0]
+            .as_str()
+            .unwrap()
+            .starts_with("[TRYCREATE]"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["inbox_after"],
+        serde_json::json!(["INBOX (MESSAGES 10)"])
+    );
+    assert_eq!(
+        seen["archive_after"],
+        serde_json::json!(["Archive (MESSAGES 5 UIDNEXT 6)"])
+    );
+    let fetched = seen["archive_fetch"].to_string();
+    assert!(fetched.contains("UID 3 FLAGS (\\\\Flagged)"), "{fetched}");
+    assert!(fetched.contains("Kickoff agenda"), "{fetched}");
+    assert_eq!(seen["move_read_only"][0], "NO", "{seen}");
+}
