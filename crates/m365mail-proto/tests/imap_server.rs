@@ -67,6 +67,21 @@ impl ImapBackend for FakeExchange {
     fn copy(&mut self, _folder: &str, _uids: &[u32], _to: &str) -> Option<Vec<u32>> {
         None
     }
+    fn append(
+        &mut self,
+        _folder: &str,
+        _message: &[u8],
+        _flags: &[String],
+        _date: Option<i64>,
+    ) -> Option<u32> {
+        None
+    }
+    fn change_folder(
+        &mut self,
+        _change: m365mail_proto::imap::server::FolderChange<'_>,
+    ) -> Result<(), m365mail_proto::imap::server::FolderRefusal> {
+        Err(m365mail_proto::imap::server::FolderRefusal::NotFound)
+    }
 }
 
 struct Served {

@@ -108,6 +108,46 @@ pub trait ImapBackend {
     /// Copies messages (bytes, flags, INTERNALDATE) from `folder` to `to`; the new UIDs in the order given,
     /// or `None` when `to` does not exist (nothing copied).
     fn copy(&mut self, folder: &str, uids: &[u32], to: &str) -> Option<Vec<u32>>;
+    /// Stores a message in `folder` with `flags` and INTERNALDATE `internal_date` (Unix seconds; now when
+    /// `None`); its UID, or `None` when the folder does not exist.
+    fn append(
+        &mut self,
+        folder: &str,
+        message: &[u8],
+        flags: &[String],
+        internal_date: Option<i64>,
+    ) -> Option<u32>;
+    /// Creates, deletes or renames a user folder.
+    fn change_folder(&mut self, change: FolderChange<'_>) -> Result<(), FolderRefusal>;
+}
+
+/// A change to the folder list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderChange<'a> {
+    /// CREATE.
+    Create(&'a str),
+    /// DELETE (with its messages).
+    Delete(&'a str),
+    /// RENAME (with its messages and subfolders).
+    Rename {
+        /// The folder.
+        from: &'a str,
+        /// Its new name.
+        to: &'a str,
+    },
+}
+
+/// Why a folder change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderRefusal {
+    /// No such folder.
+    NotFound,
+    /// The new name is taken.
+    Exists,
+    /// Exchange's own folders (Inbox, Sent Items, …) can be neither deleted nor renamed.
+    Protected,
+    /// The name is empty or not one a folder can have.
+    BadName,
 }
 
 /// What the driver does next.
@@ -652,6 +692,67 @@ impl ImapSession {
                     },
                 ));
             }
+            CommandBody::Create { mailbox } => {
+                let name = from_mailbox(&mailbox);
+                self.change_folder(
+                    tag,
+                    FolderChange::Create(&name),
+                    "CREATE completed.",
+                    backend,
+                );
+            }
+            CommandBody::Delete { mailbox } => {
+                let name = from_mailbox(&mailbox);
+                self.change_folder(
+                    tag,
+                    FolderChange::Delete(&name),
+                    "DELETE completed.",
+                    backend,
+                );
+            }
+            CommandBody::Rename { from, to } => {
+                let (from, to) = (from_mailbox(&from), from_mailbox(&to));
+                let change = FolderChange::Rename {
+                    from: &from,
+                    to: &to,
+                };
+                self.change_folder(tag, change, "RENAME completed.", backend);
+            }
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+                let bytes: &[u8] = match &message {
+                    LiteralOrLiteral8::Literal(literal) => literal.data(),
+                    LiteralOrLiteral8::Literal8(literal) => &literal.data,
+                };
+                let flags: Vec<String> = flags.iter().map(ToString::to_string).collect();
+                let date = date.map(|d| d.as_ref().timestamp());
+                let folder = from_mailbox(&mailbox);
+                let uid_validity = backend.folder(&folder).map(|v| v.uid_validity);
+                match (uid_validity, backend.append(&folder, bytes, &flags, date)) {
+                    (Some(uid_validity), Some(uid)) => {
+                        let code = NonZeroU32::new(uid_validity)
+                            .zip(NonZeroU32::new(uid))
+                            .map(|(uid_validity, uid)| Code::AppendUid { uid_validity, uid });
+                        let status =
+                            Status::ok(Some(tag), code, "APPEND completed.").expect("static text");
+                        self.server.enqueue_status(status);
+                    }
+                    _ => {
+                        let status = Status::no(
+                            Some(tag),
+                            Some(Code::TryCreate),
+                            "The requested item could not be found.",
+                        )
+                        .expect("static text");
+                        self.server.enqueue_status(status);
+                    }
+                }
+            }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
@@ -827,6 +928,25 @@ impl ImapSession {
             } => Some((name.clone(), *read_only, uids.clone())),
             _ => None,
         }
+    }
+
+    fn change_folder(
+        &mut self,
+        tag: Tag<'static>,
+        change: FolderChange<'_>,
+        done: &str,
+        backend: &mut dyn ImapBackend,
+    ) {
+        let status = match backend.change_folder(change) {
+            Ok(()) => ok(tag, done),
+            Err(FolderRefusal::NotFound) => no(tag, "The requested item could not be found."),
+            Err(FolderRefusal::Exists) => no(tag, "A folder with that name already exists."),
+            Err(FolderRefusal::Protected) => {
+                no(tag, "A default folder cannot be deleted or renamed.")
+            }
+            Err(FolderRefusal::BadName) => no(tag, "The folder name is not valid."),
+        };
+        self.server.enqueue_status(status);
     }
 
     /// COPY / UID COPY, and MOVE / UID MOVE (RFC 6851: the copy, `* OK [COPYUID …]`, the source's EXPUNGEs,

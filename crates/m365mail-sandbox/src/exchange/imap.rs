@@ -6,7 +6,8 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use m365mail_proto::imap::server::{
-    FolderInfo, FolderView, ImapBackend, ImapLimits, ImapSession, MessageMeta, Poll, SignIn,
+    FolderChange, FolderInfo, FolderRefusal, FolderView, ImapBackend, ImapLimits, ImapSession,
+    MessageMeta, Poll, SignIn,
 };
 use m365mail_server::{Connection, Protocol, stopped};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -107,6 +108,31 @@ impl ImapBackend for Backend {
         if let Some(mailbox) = &self.mailbox {
             lock(&self.exchange.store).expunge(mailbox, folder, uids);
         }
+    }
+
+    fn append(
+        &mut self,
+        folder: &str,
+        message: &[u8],
+        flags: &[String],
+        internal_date: Option<i64>,
+    ) -> Option<u32> {
+        let mailbox = self.mailbox.as_ref()?;
+        let now = i64::try_from(self.exchange.identity.clock.unix_seconds()).unwrap_or(i64::MAX);
+        lock(&self.exchange.store)
+            .append(
+                mailbox,
+                folder,
+                message,
+                flags,
+                internal_date.unwrap_or(now),
+            )
+            .ok()
+    }
+
+    fn change_folder(&mut self, change: FolderChange<'_>) -> Result<(), FolderRefusal> {
+        let mailbox = self.mailbox.as_ref().ok_or(FolderRefusal::NotFound)?;
+        lock(&self.exchange.store).change_folder(mailbox, change)
     }
 
     fn copy(&mut self, folder: &str, uids: &[u32], to: &str) -> Option<Vec<u32>> {

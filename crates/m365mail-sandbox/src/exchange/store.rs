@@ -14,6 +14,8 @@
 //!   UIDs naming other messages. The admin API can set a folder's UIDVALIDITY (a client must then resync).
 
 use std::collections::{HashMap, HashSet};
+
+use m365mail_proto::imap::server::{FolderChange, FolderRefusal};
 use std::sync::Arc;
 
 /// Exchange Online's default folders, with their special use (RFC 6154 names, without the backslash).
@@ -364,6 +366,89 @@ impl MailStore {
             created.push(copy.imap_uid);
         }
         Ok(created)
+    }
+
+    /// Stores `message` in `folder` with `flags` and INTERNALDATE `internal_date`; its IMAP UID.
+    pub(crate) fn append(
+        &mut self,
+        address: &str,
+        folder: &str,
+        message: &[u8],
+        flags: &[String],
+        internal_date: i64,
+    ) -> Result<u32, NoSuchFolder> {
+        self.deliver_to(address, folder, message, internal_date)?;
+        let target = self.folder_mut(address, folder).ok_or(NoSuchFolder)?;
+        let stored = target.messages.last_mut().ok_or(NoSuchFolder)?;
+        stored.flags = flags.to_vec();
+        Ok(stored.imap_uid)
+    }
+
+    /// CREATE, DELETE or RENAME of a user folder in `address`'s mailbox. Exchange's own folders can be neither
+    /// deleted nor renamed; a deleted folder's messages go with it (their UIDLs retired), a renamed one keeps
+    /// its messages, UIDs and UIDVALIDITY, and its subfolders move with it.
+    pub(crate) fn change_folder(
+        &mut self,
+        address: &str,
+        change: FolderChange<'_>,
+    ) -> Result<(), FolderRefusal> {
+        let valid = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 255
+                && !name.starts_with('/')
+                && !name.ends_with('/')
+                && !name.contains("//")
+                && !name.chars().any(char::is_control)
+        };
+        let uid_validity = self.uid_validity;
+        let folders = self.mailbox(address);
+        let position = |folders: &[Folder], name: &str| {
+            folders.iter().position(|f| same_folder(&f.name, name))
+        };
+        let protected =
+            |folder: &Folder| folder.special_use.is_some() || same_folder(&folder.name, "INBOX");
+        match change {
+            FolderChange::Create(name) => {
+                if !valid(name) {
+                    return Err(FolderRefusal::BadName);
+                }
+                if position(folders, name).is_some() {
+                    return Err(FolderRefusal::Exists);
+                }
+                folders.push(Folder::new(name, None, uid_validity));
+            }
+            FolderChange::Delete(name) => {
+                let index = position(folders, name).ok_or(FolderRefusal::NotFound)?;
+                if protected(&folders[index]) {
+                    return Err(FolderRefusal::Protected);
+                }
+                let gone = folders.remove(index);
+                self.retired
+                    .extend(gone.messages.into_iter().map(|m| m.uid));
+            }
+            FolderChange::Rename { from, to } => {
+                let index = position(folders, from).ok_or(FolderRefusal::NotFound)?;
+                if protected(&folders[index]) {
+                    return Err(FolderRefusal::Protected);
+                }
+                if !valid(to) {
+                    return Err(FolderRefusal::BadName);
+                }
+                if position(folders, to).is_some() {
+                    return Err(FolderRefusal::Exists);
+                }
+                let old = folders[index].name.clone();
+                let prefix = format!("{old}/");
+                for folder in folders.iter_mut() {
+                    if folder.name == old {
+                        folder.name = to.to_owned();
+                    } else if let Some(rest) = folder.name.strip_prefix(&prefix) {
+                        folder.name = format!("{to}/{rest}");
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes RETR of `uid` fail (a test fault).

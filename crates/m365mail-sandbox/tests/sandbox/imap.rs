@@ -747,3 +747,102 @@ async fn python_imaplib_copies_and_moves() {
     assert!(fetched.contains("Kickoff agenda"), "{fetched}");
     assert_eq!(seen["move_read_only"][0], "NO", "{seen}");
 }
+
+/// CREATE, RENAME, DELETE and APPEND as Python's imaplib sends them (tests/imaplib/imap_folders.py), and
+/// APPEND as curl sends it (`-T` to a folder URL).
+#[tokio::test]
+#[ignore = "needs python3 and curl (run by scripts/test.sh)"]
+async fn python_imaplib_and_curl_manage_folders_and_append() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let seen = crate::common::python_session(
+        &sandbox,
+        "imaplib/imap_folders.py",
+        imaps_addr(&sandbox).port(),
+        demo::USER_UPN,
+        &imap_token,
+        &[],
+    )
+    .await;
+    let ok = |name: &str, text: &str| {
+        assert_eq!(
+            seen[name],
+            serde_json::json!(["OK", [text]]),
+            "{name}: {seen}"
+        );
+    };
+    ok("create", "CREATE completed.");
+    ok("create_child", "CREATE completed.");
+    assert_eq!(seen["create_again"][0], "NO", "{seen}");
+    let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    let clients = folders.iter().find(|f| f.name == "Clients").unwrap();
+    ok(
+        "append",
+        &format!("[APPENDUID {} 1] APPEND completed.", clients.uid_validity),
+    );
+    assert_eq!(seen["append_missing"][0], "NO", "{seen}");
+    assert!(
+        seen["append_missing"][1][0]
+            .as_str()
+            .unwrap()
+            .starts_with("[TRYCREATE]")
+    );
+    ok("rename", "RENAME completed.");
+    assert_eq!(seen["rename_inbox"][0], "NO", "{seen}");
+    assert_eq!(seen["delete_default"][0], "NO", "{seen}");
+    let fetched = seen["fetched"][0].as_str().unwrap();
+    assert!(fetched.contains("FLAGS (\\Seen \\Flagged)"), "{fetched}");
+    // The INTERNALDATE given (noon on 30 November in the test's zone) kept; its day at least.
+    assert!(fetched.contains("INTERNALDATE \"30-Nov-2026"), "{fetched}");
+    assert_eq!(
+        seen["fetched"][1],
+        "From: a@b.test\r\nTo: c@d.test\r\nSubject: appended\r\n\r\nkept as sent\r\n"
+    );
+    ok("delete_child", "DELETE completed.");
+    let list = seen["list"].to_string();
+    assert!(
+        list.contains("\\\"Clients\\\"") || list.contains(" Clients"),
+        "{list}"
+    );
+    assert!(!list.contains("Projects"), "renamed away: {list}");
+    assert!(!list.contains("Clients/2026"), "deleted: {list}");
+
+    // curl: APPEND by uploading to a folder URL.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    sandbox.sandbox.write_ca(&ca).unwrap();
+    let file = dir.path().join("upload.eml");
+    std::fs::write(
+        &file,
+        "From: curl@b.test\r\nSubject: uploaded by curl\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-sS", "--cacert"])
+        .arg(&ca)
+        .args([
+            "--login-options",
+            "AUTH=XOAUTH2",
+            "--oauth2-bearer",
+            &imap_token,
+        ])
+        .args(["-u", &format!("{}:", demo::USER_UPN)])
+        .arg("-T")
+        .arg(&file)
+        .arg(format!(
+            "imaps://localhost:{}/Clients",
+            imaps_addr(&sandbox).port()
+        ));
+    let output = tokio::task::spawn_blocking(move || curl.output())
+        .await
+        .unwrap()
+        .expect("curl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
+    let clients = folders.iter().find(|f| f.name == "Clients").unwrap();
+    assert_eq!(clients.messages, 2, "{clients:?}");
+}
