@@ -2,5 +2,6 @@
 //!
 //! - [`server`]: the server core on imap-next (the sandbox's IMAP service, later the local bridge).
 
+mod envelope;
 mod search;
 pub mod server;

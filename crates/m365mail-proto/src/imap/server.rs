@@ -1100,16 +1100,12 @@ impl ImapSession {
         if names.iter().any(|n| {
             matches!(
                 n,
-                MessageDataItemName::Body
-                    | MessageDataItemName::BodyStructure
-                    | MessageDataItemName::Envelope
+                MessageDataItemName::Body | MessageDataItemName::BodyStructure
             )
         }) {
             // Not served yet: an honest refusal rather than a wrong structure.
-            self.server.enqueue_status(no(
-                tag,
-                "FETCH of BODY, BODYSTRUCTURE or ENVELOPE is not served yet.",
-            ));
+            self.server
+                .enqueue_status(no(tag, "FETCH of BODY or BODYSTRUCTURE is not served yet."));
             return;
         }
         if uid_mode && !names.contains(&MessageDataItemName::Uid) {
@@ -1170,6 +1166,12 @@ impl ImapSession {
                             origin,
                             data: data.map_or(NString(None), literal),
                         });
+                    }
+                    MessageDataItemName::Envelope => {
+                        let Some(bytes) = backend.message(&folder, uid) else {
+                            continue;
+                        };
+                        items.push(MessageDataItem::Envelope(super::envelope::envelope(&bytes)));
                     }
                     MessageDataItemName::Rfc822
                     | MessageDataItemName::Rfc822Header

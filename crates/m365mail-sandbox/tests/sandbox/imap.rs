@@ -360,9 +360,17 @@ async fn fetch_store_and_expunge_on_the_wire() {
     );
     let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
     assert_eq!(folders[1].messages, 1);
+    let envelope = command(&mut imap, "A08", "FETCH 1:* (ENVELOPE)").await;
+    assert!(
+        envelope[0].starts_with(
+            "* 1 FETCH (ENVELOPE (\"Tue, 01 Dec 2026 10:15:44 -0800\" \"Re: Kickoff agenda for Thursday\" "
+        ),
+        "{envelope:?}"
+    );
+    assert_eq!(envelope[1], "A08 OK FETCH completed.\r\n");
     assert_eq!(
-        command(&mut imap, "A08", "FETCH 1:* (ENVELOPE)").await,
-        ["A08 NO FETCH of BODY, BODYSTRUCTURE or ENVELOPE is not served yet.\r\n"]
+        command(&mut imap, "A09", "FETCH 1:* (BODYSTRUCTURE)").await,
+        ["A09 NO FETCH of BODY or BODYSTRUCTURE is not served yet.\r\n"]
     );
 }
 
@@ -687,6 +695,16 @@ async fn python_imaplib_searches_the_demo_inbox() {
     assert!(subjects("before_internal").is_empty());
     assert_eq!(subjects("flagged").len(), 1);
     assert_eq!(seen["unflagged_count"][1], 11);
+    // ENVELOPE of the kickoff message (UID 2): date and subject as written, Sender and Reply-To from From.
+    let envelope = seen["envelope"].as_str().unwrap();
+    assert!(
+        envelope.starts_with(
+            "2 (UID 2 ENVELOPE (\"Tue, 01 Dec 2026 09:02:07 +0100\" \"Kickoff agenda for Thursday\" \
+             ((\"Rachel Kim\" NIL \"rachel.kim\" \"fabrikam.com\")) ((\"Rachel Kim\" NIL \"rachel.kim\" \"fabrikam.com\")) \
+             ((\"Rachel Kim\" NIL \"rachel.kim\" \"fabrikam.com\")) ((\"Adele Vance\" NIL \"adele\" \"contoso.onmicrosoft.com\"))"
+        ),
+        "{envelope}"
+    );
 }
 
 /// COPY and UID MOVE as Python's imaplib sends them (tests/imaplib/imap_move.py): COPYUID with the destination's
