@@ -49,6 +49,34 @@ use crate::{
     tenant::{AppRoleGrant, DelegatedGrant, TenantModel, User},
 };
 
+/// A mailbox's protocol switches, shaped like Exchange's `Set-CASMailbox` / `Get-CASMailbox` parameters (the
+/// JSON keys are the PowerShell parameter names); absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CasMailbox {
+    /// `-ImapEnabled`.
+    #[serde(
+        rename = "ImapEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub imap_enabled: Option<bool>,
+    /// `-PopEnabled`.
+    #[serde(
+        rename = "PopEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pop_enabled: Option<bool>,
+    /// `-SmtpClientAuthenticationDisabled` (true switches SMTP AUTH off for the mailbox).
+    #[serde(
+        rename = "SmtpClientAuthenticationDisabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub smtp_client_authentication_disabled: Option<bool>,
+}
+
 /// Changes to a user's flags; absent fields stay as they are.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -376,6 +404,52 @@ impl AdminHandle {
             clear_failed_sign_ins(&self.state, &status.object_id);
         }
         Ok(status)
+    }
+
+    /// `Set-CASMailbox`: changes `address`'s protocol switches (starting from the tenant's when the mailbox
+    /// has none of its own) and returns them all, as `Get-CASMailbox` shows them.
+    pub fn set_cas_mailbox(
+        &self,
+        address: &str,
+        change: &CasMailbox,
+    ) -> Result<CasMailbox, SandboxError> {
+        let mut directory = lock(&self.state.directory);
+        for tenant in &mut directory.tenants {
+            let defaults = tenant.protocols.clone();
+            let Some(mailbox) = tenant
+                .mailboxes
+                .iter_mut()
+                .find(|m| m.address.eq_ignore_ascii_case(address))
+            else {
+                continue;
+            };
+            // A read (nothing to change) leaves a mailbox without switches of its own following the tenant's.
+            let unchanged = *change == CasMailbox::default();
+            if unchanged {
+                let switches = mailbox.protocols.clone().unwrap_or(defaults);
+                return Ok(CasMailbox {
+                    imap_enabled: Some(switches.imap),
+                    pop_enabled: Some(switches.pop),
+                    smtp_client_authentication_disabled: Some(!switches.smtp_auth),
+                });
+            }
+            let switches = mailbox.protocols.get_or_insert(defaults);
+            if let Some(on) = change.imap_enabled {
+                switches.imap = on;
+            }
+            if let Some(on) = change.pop_enabled {
+                switches.pop = on;
+            }
+            if let Some(off) = change.smtp_client_authentication_disabled {
+                switches.smtp_auth = !off;
+            }
+            return Ok(CasMailbox {
+                imap_enabled: Some(switches.imap),
+                pop_enabled: Some(switches.pop),
+                smtp_client_authentication_disabled: Some(!switches.smtp_auth),
+            });
+        }
+        Err(SandboxError::not_found("mailbox", address))
     }
 
     /// Sets or clears "MFA required".
@@ -736,6 +810,24 @@ async fn http_update_user(
     Ok(Json(handle(state).update_user(&upn, update)?).into_response())
 }
 
+/// `POST /_sandbox/admin/mailboxes/{address}/cas-mailbox` with `{"ImapEnabled": false, …}`: Set-CASMailbox.
+async fn http_set_cas_mailbox(
+    State(state): AdminState,
+    Path(address): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
+    let change: CasMailbox = body(&bytes)?;
+    Ok(Json(handle(state).set_cas_mailbox(&address, &change)?).into_response())
+}
+
+/// `GET …/cas-mailbox`: Get-CASMailbox (the switches that apply).
+async fn http_get_cas_mailbox(
+    State(state): AdminState,
+    Path(address): Path<String>,
+) -> AdminResult {
+    Ok(Json(handle(state).set_cas_mailbox(&address, &CasMailbox::default())?).into_response())
+}
+
 async fn http_revoke_refresh_tokens(
     State(state): AdminState,
     Path(upn): Path<String>,
@@ -904,7 +996,11 @@ fn require_mailbox(state: &IdentityState, address: &str) -> Result<(), SandboxEr
 /// One message of a mailbox, as the list route shows it.
 #[derive(Debug, Clone, Serialize)]
 struct MailboxMessage {
+    /// The POP3 UIDL.
     uid: String,
+    /// The IMAP UID in its folder.
+    imap_uid: u32,
+    flags: Vec<String>,
     size: usize,
     subject: Option<String>,
 }
@@ -946,6 +1042,8 @@ async fn http_list_mailbox(
             size: m.bytes.len(),
             subject: subject_of(&m.bytes),
             uid: m.uid.clone(),
+            imap_uid: m.imap_uid,
+            flags: m.flags.clone(),
         })
         .collect();
     Ok(Json(messages).into_response())
@@ -1037,6 +1135,10 @@ pub(crate) fn router() -> Router<Arc<IdentityState>> {
         .route(
             "/_sandbox/admin/mailboxes/{address}/folders",
             get(http_folders),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/cas-mailbox",
+            get(http_get_cas_mailbox).post(http_set_cas_mailbox),
         )
         .route(
             "/_sandbox/admin/mailboxes/{address}/folders/{folder}/uidvalidity",

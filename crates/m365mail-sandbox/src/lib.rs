@@ -98,7 +98,7 @@ use std::{
 use tokio::{sync::watch, task::JoinHandle};
 use url::Url;
 
-pub use admin::{AdminHandle, FolderStatus};
+pub use admin::{AdminHandle, CasMailbox, FolderStatus};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
 pub use exchange::seed::MailSeed;

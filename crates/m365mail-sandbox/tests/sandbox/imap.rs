@@ -864,3 +864,77 @@ async fn python_imaplib_and_curl_manage_folders_and_append() {
     let clients = folders.iter().find(|f| f.name == "Clients").unwrap();
     assert_eq!(clients.messages, 2, "{clients:?}");
 }
+
+/// The admin route shaped like Set-CASMailbox switches IMAP off and on for one mailbox: a session opened
+/// while it is off is signed in but not connected (our choice of §7.4's two reports), one opened after it is
+/// back on works; GET shows the switches without changing anything.
+#[tokio::test]
+async fn set_cas_mailbox_switches_imap_for_one_mailbox() {
+    let sandbox = start_imap().await;
+    let route = format!("_sandbox/admin/mailboxes/{}/cas-mailbox", demo::USER_UPN);
+    let shown = sandbox.get_json(&route).await;
+    assert_eq!(
+        shown.body,
+        serde_json::json!({"ImapEnabled": true, "PopEnabled": true, "SmtpClientAuthenticationDisabled": false})
+    );
+    let post = |body: serde_json::Value| sandbox.http.post(sandbox.url(&route)).json(&body).send();
+    let off: serde_json::Value = post(serde_json::json!({"ImapEnabled": false}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        off,
+        serde_json::json!({"ImapEnabled": false, "PopEnabled": true, "SmtpClientAuthenticationDisabled": false})
+    );
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    let (mut imap, _) = connect(&sandbox).await;
+    assert_eq!(
+        command(&mut imap, "A01", &auth).await,
+        ["A01 OK AUTHENTICATE completed.\r\n"]
+    );
+    assert_eq!(
+        command(&mut imap, "A02", "SELECT INBOX").await,
+        ["A02 BAD User is authenticated but not connected.\r\n"]
+    );
+    assert_eq!(
+        post(serde_json::json!({"ImapEnabled": true}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (mut again, _) = connect(&sandbox).await;
+    command(&mut again, "A01", &auth).await;
+    let selected = command(&mut again, "A02", "SELECT INBOX").await;
+    assert!(
+        selected.last().unwrap().starts_with("A02 OK"),
+        "{selected:?}"
+    );
+    // An unknown parameter or mailbox is refused.
+    assert_eq!(
+        post(serde_json::json!({"ImapEnable": false}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let unknown = sandbox
+        .get_json("_sandbox/admin/mailboxes/nobody@contoso.onmicrosoft.com/cas-mailbox")
+        .await;
+    assert_eq!(unknown.status, 404);
+    // The listing shows IMAP UID and flags too.
+    let listed = sandbox
+        .get_json(&format!(
+            "_sandbox/admin/mailboxes/{}/messages",
+            demo::USER_UPN
+        ))
+        .await;
+    assert_eq!(listed.body[0]["imap_uid"], 1);
+    assert_eq!(listed.body[0]["flags"], serde_json::json!([]));
+}
