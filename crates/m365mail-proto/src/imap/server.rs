@@ -292,6 +292,19 @@ impl ImapSession {
         self.server.enqueue_input(bytes);
     }
 
+    /// Ends the session as Exchange ends one whose access token expired while it was open: `* BYE Session
+    /// invalidated - AccessTokenExpired`, then the connection closes (observed by imapsync's users, its
+    /// issue #250; not in microsoft.md §7). The driver calls it instead of handing over the next input.
+    pub fn token_expired(&mut self) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.server.enqueue_status(
+            Status::bye(None, "Session invalidated - AccessTokenExpired").expect("static text"),
+        );
+    }
+
     /// Runs until there is something to write, input is needed, or the session is over.
     pub fn poll(&mut self, backend: &mut dyn ImapBackend) -> Poll {
         loop {

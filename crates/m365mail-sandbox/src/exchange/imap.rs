@@ -24,6 +24,21 @@ pub(crate) struct ImapService {
 struct Backend {
     exchange: Arc<ExchangeState>,
     mailbox: Option<String>,
+    /// When the token the session signed in with expires (Unix seconds).
+    expires_at: Option<u64>,
+}
+
+/// The `exp` claim of a JWT already validated.
+fn expiry(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
 }
 
 impl ImapBackend for Backend {
@@ -44,6 +59,7 @@ impl ImapBackend for Backend {
         match access::open_mailbox(&directory, &principal, user, access::MailProtocol::Imap) {
             Ok(mailbox) => {
                 self.mailbox = Some(mailbox);
+                self.expires_at = expiry(token);
                 SignIn::Accepted {
                     can_open_mailbox: true,
                 }
@@ -169,6 +185,7 @@ impl Protocol for ImapService {
             let mut backend = Backend {
                 exchange: Arc::clone(&self.exchange),
                 mailbox: None,
+                expires_at: None,
             };
             let limits = self.limits;
             let mut buffer = vec![0u8; 16 * 1024];
@@ -214,7 +231,16 @@ impl Protocol for ImapService {
                             () = stopped(&mut shutdown) => return,
                         };
                         match read {
-                            Ok(Ok(n)) if n > 0 => session.receive(&buffer[..n]),
+                            Ok(Ok(n)) if n > 0 => {
+                                // A token that expired while the session was open ends it at the next
+                                // command, as Exchange does.
+                                let now = self.exchange.identity.clock.unix_seconds();
+                                if backend.expires_at.is_some_and(|exp| now >= exp) {
+                                    session.token_expired();
+                                } else {
+                                    session.receive(&buffer[..n]);
+                                }
+                            }
                             _ => return,
                         }
                     }

@@ -938,3 +938,41 @@ async fn set_cas_mailbox_switches_imap_for_one_mailbox() {
     assert_eq!(listed.body[0]["imap_uid"], 1);
     assert_eq!(listed.body[0]["flags"], serde_json::json!([]));
 }
+
+/// A token that expires while the session is open ends the session at the next command with Exchange's
+/// `* BYE Session invalidated - AccessTokenExpired` (observed by imapsync's users), and nothing else.
+#[tokio::test]
+async fn a_token_that_expires_mid_session_ends_it_with_bye() {
+    let clock = Arc::new(m365mail_sandbox::FakeClock::new(
+        m365mail_sandbox::Clock::now(&m365mail_sandbox::SystemClock),
+    ));
+    let sandbox = start_with(SandboxConfig {
+        imaps: vec!["127.0.0.1:0".parse().unwrap()],
+        clock: clock.clone(),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let (mut imap, _) = connect(&sandbox).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    assert_eq!(
+        command(&mut imap, "a", &auth).await,
+        ["a OK AUTHENTICATE completed.\r\n"]
+    );
+    let selected = command(&mut imap, "b", "SELECT INBOX").await;
+    assert!(selected.last().unwrap().starts_with("b OK"), "{selected:?}");
+    // Within the token's life (at least 60 minutes): still fine.
+    clock.advance(std::time::Duration::from_secs(50 * 60));
+    assert_eq!(
+        command(&mut imap, "c", "NOOP").await,
+        ["c OK NOOP completed.\r\n"]
+    );
+    clock.advance(std::time::Duration::from_secs(41 * 60));
+    assert_eq!(
+        command(&mut imap, "d", "NOOP").await,
+        ["* BYE Session invalidated - AccessTokenExpired\r\n", ""]
+    );
+}
