@@ -256,8 +256,11 @@ pub struct SandboxConfig {
     /// up to 9 minutes across token requests (`AutoRefresher` in `msal/oauth2cli/assertion.py`), which
     /// Entra accepts. Turn it on to check that a client mints a fresh assertion per request.
     pub reject_replayed_assertions: bool,
-    /// Bounds of the mail services (POP3 now; IMAP and SMTP as they land).
+    /// Bounds of the mail services (POP3, IMAP, SMTP).
     pub mail_limits: MailLimits,
+    /// An IMAP IDLE lasting longer is ended with `* BYE IDLE timed out.` (default 29 minutes, RFC 2177's
+    /// advice to clients; our choice).
+    pub imap_idle_limit: std::time::Duration,
 }
 
 impl Default for SandboxConfig {
@@ -280,6 +283,7 @@ impl Default for SandboxConfig {
             smart_lockout: SmartLockout::default(),
             reject_replayed_assertions: false,
             mail_limits: MailLimits::default(),
+            imap_idle_limit: exchange::imap::IDLE_LIMIT,
         }
     }
 }
@@ -414,6 +418,7 @@ impl Sandbox {
             limits: config.mail_limits,
         });
         let imap: Arc<dyn net::Protocol> = Arc::new(exchange::imap::ImapService {
+            idle_limit: config.imap_idle_limit,
             exchange: Arc::clone(&exchange),
             limits: config.mail_limits,
         });

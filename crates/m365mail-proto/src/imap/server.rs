@@ -189,6 +189,8 @@ pub struct ImapSession {
     closing: bool,
     /// A plain connection that may upgrade (STARTTLS advertised and accepted).
     starttls_offered: bool,
+    /// The tag of an IDLE in progress (RFC 2177): changes to the folder are pushed until DONE.
+    idling: Option<Tag<'static>>,
     /// The handle of the STARTTLS `OK`: once it is sent, the driver starts TLS.
     starttls_answer: Option<imap_next::server::ResponseHandle>,
     /// The STARTTLS `OK` went out.
@@ -252,6 +254,7 @@ impl ImapSession {
             not_connected: None,
             closing: false,
             starttls_offered: false,
+            idling: None,
             starttls_answer: None,
             upgrade_now: false,
             login_disabled: false,
@@ -290,6 +293,29 @@ impl ImapSession {
     /// Bytes read from the client.
     pub fn receive(&mut self, bytes: &[u8]) {
         self.server.enqueue_input(bytes);
+    }
+
+    /// Whether an IDLE is in progress: the driver then calls [`ImapSession::idle_tick`] now and then (the
+    /// sandbox: every 250 ms) and [`ImapSession::idle_timed_out`] when the client idled too long.
+    pub fn is_idling(&self) -> bool {
+        self.idling.is_some()
+    }
+
+    /// During IDLE: pushes what changed in the selected folder (`* n EXPUNGE`, `* n EXISTS`).
+    pub fn idle_tick(&mut self, backend: &mut dyn ImapBackend) {
+        if self.idling.is_some() {
+            self.sync_selected(backend, true);
+        }
+    }
+
+    /// Ends an IDLE that lasted longer than the server allows (RFC 2177 asks clients to re-issue it within
+    /// 29 minutes): `* BYE IDLE timed out.` (our wording), then the connection closes.
+    pub fn idle_timed_out(&mut self) {
+        if self.idling.take().is_some() && !self.closing {
+            self.closing = true;
+            self.server
+                .enqueue_status(Status::bye(None, "IDLE timed out.").expect("static text"));
+        }
     }
 
     /// Ends the session as Exchange ends one whose access token expired while it was open: `* BYE Session
@@ -414,11 +440,31 @@ impl ImapSession {
                 }
             }
             Event::IdleCommandReceived { tag } => {
-                let _ = self
-                    .server
-                    .idle_reject(bad(Some(tag.into_static()), "Command not supported."));
+                let tag = tag.into_static();
+                let signed_in = matches!(self.state, State::Authenticated | State::Selected { .. });
+                if !signed_in || self.not_connected.is_some() {
+                    let _ = self
+                        .server
+                        .idle_reject(bad(Some(tag), "Command received in Invalid state."));
+                    return;
+                }
+                let accepted = CommandContinuationRequest::basic(
+                    None,
+                    "IDLE accepted, awaiting DONE command.",
+                )
+                .expect("static text");
+                if self.server.idle_accept(accepted).is_ok() {
+                    self.idling = Some(tag);
+                    // What changed before IDLE, at once.
+                    self.sync_selected(backend, true);
+                }
             }
-            Event::IdleDoneReceived => {}
+            Event::IdleDoneReceived => {
+                if let Some(tag) = self.idling.take() {
+                    self.sync_selected(backend, true);
+                    self.server.enqueue_status(ok(tag, "IDLE completed."));
+                }
+            }
         }
     }
 

@@ -15,7 +15,15 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::{ExchangeState, access};
 use crate::{identity::bearer::Requirement, sync::lock};
 
+/// How often an IDLE session looks at its folder.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The longest IDLE before the server ends it (RFC 2177 asks clients to re-issue IDLE within 29 minutes).
+pub(crate) const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(29 * 60);
+
 pub(crate) struct ImapService {
+    /// An IDLE lasting longer is ended (`* BYE IDLE timed out.`).
+    pub(crate) idle_limit: std::time::Duration,
     pub(crate) exchange: Arc<ExchangeState>,
     pub(crate) limits: crate::MailLimits,
 }
@@ -191,6 +199,7 @@ impl Protocol for ImapService {
             let mut buffer = vec![0u8; 16 * 1024];
             // Reset by each answer: bytes that never complete a command do not extend it.
             let mut deadline = tokio::time::Instant::now() + limits.command_timeout;
+            let mut idle_started: Option<tokio::time::Instant> = None;
             loop {
                 match session.poll(&mut backend) {
                     Poll::Output(bytes) => {
@@ -226,10 +235,31 @@ impl Protocol for ImapService {
                         return;
                     }
                     Poll::NeedInput => {
+                        // During IDLE the command deadline does not apply: the folder is looked at every
+                        // 250 ms (a delivery reaches the client within that), and an IDLE longer than the
+                        // limit is ended.
+                        let idle_since =
+                            *idle_started.get_or_insert_with(tokio::time::Instant::now);
+                        if !session.is_idling() {
+                            idle_started = None;
+                        }
+                        let until = if session.is_idling() {
+                            if idle_since.elapsed() >= self.idle_limit {
+                                session.idle_timed_out();
+                                continue;
+                            }
+                            tokio::time::Instant::now() + IDLE_TICK
+                        } else {
+                            deadline
+                        };
                         let read = tokio::select! {
-                            read = tokio::time::timeout_at(deadline, stream.read(&mut buffer)) => read,
+                            read = tokio::time::timeout_at(until, stream.read(&mut buffer)) => read,
                             () = stopped(&mut shutdown) => return,
                         };
+                        if read.is_err() && session.is_idling() {
+                            session.idle_tick(&mut backend);
+                            continue;
+                        }
                         match read {
                             Ok(Ok(n)) if n > 0 => {
                                 // A token that expired while the session was open ends it at the next

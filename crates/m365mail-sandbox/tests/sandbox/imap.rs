@@ -976,3 +976,76 @@ async fn a_token_that_expires_mid_session_ends_it_with_bye() {
         ["* BYE Session invalidated - AccessTokenExpired\r\n", ""]
     );
 }
+
+/// IDLE (RFC 2177): a delivery through the admin API and another session's EXPUNGE reach an idling client
+/// within a second, DONE ends it; an IDLE longer than the sandbox's limit is ended with a BYE.
+#[tokio::test]
+async fn idle_pushes_deliveries_and_expunges_and_ends_at_the_limit() {
+    let sandbox = start_with(SandboxConfig {
+        imaps: vec!["127.0.0.1:0".parse().unwrap()],
+        mail: MailSeed::Demo,
+        imap_idle_limit: std::time::Duration::from_millis(1500),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+    let (mut idler, _) = connect(&sandbox).await;
+    command(&mut idler, "a", &auth).await;
+    let selected = command(&mut idler, "b", "SELECT INBOX").await;
+    assert!(
+        selected.contains(&"* 12 EXISTS\r\n".to_owned()),
+        "{selected:?}"
+    );
+    idler.get_mut().write_all(b"c IDLE\r\n").await.unwrap();
+    assert_eq!(
+        line(&mut idler).await,
+        "+ IDLE accepted, awaiting DONE command.\r\n"
+    );
+
+    sandbox
+        .sandbox
+        .admin()
+        .deliver_message(demo::USER_UPN, b"Subject: new while idling\r\n\r\nx\r\n")
+        .unwrap();
+    assert_eq!(within_a_second(&mut idler).await, "* 13 EXISTS\r\n");
+
+    // Another session deletes message 2: the idler hears of it.
+    let (mut other, _) = connect(&sandbox).await;
+    command(&mut other, "a", &auth).await;
+    command(&mut other, "b", "SELECT INBOX").await;
+    command(&mut other, "c", "STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    command(&mut other, "d", "EXPUNGE").await;
+    assert_eq!(within_a_second(&mut idler).await, "* 2 EXPUNGE\r\n");
+
+    idler.get_mut().write_all(b"DONE\r\n").await.unwrap();
+    assert_eq!(line(&mut idler).await, "c OK IDLE completed.\r\n");
+    assert_eq!(
+        command(&mut idler, "d", "NOOP").await,
+        ["d OK NOOP completed.\r\n"]
+    );
+
+    // An IDLE past the limit (1.5 s here, 29 minutes by default) is ended.
+    idler.get_mut().write_all(b"e IDLE\r\n").await.unwrap();
+    assert_eq!(
+        line(&mut idler).await,
+        "+ IDLE accepted, awaiting DONE command.\r\n"
+    );
+    let started = std::time::Instant::now();
+    let bye = tokio::time::timeout(std::time::Duration::from_secs(5), line(&mut idler))
+        .await
+        .unwrap();
+    assert_eq!(bye, "* BYE IDLE timed out.\r\n");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1200));
+    assert_eq!(line(&mut idler).await, "", "the connection is closed");
+}
+
+/// The next line, which must come within a second.
+async fn within_a_second(stream: &mut Tls) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(1), line(stream))
+        .await
+        .expect("pushed within a second")
+}
