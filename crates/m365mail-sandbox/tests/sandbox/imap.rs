@@ -1049,3 +1049,36 @@ async fn within_a_second(stream: &mut Tls) -> String {
         .await
         .expect("pushed within a second")
 }
+
+/// IDLE from Python's imaplib (tests/imaplib/imap_idle.py): a delivery through the admin API wakes the idling
+/// client within a second.
+#[tokio::test]
+#[ignore = "needs python3 (run by scripts/test.sh)"]
+async fn python_imaplib_idle_is_woken_by_a_delivery() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let admin = sandbox.sandbox.base_url().to_string();
+    let seen = crate::common::python_session(
+        &sandbox,
+        "imaplib/imap_idle.py",
+        imaps_addr(&sandbox).port(),
+        demo::USER_UPN,
+        &imap_token,
+        &[&admin],
+    )
+    .await;
+    assert_eq!(seen["select"], "12");
+    assert_eq!(
+        seen["continuation"],
+        "+ IDLE accepted, awaiting DONE command."
+    );
+    assert_eq!(seen["pushed"], "* 13 EXISTS");
+    assert!(seen["seconds"].as_f64().unwrap() < 1.0, "{seen}");
+    assert!(
+        seen["done"]
+            .as_str()
+            .unwrap()
+            .ends_with("OK IDLE completed."),
+        "{seen}"
+    );
+}
