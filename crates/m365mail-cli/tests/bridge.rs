@@ -13,7 +13,7 @@ use m365mail_sandbox::demo;
 use serde_json::Value;
 
 mod common;
-use common::Served;
+use common::{Served, describe};
 
 fn m365mail(dir: &Path, args: &[&str]) -> Output {
     Command::cargo_bin("m365mail")
@@ -26,15 +26,6 @@ fn m365mail(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// `bridge client add NAME -p PROFILE [--from-allow …]`: the password it printed once.

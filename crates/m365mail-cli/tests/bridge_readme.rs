@@ -10,28 +10,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin;
 
-/// The commands of the first ```sh block after the heading, comments and blank lines dropped.
-fn block() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
-    let section = readme
-        .split("### Try the bridge against the sandbox")
-        .nth(1)
-        .expect("the bridge heading");
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
-    block
-        .lines()
-        .map(|line| line.split(" # ").next().unwrap().trim().to_owned())
-        .filter(|line| !line.is_empty())
-        .collect()
-}
+mod common;
 
 fn bash(dir: &Path, path: &str, script: &str) -> Command {
     let mut c = Command::new("bash");
@@ -66,7 +45,7 @@ impl Drop for Background {
 #[test]
 #[ignore = "needs swaks (scripts/test.sh installs it)"]
 fn the_readme_bridge_block_runs_as_written() {
-    let lines = block();
+    let lines = common::readme_block("### Try the bridge against the sandbox");
     assert!(lines.len() >= 5, "{lines:?}");
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();

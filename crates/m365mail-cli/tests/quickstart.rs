@@ -10,27 +10,10 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt as _;
 use serde_json::Value;
 
-/// The commands of the first ```sh block after the heading, comments and blank lines dropped.
+mod common;
+
 fn quickstart() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
-    let section = readme
-        .split("## Try the sandbox in two minutes")
-        .nth(1)
-        .expect("the quickstart heading");
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
-    block
-        .lines()
-        .map(|line| line.split(" # ").next().unwrap().trim().to_owned())
-        .filter(|line| !line.is_empty())
-        .collect()
+    common::readme_block("## Try the sandbox in two minutes")
 }
 
 /// `m365mail …` as a command (plain words: the quickstart has no quoting).

@@ -11,7 +11,7 @@ use m365mail_sandbox::demo;
 use serde_json::Value;
 
 mod common;
-use common::Served;
+use common::{Served, describe};
 
 fn m365mail(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::cargo_bin("m365mail")
@@ -47,15 +47,6 @@ fn lines(output: &Output) -> Vec<Value> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn sha256(bytes: &[u8]) -> String {

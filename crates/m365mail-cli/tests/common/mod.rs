@@ -68,3 +68,37 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// A finished command's exit code, stdout and stderr, for assertion messages.
+pub(crate) fn describe(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The commands of the first ```sh block after `heading` in the README: comments (` # …`) and blank lines
+/// dropped.
+pub(crate) fn readme_block(heading: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("the README has no {heading:?}"));
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    block
+        .lines()
+        .map(|line| line.split(" # ").next().unwrap().trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect()
+}

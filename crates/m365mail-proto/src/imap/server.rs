@@ -1066,19 +1066,7 @@ impl ImapSession {
             self.server.enqueue_status(status);
         }
         backend.expunge(&folder, &source);
-        // Highest sequence number first: each EXPUNGE renumbers only the messages after it.
-        let mut remaining = uids;
-        for index in (0..remaining.len()).rev() {
-            if source.contains(&remaining[index]) {
-                remaining.remove(index);
-                self.server.enqueue_data(Data::Expunge(
-                    NonZeroU32::new(index as u32 + 1).expect("sequence numbers start at 1"),
-                ));
-            }
-        }
-        if let State::Selected { uids, .. } = &mut self.state {
-            *uids = remaining;
-        }
+        self.report_expunged(uids, &source);
         self.server.enqueue_status(ok(tag, done));
     }
 
@@ -1366,20 +1354,24 @@ impl ImapSession {
             })
             .unwrap_or_default();
         backend.expunge(&folder, &gone);
-        // Highest sequence number first: each EXPUNGE renumbers only the messages after it.
-        let mut remaining = uids;
-        for index in (0..remaining.len()).rev() {
-            if gone.contains(&remaining[index]) {
-                remaining.remove(index);
+        self.report_expunged(uids, &gone);
+        self.server.enqueue_status(ok(tag, "EXPUNGE completed."));
+    }
+
+    /// `* n EXPUNGE` for each of `gone` among the session's `uids`, highest sequence number first (each
+    /// renumbers only the messages after it); the session keeps the rest.
+    fn report_expunged(&mut self, mut uids: Vec<u32>, gone: &[u32]) {
+        for index in (0..uids.len()).rev() {
+            if gone.contains(&uids[index]) {
+                uids.remove(index);
                 self.server.enqueue_data(Data::Expunge(
                     NonZeroU32::new(index as u32 + 1).expect("sequence numbers start at 1"),
                 ));
             }
         }
-        if let State::Selected { uids, .. } = &mut self.state {
-            *uids = remaining;
+        if let State::Selected { uids: kept, .. } = &mut self.state {
+            *kept = uids;
         }
-        self.server.enqueue_status(ok(tag, "EXPUNGE completed."));
     }
 }
 

@@ -251,16 +251,7 @@ async fn app_only_with_the_exchange_service_principal_opens_the_mailbox() {
 #[ignore = "needs python3 (run by scripts/test.sh)"]
 async fn python_imaplib_signs_in_lists_and_selects() {
     let sandbox = start_imap().await;
-    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
-    let seen = crate::common::python_session(
-        &sandbox,
-        "imaplib/imap_session.py",
-        imaps_addr(&sandbox).port(),
-        demo::USER_UPN,
-        &imap_token,
-        &[],
-    )
-    .await;
+    let (seen, _) = imaplib_script(&sandbox, "imaplib/imap_session.py", &[]).await;
     assert!(
         seen["greeting"]
             .as_str()
@@ -639,16 +630,7 @@ async fn a_tenant_with_basic_auth_off_advertises_logindisabled() {
 #[ignore = "needs python3 (run by scripts/test.sh)"]
 async fn python_imaplib_searches_the_demo_inbox() {
     let sandbox = start_imap().await;
-    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
-    let seen = crate::common::python_session(
-        &sandbox,
-        "imaplib/imap_search.py",
-        imaps_addr(&sandbox).port(),
-        demo::USER_UPN,
-        &imap_token,
-        &[],
-    )
-    .await;
+    let (seen, _) = imaplib_script(&sandbox, "imaplib/imap_search.py", &[]).await;
     let subjects = |name: &str| -> Vec<String> {
         assert_eq!(seen[name][0], "OK", "{name}: {}", seen[name]);
         seen[name][1]
@@ -714,16 +696,7 @@ async fn python_imaplib_searches_the_demo_inbox() {
 #[ignore = "needs python3 (run by scripts/test.sh)"]
 async fn python_imaplib_copies_and_moves() {
     let sandbox = start_imap().await;
-    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
-    let seen = crate::common::python_session(
-        &sandbox,
-        "imaplib/imap_move.py",
-        imaps_addr(&sandbox).port(),
-        demo::USER_UPN,
-        &imap_token,
-        &[],
-    )
-    .await;
+    let (seen, _) = imaplib_script(&sandbox, "imaplib/imap_move.py", &[]).await;
     let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
     let archive = folders.iter().find(|f| f.name == "Archive").unwrap();
     // The demo Archive holds 2 messages (UIDs 1, 2): the copy is UID 3, the moved ones 4 and 5.
@@ -772,16 +745,7 @@ async fn python_imaplib_copies_and_moves() {
 #[ignore = "needs python3 and curl (run by scripts/test.sh)"]
 async fn python_imaplib_and_curl_manage_folders_and_append() {
     let sandbox = start_imap().await;
-    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
-    let seen = crate::common::python_session(
-        &sandbox,
-        "imaplib/imap_folders.py",
-        imaps_addr(&sandbox).port(),
-        demo::USER_UPN,
-        &imap_token,
-        &[],
-    )
-    .await;
+    let (seen, imap_token) = imaplib_script(&sandbox, "imaplib/imap_folders.py", &[]).await;
     let ok = |name: &str, text: &str| {
         assert_eq!(
             seen[name],
@@ -1056,17 +1020,8 @@ async fn within_a_second(stream: &mut Tls) -> String {
 #[ignore = "needs python3 (run by scripts/test.sh)"]
 async fn python_imaplib_idle_is_woken_by_a_delivery() {
     let sandbox = start_imap().await;
-    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
     let admin = sandbox.sandbox.base_url().to_string();
-    let seen = crate::common::python_session(
-        &sandbox,
-        "imaplib/imap_idle.py",
-        imaps_addr(&sandbox).port(),
-        demo::USER_UPN,
-        &imap_token,
-        &[&admin],
-    )
-    .await;
+    let (seen, _) = imaplib_script(&sandbox, "imaplib/imap_idle.py", &[&admin]).await;
     assert_eq!(seen["select"], "12");
     assert_eq!(
         seen["continuation"],
@@ -1081,4 +1036,24 @@ async fn python_imaplib_idle_is_woken_by_a_delivery() {
             .ends_with("OK IDLE completed."),
         "{seen}"
     );
+}
+
+/// Runs `script` (under `tests/`) with Python's imaplib against the sandbox as Adele, with an IMAP token;
+/// what it printed, and the token (for other clients in the same test).
+async fn imaplib_script(
+    sandbox: &TestSandbox,
+    script: &str,
+    extra: &[&str],
+) -> (serde_json::Value, String) {
+    let imap_token = token(sandbox, demo::IMAP_SCOPE).await;
+    let seen = crate::common::python_session(
+        sandbox,
+        script,
+        imaps_addr(sandbox).port(),
+        demo::USER_UPN,
+        &imap_token,
+        extra,
+    )
+    .await;
+    (seen, imap_token)
 }
