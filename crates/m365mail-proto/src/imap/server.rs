@@ -191,6 +191,9 @@ pub struct ImapSession {
     starttls_offered: bool,
     /// The tag of an IDLE in progress (RFC 2177): changes to the folder are pushed until DONE.
     idling: Option<Tag<'static>>,
+    /// During IDLE: the flags the client was last told of, by UID (a change by another session is pushed
+    /// as `* n FETCH (FLAGS (…))`).
+    idle_flags: std::collections::HashMap<u32, Vec<String>>,
     /// The handle of the STARTTLS `OK`: once it is sent, the driver starts TLS.
     starttls_answer: Option<imap_next::server::ResponseHandle>,
     /// The STARTTLS `OK` went out.
@@ -255,6 +258,7 @@ impl ImapSession {
             closing: false,
             starttls_offered: false,
             idling: None,
+            idle_flags: std::collections::HashMap::new(),
             starttls_answer: None,
             upgrade_now: false,
             login_disabled: false,
@@ -303,9 +307,47 @@ impl ImapSession {
 
     /// During IDLE: pushes what changed in the selected folder (`* n EXPUNGE`, `* n EXISTS`).
     pub fn idle_tick(&mut self, backend: &mut dyn ImapBackend) {
-        if self.idling.is_some() {
-            self.sync_selected(backend, true);
+        if self.idling.is_none() {
+            return;
         }
+        self.sync_selected(backend, true);
+        let now = self.current_flags(backend);
+        let State::Selected { uids, .. } = &self.state else {
+            return;
+        };
+        for (index, uid) in uids.iter().enumerate() {
+            let (Some(told), Some(flags)) = (self.idle_flags.get(uid), now.get(uid)) else {
+                continue;
+            };
+            if told != flags
+                && let Ok(items) = Vec1::try_from(vec![MessageDataItem::Flags(flag_fetch(flags))])
+            {
+                self.server.enqueue_data(Data::Fetch {
+                    seq: NonZeroU32::new(index as u32 + 1).expect("sequence numbers start at 1"),
+                    items,
+                });
+            }
+        }
+        self.idle_flags = now;
+    }
+
+    /// The selected folder's flags by UID (empty outside a selected folder).
+    fn current_flags(
+        &self,
+        backend: &mut dyn ImapBackend,
+    ) -> std::collections::HashMap<u32, Vec<String>> {
+        let State::Selected { name, .. } = &self.state else {
+            return std::collections::HashMap::new();
+        };
+        backend
+            .folder(name)
+            .map(|view| {
+                view.messages
+                    .into_iter()
+                    .map(|m| (m.uid, m.flags))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Ends an IDLE that lasted longer than the server allows (RFC 2177 asks clients to re-issue it within
@@ -455,8 +497,9 @@ impl ImapSession {
                 .expect("static text");
                 if self.server.idle_accept(accepted).is_ok() {
                     self.idling = Some(tag);
-                    // What changed before IDLE, at once.
+                    // What changed before IDLE, at once; the flags as they are now.
                     self.sync_selected(backend, true);
+                    self.idle_flags = self.current_flags(backend);
                 }
             }
             Event::IdleDoneReceived => {

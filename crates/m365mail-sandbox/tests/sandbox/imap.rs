@@ -984,6 +984,12 @@ async fn idle_pushes_deliveries_and_expunges_and_ends_at_the_limit() {
     command(&mut other, "c", "STORE 2 +FLAGS.SILENT (\\Deleted)").await;
     command(&mut other, "d", "EXPUNGE").await;
     assert_eq!(within_a_second(&mut idler).await, "* 2 EXPUNGE\r\n");
+    // … and of a flag it set on message 3 (now 2).
+    command(&mut other, "e", "STORE 2 +FLAGS.SILENT (\\Flagged)").await;
+    assert_eq!(
+        within_a_second(&mut idler).await,
+        "* 2 FETCH (FLAGS (\\Flagged))\r\n"
+    );
 
     idler.get_mut().write_all(b"DONE\r\n").await.unwrap();
     assert_eq!(line(&mut idler).await, "c OK IDLE completed.\r\n");
