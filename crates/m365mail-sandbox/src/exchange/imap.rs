@@ -36,19 +36,6 @@ struct Backend {
     expires_at: Option<u64>,
 }
 
-/// The `exp` claim of a JWT already validated.
-fn expiry(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()
-}
-
 impl ImapBackend for Backend {
     fn sign_in(&mut self, user: &str, token: &str) -> SignIn {
         let directory = lock(&self.exchange.directory);
@@ -67,7 +54,7 @@ impl ImapBackend for Backend {
         match access::open_mailbox(&directory, &principal, user, access::MailProtocol::Imap) {
             Ok(mailbox) => {
                 self.mailbox = Some(mailbox);
-                self.expires_at = expiry(token);
+                self.expires_at = crate::identity::bearer::token_expiry(token);
                 SignIn::Accepted {
                     can_open_mailbox: true,
                 }

@@ -149,6 +149,19 @@ struct Claims {
     idtyp: Option<String>,
 }
 
+/// The `exp` claim (Unix seconds) of a token already validated, read without checking anything again.
+pub(crate) fn token_expiry(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
+}
+
 /// Checks `token` for `requirement` at `now` (Unix seconds) against the sandbox's key and directory. No
 /// leeway: the sandbox's clock is the issuer's clock, and tests move it to exact instants.
 pub(crate) fn validate_bearer(

@@ -8,6 +8,7 @@ pub(crate) mod crypto;
 pub(crate) mod devicecode;
 pub(crate) mod discovery;
 pub(crate) mod errors;
+pub(crate) mod introspect;
 pub(crate) mod scopes;
 pub(crate) mod signin;
 pub(crate) mod state;
@@ -41,6 +42,7 @@ pub(crate) fn router() -> Router<Arc<IdentityState>> {
             get(discovery::openid_configuration),
         )
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::keys))
+        .route("/_sandbox/introspect", post(introspect::introspect))
         .route(
             "/common/discovery/instance",
             get(discovery::instance_discovery),

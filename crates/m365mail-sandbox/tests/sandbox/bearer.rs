@@ -156,3 +156,45 @@ async fn forged_and_foreign_tokens_are_refused() {
         );
     }
 }
+
+/// RFC 7662 introspection at `POST /_sandbox/introspect` (for Dovecot's oauth2 introspection mode): always
+/// 200; active with the user and the Exchange scope for a sandbox token, inactive for a Graph token, garbage,
+/// a missing token and, once the clock passes its end, an expired one.
+#[tokio::test]
+async fn introspection_answers_for_the_sandboxs_own_tokens() {
+    let (sandbox, clock) = start_with_fake_clock(Lifetimes {
+        access_token: AccessTokenLifetime::Fixed(Duration::from_secs(3600)),
+        ..Lifetimes::default()
+    })
+    .await;
+    let introspect = |token: Option<String>| {
+        let mut form = Vec::new();
+        if let Some(token) = token {
+            form.push(("token", token));
+        }
+        sandbox
+            .http
+            .post(sandbox.url("_sandbox/introspect"))
+            .form(&form)
+            .send()
+    };
+    let imap = delegated(&sandbox, demo::IMAP_SCOPE).await;
+    let answer = introspect(Some(imap.clone())).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["active"], true, "{body}");
+    assert_eq!(body["username"], demo::USER_UPN);
+    assert_eq!(body["scope"], "IMAP.AccessAsUser.All");
+    assert_eq!(body["client_id"], demo::PUBLIC_APP_ID);
+    assert!(body["exp"].as_u64().is_some());
+    let inactive = serde_json::json!({ "active": false });
+    let graph = app_only(&sandbox, "https://graph.microsoft.com/.default").await;
+    for token in [Some(graph), Some("not.a.token".to_owned()), None] {
+        let answer = introspect(token).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.json::<serde_json::Value>().await.unwrap(), inactive);
+    }
+    clock.advance(Duration::from_secs(3600));
+    let expired = introspect(Some(imap)).await.unwrap();
+    assert_eq!(expired.json::<serde_json::Value>().await.unwrap(), inactive);
+}
