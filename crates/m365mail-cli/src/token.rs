@@ -174,6 +174,8 @@ fn print_token(
         (true, false) => "received, not kept (--no-cache)",
         (false, _) => "none",
     };
+    use std::fmt::Write as _;
+    let mut text = String::new();
     if global.json {
         let mut out = json!({
             "ok": true,
@@ -194,11 +196,12 @@ fn print_token(
             out["token_type"] = json!("Bearer");
             out["access_token"] = json!(token.token.expose());
         }
-        println!("{out}");
+        let _ = writeln!(text, "{out}");
     } else if args.show_token {
-        println!("{}", token.token.expose());
+        let _ = writeln!(text, "{}", token.token.expose());
     } else {
-        println!(
+        let _ = writeln!(
+            text,
             "Access token for {account} ({} flow, from {origin})",
             flow.as_str()
         );
@@ -207,22 +210,35 @@ fn print_token(
             .as_deref()
             .filter(|u| !u.eq_ignore_ascii_case(account))
         {
-            println!("  signed in as:   {user}");
+            let _ = writeln!(text, "  signed in as:   {user}");
         }
-        println!(
+        let _ = writeln!(
+            text,
             "  expires:        {} (in {} min)",
             rfc3339(expires_at),
             expires_in / 60
         );
         if let Some(scope) = &token.scope {
-            println!("  scope:          {scope}");
+            let _ = writeln!(text, "  scope:          {scope}");
         }
-        println!("  refresh token:  {refresh_state}");
-        println!(
+        let _ = writeln!(text, "  refresh token:  {refresh_state}");
+        let _ = writeln!(
+            text,
             "  cache:          {}",
             cache_path.as_deref().unwrap_or("off")
         );
-        println!("  (use --show-token to print the token, or `token inspect` to decode it)");
+        let _ = writeln!(
+            text,
+            "  (use --show-token to print the token, or `token inspect` to decode it)"
+        );
+    }
+    // One write, and a reader that went away (`token get --show-token | head -c 20`) is not an error.
+    use std::io::Write as _;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("m365mail: cannot write: {e}")
+        }
+        _ => {}
     }
 }
 
