@@ -828,6 +828,75 @@ async fn http_get_cas_mailbox(
     Ok(Json(handle(state).set_cas_mailbox(&address, &CasMailbox::default())?).into_response())
 }
 
+/// A connection fault for a mail service, as the admin route takes it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "fault", rename_all = "kebab-case", deny_unknown_fields)]
+enum ConnectionFaultRequest {
+    /// `{"fault": "drop-after-bytes", "bytes": 40, "count": 1}`
+    DropAfterBytes {
+        bytes: u64,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// `{"fault": "delay", "millis": 300, "count": 1}`: each write of the connection waits that long.
+    Delay {
+        millis: u64,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// `{"fault": "refuse", "seconds": 5}`: new connections are closed at once for that long (throttling).
+    Refuse { seconds: u64 },
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn connection_faults<'a>(
+    exchange: &'a crate::exchange::ExchangeState,
+    service: &str,
+) -> Result<&'a Arc<m365mail_server::Faults>, SandboxError> {
+    exchange
+        .connection_faults
+        .get(service)
+        .ok_or_else(|| SandboxError::not_found("mail service (imap, pop3, smtp)", service))
+}
+
+/// `POST /_sandbox/admin/faults/mail/{service}`: the next connections to IMAP, POP3 or SMTP get a fault.
+async fn http_inject_connection_fault(
+    axum::Extension(exchange): ExchangeExtension,
+    Path(service): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
+    use m365mail_server::ConnectionFault;
+    let request: ConnectionFaultRequest = serde_json::from_slice(&bytes)
+        .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
+    let (fault, count) = match request {
+        ConnectionFaultRequest::DropAfterBytes { bytes, count } => {
+            (ConnectionFault::DropAfterBytes(bytes), count)
+        }
+        ConnectionFaultRequest::Delay { millis, count } => (
+            ConnectionFault::Delay(std::time::Duration::from_millis(millis)),
+            count,
+        ),
+        ConnectionFaultRequest::Refuse { seconds } => (
+            ConnectionFault::Refuse(std::time::Duration::from_secs(seconds)),
+            1,
+        ),
+    };
+    connection_faults(&exchange, &service)?.inject(fault, count);
+    Ok(Json(json!({ "service": service, "count": count })).into_response())
+}
+
+/// `POST /_sandbox/admin/faults/mail/{service}/clear`.
+async fn http_clear_connection_faults(
+    axum::Extension(exchange): ExchangeExtension,
+    Path(service): Path<String>,
+) -> AdminResult {
+    connection_faults(&exchange, &service)?.clear();
+    Ok(Json(json!({})).into_response())
+}
+
 async fn http_revoke_refresh_tokens(
     State(state): AdminState,
     Path(upn): Path<String>,
@@ -1087,6 +1156,14 @@ pub(crate) fn router() -> Router<Arc<IdentityState>> {
         .route("/_sandbox/admin/stats/reset", post(http_reset_stats))
         .route("/_sandbox/admin/faults/token", post(http_inject_faults))
         .route("/_sandbox/admin/faults/clear", post(http_clear_faults))
+        .route(
+            "/_sandbox/admin/faults/mail/{service}",
+            post(http_inject_connection_fault),
+        )
+        .route(
+            "/_sandbox/admin/faults/mail/{service}/clear",
+            post(http_clear_connection_faults),
+        )
         .route("/_sandbox/admin/device-codes", get(http_device_codes))
         .route(
             "/_sandbox/admin/device-codes/{user_code}/approve",

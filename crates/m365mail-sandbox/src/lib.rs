@@ -392,6 +392,10 @@ impl Sandbox {
             directory: Arc::clone(&state.directory),
             identity: Arc::clone(&state),
             store: Mutex::new(mail_store),
+            connection_faults: ["imap", "pop3", "smtp"]
+                .into_iter()
+                .map(|service| (service, Arc::new(net::Faults::default())))
+                .collect(),
         });
         let router = identity::router()
             .merge(admin::router())
@@ -469,13 +473,17 @@ impl Sandbox {
                     addr,
                     implicit_tls: matches!(listener_tls, net::ListenerTls::Implicit(_)),
                 });
-                servers.push(net::spawn_listener(
+                let faults = exchange::service_family(service)
+                    .and_then(|family| exchange.connection_faults.get(family))
+                    .map_or_else(|| Arc::new(net::Faults::default()), Arc::clone);
+                servers.push(net::spawn_listener_with_faults(
                     listener,
                     listener_tls.clone(),
                     config.tls_handshake_timeout,
                     config.mail_limits.max_connections,
                     Arc::clone(protocol),
                     shutdown_receiver.clone(),
+                    faults,
                 ));
             }
         }

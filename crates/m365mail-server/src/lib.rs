@@ -60,6 +60,139 @@ pub trait Protocol: Send + Sync + 'static {
     fn serve(self: Arc<Self>, connection: Connection) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
+/// What a test can make a listener do to its next connections — what a real service does to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionFault {
+    /// Close the connection once the server has written this many bytes.
+    DropAfterBytes(u64),
+    /// Wait this long before each write.
+    Delay(Duration),
+    /// Close every new connection at once (throttled) for this long.
+    Refuse(Duration),
+}
+
+/// A listener's injected fault: the next `count` connections get it (a `Refuse` starts its window at the
+/// first one).
+#[derive(Debug, Default)]
+pub struct Faults {
+    pending: std::sync::Mutex<Option<(ConnectionFault, u32)>>,
+    refusing_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Faults {
+    /// Gives the next `count` connections `fault` (replacing any pending one).
+    pub fn inject(&self, fault: ConnectionFault, count: u32) {
+        *lock(&self.pending) = (count > 0).then_some((fault, count));
+    }
+
+    /// Removes any pending fault and ends a refusal window.
+    pub fn clear(&self) {
+        *lock(&self.pending) = None;
+        *lock(&self.refusing_until) = None;
+    }
+
+    /// The fault for a new connection: `Err(())` to close it at once.
+    fn take(&self) -> Result<Option<ConnectionFault>, ()> {
+        let now = tokio::time::Instant::now();
+        if lock(&self.refusing_until).is_some_and(|until| now < until) {
+            return Err(());
+        }
+        let mut pending = lock(&self.pending);
+        let Some((fault, remaining)) = pending.as_mut() else {
+            return Ok(None);
+        };
+        let fault = *fault;
+        *remaining -= 1;
+        if *remaining == 0 {
+            *pending = None;
+        }
+        if let ConnectionFault::Refuse(window) = fault {
+            *lock(&self.refusing_until) = Some(now + window);
+            return Err(());
+        }
+        Ok(Some(fault))
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A stream with a fault: writes delayed, or cut after a number of bytes (then every write fails).
+struct Faulty {
+    inner: Stream,
+    bytes_left: Option<u64>,
+    delay: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    delayed: bool,
+}
+
+impl AsyncRead for Faulty {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Faulty {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        if let Some(delay) = self.delay
+            && !self.delayed
+        {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+            self.delayed = true;
+        }
+        let allowed = match self.bytes_left {
+            Some(0) => {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "injected fault: connection dropped",
+                )));
+            }
+            Some(left) => buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+            None => buf.len(),
+        };
+        let written = Pin::new(&mut self.inner).poll_write(cx, &buf[..allowed]);
+        if let Poll::Ready(Ok(n)) = written {
+            self.delayed = false;
+            if let Some(left) = self.bytes_left.as_mut() {
+                *left -= n as u64;
+            }
+        }
+        written
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Starts the accept loop of `listener`; it stops when `shutdown` turns true, then gives connections
 /// [`GRACEFUL_SHUTDOWN_TIMEOUT`] to finish.
 pub fn spawn_listener(
@@ -68,7 +201,28 @@ pub fn spawn_listener(
     tls_handshake_timeout: Duration,
     max_connections: usize,
     protocol: Arc<dyn Protocol>,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    spawn_listener_with_faults(
+        listener,
+        tls,
+        tls_handshake_timeout,
+        max_connections,
+        protocol,
+        shutdown,
+        Arc::new(Faults::default()),
+    )
+}
+
+/// [`spawn_listener`] with injectable [`Faults`] (the sandbox's admin API fills them).
+pub fn spawn_listener_with_faults(
+    listener: TcpListener,
+    tls: ListenerTls,
+    tls_handshake_timeout: Duration,
+    max_connections: usize,
+    protocol: Arc<dyn Protocol>,
     mut shutdown: watch::Receiver<bool>,
+    faults: Arc<Faults>,
 ) -> JoinHandle<()> {
     // A connection over the cap is closed at once: clients that never leave cannot exhaust the sandbox.
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
@@ -89,6 +243,14 @@ pub fn spawn_listener(
                 drop(tcp);
                 continue;
             };
+            let fault = match faults.take() {
+                Ok(fault) => fault,
+                Err(()) => {
+                    tracing::info!(%peer, "injected fault: connection refused");
+                    drop(tcp);
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let protocol = Arc::clone(&protocol);
             let tls = tls.clone();
@@ -106,6 +268,23 @@ pub fn spawn_listener(
                             _ => return,
                         }
                     }
+                };
+                let stream: Stream = match fault {
+                    Some(ConnectionFault::DropAfterBytes(bytes)) => Box::new(Faulty {
+                        inner: stream,
+                        bytes_left: Some(bytes),
+                        delay: None,
+                        sleep: None,
+                        delayed: false,
+                    }),
+                    Some(ConnectionFault::Delay(delay)) => Box::new(Faulty {
+                        inner: stream,
+                        bytes_left: None,
+                        delay: Some(delay),
+                        sleep: None,
+                        delayed: false,
+                    }),
+                    _ => stream,
                 };
                 protocol
                     .serve(Connection {

@@ -18,4 +18,17 @@ pub(crate) struct ExchangeState {
     pub(crate) directory: Arc<Mutex<TenantModel>>,
     pub(crate) identity: Arc<IdentityState>,
     pub(crate) store: Mutex<store::MailStore>,
+    /// Injected connection faults per mail service (`imap`, `pop3`, `smtp`), shared by its listeners.
+    pub(crate) connection_faults:
+        std::collections::HashMap<&'static str, Arc<m365mail_server::Faults>>,
+}
+
+/// The mail service a listener belongs to, as the fault routes name it.
+pub(crate) fn service_family(listener: &str) -> Option<&'static str> {
+    match listener {
+        "imap" | "imaps" => Some("imap"),
+        "pop3" | "pop3s" => Some("pop3"),
+        "smtp" | "smtps" => Some("smtp"),
+        _ => None,
+    }
 }

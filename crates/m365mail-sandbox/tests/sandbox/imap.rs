@@ -1063,3 +1063,118 @@ async fn imaplib_script(
     .await;
     (seen, imap_token)
 }
+
+/// Connection faults through the admin API (`POST /_sandbox/admin/faults/mail/{service}`): a dropped
+/// connection after N bytes, delayed writes, refused connections for a while — each on the next connection
+/// only, and only for the service asked.
+#[tokio::test]
+async fn connection_faults_fire_once_and_only_where_asked() {
+    let sandbox = start_with(SandboxConfig {
+        imaps: vec!["127.0.0.1:0".parse().unwrap()],
+        pop3s: vec!["127.0.0.1:0".parse().unwrap()],
+        ..SandboxConfig::default()
+    })
+    .await;
+    let inject = |service: &str, fault: serde_json::Value| {
+        sandbox
+            .http
+            .post(sandbox.url(&format!("_sandbox/admin/faults/mail/{service}")))
+            .json(&fault)
+            .send()
+    };
+    const GREETING: &str = "* OK The Microsoft Exchange IMAP4 service is ready.";
+
+    // Dropped after 20 bytes: the greeting is cut there and the connection closed; the next one is whole.
+    let answer = inject(
+        "imap",
+        serde_json::json!({"fault": "drop-after-bytes", "bytes": 20}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let cut = first_line_until_closed(&sandbox, imaps_addr(&sandbox)).await;
+    assert_eq!(cut, &GREETING[..20]);
+    let (_, whole) = connect(&sandbox).await;
+    assert!(whole.starts_with(GREETING), "{whole}");
+
+    // Only where asked: a POP3 fault leaves IMAP alone, and hits POP3's next connection.
+    inject(
+        "pop3",
+        serde_json::json!({"fault": "drop-after-bytes", "bytes": 3}),
+    )
+    .await
+    .unwrap();
+    let (_, imap_greeting) = connect(&sandbox).await;
+    assert!(imap_greeting.starts_with(GREETING));
+    let pop3 = sandbox
+        .sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == "pop3s")
+        .unwrap()
+        .addr;
+    assert_eq!(first_line_until_closed(&sandbox, pop3).await, "+OK");
+
+    // Delayed writes: the greeting waits.
+    inject("imap", serde_json::json!({"fault": "delay", "millis": 400}))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (_, slow) = connect(&sandbox).await;
+    assert!(slow.starts_with(GREETING));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+
+    // Refused for a while (throttled): closed at once, then served again.
+    inject("imap", serde_json::json!({"fault": "refuse", "seconds": 1}))
+        .await
+        .unwrap();
+    let imaps = imaps_addr(&sandbox);
+    let refused = async {
+        let tcp = tokio::net::TcpStream::connect(imaps).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        crate::common::mail_tls(&sandbox.sandbox)
+            .connect(name, tcp)
+            .await
+            .is_err()
+    };
+    assert!(
+        refused.await,
+        "the TLS handshake of a refused connection fails"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, back) = connect(&sandbox).await;
+    assert!(back.starts_with(GREETING));
+
+    // A bad request names the problem.
+    let bad = inject("imap", serde_json::json!({"fault": "explode"}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = inject("graph", serde_json::json!({"fault": "delay", "millis": 1}))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+/// The first line a TLS server at `addr` sends, or what it sent before closing (a cut connection ends
+/// without TLS close_notify, which is an error to read_line).
+async fn first_line_until_closed(sandbox: &TestSandbox, addr: std::net::SocketAddr) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = crate::common::mail_tls(&sandbox.sandbox)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while let Ok(Ok(1)) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut byte)).await
+    {
+        got.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
