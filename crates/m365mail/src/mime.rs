@@ -197,6 +197,14 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMessage, MimeError> {
     })
 }
 
+/// The `Message-ID` of a message's header, without angle brackets.
+pub fn message_id(raw: &[u8]) -> Option<String> {
+    MessageParser::default()
+        .parse_headers(raw)?
+        .message_id()
+        .map(str::to_owned)
+}
+
 /// Every mailbox address a message claims to come from — all of `From:` and `Sender:`, groups and lists
 /// included, lower-cased — for a relay that checks them against what an account may send as. `Err` says why
 /// the claim cannot be read: more than one `From:` or `Sender:` field, or a field whose value holds no

@@ -103,11 +103,7 @@ fn addresses(value: Option<&Address<'_>>) -> Vec<ImapAddress<'static>> {
 
 /// The ENVELOPE of `bytes` (a message, CRLF lines).
 pub(crate) fn envelope(bytes: &[u8]) -> Envelope<'static> {
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(bytes.len(), |p| p + 2);
-    let header = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    let header = String::from_utf8_lossy(&bytes[..super::server::header_end(bytes)]).into_owned();
     let parsed = MessageParser::default().parse_headers(bytes);
     let list = |name: HeaderName<'static>| {
         addresses(

@@ -79,6 +79,16 @@ pub struct FolderView {
     pub messages: Vec<MessageMeta>,
 }
 
+impl FolderView {
+    /// The message with `uid` (a binary search: `messages` ascend by UID), `None` when it is gone.
+    pub fn message(&self, uid: u32) -> Option<&MessageMeta> {
+        self.messages
+            .binary_search_by_key(&uid, |m| m.uid)
+            .ok()
+            .map(|index| &self.messages[index])
+    }
+}
+
 /// The answer to an XOAUTH2 sign-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignIn {
@@ -310,8 +320,10 @@ impl ImapSession {
         if self.idling.is_none() {
             return;
         }
-        self.sync_selected(backend, true);
-        let now = self.current_flags(backend);
+        let Some(view) = self.sync_selected(backend, true) else {
+            return;
+        };
+        let now = flags_by_uid(&view);
         let State::Selected { uids, .. } = &self.state else {
             return;
         };
@@ -329,25 +341,6 @@ impl ImapSession {
             }
         }
         self.idle_flags = now;
-    }
-
-    /// The selected folder's flags by UID (empty outside a selected folder).
-    fn current_flags(
-        &self,
-        backend: &mut dyn ImapBackend,
-    ) -> std::collections::HashMap<u32, Vec<String>> {
-        let State::Selected { name, .. } = &self.state else {
-            return std::collections::HashMap::new();
-        };
-        backend
-            .folder(name)
-            .map(|view| {
-                view.messages
-                    .into_iter()
-                    .map(|m| (m.uid, m.flags))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Ends an IDLE that lasted longer than the server allows (RFC 2177 asks clients to re-issue it within
@@ -498,8 +491,10 @@ impl ImapSession {
                 if self.server.idle_accept(accepted).is_ok() {
                     self.idling = Some(tag);
                     // What changed before IDLE, at once; the flags as they are now.
-                    self.sync_selected(backend, true);
-                    self.idle_flags = self.current_flags(backend);
+                    self.idle_flags = self
+                        .sync_selected(backend, true)
+                        .map(|view| flags_by_uid(&view))
+                        .unwrap_or_default();
                 }
             }
             Event::IdleDoneReceived => {
@@ -988,21 +983,23 @@ impl ImapSession {
 impl ImapSession {
     /// Brings the session's sequence numbers up to date with the folder: `* n EXPUNGE` for messages other
     /// sessions removed (highest first, when `allow_expunge`), `* n EXISTS` for messages that arrived.
-    fn sync_selected(&mut self, backend: &mut dyn ImapBackend, allow_expunge: bool) {
+    /// Reports what others changed in the selected folder (EXPUNGE, EXISTS); the folder as it is now.
+    fn sync_selected(
+        &mut self,
+        backend: &mut dyn ImapBackend,
+        allow_expunge: bool,
+    ) -> Option<FolderView> {
         let State::Selected { name, .. } = &self.state else {
-            return;
+            return None;
         };
-        let Some(view) = backend.folder(name) else {
-            return;
-        };
-        let current: Vec<u32> = view.messages.iter().map(|m| m.uid).collect();
+        let view = backend.folder(name)?;
         let State::Selected { uids, .. } = &mut self.state else {
-            return;
+            return None;
         };
         let mut responses = Vec::new();
         if allow_expunge {
             for index in (0..uids.len()).rev() {
-                if !current.contains(&uids[index]) {
+                if view.message(uids[index]).is_none() {
                     uids.remove(index);
                     responses.push(Data::Expunge(
                         NonZeroU32::new(index as u32 + 1).expect("sequence numbers start at 1"),
@@ -1012,13 +1009,19 @@ impl ImapSession {
         }
         let highest = uids.last().copied().unwrap_or(0);
         let before = uids.len();
-        uids.extend(current.iter().copied().filter(|&uid| uid > highest));
+        uids.extend(
+            view.messages
+                .iter()
+                .map(|m| m.uid)
+                .filter(|&uid| uid > highest),
+        );
         if uids.len() > before {
             responses.push(Data::Exists(uids.len() as u32));
         }
         for data in responses {
             self.server.enqueue_data(data);
         }
+        Some(view)
     }
 
     fn selected(&self) -> Option<(String, bool, Vec<u32>)> {
@@ -1144,12 +1147,7 @@ impl ImapSession {
         let mut found = Vec::new();
         for (index, &uid) in uids.iter().enumerate() {
             let seq = index as u32 + 1;
-            let Some(meta) = view.as_ref().and_then(|v| {
-                v.messages
-                    .binary_search_by_key(&uid, |m| m.uid)
-                    .ok()
-                    .map(|i| &v.messages[i])
-            }) else {
+            let Some(meta) = view.as_ref().and_then(|v| v.message(uid)) else {
                 continue;
             };
             // Bytes are read (and parsed) only for criteria that look inside the message.
@@ -1202,11 +1200,7 @@ impl ImapSession {
             names.insert(0, MessageDataItemName::Uid);
         }
         let view = backend.folder(&folder);
-        let meta = |uid: u32| {
-            view.as_ref()
-                .and_then(|v| v.messages.iter().find(|m| m.uid == uid))
-                .cloned()
-        };
+        let meta = |uid: u32| view.as_ref().and_then(|v| v.message(uid)).cloned();
         for (seq, uid) in resolve(set, uid_mode, &uids) {
             let Some(mut message) = meta(uid) else {
                 continue; // expunged by another session
@@ -1327,10 +1321,7 @@ impl ImapSession {
         let given: Vec<String> = flags.iter().map(ToString::to_string).collect();
         let view = backend.folder(&folder);
         for (seq, uid) in resolve(set, uid_mode, &uids) {
-            let Some(message) = view
-                .as_ref()
-                .and_then(|v| v.messages.iter().find(|m| m.uid == uid))
-            else {
+            let Some(message) = view.as_ref().and_then(|v| v.message(uid)) else {
                 continue;
             };
             let mut now = match kind {
@@ -1416,6 +1407,14 @@ impl ImapSession {
             *kept = uids;
         }
     }
+}
+
+/// A folder's flags by UID.
+fn flags_by_uid(view: &FolderView) -> std::collections::HashMap<u32, Vec<String>> {
+    view.messages
+        .iter()
+        .map(|m| (m.uid, m.flags.clone()))
+        .collect()
 }
 
 /// `[COPYUID uidvalidity source destination]` (RFC 4315), or `None` when there is nothing to say.
@@ -1512,7 +1511,7 @@ pub(crate) fn resolve(set: &SequenceSet, uid_mode: bool, uids: &[u32]) -> Vec<(u
 }
 
 /// Where the header ends: after the first empty line (the blank line included), or the whole message.
-fn header_end(bytes: &[u8]) -> usize {
+pub(crate) fn header_end(bytes: &[u8]) -> usize {
     if bytes.starts_with(b"\r\n") {
         return 2;
     }

@@ -225,18 +225,15 @@ impl Protocol for ImapService {
                         // During IDLE the command deadline does not apply: the folder is looked at every
                         // 250 ms (a delivery reaches the client within that), and an IDLE longer than the
                         // limit is ended.
-                        let idle_since =
-                            *idle_started.get_or_insert_with(tokio::time::Instant::now);
-                        if !session.is_idling() {
-                            idle_started = None;
-                        }
                         let until = if session.is_idling() {
-                            if idle_since.elapsed() >= self.idle_limit {
+                            let since = *idle_started.get_or_insert_with(tokio::time::Instant::now);
+                            if since.elapsed() >= self.idle_limit {
                                 session.idle_timed_out();
                                 continue;
                             }
                             tokio::time::Instant::now() + IDLE_TICK
                         } else {
+                            idle_started = None;
                             deadline
                         };
                         let read = tokio::select! {

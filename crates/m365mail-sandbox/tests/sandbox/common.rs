@@ -403,3 +403,19 @@ pub(crate) async fn python_session(
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// Runs `command` off the async workers (the sandbox serves in this runtime), asserts it succeeded and
+/// returns its standard output.
+pub(crate) async fn run_ok(mut command: std::process::Command) -> String {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

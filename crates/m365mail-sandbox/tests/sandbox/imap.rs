@@ -390,48 +390,24 @@ async fn curl_lists_and_fetches_over_imaps() {
             .arg(url);
         command
     };
-    let mut list = curl(base.clone());
-    let listed = tokio::task::spawn_blocking(move || list.output())
-        .await
-        .unwrap()
-        .expect("curl");
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    let text = String::from_utf8_lossy(&listed.stdout);
+    let list = curl(base.clone());
+    let listed = crate::common::run_ok(list).await;
+    let text = &listed;
     assert!(
         text.contains("* LIST (\\HasNoChildren \\Junk) \"/\" \"Junk Email\""),
         "{text}"
     );
-    let mut fetch = curl(format!("{base}INBOX;UID=2"));
-    let fetched = tokio::task::spawn_blocking(move || fetch.output())
-        .await
-        .unwrap()
-        .expect("curl");
-    assert!(
-        fetched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetched.stderr)
-    );
-    let message = String::from_utf8_lossy(&fetched.stdout);
+    let fetch = curl(format!("{base}INBOX;UID=2"));
+    let fetched = crate::common::run_ok(fetch).await;
+    let message = &fetched;
     assert!(
         message.contains("Subject: Kickoff agenda for Thursday\r\n"),
         "{message}"
     );
     // curl's URL search (RFC 5092 `?<search>`): kickoff is UID 2 (the welcome message is UID 1).
-    let mut search = curl(format!("{base}INBOX?SUBJECT%20kickoff"));
-    let searched = tokio::task::spawn_blocking(move || search.output())
-        .await
-        .unwrap()
-        .expect("curl");
-    assert!(
-        searched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&searched.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&searched.stdout), "* SEARCH 2\r\n");
+    let search = curl(format!("{base}INBOX?SUBJECT%20kickoff"));
+    let searched = crate::common::run_ok(search).await;
+    assert_eq!(searched, "* SEARCH 2\r\n");
 }
 
 #[tokio::test]
@@ -815,15 +791,7 @@ async fn python_imaplib_and_curl_manage_folders_and_append() {
             "imaps://localhost:{}/Clients",
             imaps_addr(&sandbox).port()
         ));
-    let output = tokio::task::spawn_blocking(move || curl.output())
-        .await
-        .unwrap()
-        .expect("curl");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::common::run_ok(curl).await;
     let folders = sandbox.sandbox.admin().mailbox_folders(demo::USER_UPN);
     let clients = folders.iter().find(|f| f.name == "Clients").unwrap();
     assert_eq!(clients.messages, 2, "{clients:?}");

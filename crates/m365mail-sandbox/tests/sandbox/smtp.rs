@@ -272,15 +272,7 @@ async fn curl_submits_over_starttls_with_a_bearer_token() {
             "smtp://localhost:{}",
             addr(&sandbox, "smtp").port()
         ));
-    let output = tokio::task::spawn_blocking(move || curl.output())
-        .await
-        .unwrap()
-        .expect("curl");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::common::run_ok(curl).await;
     let alex = sandbox
         .sandbox
         .admin()

@@ -388,6 +388,9 @@ impl PasswordChecker {
             let _ = std::thread::Builder::new()
                 .name(format!("m365mail-argon2-{n}"))
                 .spawn(move || {
+                    // The decoy now, not at the first unknown name (whose answer would then take twice as
+                    // long as a wrong password's).
+                    let _ = decoy_hash();
                     let mut memory = Vec::new();
                     loop {
                         let next = jobs

@@ -333,15 +333,6 @@ struct Session {
     refusals: u32,
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
-}
-
 impl Listener {
     fn route(&self, session: &Session) -> Option<Arc<Route>> {
         let account = session.account.as_ref()?;
@@ -534,7 +525,7 @@ impl Listener {
         };
         let sign_in_by = tokio::time::Instant::now() + options.sign_in_timeout;
         let policy = RelayPolicy {
-            auth_without_tls: is_loopback(ip) || self.allow_auth_without_tls,
+            auth_without_tls: ip.is_loopback() || self.allow_auth_without_tls,
             starttls: starttls.is_some(),
         };
         let greeting = format!("{} m365mail bridge ESMTP ready", options.host_name);
@@ -704,7 +695,15 @@ mod tests {
         assert!(of("From: scan@contoso.com\r\nFrom: boss@contoso.com").is_err());
         assert!(of("From: undisclosed").is_err());
         assert_eq!(of("To: a@b.c").unwrap(), Vec::<String>::new());
-        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!is_loopback("192.0.2.1".parse().unwrap()));
+        // An IPv4 client on a dual-stack listener is loopback once its address is made canonical.
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(mapped.to_canonical().is_loopback());
+        assert!(
+            !"192.0.2.1"
+                .parse::<IpAddr>()
+                .unwrap()
+                .to_canonical()
+                .is_loopback()
+        );
     }
 }

@@ -150,7 +150,7 @@ impl SmtpUpstream {
             unreachable!("a sender was just made");
         };
         let message = BuiltMessage {
-            message_id: message_id(&data),
+            message_id: crate::mime::message_id(&data).unwrap_or_default(),
             bytes: data,
             envelope_from: from.to_owned(),
             recipients: recipients.to_vec(),
@@ -175,38 +175,6 @@ impl SmtpUpstream {
             self.retire(old).await;
         }
     }
-}
-
-/// The message's `Message-ID` without brackets (empty when it has none).
-pub(crate) fn message_id(data: &[u8]) -> String {
-    header_value(data, "message-id")
-        .map(|v| v.trim().trim_matches(|c| c == '<' || c == '>').to_owned())
-        .unwrap_or_default()
-}
-
-/// The first value of header `name` (unfolded), from the header block of `data`.
-pub(crate) fn header_value(data: &[u8], name: &str) -> Option<String> {
-    let end = data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(data.len(), |p| p + 2);
-    let head = String::from_utf8_lossy(&data[..end]);
-    let mut lines = head.split("\r\n").peekable();
-    while let Some(line) = lines.next() {
-        let Some((field, value)) = line.split_once(':') else {
-            continue;
-        };
-        if !field.trim().eq_ignore_ascii_case(name) || field.starts_with([' ', '\t']) {
-            continue;
-        }
-        let mut value = value.to_owned();
-        while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
-            value.push(' ');
-            value.push_str(next.trim());
-        }
-        return Some(value.trim().to_owned());
-    }
-    None
 }
 
 /// The reply a device gets for a failed relay through `upstream` as `mailbox`.
@@ -351,13 +319,16 @@ mod tests {
     }
 
     #[test]
-    fn headers_are_found_unfolded_and_only_in_the_header_block() {
-        let data = b"Subject: x\r\nFrom: Scanner\r\n <scan@contoso.com>\r\nMessage-ID: <a@b>\r\n\r\nFrom: body@x\r\n";
+    fn the_message_id_is_found_unfolded_and_only_in_the_header_block() {
+        let data = b"Subject: x\r\nFrom: Scanner\r\n <scan@contoso.com>\r\nMessage-ID:\r\n <a@b>\r\n\r\nMessage-ID: <body@x>\r\n";
+        assert_eq!(crate::mime::message_id(data).as_deref(), Some("a@b"));
         assert_eq!(
-            header_value(data, "from").as_deref(),
-            Some("Scanner <scan@contoso.com>")
+            crate::mime::message_id(b"Subject: x\r\n\r\nMessage-ID: <y@z>\r\n"),
+            None
         );
-        assert_eq!(message_id(data), "a@b");
-        assert_eq!(header_value(b"Subject: x\r\n\r\nTo: y\r\n", "to"), None);
+        assert_eq!(
+            crate::mime::sender_addresses(data).unwrap(),
+            ["scan@contoso.com"]
+        );
     }
 }
