@@ -213,9 +213,15 @@ impl Accounts {
                 });
             }
         }
+        // Where and what kind of error only: serde's message may quote a value, and a value may be a hash.
         let file: FileV1 = serde_json::from_str(&text).map_err(|e| BridgeError::Accounts {
             path: path.to_path_buf(),
-            detail: format!("not an accounts file: {e}"),
+            detail: format!(
+                "not an accounts file ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
         })?;
         if file.version != VERSION {
             return Err(BridgeError::Accounts {
@@ -496,6 +502,25 @@ mod tests {
         assert!(accounts.add("x", "p", vec!["<a@b.c>".into()], "t").is_err());
         accounts.add("x", "p", vec!["a@b.c".into()], "t").unwrap();
         assert!(accounts.add("x", "p", vec!["a@b.c".into()], "t").is_err());
+    }
+
+    #[test]
+    fn a_broken_file_is_refused_without_quoting_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        std::fs::write(
+            &path,
+            r#"{"version":1,"accounts":[{"name":"x","password_hash":"$argon2id$SECRETISH","profile":7}]}"#,
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let error = Accounts::load(&path).unwrap_err().to_string();
+        assert!(error.contains("not an accounts file"), "{error}");
+        assert!(!error.contains("SECRETISH"), "{error}");
     }
 
     #[cfg(unix)]
