@@ -6,9 +6,10 @@
 //!   and parsed by servers.
 //! - [`line`]: CRLF line framing with a length bound, for the line-oriented protocols (POP3, SMTP, IMAP
 //!   commands).
-//! - [`imap`]: the IMAP server core on imap-next (sign-in, folders; fetch and flags next).
+//! - [`imap`]: the IMAP server core on imap-next, and a message's MIME structure (BODYSTRUCTURE, sections).
 //! - [`pop3`]: the POP3 server core (the sandbox's service) and client core (the connector's reader).
 //! - [`smtp`]: the SMTP submission server core (Exchange's §7.6 lines).
+//! - [`fault`]: faults a test server injects into a session (a command refused, the connection dropped).
 //! - [`transcript`]: golden `C:`/`S:` transcripts replayed against a core, byte for byte, whole and one byte
 //!   at a time.
 //!
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fault;
 pub mod imap;
 pub mod line;
 pub mod pop3;

@@ -846,6 +846,25 @@ enum ConnectionFaultRequest {
     },
     /// `{"fault": "refuse", "seconds": 5}`: new connections are closed at once for that long (throttling).
     Refuse { seconds: u64 },
+    /// `{"fault": "drop-after-commands", "commands": 3, "count": 1}`: a new connection answers that many
+    /// commands, then drops, the next one unanswered.
+    DropAfterCommands {
+        commands: u32,
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// `{"fault": "fail-next", "count": 1}`: the next command is answered `NO Server Unavailable. 15` (IMAP),
+    /// `-ERR Server Unavailable. 21` (POP3) or `451 4.3.2 …` (SMTP) without running.
+    FailNext {
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// `{"fault": "expire-token", "count": 1}`: the next command of a signed-in session finds its token
+    /// expired: `* BYE Session invalidated - AccessTokenExpired` (IMAP), `-ERR …` (POP3), `421 4.7.0 …` (SMTP).
+    ExpireToken {
+        #[serde(default = "one")]
+        count: u32,
+    },
 }
 
 fn one() -> u32 {
@@ -868,23 +887,40 @@ async fn http_inject_connection_fault(
     Path(service): Path<String>,
     bytes: Bytes,
 ) -> AdminResult {
+    use crate::faults::SessionFault;
     use m365mail_server::ConnectionFault;
     let request: ConnectionFaultRequest = serde_json::from_slice(&bytes)
         .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
-    let (fault, count) = match request {
+    let connection_faults = connection_faults(&exchange, &service)?;
+    let session_faults = exchange.session_faults(&service);
+    let count = match request {
         ConnectionFaultRequest::DropAfterBytes { bytes, count } => {
-            (ConnectionFault::DropAfterBytes(bytes), count)
+            connection_faults.inject(ConnectionFault::DropAfterBytes(bytes), count);
+            count
         }
-        ConnectionFaultRequest::Delay { millis, count } => (
-            ConnectionFault::Delay(std::time::Duration::from_millis(millis)),
-            count,
-        ),
-        ConnectionFaultRequest::Refuse { seconds } => (
-            ConnectionFault::Refuse(std::time::Duration::from_secs(seconds)),
-            1,
-        ),
+        ConnectionFaultRequest::Delay { millis, count } => {
+            let delay = std::time::Duration::from_millis(millis);
+            connection_faults.inject(ConnectionFault::Delay(delay), count);
+            count
+        }
+        ConnectionFaultRequest::Refuse { seconds } => {
+            let window = std::time::Duration::from_secs(seconds);
+            connection_faults.inject(ConnectionFault::Refuse(window), 1);
+            1
+        }
+        ConnectionFaultRequest::DropAfterCommands { commands, count } => {
+            session_faults.inject(SessionFault::DropAfterCommands(commands), count);
+            count
+        }
+        ConnectionFaultRequest::FailNext { count } => {
+            session_faults.inject(SessionFault::FailNext, count);
+            count
+        }
+        ConnectionFaultRequest::ExpireToken { count } => {
+            session_faults.inject(SessionFault::ExpireToken, count);
+            count
+        }
     };
-    connection_faults(&exchange, &service)?.inject(fault, count);
     Ok(Json(json!({ "service": service, "count": count })).into_response())
 }
 
@@ -894,6 +930,7 @@ async fn http_clear_connection_faults(
     Path(service): Path<String>,
 ) -> AdminResult {
     connection_faults(&exchange, &service)?.clear();
+    exchange.session_faults(&service).clear();
     Ok(Json(json!({})).into_response())
 }
 

@@ -44,6 +44,38 @@ impl<F: Clone> FaultQueue<F> {
     }
 }
 
+/// A fault inside a mail session, applied by the protocol core where it reads a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionFault {
+    /// The next command is answered with the service's transient failure (`NO`, `-ERR`, `451`).
+    FailNext,
+    /// A new connection answers this many commands, then drops, the next one unanswered.
+    DropAfterCommands(u32),
+    /// The next command of a signed-in session finds its token expired (IMAP: `* BYE Session invalidated -
+    /// AccessTokenExpired`).
+    ExpireToken,
+}
+
+impl FaultQueue<SessionFault> {
+    /// For a new connection: how many commands it answers before it is dropped, if it is to be.
+    pub(crate) fn take_for_connection(&self) -> Option<u32> {
+        match self.take(|f| matches!(f, SessionFault::DropAfterCommands(_))) {
+            Some(SessionFault::DropAfterCommands(commands)) => Some(commands),
+            _ => None,
+        }
+    }
+
+    /// For input a session read: a fault to apply to the command in it (a token can expire only once
+    /// the session signed in).
+    pub(crate) fn take_for_input(&self, signed_in: bool) -> Option<SessionFault> {
+        self.take(|f| match f {
+            SessionFault::FailNext => true,
+            SessionFault::ExpireToken => signed_in,
+            SessionFault::DropAfterCommands(_) => false,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -396,6 +396,10 @@ impl Sandbox {
                 .into_iter()
                 .map(|service| (service, Arc::new(net::Faults::default())))
                 .collect(),
+            session_faults: ["imap", "pop3", "smtp"]
+                .into_iter()
+                .map(|service| (service, faults::FaultQueue::default()))
+                .collect(),
         });
         let router = identity::router()
             .merge(admin::router())

@@ -19,7 +19,7 @@ fn nstring(text: Option<&str>) -> NString<'static> {
 }
 
 /// The first `name` field of the header block, unfolded, as written.
-fn raw_field(header: &str, name: &str) -> Option<String> {
+pub(crate) fn raw_field(header: &str, name: &str) -> Option<String> {
     let mut lines = header.split("\r\n").peekable();
     while let Some(line) = lines.next() {
         let Some((field, value)) = line.split_once(':') else {

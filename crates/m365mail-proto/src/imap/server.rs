@@ -6,11 +6,12 @@
 //!
 //! No I/O: the driver feeds bytes ([`ImapSession::receive`]) and writes what [`ImapSession::poll`] gives. The
 //! mail store is an [`ImapBackend`], called synchronously (the sandbox's is in memory; the bridge's will
-//! prefetch). Served so far: CAPABILITY, NOOP, LOGOUT, ID, LOGIN, AUTHENTICATE, NAMESPACE, LIST, LSUB,
-//! STATUS, SELECT, EXAMINE, UNSELECT, CLOSE (expunging), FETCH / UID FETCH (FLAGS, UID, RFC822.SIZE,
-//! INTERNALDATE, BODY[] and BODY.PEEK[] with partials, HEADER, TEXT, HEADER.FIELDS (.NOT), RFC822 and its
-//! parts; `\Seen` set by a body fetch without PEEK), STORE / UID STORE, EXPUNGE, UID EXPUNGE; BODYSTRUCTURE,
-//! ENVELOPE, SEARCH, COPY/MOVE, APPEND and IDLE come with the next part (`NO` or `BAD` until then).
+//! prefetch). Served: CAPABILITY, NOOP, LOGOUT, ID, LOGIN, AUTHENTICATE, NAMESPACE, LIST, LSUB, STATUS,
+//! SELECT, EXAMINE, UNSELECT, CLOSE (expunging), FETCH / UID FETCH (FLAGS, UID, RFC822.SIZE, INTERNALDATE,
+//! ENVELOPE, BODY, BODYSTRUCTURE, BODY[section] and BODY.PEEK[section] with partials — parts `1.2`, MIME,
+//! HEADER, TEXT, HEADER.FIELDS (.NOT) —, RFC822 and its parts; `\Seen` set by a body fetch without PEEK),
+//! STORE / UID STORE, EXPUNGE, UID EXPUNGE, SEARCH / UID SEARCH, COPY / MOVE (and UID), APPEND, CREATE,
+//! DELETE, RENAME and IDLE.
 
 use std::borrow::Cow;
 
@@ -21,7 +22,7 @@ use imap_next::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{IString, Literal, NString, Tag, Text, Vec1},
-    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section},
+    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
     flag::{Flag, FlagFetch, FlagNameAttribute, FlagPerm, StoreResponse, StoreType},
     mailbox::Mailbox,
     response::{
@@ -33,6 +34,8 @@ use imap_next::imap_types::{
 use imap_next::server::{Event, Options, Server};
 use imap_next::{Interrupt, Io, State as _};
 
+use super::structure::MimeStructure;
+use crate::fault::{CommandFault, CommandFaults};
 use crate::xoauth2;
 
 /// Exchange's greeting text before the bracketed server name (microsoft.md §7.4).
@@ -111,6 +114,18 @@ pub trait ImapBackend {
     fn folder(&mut self, name: &str) -> Option<FolderView>;
     /// A message's bytes (CRLF line endings).
     fn message(&mut self, folder: &str, uid: u32) -> Option<std::sync::Arc<[u8]>>;
+    /// A message's bytes and MIME structure. The default parses the structure on every call; a store that
+    /// keeps its messages should keep their structure too (it is asked for on each BODYSTRUCTURE and each
+    /// part fetched).
+    fn structure(
+        &mut self,
+        folder: &str,
+        uid: u32,
+    ) -> Option<(std::sync::Arc<[u8]>, std::sync::Arc<MimeStructure>)> {
+        let bytes = self.message(folder, uid)?;
+        let structure = std::sync::Arc::new(MimeStructure::parse(&bytes));
+        Some((bytes, structure))
+    }
     /// Replaces a message's flags; false when the message is gone.
     fn set_flags(&mut self, folder: &str, uid: u32, flags: &[String]) -> bool;
     /// Removes messages from a folder.
@@ -210,7 +225,15 @@ pub struct ImapSession {
     upgrade_now: bool,
     /// The tenant has Basic authentication off: the `LOGINDISABLED` list before sign-in.
     login_disabled: bool,
+    /// Faults injected by a test server.
+    faults: CommandFaults,
+    /// A fault dropped the connection: nothing more is answered.
+    dropped: bool,
 }
+
+/// The answer to a command refused by an injected fault ([`CommandFaults::fail_next`]): Exchange's text
+/// for a transient failure as client logs show it (`NO Server Unavailable. 15`; not in microsoft.md §7).
+pub const TRANSIENT_FAILURE: &str = "Server Unavailable. 15";
 
 impl std::fmt::Debug for ImapSession {
     // imap-next's buffers may hold an XOAUTH2 response (a token): show only the state.
@@ -272,7 +295,14 @@ impl ImapSession {
             starttls_answer: None,
             upgrade_now: false,
             login_disabled: false,
+            faults: CommandFaults::default(),
+            dropped: false,
         }
+    }
+
+    /// The faults a test server injects into this session (applied to the commands read from now on).
+    pub fn faults(&mut self) -> &mut CommandFaults {
+        &mut self.faults
     }
 
     /// Advertises `LOGINDISABLED` (and no `AUTH=PLAIN`) before sign-in, as a tenant with Basic
@@ -369,6 +399,9 @@ impl ImapSession {
     /// Runs until there is something to write, input is needed, or the session is over.
     pub fn poll(&mut self, backend: &mut dyn ImapBackend) -> Poll {
         loop {
+            if self.dropped {
+                return Poll::Close;
+            }
             if self.upgrade_now {
                 self.upgrade_now = false;
                 return Poll::StartTls;
@@ -422,11 +455,29 @@ impl ImapSession {
                 self.upgrade_now = true;
             }
             Event::GreetingSent { .. } | Event::ResponseSent { .. } => {}
-            Event::CommandReceived { command } => self.command(command, backend),
+            Event::CommandReceived { command } => match self.faults.on_command() {
+                None => self.command(command, backend),
+                Some(CommandFault::Fail) => {
+                    self.server
+                        .enqueue_status(no(command.tag.into_static(), TRANSIENT_FAILURE));
+                }
+                Some(CommandFault::Drop) => self.dropped = true,
+            },
             Event::CommandAuthenticateReceived {
                 command_authenticate,
             } => {
                 let tag = command_authenticate.tag.into_static();
+                match self.faults.on_command() {
+                    None => {}
+                    Some(CommandFault::Fail) => {
+                        let _ = self.server.authenticate_finish(no(tag, TRANSIENT_FAILURE));
+                        return;
+                    }
+                    Some(CommandFault::Drop) => {
+                        self.dropped = true;
+                        return;
+                    }
+                }
                 if self.state != State::NotAuthenticated {
                     let _ = self
                         .server
@@ -476,6 +527,17 @@ impl ImapSession {
             }
             Event::IdleCommandReceived { tag } => {
                 let tag = tag.into_static();
+                match self.faults.on_command() {
+                    None => {}
+                    Some(CommandFault::Fail) => {
+                        let _ = self.server.idle_reject(no(tag, TRANSIENT_FAILURE));
+                        return;
+                    }
+                    Some(CommandFault::Drop) => {
+                        self.dropped = true;
+                        return;
+                    }
+                }
                 let signed_in = matches!(self.state, State::Authenticated | State::Selected { .. });
                 if !signed_in || self.not_connected.is_some() {
                     let _ = self
@@ -1185,17 +1247,6 @@ impl ImapSession {
                 list.iter().cloned().map(|n| n.into_static()).collect()
             }
         };
-        if names.iter().any(|n| {
-            matches!(
-                n,
-                MessageDataItemName::Body | MessageDataItemName::BodyStructure
-            )
-        }) {
-            // Not served yet: an honest refusal rather than a wrong structure.
-            self.server
-                .enqueue_status(no(tag, "FETCH of BODY or BODYSTRUCTURE is not served yet."));
-            return;
-        }
         if uid_mode && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
         }
@@ -1230,25 +1281,35 @@ impl ImapSession {
                         partial,
                         peek,
                     } => {
-                        let Some(bytes) = backend.message(&folder, uid) else {
+                        let Some((bytes, structure)) = backend.structure(&folder, uid) else {
                             continue;
                         };
-                        let data = section_bytes(&bytes, section.as_ref());
-                        let (data, origin) = match (data, partial) {
-                            (Some(data), Some((start, length))) => {
-                                let start_at = (*start as usize).min(data.len());
-                                let end = start_at
-                                    .saturating_add(length.get() as usize)
-                                    .min(data.len());
-                                (Some(data[start_at..end].to_vec()), Some(*start))
-                            }
-                            (data, _) => (data, None),
-                        };
+                        let mut data = structure.section(&bytes, section.as_ref());
+                        let origin = partial.map(|(start, length)| {
+                            let start_at = (start as usize).min(data.len());
+                            let end = start_at
+                                .saturating_add(length.get() as usize)
+                                .min(data.len());
+                            data = data[start_at..end].to_vec();
+                            start
+                        });
                         mark_seen |= !peek;
                         items.push(MessageDataItem::BodyExt {
                             section: section.clone(),
                             origin,
-                            data: data.map_or(NString(None), literal),
+                            data: literal(data),
+                        });
+                    }
+                    MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
+                        let Some((bytes, structure)) = backend.structure(&folder, uid) else {
+                            continue;
+                        };
+                        let extended = *name == MessageDataItemName::BodyStructure;
+                        let answer = structure.body_structure(&bytes, extended);
+                        items.push(if extended {
+                            MessageDataItem::BodyStructure(answer)
+                        } else {
+                            MessageDataItem::Body(answer)
                         });
                     }
                     MessageDataItemName::Envelope => {
@@ -1519,63 +1580,6 @@ pub(crate) fn header_end(bytes: &[u8]) -> usize {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(bytes.len(), |at| at + 4)
-}
-
-/// The header fields named in `names` (or, with `not`, all others), with their continuation lines, and the
-/// blank line that ends a header.
-fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut keep = false;
-    for line in header.split_inclusive(|&b| b == b'\n') {
-        if line == b"\r\n" {
-            break;
-        }
-        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
-            let name = line.split(|&b| b == b':').next().unwrap_or_default();
-            let named = names
-                .iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(name.trim_ascii()));
-            keep = named != not;
-        }
-        if keep {
-            out.extend_from_slice(line);
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// A body section's bytes (top level; a part of a single-part message is its text). `None`: not served.
-fn section_bytes(bytes: &[u8], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
-    let split = header_end(bytes);
-    let text = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
-    Some(match section {
-        None => bytes.to_vec(),
-        Some(Section::Header(None)) => bytes[..split].to_vec(),
-        Some(Section::Text(None)) => bytes[split..].to_vec(),
-        Some(Section::HeaderFields(None, names)) => header_fields(
-            &bytes[..split],
-            &names
-                .as_ref()
-                .iter()
-                .map(|n| text(n.as_ref()))
-                .collect::<Vec<_>>(),
-            false,
-        ),
-        Some(Section::HeaderFieldsNot(None, names)) => header_fields(
-            &bytes[..split],
-            &names
-                .as_ref()
-                .iter()
-                .map(|n| text(n.as_ref()))
-                .collect::<Vec<_>>(),
-            true,
-        ),
-        Some(Section::Part(part)) if part.0.as_ref().iter().all(|n| n.get() == 1) => {
-            bytes[split..].to_vec()
-        }
-        Some(_) => return None,
-    })
 }
 
 /// Bytes as a literal; NUL, which an IMAP literal cannot carry, becomes a space.

@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use crate::fault::{CommandFault, CommandFaults};
 use crate::line::LineBuffer;
 use crate::pop3::dot_stuff;
 use crate::xoauth2;
@@ -110,7 +111,15 @@ pub struct Pop3Server {
     maildrop: Vec<MessageInfo>,
     deleted: Vec<bool>,
     events: Vec<Event>,
+    faults: CommandFaults,
 }
+
+/// The answer to a command refused by an injected fault ([`CommandFaults::fail_next`]; our wording, Exchange's
+/// transient POP3 failure is not on record in microsoft.md §7.5).
+pub const TRANSIENT_FAILURE: &str = "-ERR Server Unavailable. 21\r\n";
+/// How a session whose access token expired ends ([`Pop3Server::token_expired`]; our wording, after the IMAP
+/// service's `* BYE Session invalidated - AccessTokenExpired`).
+pub const TOKEN_EXPIRED: &str = "-ERR Session invalidated - AccessTokenExpired\r\n";
 
 impl fmt::Debug for Pop3Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -131,6 +140,7 @@ impl Pop3Server {
             maildrop: Vec::new(),
             deleted: Vec::new(),
             events: Vec::new(),
+            faults: CommandFaults::default(),
         };
         server.reply(&format!("+OK {greeting}\r\n"));
         server
@@ -159,6 +169,19 @@ impl Pop3Server {
     /// output is sent.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// The faults a test server injects into this session (applied to the commands read from now on).
+    pub fn faults(&mut self) -> &mut CommandFaults {
+        &mut self.faults
+    }
+
+    /// Ends a signed-in session whose access token expired: [`TOKEN_EXPIRED`], then the connection closes
+    /// (nothing is deleted: the UPDATE state is never reached).
+    pub fn token_expired(&mut self) {
+        if self.is_authenticated() {
+            self.close(TOKEN_EXPIRED);
+        }
     }
 
     /// Whether the client authenticated.
@@ -238,8 +261,12 @@ impl Pop3Server {
                         self.reply(LOGON_FAILURE);
                     }
                 }
-                State::Authorization => self.authorization(&line),
-                _ => self.transaction(&line),
+                _ => match self.faults.on_command() {
+                    Some(CommandFault::Fail) => self.reply(TRANSIENT_FAILURE),
+                    Some(CommandFault::Drop) => self.state = State::Closed,
+                    None if self.state == State::Authorization => self.authorization(&line),
+                    None => self.transaction(&line),
+                },
             }
         }
     }

@@ -18,6 +18,7 @@
 
 use std::fmt;
 
+use crate::fault::{CommandFault, CommandFaults};
 use crate::line::LineBuffer;
 use crate::xoauth2;
 
@@ -245,7 +246,14 @@ pub struct SmtpServer {
     bare_line_ends: bool,
     max_size: usize,
     events: Vec<Event>,
+    faults: CommandFaults,
 }
+
+/// The answer to a command refused by an injected fault ([`CommandFaults::fail_next`]; our wording: Exchange's
+/// transient submission failures are not on record in microsoft.md §7.6).
+pub const TRANSIENT_FAILURE: &str = "451 4.3.2 Temporary server error. Please try again later";
+/// How a signed-in session whose access token expired ends ([`SmtpServer::token_expired`]; our wording).
+pub const TOKEN_EXPIRED: &str = "421 4.7.0 Session invalidated - AccessTokenExpired";
 
 impl fmt::Debug for SmtpServer {
     // The input may hold an XOAUTH2 response (a token): show only the state.
@@ -388,6 +396,8 @@ impl SmtpServer {
     pub fn into_tls(self) -> Self {
         let mut next = Self::session(self.role, &self.host, &self.client_ip, true);
         next.max_size = self.max_size;
+        // Injected faults belong to the connection, not to the session TLS restarts.
+        next.faults = self.faults;
         next
     }
 
@@ -412,6 +422,21 @@ impl SmtpServer {
             bare_line_ends: false,
             max_size: MAX_SIZE,
             events: Vec::new(),
+            faults: CommandFaults::default(),
+        }
+    }
+
+    /// The faults a test server injects into this session (applied to the commands read from now on).
+    pub fn faults(&mut self) -> &mut CommandFaults {
+        &mut self.faults
+    }
+
+    /// Ends a signed-in session whose access token expired: [`TOKEN_EXPIRED`], then the connection closes.
+    /// A message being written is not submitted.
+    pub fn token_expired(&mut self) {
+        if self.authenticated && self.state != State::Closed {
+            self.reply(TOKEN_EXPIRED);
+            self.state = State::Closed;
         }
     }
 
@@ -553,7 +578,11 @@ impl SmtpServer {
                         {
                             self.reply("501 5.5.2 Syntax error: control characters in the command");
                         }
-                        _ => self.command(&line),
+                        _ => match self.faults.on_command() {
+                            None => self.command(&line),
+                            Some(CommandFault::Fail) => self.reply(TRANSIENT_FAILURE),
+                            Some(CommandFault::Drop) => self.state = State::Closed,
+                        },
                     }
                 }
             }

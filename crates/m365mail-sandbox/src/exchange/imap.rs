@@ -9,11 +9,12 @@ use m365mail_proto::imap::server::{
     FolderChange, FolderInfo, FolderRefusal, FolderView, ImapBackend, ImapLimits, ImapSession,
     MessageMeta, Poll, SignIn,
 };
+use m365mail_proto::imap::structure::MimeStructure;
 use m365mail_server::{Connection, Protocol, stopped};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{ExchangeState, access};
-use crate::{identity::bearer::Requirement, sync::lock};
+use crate::{faults::SessionFault, identity::bearer::Requirement, sync::lock};
 
 /// How often an IDLE session looks at its folder.
 const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
@@ -108,6 +109,14 @@ impl ImapBackend for Backend {
         lock(&self.exchange.store).message_by_imap_uid(mailbox, folder, uid)
     }
 
+    fn structure(&mut self, folder: &str, uid: u32) -> Option<(Arc<[u8]>, Arc<MimeStructure>)> {
+        let mailbox = self.mailbox.as_ref()?;
+        let (bytes, structure) =
+            lock(&self.exchange.store).message_and_structure(mailbox, folder, uid)?;
+        // Parsed (once per message) outside the store's lock: other sessions go on meanwhile.
+        Some((bytes, structure()))
+    }
+
     fn set_flags(&mut self, folder: &str, uid: u32, flags: &[String]) -> bool {
         let Some(mailbox) = &self.mailbox else {
             return false;
@@ -182,6 +191,10 @@ impl Protocol for ImapService {
                 mailbox: None,
                 expires_at: None,
             };
+            let faults = self.exchange.session_faults("imap");
+            if let Some(commands) = faults.take_for_connection() {
+                session.faults().drop_after(commands);
+            }
             let limits = self.limits;
             let mut buffer = vec![0u8; 16 * 1024];
             // Reset by each answer: bytes that never complete a command do not extend it.
@@ -212,9 +225,12 @@ impl Protocol for ImapService {
                             return;
                         };
                         stream = Box::new(tls);
-                        // A new session: nothing the client pipelined in plain text is carried over.
+                        // A new session: nothing the client pipelined in plain text is carried over
+                        // (injected faults are: they belong to the connection).
+                        let pending = session.faults().clone();
                         session = ImapSession::after_starttls(NAME, ImapLimits::default())
                             .with_login_disabled(login_disabled);
+                        *session.faults() = pending;
                         deadline = tokio::time::Instant::now() + limits.command_timeout;
                     }
                     Poll::Close => {
@@ -246,12 +262,18 @@ impl Protocol for ImapService {
                         }
                         match read {
                             Ok(Ok(n)) if n > 0 => {
-                                // A token that expired while the session was open ends it at the next
-                                // command, as Exchange does.
+                                // A token that expired while the session was open (or an injected
+                                // fault says so) ends it at the next command, as Exchange does.
+                                let fault = faults.take_for_input(backend.expires_at.is_some());
                                 let now = self.exchange.identity.clock.unix_seconds();
-                                if backend.expires_at.is_some_and(|exp| now >= exp) {
+                                if fault == Some(SessionFault::ExpireToken)
+                                    || backend.expires_at.is_some_and(|exp| now >= exp)
+                                {
                                     session.token_expired();
                                 } else {
+                                    if fault == Some(SessionFault::FailNext) {
+                                        session.faults().fail_next();
+                                    }
                                     session.receive(&buffer[..n]);
                                 }
                             }

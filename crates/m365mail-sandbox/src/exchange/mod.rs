@@ -1,5 +1,5 @@
-//! Exchange Online, as far as the sandbox serves it so far: the mail store, who may open which mailbox, and
-//! the POP3 service (on [`m365mail_server`], with the [`m365mail_proto::pop3::server`] core). IMAP and SMTP follow.
+//! Exchange Online as the sandbox serves it: the mail store, who may open which mailbox, and the IMAP, POP3
+//! and SMTP services (on [`m365mail_server`], each with its [`m365mail_proto`] core).
 
 pub(crate) mod access;
 pub(crate) mod imap;
@@ -21,6 +21,22 @@ pub(crate) struct ExchangeState {
     /// Injected connection faults per mail service (`imap`, `pop3`, `smtp`), shared by its listeners.
     pub(crate) connection_faults:
         std::collections::HashMap<&'static str, Arc<m365mail_server::Faults>>,
+    /// Injected session faults per mail service (the next command refused, a drop after N commands, a
+    /// token expired early).
+    pub(crate) session_faults: std::collections::HashMap<
+        &'static str,
+        crate::faults::FaultQueue<crate::faults::SessionFault>,
+    >,
+}
+
+impl ExchangeState {
+    /// The session-fault queue of `service` (`imap`, `pop3`, `smtp`).
+    pub(crate) fn session_faults(
+        &self,
+        service: &str,
+    ) -> &crate::faults::FaultQueue<crate::faults::SessionFault> {
+        &self.session_faults[service]
+    }
 }
 
 /// The mail service a listener belongs to, as the fault routes name it.

@@ -10,7 +10,7 @@ use m365mail_server::{Connection, Protocol, stopped};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{ExchangeState, access};
-use crate::{identity::bearer::Requirement, sync::lock};
+use crate::{faults::SessionFault, identity::bearer::Requirement, sync::lock};
 
 /// `[…]` of Exchange's greeting: base64 of the server's FQDN in UTF-16LE (microsoft.md §7.5).
 fn greeting() -> String {
@@ -63,6 +63,10 @@ impl Protocol for Pop3Service {
                 ..
             } = connection;
             let mut core = Pop3Server::new(&greeting());
+            let faults = self.exchange.session_faults("pop3");
+            if let Some(commands) = faults.take_for_connection() {
+                core.faults().drop_after(commands);
+            }
             let mut mailbox: Option<String> = None;
             let mut buffer = vec![0u8; 16 * 1024];
             let limits = self.limits;
@@ -119,7 +123,15 @@ impl Protocol for Pop3Service {
                     () = stopped(&mut shutdown) => return,
                 };
                 match read {
-                    Ok(Ok(n)) if n > 0 => core.receive(&buffer[..n]),
+                    Ok(Ok(n)) if n > 0 => match faults.take_for_input(core.is_authenticated()) {
+                        Some(SessionFault::ExpireToken) => core.token_expired(),
+                        fault => {
+                            if fault == Some(SessionFault::FailNext) {
+                                core.faults().fail_next();
+                            }
+                            core.receive(&buffer[..n]);
+                        }
+                    },
                     Err(_) => {
                         tracing::info!(
                             "POP3 client sent no complete command in time; connection closed"

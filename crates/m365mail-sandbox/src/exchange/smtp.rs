@@ -12,7 +12,9 @@ use m365mail_server::{Connection, Protocol, stopped};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{ExchangeState, access};
-use crate::{identity::bearer::Principal, identity::bearer::Requirement, sync::lock};
+use crate::{
+    faults::SessionFault, identity::bearer::Principal, identity::bearer::Requirement, sync::lock,
+};
 
 /// The server name in the greeting and replies.
 const HOST: &str = "SANDBOX01.contoso.sandbox.m365mail.local";
@@ -143,6 +145,10 @@ impl Protocol for SmtpService {
                 rand::random::<u64>()
             );
             let mut core = SmtpServer::new(&greeting, HOST, &client_ip, starttls.is_none());
+            let faults = self.exchange.session_faults("smtp");
+            if let Some(commands) = faults.take_for_connection() {
+                core.faults().drop_after(commands);
+            }
             let mut signed_in: Option<SignedIn> = None;
             let limits = self.limits;
             let mut buffer = vec![0u8; 16 * 1024];
@@ -222,7 +228,15 @@ impl Protocol for SmtpService {
                     () = stopped(&mut shutdown) => return,
                 };
                 match read {
-                    Ok(Ok(n)) if n > 0 => core.receive(&buffer[..n]),
+                    Ok(Ok(n)) if n > 0 => match faults.take_for_input(signed_in.is_some()) {
+                        Some(SessionFault::ExpireToken) => core.token_expired(),
+                        fault => {
+                            if fault == Some(SessionFault::FailNext) {
+                                core.faults().fail_next();
+                            }
+                            core.receive(&buffer[..n]);
+                        }
+                    },
                     _ => return,
                 }
             }

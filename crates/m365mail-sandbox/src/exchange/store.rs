@@ -14,9 +14,10 @@
 //!   UIDs naming other messages. The admin API can set a folder's UIDVALIDITY (a client must then resync).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use m365mail_proto::imap::server::{FolderChange, FolderRefusal};
-use std::sync::Arc;
+use m365mail_proto::imap::structure::MimeStructure;
 
 /// Exchange Online's default folders, with their special use (RFC 6154 names, without the backslash).
 pub(crate) const DEFAULT_FOLDERS: [(&str, Option<&str>); 6] = [
@@ -41,7 +42,22 @@ pub(crate) struct StoredMessage {
     pub(crate) internal_date: i64,
     /// The RFC 5322 message, CRLF line endings; held once and shared by every session that reads it.
     pub(crate) bytes: Arc<[u8]>,
+    /// Its MIME structure, parsed when first asked for.
+    structure: StructureCell,
 }
+
+/// A message's MIME structure, parsed at most once (BODYSTRUCTURE and every part fetch read it).
+#[derive(Debug, Clone, Default)]
+struct StructureCell(Arc<OnceLock<Arc<MimeStructure>>>);
+
+impl PartialEq for StructureCell {
+    /// Derived from the bytes, which the message compares.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for StructureCell {}
 
 /// One folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +248,7 @@ impl MailStore {
             flags: Vec::new(),
             internal_date: now,
             bytes: bytes.into(),
+            structure: StructureCell::default(),
         });
         target.uid_next += 1;
         Ok(uid)
@@ -298,6 +315,25 @@ impl MailStore {
         self.each_in(address, folder)
             .find(|m| m.imap_uid == imap_uid)
             .map(|m| Arc::clone(&m.bytes))
+    }
+
+    /// A folder's message by IMAP UID, and a call that gives its structure: parsed on the first call for
+    /// this message, kept after. Make the call once the store's lock is released.
+    pub(crate) fn message_and_structure(
+        &self,
+        address: &str,
+        folder: &str,
+        imap_uid: u32,
+    ) -> Option<(Arc<[u8]>, impl FnOnce() -> Arc<MimeStructure> + use<>)> {
+        let message = self
+            .each_in(address, folder)
+            .find(|m| m.imap_uid == imap_uid)?;
+        let bytes = Arc::clone(&message.bytes);
+        let cell = Arc::clone(&message.structure.0);
+        let parse_bytes = Arc::clone(&bytes);
+        Some((bytes, move || {
+            Arc::clone(cell.get_or_init(|| Arc::new(MimeStructure::parse(&parse_bytes))))
+        }))
     }
 
     fn folder_mut(&mut self, address: &str, folder: &str) -> Option<&mut Folder> {

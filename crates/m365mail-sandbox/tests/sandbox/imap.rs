@@ -359,10 +359,13 @@ async fn fetch_store_and_expunge_on_the_wire() {
         "{envelope:?}"
     );
     assert_eq!(envelope[1], "A08 OK FETCH completed.\r\n");
-    assert_eq!(
-        command(&mut imap, "A09", "FETCH 1:* (BODYSTRUCTURE)").await,
-        ["A09 NO FETCH of BODY or BODYSTRUCTURE is not served yet.\r\n"]
+    let structure = command(&mut imap, "A09", "FETCH 1 (BODYSTRUCTURE BODY.PEEK[1]<0.10>)").await;
+    assert!(
+        structure[0].starts_with("* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" "),
+        "{structure:?}"
     );
+    assert!(structure[0].contains(" BODY[1]<0> {10}\r\n"), "{structure:?}");
+    assert_eq!(structure.last().unwrap(), "A09 OK FETCH completed.\r\n");
 }
 
 /// curl, unchanged: `imaps://` with `--oauth2-bearer` (XOAUTH2), listing the folders and fetching a message.
@@ -1145,4 +1148,229 @@ async fn first_line_until_closed(sandbox: &TestSandbox, addr: std::net::SocketAd
         }
     }
     String::from_utf8_lossy(&got).into_owned()
+}
+
+/// BODYSTRUCTURE, BODY and body sections of the fixtures in tests/imaplib/structure (plain, alternative,
+/// related with inline image, forwarded message, digest, odd spellings, a missing closing delimiter) agree
+/// with Dovecot's answers for the same messages: types, subtypes, parameters, ids, descriptions, encodings,
+/// sizes, line counts, attached messages' envelopes, and the octets of every section fetched
+/// (tests/imaplib/imap_structure.py APPENDs them to both servers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 and Dovecot (scripts/realservers.sh; run by scripts/test.sh)"]
+async fn bodystructure_and_sections_agree_with_dovecot() {
+    let env = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run scripts/test.sh (it starts Dovecot and exports REALSERVERS_*)")
+        })
+    };
+    let fixtures = format!(
+        "{}/../../tests/imaplib/structure",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sandbox = start_imap().await;
+    let (ours, _) = imaplib_script(&sandbox, "imaplib/imap_structure.py", &[&fixtures]).await;
+
+    let user = format!("structure-{}@example.test", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let mint = std::process::Command::new("python3")
+        .arg(format!(
+            "{}/../../scripts/realservers/mint-token.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(["--dir", &env("REALSERVERS_DIR"), "--user", &user])
+        .args(["--scopes", "IMAP.AccessAsUser.All", "--print", "token"])
+        .output()
+        .expect("python3");
+    assert!(
+        mint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mint.stderr)
+    );
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &mint.stdout).unwrap();
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg(format!(
+            "{}/../../tests/imaplib/imap_structure.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([
+            &env("REALSERVERS_TLS_SERVER_NAME"),
+            &env("REALSERVERS_IMAPS_PORT"),
+            &env("REALSERVERS_CA_FILE"),
+            &user,
+        ])
+        .arg(&token_file)
+        .arg(&fixtures);
+    let dovecot: serde_json::Value =
+        serde_json::from_str(&crate::common::run_ok(python).await).unwrap();
+
+    let fixtures = dovecot.as_object().unwrap();
+    assert_eq!(fixtures.len(), 7, "every fixture fetched from Dovecot");
+    for (name, theirs) in fixtures {
+        let mine = &ours[name];
+        assert_eq!(
+            mine["normalized"], theirs["normalized"],
+            "{name}: BODYSTRUCTURE\n  sandbox: {}\n  Dovecot: {}",
+            mine["bodystructure"], theirs["bodystructure"]
+        );
+        for (section, octets) in theirs["sections"].as_object().unwrap() {
+            assert_eq!(
+                &mine["sections"][section], octets,
+                "{name}: BODY[{section}]"
+            );
+        }
+    }
+}
+
+/// Session faults through the admin API: the next command refused with Exchange's transient `NO`, a
+/// connection dropped after N commands with the next one unanswered, a token expired early — each once,
+/// and only for the service asked.
+#[tokio::test]
+async fn session_faults_fire_once_and_only_where_asked() {
+    let sandbox = start_imap().await;
+    let imap_token = token(&sandbox, demo::IMAP_SCOPE).await;
+    let inject = |service: &str, fault: serde_json::Value| {
+        sandbox
+            .http
+            .post(sandbox.url(&format!("_sandbox/admin/faults/mail/{service}")))
+            .json(&fault)
+            .send()
+    };
+    let auth = format!(
+        "AUTHENTICATE XOAUTH2 {}",
+        xoauth2(demo::USER_UPN, &imap_token)
+    );
+
+    // The next command, and only it, gets NO; a fault for POP3 changes nothing here.
+    inject("pop3", serde_json::json!({"fault": "fail-next"}))
+        .await
+        .unwrap();
+    let (mut stream, _) = connect(&sandbox).await;
+    assert!(
+        command(&mut stream, "a1", &auth)
+            .await
+            .last()
+            .unwrap()
+            .starts_with("a1 OK")
+    );
+    let answer = inject("imap", serde_json::json!({"fault": "fail-next"}))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        command(&mut stream, "a2", "SELECT INBOX").await,
+        ["a2 NO Server Unavailable. 15\r\n"]
+    );
+    let again = command(&mut stream, "a3", "SELECT INBOX").await;
+    assert!(
+        again.last().unwrap().starts_with("a3 OK [READ-WRITE]"),
+        "{again:?}"
+    );
+
+    // Dropped after two commands: the third goes unanswered and the connection ends; the next connection
+    // is whole.
+    inject(
+        "imap",
+        serde_json::json!({"fault": "drop-after-commands", "commands": 2}),
+    )
+    .await
+    .unwrap();
+    let (mut dropped, _) = connect(&sandbox).await;
+    assert!(
+        command(&mut dropped, "b1", "CAPABILITY")
+            .await
+            .last()
+            .unwrap()
+            .starts_with("b1 OK")
+    );
+    assert!(
+        command(&mut dropped, "b2", &auth)
+            .await
+            .last()
+            .unwrap()
+            .starts_with("b2 OK")
+    );
+    dropped
+        .get_mut()
+        .write_all(b"b3 SELECT INBOX\r\n")
+        .await
+        .unwrap();
+    let mut rest = String::new();
+    let end = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        dropped.read_line(&mut rest),
+    )
+    .await
+    .expect("closed at once");
+    assert!(end.is_err() || rest.is_empty(), "unanswered: {rest:?}");
+    let (mut whole, _) = connect(&sandbox).await;
+    for tag in ["c1", "c2", "c3"] {
+        assert!(
+            command(&mut whole, tag, "NOOP")
+                .await
+                .last()
+                .unwrap()
+                .starts_with(&format!("{tag} OK"))
+        );
+    }
+
+    // A token expired early: the signed-in session's next command ends it the Exchange way. A session that
+    // has not signed in is not the one it hits.
+    inject("imap", serde_json::json!({"fault": "expire-token"}))
+        .await
+        .unwrap();
+    let (mut fresh, _) = connect(&sandbox).await;
+    assert!(
+        command(&mut fresh, "d1", "CAPABILITY")
+            .await
+            .last()
+            .unwrap()
+            .starts_with("d1 OK")
+    );
+    assert!(
+        command(&mut fresh, "d2", &auth)
+            .await
+            .last()
+            .unwrap()
+            .starts_with("d2 OK")
+    );
+    assert_eq!(
+        command(&mut fresh, "d3", "SELECT INBOX").await,
+        ["* BYE Session invalidated - AccessTokenExpired\r\n", ""]
+    );
+    let (mut after, _) = connect(&sandbox).await;
+    assert!(
+        command(&mut after, "e1", &auth)
+            .await
+            .last()
+            .unwrap()
+            .starts_with("e1 OK")
+    );
+    assert!(
+        command(&mut after, "e2", "SELECT INBOX")
+            .await
+            .last()
+            .unwrap()
+            .starts_with("e2 OK")
+    );
+
+    // Cleared: nothing pending fires.
+    inject("imap", serde_json::json!({"fault": "fail-next"}))
+        .await
+        .unwrap();
+    let cleared = sandbox
+        .http
+        .post(sandbox.url("_sandbox/admin/faults/mail/imap/clear"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 200);
+    assert!(
+        command(&mut after, "e3", "NOOP")
+            .await
+            .last()
+            .unwrap()
+            .starts_with("e3 OK")
+    );
 }

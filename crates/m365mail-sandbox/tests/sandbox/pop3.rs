@@ -344,3 +344,60 @@ async fn a_client_that_pipelines_retrs_and_never_reads_is_closed() {
     );
     assert!(received < 40 << 20, "{received} bytes");
 }
+
+/// Session faults through the admin API, as POP3 shows them: the next command refused with `-ERR`, a drop
+/// after N commands with the next one unanswered, a token expired early ending the session — once each.
+#[tokio::test]
+async fn session_faults_fire_once() {
+    let sandbox = start_pop().await;
+    let pop_token = token(&sandbox, demo::POP_SCOPE).await;
+    let inject = |fault: serde_json::Value| {
+        sandbox
+            .http
+            .post(sandbox.url("_sandbox/admin/faults/mail/pop3"))
+            .json(&fault)
+            .send()
+    };
+    let (mut stream, _) = connect(&sandbox).await;
+    assert!(
+        sign_in(&mut stream, demo::USER_UPN, &pop_token)
+            .await
+            .starts_with("+OK")
+    );
+    inject(serde_json::json!({"fault": "fail-next"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        command(&mut stream, "STAT").await,
+        "-ERR Server Unavailable. 21\r\n"
+    );
+    assert!(command(&mut stream, "STAT").await.starts_with("+OK "));
+
+    inject(serde_json::json!({"fault": "drop-after-commands", "commands": 1}))
+        .await
+        .unwrap();
+    let (mut dropped, _) = connect(&sandbox).await;
+    assert!(command(&mut dropped, "CAPA").await.starts_with("+OK"));
+    body(&mut dropped).await;
+    assert_eq!(
+        command(&mut dropped, "NOOP").await,
+        "",
+        "closed, unanswered"
+    );
+
+    inject(serde_json::json!({"fault": "expire-token"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        command(&mut stream, "STAT").await,
+        "-ERR Session invalidated - AccessTokenExpired\r\n"
+    );
+    assert_eq!(line(&mut stream).await, "", "the connection ends");
+    let (mut next, _) = connect(&sandbox).await;
+    assert!(
+        sign_in(&mut next, demo::USER_UPN, &pop_token)
+            .await
+            .starts_with("+OK")
+    );
+    assert!(command(&mut next, "STAT").await.starts_with("+OK "));
+}

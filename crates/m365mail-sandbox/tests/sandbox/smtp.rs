@@ -335,3 +335,57 @@ async fn a_long_line_is_refused_and_a_trickled_body_is_closed() {
         "nothing half-sent was delivered"
     );
 }
+
+/// Session faults through the admin API, as SMTP shows them: the next command refused with `451 4.3.2`, a
+/// drop after N commands, a token expired early ending the signed-in session with `421 4.7.0` — once each.
+#[tokio::test]
+async fn session_faults_fire_once() {
+    let sandbox = start_smtp().await;
+    let smtp_token = token(&sandbox, demo::SMTP_SCOPE).await;
+    let inject = |fault: serde_json::Value| {
+        sandbox
+            .http
+            .post(sandbox.url("_sandbox/admin/faults/mail/smtp"))
+            .json(&fault)
+            .send()
+    };
+    let (mut stream, _) = smtps(&sandbox).await;
+    inject(serde_json::json!({"fault": "fail-next"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&mut stream, "EHLO client.test").await,
+        ["451 4.3.2 Temporary server error. Please try again later\r\n"]
+    );
+    assert!(
+        send(&mut stream, "EHLO client.test")
+            .await
+            .last()
+            .unwrap()
+            .starts_with("250 ")
+    );
+    let auth = format!("AUTH XOAUTH2 {}", xoauth2(demo::USER_UPN, &smtp_token));
+    assert!(send(&mut stream, &auth).await[0].starts_with("235 "));
+
+    inject(serde_json::json!({"fault": "drop-after-commands", "commands": 1}))
+        .await
+        .unwrap();
+    let (mut dropped, _) = smtps(&sandbox).await;
+    assert!(
+        send(&mut dropped, "EHLO client.test")
+            .await
+            .last()
+            .unwrap()
+            .starts_with("250 ")
+    );
+    assert_eq!(send(&mut dropped, "NOOP").await, [""], "closed, unanswered");
+
+    inject(serde_json::json!({"fault": "expire-token"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&mut stream, &format!("MAIL FROM:<{}>", demo::USER_UPN)).await,
+        ["421 4.7.0 Session invalidated - AccessTokenExpired\r\n"]
+    );
+    assert_eq!(reply(&mut stream).await, [""], "the connection ends");
+}
