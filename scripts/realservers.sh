@@ -18,6 +18,8 @@
 #
 # Knobs (environment): PORT_OFFSET=N, NO_POSTFIX=1, CLEAN=1, FORCE_RESTART=1,
 # TOKEN_LIFETIME, USER_DOMAINS, OAUTH_MODE, ... -- see realservers/start-servers.sh.
+# OAUTH_MODE=sandbox: m365mail's sandbox tenant (target/debug/m365mail, port
+# 10081) issues the tokens instead and Dovecot introspects them there.
 # Ports (offset 0): IMAP 10143 (STARTTLS), IMAPS 10993, POP3 10110 (STLS),
 # POP3S 10995, LMTP 10024, token server 10080, Postfix submission 10587
 # (STARTTLS), SMTPS 10465, SMTP inbound 10025, Dovecot submission 10588,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs formatting, lints and every test
 # (including the #[ignore]d ones that need external programs: MSAL Python, jsonschema, curl, msmtp, swaks, and Debian's
-# Dovecot with a local token issuer, started here on loopback and stopped on exit).
+# Dovecot with a local token issuer, and a second Dovecot that asks the sandbox about its tokens, started here on
+# loopback and stopped on exit).
 # Usage: scripts/test.sh            (from anywhere; run as a user that may `pip install`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +33,20 @@ step "starting the real servers (Dovecot, Postfix, token server) on loopback"
 # Their own directory and ports (offset 200), so a developer's own scripts/realservers.sh instance is left
 # alone; stopped on exit, by the PIDs this start recorded.
 REALSERVERS_TEST_DIR="${TMPDIR:-/tmp}/m365mail-realservers-test"
-trap 'scripts/realservers.sh stop "$REALSERVERS_TEST_DIR" >/dev/null 2>&1 || true' EXIT
+REALSERVERS_SANDBOX_TEST_DIR="${TMPDIR:-/tmp}/m365mail-realservers-sandbox"
+trap 'scripts/realservers.sh stop "$REALSERVERS_TEST_DIR" >/dev/null 2>&1 || true
+      scripts/realservers.sh stop "$REALSERVERS_SANDBOX_TEST_DIR" >/dev/null 2>&1 || true' EXIT
 PORT_OFFSET=200 scripts/realservers.sh start "$REALSERVERS_TEST_DIR" >/dev/null
 eval "$(scripts/realservers.sh env "$REALSERVERS_TEST_DIR")"
+
+step "starting a second Dovecot that introspects the sandbox's tokens (OAUTH_MODE=sandbox)"
+# It runs target/debug/m365mail's sandbox; its variables are exported as REALSERVERS_SANDBOX_*
+# (REALSERVERS_IMAP_PORT -> REALSERVERS_SANDBOX_IMAP_PORT, ...).
+cargo build --locked -p m365mail-cli
+OAUTH_MODE=sandbox NO_POSTFIX=1 PORT_OFFSET=300 \
+    scripts/realservers.sh start "$REALSERVERS_SANDBOX_TEST_DIR" >/dev/null
+eval "$(scripts/realservers.sh env "$REALSERVERS_SANDBOX_TEST_DIR" \
+    | sed '/^export REALSERVERS_SANDBOX_/!s/^export REALSERVERS_/export REALSERVERS_SANDBOX_/')"
 
 step "cargo test --workspace -- --include-ignored"
 cargo test --workspace --locked -- --include-ignored

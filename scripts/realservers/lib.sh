@@ -12,6 +12,7 @@ is_ours() {
     postfix)     env=$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null)
                  [[ "$cmd" == *postfix*master* ]] && grep -qx "MAIL_CONFIG=$d/postfix/conf" <<<"$env" ;;
     tokenserver) [[ "$cmd" == *token-server.py*"$d"* ]] ;;
+    sandbox)     [[ "$cmd" == *" sandbox serve "*"--config-out $d/sandbox/m365mail.toml"* ]] ;;
     *)           return 1 ;;
   esac
 }

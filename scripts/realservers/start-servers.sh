@@ -2,7 +2,9 @@
 # start-servers.sh DIR  --  real Dovecot 2.3 (IMAP/POP3/LMTP/submission) + Postfix
 # + a local token issuer on 127.0.0.1 high ports, accepting OAuth2 bearer JWTs
 # (SASL XOAUTH2 / OAUTHBEARER) shaped like Microsoft 365's.  Debian 12, needs
-# root (apt, Postfix, Dovecot privsep).
+# root (apt, Postfix, Dovecot privsep).  With OAUTH_MODE=sandbox the issuer is
+# m365mail's own sandbox tenant (`m365mail sandbox serve --http`) instead, and
+# Dovecot accepts the tokens it issues, by RFC 7662 introspection.
 # Part of m365mail's "real servers" test recipe (MIT OR Apache-2.0, like the
 # project); normally called as `scripts/realservers.sh start [DIR]`.
 #
@@ -19,14 +21,31 @@
 #   PORT_OFFSET=0                 added to every port (parallel instances need
 #                                 their own DIR and offset)
 #   NO_POSTFIX=1                  skip Postfix (Dovecot submission then has no relay)
-#   OAUTH_MODE=local|introspect   local: Dovecot validates the JWT itself (default)
+#   OAUTH_MODE=local|introspect|sandbox
+#                                 local: Dovecot validates the JWT itself (default)
 #                                 introspect: Dovecot POSTs it to token-server.py
+#                                 sandbox: no token-server.py; this script starts
+#                                 `$SANDBOX_BIN sandbox serve --http` on port
+#                                 10081+offset (its mail listeners on free ports;
+#                                 CA and --config-out profiles in DIR/sandbox/,
+#                                 its PID in DIR/pids/sandbox.pid) and Dovecot
+#                                 POSTs each token to its /_sandbox/introspect:
+#                                 delegated tokens of its demo tenant's users
+#                                 (adele@contoso.onmicrosoft.com ...) sign in to
+#                                 their own mailbox here.  servers.env then has
+#                                 REALSERVERS_SANDBOX_URL, _PORT, _CONFIG (the
+#                                 profiles) instead of the token-server lines
+#   SANDBOX_BIN=<repo>/target/debug/m365mail   sandbox mode: the m365mail binary
+#                                 (cargo build -p m365mail-cli)
+#   SANDBOX_TOKEN_LIFETIME=       sandbox mode: --access-token-lifetime SECS for
+#                                 every token (default: Entra's 60-90 minutes)
 #   JWT_ALG=RS256|ES256|HS256     alg of the tokens token-server/mint-token issue
 #                                 (Dovecot accepts all three at once)
 #   USERNAME_CLAIM=upn            claim compared with the SASL user (upn,
 #                                 preferred_username, email, unique_name ...)
 #   IMAP_SCOPE=IMAP.AccessAsUser.All  POP_SCOPE=POP.AccessAsUser.All  SMTP_SCOPE=SMTP.Send
-#                                 local mode: scope each protocol demands ("" = none)
+#                                 local and sandbox modes: scope each protocol
+#                                 demands ("" = none)
 #                                 (introspect mode: same values hard-coded in the endpoint)
 #   TOKEN_LIFETIME=3600           expires_in / exp of issued access tokens (seconds)
 #   USER_DOMAINS=example.test     token-server: domains whose users may sign in
@@ -72,6 +91,10 @@ DSUB_PORT=$((10588+O))         # Dovecot submission service (STARTTLS), relays t
 LMTP_PORT=$((10024+O))         # Dovecot LMTP (delivery into maildirs; seed.py)
 AUTH_PORT=$((10026+O))         # Dovecot auth socket over TCP, used by Postfix SASL
 TOKEN_PORT=$((10080+O))        # token-server.py: /<tenant>/oauth2/v2.0/token and /introspect
+SANDBOX_PORT=$((10081+O))      # OAUTH_MODE=sandbox: m365mail sandbox serve --http (identity listener)
+SANDBOX_URL="http://127.0.0.1:$SANDBOX_PORT"
+SANDBOX_BIN="${SANDBOX_BIN:-$(cd "$HERE/../.." && pwd)/target/debug/m365mail}"
+SANDBOX_TOKEN_LIFETIME="${SANDBOX_TOKEN_LIFETIME:-}"
 TENANT_ID="11111111-2222-3333-4444-555555555555"
 ISSUER="https://sts.windows.net/${TENANT_ID}/"
 AUDIENCE="https://outlook.office.com"
@@ -81,7 +104,11 @@ MAILHOST="mail.example.test"
 PYTHON="$(command -v python3)"
 
 [ "$(id -u)" = 0 ] || { echo "start-servers.sh: needs root (apt, postfix, dovecot privsep)" >&2; exit 1; }
-case "$OAUTH_MODE" in local|introspect) ;; *) echo "OAUTH_MODE must be local or introspect" >&2; exit 2;; esac
+case "$OAUTH_MODE" in local|introspect|sandbox) ;; *) echo "OAUTH_MODE must be local, introspect or sandbox" >&2; exit 2;; esac
+if [ "$OAUTH_MODE" = sandbox ]; then
+  [ -x "$SANDBOX_BIN" ] || { echo "start-servers.sh: OAUTH_MODE=sandbox runs the m365mail binary, and $SANDBOX_BIN is missing: build it with \`cargo build -p m365mail-cli\` (or point SANDBOX_BIN at one)" >&2; exit 1; }
+  case "$SANDBOX_TOKEN_LIFETIME" in *[!0-9]*) echo "SANDBOX_TOKEN_LIFETIME must be a number of seconds" >&2; exit 2;; esac
+fi
 
 T0=$EPOCHREALTIME
 log() { printf '[realservers %ss] %s\n' "$(awk "BEGIN{printf \"%.2f\", $EPOCHREALTIME-$T0}")" "$*" >&2; }
@@ -185,7 +212,29 @@ EOF
 
 # ------------------------------------------------------------ 3. Dovecot
 rm -f "$D"/dovecot/oauth2*.conf.ext
-if [ "$OAUTH_MODE" = local ]; then
+if [ "$OAUTH_MODE" = sandbox ]; then
+# one passdb config per protocol, so each protocol demands its own scope (as
+# Exchange does: a POP-only token does not open IMAP)
+for proto in imap pop3 smtp; do
+  case $proto in imap) sc=$IMAP_SCOPE;; pop3) sc=$POP_SCOPE;; smtp) sc=$SMTP_SCOPE;; esac
+  cat > "$D/dovecot/oauth2-$proto.conf.ext" <<EOF
+# passdb oauth2 for $proto, validation by m365mail's sandbox (RFC 7662 introspection)
+introspection_mode = post
+introspection_url = $SANDBOX_URL/_sandbox/introspect
+# the sandbox answers {"active": true, "username": "<UPN>", "scope": "<its Exchange
+# scopes>", ...} for its own tokens, {"active": false} for anything else
+username_attribute = username
+# the UPN is compared with the SASL user case-insensitively, as Exchange does
+username_format = %Lu
+active_attribute = active
+active_value = true
+# must be one of the answer's space-separated "scope" values ("" = no check)
+scope = $sc
+timeout_msecs = 5000
+debug = $AUTH_DEBUG
+EOF
+done
+elif [ "$OAUTH_MODE" = local ]; then
 # one passdb config per protocol, so each protocol can demand its own scope
 for proto in imap pop3 smtp; do
   case $proto in imap) sc=$IMAP_SCOPE;; pop3) sc=$POP_SCOPE;; smtp) sc=$SMTP_SCOPE;; esac
@@ -253,7 +302,7 @@ auth_mechanisms = xoauth2 oauthbearer
 disable_plaintext_auth = yes
 
 EOF
-if [ "$OAUTH_MODE" = local ]; then
+if [ "$OAUTH_MODE" != introspect ]; then
 # Per-protocol passdbs.  A protocol block's passdb is *chained* with the global
 # ones, so the global passdb must never answer SASL: "mechanisms = none" makes
 # it apply only to lookups without authentication.  Postfix authenticates
@@ -481,7 +530,10 @@ EOF
 fi
 
 # ------------------------------------------------- 5. already running as is?
-ALL_PORTS="$IMAP_PORT $IMAPS_PORT $POP3_PORT $POP3S_PORT $DSUB_PORT $LMTP_PORT $AUTH_PORT $TOKEN_PORT"
+# the token issuer: token-server.py, or in sandbox mode the sandbox
+ISSUER_NAME=tokenserver ISSUER_PORT=$TOKEN_PORT
+[ "$OAUTH_MODE" != sandbox ] || ISSUER_NAME=sandbox ISSUER_PORT=$SANDBOX_PORT
+ALL_PORTS="$IMAP_PORT $IMAPS_PORT $POP3_PORT $POP3S_PORT $DSUB_PORT $LMTP_PORT $AUTH_PORT $ISSUER_PORT"
 [ -n "$NO_POSTFIX" ] || ALL_PORTS="$ALL_PORTS $SUBMISSION_PORT $SMTPS_PORT $SMTP_IN_PORT"
 [ -z "$NO_POSTFIX" ] || SUBMISSION_PORT="" SMTPS_PORT="" SMTP_IN_PORT=""
 write_env() {
@@ -500,30 +552,42 @@ REALSERVERS_SMTP_INBOUND_PORT=$SMTP_IN_PORT
 REALSERVERS_DOVECOT_SUBMISSION_PORT=$DSUB_PORT
 REALSERVERS_LMTP_PORT=$LMTP_PORT
 REALSERVERS_DOVECOT_AUTH_PORT=$AUTH_PORT
+REALSERVERS_CA_FILE=$D/tls/ca.crt
+REALSERVERS_TLS_SERVER_NAME=localhost
+REALSERVERS_MAILDIR_ROOT=$D/mail
+EOF
+  if [ "$OAUTH_MODE" = sandbox ]; then cat >> "$D/servers.env.tmp" <<EOF
+REALSERVERS_SANDBOX_PORT=$SANDBOX_PORT
+REALSERVERS_SANDBOX_URL=$SANDBOX_URL
+REALSERVERS_SANDBOX_CONFIG=$D/sandbox/m365mail.toml
+REALSERVERS_SANDBOX_TOKEN_LIFETIME=$SANDBOX_TOKEN_LIFETIME
+EOF
+  else cat >> "$D/servers.env.tmp" <<EOF
 REALSERVERS_TOKEN_PORT=$TOKEN_PORT
 REALSERVERS_AUTHORITY=http://127.0.0.1:$TOKEN_PORT
 REALSERVERS_TENANT_ID=$TENANT_ID
 REALSERVERS_CLIENT_ID=$CLIENT_ID
 REALSERVERS_TOKEN_URL=http://127.0.0.1:$TOKEN_PORT/$TENANT_ID/oauth2/v2.0/token
-REALSERVERS_CA_FILE=$D/tls/ca.crt
-REALSERVERS_TLS_SERVER_NAME=localhost
-REALSERVERS_MAILDIR_ROOT=$D/mail
 REALSERVERS_USER_DOMAIN=${USER_DOMAINS%% *}
 REALSERVERS_DENY_USERS_FILE=$D/deny-users
 REALSERVERS_ISSUER=$ISSUER
 REALSERVERS_AUDIENCE=$AUDIENCE
 EOF
+  fi
   mv "$D/servers.env.tmp" "$D/servers.env"
 }
 STAMP=$(
   { printf '%s\n' "$O" "$NO_POSTFIX" "$OAUTH_MODE" "$JWT_ALG" "$TOKEN_LIFETIME" "$USER_DOMAINS" "$PYTHON"
+    # sandbox mode: a rebuilt binary (or another lifetime) restarts the sandbox
+    [ "$OAUTH_MODE" != sandbox ] \
+      || printf '%s\n' "$SANDBOX_BIN" "$(stat -Lc '%s %Y' "$SANDBOX_BIN")" "$SANDBOX_TOKEN_LIFETIME"
     cat "$D/dovecot/dovecot.conf" "$D"/dovecot/oauth2*.conf.ext "$D/issuer.json" \
       "$HERE/token-server.py" "$HERE/mint-token.py" "$HERE/lib.sh"
     [ -n "$NO_POSTFIX" ] || cat "$D/postfix/conf/main.cf" "$D/postfix/conf/master.cf"
   } | sha256sum | cut -d' ' -f1)
 running() {  # every recorded server is ours, alive, and every port answers
   local n pid p
-  for n in dovecot tokenserver $([ -n "$NO_POSTFIX" ] || echo postfix); do
+  for n in dovecot $ISSUER_NAME $([ -n "$NO_POSTFIX" ] || echo postfix); do
     pid=$(tr -dc '0-9' 2>/dev/null < "$D/pids/$n.pid") || return 1
     [ -n "$pid" ] && is_ours "$n" "$pid" "$D" || return 1
   done
@@ -552,10 +616,41 @@ for p in $ALL_PORTS; do
     echo "start-servers.sh: 127.0.0.1:$p is already in use (another instance? set PORT_OFFSET)" >&2; exit 1
   fi
 done
-# local token issuer (token endpoint for clients; introspection for Dovecot)
-TOKEN_LIFETIME=$TOKEN_LIFETIME setsid "$PYTHON" "$HERE/token-server.py" "$D" "$TOKEN_PORT" \
-  >>"$D/log/token-server.stderr" 2>&1 < /dev/null &
-echo $! > "$D/pids/tokenserver.pid"
+if [ "$OAUTH_MODE" = sandbox ]; then
+  # m365mail's sandbox tenant: its identity listener over plain HTTP on
+  # SANDBOX_PORT (token endpoint for clients, /_sandbox/introspect for Dovecot),
+  # its own IMAP/POP3/SMTP listeners on free ports (never the ports above).  Up
+  # before Dovecot, which asks it about every token.
+  mkdir -p "$D/sandbox"; rm -f "$D/sandbox/ready.json"
+  lifetime_args=()
+  [ -z "$SANDBOX_TOKEN_LIFETIME" ] || lifetime_args=(--access-token-lifetime "$SANDBOX_TOKEN_LIFETIME")
+  setsid "$SANDBOX_BIN" --json sandbox serve --http --bind "127.0.0.1:$SANDBOX_PORT" \
+    --pops-port 0 --imaps-port 0 --imap-port 0 --smtp-port 0 --smtps-port 0 \
+    --ca-out "$D/sandbox/ca.pem" --config-out "$D/sandbox/m365mail.toml" "${lifetime_args[@]}" \
+    >"$D/sandbox/ready.json" 2>>"$D/log/sandbox.stderr" </dev/null &
+  echo $! > "$D/pids/sandbox.pid"
+  # ready: its --json line is out (every listener bound, every file written) and
+  # its introspection endpoint answers
+  ok=""
+  for _ in $(seq 300); do
+    if [ -s "$D/sandbox/ready.json" ] && "$PYTHON" - "$SANDBOX_URL/_sandbox/introspect" <<'PY' 2>/dev/null
+import json, sys, urllib.request
+answer = urllib.request.urlopen(sys.argv[1], data=b"token=not-a-token", timeout=2)
+sys.exit(json.load(answer) != {"active": False})
+PY
+    then ok=1; break; fi
+    kill -0 "$(cat "$D/pids/sandbox.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$ok" ] || { echo "the sandbox ($SANDBOX_BIN) did not come up on $SANDBOX_URL; $D/log/sandbox.stderr:" >&2
+                    tail -5 "$D/log/sandbox.stderr" >&2; exit 1; }
+  log "sandbox up on $SANDBOX_URL, its profiles in $D/sandbox/m365mail.toml"
+else
+  # local token issuer (token endpoint for clients; introspection for Dovecot)
+  TOKEN_LIFETIME=$TOKEN_LIFETIME setsid "$PYTHON" "$HERE/token-server.py" "$D" "$TOKEN_PORT" \
+    >>"$D/log/token-server.stderr" 2>&1 < /dev/null &
+  echo $! > "$D/pids/tokenserver.pid"
+fi
 
 doveconf -c "$D/dovecot/dovecot.conf" -n >/dev/null 2>"$D/log/doveconf.err" \
   || { cat "$D/log/doveconf.err" >&2; exit 1; }

@@ -4,8 +4,9 @@
 # normally called as `scripts/realservers.sh stop [DIR]`.
 #
 # Kills only the PIDs recorded in DIR/pids/*.pid, after checking that each PID
-# still is the process we started (cmdline; MAIL_CONFIG for Postfix): SIGTERM to
-# all of them at once, SIGKILL after 10 s.  Never kills by name.
+# still is the process we started (cmdline; MAIL_CONFIG for Postfix): Dovecot,
+# Postfix, token-server.py or, with OAUTH_MODE=sandbox, the m365mail sandbox.
+# SIGTERM to all of them at once, SIGKILL after 10 s.  Never kills by name.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/lib.sh"

@@ -755,6 +755,7 @@ struct EnabledRequest {
 struct FaultRequest {
     #[serde(flatten)]
     fault: TokenFault,
+    #[serde(default = "one")]
     count: u32,
 }
 

@@ -2,9 +2,10 @@
 //! that a real IMAP/POP3 server (Dovecot's `oauth2` passdb in introspection mode) can accept them. Always
 //! 200 with JSON: `{"active": false}` for anything the bearer check refuses; for a token good for Exchange
 //! Online IMAP, POP or SMTP, `active`, `username` (the user's UPN; app-only tokens have none, so Dovecot —
-//! which sends only the token, not `user=` — cannot model app-only or shared-mailbox rights), `scope` (the
-//! first of IMAP.AccessAsUser.All, POP.AccessAsUser.All, SMTP.Send — or the role — the token carries),
-//! `client_id`, `token_type` and `exp`.
+//! which sends only the token, not `user=` — cannot model app-only or shared-mailbox rights), `scope` (every
+//! one of IMAP.AccessAsUser.All, POP.AccessAsUser.All, SMTP.Send — or of the roles — the token carries,
+//! space-separated as RFC 7662 has it, so that a per-protocol `scope` check in Dovecot passes a token good for
+//! several protocols), `client_id`, `token_type` and `exp`.
 
 use std::sync::Arc;
 
@@ -27,21 +28,31 @@ pub(crate) async fn introspect(
         return Json(json!({ "active": false }));
     };
     let directory = lock(&state.directory);
+    let mut principal = None;
+    let mut scopes = Vec::new();
     for requirement in [Requirement::IMAP, Requirement::POP, Requirement::SMTP] {
-        let Ok(principal) = state.check_bearer(&directory, token, requirement) else {
+        let Ok(found) = state.check_bearer(&directory, token, requirement) else {
             continue;
         };
-        let exp = super::bearer::token_expiry(token);
-        return Json(match principal {
-            Principal::User { upn, app_id, .. } => json!({
-                "active": true, "username": upn, "scope": requirement.scope, "client_id": app_id,
-                "token_type": "Bearer", "exp": exp,
-            }),
-            Principal::App { app_id, .. } => json!({
-                "active": true, "scope": requirement.role, "client_id": app_id,
-                "token_type": "Bearer", "exp": exp,
-            }),
+        scopes.push(match found {
+            Principal::User { .. } => requirement.scope,
+            Principal::App { .. } => requirement.role,
         });
+        principal.get_or_insert(found);
     }
-    Json(json!({ "active": false }))
+    let Some(principal) = principal else {
+        return Json(json!({ "active": false }));
+    };
+    let scope = scopes.join(" ");
+    let exp = super::bearer::token_expiry(token);
+    Json(match principal {
+        Principal::User { upn, app_id, .. } => json!({
+            "active": true, "username": upn, "scope": scope, "client_id": app_id,
+            "token_type": "Bearer", "exp": exp,
+        }),
+        Principal::App { app_id, .. } => json!({
+            "active": true, "scope": scope, "client_id": app_id,
+            "token_type": "Bearer", "exp": exp,
+        }),
+    })
 }

@@ -83,6 +83,17 @@ impl IdentityState {
         self.token_faults.take(|fault| fault.applies_to(grant_type))
     }
 
+    /// The lifetime of an access token being issued: an injected [`TokenFault::ShortLived`]'s, else drawn.
+    pub(crate) fn access_token_seconds(&self) -> u64 {
+        match self
+            .token_faults
+            .take(|fault| matches!(fault, TokenFault::ShortLived { .. }))
+        {
+            Some(TokenFault::ShortLived { lifetime_seconds }) => lifetime_seconds,
+            _ => self.lifetimes.access_token.draw_seconds(),
+        }
+    }
+
     pub(crate) fn now_unix(&self) -> u64 {
         self.clock.unix_seconds()
     }

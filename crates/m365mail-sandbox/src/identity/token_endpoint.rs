@@ -79,8 +79,11 @@ pub(crate) async fn token(
     state.count_grant(counted_grant_type(params.get("grant_type")));
     let request_id = client_request_id(&headers);
     let client_id = params.get("client_id").unwrap_or("(none)");
-    let outcome = match state.take_token_fault(params.get("grant_type")) {
-        Some(fault) => Err(fault.to_entra_error()),
+    let refusal = state
+        .take_token_fault(params.get("grant_type"))
+        .and_then(|fault| fault.to_entra_error());
+    let outcome = match refusal {
+        Some(error) => Err(error),
         None => handle_token_request(&state, &tenant_segment, &params, &headers),
     };
     // Only identifiers and outcomes are logged: never passwords, secrets, assertions or tokens.

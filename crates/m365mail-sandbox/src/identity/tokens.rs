@@ -101,7 +101,7 @@ pub(crate) fn issue_app_only(
     selection: &ResourceSelection,
     method: ClientAuthMethod,
 ) -> Result<Value, EntraError> {
-    let lifetime = state.lifetimes.access_token.draw_seconds();
+    let lifetime = state.access_token_seconds();
     let mut claims = base_claims(state, tenant, &selection.audience, app, lifetime);
     let service_principal = if app.service_principal_object_id.is_empty() {
         &app.client_id
@@ -155,7 +155,7 @@ pub(crate) fn issue_delegated(
         method,
         mfa_performed,
     } = issue;
-    let lifetime = state.lifetimes.access_token.draw_seconds();
+    let lifetime = state.access_token_seconds();
     let mut claims = base_claims(state, tenant, &scopes.selection.audience, app, lifetime);
     // The ID token is issued at the same instant as the access token (one clock read, not two: two reads
     // can straddle a second and give the two tokens different `exp`s).

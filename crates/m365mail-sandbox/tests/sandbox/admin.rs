@@ -403,6 +403,25 @@ async fn injected_faults_answer_the_next_token_requests_then_stop() {
         .await
         .assert_ok();
 
+    // Not a refusal: the next token lives as long as asked, the one after as usual.
+    sandbox
+        .admin_post(
+            "faults/token",
+            json!({"kind": "short_lived", "lifetime_seconds": 5}),
+        )
+        .await
+        .assert_ok();
+    let short = crate::common::answer(client_credentials().send().await.unwrap()).await;
+    let short = short.assert_ok();
+    assert_eq!(short["expires_in"], 5);
+    let claims = crate::common::claims(short["access_token"].as_str().unwrap());
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        5
+    );
+    let usual = crate::common::answer(client_credentials().send().await.unwrap()).await;
+    assert!(usual.assert_ok()["expires_in"].as_u64().unwrap() >= 3600);
+
     let admin = sandbox.sandbox.admin();
     admin.inject_token_faults(
         m365mail_sandbox::admin::TokenFault::TemporarilyUnavailable,
@@ -423,7 +442,7 @@ async fn injected_faults_answer_the_next_token_requests_then_stop() {
         .await
         .assert_ok();
     // Faulted requests are still counted: a client's retries are visible.
-    assert_eq!(admin.stats().grant("client_credentials"), 6);
+    assert_eq!(admin.stats().grant("client_credentials"), 8);
 }
 
 #[tokio::test]

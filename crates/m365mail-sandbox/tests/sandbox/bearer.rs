@@ -187,6 +187,18 @@ async fn introspection_answers_for_the_sandboxs_own_tokens() {
     assert_eq!(body["scope"], "IMAP.AccessAsUser.All");
     assert_eq!(body["client_id"], demo::PUBLIC_APP_ID);
     assert!(body["exp"].as_u64().is_some());
+    // A token good for several protocols lists every Exchange scope it carries (RFC 7662's space-separated
+    // list), so that Dovecot's per-protocol `scope` check passes it for each.
+    let both = delegated(
+        &sandbox,
+        &format!("{} {}", demo::POP_SCOPE, demo::IMAP_SCOPE),
+    )
+    .await;
+    let body: serde_json::Value = introspect(Some(both)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        body["scope"], "IMAP.AccessAsUser.All POP.AccessAsUser.All",
+        "{body}"
+    );
     let inactive = serde_json::json!({ "active": false });
     let graph = app_only(&sandbox, "https://graph.microsoft.com/.default").await;
     for token in [Some(graph), Some("not.a.token".to_owned()), None] {

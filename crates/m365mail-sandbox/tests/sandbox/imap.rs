@@ -359,12 +359,20 @@ async fn fetch_store_and_expunge_on_the_wire() {
         "{envelope:?}"
     );
     assert_eq!(envelope[1], "A08 OK FETCH completed.\r\n");
-    let structure = command(&mut imap, "A09", "FETCH 1 (BODYSTRUCTURE BODY.PEEK[1]<0.10>)").await;
+    let structure = command(
+        &mut imap,
+        "A09",
+        "FETCH 1 (BODYSTRUCTURE BODY.PEEK[1]<0.10>)",
+    )
+    .await;
     assert!(
         structure[0].starts_with("* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"plain\" (\"charset\" "),
         "{structure:?}"
     );
-    assert!(structure[0].contains(" BODY[1]<0> {10}\r\n"), "{structure:?}");
+    assert!(
+        structure[0].contains(" BODY[1]<0> {10}\r\n"),
+        "{structure:?}"
+    );
     assert_eq!(structure.last().unwrap(), "A09 OK FETCH completed.\r\n");
 }
 

@@ -8,6 +8,7 @@ mod client_credentials;
 mod common;
 mod device_code;
 mod discovery;
+mod dovecot_introspect;
 mod entra_golden;
 mod http;
 mod imap;
