@@ -18,6 +18,7 @@ pub mod cloud;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod imap;
 pub mod mime;
 pub mod pop3;
 pub mod read;

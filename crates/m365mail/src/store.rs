@@ -3,8 +3,10 @@
 //! after-processing action.
 //!
 //! A message's row is written only after its record is durable in the sink, and the after-processing action
-//! (DELE) happens only after the row is committed. A row in state [`SeenState::PendingDelete`] is an action
-//! owed: the next run performs it without writing a second record.
+//! (DELE; IMAP's flags, MOVE, COPY, EXPUNGE) happens only after the row is committed. A row in a pending state
+//! ([`SeenState::is_pending`]; a move's or copy's destination in its `target`) is an action owed: the next run
+//! performs it without writing a second record. An IMAP row also keeps the message's fingerprint (Message-ID,
+//! size, INTERNALDATE), so that after a UIDVALIDITY change a message already handed on is recognised.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,14 @@ pub enum SeenState {
     PendingDelete,
     /// It was on the server when `--from-now` set the starting point; never read.
     FromNow,
+    /// Its record is written; `\Seen` is still owed (IMAP).
+    PendingMarkRead,
+    /// Its record is written; `\Flagged` is still owed (IMAP).
+    PendingFlag,
+    /// Its record is written; the move to the row's `target` folder is still owed (IMAP).
+    PendingMove,
+    /// Its record is written; the copy to the row's `target` folder is still owed (IMAP).
+    PendingCopy,
 }
 
 impl SeenState {
@@ -47,7 +57,23 @@ impl SeenState {
             Self::Skipped => "skipped",
             Self::PendingDelete => "pending-delete",
             Self::FromNow => "from-now",
+            Self::PendingMarkRead => "pending-mark-read",
+            Self::PendingFlag => "pending-flag",
+            Self::PendingMove => "pending-move",
+            Self::PendingCopy => "pending-copy",
         }
+    }
+
+    /// Whether an action is still owed.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            Self::PendingDelete
+                | Self::PendingMarkRead
+                | Self::PendingFlag
+                | Self::PendingMove
+                | Self::PendingCopy
+        )
     }
 
     fn parse(text: &str) -> Option<Self> {
@@ -56,6 +82,10 @@ impl SeenState {
             "skipped" => Self::Skipped,
             "pending-delete" => Self::PendingDelete,
             "from-now" => Self::FromNow,
+            "pending-mark-read" => Self::PendingMarkRead,
+            "pending-flag" => Self::PendingFlag,
+            "pending-move" => Self::PendingMove,
+            "pending-copy" => Self::PendingCopy,
             _ => return None,
         })
     }
@@ -160,7 +190,18 @@ impl Classified for StoreError {
     }
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// One remembered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRow {
+    /// What happened to it.
+    pub state: SeenState,
+    /// The destination folder of an owed move or copy.
+    pub target: Option<String>,
+    /// What identifies the message across a UIDVALIDITY change (IMAP): Message-ID, size and INTERNALDATE.
+    pub fingerprint: Option<String>,
+}
 
 /// A source held by one reader ([`CheckpointStore::lock_source`]).
 #[derive(Debug)]
@@ -248,6 +289,18 @@ impl CheckpointStore {
                          updated INTEGER NOT NULL,
                          PRIMARY KEY (source, uid));
                      PRAGMA user_version = 1;
+                     COMMIT;",
+                )
+                .map_err(sql)?;
+        }
+        if version < 2 {
+            // Version 2 (IMAP): an owed move's or copy's destination, and a fingerprint per message.
+            connection
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE seen ADD COLUMN target TEXT;
+                     ALTER TABLE seen ADD COLUMN fingerprint TEXT;
+                     PRAGMA user_version = 2;
                      COMMIT;",
                 )
                 .map_err(sql)?;
@@ -347,6 +400,100 @@ impl CheckpointStore {
         Ok(seen)
     }
 
+    /// Every remembered message of `key` with its state, owed target and fingerprint.
+    pub fn rows(&self, key: &SourceKey) -> Result<HashMap<String, SeenRow>, StoreError> {
+        let Some(id) = self.source_id(key, false)? else {
+            return Ok(HashMap::new());
+        };
+        let mut statement = self
+            .connection
+            .prepare("SELECT uid, state, target, fingerprint FROM seen WHERE source = ?1")
+            .map_err(|e| self.sql(e))?;
+        let rows = statement
+            .query_map(params![id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut seen = HashMap::new();
+        for row in rows {
+            let (uid, state, target, fingerprint) = row.map_err(|e| self.sql(e))?;
+            let state = SeenState::parse(&state).unwrap_or(SeenState::Done);
+            seen.insert(
+                uid,
+                SeenRow {
+                    state,
+                    target,
+                    fingerprint,
+                },
+            );
+        }
+        Ok(seen)
+    }
+
+    /// Records several messages, each with its own state, target and fingerprint, in one transaction. A
+    /// fingerprint already kept stays when the new row has none.
+    pub fn commit_rows(
+        &mut self,
+        key: &SourceKey,
+        rows: &[(String, String, SeenRow)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let id = self.source_id(key, true)?.expect("just inserted");
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self.connection.transaction().map_err(sql)?;
+        for (uid, record_id, row) in rows {
+            transaction
+                .execute(
+                    "INSERT INTO seen (source, uid, state, record_id, updated, target, fingerprint)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (source, uid) DO UPDATE SET state = ?3, record_id = ?4, updated = ?5,
+                         target = ?6, fingerprint = COALESCE(?7, fingerprint)",
+                    params![
+                        id,
+                        uid,
+                        row.state.as_str(),
+                        record_id,
+                        now,
+                        row.target,
+                        row.fingerprint
+                    ],
+                )
+                .map_err(sql)?;
+        }
+        transaction.commit().map_err(sql)
+    }
+
+    /// Forgets these messages of `key`.
+    pub fn forget(&mut self, key: &SourceKey, uids: &[String]) -> Result<(), StoreError> {
+        let Some(id) = self.source_id(key, false)? else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let transaction = self.connection.transaction().map_err(sql)?;
+        for uid in uids {
+            transaction
+                .execute(
+                    "DELETE FROM seen WHERE source = ?1 AND uid = ?2",
+                    params![id, uid],
+                )
+                .map_err(sql)?;
+        }
+        transaction.commit().map_err(sql)
+    }
+
     /// Records (in one committed transaction) that `uid` of `key` reached `state`.
     pub fn commit(
         &mut self,
@@ -378,7 +525,8 @@ impl CheckpointStore {
             transaction
                 .execute(
                     "INSERT INTO seen (source, uid, state, record_id, updated) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (source, uid) DO UPDATE SET state = ?3, record_id = ?4, updated = ?5",
+                     ON CONFLICT (source, uid) DO UPDATE SET state = ?3, record_id = ?4, updated = ?5,
+                         target = NULL",
                     params![id, uid, state.as_str(), record_id, now],
                 )
                 .map_err(sql)?;
@@ -427,7 +575,7 @@ impl CheckpointStore {
             .connection
             .prepare(
                 "SELECT s.protocol, s.server, s.account, s.folder, COUNT(e.uid),
-                        COALESCE(SUM(e.state = 'pending-delete'), 0), COALESCE(SUM(e.state = 'skipped'), 0),
+                        COALESCE(SUM(e.state LIKE 'pending-%'), 0), COALESCE(SUM(e.state = 'skipped'), 0),
                         COALESCE(MAX(e.updated), 0)
                  FROM sources s LEFT JOIN seen e ON e.source = s.id
                  GROUP BY s.id ORDER BY s.protocol, s.server, s.account, s.folder",
@@ -547,6 +695,54 @@ mod tests {
     }
 
     #[test]
+    fn rows_keep_targets_and_fingerprints_and_a_version_1_store_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        // A store as version 1 wrote it.
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE sources (id INTEGER PRIMARY KEY, protocol TEXT NOT NULL, server TEXT NOT NULL,
+                         account TEXT NOT NULL, folder TEXT NOT NULL, UNIQUE (protocol, server, account, folder));
+                     CREATE TABLE seen (source INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
+                         uid TEXT NOT NULL, state TEXT NOT NULL, record_id TEXT NOT NULL, updated INTEGER NOT NULL,
+                         PRIMARY KEY (source, uid));
+                     INSERT INTO sources VALUES (1, 'pop3', '127.0.0.1:995', 'a@example.test', 'INBOX');
+                     INSERT INTO seen VALUES (1, 'u1', 'pending-delete', 'r1', 5);
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+        }
+        let mut store = CheckpointStore::open(&path).unwrap();
+        let a = key("a@example.test");
+        assert_eq!(store.seen(&a).unwrap()["u1"], SeenState::PendingDelete);
+        let pending_move = SeenRow {
+            state: SeenState::PendingMove,
+            target: Some("Archive".into()),
+            fingerprint: Some("<m@x>|10|20".into()),
+        };
+        store
+            .commit_rows(&a, &[("7:1".into(), "r".into(), pending_move.clone())], 6)
+            .unwrap();
+        assert_eq!(store.rows(&a).unwrap()["7:1"], pending_move);
+        assert_eq!(store.list().unwrap()[0].pending, 2);
+        // Done keeps the fingerprint and drops the target.
+        store.commit(&a, "7:1", SeenState::Done, "r", 7).unwrap();
+        let done = &store.rows(&a).unwrap()["7:1"];
+        assert_eq!(
+            (
+                done.state,
+                done.target.as_deref(),
+                done.fingerprint.as_deref()
+            ),
+            (SeenState::Done, None, Some("<m@x>|10|20"))
+        );
+        store.forget(&a, &["7:1".into()]).unwrap();
+        assert_eq!(store.rows(&a).unwrap().len(), 1);
+    }
+
+    #[test]
     fn one_reader_per_source() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(&dir.path().join("c.sqlite")).unwrap();
@@ -576,7 +772,7 @@ mod tests {
                 err,
                 StoreError::NewerVersion {
                     found: 9,
-                    known: 1,
+                    known: 2,
                     ..
                 }
             ),
