@@ -195,6 +195,17 @@ pub struct PendingDeviceCode {
     pub expires_in: u64,
 }
 
+/// A fault inside a mail session ([`AdminHandle::inject_mail_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailFault {
+    /// The next command is answered with the service's transient failure (`NO`, `-ERR`, `451`).
+    FailNext,
+    /// A new connection answers this many commands, then drops with the next one unanswered.
+    DropAfterCommands(u32),
+    /// The next command of a signed-in session finds its token expired.
+    ExpireToken,
+}
+
 /// Runtime control of a running sandbox; cheap to clone.
 #[derive(Clone)]
 pub struct AdminHandle {
@@ -287,6 +298,34 @@ impl AdminHandle {
         lock(&exchange.store)
             .set_uid_validity(mailbox, folder, uid_validity)
             .map_err(|_| SandboxError::not_found("folder", folder))
+    }
+
+    /// Injects a session fault into a mail service (`imap`, `pop3`, `smtp`) for its next `count` sessions
+    /// (commands) — as `POST /_sandbox/admin/faults/mail/{service}` does.
+    pub fn inject_mail_fault(
+        &self,
+        service: &str,
+        fault: MailFault,
+        count: u32,
+    ) -> Result<(), SandboxError> {
+        let exchange = self.exchange.as_ref().ok_or_else(|| {
+            SandboxError::InvalidRequest("this handle has no Exchange service".into())
+        })?;
+        let queue = exchange
+            .session_faults
+            .get(service)
+            .ok_or_else(|| SandboxError::not_found("mail service (imap, pop3, smtp)", service))?;
+        queue.inject(
+            match fault {
+                MailFault::FailNext => crate::faults::SessionFault::FailNext,
+                MailFault::DropAfterCommands(n) => {
+                    crate::faults::SessionFault::DropAfterCommands(n)
+                }
+                MailFault::ExpireToken => crate::faults::SessionFault::ExpireToken,
+            },
+            count,
+        );
+        Ok(())
     }
 
     /// Makes the POP3 service answer RETR of message `uid` with `-ERR` (Exchange does so for items it cannot

@@ -24,6 +24,8 @@ pub enum MailSeed {
     Demo,
     /// The messages of a directory (layout above); mailboxes it does not name get a welcome message.
     Dir(PathBuf),
+    /// Every mailbox with its folders and no message (tests that count what they deliver).
+    Empty,
 }
 
 /// The demo Inbox (`mail/demo/Inbox`), with `{{mailbox}}` and `{{name}}` placeholders.
@@ -282,6 +284,10 @@ pub(crate) fn seed(
                         .expect("the folder was just created");
                 }
             }
+            continue;
+        }
+        if *seed == MailSeed::Empty {
+            store.folders(address);
             continue;
         }
         store.deliver(address, &welcome(address), now);

@@ -1,6 +1,6 @@
 //! The read pipeline, shared by every reader: message → MIME → [`record::MessageRecord`] → [`sink::Sink`] →
-//! checkpoint ([`crate::store`]) → after-processing. POP3 is the first reader ([`read_pop`]); IMAP and
-//! Graph reuse the records, sinks and store.
+//! checkpoint ([`crate::store`]) → after-processing. POP3 ([`read_pop`]) and IMAP ([`imap::read_imap`]) read
+//! through it; Graph will reuse the records, sinks and store.
 //!
 //! **Order, and what it guarantees.** For each new message: the record is written to the sink and made
 //! durable, *then* the checkpoint is committed, *then* the action runs (`DELE`, committed by `QUIT`). A crash
@@ -57,6 +57,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod imap;
 pub mod record;
 pub mod sink;
 
@@ -203,6 +204,18 @@ pub struct ReadSummary {
     pub marked: u64,
     /// Bytes downloaded.
     pub bytes: u64,
+    /// IMAP: messages moved (`--then move`, `trash`; owed moves included).
+    pub moved: u64,
+    /// IMAP: messages copied.
+    pub copied: u64,
+    /// IMAP: messages marked `\Seen`.
+    pub marked_read: u64,
+    /// IMAP: messages marked `\Flagged`.
+    pub flagged: u64,
+    /// IMAP: messages handed on before the folder's UIDVALIDITY changed, recognised and not delivered again.
+    pub already_delivered: u64,
+    /// IMAP: sessions opened again after one was lost (a dropped connection, an expired token).
+    pub reconnects: u64,
 }
 
 /// Progress, for a progress bar.
@@ -227,6 +240,12 @@ pub enum ReadError {
     /// The POP3 session failed.
     #[error(transparent)]
     Pop3(#[from] Pop3Error),
+    /// The IMAP session failed.
+    #[error(transparent)]
+    Imap(#[from] crate::imap::ImapError),
+    /// No token for a new session.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The checkpoint store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -245,6 +264,8 @@ impl Classified for ReadError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Pop3(e) => e.class(),
+            Self::Imap(e) => e.class(),
+            Self::Auth(e) => e.class(),
             Self::Store(e) => e.class(),
             Self::Sink(e) => e.class(),
             Self::DuplicateUid { .. } => ErrorClass::Admin,
@@ -253,6 +274,8 @@ impl Classified for ReadError {
     fn cause(&self) -> String {
         match self {
             Self::Pop3(e) => e.cause(),
+            Self::Imap(e) => e.cause(),
+            Self::Auth(e) => e.cause(),
             Self::Store(e) => e.cause(),
             Self::Sink(e) => e.cause(),
             Self::DuplicateUid { uid } => format!(
@@ -263,6 +286,8 @@ impl Classified for ReadError {
     fn remedy(&self) -> String {
         match self {
             Self::Pop3(e) => e.remedy(),
+            Self::Imap(e) => e.remedy(),
+            Self::Auth(e) => e.remedy(),
             Self::Store(e) => e.remedy(),
             Self::Sink(e) => e.remedy(),
             Self::DuplicateUid { .. } => "nothing was read (one could be handed on as the other); \
