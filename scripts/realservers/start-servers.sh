@@ -341,6 +341,31 @@ userdb {
   args = uid=vmail gid=vmail home=$D/mail/%d/%n allow_all_users=yes
 }
 mail_location = maildir:~/Maildir
+# Exchange Online's default folders, created on first login with their RFC 6154 special use, so an IMAP
+# reader can file into Archive or Deleted Items here as it does there.
+namespace inbox {
+  inbox = yes
+  mailbox Archive {
+    auto = create
+    special_use = \\Archive
+  }
+  mailbox "Deleted Items" {
+    auto = create
+    special_use = \\Trash
+  }
+  mailbox "Sent Items" {
+    auto = create
+    special_use = \\Sent
+  }
+  mailbox Drafts {
+    auto = create
+    special_use = \\Drafts
+  }
+  mailbox "Junk Email" {
+    auto = create
+    special_use = \\Junk
+  }
+}
 
 service imap-login {
   inet_listener imap {

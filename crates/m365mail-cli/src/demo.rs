@@ -131,6 +131,7 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
             ..Lifetimes::default()
         },
         pop3s: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
+        imaps: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
         smtp: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
         mail: MailSeed::Demo,
         ..SandboxConfig::default()
@@ -363,6 +364,19 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
     )
     .await?;
 
+    report.heading(&format!(
+        "12. Read mail over IMAP (XOAUTH2, implicit TLS): {}'s Inbox, moved to Archive once read",
+        demo::USER_UPN
+    ));
+    read_imap_mail(
+        &mut report,
+        &sandbox,
+        &public,
+        &password,
+        &delegated(Target::Imap),
+    )
+    .await?;
+
     sandbox.shutdown().await;
     if report.json {
         println!(
@@ -371,7 +385,7 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
         );
     } else {
         println!(
-            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back."
+            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back, the Inbox read over IMAP and moved to Archive."
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -611,6 +625,103 @@ async fn read_mail(
         "first": first,
         "second": second,
         "records": records,
+    }));
+    Ok(())
+}
+
+/// Reads the demo Inbox over IMAP (as `m365mail read --then move --to-folder Archive` does), then reads
+/// again: the Inbox is empty, Archive holds what was read.
+async fn read_imap_mail(
+    report: &mut Report,
+    sandbox: &Sandbox,
+    public: &TokenClient,
+    password: &Secret,
+    scopes: &Scopes,
+) -> anyhow::Result<()> {
+    use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+    use m365mail::imap::ImapOptions;
+    use m365mail::read::imap::{ImapAction, ImapReadOptions, Xoauth2Connector, read_imap};
+    use m365mail::read::sink::LineSink;
+    use m365mail::store::{CheckpointStore, SourceKey};
+
+    let address = sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == "imaps")
+        .context("the demo sandbox serves IMAP")?
+        .addr;
+    let endpoint = MailEndpoint {
+        address: HostPort::parse("imap", &address.to_string())?,
+        tls: TlsMode::Implicit,
+    };
+    let trust = m365mail::tls::TlsTrust::system()
+        .with_ca_pem(sandbox.ca_pem(), "sandbox CA")?
+        .extra_only();
+    let source = SourceKey {
+        protocol: "imap".into(),
+        server: endpoint.address.to_string(),
+        account: demo::USER_UPN.into(),
+        folder: "INBOX".into(),
+    };
+    let mut connector = Xoauth2Connector {
+        options: ImapOptions::new(endpoint, trust),
+        user: demo::USER_UPN.to_owned(),
+        tokens: |_renew: bool| async {
+            Ok(public
+                .password(demo::USER_UPN, password, scopes)
+                .await?
+                .access_token)
+        },
+    };
+    let state = tempfile::tempdir()?;
+    let mut store = CheckpointStore::open(&state.path().join("checkpoints.sqlite"))?;
+    let options = ImapReadOptions {
+        max_size: 1 << 20,
+        then: ImapAction::Move("Archive".into()),
+        ..ImapReadOptions::default()
+    };
+    let archived = |sandbox: &Sandbox| {
+        sandbox
+            .admin()
+            .mailbox_folders(demo::USER_UPN)
+            .iter()
+            .find(|f| f.name == "Archive")
+            .map_or(0, |f| f.messages)
+    };
+    let before = archived(sandbox);
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let mut lines = LineSink::new(Vec::new());
+        let summary = read_imap(
+            &mut connector,
+            &source,
+            &mut store,
+            &mut lines,
+            &options,
+            &SystemClock,
+            &mut |_| {},
+        )
+        .await?;
+        results.push(summary);
+    }
+    let (first, second) = (&results[0], &results[1]);
+    let after = archived(sandbox);
+    report.line(format!(
+        "first read:  {} records of {} messages, {} moved to Archive ({} skipped as over 1 MB stay)",
+        first.records, first.listed, first.moved, first.skipped
+    ));
+    report.line(format!(
+        "second read: {} new of {} messages left in the Inbox; Archive holds {} (was {before})",
+        second.records, second.listed, after
+    ));
+    report.steps.push(json!({
+        "step": "imap-read",
+        "ok": true,
+        "kind": "mail",
+        "first": first,
+        "second": second,
+        "archive_before": before,
+        "archive_after": after,
     }));
     Ok(())
 }

@@ -68,8 +68,10 @@ enum Command {
     /// Run the offline Microsoft 365 sandbox tenant.
     #[command(subcommand)]
     Sandbox(sandbox_cmd::SandboxCommand),
-    /// Read new mail (POP3 now; IMAP and Graph later): one JSON record per message, checkpointed.
+    /// Read new mail over IMAP (default) or POP3: one JSON record per message, checkpointed, then acted on.
     Read(Box<read::ReadArgs>),
+    /// List the mailbox's folders (IMAP) with their attributes and message and unseen counts.
+    Folders(Box<read::FoldersArgs>),
     /// Send mail over SMTP with XOAUTH2: from flags or JSON (the schema `read` emits); one JSON line per message.
     Send(Box<send::SendArgs>),
     /// Show or reset the read checkpoints.
@@ -139,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profile(command) => profile_cmd::run(command, &cli.global),
         Command::Sandbox(command) => sandbox_cmd::run(command, &cli.global).await,
         Command::Read(args) => read::run(*args, &cli.global).await,
+        Command::Folders(args) => read::folders(*args, &cli.global).await,
         Command::Send(args) => send::run(*args, &cli.global).await,
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,

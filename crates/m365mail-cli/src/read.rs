@@ -1,7 +1,8 @@
-//! `m365mail read` and `m365mail checkpoint list | reset`.
+//! `m365mail read`, `m365mail folders` and `m365mail checkpoint list | reset`.
 //!
-//! `read --protocol pop` signs in with the profile's flow (POP scopes), reads the maildrop through
-//! [`m365mail::read::read_pop`] and prints one JSON record per new message on stdout (NDJSON); with
+//! `read` signs in with the profile's flow and reads over IMAP (the default: a folder, server-side filters,
+//! after-processing, through [`m365mail::read::imap::read_imap`]) or POP3 (the maildrop, through
+//! [`m365mail::read::read_pop`]), printing one JSON record per new message on stdout (NDJSON); with
 //! `--out-dir` the records (and attachments, and with `--eml` the raw messages) are also files. A one-line
 //! summary and, at a terminal, a progress bar go to stderr.
 
@@ -11,9 +12,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use m365mail::auth::Target;
+use m365mail::imap::{ImapClient as _, ImapConnection, ImapOptions, SearchQuery};
 use m365mail::pop3::{Pop3Connection, Pop3Options};
+use m365mail::read::imap::{ImapAction, ImapReadOptions, Xoauth2Connector, read_imap};
 use m365mail::read::sink::{DirSink, LineSink, Sink, Tee};
-use m365mail::read::{After, Filter, Order, Progress, ReadOptions, read_pop};
+use m365mail::read::{After, Filter, Order, Progress, ReadOptions, ReadSummary, read_pop};
 use m365mail::store::{CheckpointStore, SourceKey};
 use m365mail::time::{SystemClock, rfc3339};
 use serde_json::json;
@@ -28,9 +31,21 @@ enum OrderArg {
     Newest,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ThenArg {
+    /// Leave it (IMAP opens the folder read-only).
     None,
+    /// IMAP: set \Seen.
+    MarkRead,
+    /// IMAP: set \Flagged.
+    Flag,
+    /// IMAP: move it to --to-folder.
+    Move,
+    /// IMAP: copy it to --to-folder.
+    Copy,
+    /// IMAP: move it to Deleted Items (the folder marked \Trash).
+    Trash,
+    /// Delete it for good (POP3: DELE; IMAP: \Deleted + UID EXPUNGE, not into Deleted Items).
     Delete,
 }
 
@@ -41,36 +56,58 @@ pub(crate) struct ReadArgs {
     profile: ProfileArgs,
     #[command(flatten)]
     auth: AuthArgs,
-    /// pop (alias pop3). imap and graph come later. Default: the profile's `protocol`.
+    /// imap (the default) or pop (alias pop3). Default: the profile's `protocol`, else imap.
     #[arg(long)]
     protocol: Option<String>,
     /// The mailbox to read (XOAUTH2 user=). Default: the profile's `mailbox`, else the signed-in user.
     #[arg(long)]
     mailbox: Option<String>,
+    /// The IMAP server as host:port (default: the profile's `imap`, else the cloud's).
+    #[arg(long, value_name = "HOST:PORT")]
+    imap: Option<String>,
+    /// implicit (IMAPS, 993) or starttls (143). Default: the profile's `imap_tls`, else implicit.
+    #[arg(long, value_name = "MODE")]
+    imap_tls: Option<String>,
     /// The POP3 server as host:port (default: the profile's `pop`, else the cloud's).
     #[arg(long, value_name = "HOST:PORT")]
     pop: Option<String>,
     /// implicit (POP3S, 995) or starttls (STLS on 110). Default: the profile's `pop_tls`, else implicit.
     #[arg(long, value_name = "MODE")]
     pop_tls: Option<String>,
+    /// IMAP: the folder to read, as `m365mail folders` shows it (localised names welcome). Default INBOX.
+    #[arg(long, value_name = "NAME")]
+    folder: Option<String>,
     /// At most this many records.
     #[arg(long)]
     limit: Option<usize>,
     /// Which new messages first.
     #[arg(long, value_enum, default_value = "oldest")]
     order: OrderArg,
-    /// Only messages whose Date is on or after this (YYYY-MM-DD, UTC, or RFC 3339). Client-side.
+    /// Only messages received on or after this (YYYY-MM-DD, UTC, or RFC 3339): IMAP's INTERNALDATE (by the
+    /// server, then exactly), POP3's Date header (client-side).
     #[arg(long, value_name = "DATE")]
     since: Option<String>,
-    /// Only messages whose Date is before this (YYYY-MM-DD, UTC, or RFC 3339). Client-side.
+    /// Only messages received before this (as --since).
     #[arg(long, value_name = "DATE")]
     before: Option<String>,
-    /// Only messages whose From name or address contains this (case-insensitive). Client-side.
+    /// Only messages whose From contains this (case-insensitive; IMAP: by the server).
     #[arg(long = "from", value_name = "TEXT")]
     from_filter: Option<String>,
-    /// Only messages whose Subject contains this (case-insensitive). Client-side.
+    /// IMAP: only messages whose To contains this (by the server).
+    #[arg(long = "to", value_name = "TEXT")]
+    to_filter: Option<String>,
+    /// Only messages whose Subject contains this (case-insensitive; IMAP: by the server).
     #[arg(long, value_name = "TEXT")]
     subject: Option<String>,
+    /// IMAP: only messages without \Seen (by the server).
+    #[arg(long)]
+    unseen: bool,
+    /// IMAP: only messages larger than SIZE (K, M, G = 1024-based; by the server).
+    #[arg(long, value_name = "SIZE")]
+    larger_than: Option<String>,
+    /// IMAP: only messages with an attachment (from the server's BODYSTRUCTURE).
+    #[arg(long)]
+    has_attachment: bool,
     /// Larger messages are not downloaded: a record with "skipped": "too large" (K, M, G = 1024-based).
     #[arg(long, default_value = "50MB", value_name = "SIZE")]
     max_size: String,
@@ -80,9 +117,15 @@ pub(crate) struct ReadArgs {
     /// With --out-dir: keep every raw message as DIR/<key>.eml.
     #[arg(long, requires = "out_dir")]
     eml: bool,
-    /// After a message's record and checkpoint are committed: none, or delete it from the server.
+    /// After a message's record and checkpoint are committed (POP3: none or delete).
     #[arg(long, value_enum, default_value = "none")]
     then: ThenArg,
+    /// IMAP: the destination folder of --then move and --then copy.
+    #[arg(long, value_name = "NAME")]
+    to_folder: Option<String>,
+    /// IMAP: use COPY + \Deleted + UID EXPUNGE even when the server offers MOVE.
+    #[arg(long, hide = true)]
+    no_move: bool,
     /// The checkpoint store (SQLite). Default: the profile's `state`, else the user data dir's
     /// m365mail/checkpoints.sqlite.
     #[arg(long, value_name = "FILE")]
@@ -90,6 +133,85 @@ pub(crate) struct ReadArgs {
     /// Mark every message on the server now as seen, without reading it: later runs read only newer mail.
     #[arg(long)]
     from_now: bool,
+}
+
+/// `m365mail folders`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FoldersArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// The mailbox (XOAUTH2 user=). Default: the profile's `mailbox`, else the signed-in user.
+    #[arg(long)]
+    mailbox: Option<String>,
+    /// The IMAP server as host:port (default: the profile's `imap`, else the cloud's).
+    #[arg(long, value_name = "HOST:PORT")]
+    imap: Option<String>,
+    /// implicit (IMAPS, 993) or starttls (143). Default: the profile's `imap_tls`, else implicit.
+    #[arg(long, value_name = "MODE")]
+    imap_tls: Option<String>,
+}
+
+/// Runs `folders`: every folder with its attributes and message and unseen counts.
+pub(crate) async fn folders(args: FoldersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let result = async {
+        let session = session::build(
+            global,
+            &args.profile,
+            &args.auth,
+            ScopeChoice::Mail(Target::Imap),
+        )?;
+        let endpoint = session::mail_endpoint(
+            &session,
+            Target::Imap,
+            args.imap.as_deref(),
+            args.imap_tls.as_deref(),
+        )?;
+        let token = session.provider.token().await?;
+        let mailbox = mailbox(args.mailbox.as_deref(), &session, token.account.as_deref())?;
+        let options = ImapOptions::new(endpoint, session.trust.clone());
+        let mut imap = ImapConnection::connect(&options, &mailbox, &token.token).await?;
+        let list = imap.folders(true).await?;
+        let _ = imap.logout().await;
+        anyhow::Ok((mailbox, list))
+    }
+    .await;
+    let (mailbox, list) = match result {
+        Ok(found) => found,
+        Err(err) => {
+            if global.json {
+                println!("{}", crate::exit::error_json(&err));
+            }
+            return Err(err);
+        }
+    };
+    if global.json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = list
+        .iter()
+        .map(|f| f.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    println!(
+        "{:width$}  {:>8}  {:>6}  ATTRIBUTES",
+        "FOLDER", "MESSAGES", "UNSEEN"
+    );
+    let count = |n: Option<u32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    for folder in &list {
+        println!(
+            "{:width$}  {:>8}  {:>6}  {}",
+            folder.name,
+            count(folder.messages),
+            count(folder.unseen),
+            folder.attributes.join(" ")
+        );
+    }
+    eprintln!("{} folders in {mailbox}", list.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `m365mail checkpoint`.
@@ -214,118 +336,86 @@ pub(crate) async fn run(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<E
     result
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Imap,
+    Pop,
+}
+
 async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let (_, profile) = load_profile(global)?;
     let protocol = args
         .protocol
         .clone()
         .or(profile.protocol.clone())
-        .ok_or_else(|| {
-            usage("which protocol? pass --protocol pop (or set `protocol` in the profile)")
-        })?;
-    match protocol.to_ascii_lowercase().as_str() {
-        "pop" | "pop3" => {}
-        "imap" | "graph" => {
-            return Err(usage(format!(
-                "--protocol {protocol}: reading over {protocol} is not here yet; use --protocol pop"
-            )));
+        .unwrap_or_else(|| "imap".to_owned());
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "imap" => Protocol::Imap,
+        "pop" | "pop3" => Protocol::Pop,
+        "graph" => {
+            return Err(usage(
+                "--protocol graph: reading over Graph is not here yet; use --protocol imap or pop",
+            ));
         }
         other => {
             return Err(usage(format!(
-                "--protocol {other:?}: expected pop (or pop3)"
+                "--protocol {other:?}: expected imap, or pop (pop3)"
             )));
         }
-    }
-    let filter = Filter {
-        since: args
-            .since
-            .as_deref()
-            .map(|d| parse_date("--since", d))
-            .transpose()?,
-        before: args
-            .before
-            .as_deref()
-            .map(|d| parse_date("--before", d))
-            .transpose()?,
-        from: args.from_filter.clone(),
-        subject: args.subject.clone(),
     };
-    let options = ReadOptions {
-        limit: args.limit,
-        order: match args.order {
-            OrderArg::Oldest => Order::Oldest,
-            OrderArg::Newest => Order::Newest,
-        },
-        filter,
-        max_size: parse_size(&args.max_size)?,
-        then: match args.then {
-            ThenArg::None => After::None,
-            ThenArg::Delete => After::Delete,
-        },
-        from_now: args.from_now,
+    check_flags(&args, protocol)?;
+    let since = args
+        .since
+        .as_deref()
+        .map(|d| parse_date("--since", d))
+        .transpose()?;
+    let before = args
+        .before
+        .as_deref()
+        .map(|d| parse_date("--before", d))
+        .transpose()?;
+    let order = match args.order {
+        OrderArg::Oldest => Order::Oldest,
+        OrderArg::Newest => Order::Newest,
     };
+    let max_size = parse_size(&args.max_size)?;
     let state = state_path(args.state.clone().or(profile.state.clone()))?;
-
-    let session = session::build(
-        global,
-        &args.profile,
-        &args.auth,
-        ScopeChoice::Mail(Target::Pop),
-    )?;
-    let endpoint = session::mail_endpoint(
-        &session,
-        Target::Pop,
-        args.pop.as_deref(),
-        args.pop_tls.as_deref(),
-    )?;
+    let target = match protocol {
+        Protocol::Imap => Target::Imap,
+        Protocol::Pop => Target::Pop,
+    };
+    let session = session::build(global, &args.profile, &args.auth, ScopeChoice::Mail(target))?;
+    let endpoint = match protocol {
+        Protocol::Imap => session::mail_endpoint(
+            &session,
+            Target::Imap,
+            args.imap.as_deref(),
+            args.imap_tls.as_deref(),
+        )?,
+        Protocol::Pop => session::mail_endpoint(
+            &session,
+            Target::Pop,
+            args.pop.as_deref(),
+            args.pop_tls.as_deref(),
+        )?,
+    };
     let token = session.provider.token().await?;
-    let mailbox = args
-        .mailbox
-        .clone()
-        .or(session.profile.mailbox.clone())
-        .or_else(|| (!session.flow.is_app_only()).then(|| token.account.clone()).flatten())
-        .or_else(|| (!session.flow.is_app_only()).then(|| session.settings.username.clone()).flatten())
-        .ok_or_else(|| {
-            usage("which mailbox? an app-only token reads the mailbox named by --mailbox (or the profile's `mailbox`)")
-        })?;
-
+    let mailbox = mailbox(args.mailbox.as_deref(), &session, token.account.as_deref())?;
     let mut store = CheckpointStore::open(&state)?;
-    let mut pop_options = Pop3Options::new(endpoint, session.trust.clone());
-    // Leave room above --max-size: LIST sizes are the server's estimate.
-    pop_options.limits.max_message = options.max_size.saturating_mul(2).saturating_add(1 << 20);
-    let started = Instant::now();
-    let mut pop = Pop3Connection::connect(&pop_options).await?;
-    pop.authenticate(&mailbox, &token.token).await?;
     // Host names are case-insensitive: one source however the host is typed.
     let source = SourceKey {
-        protocol: "pop3".into(),
-        server: pop.endpoint().to_ascii_lowercase(),
+        protocol: match protocol {
+            Protocol::Imap => "imap".into(),
+            Protocol::Pop => "pop3".into(),
+        },
+        server: endpoint.address.to_string().to_ascii_lowercase(),
         account: mailbox.to_ascii_lowercase(),
-        folder: "INBOX".into(),
+        folder: args.folder.clone().unwrap_or_else(|| "INBOX".into()),
     };
     let _one_reader = store.lock_source(&source)?;
-    // Standard output redirected to a file is synced after each record: the checkpoint and a delete follow.
-    let stdout = match stdout_file() {
-        Some(file) => LineSink::synced(std::io::stdout(), file),
-        None => LineSink::new(std::io::stdout()),
-    };
-    let mut sink: Box<dyn Sink> = match &args.out_dir {
-        Some(dir) => Box::new(Tee(vec![
-            Box::new(DirSink::new(dir, args.eml)?),
-            Box::new(stdout),
-        ])),
-        None => Box::new(stdout),
-    };
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} messages {bytes} {elapsed}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let mut sink = sink(&args)?;
+    let started = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(progress_bar);
     let mut bytes = 0u64;
     let mut on_progress = |event: Progress| {
         if let Some(bar) = &bar {
@@ -339,49 +429,249 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let summary = read_pop(
-        pop,
-        &source,
-        &mut store,
-        sink.as_mut(),
-        &options,
-        &SystemClock,
-        &mut on_progress,
-    )
-    .await?;
+    let summary = match protocol {
+        Protocol::Pop => {
+            let options = ReadOptions {
+                limit: args.limit,
+                order,
+                filter: Filter {
+                    since,
+                    before,
+                    from: args.from_filter.clone(),
+                    subject: args.subject.clone(),
+                },
+                max_size,
+                then: match args.then {
+                    ThenArg::Delete => After::Delete,
+                    _ => After::None,
+                },
+                from_now: args.from_now,
+            };
+            let mut pop_options = Pop3Options::new(endpoint, session.trust.clone());
+            // Leave room above --max-size: LIST sizes are the server's estimate.
+            pop_options.limits.max_message =
+                options.max_size.saturating_mul(2).saturating_add(1 << 20);
+            let mut pop = Pop3Connection::connect(&pop_options).await?;
+            pop.authenticate(&mailbox, &token.token).await?;
+            read_pop(
+                pop,
+                &source,
+                &mut store,
+                sink.as_mut(),
+                &options,
+                &SystemClock,
+                &mut on_progress,
+            )
+            .await?
+        }
+        Protocol::Imap => {
+            const DAY: i64 = 86_400;
+            let options = ImapReadOptions {
+                folder: source.folder.clone(),
+                limit: args.limit,
+                order,
+                // SINCE and BEFORE compare days in each message's own time zone: the server is asked a day
+                // wider on each side, and the exact instants are checked here against INTERNALDATE.
+                search: SearchQuery {
+                    unseen: args.unseen,
+                    since: since.map(|s| s - DAY),
+                    before: before.map(|b| b + DAY),
+                    from: args.from_filter.clone(),
+                    to: args.to_filter.clone(),
+                    subject: args.subject.clone(),
+                    larger_than: args.larger_than.as_deref().map(parse_size).transpose()?,
+                },
+                since,
+                before,
+                has_attachment: args.has_attachment,
+                max_size,
+                then: match args.then {
+                    ThenArg::None => ImapAction::None,
+                    ThenArg::MarkRead => ImapAction::MarkRead,
+                    ThenArg::Flag => ImapAction::Flag,
+                    ThenArg::Move => ImapAction::Move(args.to_folder.clone().unwrap_or_default()),
+                    ThenArg::Copy => ImapAction::Copy(args.to_folder.clone().unwrap_or_default()),
+                    ThenArg::Trash => ImapAction::Trash,
+                    ThenArg::Delete => ImapAction::Delete,
+                },
+                prefer_move: !args.no_move,
+                from_now: args.from_now,
+            };
+            // Validated before anything is read: a bad filter is a usage error, not a failure mid-run.
+            options.search.to_arguments()?;
+            let provider = &session.provider;
+            let mut connector = Xoauth2Connector {
+                options: ImapOptions::new(endpoint, session.trust.clone()),
+                user: mailbox.clone(),
+                tokens: |renew: bool| async move {
+                    let token = if renew {
+                        provider.force_renew().await?
+                    } else {
+                        provider.token().await?
+                    };
+                    Ok(token.token)
+                },
+            };
+            read_imap(
+                &mut connector,
+                &source,
+                &mut store,
+                sink.as_mut(),
+                &options,
+                &SystemClock,
+                &mut on_progress,
+            )
+            .await?
+        }
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    report(&summary, started, &mailbox, &source, &state, global);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags that belong to the other protocol, or that need each other, are usage errors.
+fn check_flags(args: &ReadArgs, protocol: Protocol) -> anyhow::Result<()> {
+    match protocol {
+        Protocol::Pop => {
+            let imap_only = [
+                (args.imap.is_some(), "--imap"),
+                (args.imap_tls.is_some(), "--imap-tls"),
+                (args.folder.is_some(), "--folder"),
+                (args.to_filter.is_some(), "--to"),
+                (args.unseen, "--unseen"),
+                (args.larger_than.is_some(), "--larger-than"),
+                (args.has_attachment, "--has-attachment"),
+                (args.to_folder.is_some(), "--to-folder"),
+                (
+                    !matches!(args.then, ThenArg::None | ThenArg::Delete),
+                    "--then other than none or delete",
+                ),
+            ];
+            if let Some((_, flag)) = imap_only.iter().find(|(used, _)| *used) {
+                return Err(usage(format!(
+                    "{flag} is for IMAP; POP3 reads the Inbox and can only delete (use --protocol imap)"
+                )));
+            }
+        }
+        Protocol::Imap => {
+            if args.pop.is_some() || args.pop_tls.is_some() {
+                return Err(usage("--pop and --pop-tls are for --protocol pop"));
+            }
+            let needs_folder = matches!(args.then, ThenArg::Move | ThenArg::Copy);
+            match (&args.to_folder, needs_folder) {
+                (None, true) => {
+                    return Err(usage(
+                        "--then move and --then copy need --to-folder NAME (e.g. Archive)",
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(usage("--to-folder goes with --then move or --then copy"));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mailbox to read: --mailbox, the profile's, else (delegated) the signed-in user.
+fn mailbox(
+    given: Option<&str>,
+    session: &session::Session,
+    token_account: Option<&str>,
+) -> anyhow::Result<String> {
+    given
+        .map(str::to_owned)
+        .or(session.profile.mailbox.clone())
+        .or_else(|| (!session.flow.is_app_only()).then(|| token_account.map(str::to_owned)).flatten())
+        .or_else(|| (!session.flow.is_app_only()).then(|| session.settings.username.clone()).flatten())
+        .ok_or_else(|| {
+            usage("which mailbox? an app-only token reads the mailbox named by --mailbox (or the profile's `mailbox`)")
+        })
+}
+
+/// Standard output (synced after each record when it is a file: the checkpoint and an action follow), and
+/// with --out-dir the directory too.
+fn sink(args: &ReadArgs) -> anyhow::Result<Box<dyn Sink>> {
+    let stdout = match stdout_file() {
+        Some(file) => LineSink::synced(std::io::stdout(), file),
+        None => LineSink::new(std::io::stdout()),
+    };
+    Ok(match &args.out_dir {
+        Some(dir) => Box::new(Tee(vec![
+            Box::new(DirSink::new(dir, args.eml)?),
+            Box::new(stdout),
+        ])),
+        None => Box::new(stdout),
+    })
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} messages {bytes} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The one-line summary (or its JSON) on stderr.
+fn report(
+    summary: &ReadSummary,
+    started: Instant,
+    mailbox: &str,
+    source: &SourceKey,
+    state: &std::path::Path,
+    global: &GlobalArgs,
+) {
     let seconds = started.elapsed().as_secs_f64();
     if global.json {
         eprintln!(
             "{}",
-            json!({ "summary": summary, "seconds": seconds, "mailbox": mailbox, "server": source.server, "state": state })
+            json!({ "summary": summary, "seconds": seconds, "mailbox": mailbox, "server": source.server,
+                    "folder": source.folder, "state": state })
         );
-    } else {
-        let mut line = format!(
-            "read {} new of {} messages ({} bytes) from {mailbox} in {seconds:.2} s",
-            summary.records, summary.listed, summary.bytes
-        );
-        for (n, what) in [
-            (summary.skipped, "skipped as too large"),
-            (summary.unreadable, "unreadable (kept raw)"),
-            (summary.filtered_out, "filtered out"),
-            (summary.deleted, "deleted"),
-            (summary.owed_actions, "owed deletes done"),
-            (
-                summary.refused,
-                "refused by the server (recorded, left there)",
-            ),
-            (summary.marked, "marked seen (--from-now)"),
-        ] {
-            if n > 0 {
-                line.push_str(&format!("; {n} {what}"));
-            }
-        }
-        eprintln!("{line}");
+        return;
     }
-    Ok(ExitCode::SUCCESS)
+    let mut line = format!(
+        "read {} new of {} messages ({} bytes) from {mailbox}{} in {seconds:.2} s",
+        summary.records,
+        summary.listed,
+        summary.bytes,
+        if source.protocol == "imap" {
+            format!(" {}", source.folder)
+        } else {
+            String::new()
+        }
+    );
+    for (n, what) in [
+        (summary.skipped, "skipped as too large"),
+        (summary.unreadable, "unreadable (kept raw)"),
+        (summary.filtered_out, "filtered out"),
+        (summary.deleted, "deleted"),
+        (summary.moved, "moved"),
+        (summary.copied, "copied"),
+        (summary.marked_read, "marked read"),
+        (summary.flagged, "flagged"),
+        (summary.owed_actions, "owed actions done"),
+        (
+            summary.already_delivered,
+            "already delivered before a UIDVALIDITY change",
+        ),
+        (summary.reconnects, "sessions reopened"),
+        (
+            summary.refused,
+            "refused by the server (recorded, left there)",
+        ),
+        (summary.marked, "marked seen (--from-now)"),
+    ] {
+        if n > 0 {
+            line.push_str(&format!("; {n} {what}"));
+        }
+    }
+    eprintln!("{line}");
 }
 
 /// Standard output as a file, when it is a regular file (not a terminal or a pipe).

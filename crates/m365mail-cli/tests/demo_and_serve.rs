@@ -75,6 +75,17 @@ fn demo_runs_every_flow_and_single_flight_sends_one_request() {
     assert_eq!(mail["second"]["listed"], 12, "{mail}");
     assert_eq!(mail["records"].as_array().unwrap().len(), 12);
 
+    // The same Inbox over IMAP, moved to Archive once read (the one over 1 MB stays): then nothing new.
+    let imap = named("imap-read");
+    assert_eq!(imap["first"]["records"], 12, "{imap}");
+    assert_eq!(imap["first"]["moved"], 11, "{imap}");
+    assert_eq!(imap["second"]["records"], 0, "{imap}");
+    assert_eq!(imap["second"]["listed"], 1, "{imap}");
+    assert_eq!(
+        imap["archive_after"].as_u64().unwrap(),
+        imap["archive_before"].as_u64().unwrap() + 11
+    );
+
     // A message sent over SMTP comes back over POP3 exactly as sent.
     let sent = named("smtp-send");
     assert_eq!(sent["read_back_identical"], true, "{sent}");

@@ -300,8 +300,8 @@ fn filters_size_limits_from_now_and_input_errors() {
 
     // Input errors: exit 2, nothing read.
     for (args, needle) in [
-        (vec!["--protocol", "imap"], "not here yet"),
-        (vec!["--protocol", "smtp"], "expected pop"),
+        (vec!["--protocol", "graph"], "not here yet"),
+        (vec!["--protocol", "smtp"], "expected imap, or pop"),
         (vec!["--max-size", "lots"], "--max-size"),
         (vec!["--since", "yesterday"], "--since"),
     ] {

@@ -312,6 +312,23 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
 }
 
+/// Writes an answer and flushes it, within `timeout`; false when the client did not take it in time (or the
+/// connection is gone): the driver then closes the connection.
+///
+/// The flush matters over TLS: a write hands plaintext to rustls, which sends only what the socket takes at
+/// that moment; the rest waits in rustls until the stream is written or flushed again. A driver that then
+/// waits for the client's next command would leave the end of a long answer (a FETCH of a few hundred
+/// messages) unsent while the client waits for it.
+pub async fn write_answer(stream: &mut Stream, bytes: &[u8], timeout: Duration) -> bool {
+    use tokio::io::AsyncWriteExt as _;
+    let written = tokio::time::timeout(timeout, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await;
+    matches!(written, Ok(Ok(())))
+}
+
 /// Bounds of a mail service facing clients that may misbehave: a cap on connections, a deadline for each
 /// command, a write timeout. The accept loop enforces the cap; each protocol driver the other two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,8 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_imap::imap_proto;
-use async_imap::types::{Capabilities, Fetch, NameAttribute};
-use futures_util::TryStreamExt as _;
+use async_imap::types::NameAttribute;
 use m365mail_proto::imap::mutf7;
 use m365mail_proto::xoauth2;
 use rustls_pki_types::ServerName;
@@ -581,16 +580,14 @@ impl fmt::Debug for ImapConnection {
     }
 }
 
-fn capability_names(capabilities: &Capabilities) -> HashSet<String> {
-    use async_imap::types::Capability;
-    capabilities
-        .iter()
-        .map(|c| match c {
-            Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
-            Capability::Auth(mechanism) => format!("AUTH={}", mechanism.to_ascii_uppercase()),
-            Capability::Atom(atom) => atom.to_ascii_uppercase(),
-        })
-        .collect()
+fn capability_name(capability: &imap_proto::Capability<'_>) -> String {
+    match capability {
+        imap_proto::Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
+        imap_proto::Capability::Auth(mechanism) => {
+            format!("AUTH={}", mechanism.to_ascii_uppercase())
+        }
+        imap_proto::Capability::Atom(atom) => atom.to_ascii_uppercase(),
+    }
 }
 
 impl ImapConnection {
@@ -680,7 +677,7 @@ impl ImapConnection {
         )
         .await
         .map_err(timed("AUTHENTICATE"))?;
-        let mut session = match signed_in {
+        let session = match signed_in {
             Ok(session) => session,
             Err((error, _)) => {
                 return Err(match error {
@@ -696,82 +693,24 @@ impl ImapConnection {
                 });
             }
         };
-        let capabilities = tokio::time::timeout(options.io_timeout, session.capabilities())
-            .await
-            .map_err(timed("CAPABILITY"))?;
-        let capabilities = match capabilities {
-            Ok(list) => capability_names(&list),
-            // Exchange answers the mailbox's first command with this BAD when the identity cannot open it.
-            Err(async_imap::error::Error::Bad(text)) if text.contains("not connected") => {
-                return Err(ImapError::NotConnected {
-                    endpoint,
-                    user: user.into(),
-                    text: server_text(&text),
-                });
-            }
-            Err(other) => return Err(protocol(&endpoint, "CAPABILITY", other)),
-        };
-        Ok(Self {
+        let mut connection = Self {
             session,
             endpoint,
-            capabilities,
+            capabilities: HashSet::new(),
             io_timeout: options.io_timeout,
             user: user.to_owned(),
-        })
-    }
-
-    /// The result of a command run under the deadline: async-imap's errors turned into ours (and a BYE the
-    /// server sent into [`ImapError::SessionEnded`]).
-    fn settle<T>(
-        &mut self,
-        command: &str,
-        outcome: Result<async_imap::error::Result<T>, tokio::time::error::Elapsed>,
-    ) -> Result<T, ImapError> {
-        match outcome {
-            Err(_) => Err(TransportError::bare(TransportKind::Timeout, &self.endpoint).into()),
-            Ok(Ok(value)) => {
-                self.drain_unsolicited();
-                Ok(value)
-            }
-            Ok(Err(e)) => Err(self.error(command, e)),
-        }
-    }
-
-    /// Forgets what the server sent on its own (EXISTS, EXPUNGE, FETCH FLAGS): the reader works by UID.
-    fn drain_unsolicited(&mut self) {
-        while self.session.unsolicited_responses.try_recv().is_ok() {}
-    }
-
-    /// The error for a failed command: a BYE the server sent first wins.
-    fn error(&mut self, command: &str, error: async_imap::error::Error) -> ImapError {
-        let mut bye = None;
-        while let Ok(response) = self.session.unsolicited_responses.try_recv() {
-            if let async_imap::types::UnsolicitedResponse::Other(data) = response
-                && let imap_proto::Response::Data {
-                    status: imap_proto::Status::Bye,
-                    outcome,
-                } = data.parsed()
-            {
-                bye = Some(outcome.information.as_deref().unwrap_or("").to_owned());
-            }
-        }
-        if let Some(text) = bye {
-            return ImapError::SessionEnded {
-                endpoint: self.endpoint.clone(),
-                text,
-            };
-        }
-        match protocol(&self.endpoint, command, error) {
-            // Exchange signs in an identity that cannot open the mailbox and refuses its mailbox commands.
-            ImapError::Refused { text, .. } if text.contains("authenticated but not connected") => {
-                ImapError::NotConnected {
-                    endpoint: self.endpoint.clone(),
-                    user: self.user.clone(),
-                    text,
+        };
+        // Read again after sign-in: Exchange adds MOVE and its own then.
+        let mut capabilities = HashSet::new();
+        connection
+            .exec("CAPABILITY", None, |response| {
+                if let imap_proto::Response::Capabilities(list) = response {
+                    capabilities.extend(list.iter().map(capability_name));
                 }
-            }
-            other => other,
-        }
+            })
+            .await?;
+        connection.capabilities = capabilities;
+        Ok(connection)
     }
 
     /// `host:port`.
@@ -779,34 +718,90 @@ impl ImapConnection {
         &self.endpoint
     }
 
-    async fn fetch_all(&mut self, uids: &[u32], query: &str) -> Result<Vec<Fetch>, ImapError> {
-        if uids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let set = uid_set(uids);
-        let command = format!("UID FETCH {set} {query}");
-        let io_timeout = self.io_timeout;
-        // The deadline applies to each message of the answer, not to the whole of a large batch.
-        let collected: Result<Vec<Fetch>, Option<async_imap::error::Error>> = async {
-            let mut stream = self.session.uid_fetch(&set, query).await?;
-            let mut out = Vec::new();
-            loop {
-                match tokio::time::timeout(io_timeout, stream.try_next()).await {
-                    Err(_) => return Err(None),
-                    Ok(Ok(Some(fetch))) => out.push(fetch),
-                    Ok(Ok(None)) => return Ok(out),
-                    Ok(Err(e)) => return Err(Some(e)),
+    /// Runs `command` and hands each untagged answer to `each`, until the command's tagged answer: `OK`
+    /// ends it, `NO`/`BAD` is [`ImapError::Refused`] (`NO [TRYCREATE]` [`ImapError::NoSuchFolder`] of
+    /// `folder`), a `* BYE` [`ImapError::SessionEnded`], the end of the stream [`ImapError::ConnectionLost`].
+    /// (async-imap's own streams end quietly at the tagged answer or at EOF and drop the status, so a
+    /// refusal or a cut connection would look like a short answer.) Every answer has the deadline.
+    async fn exec(
+        &mut self,
+        command: &str,
+        folder: Option<&str>,
+        mut each: impl FnMut(&imap_proto::Response<'_>),
+    ) -> Result<(), ImapError> {
+        // Never the arguments of AUTHENTICATE or a literal's bytes in errors: the verb and what follows.
+        let shown = command.split("\r\n").next().unwrap_or(command);
+        let timeout =
+            || ImapError::from(TransportError::bare(TransportKind::Timeout, &self.endpoint));
+        let sent = tokio::time::timeout(self.io_timeout, self.session.run_command(command))
+            .await
+            .map_err(|_| timeout())?;
+        let id = sent.map_err(|e| protocol(&self.endpoint, shown, e))?;
+        let mut bye: Option<String> = None;
+        loop {
+            let next = tokio::time::timeout(self.io_timeout, self.session.read_response())
+                .await
+                .map_err(|_| timeout())?;
+            let response = match next {
+                Ok(Some(response)) => response,
+                Ok(None) | Err(_) if bye.is_some() => {
+                    return Err(ImapError::SessionEnded {
+                        endpoint: self.endpoint.clone(),
+                        text: bye.unwrap_or_default(),
+                    });
                 }
+                Ok(None) => {
+                    return Err(ImapError::ConnectionLost {
+                        endpoint: self.endpoint.clone(),
+                        command: shown.to_owned(),
+                    });
+                }
+                Err(e) => {
+                    return Err(TransportError::new(TransportKind::Io, &self.endpoint, e).into());
+                }
+            };
+            match response.parsed() {
+                imap_proto::Response::Done {
+                    tag,
+                    status,
+                    outcome,
+                } if *tag == id => {
+                    let text = outcome.information.as_deref().unwrap_or("").to_owned();
+                    return match status {
+                        imap_proto::Status::Ok => Ok(()),
+                        imap_proto::Status::No
+                            if matches!(
+                                outcome.code,
+                                Some(imap_proto::ResponseCode::TryCreate)
+                            ) =>
+                        {
+                            Err(ImapError::NoSuchFolder {
+                                endpoint: self.endpoint.clone(),
+                                folder: folder.unwrap_or_default().to_owned(),
+                            })
+                        }
+                        // Exchange signs in an identity that cannot open the mailbox and refuses its
+                        // mailbox commands so.
+                        _ if text.contains("authenticated but not connected") => {
+                            Err(ImapError::NotConnected {
+                                endpoint: self.endpoint.clone(),
+                                user: self.user.clone(),
+                                text,
+                            })
+                        }
+                        _ => Err(ImapError::Refused {
+                            endpoint: self.endpoint.clone(),
+                            command: shown.to_owned(),
+                            text,
+                        }),
+                    };
+                }
+                imap_proto::Response::Data {
+                    status: imap_proto::Status::Bye,
+                    outcome,
+                } => bye = Some(outcome.information.as_deref().unwrap_or("").to_owned()),
+                other => each(other),
             }
-        }
-        .await;
-        match collected {
-            Ok(fetches) => {
-                self.drain_unsolicited();
-                Ok(fetches)
-            }
-            Err(None) => Err(TransportError::bare(TransportKind::Timeout, &self.endpoint).into()),
-            Err(Some(e)) => Err(self.error(&command, e)),
         }
     }
 }
@@ -993,6 +988,13 @@ pub const BODY_BATCH_BYTES: u64 = 4 << 20;
 /// See [`BODY_BATCH_BYTES`].
 pub const BODY_BATCH_MESSAGES: usize = 25;
 
+/// INTERNALDATE (`07-Dec-2026 04:20:03 +0000`, the day may have a leading space) as Unix seconds.
+fn internal_date(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_str(text.trim(), "%d-%b-%Y %H:%M:%S %z")
+        .ok()
+        .map(|d| d.timestamp())
+}
+
 impl ImapClient for ImapConnection {
     fn endpoint(&self) -> &str {
         &self.endpoint
@@ -1003,41 +1005,53 @@ impl ImapClient for ImapConnection {
     }
 
     async fn folders(&mut self, counts: bool) -> Result<Vec<FolderInfo>, ImapError> {
-        let listed = tokio::time::timeout(self.io_timeout, async {
-            let names: Vec<async_imap::types::Name> = self
-                .session
-                .list(Some(""), Some("*"))
-                .await?
-                .try_collect()
-                .await?;
-            Ok(names)
+        let mut listed: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
+        self.exec("LIST \"\" \"*\"", None, |response| {
+            if let imap_proto::Response::MailboxData(imap_proto::MailboxDatum::List(list)) =
+                response
+            {
+                listed.push((
+                    list.name.to_string(),
+                    list.delimiter.as_deref().map(str::to_owned),
+                    list.name_attributes.iter().map(attribute_name).collect(),
+                ));
+            }
         })
-        .await;
-        let names = self.settle("LIST \"\" \"*\"", listed)?;
+        .await?;
         let mut folders = Vec::new();
-        for listed in &names {
-            let wire = listed.name();
-            let attributes: Vec<String> = listed.attributes().iter().map(attribute_name).collect();
+        for (wire, delimiter, attributes) in listed {
             let selectable = !attributes.iter().any(|a| {
                 a.eq_ignore_ascii_case("\\Noselect") || a.eq_ignore_ascii_case("\\NonExistent")
             });
             let (mut messages, mut unseen) = (None, None);
             if counts && selectable {
-                let command = format!("STATUS {} (MESSAGES UNSEEN)", quote(wire));
-                let outcome = tokio::time::timeout(
-                    self.io_timeout,
-                    self.session.status(wire, "(MESSAGES UNSEEN)"),
-                )
-                .await;
-                // A folder that cannot be counted is listed without counts.
-                if let Ok(mailbox) = self.settle(&command, outcome) {
-                    messages = Some(mailbox.exists);
-                    unseen = mailbox.unseen;
+                let command = format!("STATUS {} (MESSAGES UNSEEN)", quote(&wire));
+                let outcome = self
+                    .exec(&command, None, |response| {
+                        if let imap_proto::Response::MailboxData(
+                            imap_proto::MailboxDatum::Status { status, .. },
+                        ) = response
+                        {
+                            for attribute in status {
+                                match attribute {
+                                    imap_proto::StatusAttribute::Messages(n) => messages = Some(*n),
+                                    imap_proto::StatusAttribute::Unseen(n) => unseen = Some(*n),
+                                    _ => {}
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                // A folder that cannot be counted is listed without counts; a lost session is not.
+                if let Err(error) = outcome
+                    && error.is_session_lost()
+                {
+                    return Err(error);
                 }
             }
             folders.push(FolderInfo {
-                name: mutf7::decode(wire).unwrap_or_else(|| wire.to_owned()),
-                delimiter: listed.delimiter().map(str::to_owned),
+                name: mutf7::decode(&wire).unwrap_or_else(|| wire.clone()),
+                delimiter,
                 attributes,
                 messages,
                 unseen,
@@ -1047,37 +1061,49 @@ impl ImapClient for ImapConnection {
     }
 
     async fn select(&mut self, folder: &str, read_only: bool) -> Result<SelectedFolder, ImapError> {
-        let argument = folder_argument(folder)?;
-        let wire = mutf7::encode(folder);
         let verb = if read_only { "EXAMINE" } else { "SELECT" };
-        let command = format!("{verb} {argument}");
-        let outcome = if read_only {
-            tokio::time::timeout(self.io_timeout, self.session.examine(&wire)).await
-        } else {
-            tokio::time::timeout(self.io_timeout, self.session.select(&wire)).await
-        };
-        if let Ok(Err(async_imap::error::Error::No(text))) = &outcome
-            && !text.contains("not connected")
-        {
-            return Err(ImapError::NoSuchFolder {
+        let command = format!("{verb} {}", folder_argument(folder)?);
+        let (mut uid_validity, mut exists) = (0, 0);
+        let outcome = self
+            .exec(&command, Some(folder), |response| match response {
+                imap_proto::Response::MailboxData(imap_proto::MailboxDatum::Exists(n)) => {
+                    exists = *n
+                }
+                imap_proto::Response::Data { outcome, .. } => {
+                    if let Some(imap_proto::ResponseCode::UidValidity(v)) = outcome.code {
+                        uid_validity = v;
+                    }
+                }
+                _ => {}
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(SelectedFolder {
+                uid_validity,
+                exists,
+            }),
+            // SELECT of a folder that is not there is a plain NO.
+            Err(ImapError::Refused { .. }) => Err(ImapError::NoSuchFolder {
                 endpoint: self.endpoint.clone(),
                 folder: folder.into(),
-            });
+            }),
+            Err(other) => Err(other),
         }
-        let mailbox = self.settle(&command, outcome)?;
-        Ok(SelectedFolder {
-            uid_validity: mailbox.uid_validity.unwrap_or(0),
-            exists: mailbox.exists,
-        })
     }
 
     async fn search(&mut self, query: &SearchQuery) -> Result<Vec<u32>, ImapError> {
-        let arguments = query.to_arguments()?;
-        let outcome =
-            tokio::time::timeout(self.io_timeout, self.session.uid_search(&arguments)).await;
-        let found = self.settle("UID SEARCH", outcome)?;
-        let mut uids: Vec<u32> = found.into_iter().collect();
+        let command = format!("UID SEARCH {}", query.to_arguments()?);
+        let mut uids = Vec::new();
+        self.exec(&command, None, |response| {
+            if let imap_proto::Response::MailboxData(imap_proto::MailboxDatum::Search(found)) =
+                response
+            {
+                uids.extend_from_slice(found);
+            }
+        })
+        .await?;
         uids.sort_unstable();
+        uids.dedup();
         Ok(uids)
     }
 
@@ -1087,6 +1113,9 @@ impl ImapClient for ImapConnection {
         structure: bool,
         envelope: bool,
     ) -> Result<Vec<MessageMeta>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut query = String::from("(UID RFC822.SIZE INTERNALDATE");
         if structure {
             query.push_str(" BODYSTRUCTURE");
@@ -1095,74 +1124,81 @@ impl ImapClient for ImapConnection {
             query.push_str(" ENVELOPE");
         }
         query.push(')');
-        let fetches = self.fetch_all(uids, &query).await?;
-        Ok(fetches
-            .iter()
-            .filter_map(|f| {
-                Some(MessageMeta {
-                    uid: f.uid?,
-                    size: u64::from(f.size.unwrap_or(0)),
-                    internal_date: f.internal_date().map(|d| d.timestamp()),
-                    has_attachment: structure
-                        .then(|| f.bodystructure().map(|b| has_attachment(b, true)))
-                        .flatten(),
-                    message_id: f
-                        .envelope()
-                        .and_then(|e| e.message_id.as_ref())
-                        .map(|id| String::from_utf8_lossy(id).into_owned()),
-                })
-            })
-            .collect())
+        let command = format!("UID FETCH {} {query}", uid_set(uids));
+        let mut found = Vec::new();
+        self.exec(&command, None, |response| {
+            let imap_proto::Response::Fetch(_, attributes) = response else {
+                return;
+            };
+            let mut meta = MessageMeta {
+                uid: 0,
+                size: 0,
+                internal_date: None,
+                has_attachment: None,
+                message_id: None,
+            };
+            for attribute in attributes {
+                match attribute {
+                    imap_proto::AttributeValue::Uid(uid) => meta.uid = *uid,
+                    imap_proto::AttributeValue::Rfc822Size(size) => meta.size = u64::from(*size),
+                    imap_proto::AttributeValue::InternalDate(date) => {
+                        meta.internal_date = internal_date(date);
+                    }
+                    imap_proto::AttributeValue::BodyStructure(body) => {
+                        meta.has_attachment = Some(has_attachment(body, true));
+                    }
+                    imap_proto::AttributeValue::Envelope(envelope) => {
+                        meta.message_id = envelope
+                            .message_id
+                            .as_ref()
+                            .map(|id| String::from_utf8_lossy(id).into_owned());
+                    }
+                    _ => {}
+                }
+            }
+            // A FETCH without UID is an unsolicited flag change, not an answer.
+            if meta.uid != 0 {
+                found.push(meta);
+            }
+        })
+        .await?;
+        Ok(found)
     }
 
     async fn bodies(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
-        let fetches = self.fetch_all(uids, "(UID BODY.PEEK[])").await?;
-        Ok(fetches
-            .iter()
-            .filter_map(|f| Some((f.uid?, f.body()?.to_vec())))
-            .collect())
+        self.sections(uids, "BODY.PEEK[]").await
     }
 
     async fn header(&mut self, uid: u32) -> Result<Option<Vec<u8>>, ImapError> {
-        let fetches = self.fetch_all(&[uid], "(UID BODY.PEEK[HEADER])").await?;
-        Ok(fetches
-            .iter()
-            .find(|f| f.uid == Some(uid))
-            .and_then(|f| f.header().map(<[u8]>::to_vec)))
+        let found = self.sections(&[uid], "BODY.PEEK[HEADER]").await?;
+        Ok(found
+            .into_iter()
+            .find(|(u, _)| *u == uid)
+            .map(|(_, bytes)| bytes))
     }
 
     async fn add_flag(&mut self, uids: &[u32], flag: &str) -> Result<(), ImapError> {
         if uids.is_empty() {
             return Ok(());
         }
-        let set = uid_set(uids);
-        let query = format!("+FLAGS.SILENT ({flag})");
-        let command = format!("UID STORE {set} {query}");
-        let future = async {
-            let stream = self.session.uid_store(&set, &query).await?;
-            let _: Vec<Fetch> = stream.try_collect().await?;
-            Ok(())
-        };
-        let outcome = tokio::time::timeout(self.io_timeout, future).await;
-        self.settle(&command, outcome)
+        let command = format!("UID STORE {} +FLAGS.SILENT ({flag})", uid_set(uids));
+        self.exec(&command, None, |_| {}).await
     }
 
     async fn move_to(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
         if uids.is_empty() {
             return Ok(());
         }
-        let argument = folder_argument(folder)?;
-        let command = format!("UID MOVE {} {argument}", uid_set(uids));
-        self.simple(&command, folder).await
+        let command = format!("UID MOVE {} {}", uid_set(uids), folder_argument(folder)?);
+        self.exec(&command, Some(folder), |_| {}).await
     }
 
     async fn copy_to(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
         if uids.is_empty() {
             return Ok(());
         }
-        let argument = folder_argument(folder)?;
-        let command = format!("UID COPY {} {argument}", uid_set(uids));
-        self.simple(&command, folder).await
+        let command = format!("UID COPY {} {}", uid_set(uids), folder_argument(folder)?);
+        self.exec(&command, Some(folder), |_| {}).await
     }
 
     async fn expunge(&mut self, uids: &[u32]) -> Result<(), ImapError> {
@@ -1177,37 +1213,53 @@ impl ImapClient for ImapConnection {
             });
         }
         let command = format!("UID EXPUNGE {}", uid_set(uids));
-        let set = uid_set(uids);
-        let future = async {
-            let stream = self.session.uid_expunge(&set).await?;
-            let _: Vec<u32> = stream.try_collect().await?;
-            Ok(())
-        };
-        let outcome = tokio::time::timeout(self.io_timeout, future).await;
-        self.settle(&command, outcome)
+        self.exec(&command, None, |_| {}).await
     }
 
     async fn logout(mut self) -> Result<(), ImapError> {
-        let future = self.session.logout();
-        let outcome = tokio::time::timeout(self.io_timeout, future).await;
-        self.settle("LOGOUT", outcome)
+        match self.exec("LOGOUT", None, |_| {}).await {
+            // The BYE that LOGOUT asks for, and a server that closes before its OK, are both a logout.
+            Ok(()) | Err(ImapError::SessionEnded { .. } | ImapError::ConnectionLost { .. }) => {
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
     }
 }
 
 impl ImapConnection {
-    /// A command answered by OK alone; a `NO [TRYCREATE]` (no such destination) becomes [`ImapError::NoSuchFolder`].
-    async fn simple(&mut self, command: &str, folder: &str) -> Result<(), ImapError> {
-        let future = self.session.run_command_and_check_ok(command);
-        let outcome = tokio::time::timeout(self.io_timeout, future).await;
-        match outcome {
-            Ok(Err(async_imap::error::Error::No(text))) if text.contains("TryCreate") => {
-                Err(ImapError::NoSuchFolder {
-                    endpoint: self.endpoint.clone(),
-                    folder: folder.into(),
-                })
-            }
-            other => self.settle(command, other),
+    /// One body section of each of `uids`, by UID (a message expunged meanwhile is absent).
+    async fn sections(
+        &mut self,
+        uids: &[u32],
+        section: &str,
+    ) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
         }
+        let command = format!("UID FETCH {} (UID {section})", uid_set(uids));
+        let mut found = Vec::new();
+        self.exec(&command, None, |response| {
+            let imap_proto::Response::Fetch(_, attributes) = response else {
+                return;
+            };
+            let mut uid = None;
+            let mut data = None;
+            for attribute in attributes {
+                match attribute {
+                    imap_proto::AttributeValue::Uid(u) => uid = Some(*u),
+                    imap_proto::AttributeValue::BodySection { data: Some(d), .. } => {
+                        data = Some(d.to_vec());
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(uid), Some(data)) = (uid, data) {
+                found.push((uid, data));
+            }
+        })
+        .await?;
+        Ok(found)
     }
 }
 

@@ -1608,23 +1608,31 @@ fn internal_date(secs: i64) -> Option<imap_next::imap_types::datetime::DateTime>
     imap_next::imap_types::datetime::DateTime::try_from(time).ok()
 }
 
+/// A folder name from the wire: modified UTF-7 decoded (a name that is not valid modified UTF-7 — a client
+/// sending raw UTF-8 — is taken as sent).
 fn from_mailbox(mailbox: &Mailbox<'_>) -> String {
     match mailbox {
         Mailbox::Inbox => "INBOX".to_owned(),
-        Mailbox::Other(other) => String::from_utf8_lossy(other.as_ref()).into_owned(),
+        Mailbox::Other(other) => {
+            let raw = String::from_utf8_lossy(other.as_ref());
+            super::mutf7::decode(&raw).unwrap_or_else(|| raw.into_owned())
+        }
     }
 }
 
+/// A folder name for the wire: modified UTF-7 (Exchange sends its localised names so).
 fn to_mailbox(name: &str) -> Mailbox<'static> {
-    Mailbox::try_from(name.to_owned()).expect("a folder name is a valid mailbox")
+    Mailbox::try_from(super::mutf7::encode(name)).expect("a folder name is a valid mailbox")
 }
 
 fn list_pattern(wildcard: &imap_next::imap_types::mailbox::ListMailbox<'_>) -> String {
     use imap_next::imap_types::mailbox::ListMailbox;
-    match wildcard {
+    let raw = match wildcard {
         ListMailbox::Token(token) => String::from_utf8_lossy(token.as_ref()).into_owned(),
         ListMailbox::String(string) => String::from_utf8_lossy(string.as_ref()).into_owned(),
-    }
+    };
+    // Matched against the Unicode names: a pattern names them in modified UTF-7 too.
+    super::mutf7::decode(&raw).unwrap_or(raw)
 }
 
 /// LIST's wildcards: `*` matches anything, `%` anything but the delimiter `/`. INBOX in any case.

@@ -203,10 +203,9 @@ impl Protocol for ImapService {
             loop {
                 match session.poll(&mut backend) {
                     Poll::Output(bytes) => {
-                        let written =
-                            tokio::time::timeout(limits.write_timeout, stream.write_all(&bytes))
-                                .await;
-                        if !matches!(written, Ok(Ok(()))) {
+                        if !m365mail_server::write_answer(&mut stream, &bytes, limits.write_timeout)
+                            .await
+                        {
                             tracing::info!("IMAP client not reading; connection closed");
                             return;
                         }

@@ -158,10 +158,13 @@ impl Protocol for SmtpService {
                 loop {
                     let output = core.take_output();
                     if !output.is_empty() {
-                        let written =
-                            tokio::time::timeout(limits.write_timeout, stream.write_all(&output))
-                                .await;
-                        if !matches!(written, Ok(Ok(()))) {
+                        if !m365mail_server::write_answer(
+                            &mut stream,
+                            &output,
+                            limits.write_timeout,
+                        )
+                        .await
+                        {
                             return;
                         }
                         deadline = tokio::time::Instant::now() + limits.command_timeout;

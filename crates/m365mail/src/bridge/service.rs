@@ -132,14 +132,6 @@ fn rfc5322_now(clock: &dyn Clock) -> String {
         .to_string()
 }
 
-/// Writes `bytes` within `timeout`; false when the client is gone or stopped reading.
-async fn write_all(stream: &mut m365mail_server::Stream, bytes: &[u8], timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, stream.write_all(bytes)).await,
-        Ok(Ok(()))
-    )
-}
-
 /// Whole seconds to wait, rounded up (a client told "0 s" retries at once).
 fn seconds(wait: Duration) -> u64 {
     wait.as_millis()
@@ -514,13 +506,15 @@ impl Listener {
         {
             tracing::info!(target: "m365mail::audit", event = "session", %peer, result = "network-not-allowed");
             let line = format!("554 5.7.1 {ip} is not allowed to use this bridge\r\n");
-            let _ = write_all(&mut stream, line.as_bytes(), limits.write_timeout).await;
+            let _ =
+                m365mail_server::write_answer(&mut stream, line.as_bytes(), limits.write_timeout)
+                    .await;
             return;
         }
         let Some(_slot) = self.bridge.address_slot(ip) else {
             tracing::info!(target: "m365mail::audit", event = "session", %peer, result = "too-many-connections");
             let line = b"421 4.7.0 Too many connections from your address; try again later\r\n";
-            let _ = write_all(&mut stream, line, limits.write_timeout).await;
+            let _ = m365mail_server::write_answer(&mut stream, line, limits.write_timeout).await;
             return;
         };
         let sign_in_by = tokio::time::Instant::now() + options.sign_in_timeout;
@@ -562,7 +556,9 @@ impl Listener {
                             );
                         }
                     }
-                    if !write_all(&mut stream, &output, limits.write_timeout).await {
+                    if !m365mail_server::write_answer(&mut stream, &output, limits.write_timeout)
+                        .await
+                    {
                         break Some("client stopped reading");
                     }
                     deadline = tokio::time::Instant::now() + limits.command_timeout;
@@ -621,7 +617,8 @@ impl Listener {
             // A client that only collects refusals (guessing, scanning, garbage) is shown the door.
             if session.refusals >= options.max_errors {
                 let line = b"421 4.7.0 Too many errors; closing\r\n";
-                let _ = write_all(&mut stream, line, limits.write_timeout).await;
+                let _ =
+                    m365mail_server::write_answer(&mut stream, line, limits.write_timeout).await;
                 break "too-many-errors";
             }
             let mut until = deadline.min(tokio::time::Instant::now() + options.idle_timeout);
@@ -640,11 +637,12 @@ impl Listener {
                     if session.account.is_none() && tokio::time::Instant::now() >= sign_in_by =>
                 {
                     let line = b"421 4.7.0 Not signed in in time; closing\r\n";
-                    let _ = write_all(&mut stream, line, limits.write_timeout).await;
+                    let _ = m365mail_server::write_answer(&mut stream, line, limits.write_timeout)
+                        .await;
                     break "sign-in-timeout";
                 }
                 Err(_) => {
-                    let _ = write_all(
+                    let _ = m365mail_server::write_answer(
                         &mut stream,
                         b"421 4.4.2 Timeout waiting for the client; closing\r\n",
                         limits.write_timeout,

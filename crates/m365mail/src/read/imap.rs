@@ -171,8 +171,18 @@ pub async fn read_imap<K: ImapConnector>(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ReadSummary, ReadError> {
     let mut summary = ReadSummary::default();
-    let mut client = connector.connect(false).await?;
     let mut lost = 0;
+    // A session can end right after sign-in too (a token that expires then): the same budget applies.
+    let mut client = match connector.connect(false).await {
+        Ok(client) => client,
+        Err(ReadError::Imap(error)) if error.is_session_lost() => {
+            lost += 1;
+            summary.reconnects += 1;
+            tracing::warn!(%error, "IMAP session lost at sign-in; opening a new one");
+            reconnect(connector, error.token_expired(), lost).await?
+        }
+        Err(error) => return Err(error),
+    };
     loop {
         let outcome = Pass {
             source,
@@ -249,10 +259,22 @@ impl Pass<'_> {
     async fn run<C: ImapClient>(&mut self, client: &mut C) -> Result<(), ReadError> {
         let options = self.options;
         let read_only = options.then == ImapAction::None || options.from_now;
-        let trash = if options.then == ImapAction::Trash {
-            trash_folder(client).await?
-        } else {
-            String::new()
+        // The destination is checked before anything is read: a record whose action cannot run would
+        // leave an action owed that no run can finish.
+        let trash = match &options.then {
+            ImapAction::Trash => trash_folder(client).await?,
+            ImapAction::Move(folder) | ImapAction::Copy(folder) => {
+                let folders = client.folders(false).await?;
+                if !folders.iter().any(|f| same_folder(&f.name, folder)) {
+                    return Err(ImapError::NoSuchFolder {
+                        endpoint: client.endpoint().to_owned(),
+                        folder: folder.clone(),
+                    }
+                    .into());
+                }
+                String::new()
+            }
+            _ => String::new(),
         };
         let selected = client.select(&options.folder, read_only).await?;
         let validity = selected.uid_validity;
@@ -305,9 +327,16 @@ impl Pass<'_> {
                 // The folder is open read-only (`--then none`): reopen it to act, then go on.
                 client.select(&options.folder, false).await?;
             }
-            self.act(client, &action, &uids).await?;
+            match self.act(client, &action, &uids).await {
+                Ok(()) => self.summary.owed_actions += uids.len() as u64,
+                // The destination went away since: the records exist, so the messages count as handled.
+                Err(ReadError::Imap(ImapError::NoSuchFolder { folder, .. })) => {
+                    tracing::warn!(%folder, count = uids.len(), "an owed move or copy's folder is gone; left in place");
+                    self.summary.refused += uids.len() as u64;
+                }
+                Err(other) => return Err(other),
+            }
             self.done(validity, &uids)?;
-            self.summary.owed_actions += uids.len() as u64;
             if read_only {
                 client.select(&options.folder, true).await?;
             }
@@ -572,6 +601,15 @@ impl Pass<'_> {
         self.store
             .commit_many(self.source, &rows, SeenState::Done, now)?;
         Ok(())
+    }
+}
+
+/// A folder name as IMAP compares it: INBOX in any case is the Inbox; others exactly.
+fn same_folder(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case("INBOX") || b.eq_ignore_ascii_case("INBOX") {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
     }
 }
 
