@@ -269,6 +269,48 @@ fn folders_filters_and_moves_over_imap_with_the_served_profiles() {
     }
 }
 
+/// IMAP's records are the POP3 reader's records: every one of the demo Inbox (attachments, an inline image,
+/// a malformed message, one over --max-size) validates against docs/message.schema.json.
+#[test]
+#[ignore = "needs Python's jsonschema (scripts/test.sh installs it)"]
+fn every_imap_record_validates_against_the_committed_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let _served = Served::start(work);
+    let stdout = read(
+        work,
+        "sandbox-user",
+        &["--out-dir", "out", "--eml", "--max-size", "1MB"],
+    );
+    ok(&stdout);
+    let got = records(&stdout);
+    assert_eq!(got.len(), 12);
+    assert_eq!(
+        got.iter().filter(|r| r["skipped"] == "too large").count(),
+        1
+    );
+    std::fs::write(work.join("stdout.ndjson"), &stdout.stdout).unwrap();
+    let validator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/schema/validate.py");
+    let mut files: Vec<PathBuf> = vec![work.join("stdout.ndjson")];
+    files.extend(
+        std::fs::read_dir(work.join("out"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json")),
+    );
+    let run = Command::new("python3")
+        .arg(&validator)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "valid 24");
+}
+
 /// The same command against Dovecot (scripts/realservers.sh; scripts/test.sh starts it and exports
 /// `REALSERVERS_*`): a delegated profile for the local token issuer, IMAP with STARTTLS, folders, a filter,
 /// a move, a delete and the checkpoints.

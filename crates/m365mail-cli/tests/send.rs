@@ -143,6 +143,30 @@ fn a_message_from_flags_is_read_back_identical() {
     )
     .unwrap();
     assert_eq!(saved, attachment);
+
+    // And over IMAP: Exchange files what SMTP submitted in Sent Items; a search on the non-ASCII subject
+    // (CHARSET UTF-8 with a literal) finds it there, byte for byte the message POP3 gave.
+    let sent_items = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "read",
+            "--folder",
+            "Sent Items",
+            "--subject",
+            "Überweisung",
+            "--state",
+            "state.sqlite",
+        ],
+        None,
+    );
+    assert!(sent_items.status.success(), "{}", describe(&sent_items));
+    let filed = lines(&sent_items);
+    assert_eq!(filed.len(), 1, "{filed:?}");
+    assert_eq!(filed[0]["message_id"], message_id);
+    assert_eq!(filed[0]["sha256"], record["sha256"]);
+    assert_eq!(filed[0]["source"]["folder"], "Sent Items");
 }
 
 #[test]
