@@ -317,54 +317,18 @@ fn every_imap_record_validates_against_the_committed_schema() {
 #[test]
 #[ignore = "needs Dovecot and the token server (scripts/realservers.sh; scripts/test.sh starts them)"]
 fn reads_from_dovecot_with_a_profile_over_starttls() {
-    let env = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test.sh (it starts Dovecot and exports REALSERVERS_*)"))
-    };
-    let user = format!("cli-imap-{}@example.test", std::process::id());
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/realservers/seed.py");
-    let seeded = Command::new("python3")
-        .arg(seed)
-        .args([
-            "--dir",
-            &env("REALSERVERS_DIR"),
-            "--user",
-            &user,
-            "--count",
-            "30",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        seeded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
-
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let password = work.join("password");
-    std::fs::write(&password, "any-password\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    std::fs::write(
-        work.join("cfg.toml"),
-        format!(
-            "[profiles.dovecot]\nauthority = \"{}\"\ntenant = \"{}\"\nclient_id = \"{}\"\nflow = \"password\"\n\
-             username = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nimap = \"localhost:{}\"\nimap_tls = \"starttls\"\n\
-             cache = \"{}\"\nstate = \"{}\"\n",
-            env("REALSERVERS_AUTHORITY"),
-            env("REALSERVERS_TENANT_ID"),
-            env("REALSERVERS_CLIENT_ID"),
-            password.display(),
-            env("REALSERVERS_CA_FILE"),
-            env("REALSERVERS_IMAP_PORT"),
-            work.join("tokens.json").display(),
-            work.join("st.sqlite").display(),
+    let port = common::realservers_env("REALSERVERS_IMAP_PORT");
+    common::dovecot_profile(
+        work,
+        "cli-imap",
+        30,
+        &format!(
+            "imap = \"localhost:{port}\"\nimap_tls = \"starttls\"\nstate = \"{}\"\n",
+            work.join("st.sqlite").display()
         ),
-    )
-    .unwrap();
+    );
     let listed = m365mail(work, &["--json", "-p", "dovecot", "folders"]);
     ok(&listed);
     let folders: Value = serde_json::from_slice(&listed.stdout).unwrap();

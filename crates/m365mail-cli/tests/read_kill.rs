@@ -300,55 +300,15 @@ fn imap_connections_dropped_at_random_points_lose_and_repeat_nothing() {
 #[test]
 #[ignore = "needs Dovecot and the token server (scripts/realservers.sh; scripts/test.sh starts them)"]
 fn imap_sigkill_at_ten_points_against_dovecot() {
-    let env = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run scripts/test.sh (it starts Dovecot and exports REALSERVERS_*)")
-        })
-    };
-    let user = format!("kill-imap-{}@example.test", std::process::id());
-    let seed_script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/realservers/seed.py");
-    let seeded = Command::new("python3")
-        .arg(seed_script)
-        .args([
-            "--dir",
-            &env("REALSERVERS_DIR"),
-            "--user",
-            &user,
-            "--count",
-            "500",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        seeded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let password = work.join("password");
-    std::fs::write(&password, "any-password\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    std::fs::write(
-        work.join("cfg.toml"),
-        format!(
-            "[profiles.dovecot]\nauthority = \"{}\"\ntenant = \"{}\"\nclient_id = \"{}\"\nflow = \"password\"\n\
-             username = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\nimap = \"localhost:{}\"\nimap_tls = \"starttls\"\n\
-             cache = \"{}\"\n",
-            env("REALSERVERS_AUTHORITY"),
-            env("REALSERVERS_TENANT_ID"),
-            env("REALSERVERS_CLIENT_ID"),
-            password.display(),
-            env("REALSERVERS_CA_FILE"),
-            env("REALSERVERS_IMAP_PORT"),
-            work.join("tokens.json").display(),
-        ),
-    )
-    .unwrap();
+    let port = common::realservers_env("REALSERVERS_IMAP_PORT");
+    common::dovecot_profile(
+        work,
+        "kill-imap",
+        500,
+        &format!("imap = \"localhost:{port}\"\nimap_tls = \"starttls\"\n"),
+    );
     let profile = &["-p", "dovecot", "--then", "move", "--to-folder", "Archive"];
     kill_and_finish(work, profile, &mut Points(seed()));
     assert_eq!(records_once(work).len(), 500);

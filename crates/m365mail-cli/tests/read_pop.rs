@@ -418,54 +418,18 @@ fn every_record_validates_against_the_committed_schema() {
 #[test]
 #[ignore = "needs Dovecot and the token server (scripts/realservers.sh; scripts/test.sh starts them)"]
 fn reads_from_dovecot_with_a_profile_over_stls() {
-    let env = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/realservers.sh start and eval \"$(scripts/realservers.sh env)\""))
-    };
-    let user = format!("cli-read-{}@example.test", std::process::id());
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/realservers/seed.py");
-    let seeded = Command::new("python3")
-        .arg(seed)
-        .args([
-            "--dir",
-            &env("REALSERVERS_DIR"),
-            "--user",
-            &user,
-            "--count",
-            "30",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        seeded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
-
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path();
-    let password = work.join("password");
-    std::fs::write(&password, "any-password\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    std::fs::write(
-        work.join("cfg.toml"),
-        format!(
-            "[profiles.dovecot]\nauthority = \"{}\"\ntenant = \"{}\"\nclient_id = \"{}\"\nflow = \"password\"\n\
-             username = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\npop = \"localhost:{}\"\npop_tls = \"starttls\"\n\
-             cache = \"{}\"\nprotocol = \"pop\"\nstate = \"{}\"\n",
-            env("REALSERVERS_AUTHORITY"),
-            env("REALSERVERS_TENANT_ID"),
-            env("REALSERVERS_CLIENT_ID"),
-            password.display(),
-            env("REALSERVERS_CA_FILE"),
-            env("REALSERVERS_POP3_PORT"),
-            work.join("tokens.json").display(),
-            work.join("st.sqlite").display(),
+    let port = common::realservers_env("REALSERVERS_POP3_PORT");
+    common::dovecot_profile(
+        work,
+        "cli-read",
+        30,
+        &format!(
+            "pop = \"localhost:{port}\"\npop_tls = \"starttls\"\nprotocol = \"pop\"\nstate = \"{}\"\n",
+            work.join("st.sqlite").display()
         ),
-    )
-    .unwrap();
+    );
     // `protocol` and `state` come from the profile.
     let first = m365mail(
         work,

@@ -731,6 +731,7 @@ impl ImapConnection {
     ) -> Result<(), ImapError> {
         // Never the arguments of AUTHENTICATE or a literal's bytes in errors: the verb and what follows.
         let shown = command.split("\r\n").next().unwrap_or(command);
+        tracing::debug!(endpoint = %self.endpoint, command = shown, "IMAP command");
         let timeout =
             || ImapError::from(TransportError::bare(TransportKind::Timeout, &self.endpoint));
         let sent = tokio::time::timeout(self.io_timeout, self.session.run_command(command))

@@ -102,3 +102,60 @@ pub(crate) fn readme_block(heading: &str) -> Vec<String> {
         .filter(|line| !line.is_empty())
         .collect()
 }
+
+/// A `REALSERVERS_*` variable of the recipe's Dovecot (scripts/test.sh exports them); a test that needs one
+/// fails, not skips, without it.
+pub(crate) fn realservers_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run scripts/test.sh (it starts Dovecot and exports REALSERVERS_*)"
+        )
+    })
+}
+
+/// A new mailbox on the recipe's Dovecot (`<prefix>-<pid>@example.test`) seeded with `count` mixed messages
+/// over LMTP (scripts/realservers/seed.py), and `work/cfg.toml` with a profile `dovecot` for it: the local token
+/// issuer's password flow, the recipe's CA, a token cache in `work`, and `endpoint_keys` (e.g.
+/// `imap = "localhost:PORT"` lines). Returns the mailbox.
+pub(crate) fn dovecot_profile(
+    work: &Path,
+    prefix: &str,
+    count: usize,
+    endpoint_keys: &str,
+) -> String {
+    let env = realservers_env;
+    let user = format!("{prefix}-{}@example.test", std::process::id());
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/realservers/seed.py");
+    let seeded = Command::new("python3")
+        .arg(seed)
+        .args(["--dir", &env("REALSERVERS_DIR"), "--user", &user])
+        .args(["--count", &count.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let password = work.join("password");
+    std::fs::write(&password, "any-password\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::write(
+        work.join("cfg.toml"),
+        format!(
+            "[profiles.dovecot]\nauthority = \"{}\"\ntenant = \"{}\"\nclient_id = \"{}\"\nflow = \"password\"\n\
+             username = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\ncache = \"{}\"\n{endpoint_keys}",
+            env("REALSERVERS_AUTHORITY"),
+            env("REALSERVERS_TENANT_ID"),
+            env("REALSERVERS_CLIENT_ID"),
+            password.display(),
+            env("REALSERVERS_CA_FILE"),
+            work.join("tokens.json").display(),
+        ),
+    )
+    .unwrap();
+    user
+}

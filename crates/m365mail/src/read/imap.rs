@@ -388,6 +388,14 @@ impl Pass<'_> {
         if options.order == Order::Newest {
             new.reverse();
         }
+        tracing::debug!(
+            folder = %options.folder,
+            validity,
+            present = present.len(),
+            remembered = current.len(),
+            new = new.len(),
+            "IMAP folder read"
+        );
         (self.progress)(Progress::Start {
             new: new.len() as u64,
         });
