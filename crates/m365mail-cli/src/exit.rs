@@ -38,6 +38,9 @@ pub(crate) fn classified(err: &anyhow::Error) -> Option<&dyn Classified> {
         if let Some(e) = cause.downcast_ref::<m365mail::imap::ImapError>() {
             return Some(e);
         }
+        if let Some(e) = cause.downcast_ref::<m365mail::graph::GraphError>() {
+            return Some(e);
+        }
         if let Some(e) = cause.downcast_ref::<ReadError>() {
             return Some(e as &dyn Classified);
         }

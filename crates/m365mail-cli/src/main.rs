@@ -15,6 +15,7 @@ mod secrets;
 mod send;
 mod session;
 mod token;
+mod users;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,8 @@ enum Command {
     Read(Box<read::ReadArgs>),
     /// List the mailbox's folders (IMAP) with their attributes and message and unseen counts.
     Folders(Box<read::FoldersArgs>),
+    /// List the tenant's users through Microsoft Graph (User.ReadBasic.All delegated, User.Read.All app-only).
+    Users(Box<users::UsersArgs>),
     /// Send mail over SMTP with XOAUTH2: from flags or JSON (the schema `read` emits); one JSON line per message.
     Send(Box<send::SendArgs>),
     /// Show or reset the read checkpoints.
@@ -142,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(command) => sandbox_cmd::run(command, &cli.global).await,
         Command::Read(args) => read::run(*args, &cli.global).await,
         Command::Folders(args) => read::folders(*args, &cli.global).await,
+        Command::Users(args) => users::run(*args, &cli.global).await,
         Command::Send(args) => send::run(*args, &cli.global).await,
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,

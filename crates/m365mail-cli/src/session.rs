@@ -441,6 +441,8 @@ pub(crate) enum ScopeChoice<'a> {
     TokenGet { target: Option<&'a str> },
     /// A mail command: the protocol's scopes (`--scope` still overrides).
     Mail(Target),
+    /// A Graph call that is not mail: this delegated scope, or `/.default` app-only.
+    Graph(&'static str),
 }
 
 /// Everything a command needs to talk to Microsoft 365 for one profile.
@@ -499,6 +501,13 @@ pub(crate) fn build(
                 Scopes::for_target(target, access, &s.authority.cloud)
             }
             ScopeChoice::Mail(target) => Scopes::for_target(target, access, &s.authority.cloud),
+            ScopeChoice::Graph(scope) => {
+                let graph = m365mail::cloud::endpoints(&s.authority.cloud).graph_resource;
+                match access {
+                    Access::AppOnly => Scopes::new([format!("{graph}/.default")]),
+                    Access::Delegated => Scopes::new([format!("{graph}/{scope}")]),
+                }
+            }
         }
     };
     // Refused before any prompt or request (exit 2): no scope, or CR/LF and other control characters.

@@ -12,6 +12,8 @@
 //! | `POST /_sandbox/admin/stats/reset` | – | `{}` |
 //! | `POST /_sandbox/admin/faults/token` | `{"kind": "throttled", "retry_after_seconds": 2, "count": 1}` (kinds: [`TokenFault`]: `throttled`, `temporarily_unavailable`, `server_error`, `slow_down`) | `{}` |
 //! | `POST /_sandbox/admin/faults/clear` | – | `{}` |
+//! | `POST /_sandbox/admin/faults/graph` | `{"fault": "throttled", "retry_after_seconds": 2, "count": 1}` (faults: [`GraphFault`]: `throttled` → 429 `ApplicationThrottled`, `unavailable` → 503 `serviceNotAvailable`, both with `Retry-After`, default 1 s; `count` default 1) | `{"fault", "count"}` |
+//! | `POST /_sandbox/admin/faults/graph/clear` | – | `{}` |
 //! | `GET /_sandbox/admin/device-codes` | – | `[`[`PendingDeviceCode`]`]` |
 //! | `POST /_sandbox/admin/device-codes/{user_code}/approve` | `{"username": upn}` | `{"user_code", "status": "approved"}` |
 //! | `POST /_sandbox/admin/device-codes/{user_code}/decline` | – | `{"user_code", "status": "declined"}` |
@@ -37,6 +39,7 @@ use axum::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::json;
 
+pub use crate::graph::GraphFault;
 pub use crate::identity::TokenFault;
 use crate::{
     SandboxError,
@@ -691,6 +694,17 @@ impl AdminHandle {
         self.state.token_faults.clear();
     }
 
+    /// Answers the next `count` Microsoft Graph requests (any route under `/v1.0/`, before their token is
+    /// looked at) with `fault`, replacing any pending Graph fault.
+    pub fn inject_graph_fault(&self, fault: GraphFault, count: u32) {
+        self.state.graph_faults.inject(fault, count);
+    }
+
+    /// Removes any pending Graph fault.
+    pub fn clear_graph_faults(&self) {
+        self.state.graph_faults.clear();
+    }
+
     /// The request counters.
     pub fn stats(&self) -> RequestStats {
         lock(&self.state.stats).clone()
@@ -803,6 +817,32 @@ async fn http_inject_faults(State(state): AdminState, bytes: Bytes) -> AdminResu
         .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
     handle(state).inject_token_faults(request.fault, request.count);
     Ok(Json(json!({})).into_response())
+}
+
+#[derive(Deserialize)]
+struct GraphFaultRequest {
+    #[serde(flatten)]
+    fault: GraphFault,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+/// `POST /_sandbox/admin/faults/graph`.
+async fn http_inject_graph_fault(State(state): AdminState, bytes: Bytes) -> AdminResult {
+    let request: GraphFaultRequest = serde_json::from_slice(&bytes)
+        .map_err(|error| SandboxError::InvalidRequest(error.to_string()))?;
+    let fault = match &request.fault {
+        GraphFault::Throttled { .. } => "throttled",
+        GraphFault::Unavailable { .. } => "unavailable",
+    };
+    handle(state).inject_graph_fault(request.fault, request.count);
+    Ok(Json(json!({ "fault": fault, "count": request.count })).into_response())
+}
+
+/// `POST /_sandbox/admin/faults/graph/clear`.
+async fn http_clear_graph_faults(State(state): AdminState) -> Json<serde_json::Value> {
+    handle(state).clear_graph_faults();
+    Json(json!({}))
 }
 
 async fn http_clear_faults(State(state): AdminState) -> Json<serde_json::Value> {
@@ -1233,6 +1273,14 @@ pub(crate) fn router() -> Router<Arc<IdentityState>> {
         .route("/_sandbox/admin/stats/reset", post(http_reset_stats))
         .route("/_sandbox/admin/faults/token", post(http_inject_faults))
         .route("/_sandbox/admin/faults/clear", post(http_clear_faults))
+        .route(
+            "/_sandbox/admin/faults/graph",
+            post(http_inject_graph_fault),
+        )
+        .route(
+            "/_sandbox/admin/faults/graph/clear",
+            post(http_clear_graph_faults),
+        )
         .route(
             "/_sandbox/admin/faults/mail/{service}",
             post(http_inject_connection_fault),

@@ -9,10 +9,11 @@
 //!
 //! Apps:
 //! - [`PUBLIC_APP_ID`]: public client flows on, redirect `http://localhost`, admin consent for
-//!   IMAP/POP/SMTP (Exchange), User.Read (Graph) and offline_access.
+//!   IMAP/POP/SMTP (Exchange), User.Read and User.ReadBasic.All (Graph) and offline_access.
 //! - [`CONFIDENTIAL_APP_ID`]: secret [`CONFIDENTIAL_APP_SECRET`] (id [`CONFIDENTIAL_APP_SECRET_ID`]) and
 //!   the certificate from [`certificate`]; app roles IMAP.AccessAsApp, POP.AccessAsApp, SMTP.SendAsApp on
-//!   Exchange Online and Mail.Send on Graph; delegated IMAP/SMTP consent, so ROPC with a secret works too.
+//!   Exchange Online and Mail.Send and User.Read.All on Graph; delegated IMAP/SMTP and Graph User.Read
+//!   consent, so ROPC with a secret works too.
 //! - [`NO_CONSENT_APP_ID`] (65001), [`NO_PUBLIC_FLOWS_APP_ID`] (7000218),
 //!   [`EXPIRED_SECRET_APP_ID`] (7000222), [`DISABLED_APP_ID`] (7000112).
 
@@ -250,7 +251,7 @@ fn mail_client_consent() -> (Vec<RequiredPermission>, Vec<DelegatedGrant>) {
 
 fn app_only_mail_roles() -> (Vec<RequiredPermission>, Vec<AppRoleGrant>) {
     let exchange_roles = strings(&["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"]);
-    let graph_roles = strings(&["Mail.Send"]);
+    let graph_roles = strings(&["Mail.Send", "User.Read.All"]);
     (
         vec![
             RequiredPermission {
@@ -329,6 +330,17 @@ pub(crate) fn tenant_model() -> TenantModel {
     ]);
     public_app.required_permissions = mail_permissions.clone();
     public_app.delegated_grants = mail_consent.clone();
+    // The public app may also list the directory's users (Graph `/users`, microsoft.md §8.4).
+    for permission in &mut public_app.required_permissions {
+        if permission.resource == MICROSOFT_GRAPH_APP_ID {
+            permission.scopes.push("User.ReadBasic.All".into());
+        }
+    }
+    for grant in &mut public_app.delegated_grants {
+        if grant.resource == MICROSOFT_GRAPH_APP_ID {
+            grant.scopes.push("User.ReadBasic.All".into());
+        }
+    }
 
     let mut confidential_app = app(
         CONFIDENTIAL_APP_ID,

@@ -27,6 +27,9 @@
 //! - `GET/POST /{tenant}/oauth2/v2.0/authorize` (a plain HTML form: fields `username`, `password`)
 //! - `GET/POST /{tenant}/v2.0/adminconsent` and `/{tenant}/adminconsent` (a global admin grants the app's
 //!   requested permissions; redirect `?tenant=…&state=…&admin_consent=True`)
+//! - Microsoft Graph, on the same listener: `GET /v1.0/users` (`$select`, `$top`, `$filter`, paging by
+//!   `@odata.nextLink`), `GET /v1.0/users/{id | userPrincipalName}`, `GET /v1.0/me`, with Graph's error JSON
+//!   (see `graph`)
 //! - `/_sandbox/admin/...`: see [`admin`]
 //!
 //! # Errors the sandbox answers with
@@ -78,6 +81,7 @@ pub mod demo;
 mod error;
 mod exchange;
 mod faults;
+mod graph;
 mod identity;
 #[cfg(test)]
 mod net_tests;
@@ -102,6 +106,7 @@ pub use admin::{AdminHandle, CasMailbox, FolderStatus};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
 pub use exchange::seed::MailSeed;
+pub use graph::GraphFault;
 pub use identity::TokenFault;
 pub use identity::bearer::{BearerRefusal, Principal, Requirement};
 pub use identity::state::RequestStats;
@@ -383,6 +388,7 @@ impl Sandbox {
             clock: config.clock,
             base_url: base_url.clone(),
             token_faults: faults::FaultQueue::default(),
+            graph_faults: faults::FaultQueue::default(),
             reject_replayed_assertions: config.reject_replayed_assertions,
             seen_assertions: Mutex::default(),
             smart_lockout: config.smart_lockout,
@@ -403,6 +409,7 @@ impl Sandbox {
         });
         let router = identity::router()
             .merge(admin::router())
+            .merge(graph::router(Arc::clone(&state)))
             .layer(axum::Extension(Arc::clone(&exchange)))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
@@ -544,7 +551,7 @@ impl Sandbox {
         use std::fmt::Write as _;
         let base = &self.base_url;
         let mut text = format!(
-            "m365mail sandbox tenant\n  base URL:        {base}\n  device login:    {base}devicelogin\n  admin API:       {base}_sandbox/admin/stats\n"
+            "m365mail sandbox tenant\n  base URL:        {base}\n  device login:    {base}devicelogin\n  Microsoft Graph: {base}v1.0/users\n  admin API:       {base}_sandbox/admin/stats\n"
         );
         for listener in self.listeners.iter().filter(|l| l.service != "identity") {
             let _ = writeln!(

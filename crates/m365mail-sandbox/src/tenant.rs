@@ -354,7 +354,7 @@ fn enabled() -> bool {
     true
 }
 
-/// Exchange Online and Microsoft Graph with the mail-related permissions.
+/// Exchange Online and Microsoft Graph with the mail-related permissions (and Graph's user-reading ones).
 pub fn default_resources() -> Vec<ResourceApi> {
     let strings = |items: &[&str]| {
         items
@@ -394,6 +394,9 @@ pub fn default_resources() -> Vec<ResourceApi> {
             identifier_uris: strings(&["https://graph.microsoft.com"]),
             scopes: strings(&[
                 "User.Read",
+                "User.ReadBasic.All",
+                "User.Read.All",
+                "Directory.Read.All",
                 "Mail.Read",
                 "Mail.ReadWrite",
                 "Mail.Send",
@@ -401,7 +404,13 @@ pub fn default_resources() -> Vec<ResourceApi> {
                 "POP.AccessAsUser.All",
                 "SMTP.Send",
             ]),
-            app_roles: strings(&["Mail.Read", "Mail.ReadWrite", "Mail.Send", "User.Read.All"]),
+            app_roles: strings(&[
+                "Mail.Read",
+                "Mail.ReadWrite",
+                "Mail.Send",
+                "User.Read.All",
+                "Directory.Read.All",
+            ]),
             default_for_short_scopes: true,
         },
     ]

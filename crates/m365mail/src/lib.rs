@@ -17,6 +17,7 @@ pub mod bridge;
 pub mod cloud;
 pub mod endpoint;
 pub mod error;
+pub mod graph;
 pub mod http;
 pub mod imap;
 pub mod mime;

@@ -11,15 +11,19 @@ use crate::identity::crypto::SigningKey;
 use crate::tenant::{EXCHANGE_ONLINE_APP_ID, MICROSOFT_GRAPH_APP_ID, TenantModel};
 
 /// What a resource requires of a token: which resource it must be for, and the delegated scope or the
-/// application role that grants the operation.
+/// application role that grants the operation (any one of several, where higher privileges grant it too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requirement {
     /// The resource's application id (its identifier URIs are accepted as `aud` too).
     pub resource_app_id: &'static str,
-    /// The delegated permission (`scp`).
+    /// The delegated permission (`scp`): the least privileged one, named in a refusal.
     pub scope: &'static str,
-    /// The application permission (`roles`).
+    /// The application permission (`roles`): the least privileged one, named in a refusal.
     pub role: &'static str,
+    /// Further delegated permissions that grant the operation as well.
+    pub other_scopes: &'static [&'static str],
+    /// Further application permissions that grant the operation as well.
+    pub other_roles: &'static [&'static str],
 }
 
 impl Requirement {
@@ -28,25 +32,67 @@ impl Requirement {
         resource_app_id: EXCHANGE_ONLINE_APP_ID,
         scope: "IMAP.AccessAsUser.All",
         role: "IMAP.AccessAsApp",
+        other_scopes: &[],
+        other_roles: &[],
     };
     /// Exchange Online POP3.
     pub const POP: Self = Self {
         resource_app_id: EXCHANGE_ONLINE_APP_ID,
         scope: "POP.AccessAsUser.All",
         role: "POP.AccessAsApp",
+        other_scopes: &[],
+        other_roles: &[],
     };
     /// Exchange Online SMTP submission.
     pub const SMTP: Self = Self {
         resource_app_id: EXCHANGE_ONLINE_APP_ID,
         scope: "SMTP.Send",
         role: "SMTP.SendAsApp",
+        other_scopes: &[],
+        other_roles: &[],
     };
     /// Microsoft Graph sendMail.
     pub const GRAPH_MAIL_SEND: Self = Self {
         resource_app_id: MICROSOFT_GRAPH_APP_ID,
         scope: "Mail.Send",
         role: "Mail.Send",
+        other_scopes: &[],
+        other_roles: &[],
     };
+    /// Microsoft Graph: list and read users (`/users`, `/users/{id}`), microsoft.md §8.4: application
+    /// `User.Read.All` or `Directory.Read.All`; delegated `User.ReadBasic.All` or higher.
+    pub const GRAPH_USERS_READ: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "User.ReadBasic.All",
+        role: "User.Read.All",
+        other_scopes: &["User.Read.All", "Directory.Read.All"],
+        other_roles: &["Directory.Read.All"],
+    };
+    /// Microsoft Graph: the signed-in user's profile (`/me`): delegated `User.Read` or any permission that
+    /// reads all users. The roles only matter to tell an app-only token apart: `/me` refuses those anyway.
+    pub const GRAPH_ME: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "User.Read",
+        role: "User.Read.All",
+        other_scopes: &["User.ReadBasic.All", "User.Read.All", "Directory.Read.All"],
+        other_roles: &["Directory.Read.All"],
+    };
+}
+
+impl Requirement {
+    /// Whether a delegated permission the token carries grants the operation.
+    fn granted_by_scope(&self, scope: &str) -> bool {
+        std::iter::once(self.scope)
+            .chain(self.other_scopes.iter().copied())
+            .any(|wanted| wanted.eq_ignore_ascii_case(scope))
+    }
+
+    /// Whether an application permission the token carries grants the operation.
+    fn granted_by_role(&self, role: &str) -> bool {
+        std::iter::once(self.role)
+            .chain(self.other_roles.iter().copied())
+            .any(|wanted| wanted.eq_ignore_ascii_case(role))
+    }
 }
 
 /// Who a valid token speaks for.
@@ -224,7 +270,7 @@ pub(crate) fn validate_bearer(
             .roles
             .iter()
             .flatten()
-            .any(|r| r.eq_ignore_ascii_case(requirement.role));
+            .any(|r| requirement.granted_by_role(r));
         if !has_role {
             return Err(BearerRefusal::MissingRole {
                 needed: requirement.role,
@@ -253,7 +299,7 @@ pub(crate) fn validate_bearer(
         .as_deref()
         .unwrap_or_default()
         .split(' ')
-        .any(|s| s.eq_ignore_ascii_case(requirement.scope));
+        .any(|s| requirement.granted_by_scope(s));
     if !has_scope {
         return Err(BearerRefusal::MissingScope {
             needed: requirement.scope,

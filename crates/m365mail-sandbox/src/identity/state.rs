@@ -34,6 +34,8 @@ pub(crate) struct IdentityState {
     pub(crate) base_url: Url,
     /// Faults to answer the next token requests with.
     pub(crate) token_faults: FaultQueue<TokenFault>,
+    /// Faults to answer the next Microsoft Graph requests with (the Graph routes share this listener).
+    pub(crate) graph_faults: FaultQueue<crate::graph::GraphFault>,
     /// [`crate::SandboxConfig::reject_replayed_assertions`].
     pub(crate) reject_replayed_assertions: bool,
     /// Certificate assertion ids already accepted (used only when replays are refused).
@@ -116,7 +118,8 @@ pub struct RequestStats {
     /// Every counted request (identity endpoints; admin calls are not counted).
     pub total_requests: u64,
     /// Per endpoint: `openid-configuration`, `keys`, `instance-discovery`, `userrealm`, `token`,
-    /// `devicecode`, `authorize`, `devicelogin`, `adminconsent`.
+    /// `devicecode`, `authorize`, `devicelogin`, `adminconsent`, and `graph` (every Microsoft Graph request
+    /// under `/v1.0/`).
     pub by_endpoint: BTreeMap<String, u64>,
     /// Token requests per `grant_type`: the values the token endpoint knows as sent (`password`,
     /// `client_credentials`, `refresh_token`, `authorization_code`,

@@ -10,6 +10,7 @@ mod device_code;
 mod discovery;
 mod dovecot_introspect;
 mod entra_golden;
+mod graph;
 mod http;
 mod imap;
 mod listeners;

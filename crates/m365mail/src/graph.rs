@@ -1,0 +1,490 @@
+//! Microsoft Graph (v1.0) over reqwest: the requests, retries, limits and errors every Graph call shares
+//! (microsoft.md §8), and the calls built on them — so far `GET /users` with paging.
+//!
+//! Every request carries a new `client-request-id` (a GUID) and keeps the `request-id` Graph answers with for
+//! the error it may become. `429`, `503` and `504` are retried after `Retry-After` (seconds or an HTTP date; a
+//! short exponential pause without it, never longer than [`GraphOptions::max_wait`]), at most
+//! [`GraphOptions::max_retries`] times. Calls about one mailbox share a limit of 4 requests at once
+//! (Outlook's `MailboxConcurrency`; the directory counts as one "mailbox"). Reply bodies are read bounded
+//! ([`MAX_GRAPH_BODY`]). A page link (`@odata.nextLink`) is followed only on the base URL's own origin, so the
+//! token never goes to another host. Graph's error JSON becomes a [`GraphError::Api`] whose cause and remedy name
+//! the permission the call needs — delegated and application — when Graph refuses it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use crate::error::{Classified, ErrorClass};
+use crate::secret::Secret;
+use crate::time::{Clock, Sleeper, SystemClock, TokioSleeper};
+use crate::tls::{TlsError, TlsTrust};
+use crate::transport::{TransportError, TransportKind};
+
+/// The largest Graph reply read (a page of 999 users is far below it).
+pub const MAX_GRAPH_BODY: usize = 16 * 1024 * 1024;
+/// Requests at once per mailbox (Outlook's limit, microsoft.md §8.7).
+pub const MAILBOX_CONCURRENCY: usize = 4;
+
+/// The permissions a call needs, for the remedy when Graph refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    /// Delegated scopes, any of which will do.
+    pub delegated: &'static [&'static str],
+    /// Application roles, any of which will do.
+    pub application: &'static [&'static str],
+}
+
+/// `GET /users`.
+pub const USERS_READ: Permission = Permission {
+    delegated: &["User.ReadBasic.All", "User.Read.All", "Directory.Read.All"],
+    application: &["User.Read.All", "Directory.Read.All"],
+};
+
+/// How to reach Graph.
+#[derive(Debug, Clone)]
+pub struct GraphOptions {
+    /// The Graph host (`https://graph.microsoft.com/`, a national cloud's, or the sandbox's base URL); `v1.0/`
+    /// is added.
+    pub base: Url,
+    /// Whom to trust.
+    pub trust: TlsTrust,
+    /// Bound on one request, connecting included.
+    pub timeout: Duration,
+    /// Retries of a throttled or unavailable request (429, 503, 504).
+    pub max_retries: u32,
+    /// The longest wait before a retry, whatever `Retry-After` says.
+    pub max_wait: Duration,
+    /// Where pauses happen (tests pass a fake).
+    pub sleeper: Arc<dyn Sleeper>,
+    /// Reads `Retry-After` dates against this clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl GraphOptions {
+    /// Defaults: 60 s per request, 4 retries, waits of at most 60 s.
+    pub fn new(base: Url, trust: TlsTrust) -> Self {
+        Self {
+            base,
+            trust,
+            timeout: Duration::from_secs(60),
+            max_retries: 4,
+            max_wait: Duration::from_secs(60),
+            sleeper: Arc::new(TokioSleeper),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A Graph failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Connect, TLS, timeout or I/O failure.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The trust setup could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Graph answered with an error.
+    #[error("Graph {method} {path}: {status} {code}: {message} (request-id {})", request_id.as_deref().unwrap_or("-"))]
+    Api {
+        /// The HTTP method.
+        method: &'static str,
+        /// The path (no query: it may hold filters).
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// Graph's `error.code`.
+        code: String,
+        /// Graph's `error.message`.
+        message: String,
+        /// Graph's `request-id`, for Microsoft support.
+        request_id: Option<String>,
+        /// Ours.
+        client_request_id: String,
+        /// What the call needs.
+        permission: Permission,
+    },
+    /// Still throttled (or unavailable) after every retry.
+    #[error("Graph {method} {path}: still {status} after {retries} retries (request-id {})", request_id.as_deref().unwrap_or("-"))]
+    Throttled {
+        /// The HTTP method.
+        method: &'static str,
+        /// The path.
+        path: String,
+        /// The last status (429, 503, 504).
+        status: u16,
+        /// Retries made.
+        retries: u32,
+        /// The last `request-id`.
+        request_id: Option<String>,
+    },
+    /// A reply that is not what Graph sends (not JSON, too large, a page link to another host).
+    #[error("Graph {method} {path}: {what}")]
+    Protocol {
+        /// The HTTP method.
+        method: &'static str,
+        /// The path.
+        path: String,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+impl Classified for GraphError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Transport(e) => e.class(),
+            Self::Tls(e) => e.class(),
+            Self::Throttled { .. } | Self::Protocol { .. } => ErrorClass::Transient,
+            Self::Api { status, code, .. } => match (*status, code.as_str()) {
+                (401 | 403, _) | (_, "MailboxNotEnabledForRESTAPI" | "ErrorSendAsDenied") => {
+                    ErrorClass::Admin
+                }
+                (400 | 404, _) => ErrorClass::Input,
+                _ => ErrorClass::Transient,
+            },
+        }
+    }
+
+    fn cause(&self) -> String {
+        match self {
+            Self::Transport(e) => e.cause(),
+            Self::Tls(e) => e.cause(),
+            Self::Api {
+                status: 401,
+                message,
+                ..
+            } => format!("Graph did not accept the token: {message}"),
+            Self::Api {
+                status: 403,
+                code,
+                permission,
+                ..
+            } if code != "ErrorSendAsDenied" => format!(
+                "the token lacks the permission this call needs ({code}): delegated {}, or application {}",
+                permission.delegated.join(" or "),
+                permission.application.join(" or ")
+            ),
+            Self::Api { code, message, .. } if code == "MailboxNotEnabledForRESTAPI" => format!(
+                "the mailbox cannot be reached through Graph ({message}): it is not in Exchange Online, or has no licence"
+            ),
+            Self::Api { code, message, .. } => format!("Graph refused the call: {code}: {message}"),
+            Self::Throttled { status, .. } => {
+                format!("Graph kept answering {status} (throttled or unavailable)")
+            }
+            Self::Protocol { what, .. } => format!("Graph's answer could not be used: {what}"),
+        }
+    }
+
+    fn remedy(&self) -> String {
+        match self {
+            Self::Transport(e) => e.remedy(),
+            Self::Tls(e) => e.remedy(),
+            Self::Api { status: 401, .. } => "get a token for Microsoft Graph (audience https://graph.microsoft.com, \
+                 not Outlook's): check it with `m365mail token inspect`; an expired one is renewed on the next run"
+                .into(),
+            Self::Api {
+                status: 403,
+                code,
+                permission,
+                ..
+            } if code != "ErrorSendAsDenied" => format!(
+                "delegated: add the scope {} to the app registration and consent to it (the user, or an admin \
+                 for an admin-only scope); app-only: add the application permission {} and grant admin \
+                 consent; then get a new token (`m365mail token get --force`)",
+                permission.delegated[0], permission.application[0]
+            ),
+            Self::Api { code, .. } if code == "ErrorSendAsDenied" => "grant the identity the SendAs right on \
+                 the From address (Add-RecipientPermission -AccessRights SendAs), or send as the signed-in mailbox"
+                .into(),
+            Self::Api { code, .. } if code == "MailboxNotEnabledForRESTAPI" => "use a mailbox hosted in \
+                 Exchange Online with an Exchange licence, or read it over IMAP/POP"
+                .into(),
+            Self::Api { status: 400 | 404, .. } => {
+                "check the names and values given (a user, a folder, a filter); run with --log debug to see the request"
+                    .into()
+            }
+            Self::Api { .. } | Self::Throttled { .. } | Self::Protocol { .. } => {
+                "run again later; Graph limits each app to 4 requests at once and 10,000 per 10 minutes per \
+                 mailbox. If it repeats, quote the request-id to Microsoft support"
+                    .into()
+            }
+        }
+    }
+}
+
+/// A Graph client for one base URL; cheap to clone (the HTTP pool and the per-mailbox limits are shared).
+#[derive(Debug, Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: Url,
+    options: GraphOptions,
+    limits: Arc<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+}
+
+/// What `GET /users` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsersQuery {
+    /// `$select`: the properties to return (Graph's defaults when empty).
+    pub select: Vec<String>,
+    /// `$filter`, as Graph takes it (e.g. `startswith(displayName,'A')`).
+    pub filter: Option<String>,
+    /// `$top`: the page size (1..999).
+    pub top: Option<u32>,
+}
+
+impl GraphClient {
+    /// A client for `options.base`.
+    // GraphError carries what support needs (request ids, the permission); it is built once per failed call.
+    #[allow(clippy::result_large_err)]
+    pub fn new(options: GraphOptions) -> Result<Self, GraphError> {
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("m365mail/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(options.trust.http_client_config()?)
+            .build()
+            .map_err(|e| {
+                GraphError::from(TransportError::new(
+                    TransportKind::Connect,
+                    options.base.as_str(),
+                    e,
+                ))
+            })?;
+        let mut base = options.base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let base = base.join("v1.0/").map_err(|e| GraphError::Protocol {
+            method: "GET",
+            path: options.base.to_string(),
+            what: format!("not a usable base URL: {e}"),
+        })?;
+        Ok(Self {
+            http,
+            base,
+            options,
+            limits: Arc::default(),
+        })
+    }
+
+    /// The versioned base URL (`…/v1.0/`).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn limit(&self, mailbox: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            limits
+                .entry(mailbox.to_ascii_lowercase())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAILBOX_CONCURRENCY))),
+        )
+    }
+
+    /// `GET url` (on the base's origin) as JSON, under `mailbox`'s limit, with retries.
+    async fn get_json(
+        &self,
+        url: &Url,
+        token: &Secret,
+        mailbox: &str,
+        permission: Permission,
+    ) -> Result<Value, GraphError> {
+        let path = url.path().to_owned();
+        if url.origin() != self.base.origin() {
+            return Err(GraphError::Protocol {
+                method: "GET",
+                path,
+                what: format!(
+                    "a page link to another origin ({}): not followed with the token",
+                    url.origin().ascii_serialization()
+                ),
+            });
+        }
+        let limit = self.limit(mailbox);
+        let _turn = limit
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let mut retries = 0;
+        loop {
+            let client_request_id = uuid::Uuid::new_v4().to_string();
+            tracing::debug!(%path, %client_request_id, retries, "Graph GET");
+            let response = self
+                .http
+                .get(url.clone())
+                .bearer_auth(token.expose())
+                .header("client-request-id", &client_request_id)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .map_err(|e| {
+                    let kind = if e.is_timeout() {
+                        TransportKind::Timeout
+                    } else if e.is_connect() {
+                        TransportKind::Connect
+                    } else {
+                        TransportKind::Io
+                    };
+                    GraphError::from(TransportError::new(kind, self.base.as_str(), e))
+                })?;
+            let status = response.status().as_u16();
+            let request_id = response
+                .headers()
+                .get("request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crate::http::parse_retry_after(v, self.options.clock.now()));
+            if matches!(status, 429 | 503 | 504) {
+                if retries >= self.options.max_retries {
+                    return Err(GraphError::Throttled {
+                        method: "GET",
+                        path,
+                        status,
+                        retries,
+                        request_id,
+                    });
+                }
+                // Retry-After as given (a little at least: `0` is seen), else 1, 2, 4 … s.
+                let wait = retry_after
+                    .map(|w| w.max(Duration::from_millis(100)))
+                    .unwrap_or_else(|| Duration::from_secs(1 << retries.min(5)))
+                    .min(self.options.max_wait);
+                tracing::info!(%path, status, ?wait, request_id = request_id.as_deref().unwrap_or("-"), "Graph throttled; waiting");
+                self.options.sleeper.sleep(wait).await;
+                retries += 1;
+                continue;
+            }
+            let body = crate::http::read_bounded(response, MAX_GRAPH_BODY)
+                .await
+                .map_err(|e| {
+                    GraphError::from(TransportError::new(
+                        TransportKind::Io,
+                        self.base.as_str(),
+                        e,
+                    ))
+                })?;
+            if body.truncated {
+                return Err(GraphError::Protocol {
+                    method: "GET",
+                    path,
+                    what: format!("a reply over {MAX_GRAPH_BODY} bytes"),
+                });
+            }
+            let json: Result<Value, _> = serde_json::from_slice(&body.bytes);
+            if (200..300).contains(&status) {
+                return json.map_err(|e| GraphError::Protocol {
+                    method: "GET",
+                    path,
+                    what: format!("not JSON: {e}"),
+                });
+            }
+            let error = json.ok();
+            let field = |name: &str| {
+                error
+                    .as_ref()
+                    .and_then(|e| e["error"][name].as_str())
+                    .map(str::to_owned)
+            };
+            return Err(GraphError::Api {
+                method: "GET",
+                path,
+                status,
+                code: field("code").unwrap_or_else(|| format!("HTTP {status}")),
+                message: field("message").unwrap_or_default(),
+                request_id: request_id.or_else(|| {
+                    error
+                        .as_ref()
+                        .and_then(|e| e["error"]["innerError"]["request-id"].as_str())
+                        .map(str::to_owned)
+                }),
+                client_request_id,
+                permission,
+            });
+        }
+    }
+
+    /// `GET /users`: every user the query selects, following `@odata.nextLink` to the last page.
+    pub async fn list_users(
+        &self,
+        token: &Secret,
+        query: &UsersQuery,
+    ) -> Result<Vec<Value>, GraphError> {
+        let mut url = self.base.join("users").expect("a relative path");
+        {
+            let mut pairs = url.query_pairs_mut();
+            if !query.select.is_empty() {
+                pairs.append_pair("$select", &query.select.join(","));
+            }
+            if let Some(filter) = &query.filter {
+                pairs.append_pair("$filter", filter);
+            }
+            if let Some(top) = query.top {
+                pairs.append_pair("$top", &top.to_string());
+            }
+        }
+        let mut users = Vec::new();
+        let mut next = Some(url);
+        while let Some(url) = next.take() {
+            let page = self.get_json(&url, token, "directory", USERS_READ).await?;
+            if let Some(values) = page["value"].as_array() {
+                users.extend(values.iter().cloned());
+            }
+            if let Some(link) = page["@odata.nextLink"].as_str() {
+                next = Some(Url::parse(link).map_err(|e| GraphError::Protocol {
+                    method: "GET",
+                    path: url.path().to_owned(),
+                    what: format!("a page link that is not a URL: {e}"),
+                })?);
+            }
+        }
+        Ok(users)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_permission_and_throttling_is_transient() {
+        let denied = GraphError::Api {
+            method: "GET",
+            path: "/v1.0/users".into(),
+            status: 403,
+            code: "Authorization_RequestDenied".into(),
+            message: "Insufficient privileges to complete the operation.".into(),
+            request_id: Some("r-1".into()),
+            client_request_id: "c-1".into(),
+            permission: USERS_READ,
+        };
+        assert_eq!(denied.class(), ErrorClass::Admin);
+        assert!(
+            denied.cause().contains("User.ReadBasic.All"),
+            "{}",
+            denied.cause()
+        );
+        assert!(
+            denied.remedy().contains("User.Read.All"),
+            "{}",
+            denied.remedy()
+        );
+        assert!(denied.to_string().contains("request-id r-1"));
+        let throttled = GraphError::Throttled {
+            method: "GET",
+            path: "/v1.0/users".into(),
+            status: 429,
+            retries: 4,
+            request_id: None,
+        };
+        assert_eq!(throttled.class(), ErrorClass::Transient);
+    }
+}
