@@ -339,3 +339,145 @@ fn dry_run_prints_the_mime_without_signing_in() {
     assert!(mime.contains("Subject: draft\r\n"), "{mime}");
     assert!(mime.contains("Content-Type: text/html"), "{mime}");
 }
+
+/// `--via graph`: the same message builder through Graph's MIME sendMail, delegated and app-only; the Bcc
+/// recipient gets it without seeing a `Bcc:` header; read back over IMAP identical in body and attachment;
+/// Sent Items has the copy Exchange files; a message over 3 MB is refused before anything is sent.
+#[test]
+fn graph_sends_the_same_message_and_imap_reads_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let _served = Served::start(work);
+    let attachment: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(work.join("data.bin"), &attachment).unwrap();
+    let sent = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "send",
+            "--via",
+            "graph",
+            "--to",
+            demo::USER_UPN,
+            "--bcc",
+            demo::SECOND_USER_UPN,
+            "--subject",
+            "Über Graph",
+            "--text",
+            "Sent through Graph.",
+            "--attach",
+            "data.bin",
+        ],
+        None,
+    );
+    assert!(sent.status.success(), "{}", describe(&sent));
+    let result = &lines(&sent)[0];
+    assert_eq!(
+        (result["status"].as_str(), result["via"].as_str()),
+        (Some("sent"), Some("graph")),
+        "{result}"
+    );
+    let message_id = result["message_id"].as_str().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sent.stderr).contains("through Graph"),
+        "{}",
+        describe(&sent)
+    );
+
+    let read = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "read",
+            "--subject",
+            "Über Graph",
+            "--out-dir",
+            "out",
+            "--eml",
+        ],
+        None,
+    );
+    assert!(read.status.success(), "{}", describe(&read));
+    let records = lines(&read);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(record["message_id"], message_id);
+    assert_eq!(record["subject"], "Über Graph");
+    assert_eq!(record["attachments"][0]["sha256"], sha256(&attachment));
+    let eml = std::fs::read(work.join("out").join(record["eml_path"].as_str().unwrap())).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&eml)
+            .to_ascii_lowercase()
+            .contains("\nbcc:"),
+        "the Bcc header is not delivered"
+    );
+    let filed = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "read",
+            "--folder",
+            "Sent Items",
+            "--subject",
+            "Über Graph",
+        ],
+        None,
+    );
+    assert!(filed.status.success(), "{}", describe(&filed));
+    assert_eq!(
+        lines(&filed).len(),
+        1,
+        "Exchange files the MIME send in Sent Items"
+    );
+
+    // App-only, as Adele's mailbox.
+    let app = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-daemon",
+            "send",
+            "--via",
+            "graph",
+            "--from",
+            demo::USER_UPN,
+            "--to",
+            demo::SECOND_USER_UPN,
+            "--subject",
+            "from the daemon",
+            "--text",
+            "hi",
+        ],
+        None,
+    );
+    assert!(app.status.success(), "{}", describe(&app));
+
+    // Too large for one request: refused with its remedy, nothing sent.
+    std::fs::write(work.join("big.bin"), vec![7u8; 3 * 1024 * 1024]).unwrap();
+    let big = m365mail(
+        work,
+        &[
+            "-p",
+            "sandbox-user",
+            "send",
+            "--via",
+            "graph",
+            "--to",
+            demo::USER_UPN,
+            "--subject",
+            "big",
+            "--attach",
+            "big.bin",
+        ],
+        None,
+    );
+    assert_eq!(big.status.code(), Some(2), "{}", describe(&big));
+    assert!(
+        String::from_utf8_lossy(&big.stdout).contains("over SMTP"),
+        "{}",
+        describe(&big)
+    );
+}

@@ -353,6 +353,19 @@ impl AdminHandle {
             .unwrap_or_default()
     }
 
+    /// The messages of a folder of a mailbox (`INBOX`, `Sent Items`, …) as stored, oldest first.
+    pub fn folder_messages(&self, mailbox: &str, folder: &str) -> Vec<Vec<u8>> {
+        self.exchange
+            .as_ref()
+            .map(|e| {
+                lock(&e.store)
+                    .each_in(mailbox, folder)
+                    .map(|m| m.bytes.to_vec())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The uids of a mailbox's messages, oldest first.
     pub fn mailbox_uids(&self, mailbox: &str) -> Vec<String> {
         self.exchange

@@ -9,7 +9,7 @@
 //!
 //! Apps:
 //! - [`PUBLIC_APP_ID`]: public client flows on, redirect `http://localhost`, admin consent for
-//!   IMAP/POP/SMTP (Exchange), User.Read and User.ReadBasic.All (Graph) and offline_access.
+//!   IMAP/POP/SMTP (Exchange), User.Read, User.ReadBasic.All and Mail.Send (Graph) and offline_access.
 //! - [`CONFIDENTIAL_APP_ID`]: secret [`CONFIDENTIAL_APP_SECRET`] (id [`CONFIDENTIAL_APP_SECRET_ID`]) and
 //!   the certificate from [`certificate`]; app roles IMAP.AccessAsApp, POP.AccessAsApp, SMTP.SendAsApp on
 //!   Exchange Online and Mail.Send and User.Read.All on Graph; delegated IMAP/SMTP and Graph User.Read
@@ -330,15 +330,20 @@ pub(crate) fn tenant_model() -> TenantModel {
     ]);
     public_app.required_permissions = mail_permissions.clone();
     public_app.delegated_grants = mail_consent.clone();
-    // The public app may also list the directory's users (Graph `/users`, microsoft.md §8.4).
+    // The public app may also list the directory's users (Graph `/users`, microsoft.md §8.4) and send
+    // mail through Graph (`sendMail`, §8.1).
     for permission in &mut public_app.required_permissions {
         if permission.resource == MICROSOFT_GRAPH_APP_ID {
-            permission.scopes.push("User.ReadBasic.All".into());
+            permission
+                .scopes
+                .extend(strings(&["User.ReadBasic.All", "Mail.Send"]));
         }
     }
     for grant in &mut public_app.delegated_grants {
         if grant.resource == MICROSOFT_GRAPH_APP_ID {
-            grant.scopes.push("User.ReadBasic.All".into());
+            grant
+                .scopes
+                .extend(strings(&["User.ReadBasic.All", "Mail.Send"]));
         }
     }
 

@@ -28,15 +28,17 @@
 //! - `GET/POST /{tenant}/v2.0/adminconsent` and `/{tenant}/adminconsent` (a global admin grants the app's
 //!   requested permissions; redirect `?tenant=…&state=…&admin_consent=True`)
 //! - Microsoft Graph, on the same listener: `GET /v1.0/users` (`$select`, `$top`, `$filter`, paging by
-//!   `@odata.nextLink`), `GET /v1.0/users/{id | userPrincipalName}`, `GET /v1.0/me`, with Graph's error JSON
-//!   (see `graph`)
+//!   `@odata.nextLink`), `GET /v1.0/users/{id | userPrincipalName}`, `GET /v1.0/me`, and
+//!   `POST /v1.0/users/{id | userPrincipalName}/sendMail`, `POST /v1.0/me/sendMail` (MIME and JSON forms,
+//!   delivered as the SMTP service delivers), with Graph's error JSON (see `graph`; Graph's request bodies
+//!   have their own 4 MiB limit)
 //! - `/_sandbox/admin/...`: see [`admin`]
 //!
 //! # Errors the sandbox answers with
 //!
 //! Entra's JSON (`error`, `error_description` with trace suffix, `error_codes`, `timestamp`, `trace_id`,
 //! `correlation_id`, `error_uri`, and `suberror`/`claims`/`password_change_url` where Entra adds them),
-//! HTTP 400, or 401 for `invalid_client` (413 for a request body over [`MAX_REQUEST_BODY_BYTES`]):
+//! HTTP 400, or 401 for `invalid_client` (413 for a request body over [`MAX_REQUEST_BODY_BYTES`], outside Graph):
 //!
 //! | Code | `error` | When |
 //! |---|---|---|
@@ -118,6 +120,8 @@ pub use tenant::TenantModel;
 /// The largest request body the sandbox reads, in bytes (1 MiB; Entra's token requests are a few
 /// KiB). A larger body, announced by `Content-Length` or streamed, is answered with HTTP 413 and
 /// Entra's error JSON (`invalid_request`, AADSTS9002313), over HTTP/2 without resetting the stream.
+/// Microsoft Graph's routes (`/v1.0/…`) take up to 4 MiB and refuse more in Graph's shape (413
+/// `ErrorRequestEntityTooLarge`).
 pub const MAX_REQUEST_BODY_BYTES: usize = 1024 * 1024;
 
 /// How long access tokens (and the ID tokens issued with them) live.
@@ -218,8 +222,8 @@ impl Default for SmartLockout {
 /// How to run a sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The identity listener's address (Entra ID endpoints and the admin API; later Graph under
-    /// `/v1.0/`); loopback only. Default `127.0.0.1:0` (a free port). Its URL is
+    /// The identity listener's address (Entra ID endpoints, the admin API and Graph under `/v1.0/`);
+    /// loopback only. Default `127.0.0.1:0` (a free port). Its URL is
     /// [`Sandbox::base_url`], the authority clients use.
     pub bind: SocketAddr,
     /// More identity listeners serving the same endpoints with the same TLS setting, e.g. `[::1]:0` next

@@ -6,7 +6,11 @@
 //! showing the answer. And the size limit answers in Entra's JSON shape, like every other error,
 //! instead of axum's text/plain 413.
 //!
-//! A body over the limit is refused with HTTP 413, `invalid_request`, AADSTS9002313 (Entra documents
+//! Microsoft Graph's routes (`/v1.0/…`) have their own limit ([`crate::graph::MAX_REQUEST_BODY_BYTES`]) and
+//! refuse a larger body in Graph's shape (413 `ErrorRequestEntityTooLarge`, with Graph's ids): the request
+//! goes on without its body, marked [`crate::graph::BodyTooLarge`], and the Graph middleware answers it.
+//!
+//! Elsewhere a body over the limit is refused with HTTP 413, `invalid_request`, AADSTS9002313 (Entra documents
 //! no code for an oversized request; this is its generic malformed-request code). Before answering,
 //! the rest of the body is read and thrown away, so the client can finish sending and the stream
 //! ends normally instead of being reset; that draining is itself bounded ([`DRAIN_LIMIT_BYTES`],
@@ -46,9 +50,13 @@ pub(crate) async fn read_whole_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    // A raw message delivered through the admin API may be as large as a mailbox takes; nothing else.
+    // A raw message delivered through the admin API may be as large as a mailbox takes; Graph takes its
+    // own limit and answers in its own shape (the Graph middleware renders the refusal); nothing else.
+    let graph = crate::graph::is_graph_path(parts.uri.path());
     let limit = if crate::admin::is_delivery(&parts.method, parts.uri.path()) {
         crate::admin::MAX_DELIVER_BYTES
+    } else if graph {
+        crate::graph::MAX_REQUEST_BODY_BYTES
     } else {
         MAX_REQUEST_BODY_BYTES
     };
@@ -65,6 +73,12 @@ pub(crate) async fn read_whole_body(
         Err(Refusal::TooLarge(rest)) => {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain(rest, DRAIN_LIMIT_BYTES)).await;
             tracing::debug!(path = %parts.uri.path(), "request body over the limit refused");
+            if graph {
+                // Graph answers with its own error JSON and ids: its middleware sees the marker.
+                let mut request = Request::from_parts(parts, Body::empty());
+                request.extensions_mut().insert(crate::graph::BodyTooLarge);
+                return next.run(request).await;
+            }
             EntraError::request_too_large(limit)
         }
         // The client broke off mid-body; it will hardly read the answer, but give it one.

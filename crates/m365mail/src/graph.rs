@@ -43,6 +43,16 @@ pub const USERS_READ: Permission = Permission {
     application: &["User.Read.All", "Directory.Read.All"],
 };
 
+/// `POST /users/{id}/sendMail`.
+pub const MAIL_SEND: Permission = Permission {
+    delegated: &["Mail.Send"],
+    application: &["Mail.Send"],
+};
+
+/// The largest MIME message sent inline through `sendMail` (base64 makes it a third larger; Graph takes about
+/// 4 MB a request — microsoft.md §8.3, unconfirmed). Larger messages need an upload session.
+pub const MAX_INLINE_MIME: usize = 3 * 1024 * 1024;
+
 /// How to reach Graph.
 #[derive(Debug, Clone)]
 pub struct GraphOptions {
@@ -122,6 +132,14 @@ pub enum GraphError {
         /// The last `request-id`.
         request_id: Option<String>,
     },
+    /// A message too large for one `sendMail` request.
+    #[error("a {size}-byte message is over the {limit} bytes one Graph sendMail request takes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// [`MAX_INLINE_MIME`].
+        limit: usize,
+    },
     /// A reply that is not what Graph sends (not JSON, too large, a page link to another host).
     #[error("Graph {method} {path}: {what}")]
     Protocol {
@@ -140,6 +158,7 @@ impl Classified for GraphError {
             Self::Transport(e) => e.class(),
             Self::Tls(e) => e.class(),
             Self::Throttled { .. } | Self::Protocol { .. } => ErrorClass::Transient,
+            Self::TooLarge { .. } => ErrorClass::Input,
             Self::Api { status, code, .. } => match (*status, code.as_str()) {
                 (401 | 403, _) | (_, "MailboxNotEnabledForRESTAPI" | "ErrorSendAsDenied") => {
                     ErrorClass::Admin
@@ -177,6 +196,9 @@ impl Classified for GraphError {
                 format!("Graph kept answering {status} (throttled or unavailable)")
             }
             Self::Protocol { what, .. } => format!("Graph's answer could not be used: {what}"),
+            Self::TooLarge { size, limit } => {
+                format!("the message is {size} bytes; one sendMail request takes {limit}")
+            }
         }
     }
 
@@ -208,6 +230,9 @@ impl Classified for GraphError {
                 "check the names and values given (a user, a folder, a filter); run with --log debug to see the request"
                     .into()
             }
+            Self::TooLarge { .. } => "send it over SMTP (Exchange takes up to 150 MB there), or make it \
+                 smaller; Graph's upload sessions for large attachments are not here yet"
+                .into(),
             Self::Api { .. } | Self::Throttled { .. } | Self::Protocol { .. } => {
                 "run again later; Graph limits each app to 4 requests at once and 10,000 per 10 minutes per \
                  mailbox. If it repeats, quote the request-id to Microsoft support"
@@ -294,10 +319,25 @@ impl GraphClient {
         mailbox: &str,
         permission: Permission,
     ) -> Result<Value, GraphError> {
+        self.request("GET", url, None, token, mailbox, permission)
+            .await
+    }
+
+    /// `method url` with an optional body (content type, bytes), under `mailbox`'s limit, with retries; the
+    /// reply's JSON (`null` for an empty one, as `202 Accepted` has).
+    async fn request(
+        &self,
+        method: &'static str,
+        url: &Url,
+        body: Option<(&'static str, Vec<u8>)>,
+        token: &Secret,
+        mailbox: &str,
+        permission: Permission,
+    ) -> Result<Value, GraphError> {
         let path = url.path().to_owned();
         if url.origin() != self.base.origin() {
             return Err(GraphError::Protocol {
-                method: "GET",
+                method,
                 path,
                 what: format!(
                     "a page link to another origin ({}): not followed with the token",
@@ -313,25 +353,31 @@ impl GraphClient {
         let mut retries = 0;
         loop {
             let client_request_id = uuid::Uuid::new_v4().to_string();
-            tracing::debug!(%path, %client_request_id, retries, "Graph GET");
-            let response = self
+            tracing::debug!(method, %path, %client_request_id, retries, "Graph request");
+            let mut builder = self
                 .http
-                .get(url.clone())
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method"),
+                    url.clone(),
+                )
                 .bearer_auth(token.expose())
                 .header("client-request-id", &client_request_id)
-                .header("Accept", "application/json")
-                .send()
-                .await
-                .map_err(|e| {
-                    let kind = if e.is_timeout() {
-                        TransportKind::Timeout
-                    } else if e.is_connect() {
-                        TransportKind::Connect
-                    } else {
-                        TransportKind::Io
-                    };
-                    GraphError::from(TransportError::new(kind, self.base.as_str(), e))
-                })?;
+                .header("Accept", "application/json");
+            if let Some((content_type, bytes)) = &body {
+                builder = builder
+                    .header("Content-Type", *content_type)
+                    .body(bytes.clone());
+            }
+            let response = builder.send().await.map_err(|e| {
+                let kind = if e.is_timeout() {
+                    TransportKind::Timeout
+                } else if e.is_connect() {
+                    TransportKind::Connect
+                } else {
+                    TransportKind::Io
+                };
+                GraphError::from(TransportError::new(kind, self.base.as_str(), e))
+            })?;
             let status = response.status().as_u16();
             let request_id = response
                 .headers()
@@ -346,7 +392,7 @@ impl GraphClient {
             if matches!(status, 429 | 503 | 504) {
                 if retries >= self.options.max_retries {
                     return Err(GraphError::Throttled {
-                        method: "GET",
+                        method,
                         path,
                         status,
                         retries,
@@ -363,7 +409,7 @@ impl GraphClient {
                 retries += 1;
                 continue;
             }
-            let body = crate::http::read_bounded(response, MAX_GRAPH_BODY)
+            let reply = crate::http::read_bounded(response, MAX_GRAPH_BODY)
                 .await
                 .map_err(|e| {
                     GraphError::from(TransportError::new(
@@ -372,17 +418,20 @@ impl GraphClient {
                         e,
                     ))
                 })?;
-            if body.truncated {
+            if reply.truncated {
                 return Err(GraphError::Protocol {
-                    method: "GET",
+                    method,
                     path,
                     what: format!("a reply over {MAX_GRAPH_BODY} bytes"),
                 });
             }
-            let json: Result<Value, _> = serde_json::from_slice(&body.bytes);
+            let json: Result<Value, _> = serde_json::from_slice(&reply.bytes);
             if (200..300).contains(&status) {
+                if reply.bytes.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(Value::Null);
+                }
                 return json.map_err(|e| GraphError::Protocol {
-                    method: "GET",
+                    method,
                     path,
                     what: format!("not JSON: {e}"),
                 });
@@ -395,7 +444,7 @@ impl GraphClient {
                     .map(str::to_owned)
             };
             return Err(GraphError::Api {
-                method: "GET",
+                method,
                 path,
                 status,
                 code: field("code").unwrap_or_else(|| format!("HTTP {status}")),
@@ -410,6 +459,40 @@ impl GraphClient {
                 permission,
             });
         }
+    }
+
+    /// `POST /users/{mailbox}/sendMail` with the message's MIME (base64, `text/plain`; microsoft.md §8.2): the
+    /// recipients are its To, Cc and Bcc headers, and Exchange files a copy in Sent Items. `202 Accepted` means
+    /// accepted for delivery, not delivered.
+    pub async fn send_mime(
+        &self,
+        token: &Secret,
+        mailbox: &str,
+        mime: &[u8],
+    ) -> Result<(), GraphError> {
+        use base64::Engine as _;
+        if mime.len() > MAX_INLINE_MIME {
+            return Err(GraphError::TooLarge {
+                size: mime.len(),
+                limit: MAX_INLINE_MIME,
+            });
+        }
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("an http(s) base")
+            .pop_if_empty()
+            .extend(["users", mailbox, "sendMail"]);
+        let body = base64::engine::general_purpose::STANDARD.encode(mime);
+        self.request(
+            "POST",
+            &url,
+            Some(("text/plain", body.into_bytes())),
+            token,
+            mailbox,
+            MAIL_SEND,
+        )
+        .await?;
+        Ok(())
     }
 
     /// `GET /users`: every user the query selects, following `@odata.nextLink` to the last page.

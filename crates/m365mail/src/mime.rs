@@ -594,6 +594,23 @@ fn check_id(field: &str, id: &str) -> Result<String, BuildError> {
     Ok(id.to_string())
 }
 
+/// The message as Graph's MIME `sendMail` takes it (microsoft.md §8.2): Graph finds the recipients in the
+/// headers, so the Bcc recipients — in the SMTP envelope only — go into a `Bcc:` header, which Exchange removes
+/// before it delivers. The addresses were checked by [`build`].
+pub fn with_bcc_header(outgoing: &Outgoing, built: &BuiltMessage) -> Vec<u8> {
+    let bcc: Vec<&str> = outgoing
+        .bcc
+        .iter()
+        .filter_map(|m| m.address.as_deref())
+        .collect();
+    if bcc.is_empty() {
+        return built.bytes.clone();
+    }
+    let mut bytes = format!("Bcc: {}\r\n", bcc.join(", ")).into_bytes();
+    bytes.extend_from_slice(&built.bytes);
+    bytes
+}
+
 /// Builds `message` at `now` (Unix seconds, its `Date`), validating every field first: a message that cannot
 /// be built is an error before anything is sent.
 pub fn build(message: &Outgoing, now: i64) -> Result<BuiltMessage, BuildError> {

@@ -99,6 +99,32 @@ pub(crate) fn open_mailbox(
     Ok(mailbox.address.clone())
 }
 
+/// Whether `principal`, acting for `mailbox` (a mailbox it may use: its own, or one it was let into), may
+/// send as `from`: that mailbox itself, or (app-only) a mailbox its Exchange service principal has SendAs
+/// on (`Add-RecipientPermission`). The SMTP service and Graph `sendMail` decide alike.
+pub(crate) fn may_send_as(
+    directory: &TenantModel,
+    principal: &Principal,
+    mailbox: &str,
+    from: &str,
+) -> bool {
+    if from.eq_ignore_ascii_case(mailbox) {
+        return true;
+    }
+    let Principal::App { app_id, .. } = principal else {
+        return false;
+    };
+    directory.tenants.iter().any(|t| {
+        t.exchange_service_principals.iter().any(|sp| {
+            sp.app_id.eq_ignore_ascii_case(app_id)
+                && sp
+                    .send_as_mailboxes
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(from))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

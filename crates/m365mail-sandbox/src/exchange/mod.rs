@@ -10,7 +10,7 @@ pub(crate) mod store;
 
 use std::sync::{Arc, Mutex};
 
-use crate::{identity::state::IdentityState, tenant::TenantModel};
+use crate::{identity::state::IdentityState, sync, tenant::TenantModel};
 
 /// The Exchange service's state: the shared directory, the identity service (for bearer checks, and its
 /// clock) and the messages.
@@ -36,6 +36,49 @@ impl ExchangeState {
         service: &str,
     ) -> &crate::faults::FaultQueue<crate::faults::SessionFault> {
         &self.session_faults[service]
+    }
+
+    /// Delivers a submitted message as Exchange Online does, for every way of submitting (SMTP AUTH,
+    /// Graph `sendMail`): each recipient with a mailbox in the tenant gets `message` in their Inbox (once,
+    /// however often they are named), the others go to the outbox under `envelope_from` (nothing leaves
+    /// the sandbox), and `sent_copy` — (mailbox, bytes), the sender's own copy, which may keep headers
+    /// the recipients do not get, such as `Bcc:` — goes to that mailbox's Sent Items if it is one of the
+    /// tenant's.
+    pub(crate) fn submit(
+        &self,
+        envelope_from: &str,
+        recipients: &[String],
+        message: &[u8],
+        sent_copy: Option<(&str, &[u8])>,
+    ) {
+        let now = i64::try_from(self.identity.clock.unix_seconds()).unwrap_or(i64::MAX);
+        let mailboxes: Vec<String> = sync::lock(&self.directory)
+            .tenants
+            .iter()
+            .flat_map(|t| t.mailboxes.iter().map(|m| m.address.to_ascii_lowercase()))
+            .collect();
+        let mut store = sync::lock(&self.store);
+        let mut inside: Vec<String> = Vec::new();
+        let mut outside: Vec<String> = Vec::new();
+        for recipient in recipients {
+            let lower = recipient.to_ascii_lowercase();
+            if mailboxes.contains(&lower) {
+                if !inside.contains(&lower) {
+                    store.deliver(recipient, message, now);
+                    inside.push(lower);
+                }
+            } else if !outside.iter().any(|o| o.eq_ignore_ascii_case(recipient)) {
+                outside.push(recipient.clone());
+            }
+        }
+        if !outside.is_empty() {
+            store.send_out(envelope_from, outside, message);
+        }
+        if let Some((sender, copy)) = sent_copy
+            && mailboxes.contains(&sender.to_ascii_lowercase())
+        {
+            let _ = store.deliver_to(sender, "Sent Items", copy, now);
+        }
     }
 }
 

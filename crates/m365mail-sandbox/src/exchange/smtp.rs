@@ -62,49 +62,20 @@ impl SmtpService {
         }
     }
 
-    /// Whether `signed_in` may send as `from`: its own mailbox, or (app-only) a mailbox its Exchange
-    /// service principal has SendAs on.
+    /// Whether `signed_in` may send as `from` ([`access::may_send_as`]).
     fn may_send_as(&self, signed_in: &SignedIn, from: &str) -> bool {
-        if from.eq_ignore_ascii_case(&signed_in.mailbox) {
-            return true;
-        }
-        let Principal::App { app_id, .. } = &signed_in.principal else {
-            return false;
-        };
-        lock(&self.exchange.directory).tenants.iter().any(|t| {
-            t.exchange_service_principals.iter().any(|sp| {
-                sp.app_id.eq_ignore_ascii_case(app_id)
-                    && sp
-                        .send_as_mailboxes
-                        .iter()
-                        .any(|m| m.eq_ignore_ascii_case(from))
-            })
-        })
+        access::may_send_as(
+            &lock(&self.exchange.directory),
+            &signed_in.principal,
+            &signed_in.mailbox,
+            from,
+        )
     }
 
+    /// Exchange saves what SMTP AUTH submits to the sender's Sent Items as well.
     fn deliver(&self, from: &str, recipients: &[String], data: &[u8]) {
-        let now = i64::try_from(self.exchange.identity.clock.unix_seconds()).unwrap_or(i64::MAX);
-        let mailboxes: Vec<String> = lock(&self.exchange.directory)
-            .tenants
-            .iter()
-            .flat_map(|t| t.mailboxes.iter().map(|m| m.address.to_ascii_lowercase()))
-            .collect();
-        let mut store = lock(&self.exchange.store);
-        let mut outside = Vec::new();
-        for recipient in recipients {
-            if mailboxes.contains(&recipient.to_ascii_lowercase()) {
-                store.deliver(recipient, data, now);
-            } else {
-                outside.push(recipient.clone());
-            }
-        }
-        if !outside.is_empty() {
-            store.send_out(from, outside, data);
-        }
-        // Exchange saves what SMTP AUTH submits to the sender's Sent Items.
-        if mailboxes.contains(&from.to_ascii_lowercase()) {
-            let _ = store.deliver_to(from, "Sent Items", data, now);
-        }
+        self.exchange
+            .submit(from, recipients, data, Some((from, data)));
     }
 }
 

@@ -1,5 +1,6 @@
-//! Microsoft Graph, first slice: the directory's users (`/v1.0/users`, `/v1.0/users/{id | upn}`,
-//! `/v1.0/me`), served on the identity listener next to the token endpoints (microsoft.md §8.4, §8.6, §8.7).
+//! Microsoft Graph: the directory's users (`/v1.0/users`, `/v1.0/users/{id | upn}`, `/v1.0/me`) and
+//! sending mail (`POST /v1.0/users/{id | upn}/sendMail`, `POST /v1.0/me/sendMail`, see [`send_mail`]),
+//! served on the identity listener next to the token endpoints (microsoft.md §8.1, §8.2, §8.4, §8.6, §8.7).
 //!
 //! Every answer under `/v1.0/` carries Graph's `request-id` (a new GUID) and `client-request-id` (the
 //! client's header echoed, or the request id when the client sent none, as Graph does) headers. Errors
@@ -14,12 +15,15 @@
 //! |---|---|---|
 //! | 401 (+ `WWW-Authenticate: Bearer …`) | `InvalidAuthenticationToken` | no bearer token ("Access token is empty."), malformed, bad signature, expired ("Lifetime validation failed, the token is expired."), not yet valid, another resource's token ("… Invalid audience."), unknown issuer, a user or app since disabled or deleted |
 //! | 403 | `Authorization_RequestDenied` | a valid Graph token without the permission ("Insufficient privileges to complete the operation.") |
+//! | 403 | `ErrorAccessDenied` | the mail routes' answer to a token without the permission, or to a mailbox the user may not use ("Access is denied. Check credentials and try again.") |
 //! | 400 | `BadRequest` | `/me` with an app-only token; an unknown path segment |
+//! | 400, 403, 404, 413 | see [`send_mail`] | `sendMail`'s own refusals |
 //! | 400 | `Request_BadRequest` | `$skip`, a bad `$top`, an unknown `$select` property, a query option sent twice |
 //! | 400 | `Request_UnsupportedQuery` | a `$filter` or query option the sandbox does not model (see [`users`]) |
 //! | 400 | `Directory_ExpiredPageToken` | a `$skiptoken` the sandbox did not issue |
 //! | 404 | `Request_ResourceNotFound` | `/users/{id}` names no user of the token's tenant |
-//! | 405 | `Request_BadRequest` | another method than GET |
+//! | 405 | `Request_BadRequest` | another method than the route's (GET; POST for `sendMail`) |
+//! | 413 | `ErrorRequestEntityTooLarge` | a request body over [`MAX_REQUEST_BODY_BYTES`] |
 //! | 429 (+ `Retry-After`) | `ApplicationThrottled` | only when injected ([`GraphFault::Throttled`]) |
 //! | 503 (+ `Retry-After`) | `serviceNotAvailable` | only when injected ([`GraphFault::Unavailable`]) |
 //!
@@ -27,17 +31,18 @@
 //! other texts (the 401 variants, the 503 text, the unknown-property and unknown-segment texts) follow
 //! answers Graph is commonly seen to give, and clients must branch on `code`, never on the text.
 
+mod send_mail;
 mod users;
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Request, State},
+    extract::{Path, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     middleware::Next,
     response::{IntoResponse, Response},
-    routing::{any, get},
+    routing::{any, get, post},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -46,6 +51,21 @@ use crate::{
     identity::{bearer::BearerRefusal, crypto::random_guid, state::IdentityState},
     tenant::MICROSOFT_GRAPH_APP_ID,
 };
+
+/// The largest request body Graph takes: 4 MiB. Microsoft documents "about 4 MB" for a whole Graph request
+/// (hence its 3 MB inline-attachment threshold); the exact figure is unconfirmed (microsoft.md §8.3). A
+/// larger body gets 413 `ErrorRequestEntityTooLarge` (that code and its text are the sandbox's choice).
+pub(crate) const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Marks a Graph request whose body was over [`MAX_REQUEST_BODY_BYTES`] (and was dropped): the Graph
+/// middleware answers it with 413 in Graph's shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyTooLarge;
+
+/// Whether a request path is one of Graph's (`/v1.0` and below).
+pub(crate) fn is_graph_path(path: &str) -> bool {
+    path == "/v1.0" || path.starts_with("/v1.0/")
+}
 
 /// Where Graph's `@odata.context` URLs point (Graph's own metadata, as a real tenant answers).
 pub(crate) const METADATA: &str = "https://graph.microsoft.com/v1.0/$metadata";
@@ -123,7 +143,7 @@ pub(crate) struct GraphError {
 }
 
 impl GraphError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -159,6 +179,27 @@ impl GraphError {
             StatusCode::FORBIDDEN,
             "Authorization_RequestDenied",
             "Insufficient privileges to complete the operation.",
+        )
+    }
+
+    /// 403 `ErrorAccessDenied`: the mail routes' (Exchange's) refusal of a token without the permission
+    /// or of a mailbox the identity may not use.
+    pub(crate) fn access_denied() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        )
+    }
+
+    /// 413 `ErrorRequestEntityTooLarge` (see [`MAX_REQUEST_BODY_BYTES`]).
+    fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ErrorRequestEntityTooLarge",
+            format!(
+                "The request body is too large: the limit is {MAX_REQUEST_BODY_BYTES} bytes. Send large attachments through an upload session."
+            ),
         )
     }
 
@@ -346,9 +387,14 @@ async fn graph_middleware(
 ) -> Response {
     state.count_endpoint("graph");
     let context = GraphContext::new(request.headers());
-    let mut response = match state.graph_faults.take(|_| true) {
-        Some(fault) => fault.to_error().into_response(),
-        None => next.run(request).await,
+    // An oversized body is refused at the door, before an injected fault is used up.
+    let mut response = if request.extensions().get::<BodyTooLarge>().is_some() {
+        GraphError::too_large().into_response()
+    } else {
+        match state.graph_faults.take(|_| true) {
+            Some(fault) => fault.to_error().into_response(),
+            None => next.run(request).await,
+        }
     };
     if let Some(error) = response.extensions_mut().remove::<GraphError>() {
         response = error.render(&state, &context);
@@ -363,7 +409,7 @@ async fn graph_middleware(
     response
 }
 
-/// Another method than GET on a Graph route.
+/// Another method than the route's on a Graph route.
 async fn method_not_allowed() -> GraphError {
     GraphError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -398,6 +444,24 @@ async fn unknown_segment(uri: Uri) -> GraphError {
     )
 }
 
+/// Another method than POST on `/users/{id}/{action}`: 405 for `sendMail`, else the unknown segment.
+async fn any_user_action(Path((_, action)): Path<(String, String)>, uri: Uri) -> GraphError {
+    if send_mail::is_send_mail(&action) {
+        method_not_allowed().await
+    } else {
+        unknown_segment(uri).await
+    }
+}
+
+/// Another method than POST on `/me/{action}`.
+async fn any_me_action(Path(action): Path<String>, uri: Uri) -> GraphError {
+    if send_mail::is_send_mail(&action) {
+        method_not_allowed().await
+    } else {
+        unknown_segment(uri).await
+    }
+}
+
 fn percent_decoded(text: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
         .next()
@@ -414,6 +478,14 @@ pub(crate) fn router(state: Arc<IdentityState>) -> Router<Arc<IdentityState>> {
             get(users::one).fallback(method_not_allowed),
         )
         .route("/v1.0/me", get(users::me).fallback(method_not_allowed))
+        .route(
+            "/v1.0/users/{id}/{action}",
+            post(send_mail::user_action).fallback(any_user_action),
+        )
+        .route(
+            "/v1.0/me/{action}",
+            post(send_mail::me_action).fallback(any_me_action),
+        )
         .route("/v1.0", any(unknown_segment))
         .route("/v1.0/", any(unknown_segment))
         .route("/v1.0/{*rest}", any(unknown_segment))

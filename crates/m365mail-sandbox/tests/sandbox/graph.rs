@@ -14,14 +14,14 @@ const GRAPH_READ_BASIC: &str = "https://graph.microsoft.com/User.ReadBasic.All";
 
 /// A Graph answer: status, headers and JSON body.
 #[derive(Debug)]
-struct GraphAnswer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct GraphAnswer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl GraphAnswer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
@@ -34,7 +34,7 @@ impl GraphAnswer {
     /// Asserts Graph's error shape (code, message, innerError with a GUID request id, the client request
     /// id and a date) and the `request-id` / `client-request-id` headers; returns the message.
     #[track_caller]
-    fn error(&self, status: u16, code: &str) -> &str {
+    pub(crate) fn error(&self, status: u16, code: &str) -> &str {
         assert_eq!(self.status.as_u16(), status, "status; body: {}", self.body);
         let error = &self.body["error"];
         assert_eq!(error["code"], code, "body: {}", self.body);
@@ -103,12 +103,12 @@ async fn graph_get(sandbox: &TestSandbox, url: &str, token: &str) -> GraphAnswer
 }
 
 /// The daemon's app-only Graph token (User.Read.All).
-async fn daemon_token(sandbox: &TestSandbox) -> String {
+pub(crate) async fn daemon_token(sandbox: &TestSandbox) -> String {
     sandbox.app_token(demo::GRAPH_APP_SCOPE).await
 }
 
 /// A delegated Graph token of the demo user through the public app.
-async fn user_token(sandbox: &TestSandbox, scope: &str) -> String {
+pub(crate) async fn user_token(sandbox: &TestSandbox, scope: &str) -> String {
     sandbox
         .user_ropc(demo::PUBLIC_APP_ID, scope)
         .await
