@@ -87,7 +87,8 @@ pub(crate) struct SendArgs {
     /// Print each message's MIME instead of sending it (nothing is signed in or sent).
     #[arg(long)]
     dry_run: bool,
-    /// How to send: smtp, or graph (Microsoft Graph sendMail with the message's MIME, up to 3 MB).
+    /// How to send: smtp, graph (Microsoft Graph sendMail with the message's MIME, up to 3 MB), or auto (SMTP,
+    /// and Graph when SMTP AUTH is off: 535 5.7.139).
     #[arg(long, default_value = "smtp", value_name = "VIA")]
     via: String,
     /// The mailbox to sign in as (XOAUTH2 user=). Default: the profile's `mailbox`, else the signed-in user;
@@ -425,6 +426,7 @@ async fn send_graph(
     args: &SendArgs,
     global: &GlobalArgs,
     pending: Vec<Pending>,
+    fallback_from: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     use m365mail::graph::{GraphClient, GraphOptions};
     let session = session::build(
@@ -477,9 +479,11 @@ async fn send_graph(
         match client.send_mime(&token.token, &mailbox, &bytes).await {
             Ok(()) => {
                 sent += 1;
-                emit(
-                    &json!({ "id": p.id, "message_id": message_id, "status": "sent", "via": "graph" }),
-                )?;
+                let mut line = json!({ "id": p.id, "message_id": message_id, "status": "sent", "via": "graph" });
+                if let Some(reply) = fallback_from {
+                    line["fallback_from"] = json!({ "via": "smtp", "reply": reply });
+                }
+                emit(&line)?;
             }
             Err(e) => {
                 failed += 1;
@@ -519,12 +523,13 @@ fn now_secs() -> i64 {
 }
 
 async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let via_graph = match args.via.to_ascii_lowercase().as_str() {
-        "smtp" => false,
-        "graph" => true,
+    let (via_graph, auto) = match args.via.to_ascii_lowercase().as_str() {
+        "smtp" => (false, false),
+        "graph" => (true, false),
+        "auto" => (false, true),
         other => {
             return Err(usage(format!(
-                "--via {other:?}: expected smtp or graph (auto comes with Graph's next part)"
+                "--via {other:?}: expected smtp, graph or auto"
             )));
         }
     };
@@ -565,7 +570,7 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
 
     if via_graph {
-        return send_graph(&args, global, pending).await;
+        return send_graph(&args, global, pending, None).await;
     }
     let session = session::build(
         global,
@@ -609,7 +614,8 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let (mut sent, mut failed) = (0usize, 0usize);
     let mut first_failure: Option<u8> = None;
     let mut renewal_failed: Option<serde_json::Value> = None;
-    for p in pending {
+    let mut queue = pending.into_iter();
+    while let Some(p) = queue.next() {
         if let Some(error) = &renewal_failed {
             failed += 1;
             emit(&json!({ "id": p.id, "status": "failed", "via": "smtp", "error": error }))?;
@@ -672,6 +678,23 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             }
         }
         match sender.submit(&message).await {
+            // --via auto: SMTP AUTH is off for the tenant or the mailbox; this message and the rest go through Graph.
+            Err(m365mail::smtp::SmtpError::Refused {
+                rejection: m365mail::smtp::Rejection::SmtpAuthDisabled,
+                ..
+            }) if auto => {
+                sender.close().await;
+                eprintln!(
+                    "SMTP AUTH is off for {mailbox} (535 5.7.139): sending {} through Graph",
+                    if sent + failed == 0 {
+                        "every message"
+                    } else {
+                        "the rest"
+                    }
+                );
+                let rest: Vec<Pending> = std::iter::once(p).chain(queue).collect();
+                return send_graph(&args, global, rest, Some("535 5.7.139")).await;
+            }
             Ok(submitted) => {
                 sent += 1;
                 emit(

@@ -481,3 +481,66 @@ fn graph_sends_the_same_message_and_imap_reads_it_back() {
         describe(&big)
     );
 }
+
+/// `--via auto`: with SMTP AUTH switched off for the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled
+/// through the admin API), SMTP gets Exchange's `535 5.7.139` and the message goes through Graph instead, the
+/// result line saying so; `--via smtp` stops at the refusal with its remedy.
+#[test]
+fn auto_falls_back_to_graph_when_smtp_auth_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let served = Served::start(work);
+    let url = format!(
+        "{}_sandbox/admin/mailboxes/{}/cas-mailbox",
+        served.line["endpoints"]["identity"].as_str().unwrap(),
+        demo::USER_UPN
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let status = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            http.post(&url)
+                .json(&serde_json::json!({"SmtpClientAuthenticationDisabled": true}))
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+        .unwrap();
+    assert!(status.is_success(), "{status}");
+
+    let args = [
+        "-p",
+        "sandbox-user",
+        "send",
+        "--to",
+        demo::USER_UPN,
+        "--subject",
+        "auto",
+        "--text",
+        "x",
+    ];
+    let smtp = m365mail(work, &args, None);
+    assert_eq!(smtp.status.code(), Some(4), "{}", describe(&smtp));
+    assert!(
+        String::from_utf8_lossy(&smtp.stdout).contains("5.7.139"),
+        "{}",
+        describe(&smtp)
+    );
+
+    let mut auto = args.to_vec();
+    auto.extend(["--via", "auto"]);
+    let sent = m365mail(work, &auto, None);
+    assert!(sent.status.success(), "{}", describe(&sent));
+    let result = &lines(&sent)[0];
+    assert_eq!(result["via"], "graph", "{result}");
+    assert_eq!(result["fallback_from"]["reply"], "535 5.7.139", "{result}");
+    assert!(
+        String::from_utf8_lossy(&sent.stderr).contains("SMTP AUTH is off"),
+        "{}",
+        describe(&sent)
+    );
+}
