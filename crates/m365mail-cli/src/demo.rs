@@ -377,6 +377,11 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
     )
     .await?;
 
+    report.heading(
+        "13. Microsoft Graph: the tenant's users (app-only), and a message sent through sendMail read back over IMAP",
+    );
+    graph_mail(&mut report, &sandbox, &public, &password, &secret_client).await?;
+
     sandbox.shutdown().await;
     if report.json {
         println!(
@@ -385,7 +390,7 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
         );
     } else {
         println!(
-            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back, the Inbox read over IMAP and moved to Archive."
+            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back, the Inbox read over IMAP and moved to Archive, Graph's users and sendMail."
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -722,6 +727,131 @@ async fn read_imap_mail(
         "second": second,
         "archive_before": before,
         "archive_after": after,
+    }));
+    Ok(())
+}
+
+/// Lists the users through Graph with the daemon's app-only token, then sends a message from Adele to
+/// herself through Graph's MIME sendMail (delegated Mail.Send) and finds it in her Inbox over IMAP.
+async fn graph_mail(
+    report: &mut Report,
+    sandbox: &Sandbox,
+    public: &TokenClient,
+    password: &Secret,
+    daemon: &TokenClient,
+) -> anyhow::Result<()> {
+    use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+    use m365mail::graph::{GraphClient, GraphOptions, UsersQuery};
+    use m365mail::imap::{ImapClient as _, ImapConnection, ImapOptions, SearchQuery};
+    use m365mail::mime::{self, Mailbox, Outgoing};
+
+    let cloud = Cloud::custom(sandbox.base_url().as_str())?;
+    let trust = m365mail::tls::TlsTrust::system()
+        .with_ca_pem(sandbox.ca_pem(), "sandbox CA")?
+        .extra_only();
+    let graph = GraphClient::new(GraphOptions::new(sandbox.base_url().clone(), trust.clone()))?;
+    let app = daemon
+        .client_credentials(&Scopes::for_target(Target::Graph, Access::AppOnly, &cloud))
+        .await?
+        .access_token;
+    let users = graph.list_users(&app, &UsersQuery::default()).await?;
+    report.line(format!(
+        "users:       {} through GET /v1.0/users (User.Read.All), e.g. {}",
+        users.len(),
+        users
+            .iter()
+            .take(3)
+            .filter_map(|u| u["userPrincipalName"].as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    let outgoing = Outgoing {
+        from: Some(Mailbox {
+            name: Some(demo::USER_DISPLAY_NAME.into()),
+            address: Some(demo::USER_UPN.into()),
+        }),
+        to: vec![Mailbox {
+            name: None,
+            address: Some(demo::USER_UPN.into()),
+        }],
+        subject: Some("Sent through Microsoft Graph".into()),
+        text: Some("SMTP AUTH may be off; Graph's sendMail is not.".into()),
+        ..Outgoing::default()
+    };
+    let message = mime::build(&outgoing, SystemClock.unix_now() as i64)?;
+    let token = public
+        .password(
+            demo::USER_UPN,
+            password,
+            &Scopes::for_target(Target::Graph, Access::Delegated, &cloud),
+        )
+        .await?
+        .access_token;
+    graph
+        .send_mime(
+            &token,
+            demo::USER_UPN,
+            &mime::with_bcc_header(&outgoing, &message),
+        )
+        .await?;
+    report.line(format!(
+        "sent:        {} bytes through POST /v1.0/users/…/sendMail (Mail.Send), 202 Accepted",
+        message.bytes.len()
+    ));
+
+    let address = sandbox
+        .listeners()
+        .iter()
+        .find(|l| l.service == "imaps")
+        .context("the demo sandbox serves IMAP")?
+        .addr;
+    let imap_token = public
+        .password(
+            demo::USER_UPN,
+            password,
+            &Scopes::for_target(Target::Imap, Access::Delegated, &cloud),
+        )
+        .await?
+        .access_token;
+    let options = ImapOptions::new(
+        MailEndpoint {
+            address: HostPort::parse("imap", &address.to_string())?,
+            tls: TlsMode::Implicit,
+        },
+        trust,
+    );
+    let mut imap = ImapConnection::connect(&options, demo::USER_UPN, &imap_token).await?;
+    imap.select("INBOX", true).await?;
+    let found = imap
+        .search(&SearchQuery {
+            subject: Some("Sent through Microsoft Graph".into()),
+            ..SearchQuery::default()
+        })
+        .await?;
+    let bodies = imap.bodies(&found).await?;
+    imap.logout().await?;
+    let identical = bodies.iter().any(|(_, body)| *body == message.bytes);
+    report.line(format!(
+        "read back:   over IMAP from {}'s Inbox — {}",
+        demo::USER_UPN,
+        if identical {
+            "identical to what was sent"
+        } else {
+            "DIFFERENT from what was sent"
+        }
+    ));
+    anyhow::ensure!(
+        identical,
+        "the message sent through Graph came back different"
+    );
+    report.steps.push(json!({
+        "step": "graph",
+        "ok": true,
+        "kind": "mail",
+        "users": users.len(),
+        "message_id": message.message_id,
+        "read_back_identical": identical,
     }));
     Ok(())
 }

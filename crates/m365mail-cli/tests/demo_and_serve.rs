@@ -86,6 +86,11 @@ fn demo_runs_every_flow_and_single_flight_sends_one_request() {
         imap["archive_before"].as_u64().unwrap() + 11
     );
 
+    // Graph: the users (app-only), and a sendMail read back over IMAP exactly as sent.
+    let graph = named("graph");
+    assert!(graph["users"].as_u64().unwrap() >= 2, "{graph}");
+    assert_eq!(graph["read_back_identical"], true, "{graph}");
+
     // A message sent over SMTP comes back over POP3 exactly as sent.
     let sent = named("smtp-send");
     assert_eq!(sent["read_back_identical"], true, "{sent}");
