@@ -18,6 +18,8 @@
 //! scopes = ["https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access"]  # overrides target
 //! cache = "/path/token-cache.json"          # default: the user data dir
 //! mailbox = "shared@contoso.onmicrosoft.com" # the mailbox to open (shared mailbox; required for app-only)
+//! protocol = "imap"                         # what `read` reads over: imap (default) | pop
+//! via = "auto"                              # how `send` sends: smtp (default) | graph | auto
 //! imap = "outlook.office365.com:993"        # mail endpoints: default from the cloud table
 //! imap_tls = "implicit"                     # implicit | starttls
 //! pop = "outlook.office365.com:995"
@@ -123,8 +125,10 @@ pub(crate) struct Profile {
     pub(crate) scopes: Option<Vec<String>>,
     pub(crate) cache: Option<PathBuf>,
     pub(crate) mailbox: Option<String>,
-    /// The protocol `read` uses when `--protocol` is not given (`pop`; later `imap`, `graph`).
+    /// The protocol `read` uses when `--protocol` is not given (`imap` by default, or `pop`).
     pub(crate) protocol: Option<String>,
+    /// How `send` sends when `--via` is not given (`smtp` by default, `graph` or `auto`).
+    pub(crate) via: Option<String>,
     /// The checkpoint store `read` uses when `--state` is not given.
     pub(crate) state: Option<PathBuf>,
     pub(crate) imap: Option<String>,

@@ -89,8 +89,9 @@ pub(crate) struct SendArgs {
     dry_run: bool,
     /// How to send: smtp, graph (Microsoft Graph sendMail with the message's MIME, up to 3 MB), or auto (SMTP,
     /// and Graph when SMTP AUTH is off: 535 5.7.139).
-    #[arg(long, default_value = "smtp", value_name = "VIA")]
-    via: String,
+    /// Default: the profile's `via`, else smtp.
+    #[arg(long, value_name = "VIA")]
+    via: Option<String>,
     /// The mailbox to sign in as (XOAUTH2 user=). Default: the profile's `mailbox`, else the signed-in user;
     /// app-only: --from.
     #[arg(long)]
@@ -523,7 +524,14 @@ fn now_secs() -> i64 {
 }
 
 async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let (via_graph, auto) = match args.via.to_ascii_lowercase().as_str() {
+    let via = match &args.via {
+        Some(via) => via.clone(),
+        None => load_profile(global)?
+            .1
+            .via
+            .unwrap_or_else(|| "smtp".to_owned()),
+    };
+    let (via_graph, auto) = match via.to_ascii_lowercase().as_str() {
         "smtp" => (false, false),
         "graph" => (true, false),
         "auto" => (false, true),
