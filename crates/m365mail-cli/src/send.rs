@@ -429,31 +429,15 @@ async fn send_graph(
     pending: Vec<Pending>,
     fallback_from: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    use m365mail::graph::{GraphClient, GraphOptions};
     let session = session::build(
         global,
         &args.profile,
         &args.auth,
         ScopeChoice::Mail(Target::Graph),
     )?;
-    let graph_url = session
-        .profile
-        .mail_spec()
-        .resolve(&session.settings.authority.cloud)?
-        .graph_url;
-    let client = GraphClient::new(GraphOptions::new(graph_url, session.trust.clone()))?;
+    let client = session::graph_client(&session)?;
     let token = session.provider.token().await?;
-    let app_only = session.flow.is_app_only();
-    let mailbox = args
-        .mailbox
-        .clone()
-        .or(session.profile.mailbox.clone())
-        .or_else(|| (!app_only).then(|| token.account.clone()).flatten())
-        .or_else(|| (!app_only).then(|| session.settings.username.clone()).flatten())
-        .or(args.from.clone())
-        .ok_or_else(|| {
-            usage("which mailbox? an app-only token sends as --from or --mailbox (or the profile's `mailbox`)")
-        })?;
+    let mailbox = sending_mailbox(args, &session, token.account.as_deref())?;
     let started = Instant::now();
     let (mut sent, mut failed) = (0usize, 0usize);
     let mut first_failure: Option<u8> = None;
@@ -517,6 +501,25 @@ async fn send_graph(
         );
     }
     Ok(first_failure.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// The mailbox to send as: --mailbox, the profile's, the signed-in user; app-only has no user, so it signs in as
+/// the mailbox it sends from (--from).
+fn sending_mailbox(
+    args: &SendArgs,
+    session: &session::Session,
+    token_account: Option<&str>,
+) -> anyhow::Result<String> {
+    let app_only = session.flow.is_app_only();
+    args.mailbox
+        .clone()
+        .or(session.profile.mailbox.clone())
+        .or_else(|| (!app_only).then(|| token_account.map(str::to_owned)).flatten())
+        .or_else(|| (!app_only).then(|| session.settings.username.clone()).flatten())
+        .or(args.from.clone())
+        .ok_or_else(|| {
+            usage("which mailbox? an app-only token sends as --from or --mailbox (or the profile's `mailbox`)")
+        })
 }
 
 fn now_secs() -> i64 {
@@ -593,18 +596,7 @@ async fn send(args: SendArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         args.smtp_tls.as_deref(),
     )?;
     let mut token = session.provider.token().await?;
-    let app_only = session.flow.is_app_only();
-    let mailbox = args
-        .mailbox
-        .clone()
-        .or(session.profile.mailbox.clone())
-        .or_else(|| (!app_only).then(|| token.account.clone()).flatten())
-        .or_else(|| (!app_only).then(|| session.settings.username.clone()).flatten())
-        // App-only has no signed-in user: it signs in as the mailbox it sends from.
-        .or(args.from.clone())
-        .ok_or_else(|| {
-            usage("which mailbox? an app-only token sends as --from or --mailbox (or the profile's `mailbox`)")
-        })?;
+    let mailbox = sending_mailbox(&args, &session, token.account.as_deref())?;
     // A message from flags that cannot be built is the command's error (exit 2), before any connection.
     if args.input.is_none()
         && let Some(Ok(outgoing)) = pending.first().map(|p| &p.outgoing)

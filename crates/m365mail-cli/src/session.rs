@@ -462,6 +462,19 @@ pub(crate) struct Session {
     pub(crate) trust: TlsTrust,
 }
 
+/// A Graph client for the session's Graph endpoint (the profile's `graph_url`, else the cloud's; the sandbox's own
+/// host for a custom authority), with the session's trust.
+pub(crate) fn graph_client(session: &Session) -> anyhow::Result<m365mail::graph::GraphClient> {
+    let graph_url = session
+        .profile
+        .mail_spec()
+        .resolve(&session.settings.authority.cloud)?
+        .graph_url;
+    Ok(m365mail::graph::GraphClient::new(
+        m365mail::graph::GraphOptions::new(graph_url, session.trust.clone()),
+    )?)
+}
+
 /// Resolves the profile and flags into a [`Session`]. Nothing is sent and no secret is read here, except a
 /// client secret or certificate the flow needs up front.
 pub(crate) fn build(

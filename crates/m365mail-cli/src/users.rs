@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use m365mail::graph::{GraphClient, GraphOptions, UsersQuery};
+use m365mail::graph::UsersQuery;
 use serde_json::Value;
 
 use crate::GlobalArgs;
@@ -65,12 +65,7 @@ async fn users(args: UsersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         &args.auth,
         ScopeChoice::Graph("User.ReadBasic.All"),
     )?;
-    let graph_url = session
-        .profile
-        .mail_spec()
-        .resolve(&session.settings.authority.cloud)?
-        .graph_url;
-    let client = GraphClient::new(GraphOptions::new(graph_url, session.trust.clone()))?;
+    let client = session::graph_client(&session)?;
     let token = session.provider.token().await?;
     let query = UsersQuery {
         select: args.select.clone(),
