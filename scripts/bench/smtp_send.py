@@ -3,7 +3,11 @@
 --messages messages over ONE connection each to the same server (the sandbox's SMTP submission service,
 STARTTLS + XOAUTH2), in one run, alternating, as a ratio.
 
-  scripts/bench/smtp_send.py [--messages 1000] [--rounds 3] [--binary target/release/m365mail]
+  scripts/bench/smtp_send.py [--messages 1000] [--rounds 3] [--binary target/release/m365mail] [--graph]
+
+With --graph, each round also runs `m365mail send --via graph` on the same messages (Graph's MIME sendMail on
+the sandbox's /v1.0/), and the table adds its row and the Graph requests it made per message (the sandbox's own
+request counter, /_sandbox/admin/stats).
 
 It serves a sandbox (`m365mail sandbox serve --free-ports --config-out`), writes the messages once as NDJSON
 (a subject, a text body, and in one message of 10 a 20 KiB CSV attachment), then per round runs each sender
@@ -73,6 +77,7 @@ def main():
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--binary", default=str(ROOT / "target" / "release" / "m365mail"))
+    ap.add_argument("--graph", action="store_true", help="also send through Graph (send --via graph)")
     a = ap.parse_args()
     if not pathlib.Path(a.binary).exists():
         sys.exit(f"{a.binary} missing: cargo build --release -p m365mail-cli")
@@ -103,7 +108,23 @@ def main():
         (work / "token").write_text(token)
         (work / "peer.py").write_text(PEER)
         rows = {"m365mail": [], "python": []}
+        if a.graph:
+            rows["graph"] = []
+            import ssl
+            import urllib.request
+            stats_url = line["endpoints"]["identity"] + "_sandbox/admin/stats"
+            tls = ssl.create_default_context(cafile=str(work / "ca.pem"))
+
+            def graph_requests():
+                with urllib.request.urlopen(stats_url, context=tls) as answer:
+                    return json.load(answer)["by_endpoint"].get("graph", 0)
         for _ in range(a.rounds):
+            if a.graph:
+                before = graph_requests()
+                seconds, rss, out = run([a.binary, "--config", str(work / "cfg.toml"), "-p", "sandbox-user", "send",
+                                         "--via", "graph", "--input", str(work / "messages.ndjson")], env=env)
+                sent = sum(1 for l in out.splitlines() if json.loads(l)["status"] == "sent")
+                rows["graph"].append((seconds, rss, sent, (graph_requests() - before) / max(sent, 1)))
             seconds, rss, out = run([a.binary, "--config", str(work / "cfg.toml"), "-p", "sandbox-user", "send",
                                      "--input", str(work / "messages.ndjson"), "--no-pacing"], env=env)
             sent = sum(1 for l in out.splitlines() if json.loads(l)["status"] == "sent")
@@ -125,9 +146,14 @@ def main():
     print(f"{n} messages over one connection each, {a.rounds} rounds, {os.cpu_count()} CPUs, load {load[0]:.1f}")
     print("| sender | wall s (median) | messages/s | peak RSS MiB | sent |")
     print("|---|---:|---:|---:|---:|")
-    for name, key, s, rss in [("m365mail send", "m365mail", ours_s, ours_rss),
-                              ("python smtplib + email", "python", peer_s, peer_rss)]:
+    senders = [("m365mail send", "m365mail", ours_s, ours_rss),
+               ("python smtplib + email", "python", peer_s, peer_rss)]
+    if a.graph:
+        senders.append(("m365mail send --via graph", "graph", median("graph", 0), median("graph", 1)))
+    for name, key, s, rss in senders:
         print(f"| {name} | {s:.2f} | {n / s:.0f} | {rss / 1024:.1f} | {rows[key][0][2]} |")
+    if a.graph:
+        print(f"Graph requests per message (the sandbox's counter): {rows['graph'][0][3]:.2f}")
     print(f"| ratio m365mail / python | {ours_s / peer_s:.2f} | {peer_s / ours_s:.2f}x | "
           f"{ours_rss / peer_rss:.2f} | |")
     print(json.dumps({"messages": n, "rounds": rows, "speedup": peer_s / ours_s,
