@@ -582,14 +582,9 @@ fn mailbox(
     session: &session::Session,
     token_account: Option<&str>,
 ) -> anyhow::Result<String> {
-    given
-        .map(str::to_owned)
-        .or(session.profile.mailbox.clone())
-        .or_else(|| (!session.flow.is_app_only()).then(|| token_account.map(str::to_owned)).flatten())
-        .or_else(|| (!session.flow.is_app_only()).then(|| session.settings.username.clone()).flatten())
-        .ok_or_else(|| {
-            usage("which mailbox? an app-only token reads the mailbox named by --mailbox (or the profile's `mailbox`)")
-        })
+    session::default_mailbox(given, session, token_account).ok_or_else(|| {
+        usage("which mailbox? an app-only token reads the mailbox named by --mailbox (or the profile's `mailbox`)")
+    })
 }
 
 /// Standard output (synced after each record when it is a file: the checkpoint and an action follow), and

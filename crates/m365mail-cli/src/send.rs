@@ -510,12 +510,7 @@ fn sending_mailbox(
     session: &session::Session,
     token_account: Option<&str>,
 ) -> anyhow::Result<String> {
-    let app_only = session.flow.is_app_only();
-    args.mailbox
-        .clone()
-        .or(session.profile.mailbox.clone())
-        .or_else(|| (!app_only).then(|| token_account.map(str::to_owned)).flatten())
-        .or_else(|| (!app_only).then(|| session.settings.username.clone()).flatten())
+    session::default_mailbox(args.mailbox.as_deref(), session, token_account)
         .or(args.from.clone())
         .ok_or_else(|| {
             usage("which mailbox? an app-only token sends as --from or --mailbox (or the profile's `mailbox`)")

@@ -462,6 +462,30 @@ pub(crate) struct Session {
     pub(crate) trust: TlsTrust,
 }
 
+/// The mailbox a command opens when it names none: `given` (--mailbox), the profile's `mailbox`, else —
+/// delegated only — the signed-in user (the token's account, else the profile's username). `None` for an
+/// app-only flow without either: each command words what it needs.
+pub(crate) fn default_mailbox(
+    given: Option<&str>,
+    session: &Session,
+    token_account: Option<&str>,
+) -> Option<String> {
+    let delegated = !session.flow.is_app_only();
+    given
+        .map(str::to_owned)
+        .or(session.profile.mailbox.clone())
+        .or_else(|| {
+            delegated
+                .then(|| token_account.map(str::to_owned))
+                .flatten()
+        })
+        .or_else(|| {
+            delegated
+                .then(|| session.settings.username.clone())
+                .flatten()
+        })
+}
+
 /// A Graph client for the session's Graph endpoint (the profile's `graph_url`, else the cloud's; the sandbox's own
 /// host for a custom authority), with the session's trust.
 pub(crate) fn graph_client(session: &Session) -> anyhow::Result<m365mail::graph::GraphClient> {

@@ -379,25 +379,11 @@ impl CheckpointStore {
 
     /// Every remembered message of `key` and its state.
     pub fn seen(&self, key: &SourceKey) -> Result<HashMap<String, SeenState>, StoreError> {
-        let Some(id) = self.source_id(key, false)? else {
-            return Ok(HashMap::new());
-        };
-        let mut statement = self
-            .connection
-            .prepare("SELECT uid, state FROM seen WHERE source = ?1")
-            .map_err(|e| self.sql(e))?;
-        let rows = statement
-            .query_map(params![id], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.sql(e))?;
-        let mut seen = HashMap::new();
-        for row in rows {
-            let (uid, state) = row.map_err(|e| self.sql(e))?;
-            // An unknown state (a newer writer) counts as handled: never hand a message on twice.
-            seen.insert(uid, SeenState::parse(&state).unwrap_or(SeenState::Done));
-        }
-        Ok(seen)
+        Ok(self
+            .rows(key)?
+            .into_iter()
+            .map(|(uid, row)| (uid, row.state))
+            .collect())
     }
 
     /// Every remembered message of `key` with its state, owed target and fingerprint.
@@ -422,6 +408,7 @@ impl CheckpointStore {
         let mut seen = HashMap::new();
         for row in rows {
             let (uid, state, target, fingerprint) = row.map_err(|e| self.sql(e))?;
+            // An unknown state (a newer writer) counts as handled: never hand a message on twice.
             let state = SeenState::parse(&state).unwrap_or(SeenState::Done);
             seen.insert(
                 uid,
@@ -506,7 +493,7 @@ impl CheckpointStore {
         self.commit_many(key, &[(uid.to_string(), record_id.to_string())], state, now)
     }
 
-    /// Records several messages in one transaction.
+    /// Records several messages in one transaction (no owed target; a kept fingerprint stays).
     pub fn commit_many(
         &mut self,
         key: &SourceKey,
@@ -514,24 +501,18 @@ impl CheckpointStore {
         state: SeenState,
         now: i64,
     ) -> Result<(), StoreError> {
-        let id = self.source_id(key, true)?.expect("just inserted");
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let transaction = self.connection.transaction().map_err(sql)?;
-        for (uid, record_id) in uids {
-            transaction
-                .execute(
-                    "INSERT INTO seen (source, uid, state, record_id, updated) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (source, uid) DO UPDATE SET state = ?3, record_id = ?4, updated = ?5,
-                         target = NULL",
-                    params![id, uid, state.as_str(), record_id, now],
-                )
-                .map_err(sql)?;
-        }
-        transaction.commit().map_err(sql)
+        let rows: Vec<(String, String, SeenRow)> = uids
+            .iter()
+            .map(|(uid, record_id)| {
+                let row = SeenRow {
+                    state,
+                    target: None,
+                    fingerprint: None,
+                };
+                (uid.clone(), record_id.clone(), row)
+            })
+            .collect();
+        self.commit_rows(key, &rows, now)
     }
 
     /// Forgets the messages of `key` that are not in `present` (the server no longer lists them).
@@ -540,32 +521,14 @@ impl CheckpointStore {
         key: &SourceKey,
         present: &std::collections::HashSet<&str>,
     ) -> Result<usize, StoreError> {
-        let seen = self.seen(key)?;
-        let Some(id) = self.source_id(key, false)? else {
-            return Ok(0);
-        };
-        let gone: Vec<&String> = seen
-            .keys()
+        let gone: Vec<String> = self
+            .seen(key)?
+            .into_keys()
             .filter(|uid| !present.contains(uid.as_str()))
             .collect();
-        if gone.is_empty() {
-            return Ok(0);
+        if !gone.is_empty() {
+            self.forget(key, &gone)?;
         }
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let transaction = self.connection.transaction().map_err(sql)?;
-        for uid in &gone {
-            transaction
-                .execute(
-                    "DELETE FROM seen WHERE source = ?1 AND uid = ?2",
-                    params![id, uid],
-                )
-                .map_err(sql)?;
-        }
-        transaction.commit().map_err(sql)?;
         Ok(gone.len())
     }
 

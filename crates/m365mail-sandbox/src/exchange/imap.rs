@@ -200,17 +200,30 @@ impl Protocol for ImapService {
             // Reset by each answer: bytes that never complete a command do not extend it.
             let mut deadline = tokio::time::Instant::now() + limits.command_timeout;
             let mut idle_started: Option<tokio::time::Instant> = None;
+            // imap-next hands out one response at a time: they are gathered (up to 64 KiB) and written and
+            // flushed together, before anything else the session asks for — a FETCH of 500 messages is a
+            // few writes, not 500.
+            let mut answer: Vec<u8> = Vec::new();
             loop {
-                match session.poll(&mut backend) {
-                    Poll::Output(bytes) => {
-                        if !m365mail_server::write_answer(&mut stream, &bytes, limits.write_timeout)
-                            .await
-                        {
-                            tracing::info!("IMAP client not reading; connection closed");
-                            return;
-                        }
-                        deadline = tokio::time::Instant::now() + limits.command_timeout;
+                let next = session.poll(&mut backend);
+                if let Poll::Output(bytes) = &next {
+                    answer.extend_from_slice(bytes);
+                    if answer.len() < 64 * 1024 {
+                        continue;
                     }
+                }
+                if !answer.is_empty() {
+                    if !m365mail_server::write_answer(&mut stream, &answer, limits.write_timeout)
+                        .await
+                    {
+                        tracing::info!("IMAP client not reading; connection closed");
+                        return;
+                    }
+                    answer.clear();
+                    deadline = tokio::time::Instant::now() + limits.command_timeout;
+                }
+                match next {
+                    Poll::Output(_) => {}
                     Poll::StartTls => {
                         let Some(acceptor) = &starttls else {
                             return;

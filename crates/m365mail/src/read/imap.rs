@@ -192,6 +192,7 @@ pub async fn read_imap<K: ImapConnector>(
             clock,
             progress: &mut *progress,
             summary: &mut summary,
+            trash: String::new(),
         }
         .run(&mut client)
         .await;
@@ -249,6 +250,8 @@ struct Pass<'a> {
     clock: &'a dyn Clock,
     progress: &'a mut dyn FnMut(Progress),
     summary: &'a mut ReadSummary,
+    /// `--then trash`'s folder (the one LIST marks `\Trash`), looked up once a pass.
+    trash: String,
 }
 
 impl Pass<'_> {
@@ -261,8 +264,8 @@ impl Pass<'_> {
         let read_only = options.then == ImapAction::None || options.from_now;
         // The destination is checked before anything is read: a record whose action cannot run would
         // leave an action owed that no run can finish.
-        let trash = match &options.then {
-            ImapAction::Trash => trash_folder(client).await?,
+        match &options.then {
+            ImapAction::Trash => self.trash = trash_folder(client).await?,
             ImapAction::Move(folder) | ImapAction::Copy(folder) => {
                 let folders = client.folders(false).await?;
                 if !folders.iter().any(|f| same_folder(&f.name, folder)) {
@@ -272,10 +275,9 @@ impl Pass<'_> {
                     }
                     .into());
                 }
-                String::new()
             }
-            _ => String::new(),
-        };
+            _ => {}
+        }
         let selected = client.select(&options.folder, read_only).await?;
         let validity = selected.uid_validity;
         let present = client.search(&SearchQuery::default()).await?;
@@ -449,7 +451,7 @@ impl Pass<'_> {
                 if self.limit_reached() {
                     break;
                 }
-                self.deliver(client, validity, &trash, group).await?;
+                self.deliver(client, validity, group).await?;
             }
         }
         self.forget_old(&old)?;
@@ -481,11 +483,10 @@ impl Pass<'_> {
         &mut self,
         client: &mut C,
         validity: u32,
-        trash: &str,
         group: Vec<MessageMeta>,
     ) -> Result<(), ReadError> {
         let options = self.options;
-        let (state, target) = pending(&options.then, trash);
+        let (state, target) = pending(&options.then, &self.trash);
         let mut handled = Vec::new();
         let too_large = group.len() == 1 && group[0].size > options.max_size;
         let bodies: HashMap<u32, Vec<u8>> = if too_large {
@@ -583,8 +584,8 @@ impl Pass<'_> {
                 self.summary.moved += count;
             }
             ImapAction::Trash => {
-                let trash = trash_folder(client).await?;
-                Box::pin(self.act(client, &ImapAction::Move(trash), uids)).await?;
+                let trash = ImapAction::Move(self.trash.clone());
+                Box::pin(self.act(client, &trash, uids)).await?;
             }
             ImapAction::Delete => {
                 client.add_flag(uids, "\\Deleted").await?;
