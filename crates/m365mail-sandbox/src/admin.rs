@@ -12,7 +12,7 @@
 //! | `POST /_sandbox/admin/stats/reset` | – | `{}` |
 //! | `POST /_sandbox/admin/faults/token` | `{"kind": "throttled", "retry_after_seconds": 2, "count": 1}` (kinds: [`TokenFault`]: `throttled`, `temporarily_unavailable`, `server_error`, `slow_down`) | `{}` |
 //! | `POST /_sandbox/admin/faults/clear` | – | `{}` |
-//! | `POST /_sandbox/admin/faults/graph` | `{"fault": "throttled", "retry_after_seconds": 2, "count": 1}` (faults: [`GraphFault`]: `throttled` → 429 `ApplicationThrottled`, `unavailable` → 503 `serviceNotAvailable`, both with `Retry-After`, default 1 s; `count` default 1) | `{"fault", "count"}` |
+//! | `POST /_sandbox/admin/faults/graph` | `{"fault": "throttled", "retry_after_seconds": 2, "count": 1}` (faults: [`GraphFault`]: `throttled` → 429 `ApplicationThrottled`, `unavailable` → 503 `serviceNotAvailable`, both with `Retry-After`, default 1 s; `sync_state_not_found` → 410 `syncStateNotFound` for the next delta requests that carry a token; `count` default 1) | `{"fault", "count"}` |
 //! | `POST /_sandbox/admin/faults/graph/clear` | – | `{}` |
 //! | `GET /_sandbox/admin/device-codes` | – | `[`[`PendingDeviceCode`]`]` |
 //! | `POST /_sandbox/admin/device-codes/{user_code}/approve` | `{"username": upn}` | `{"user_code", "status": "approved"}` |
@@ -847,6 +847,7 @@ async fn http_inject_graph_fault(State(state): AdminState, bytes: Bytes) -> Admi
     let fault = match &request.fault {
         GraphFault::Throttled { .. } => "throttled",
         GraphFault::Unavailable { .. } => "unavailable",
+        GraphFault::SyncStateNotFound => "sync_state_not_found",
     };
     handle(state).inject_graph_fault(request.fault, request.count);
     Ok(Json(json!({ "fault": fault, "count": request.count })).into_response())

@@ -9,10 +9,11 @@
 //!
 //! Apps:
 //! - [`PUBLIC_APP_ID`]: public client flows on, redirect `http://localhost`, admin consent for
-//!   IMAP/POP/SMTP (Exchange), User.Read, User.ReadBasic.All and Mail.Send (Graph) and offline_access.
+//!   IMAP/POP/SMTP (Exchange), User.Read, User.ReadBasic.All, Mail.Send, Mail.Read and Mail.ReadWrite
+//!   (Graph) and offline_access.
 //! - [`CONFIDENTIAL_APP_ID`]: secret [`CONFIDENTIAL_APP_SECRET`] (id [`CONFIDENTIAL_APP_SECRET_ID`]) and
 //!   the certificate from [`certificate`]; app roles IMAP.AccessAsApp, POP.AccessAsApp, SMTP.SendAsApp on
-//!   Exchange Online and Mail.Send and User.Read.All on Graph; delegated IMAP/SMTP and Graph User.Read
+//!   Exchange Online and Mail.Read, Mail.ReadWrite, Mail.Send and User.Read.All on Graph; delegated IMAP/SMTP and Graph User.Read
 //!   consent, so ROPC with a secret works too.
 //! - [`NO_CONSENT_APP_ID`] (65001), [`NO_PUBLIC_FLOWS_APP_ID`] (7000218),
 //!   [`EXPIRED_SECRET_APP_ID`] (7000222), [`DISABLED_APP_ID`] (7000112).
@@ -251,7 +252,7 @@ fn mail_client_consent() -> (Vec<RequiredPermission>, Vec<DelegatedGrant>) {
 
 fn app_only_mail_roles() -> (Vec<RequiredPermission>, Vec<AppRoleGrant>) {
     let exchange_roles = strings(&["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"]);
-    let graph_roles = strings(&["Mail.Send", "User.Read.All"]);
+    let graph_roles = strings(&["Mail.Read", "Mail.ReadWrite", "Mail.Send", "User.Read.All"]);
     (
         vec![
             RequiredPermission {
@@ -330,20 +331,26 @@ pub(crate) fn tenant_model() -> TenantModel {
     ]);
     public_app.required_permissions = mail_permissions.clone();
     public_app.delegated_grants = mail_consent.clone();
-    // The public app may also list the directory's users (Graph `/users`, microsoft.md §8.4) and send
-    // mail through Graph (`sendMail`, §8.1).
+    // The public app may also list the directory's users (Graph `/users`, microsoft.md §8.4), send
+    // mail through Graph (`sendMail`, §8.1) and read and change mail (§8.3, §8.5).
     for permission in &mut public_app.required_permissions {
         if permission.resource == MICROSOFT_GRAPH_APP_ID {
-            permission
-                .scopes
-                .extend(strings(&["User.ReadBasic.All", "Mail.Send"]));
+            permission.scopes.extend(strings(&[
+                "User.ReadBasic.All",
+                "Mail.Send",
+                "Mail.Read",
+                "Mail.ReadWrite",
+            ]));
         }
     }
     for grant in &mut public_app.delegated_grants {
         if grant.resource == MICROSOFT_GRAPH_APP_ID {
-            grant
-                .scopes
-                .extend(strings(&["User.ReadBasic.All", "Mail.Send"]));
+            grant.scopes.extend(strings(&[
+                "User.ReadBasic.All",
+                "Mail.Send",
+                "Mail.Read",
+                "Mail.ReadWrite",
+            ]));
         }
     }
 

@@ -415,6 +415,7 @@ impl Sandbox {
             .merge(admin::router())
             .merge(graph::router(Arc::clone(&state)))
             .layer(axum::Extension(Arc::clone(&exchange)))
+            .layer(axum::Extension(Arc::new(graph::GraphMail::new())))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
                 request_body::read_whole_body,

@@ -36,6 +36,9 @@ pub(crate) struct StoredMessage {
     pub(crate) uid: String,
     /// The IMAP UID within its folder.
     pub(crate) imap_uid: u32,
+    /// The store-wide number behind Graph's immutable id: given once, kept when Graph moves the message
+    /// (a copy is a new item and gets a new one).
+    pub(crate) item_key: u64,
     /// IMAP flags (`\Seen`, `\Flagged`, keywords).
     pub(crate) flags: Vec<String>,
     /// INTERNALDATE, Unix seconds.
@@ -62,6 +65,8 @@ impl Eq for StructureCell {}
 /// One folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Folder {
+    /// The store-wide number behind Graph's folder id: kept across a rename, as Exchange's folder ids are.
+    pub(crate) key: u64,
     /// Its IMAP name (`INBOX`, `Sent Items`, `Archive/2026`).
     pub(crate) name: String,
     /// Its special use, if it is one of Exchange's.
@@ -75,8 +80,9 @@ pub(crate) struct Folder {
 }
 
 impl Folder {
-    fn new(name: &str, special_use: Option<&'static str>, uid_validity: u32) -> Self {
+    fn new(key: u64, name: &str, special_use: Option<&'static str>, uid_validity: u32) -> Self {
         Self {
+            key,
             name: name.to_owned(),
             special_use,
             uid_validity,
@@ -86,11 +92,14 @@ impl Folder {
     }
 }
 
-/// A new mailbox's folders.
-fn default_folders(uid_validity: u32) -> Vec<Folder> {
+/// A new mailbox's folders, their keys taken from `next_key`.
+fn default_folders(uid_validity: u32, next_key: &mut u64) -> Vec<Folder> {
     DEFAULT_FOLDERS
         .iter()
-        .map(|(name, special)| Folder::new(name, *special, uid_validity))
+        .map(|(name, special)| {
+            *next_key += 1;
+            Folder::new(*next_key, name, *special, uid_validity)
+        })
         .collect()
 }
 
@@ -115,6 +124,8 @@ pub(crate) struct MailStore {
     unretrievable: HashSet<String>,
     /// Messages submitted over SMTP to recipients outside the tenant (nothing leaves the sandbox).
     outbox: Vec<OutboxMessage>,
+    /// The last folder or item key given (keys are never reused; 0 is no folder's: Graph's root).
+    last_key: u64,
 }
 
 /// A message the SMTP service accepted for a recipient outside the tenant.
@@ -161,6 +172,7 @@ impl MailStore {
             retired: HashSet::new(),
             unretrievable: HashSet::new(),
             outbox: Vec::new(),
+            last_key: 0,
         }
     }
 
@@ -180,17 +192,26 @@ impl MailStore {
 
     fn mailbox(&mut self, address: &str) -> &mut Vec<Folder> {
         let uid_validity = self.uid_validity;
+        let last_key = &mut self.last_key;
         self.boxes
             .entry(address.to_ascii_lowercase())
-            .or_insert_with(|| default_folders(uid_validity))
+            .or_insert_with(|| default_folders(uid_validity, last_key))
+    }
+
+    /// A new key for a folder or an item.
+    fn next_key(&mut self) -> u64 {
+        self.last_key += 1;
+        self.last_key
     }
 
     /// Makes sure `address` has its default folders (and `extra` ones).
     pub(crate) fn create_folder(&mut self, address: &str, name: &str) {
         let uid_validity = self.uid_validity;
-        let folders = self.mailbox(address);
-        if !folders.iter().any(|f| same_folder(&f.name, name)) {
-            folders.push(Folder::new(name, None, uid_validity));
+        self.mailbox(address);
+        if self.folder(address, name).is_none() {
+            let key = self.next_key();
+            self.mailbox(address)
+                .push(Folder::new(key, name, None, uid_validity));
         }
     }
 
@@ -220,6 +241,7 @@ impl MailStore {
             .map(|b| format!("{b:02x}"))
             .collect();
         let base = format!("AAMkAGSbx{hex}");
+        let item_key = self.next_key();
         let retired = &self.retired;
         let taken = |uid: &str, folders: &[Folder]| {
             retired.contains(uid)
@@ -228,10 +250,11 @@ impl MailStore {
                     .any(|f| f.messages.iter().any(|m| m.uid == uid))
         };
         let uid_validity = self.uid_validity;
+        let last_key = &mut self.last_key;
         let folders = self
             .boxes
             .entry(address)
-            .or_insert_with(|| default_folders(uid_validity));
+            .or_insert_with(|| default_folders(uid_validity, last_key));
         let mut uid = base.clone();
         let mut copy = 1;
         while taken(&uid, folders) {
@@ -245,6 +268,7 @@ impl MailStore {
         target.messages.push(StoredMessage {
             uid: uid.clone(),
             imap_uid: target.uid_next,
+            item_key,
             flags: Vec::new(),
             internal_date: now,
             bytes: bytes.into(),
@@ -257,6 +281,13 @@ impl MailStore {
     /// The folders of `address` (its default ones when it has none yet).
     pub(crate) fn folders(&mut self, address: &str) -> &[Folder] {
         self.mailbox(address)
+    }
+
+    /// The folders of `address` as they are (none for a mailbox the store has not met yet).
+    pub(crate) fn folder_list(&self, address: &str) -> &[Folder] {
+        self.boxes
+            .get(&address.to_ascii_lowercase())
+            .map_or(&[], Vec::as_slice)
     }
 
     /// One folder of `address`.
@@ -451,7 +482,9 @@ impl MailStore {
                 if position(folders, name).is_some() {
                     return Err(FolderRefusal::Exists);
                 }
-                folders.push(Folder::new(name, None, uid_validity));
+                let key = self.next_key();
+                self.mailbox(address)
+                    .push(Folder::new(key, name, None, uid_validity));
             }
             FolderChange::Delete(name) => {
                 let index = position(folders, name).ok_or(FolderRefusal::NotFound)?;
@@ -485,6 +518,57 @@ impl MailStore {
             }
         }
         Ok(())
+    }
+
+    /// A folder of `address` by its key (Graph's folder id).
+    pub(crate) fn folder_by_key(&self, address: &str, key: u64) -> Option<&Folder> {
+        self.boxes
+            .get(&address.to_ascii_lowercase())?
+            .iter()
+            .find(|f| f.key == key)
+    }
+
+    /// The folder and the message holding item key `item_key` (Graph's immutable id) in `address`.
+    pub(crate) fn find_item(
+        &self,
+        address: &str,
+        item_key: u64,
+    ) -> Option<(&Folder, &StoredMessage)> {
+        self.boxes
+            .get(&address.to_ascii_lowercase())?
+            .iter()
+            .find_map(|f| {
+                f.messages
+                    .iter()
+                    .find(|m| m.item_key == item_key)
+                    .map(|m| (f, m))
+            })
+    }
+
+    /// Moves one message from `from` to `to` as Exchange does: it gets a new IMAP UID (and POP3 UIDL) in
+    /// `to` and keeps its flags, INTERNALDATE and item key (so its Graph immutable id); its new IMAP UID.
+    pub(crate) fn move_message(
+        &mut self,
+        address: &str,
+        from: &str,
+        imap_uid: u32,
+        to: &str,
+    ) -> Result<u32, NoSuchFolder> {
+        let item_key = self
+            .each_in(address, from)
+            .find(|m| m.imap_uid == imap_uid)
+            .map(|m| m.item_key)
+            .ok_or(NoSuchFolder)?;
+        let created = self.copy(address, from, &[imap_uid], to)?;
+        let new_uid = *created.first().ok_or(NoSuchFolder)?;
+        if let Some(moved) = self
+            .folder_mut(address, to)
+            .and_then(|f| f.messages.iter_mut().find(|m| m.imap_uid == new_uid))
+        {
+            moved.item_key = item_key;
+        }
+        self.expunge(address, from, &[imap_uid]);
+        Ok(new_uid)
     }
 
     /// Makes RETR of `uid` fail (a test fault).

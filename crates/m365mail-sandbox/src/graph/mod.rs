@@ -1,6 +1,8 @@
-//! Microsoft Graph: the directory's users (`/v1.0/users`, `/v1.0/users/{id | upn}`, `/v1.0/me`) and
-//! sending mail (`POST /v1.0/users/{id | upn}/sendMail`, `POST /v1.0/me/sendMail`, see [`send_mail`]),
-//! served on the identity listener next to the token endpoints (microsoft.md §8.1, §8.2, §8.4, §8.6, §8.7).
+//! Microsoft Graph: the directory's users (`/v1.0/users`, `/v1.0/users/{id | upn}`, `/v1.0/me`), sending
+//! mail (`POST /v1.0/users/{id | upn}/sendMail`, `POST /v1.0/me/sendMail`, see [`send_mail`]) and the
+//! mailbox — folders ([`folders`]), messages ([`messages`]), delta ([`delta`]), drafts and attachment
+//! uploads ([`drafts`], [`uploads`]) — over the store IMAP and POP3 use, routed by [`mail`], served on the
+//! identity listener next to the token endpoints (microsoft.md §8.1–§8.7).
 //!
 //! Every answer under `/v1.0/` carries Graph's `request-id` (a new GUID) and `client-request-id` (the
 //! client's header echoed, or the request id when the client sent none, as Graph does) headers. Errors
@@ -18,31 +20,42 @@
 //! | 403 | `ErrorAccessDenied` | the mail routes' answer to a token without the permission, or to a mailbox the user may not use ("Access is denied. Check credentials and try again.") |
 //! | 400 | `BadRequest` | `/me` with an app-only token; an unknown path segment |
 //! | 400, 403, 404, 413 | see [`send_mail`] | `sendMail`'s own refusals |
+//! | 400, 404, 410 | see [`mail`], [`folders`], [`messages`], [`delta`] | the mail routes' own refusals (`ErrorInvalidIdMalformed`, `ErrorItemNotFound`, `syncStateNotFound`, …) |
 //! | 400 | `Request_BadRequest` | `$skip`, a bad `$top`, an unknown `$select` property, a query option sent twice |
 //! | 400 | `Request_UnsupportedQuery` | a `$filter` or query option the sandbox does not model (see [`users`]) |
 //! | 400 | `Directory_ExpiredPageToken` | a `$skiptoken` the sandbox did not issue |
 //! | 404 | `Request_ResourceNotFound` | `/users/{id}` names no user of the token's tenant |
 //! | 405 | `Request_BadRequest` | another method than the route's (GET; POST for `sendMail`) |
 //! | 413 | `ErrorRequestEntityTooLarge` | a request body over [`MAX_REQUEST_BODY_BYTES`] |
-//! | 429 (+ `Retry-After`) | `ApplicationThrottled` | only when injected ([`GraphFault::Throttled`]) |
+//! | 429 (+ `Retry-After`) | `ApplicationThrottled` | when injected ([`GraphFault::Throttled`]); a fifth concurrent mail request of one app to one mailbox ([`mail`]) |
+//! | 410 | `syncStateNotFound` | when injected ([`GraphFault::SyncStateNotFound`]): the next delta request carrying a token |
 //! | 503 (+ `Retry-After`) | `serviceNotAvailable` | only when injected ([`GraphFault::Unavailable`]) |
 //!
 //! Texts Microsoft documents (microsoft.md §8.6, §8.7 and the user-list page) are used as published; the
 //! other texts (the 401 variants, the 503 text, the unknown-property and unknown-segment texts) follow
 //! answers Graph is commonly seen to give, and clients must branch on `code`, never on the text.
 
+mod delta;
+mod drafts;
+mod folders;
+pub(crate) mod ids;
+pub(crate) mod mail;
+mod messages;
 mod send_mail;
+mod uploads;
 mod users;
+
+pub(crate) use mail::GraphMail;
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{Path, Request, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     middleware::Next,
     response::{IntoResponse, Response},
-    routing::{any, get, post},
+    routing::{any, get},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -62,9 +75,10 @@ pub(crate) const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyTooLarge;
 
-/// Whether a request path is one of Graph's (`/v1.0` and below).
+/// Whether a request path is one of Graph's (`/v1.0` and below, and the attachment upload URLs of
+/// [`uploads`], which Outlook serves for Graph): their bodies have Graph's limit and refusal.
 pub(crate) fn is_graph_path(path: &str) -> bool {
-    path == "/v1.0" || path.starts_with("/v1.0/")
+    path == "/v1.0" || path.starts_with("/v1.0/") || uploads::is_upload_path(path)
 }
 
 /// Where Graph's `@odata.context` URLs point (Graph's own metadata, as a real tenant answers).
@@ -89,6 +103,10 @@ pub enum GraphFault {
         #[serde(default = "one_second")]
         retry_after_seconds: u64,
     },
+    /// HTTP 410, `syncStateNotFound`: answers the next delta request that carries a `$skiptoken` or
+    /// `$deltatoken` (other requests pass), as Graph does when it has dropped a sync state, so a client's
+    /// full-resync path can be tested.
+    SyncStateNotFound,
 }
 
 fn one_second() -> u64 {
@@ -104,6 +122,7 @@ impl GraphFault {
             Self::Unavailable {
                 retry_after_seconds,
             } => GraphError::unavailable(*retry_after_seconds),
+            Self::SyncStateNotFound => GraphError::sync_state_not_found(),
         }
     }
 }
@@ -222,7 +241,16 @@ impl GraphError {
         )
     }
 
-    fn throttled(retry_after_seconds: u64) -> Self {
+    /// 410 `syncStateNotFound`: a delta token the sandbox cannot resume from (see [`delta`]).
+    pub(crate) fn sync_state_not_found() -> Self {
+        Self::new(
+            StatusCode::GONE,
+            "syncStateNotFound",
+            "The sync state generation is not found. Start a new sync without a token.",
+        )
+    }
+
+    pub(crate) fn throttled(retry_after_seconds: u64) -> Self {
         Self {
             retry_after_seconds: Some(retry_after_seconds),
             ..Self::new(
@@ -391,7 +419,11 @@ async fn graph_middleware(
     let mut response = if request.extensions().get::<BodyTooLarge>().is_some() {
         GraphError::too_large().into_response()
     } else {
-        match state.graph_faults.take(|_| true) {
+        // A sync-state fault waits for the delta request it is meant for.
+        let fault = state
+            .graph_faults
+            .take(|fault| !matches!(fault, GraphFault::SyncStateNotFound));
+        match fault {
             Some(fault) => fault.to_error().into_response(),
             None => next.run(request).await,
         }
@@ -411,6 +443,11 @@ async fn graph_middleware(
 
 /// Another method than the route's on a Graph route.
 async fn method_not_allowed() -> GraphError {
+    method_not_allowed_error()
+}
+
+/// 405 `Request_BadRequest`.
+pub(crate) fn method_not_allowed_error() -> GraphError {
     GraphError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "Request_BadRequest",
@@ -420,46 +457,34 @@ async fn method_not_allowed() -> GraphError {
 
 /// A path under `/v1.0/` the sandbox does not serve: Graph's 400 naming the first unknown segment.
 async fn unknown_segment(uri: Uri) -> GraphError {
-    let segments: Vec<&str> = uri
-        .path()
-        .trim_start_matches("/v1.0")
-        .split('/')
-        .filter(|segment| !segment.is_empty())
-        .collect();
-    // What the sandbox knows: `users`, `users/{id}`, `me`; the segment after those is the unknown one.
-    let known = match segments.first().copied() {
+    let segments = mail::path_segments(&uri);
+    // What the sandbox knows: `users`, `users/{id}`, `me`, and below a mailbox the mail routes.
+    let mailbox_segments = match segments.first().map(String::as_str) {
         Some("users") => 2,
         Some("me") => 1,
         _ => 0,
     };
+    let known = if mailbox_segments > 0 && segments.len() > mailbox_segments {
+        mail::parse_route(&segments[mailbox_segments..])
+            .err()
+            .map_or(segments.len(), |index| mailbox_segments + index)
+    } else {
+        mailbox_segments
+    };
+    unknown_segment_named(&segments, known)
+}
+
+/// 400 `BadRequest` naming `segments[index]` (the last segment when there are fewer).
+pub(crate) fn unknown_segment_named(segments: &[String], index: usize) -> GraphError {
     let segment = segments
-        .get(known)
+        .get(index)
         .or(segments.last())
-        .copied()
+        .map(String::as_str)
         .unwrap_or_default();
-    let segment = percent_decoded(segment);
     GraphError::bad_request(
         "BadRequest",
         format!("Resource not found for the segment '{segment}'."),
     )
-}
-
-/// Another method than POST on `/users/{id}/{action}`: 405 for `sendMail`, else the unknown segment.
-async fn any_user_action(Path((_, action)): Path<(String, String)>, uri: Uri) -> GraphError {
-    if send_mail::is_send_mail(&action) {
-        method_not_allowed().await
-    } else {
-        unknown_segment(uri).await
-    }
-}
-
-/// Another method than POST on `/me/{action}`.
-async fn any_me_action(Path(action): Path<String>, uri: Uri) -> GraphError {
-    if send_mail::is_send_mail(&action) {
-        method_not_allowed().await
-    } else {
-        unknown_segment(uri).await
-    }
 }
 
 fn percent_decoded(text: &str) -> String {
@@ -478,13 +503,11 @@ pub(crate) fn router(state: Arc<IdentityState>) -> Router<Arc<IdentityState>> {
             get(users::one).fallback(method_not_allowed),
         )
         .route("/v1.0/me", get(users::me).fallback(method_not_allowed))
+        .route("/v1.0/users/{id}/{*rest}", any(mail::user_mail))
+        .route("/v1.0/me/{*rest}", any(mail::me_mail))
         .route(
-            "/v1.0/users/{id}/{action}",
-            post(send_mail::user_action).fallback(any_user_action),
-        )
-        .route(
-            "/v1.0/me/{action}",
-            post(send_mail::me_action).fallback(any_me_action),
+            uploads::UPLOAD_ROUTE,
+            axum::routing::put(uploads::put_chunk).fallback(uploads::other_method),
         )
         .route("/v1.0", any(unknown_segment))
         .route("/v1.0/", any(unknown_segment))

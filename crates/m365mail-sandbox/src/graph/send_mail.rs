@@ -20,7 +20,8 @@
 //!   example sends a string), default true. Property names are matched without case; properties the
 //!   sandbox does not model (`importance`, …) are ignored.
 //!
-//! Who may send (the permission is [`Requirement::GRAPH_MAIL_SEND`]): a delegated `Mail.Send` token for
+//! Who may send (the permission is [`crate::identity::bearer::Requirement::GRAPH_MAIL_SEND`], checked by
+//! [`super::mail::authorize`] as for every mail route): a delegated `Mail.Send` token for
 //! the user's own mailbox (`/me`, or their own id or UPN) or a mailbox they have FullAccess to (the
 //! sandbox's model of a delegate; a real tenant also wants `Mail.Send.Shared` there); an application
 //! `Mail.Send` token for any mailbox of the tenant (the model has no application access policy to narrow
@@ -49,78 +50,19 @@
 //! commonly seen to answer (or, where marked, the sandbox's choice); clients must branch on `code` only.
 //! The order of the checks: token, permission, mailbox, body, recipients, SendAs.
 
-use std::sync::Arc;
-
 use axum::{
-    body::Bytes,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode, Uri, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse as _, Response},
 };
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use super::{GraphError, bearer_token, unknown_segment};
+use super::{GraphError, mail::Mailbox};
 use crate::{
     exchange::{ExchangeState, access},
-    identity::{
-        bearer::{BearerRefusal, Principal, Requirement},
-        state::IdentityState,
-    },
+    identity::{bearer::Principal, state::IdentityState},
     sync::lock,
-    tenant::TenantModel,
 };
-
-type ExchangeExtension = axum::Extension<Arc<ExchangeState>>;
-
-/// Whether a path segment is `sendMail` (Graph's paths are case-insensitive).
-pub(super) fn is_send_mail(segment: &str) -> bool {
-    segment.eq_ignore_ascii_case("sendMail")
-}
-
-/// `POST /v1.0/users/{id}/{action}`.
-pub(super) async fn user_action(
-    State(state): State<Arc<IdentityState>>,
-    axum::Extension(exchange): ExchangeExtension,
-    Path((id, action)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, GraphError> {
-    if !is_send_mail(&action) {
-        return Err(unknown_segment(uri).await);
-    }
-    send_mail(&state, &exchange, Target::User(&id), &headers, &body)
-}
-
-/// `POST /v1.0/me/{action}`.
-pub(super) async fn me_action(
-    State(state): State<Arc<IdentityState>>,
-    axum::Extension(exchange): ExchangeExtension,
-    Path(action): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, GraphError> {
-    if !is_send_mail(&action) {
-        return Err(unknown_segment(uri).await);
-    }
-    send_mail(&state, &exchange, Target::Me, &headers, &body)
-}
-
-/// The mailbox a request addresses.
-#[derive(Debug, Clone, Copy)]
-enum Target<'a> {
-    Me,
-    User(&'a str),
-}
-
-/// The mailbox a request sends from: its address and display name.
-#[derive(Debug, Clone)]
-struct Sender {
-    address: String,
-    display_name: String,
-}
 
 /// A message ready to submit.
 #[derive(Debug)]
@@ -136,30 +78,15 @@ struct Submission {
     save_to_sent_items: bool,
 }
 
-fn send_mail(
+/// `sendMail` for a request [`super::mail::authorize`]d with `Mail.Send`.
+pub(super) fn send_mail(
     state: &IdentityState,
     exchange: &ExchangeState,
-    target: Target<'_>,
+    principal: &Principal,
+    sender: &Mailbox,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, GraphError> {
-    let token = bearer_token(headers)?;
-    let (principal, sender) = {
-        let directory = lock(&state.directory);
-        let principal = match state.check_bearer(&directory, token, Requirement::GRAPH_MAIL_SEND) {
-            Ok(principal) => principal,
-            // Only an app-only token lacks a role: `/me` has no user for it.
-            Err(BearerRefusal::MissingRole { .. }) if matches!(target, Target::Me) => {
-                return Err(GraphError::me_needs_delegated());
-            }
-            Err(BearerRefusal::MissingScope { .. } | BearerRefusal::MissingRole { .. }) => {
-                return Err(GraphError::access_denied());
-            }
-            Err(refusal) => return Err(GraphError::refused(&refusal)),
-        };
-        let sender = sending_mailbox(&directory, &principal, target)?;
-        (principal, sender)
-    };
     let now = state.now_unix();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -168,8 +95,8 @@ fn send_mail(
         .map(|value| value.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let submission = match content_type.as_str() {
-        "text/plain" => mime_submission(body, &sender, now)?,
-        "application/json" => json_submission(body, &sender, now)?,
+        "text/plain" => mime_submission(body, sender, now)?,
+        "application/json" => json_submission(body, sender, now)?,
         _ => return Err(unreadable_json()),
     };
     if submission.recipients.is_empty() {
@@ -180,7 +107,7 @@ fn send_mail(
     }
     let allowed = access::may_send_as(
         &lock(&state.directory),
-        &principal,
+        principal,
         &sender.address,
         &submission.from,
     );
@@ -203,87 +130,8 @@ fn send_mail(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// The mailbox `target` names, if `principal` may send from it.
-fn sending_mailbox(
-    directory: &TenantModel,
-    principal: &Principal,
-    target: Target<'_>,
-) -> Result<Sender, GraphError> {
-    let tenant_id = match principal {
-        Principal::User { tenant_id, .. } | Principal::App { tenant_id, .. } => tenant_id,
-    };
-    let tenant = directory
-        .tenant(tenant_id)
-        .ok_or_else(GraphError::access_denied)?;
-    let own_mailbox = |upn: &str| {
-        tenant.mailboxes.iter().find(|mailbox| {
-            !mailbox.shared
-                && mailbox
-                    .owner_upn
-                    .as_deref()
-                    .is_some_and(|owner| owner.eq_ignore_ascii_case(upn))
-        })
-    };
-    let no_mailbox = || {
-        GraphError::new(
-            StatusCode::NOT_FOUND,
-            "MailboxNotEnabledForRESTAPI",
-            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
-        )
-    };
-    let mailbox = match target {
-        Target::Me => {
-            let Principal::User { object_id, .. } = principal else {
-                return Err(GraphError::me_needs_delegated());
-            };
-            let user = tenant
-                .users
-                .iter()
-                .find(|user| user.object_id.eq_ignore_ascii_case(object_id))
-                .ok_or_else(no_mailbox)?;
-            own_mailbox(&user.upn).ok_or_else(no_mailbox)?
-        }
-        Target::User(id) => {
-            let user = tenant.users.iter().find(|user| {
-                user.object_id.eq_ignore_ascii_case(id) || user.upn.eq_ignore_ascii_case(id)
-            });
-            match user {
-                Some(user) => own_mailbox(&user.upn).ok_or_else(no_mailbox)?,
-                None => tenant
-                    .mailboxes
-                    .iter()
-                    .find(|mailbox| mailbox.address.eq_ignore_ascii_case(id))
-                    .ok_or_else(|| {
-                        GraphError::new(
-                            StatusCode::NOT_FOUND,
-                            "ErrorInvalidUser",
-                            format!("The requested user '{id}' is invalid."),
-                        )
-                    })?,
-            }
-        }
-    };
-    if let Principal::User { upn, .. } = principal {
-        let own = mailbox
-            .owner_upn
-            .as_deref()
-            .is_some_and(|owner| owner.eq_ignore_ascii_case(upn));
-        let delegate = mailbox
-            .full_access_users
-            .iter()
-            .any(|user| user.eq_ignore_ascii_case(upn));
-        if !own && !delegate {
-            return Err(GraphError::access_denied());
-        }
-    }
-    Ok(Sender {
-        address: mailbox.address.clone(),
-        display_name: mailbox.display_name.clone(),
-    })
-}
-
 /// 400 for a body that is not the JSON the route reads.
-fn unreadable_json() -> GraphError {
+pub(super) fn unreadable_json() -> GraphError {
     GraphError::bad_request(
         "BadRequest",
         "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
@@ -291,7 +139,7 @@ fn unreadable_json() -> GraphError {
 }
 
 /// 400 `RequestBodyRead`: a JSON value of the wrong type.
-fn cannot_convert(literal: &str, expected: &str) -> GraphError {
+pub(super) fn cannot_convert(literal: &str, expected: &str) -> GraphError {
     GraphError::bad_request(
         "RequestBodyRead",
         format!("Cannot convert the literal '{literal}' to the expected type '{expected}'."),
@@ -389,7 +237,7 @@ fn collect_addresses(list: Option<&mail_parser::Address<'_>>, recipients: &mut V
 }
 
 /// The MIME form: base64 of an RFC 5322 message.
-fn mime_submission(body: &[u8], sender: &Sender, now: u64) -> Result<Submission, GraphError> {
+fn mime_submission(body: &[u8], sender: &Mailbox, now: u64) -> Result<Submission, GraphError> {
     let compact: Vec<u8> = body
         .iter()
         .copied()
@@ -453,7 +301,7 @@ fn mime_submission(body: &[u8], sender: &Sender, now: u64) -> Result<Submission,
 }
 
 /// A property of a JSON object, its name matched without case.
-fn property<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
+pub(super) fn property<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value> {
     object
         .iter()
         .find(|(key, _)| key.eq_ignore_ascii_case(name))
@@ -461,7 +309,7 @@ fn property<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v Value>
         .filter(|value| !value.is_null())
 }
 
-fn string_property<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v str> {
+pub(super) fn string_property<'v>(object: &'v Map<String, Value>, name: &str) -> Option<&'v str> {
     property(object, name).and_then(Value::as_str)
 }
 
@@ -590,7 +438,7 @@ fn check_header_name(name: &str) -> Result<(), GraphError> {
 }
 
 /// The JSON form.
-fn json_submission(body: &[u8], sender: &Sender, now: u64) -> Result<Submission, GraphError> {
+fn json_submission(body: &[u8], sender: &Mailbox, now: u64) -> Result<Submission, GraphError> {
     use mail_builder::{
         MessageBuilder,
         headers::{address::Address, text::Text},

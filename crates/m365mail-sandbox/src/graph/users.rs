@@ -277,7 +277,7 @@ fn string_literal(text: &str) -> Option<String> {
 }
 
 /// The query string as (name, value) pairs; a `$` option given twice is Graph's 400.
-fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, GraphError> {
+pub(super) fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, GraphError> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (name, value) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         if name.starts_with('$')
@@ -297,7 +297,7 @@ fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, GraphError> {
     Ok(pairs)
 }
 
-fn option<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn option<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(key, _)| key.eq_ignore_ascii_case(name))

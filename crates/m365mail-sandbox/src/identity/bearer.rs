@@ -59,6 +59,24 @@ impl Requirement {
         other_scopes: &[],
         other_roles: &[],
     };
+    /// Microsoft Graph: read mail (folders, messages, `$value`, delta), microsoft.md §8.5: `Mail.Read`, or
+    /// `Mail.ReadWrite`, which grants reading too; delegated or application alike.
+    pub const GRAPH_MAIL_READ: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "Mail.Read",
+        role: "Mail.Read",
+        other_scopes: &["Mail.ReadWrite"],
+        other_roles: &["Mail.ReadWrite"],
+    };
+    /// Microsoft Graph: change mail (PATCH, move, copy, delete, drafts, attachments, upload sessions):
+    /// `Mail.ReadWrite` (microsoft.md §8.3), delegated or application.
+    pub const GRAPH_MAIL_READ_WRITE: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "Mail.ReadWrite",
+        role: "Mail.ReadWrite",
+        other_scopes: &[],
+        other_roles: &[],
+    };
     /// Microsoft Graph: list and read users (`/users`, `/users/{id}`), microsoft.md §8.4: application
     /// `User.Read.All` or `Directory.Read.All`; delegated `User.ReadBasic.All` or higher.
     pub const GRAPH_USERS_READ: Self = Self {

@@ -152,7 +152,10 @@ async fn client_secret_post_gives_an_app_only_exchange_token_with_granted_roles(
     .await;
     let graph_claims = claims(graph.assert_ok()["access_token"].as_str().unwrap());
     assert_eq!(graph_claims["aud"], "https://graph.microsoft.com");
-    assert_eq!(graph_claims["roles"], json!(["Mail.Send", "User.Read.All"]));
+    assert_eq!(
+        graph_claims["roles"],
+        json!(["Mail.Read", "Mail.ReadWrite", "Mail.Send", "User.Read.All"])
+    );
 }
 
 #[tokio::test]

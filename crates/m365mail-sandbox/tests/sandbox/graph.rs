@@ -26,7 +26,7 @@ impl GraphAnswer {
     }
 
     #[track_caller]
-    fn ok(&self) -> &Value {
+    pub(crate) fn ok(&self) -> &Value {
         assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);
         &self.body
     }
@@ -511,7 +511,10 @@ async fn delegated_tokens_need_a_user_reading_scope() {
 async fn an_app_needs_a_user_reading_role() {
     let sandbox = start().await;
     let claims = crate::common::claims(&daemon_token(&sandbox).await);
-    assert_eq!(claims["roles"], json!(["Mail.Send", "User.Read.All"]));
+    assert_eq!(
+        claims["roles"],
+        json!(["Mail.Read", "Mail.ReadWrite", "Mail.Send", "User.Read.All"])
+    );
 
     let roles = format!("apps/{}/app-roles", demo::CONFIDENTIAL_APP_ID);
     sandbox

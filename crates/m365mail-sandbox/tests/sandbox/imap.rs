@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 use crate::common::{TestSandbox, start_with};
 
-type Tls = BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+pub(crate) type Tls = BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 async fn start_imap() -> TestSandbox {
     start_with(SandboxConfig {
@@ -21,7 +21,7 @@ async fn start_imap() -> TestSandbox {
     .await
 }
 
-fn imaps_addr(sandbox: &TestSandbox) -> std::net::SocketAddr {
+pub(crate) fn imaps_addr(sandbox: &TestSandbox) -> std::net::SocketAddr {
     sandbox
         .sandbox
         .listeners()
@@ -31,7 +31,7 @@ fn imaps_addr(sandbox: &TestSandbox) -> std::net::SocketAddr {
         .addr
 }
 
-async fn connect(sandbox: &TestSandbox) -> (Tls, String) {
+pub(crate) async fn connect(sandbox: &TestSandbox) -> (Tls, String) {
     let tcp = tokio::net::TcpStream::connect(imaps_addr(sandbox))
         .await
         .unwrap();
@@ -52,7 +52,7 @@ async fn line(stream: &mut Tls) -> String {
 }
 
 /// Sends `tag command` and returns every line up to the tagged one.
-async fn command(stream: &mut Tls, tag: &str, text: &str) -> Vec<String> {
+pub(crate) async fn command(stream: &mut Tls, tag: &str, text: &str) -> Vec<String> {
     stream
         .get_mut()
         .write_all(format!("{tag} {text}\r\n").as_bytes())
@@ -69,7 +69,7 @@ async fn command(stream: &mut Tls, tag: &str, text: &str) -> Vec<String> {
     }
 }
 
-fn xoauth2(user: &str, token: &str) -> String {
+pub(crate) fn xoauth2(user: &str, token: &str) -> String {
     base64::engine::general_purpose::STANDARD
         .encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
 }
