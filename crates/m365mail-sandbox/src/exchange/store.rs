@@ -571,6 +571,33 @@ impl MailStore {
         Ok(new_uid)
     }
 
+    /// Replaces a message's bytes (a Graph draft that changed): the new version gets a new IMAP UID in the
+    /// same folder, as a changed item does over IMAP, and keeps its flags, INTERNALDATE and item key; its new
+    /// IMAP UID, `None` when the message is gone.
+    pub(crate) fn replace_message(
+        &mut self,
+        address: &str,
+        folder: &str,
+        imap_uid: u32,
+        message: &[u8],
+    ) -> Option<u32> {
+        let (item_key, flags, internal_date) = self
+            .each_in(address, folder)
+            .find(|m| m.imap_uid == imap_uid)
+            .map(|m| (m.item_key, m.flags.clone(), m.internal_date))?;
+        self.expunge(address, folder, &[imap_uid]);
+        let new_uid = self
+            .append(address, folder, message, &flags, internal_date)
+            .ok()?;
+        let replaced = self
+            .folder_mut(address, folder)?
+            .messages
+            .iter_mut()
+            .find(|m| m.imap_uid == new_uid)?;
+        replaced.item_key = item_key;
+        Some(new_uid)
+    }
+
     /// Makes RETR of `uid` fail (a test fault).
     pub(crate) fn refuse_retrieve(&mut self, uid: &str) {
         self.unretrievable.insert(uid.to_owned());

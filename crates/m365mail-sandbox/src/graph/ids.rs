@@ -8,7 +8,7 @@
 //! | Id | Bytes (base64url, padded) | Changes when |
 //! |---|---|---|
 //! | folder | `00 01 2E` + folder key (u64) | never (a rename keeps it, as Exchange's folder ids do) |
-//! | message, default | `00 03 24` + folder key (u64) + UIDVALIDITY (u32) + IMAP UID (u32) | the message moves (Graph's default, §8.5) |
+//! | message, default | `00 03 24` + folder key (u64) + item key (u64) | the message moves (Graph's default, §8.5) |
 //! | message, immutable | `00 09 00` + item key (u64) | never: `Prefer: IdType="ImmutableId"` |
 //!
 //! The folder key `0` is the mailbox root (`msgfolderroot`). The prefixes make the ids start as Exchange's
@@ -47,12 +47,8 @@ pub(crate) fn parse_folder_id(id: &str) -> Option<u64> {
 /// What a message id names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MessageId {
-    /// Graph's default id: the message in one folder, at one IMAP UID.
-    InFolder {
-        folder_key: u64,
-        uid_validity: u32,
-        imap_uid: u32,
-    },
+    /// Graph's default id: the item in one folder (a draft that changes keeps it; a move does not).
+    InFolder { folder_key: u64, item_key: u64 },
     /// An immutable id: the item wherever it is.
     Immutable { item_key: u64 },
 }
@@ -64,13 +60,11 @@ impl MessageId {
         match self {
             Self::InFolder {
                 folder_key,
-                uid_validity,
-                imap_uid,
+                item_key,
             } => {
                 bytes.extend_from_slice(&MESSAGE_PREFIX);
                 bytes.extend_from_slice(&folder_key.to_be_bytes());
-                bytes.extend_from_slice(&uid_validity.to_be_bytes());
-                bytes.extend_from_slice(&imap_uid.to_be_bytes());
+                bytes.extend_from_slice(&item_key.to_be_bytes());
             }
             Self::Immutable { item_key } => {
                 bytes.extend_from_slice(&IMMUTABLE_PREFIX);
@@ -89,8 +83,7 @@ impl MessageId {
             }
             return Some(Self::InFolder {
                 folder_key: u64::from_be_bytes(rest[..8].try_into().ok()?),
-                uid_validity: u32::from_be_bytes(rest[8..12].try_into().ok()?),
-                imap_uid: u32::from_be_bytes(rest[12..].try_into().ok()?),
+                item_key: u64::from_be_bytes(rest[8..].try_into().ok()?),
             });
         }
         let rest = bytes.strip_prefix(&IMMUTABLE_PREFIX[..])?;
@@ -168,8 +161,7 @@ mod tests {
     fn ids_round_trip_and_look_like_exchange_ids() {
         let in_folder = MessageId::InFolder {
             folder_key: 7,
-            uid_validity: 1_796_600_000,
-            imap_uid: 42,
+            item_key: 42,
         };
         let text = in_folder.encode();
         assert!(text.starts_with("AAMk") && text.ends_with('='), "{text}");

@@ -68,6 +68,8 @@ pub(crate) struct GraphMail {
     pub(crate) tokens: TokenSigner,
     /// Requests being served per (app id, mailbox), both lower case; an entry leaves at zero.
     in_flight: Mutex<HashMap<(String, String), u32>>,
+    /// Live attachment upload sessions.
+    pub(crate) uploads: super::uploads::UploadSessions,
 }
 
 impl GraphMail {
@@ -75,6 +77,7 @@ impl GraphMail {
         Self {
             tokens: TokenSigner::random(),
             in_flight: Mutex::default(),
+            uploads: super::uploads::UploadSessions::default(),
         }
     }
 

@@ -20,8 +20,8 @@
 //! "flagged"}`). `internetMessageHeaders` only when `$select`ed (as Graph). The ETag and change key change
 //! when the flags or the place change.
 //!
-//! **Ids** (see [`super::ids`]): by default a message's id names its folder and IMAP UID, so a move gives
-//! it a new one (Graph's default, microsoft.md §8.5); with `Prefer: IdType="ImmutableId"` every id the
+//! **Ids** (see [`super::ids`]): by default a message's id names its folder and its item, so a move gives
+//! it a new one (Graph's default, microsoft.md §8.5) while a draft that changes keeps it; with `Prefer: IdType="ImmutableId"` every id the
 //! answer holds is the immutable one, which a move through Graph keeps (answered `Preference-Applied:
 //! IdType="ImmutableId"`). Both kinds are accepted in paths, with or without the preference. A move through
 //! IMAP (COPY + EXPUNGE, or MOVE) makes a new item: its immutable id changes (Exchange keeps it; the
@@ -137,7 +137,6 @@ pub(crate) struct Row {
     pub(crate) folder_name: String,
     /// The folder's position in the mailbox (ties in ordering).
     folder_position: usize,
-    pub(crate) uid_validity: u32,
     pub(crate) imap_uid: u32,
     pub(crate) item_key: u64,
     pub(crate) flags: Vec<String>,
@@ -151,7 +150,6 @@ impl Row {
             folder_key: folder.key,
             folder_name: folder.name.clone(),
             folder_position,
-            uid_validity: folder.uid_validity,
             imap_uid: message.imap_uid,
             item_key: message.item_key,
             flags: message.flags.clone(),
@@ -178,8 +176,7 @@ impl Row {
         } else {
             MessageId::InFolder {
                 folder_key: self.folder_key,
-                uid_validity: self.uid_validity,
-                imap_uid: self.imap_uid,
+                item_key: self.item_key,
             }
             .encode()
         }
@@ -685,18 +682,17 @@ pub(crate) fn locate(
     let row = match MessageId::parse(id).ok_or_else(malformed_id)? {
         MessageId::InFolder {
             folder_key,
-            uid_validity,
-            imap_uid,
+            item_key,
         } => {
             let position = all
                 .iter()
-                .position(|f| f.key == folder_key && f.uid_validity == uid_validity)
+                .position(|f| f.key == folder_key)
                 .ok_or_else(item_not_found)?;
             let folder = &all[position];
             let message = folder
                 .messages
                 .iter()
-                .find(|m| m.imap_uid == imap_uid)
+                .find(|m| m.item_key == item_key)
                 .ok_or_else(item_not_found)?;
             Row::new(folder, position, message)
         }
@@ -867,7 +863,10 @@ fn patch(request: &MailRequest<'_>, row: &Row) -> Result<Row, GraphError> {
     if !store.set_flags(address, &row.folder_name, row.imap_uid, &flags) {
         return Err(item_not_found());
     }
-    locate(&store, address, &row.id(false), None)
+    Ok(Row {
+        flags,
+        ..row.clone()
+    })
 }
 
 /// `POST messages/{id}/move` or `/copy`: the message in its new place.
@@ -884,8 +883,7 @@ fn move_or_copy(request: &MailRequest<'_>, row: &Row, moving: bool) -> Result<Ro
     let address = &request.mailbox.address;
     let mut store = lock(&request.exchange.store);
     let target = folders::resolve_folder(&store, address, destination)?;
-    let (target_name, target_key, target_validity) =
-        (target.name.clone(), target.key, target.uid_validity);
+    let target_name = target.name.clone();
     let new_uid = if moving {
         store.move_message(address, &row.folder_name, row.imap_uid, &target_name)
     } else {
@@ -894,13 +892,19 @@ fn move_or_copy(request: &MailRequest<'_>, row: &Row, moving: bool) -> Result<Ro
             .map(|uids| uids.first().copied().unwrap_or_default())
     }
     .map_err(|_| item_not_found())?;
-    let id = MessageId::InFolder {
-        folder_key: target_key,
-        uid_validity: target_validity,
-        imap_uid: new_uid,
-    }
-    .encode();
-    locate(&store, address, &id, None)
+    let (folder, position) = store
+        .folder_list(address)
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.name == target_name)
+        .map(|(position, folder)| (folder, position))
+        .ok_or_else(item_not_found)?;
+    let message = folder
+        .messages
+        .iter()
+        .find(|m| m.imap_uid == new_uid)
+        .ok_or_else(item_not_found)?;
+    Ok(Row::new(folder, position, message))
 }
 
 #[cfg(test)]

@@ -159,6 +159,8 @@ pub(crate) struct GraphError {
     code: &'static str,
     message: String,
     retry_after_seconds: Option<u64>,
+    /// An upload session's next expected byte, shown as Outlook's `NextExpectedRanges` beside the error.
+    next_expected_range: Option<u64>,
 }
 
 impl GraphError {
@@ -168,6 +170,15 @@ impl GraphError {
             code,
             message: message.into(),
             retry_after_seconds: None,
+            next_expected_range: None,
+        }
+    }
+
+    /// The error with Outlook's `NextExpectedRanges` (an upload session's refusal of a chunk).
+    pub(crate) fn with_next_expected_range(self, next: u64) -> Self {
+        Self {
+            next_expected_range: Some(next),
+            ..self
         }
     }
 
@@ -312,7 +323,7 @@ impl GraphError {
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string();
-        let body = json!({
+        let mut body = json!({
             "error": {
                 "code": self.code,
                 "message": self.message,
@@ -323,6 +334,9 @@ impl GraphError {
                 },
             }
         });
+        if let Some(next) = self.next_expected_range {
+            body["NextExpectedRanges"] = json!([next.to_string()]);
+        }
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(seconds) = self.retry_after_seconds {
@@ -512,6 +526,9 @@ pub(crate) fn router(state: Arc<IdentityState>) -> Router<Arc<IdentityState>> {
         .route("/v1.0", any(unknown_segment))
         .route("/v1.0/", any(unknown_segment))
         .route("/v1.0/{*rest}", any(unknown_segment))
+        // The body was read whole and bounded before routing (`request_body`); axum's own default cap
+        // (2 MiB) would otherwise refuse Graph bodies between 2 and 4 MiB in its own shape.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state,
             graph_middleware,

@@ -146,7 +146,7 @@ pub(super) fn cannot_convert(literal: &str, expected: &str) -> GraphError {
     )
 }
 
-fn invalid_recipient() -> GraphError {
+pub(super) fn invalid_recipient() -> GraphError {
     GraphError::bad_request(
         "ErrorInvalidRecipients",
         "At least one recipient isn't valid.",
@@ -162,7 +162,7 @@ fn new_message_id(from: &str) -> String {
 }
 
 /// `Sat, 26 Apr 2025 18:08:13 +0000` for Unix seconds.
-fn rfc5322_date(secs: u64) -> String {
+pub(super) fn rfc5322_date(secs: u64) -> String {
     chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(i64::MAX), 0)
         .unwrap_or_default()
         .format("%a, %d %b %Y %H:%M:%S +0000")
@@ -171,14 +171,14 @@ fn rfc5322_date(secs: u64) -> String {
 
 /// One field of a message's header: its name and its bytes (continuation lines and line end included).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Field {
-    name: String,
-    range: std::ops::Range<usize>,
+pub(super) struct Field {
+    pub(super) name: String,
+    pub(super) range: std::ops::Range<usize>,
 }
 
 /// The fields of the header `message` starts with (up to the blank line, or the end); `None` when it
 /// does not start with one (a line that is neither `name: value` nor a continuation, or no field at all).
-fn header_fields(message: &[u8]) -> Option<Vec<Field>> {
+pub(super) fn header_fields(message: &[u8]) -> Option<Vec<Field>> {
     let mut fields: Vec<Field> = Vec::new();
     let mut position = 0;
     while position < message.len() {
@@ -211,7 +211,7 @@ fn header_fields(message: &[u8]) -> Option<Vec<Field>> {
 }
 
 /// `message` without its header fields named `name`.
-fn without_field(message: &[u8], fields: &[Field], name: &str) -> Vec<u8> {
+pub(super) fn without_field(message: &[u8], fields: &[Field], name: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len());
     let mut position = 0;
     for field in fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)) {
@@ -223,7 +223,10 @@ fn without_field(message: &[u8], fields: &[Field], name: &str) -> Vec<u8> {
 }
 
 /// Adds each address of `list` (a parsed To/Cc/Bcc) to `recipients` once.
-fn collect_addresses(list: Option<&mail_parser::Address<'_>>, recipients: &mut Vec<String>) {
+pub(super) fn collect_addresses(
+    list: Option<&mail_parser::Address<'_>>,
+    recipients: &mut Vec<String>,
+) {
     for address in list
         .into_iter()
         .flat_map(mail_parser::Address::iter)
@@ -354,14 +357,15 @@ fn recipients(message: &Map<String, Value>, name: &str) -> Result<Vec<Recipient>
 
 /// One `#microsoft.graph.fileAttachment`.
 #[derive(Debug)]
-struct Attachment {
-    name: String,
-    content_type: String,
-    data: Vec<u8>,
-    inline_id: Option<String>,
+pub(super) struct Attachment {
+    pub(super) name: String,
+    pub(super) content_type: String,
+    pub(super) data: Vec<u8>,
+    /// The Content-ID of an inline attachment.
+    pub(super) inline_id: Option<String>,
 }
 
-fn attachment(value: &Value) -> Result<Attachment, GraphError> {
+pub(super) fn attachment(value: &Value) -> Result<Attachment, GraphError> {
     let object = value.as_object().ok_or_else(unreadable_json)?;
     let odata_type = string_property(object, "@odata.type").unwrap_or_default();
     if !odata_type.eq_ignore_ascii_case("#microsoft.graph.fileAttachment") {
@@ -439,11 +443,6 @@ fn check_header_name(name: &str) -> Result<(), GraphError> {
 
 /// The JSON form.
 fn json_submission(body: &[u8], sender: &Mailbox, now: u64) -> Result<Submission, GraphError> {
-    use mail_builder::{
-        MessageBuilder,
-        headers::{address::Address, text::Text},
-    };
-
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(GraphError::bad_request(
             "BadRequest",
@@ -471,6 +470,40 @@ fn json_submission(body: &[u8], sender: &Mailbox, now: u64) -> Result<Submission
                 .map_or_else(|| other.to_string(), str::to_owned);
             return Err(cannot_convert(&literal, "Edm.Boolean"));
         }
+    };
+    let built = build_message(message, sender, now)?;
+    let fields = header_fields(&built.full).unwrap_or_default();
+    let delivered = without_field(&built.full, &fields, "bcc");
+    Ok(Submission {
+        full: built.full,
+        delivered,
+        from: built.from,
+        recipients: built.recipients,
+        save_to_sent_items,
+    })
+}
+
+/// A message built from Graph's JSON.
+#[derive(Debug)]
+pub(super) struct BuiltMessage {
+    /// The RFC 5322 message, `Bcc:` included.
+    pub(super) full: Vec<u8>,
+    /// The address it is from.
+    pub(super) from: String,
+    /// Every recipient once (To, Cc, Bcc).
+    pub(super) recipients: Vec<String>,
+}
+
+/// Graph's JSON `message` object as an RFC 5322 message, from `sender` unless it names a `from`, with a
+/// new `Message-ID` and the `Date` `now` (for `sendMail` and for a new draft).
+pub(super) fn build_message(
+    message: &Map<String, Value>,
+    sender: &Mailbox,
+    now: u64,
+) -> Result<BuiltMessage, GraphError> {
+    use mail_builder::{
+        MessageBuilder,
+        headers::{address::Address, text::Text},
     };
 
     let to = recipients(message, "toRecipients")?;
@@ -554,8 +587,6 @@ fn json_submission(body: &[u8], sender: &Mailbox, now: u64) -> Result<Submission
     let full = builder
         .write_to_vec()
         .expect("writing to a Vec cannot fail");
-    let fields = header_fields(&full).unwrap_or_default();
-    let delivered = without_field(&full, &fields, "bcc");
     let mut all = Vec::new();
     for (_, address) in to.iter().chain(&cc).chain(&bcc) {
         if !all
@@ -565,12 +596,10 @@ fn json_submission(body: &[u8], sender: &Mailbox, now: u64) -> Result<Submission
             all.push(address.clone());
         }
     }
-    Ok(Submission {
+    Ok(BuiltMessage {
         full,
-        delivered,
         from: from.1,
         recipients: all,
-        save_to_sent_items,
     })
 }
 

@@ -592,7 +592,7 @@ async fn a_message_has_graphs_shape_and_value_is_the_stored_mime() {
     // Unknown and malformed ids.
     get(
         &sandbox,
-        "v1.0/me/messages/AAMkAAAAAAAAJw8AAAABAAAAAQ==",
+        "v1.0/me/messages/AAMkAAAAAAAAJw8AAAAAAAAAAQ==",
         &token,
     )
     .await

@@ -11,6 +11,7 @@ mod discovery;
 mod dovecot_introspect;
 mod entra_golden;
 mod graph;
+mod graph_drafts;
 mod graph_mail;
 mod graph_send;
 mod http;
