@@ -10,7 +10,7 @@
 //! wrapping the message in one — so a draft another client made keeps all it had; the new version gets a
 //! new IMAP UID (IMAP messages do not change) and keeps both of its Graph ids.
 //!
-//! Sending a draft (`Mail.Send`) delivers its bytes as `sendMail` delivers ([`ExchangeState::submit`]):
+//! Sending a draft (`Mail.Send`) delivers its bytes as `sendMail` delivers ([`crate::exchange::ExchangeState::submit`]):
 //! recipients (To, Cc, Bcc) in the tenant get it in their Inbox without `Bcc:`, others go to the outbox,
 //! Sent Items keeps the copy with `Bcc:`; `Date` becomes the send time; the draft leaves its folder and its
 //! upload sessions end. `202 Accepted`, empty body, as Graph answers.

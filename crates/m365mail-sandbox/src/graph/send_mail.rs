@@ -13,7 +13,8 @@
 //!   This form always saves to Sent Items.
 //! - `application/json`: `{"message": {…}, "saveToSentItems": …}`. The message's `subject`, `body`
 //!   (`contentType` `Text` or `HTML`, default `Text`), `toRecipients`, `ccRecipients`, `bccRecipients`,
-//!   `replyTo`, `from`, `internetMessageHeaders` and `attachments` (`#microsoft.graph.fileAttachment`:
+//!   `replyTo`, `from`, `internetMessageId` (kept when it is a usable `<id@domain>`, else a new one),
+//!   `internetMessageHeaders` and `attachments` (`#microsoft.graph.fileAttachment`:
 //!   `name`, `contentType`, `contentBytes`, `isInline`, `contentId`) become an RFC 5322 message with a new
 //!   `Message-ID`, the sandbox clock's `Date` and `MIME-Version` (built by mail-builder, which does RFC 2047
 //!   and RFC 2231). `saveToSentItems` is a boolean or the string `"true"`/`"false"` (Microsoft's doc
@@ -549,11 +550,23 @@ pub(super) fn build_message(
         }
     }
 
+    // `internetMessageId` is writable on a new message (Graph's message resource: "updatable only if isDraft
+    // is true"): a usable `<id@domain>` is kept, anything else gets a new one (the sandbox's choice).
+    let message_id = string_property(message, "internetMessageId")
+        .map(|id| id.trim().trim_start_matches('<').trim_end_matches('>'))
+        .filter(|id| {
+            id.contains('@')
+                && id.len() <= 250
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"<>\"".contains(&b))
+        })
+        .map_or_else(|| new_message_id(&from.1), str::to_owned);
     let address = |(name, address): &Recipient| Address::new_address(name.clone(), address.clone());
     let list = |items: &[Recipient]| Address::new_list(items.iter().map(address).collect());
     let mut builder = MessageBuilder::new()
         .from(address(&from))
-        .message_id(new_message_id(&from.1))
+        .message_id(message_id)
         .date(i64::try_from(now).unwrap_or(i64::MAX));
     if !to.is_empty() {
         builder = builder.to(list(&to));

@@ -13,6 +13,7 @@ mod entra_golden;
 mod graph;
 mod graph_drafts;
 mod graph_mail;
+mod graph_python;
 mod graph_send;
 mod http;
 mod imap;
