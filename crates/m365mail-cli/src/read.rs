@@ -14,6 +14,7 @@ use std::time::Instant;
 use m365mail::auth::Target;
 use m365mail::imap::{ImapClient as _, ImapConnection, ImapOptions, SearchQuery};
 use m365mail::pop3::{Pop3Connection, Pop3Options};
+use m365mail::read::graph::{GraphAction, GraphReadOptions, read_graph};
 use m365mail::read::imap::{ImapAction, ImapReadOptions, Xoauth2Connector, read_imap};
 use m365mail::read::sink::{DirSink, LineSink, Sink, Tee};
 use m365mail::read::{After, Filter, Order, Progress, ReadOptions, ReadSummary, read_pop};
@@ -145,6 +146,10 @@ pub(crate) struct FoldersArgs {
     /// The mailbox (XOAUTH2 user=). Default: the profile's `mailbox`, else the signed-in user.
     #[arg(long)]
     mailbox: Option<String>,
+    /// imap (the default) or graph (Mail.Read): where to list from. Default: the profile's `protocol`
+    /// when it is graph, else imap.
+    #[arg(long)]
+    protocol: Option<String>,
     /// The IMAP server as host:port (default: the profile's `imap`, else the cloud's).
     #[arg(long, value_name = "HOST:PORT")]
     imap: Option<String>,
@@ -153,8 +158,73 @@ pub(crate) struct FoldersArgs {
     imap_tls: Option<String>,
 }
 
+/// `folders --protocol graph`: every mail folder with its path, counts and id.
+async fn graph_folders(args: FoldersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if args.imap.is_some() || args.imap_tls.is_some() {
+        return Err(usage("--imap and --imap-tls are for --protocol imap"));
+    }
+    let session = session::build(
+        global,
+        &args.profile,
+        &args.auth,
+        ScopeChoice::Graph(&["Mail.Read"]),
+    )?;
+    let client = session::graph_client(&session)?;
+    let token = session.provider.token().await?;
+    let mailbox = mailbox(args.mailbox.as_deref(), &session, token.account.as_deref())?;
+    let list = client.folders(&token.token, &mailbox).await?;
+    if global.json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = list
+        .iter()
+        .map(|f| f.path.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    println!(
+        "{:width$}  {:>8}  {:>6}  ID",
+        "FOLDER", "MESSAGES", "UNREAD"
+    );
+    for folder in &list {
+        println!(
+            "{:width$}  {:>8}  {:>6}  {}",
+            folder.path, folder.total_item_count, folder.unread_item_count, folder.id
+        );
+    }
+    eprintln!("{} folders in {mailbox} (Graph)", list.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `folders`: every folder with its attributes and message and unseen counts.
 pub(crate) async fn folders(args: FoldersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let protocol = match &args.protocol {
+        Some(protocol) => protocol.to_ascii_lowercase(),
+        None => load_profile(global)?
+            .1
+            .protocol
+            .filter(|p| p.eq_ignore_ascii_case("graph"))
+            .unwrap_or_else(|| "imap".into())
+            .to_ascii_lowercase(),
+    };
+    match protocol.as_str() {
+        "imap" => {}
+        "graph" => {
+            let result = graph_folders(args, global).await;
+            if let Err(err) = &result
+                && global.json
+            {
+                println!("{}", crate::exit::error_json(err));
+            }
+            return result;
+        }
+        other => {
+            return Err(usage(format!(
+                "--protocol {other:?}: folders are listed over imap or graph"
+            )));
+        }
+    }
     let result = async {
         let session = session::build(
             global,
@@ -340,6 +410,7 @@ pub(crate) async fn run(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<E
 enum Protocol {
     Imap,
     Pop,
+    Graph,
 }
 
 async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -352,14 +423,10 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let protocol = match protocol.to_ascii_lowercase().as_str() {
         "imap" => Protocol::Imap,
         "pop" | "pop3" => Protocol::Pop,
-        "graph" => {
-            return Err(usage(
-                "--protocol graph: reading over Graph is not here yet; use --protocol imap or pop",
-            ));
-        }
+        "graph" => Protocol::Graph,
         other => {
             return Err(usage(format!(
-                "--protocol {other:?}: expected imap, or pop (pop3)"
+                "--protocol {other:?}: expected imap, pop (pop3) or graph"
             )));
         }
     };
@@ -383,8 +450,19 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let target = match protocol {
         Protocol::Imap => Target::Imap,
         Protocol::Pop => Target::Pop,
+        Protocol::Graph => Target::Graph,
     };
-    let session = session::build(global, &args.profile, &args.auth, ScopeChoice::Mail(target))?;
+    let choice = match (protocol, args.then) {
+        // Least privilege: reading alone needs Mail.Read; an action after it, Mail.ReadWrite.
+        (Protocol::Graph, ThenArg::None) => ScopeChoice::Graph(&["Mail.Read"]),
+        (Protocol::Graph, _) => ScopeChoice::Graph(&["Mail.ReadWrite"]),
+        _ => ScopeChoice::Mail(target),
+    };
+    let session = session::build(global, &args.profile, &args.auth, choice)?;
+    if protocol == Protocol::Graph {
+        let state = state_path(args.state.clone().or(profile.state.clone()))?;
+        return read_graph_command(&args, global, &session, since, before, max_size, &state).await;
+    }
     let endpoint = match protocol {
         Protocol::Imap => session::mail_endpoint(
             &session,
@@ -398,6 +476,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             args.pop.as_deref(),
             args.pop_tls.as_deref(),
         )?,
+        Protocol::Graph => unreachable!("read over Graph above"),
     };
     let token = session.provider.token().await?;
     let mailbox = mailbox(args.mailbox.as_deref(), &session, token.account.as_deref())?;
@@ -406,7 +485,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let source = SourceKey {
         protocol: match protocol {
             Protocol::Imap => "imap".into(),
-            Protocol::Pop => "pop3".into(),
+            _ => "pop3".into(),
         },
         server: endpoint.address.to_string().to_ascii_lowercase(),
         account: mailbox.to_ascii_lowercase(),
@@ -430,6 +509,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let summary = match protocol {
+        Protocol::Graph => unreachable!("read over Graph above"),
         Protocol::Pop => {
             let options = ReadOptions {
                 limit: args.limit,
@@ -555,9 +635,23 @@ fn check_flags(args: &ReadArgs, protocol: Protocol) -> anyhow::Result<()> {
                 )));
             }
         }
-        Protocol::Imap => {
+        Protocol::Imap | Protocol::Graph => {
             if args.pop.is_some() || args.pop_tls.is_some() {
                 return Err(usage("--pop and --pop-tls are for --protocol pop"));
+            }
+            if protocol == Protocol::Graph {
+                let imap_only = [
+                    (args.imap.is_some(), "--imap"),
+                    (args.imap_tls.is_some(), "--imap-tls"),
+                    (args.no_move, "--no-move"),
+                    (
+                        matches!(args.order, OrderArg::Newest),
+                        "--order newest (Graph's delta lists in its own order)",
+                    ),
+                ];
+                if let Some((_, flag)) = imap_only.iter().find(|(used, _)| *used) {
+                    return Err(usage(format!("{flag} is not for --protocol graph")));
+                }
             }
             let needs_folder = matches!(args.then, ThenArg::Move | ThenArg::Copy);
             match (&args.to_folder, needs_folder) {
@@ -574,6 +668,110 @@ fn check_flags(args: &ReadArgs, protocol: Protocol) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `read --protocol graph`: the folder's new messages through Graph's delta query.
+#[allow(clippy::too_many_arguments)] // read's parsed flags, handed over once
+async fn read_graph_command(
+    args: &ReadArgs,
+    global: &GlobalArgs,
+    session: &session::Session,
+    since: Option<i64>,
+    before: Option<i64>,
+    max_size: u64,
+    state: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let client = session::graph_client(session)?;
+    let token = session.provider.token().await?;
+    let mailbox = mailbox(args.mailbox.as_deref(), session, token.account.as_deref())?;
+    let folder_name = args.folder.clone().unwrap_or_else(|| "inbox".into());
+    // Names become ids before anything is read: a record whose action cannot run would leave it owed forever.
+    let folder = client
+        .resolve_folder(&token.token, &mailbox, &folder_name)
+        .await?;
+    let destination = match &args.to_folder {
+        Some(name) => Some(client.resolve_folder(&token.token, &mailbox, name).await?),
+        None => None,
+    };
+    let options = GraphReadOptions {
+        folder,
+        limit: args.limit,
+        since,
+        before,
+        unseen: args.unseen,
+        has_attachment: args.has_attachment,
+        from: args.from_filter.clone(),
+        to: args.to_filter.clone(),
+        subject: args.subject.clone(),
+        larger_than: args.larger_than.as_deref().map(parse_size).transpose()?,
+        max_size,
+        then: match args.then {
+            ThenArg::None => GraphAction::None,
+            ThenArg::MarkRead => GraphAction::MarkRead,
+            ThenArg::Flag => GraphAction::Flag,
+            ThenArg::Move => GraphAction::Move(destination.clone().unwrap_or_default()),
+            ThenArg::Copy => GraphAction::Copy(destination.clone().unwrap_or_default()),
+            ThenArg::Trash => GraphAction::Move("deleteditems".into()),
+            ThenArg::Delete => GraphAction::Delete,
+        },
+        from_now: args.from_now,
+    };
+    let mut store = CheckpointStore::open(state)?;
+    let base = client.base();
+    let source = SourceKey {
+        protocol: "graph".into(),
+        server: format!(
+            "{}:{}",
+            base.host_str().unwrap_or_default(),
+            base.port_or_known_default().unwrap_or(443)
+        )
+        .to_ascii_lowercase(),
+        account: mailbox.to_ascii_lowercase(),
+        folder: folder_name,
+    };
+    let _one_reader = store.lock_source(&source)?;
+    let mut sink = sink(args)?;
+    let started = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(progress_bar);
+    let mut bytes = 0u64;
+    let mut on_progress = |event: Progress| {
+        if let Some(bar) = &bar {
+            match event {
+                Progress::Start { new } => bar.set_length(new),
+                Progress::Message { bytes: b } => {
+                    bytes += b;
+                    bar.inc(1);
+                    bar.set_message(format!("{bytes}"));
+                }
+            }
+        }
+    };
+    let provider = &session.provider;
+    let mut tokens = |renew: bool| async move {
+        let token = if renew {
+            provider.force_renew().await?
+        } else {
+            provider.token().await?
+        };
+        Ok(token.token)
+    };
+    let summary = read_graph(
+        &client,
+        &mut tokens,
+        &mailbox,
+        &source,
+        &mut store,
+        sink.as_mut(),
+        &options,
+        &SystemClock,
+        &mut on_progress,
+    )
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report(&summary, started, &mailbox, &source, state, global);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The mailbox to read: --mailbox, the profile's, else (delegated) the signed-in user.

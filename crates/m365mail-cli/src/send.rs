@@ -87,11 +87,17 @@ pub(crate) struct SendArgs {
     /// Print each message's MIME instead of sending it (nothing is signed in or sent).
     #[arg(long)]
     dry_run: bool,
-    /// How to send: smtp, graph (Microsoft Graph sendMail with the message's MIME, up to 3 MB), or auto (SMTP,
-    /// and Graph when SMTP AUTH is off: 535 5.7.139).
+    /// How to send: smtp, graph (Microsoft Graph: sendMail with a JSON message; attachments of 3 MB and more
+    /// through a draft and upload sessions), or auto (SMTP, and Graph when SMTP AUTH is off: 535 5.7.139).
     /// Default: the profile's `via`, else smtp.
     #[arg(long, value_name = "VIA")]
     via: Option<String>,
+    /// Graph: send the message's MIME (the bytes SMTP would send; at most 3 MB) instead of JSON.
+    #[arg(long)]
+    graph_mime: bool,
+    /// Graph: keep a copy in Sent Items (default true; the MIME form and drafts always keep one).
+    #[arg(long, value_name = "BOOL")]
+    save_to_sent_items: Option<bool>,
     /// The mailbox to sign in as (XOAUTH2 user=). Default: the profile's `mailbox`, else the signed-in user;
     /// app-only: --from.
     #[arg(long)]
@@ -429,11 +435,25 @@ async fn send_graph(
     pending: Vec<Pending>,
     fallback_from: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    // A draft (attachments of 3 MB or more) needs Mail.ReadWrite besides Mail.Send.
+    let drafts = !args.graph_mime
+        && pending.iter().any(|p| {
+            p.outgoing.as_ref().is_ok_and(|o| {
+                o.parts
+                    .iter()
+                    .any(|part| part.data.len() >= m365mail::graph::mail::INLINE_ATTACHMENT_LIMIT)
+            })
+        });
+    let scopes: &'static [&'static str] = if drafts {
+        &["Mail.Send", "Mail.ReadWrite"]
+    } else {
+        &["Mail.Send"]
+    };
     let session = session::build(
         global,
         &args.profile,
         &args.auth,
-        ScopeChoice::Mail(Target::Graph),
+        ScopeChoice::Graph(scopes),
     )?;
     let client = session::graph_client(&session)?;
     let token = session.provider.token().await?;
@@ -441,15 +461,20 @@ async fn send_graph(
     let started = Instant::now();
     let (mut sent, mut failed) = (0usize, 0usize);
     let mut first_failure: Option<u8> = None;
+    let save = args.save_to_sent_items.unwrap_or(true);
     for p in pending {
-        let built = p.outgoing.clone().and_then(|mut o| {
+        let prepared = p.outgoing.clone().and_then(|mut o| {
             fill_from(&mut o, Some(&mailbox))?;
             let message = mime::build(&o, now_secs()).map_err(|e| e.to_string())?;
             let bytes = mime::with_bcc_header(&o, &message);
-            Ok((message.message_id, bytes))
+            Ok((o, message.message_id, bytes))
         });
-        let (message_id, bytes) = match built {
-            Ok(built) => built,
+        let prepared = prepared.and_then(|(outgoing, message_id, bytes)| {
+            graph_form(&outgoing, &message_id, bytes.len(), args.graph_mime, save)?;
+            Ok((outgoing, message_id, bytes))
+        });
+        let (outgoing, message_id, bytes) = match prepared {
+            Ok(prepared) => prepared,
             Err(text) => {
                 if args.input.is_none() {
                     return Err(usage(text));
@@ -461,10 +486,38 @@ async fn send_graph(
                 continue;
             }
         };
-        match client.send_mime(&token.token, &mailbox, &bytes).await {
-            Ok(()) => {
+        let form = graph_form(&outgoing, &message_id, bytes.len(), args.graph_mime, save)
+            .expect("checked above");
+        let outcome = match &form {
+            GraphForm::Mime { .. } => client
+                .send_mime(&token.token, &mailbox, &bytes)
+                .await
+                .map(|()| 0),
+            GraphForm::Json(message) if message.large.is_empty() => client
+                .send_json(&token.token, &mailbox, message.message.clone(), save)
+                .await
+                .map(|()| 0),
+            GraphForm::Json(message) => send_draft(&client, &token.token, &mailbox, message).await,
+        };
+        let form_name = match &form {
+            GraphForm::Mime { .. } => "mime",
+            GraphForm::Json(message) if message.large.is_empty() => "json",
+            GraphForm::Json(_) => "draft",
+        };
+        match outcome {
+            Ok(uploads) => {
                 sent += 1;
-                let mut line = json!({ "id": p.id, "message_id": message_id, "status": "sent", "via": "graph" });
+                let mut line = json!({ "id": p.id, "message_id": message_id, "status": "sent", "via": "graph",
+                                       "graph_form": form_name });
+                if uploads > 0 {
+                    line["upload_requests"] = json!(uploads);
+                }
+                if let GraphForm::Mime {
+                    reason: Some(reason),
+                } = &form
+                {
+                    line["mime_because"] = json!(reason);
+                }
                 if let Some(reply) = fallback_from {
                     line["fallback_from"] = json!({ "via": "smtp", "reply": reply });
                 }
@@ -475,6 +528,7 @@ async fn send_graph(
                 first_failure.get_or_insert(e.class().exit_code());
                 emit(
                     &json!({ "id": p.id, "message_id": message_id, "status": "failed", "via": "graph",
+                              "graph_form": form_name,
                               "error": { "class": e.class(), "message": e.to_string(),
                                          "cause": Classified::cause(&e), "remedy": e.remedy() } }),
                 )?;
@@ -501,6 +555,84 @@ async fn send_graph(
         );
     }
     Ok(first_failure.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
+
+/// How a message goes through Graph.
+enum GraphForm<'a> {
+    /// `sendMail` with the MIME; `reason` says why, when the JSON form was asked for but cannot carry it.
+    Mime { reason: Option<String> },
+    /// `sendMail` with JSON, or (with large attachments) a draft, upload sessions and `send`.
+    Json(m365mail::graph::mail::JsonMessage<'a>),
+}
+
+/// Chooses the form: JSON unless --graph-mime, or unless the message holds what JSON cannot carry (then
+/// MIME, which takes 3 MB at most). Messages whose wishes cannot be met are refused here, before sending.
+fn graph_form<'a>(
+    outgoing: &'a Outgoing,
+    message_id: &str,
+    mime_size: usize,
+    graph_mime: bool,
+    save_to_sent_items: bool,
+) -> Result<GraphForm<'a>, String> {
+    let reason = if graph_mime {
+        None
+    } else {
+        match m365mail::graph::mail::json_message(outgoing, message_id) {
+            Ok(message) if message.large.is_empty() || save_to_sent_items => {
+                return Ok(GraphForm::Json(message));
+            }
+            Ok(_) => {
+                return Err(
+                    "--save-to-sent-items false: a message with attachments of 3 MB or more \
+                            goes as a draft, and a sent draft is always saved to Sent Items"
+                        .into(),
+                );
+            }
+            Err(reason) => Some(reason),
+        }
+    };
+    if !save_to_sent_items {
+        return Err(format!(
+            "--save-to-sent-items false needs the JSON form{}; the MIME form always saves to Sent Items",
+            reason
+                .as_deref()
+                .map(|r| format!(", which cannot carry {r}"))
+                .unwrap_or_default()
+        ));
+    }
+    if mime_size > m365mail::graph::MAX_INLINE_MIME {
+        return Err(format!(
+            "a {mime_size}-byte message needs the MIME form{}, which takes {} bytes at most: send it \
+             over SMTP",
+            reason
+                .as_deref()
+                .map(|r| format!(" (for {r})"))
+                .unwrap_or_default(),
+            m365mail::graph::MAX_INLINE_MIME
+        ));
+    }
+    Ok(GraphForm::Mime { reason })
+}
+
+/// A message with large attachments: a draft with the small ones, an upload session per large one, then
+/// `send`. Returns the upload requests made. A draft left by a failure stays in Drafts (nothing was sent).
+async fn send_draft(
+    client: &m365mail::graph::GraphClient,
+    token: &m365mail::Secret,
+    mailbox: &str,
+    message: &m365mail::graph::mail::JsonMessage<'_>,
+) -> Result<u32, m365mail::graph::GraphError> {
+    let id = client
+        .create_draft(token, mailbox, &message.message)
+        .await?;
+    let mut puts = 0;
+    for attachment in &message.large {
+        puts += client
+            .upload_attachment(token, mailbox, &id, attachment)
+            .await?;
+    }
+    client.send_draft(token, mailbox, &id).await?;
+    Ok(puts)
 }
 
 /// The mailbox to send as: --mailbox, the profile's, the signed-in user; app-only has no user, so it signs in as

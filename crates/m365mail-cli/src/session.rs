@@ -441,8 +441,8 @@ pub(crate) enum ScopeChoice<'a> {
     TokenGet { target: Option<&'a str> },
     /// A mail command: the protocol's scopes (`--scope` still overrides).
     Mail(Target),
-    /// A Graph call that is not mail: this delegated scope, or `/.default` app-only.
-    Graph(&'static str),
+    /// Graph calls: these delegated scopes (with `offline_access`), or `/.default` app-only.
+    Graph(&'static [&'static str]),
 }
 
 /// Everything a command needs to talk to Microsoft 365 for one profile.
@@ -538,11 +538,16 @@ pub(crate) fn build(
                 Scopes::for_target(target, access, &s.authority.cloud)
             }
             ScopeChoice::Mail(target) => Scopes::for_target(target, access, &s.authority.cloud),
-            ScopeChoice::Graph(scope) => {
+            ScopeChoice::Graph(scopes) => {
                 let graph = m365mail::cloud::endpoints(&s.authority.cloud).graph_resource;
                 match access {
                     Access::AppOnly => Scopes::new([format!("{graph}/.default")]),
-                    Access::Delegated => Scopes::new([format!("{graph}/{scope}")]),
+                    Access::Delegated => Scopes::new(
+                        scopes
+                            .iter()
+                            .map(|scope| format!("{graph}/{scope}"))
+                            .chain(["offline_access".to_owned()]),
+                    ),
                 }
             }
         }

@@ -63,7 +63,7 @@ async fn users(args: UsersArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         global,
         &args.profile,
         &args.auth,
-        ScopeChoice::Graph("User.ReadBasic.All"),
+        ScopeChoice::Graph(&["User.ReadBasic.All"]),
     )?;
     let client = session::graph_client(&session)?;
     let token = session.provider.token().await?;

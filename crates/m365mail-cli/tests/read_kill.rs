@@ -49,6 +49,17 @@ const IMAP: &[&str] = &[
     "Archive",
 ];
 
+const GRAPH: &[&str] = &[
+    "-p",
+    "sandbox-user",
+    "--protocol",
+    "graph",
+    "--then",
+    "move",
+    "--to-folder",
+    "Archive",
+];
+
 fn seed() -> u64 {
     let seed = std::env::var("M365MAIL_KILL_SEED")
         .ok()
@@ -179,6 +190,26 @@ fn admin(work: &Path, served: &Served, method: &str, path: &str, body: Option<Va
         .unwrap()
 }
 
+/// Delivers a raw message to Adele's Inbox through the admin API.
+fn deliver(work: &Path, served: &Served, raw: &str) {
+    let url = format!(
+        "{}_sandbox/admin/mailboxes/{}/messages",
+        served.line["endpoints"]["identity"].as_str().unwrap(),
+        demo::USER_UPN
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let status = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { http.post(&url).body(raw.to_owned()).send().await })
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "delivery: {status}");
+}
+
 fn folder_count(work: &Path, served: &Served, folder: &str) -> u64 {
     let folders = admin(
         work,
@@ -236,6 +267,51 @@ fn imap_sigkill_at_ten_points_moves_everything_once() {
     assert_exactly_once(work, &expected);
     assert_eq!(folder_count(work, &served, "INBOX"), 0);
     assert_eq!(folder_count(work, &served, "Archive"), 500);
+}
+
+/// Over Graph (delta pages of 100, four downloads at once, a PATCH-free move per message): 300 messages,
+/// SIGKILL at ten points, then Graph forgetting the delta round (`syncStateNotFound`) before the clean run:
+/// every message once, and every one moved.
+#[test]
+fn graph_sigkill_at_ten_points_and_a_lost_delta_round_move_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let expected = mail_dir(work, 300);
+    let served = Served::start_with(work, &["--mail-dir", work.join("mail").to_str().unwrap()]);
+    let mut points = Points(seed());
+    kill_and_finish(work, GRAPH, &mut points);
+    assert_exactly_once(work, &expected);
+    assert_eq!(folder_count(work, &served, "INBOX"), 0);
+    assert_eq!(folder_count(work, &served, "Archive"), 300);
+
+    // Twenty more; the next run's delta link is refused: it reads the Inbox again from a new round and
+    // hands on only the twenty.
+    let more: HashSet<String> = (0..20)
+        .map(|i| {
+            let id = format!("late-{i}@fabrikam.example");
+            let raw = format!("From: s@fabrikam.example\r\nSubject: late {i}\r\nMessage-ID: <{id}>\r\n\r\nlate\r\n");
+            deliver(work, &served, &raw);
+            id
+        })
+        .collect();
+    admin(
+        work,
+        &served,
+        "POST",
+        "faults/graph",
+        Some(serde_json::json!({ "fault": "sync_state_not_found" })),
+    );
+    let resync = read_command(work, GRAPH).output().unwrap();
+    assert!(
+        resync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resync.stderr)
+    );
+    let mut all = expected;
+    all.extend(more);
+    assert_exactly_once(work, &all);
+    assert_eq!(folder_count(work, &served, "INBOX"), 0);
+    assert_eq!(folder_count(work, &served, "Archive"), 320);
 }
 
 /// The connection dropped at random points (after N bytes, after N commands) through the sandbox's faults,

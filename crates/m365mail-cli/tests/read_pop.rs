@@ -300,8 +300,10 @@ fn filters_size_limits_from_now_and_input_errors() {
 
     // Input errors: exit 2, nothing read.
     for (args, needle) in [
-        (vec!["--protocol", "graph"], "not here yet"),
-        (vec!["--protocol", "smtp"], "expected imap, or pop"),
+        (
+            vec!["--protocol", "smtp"],
+            "expected imap, pop (pop3) or graph",
+        ),
         (vec!["--max-size", "lots"], "--max-size"),
         (vec!["--since", "yesterday"], "--since"),
     ] {

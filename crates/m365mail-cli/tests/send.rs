@@ -430,7 +430,7 @@ fn graph_sends_the_same_message_and_imap_reads_it_back() {
     assert_eq!(
         lines(&filed).len(),
         1,
-        "Exchange files the MIME send in Sent Items"
+        "Exchange files a Graph send in Sent Items"
     );
 
     // App-only, as Adele's mailbox.
@@ -455,7 +455,8 @@ fn graph_sends_the_same_message_and_imap_reads_it_back() {
     );
     assert!(app.status.success(), "{}", describe(&app));
 
-    // Too large for one request: refused with its remedy, nothing sent.
+    // Too large for one MIME request: refused with its remedy, nothing sent (without --graph-mime it would go
+    // as a draft with an upload session).
     std::fs::write(work.join("big.bin"), vec![7u8; 3 * 1024 * 1024]).unwrap();
     let big = m365mail(
         work,
@@ -471,12 +472,13 @@ fn graph_sends_the_same_message_and_imap_reads_it_back() {
             "big",
             "--attach",
             "big.bin",
+            "--graph-mime",
         ],
         None,
     );
     assert_eq!(big.status.code(), Some(2), "{}", describe(&big));
     assert!(
-        String::from_utf8_lossy(&big.stdout).contains("over SMTP"),
+        String::from_utf8_lossy(&big.stderr).contains("over SMTP"),
         "{}",
         describe(&big)
     );

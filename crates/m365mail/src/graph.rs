@@ -10,6 +10,8 @@
 //! token never goes to another host. Graph's error JSON becomes a [`GraphError::Api`] whose cause and remedy name
 //! the permission the call needs — delegated and application — when Graph refuses it.
 
+pub mod mail;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,6 +142,14 @@ pub enum GraphError {
         /// [`MAX_INLINE_MIME`].
         limit: usize,
     },
+    /// No folder of that name or id.
+    #[error("no folder {folder:?} in {mailbox}")]
+    NoSuchFolder {
+        /// The mailbox.
+        mailbox: String,
+        /// The folder as given.
+        folder: String,
+    },
     /// A reply that is not what Graph sends (not JSON, too large, a page link to another host).
     #[error("Graph {method} {path}: {what}")]
     Protocol {
@@ -158,7 +168,7 @@ impl Classified for GraphError {
             Self::Transport(e) => e.class(),
             Self::Tls(e) => e.class(),
             Self::Throttled { .. } | Self::Protocol { .. } => ErrorClass::Transient,
-            Self::TooLarge { .. } => ErrorClass::Input,
+            Self::TooLarge { .. } | Self::NoSuchFolder { .. } => ErrorClass::Input,
             Self::Api { status, code, .. } => match (*status, code.as_str()) {
                 (401 | 403, _) | (_, "MailboxNotEnabledForRESTAPI" | "ErrorSendAsDenied") => {
                     ErrorClass::Admin
@@ -199,6 +209,9 @@ impl Classified for GraphError {
             Self::TooLarge { size, limit } => {
                 format!("the message is {size} bytes; one sendMail request takes {limit}")
             }
+            Self::NoSuchFolder { mailbox, folder } => {
+                format!("{mailbox} has no folder {folder:?} (by path, name or id)")
+            }
         }
     }
 
@@ -230,8 +243,12 @@ impl Classified for GraphError {
                 "check the names and values given (a user, a folder, a filter); run with --log debug to see the request"
                     .into()
             }
-            Self::TooLarge { .. } => "send it over SMTP (Exchange takes up to 150 MB there), or make it \
-                 smaller; Graph's upload sessions for large attachments are not here yet"
+            Self::NoSuchFolder { .. } => "give a folder as `m365mail folders --protocol graph` shows it \
+                 (a path such as Archive/2026, or its id), or a well-known name: inbox, sentitems, drafts, \
+                 deleteditems, archive, junkemail"
+                .into(),
+            Self::TooLarge { .. } => "send it without --graph-mime: the JSON form sends large attachments \
+                 through upload sessions (up to 150 MB); or send it over SMTP (up to 150 MB there)"
                 .into(),
             Self::Api { .. } | Self::Throttled { .. } | Self::Protocol { .. } => {
                 "run again later; Graph limits each app to 4 requests at once and 10,000 per 10 minutes per \
@@ -260,6 +277,76 @@ pub struct UsersQuery {
     pub filter: Option<String>,
     /// `$top`: the page size (1..999).
     pub top: Option<u32>,
+}
+
+/// One request, as [`GraphClient::call`] makes it.
+struct Call<'a> {
+    method: &'static str,
+    url: &'a Url,
+    /// Content type and bytes.
+    body: Option<(&'static str, Vec<u8>)>,
+    /// `None` for a pre-authenticated upload URL: no `Authorization` header, and any origin.
+    token: Option<&'a Secret>,
+    /// Whose limit of 4 requests at once the call counts against.
+    mailbox: &'a str,
+    permission: Permission,
+    /// The `Prefer` header.
+    prefer: Option<&'a str>,
+    /// Further headers (`Content-Range`).
+    headers: Vec<(&'static str, String)>,
+    /// The most of a successful reply's body read.
+    limit: usize,
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        method: &'static str,
+        url: &'a Url,
+        token: Option<&'a Secret>,
+        mailbox: &'a str,
+        permission: Permission,
+    ) -> Self {
+        Self {
+            method,
+            url,
+            body: None,
+            token,
+            mailbox,
+            permission,
+            prefer: None,
+            headers: Vec::new(),
+            limit: MAX_GRAPH_BODY,
+        }
+    }
+}
+
+/// A successful reply.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    bytes: Vec<u8>,
+    /// The body was longer than the call's limit (only its start is in `bytes`).
+    truncated: bool,
+}
+
+impl Reply {
+    /// The body as JSON (`null` when empty, as `202 Accepted` and `204 No Content` have).
+    // GraphError carries what support needs; it is built once per failed call.
+    #[allow(clippy::result_large_err)]
+    fn json(self, method: &'static str, url: &Url) -> Result<Value, GraphError> {
+        let protocol = |what: String| GraphError::Protocol {
+            method,
+            path: url.path().to_owned(),
+            what,
+        };
+        if self.truncated {
+            return Err(protocol(format!("a reply over {MAX_GRAPH_BODY} bytes")));
+        }
+        if self.bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&self.bytes).map_err(|e| protocol(format!("not JSON: {e}")))
+    }
 }
 
 impl GraphClient {
@@ -334,13 +421,37 @@ impl GraphClient {
         mailbox: &str,
         permission: Permission,
     ) -> Result<Value, GraphError> {
+        let reply = self
+            .call(Call {
+                body,
+                ..Call::new(method, url, Some(token), mailbox, permission)
+            })
+            .await?;
+        reply.json(method, url)
+    }
+
+    /// One Graph request: under `call.mailbox`'s limit, retried after 429/503/504, its reply read bounded;
+    /// a status outside 2xx becomes [`GraphError::Api`].
+    async fn call(&self, call: Call<'_>) -> Result<Reply, GraphError> {
+        let Call {
+            method,
+            url,
+            body,
+            token,
+            mailbox,
+            permission,
+            prefer,
+            headers: extra_headers,
+            limit: body_limit,
+        } = call;
         let path = url.path().to_owned();
-        if url.origin() != self.base.origin() {
+        // The token goes to Graph's own origin only; a pre-authenticated upload URL gets none.
+        if token.is_some() && url.origin() != self.base.origin() {
             return Err(GraphError::Protocol {
                 method,
                 path,
                 what: format!(
-                    "a page link to another origin ({}): not followed with the token",
+                    "a link to another origin ({}): not followed with the token",
                     url.origin().ascii_serialization()
                 ),
             });
@@ -360,9 +471,17 @@ impl GraphClient {
                     reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method"),
                     url.clone(),
                 )
-                .bearer_auth(token.expose())
                 .header("client-request-id", &client_request_id)
                 .header("Accept", "application/json");
+            if let Some(token) = token {
+                builder = builder.bearer_auth(token.expose());
+            }
+            if let Some(prefer) = prefer {
+                builder = builder.header("Prefer", prefer);
+            }
+            for (name, value) in &extra_headers {
+                builder = builder.header(*name, value);
+            }
             if let Some((content_type, bytes)) = &body {
                 builder = builder
                     .header("Content-Type", *content_type)
@@ -409,7 +528,10 @@ impl GraphClient {
                 retries += 1;
                 continue;
             }
-            let reply = crate::http::read_bounded(response, MAX_GRAPH_BODY)
+            let success = (200..300).contains(&status);
+            // An error body is JSON of a few hundred bytes, whatever the call reads.
+            let bound = if success { body_limit } else { MAX_GRAPH_BODY };
+            let reply = crate::http::read_bounded(response, bound)
                 .await
                 .map_err(|e| {
                     GraphError::from(TransportError::new(
@@ -418,25 +540,14 @@ impl GraphClient {
                         e,
                     ))
                 })?;
-            if reply.truncated {
-                return Err(GraphError::Protocol {
-                    method,
-                    path,
-                    what: format!("a reply over {MAX_GRAPH_BODY} bytes"),
+            if success {
+                return Ok(Reply {
+                    status,
+                    bytes: reply.bytes,
+                    truncated: reply.truncated,
                 });
             }
-            let json: Result<Value, _> = serde_json::from_slice(&reply.bytes);
-            if (200..300).contains(&status) {
-                if reply.bytes.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(Value::Null);
-                }
-                return json.map_err(|e| GraphError::Protocol {
-                    method,
-                    path,
-                    what: format!("not JSON: {e}"),
-                });
-            }
-            let error = json.ok();
+            let error: Option<Value> = serde_json::from_slice(&reply.bytes).ok();
             let field = |name: &str| {
                 error
                     .as_ref()

@@ -190,7 +190,7 @@ impl Classified for StoreError {
     }
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// One remembered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +305,18 @@ impl CheckpointStore {
                 )
                 .map_err(sql)?;
         }
+        if version < 3 {
+            // Version 3 (Graph): where the next read of a source starts (a delta round's deltaLink, or the page
+            // of an unfinished round).
+            connection
+                .execute_batch(
+                    "BEGIN;
+                     ALTER TABLE sources ADD COLUMN cursor TEXT;
+                     PRAGMA user_version = 3;
+                     COMMIT;",
+                )
+                .map_err(sql)?;
+        }
         connection
             .pragma_update(None, "foreign_keys", "ON")
             .map_err(sql)?;
@@ -375,6 +387,33 @@ impl CheckpointStore {
             }),
             Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
         }
+    }
+
+    /// Where the next read of `key` starts (Graph: a delta round's `deltaLink`, or the next page of an
+    /// unfinished round); `None` before the first complete page.
+    pub fn cursor(&self, key: &SourceKey) -> Result<Option<String>, StoreError> {
+        let Some(id) = self.source_id(key, false)? else {
+            return Ok(None);
+        };
+        self.connection
+            .query_row(
+                "SELECT cursor FROM sources WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Sets (or, with `None`, clears) where the next read of `key` starts; committed when this returns.
+    pub fn set_cursor(&mut self, key: &SourceKey, cursor: Option<&str>) -> Result<(), StoreError> {
+        let id = self.source_id(key, true)?.expect("just inserted");
+        self.connection
+            .execute(
+                "UPDATE sources SET cursor = ?2 WHERE id = ?1",
+                params![id, cursor],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
     }
 
     /// Every remembered message of `key` and its state.
@@ -613,6 +652,26 @@ mod tests {
     }
 
     #[test]
+    fn a_cursor_is_kept_per_source_and_reset_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.sqlite");
+        let mut store = CheckpointStore::open(&path).unwrap();
+        assert_eq!(store.cursor(&key("a")).unwrap(), None);
+        store
+            .set_cursor(&key("a"), Some("https://graph/delta?$deltatoken=1"))
+            .unwrap();
+        drop(store);
+        let mut store = CheckpointStore::open(&path).unwrap();
+        assert_eq!(
+            store.cursor(&key("a")).unwrap().as_deref(),
+            Some("https://graph/delta?$deltatoken=1")
+        );
+        assert_eq!(store.cursor(&key("b")).unwrap(), None);
+        store.reset(|k| k.account == "a").unwrap();
+        assert_eq!(store.cursor(&key("a")).unwrap(), None);
+    }
+
+    #[test]
     fn commits_prunes_lists_and_resets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/checkpoints.sqlite");
@@ -735,7 +794,7 @@ mod tests {
                 err,
                 StoreError::NewerVersion {
                     found: 9,
-                    known: 2,
+                    known: 3,
                     ..
                 }
             ),

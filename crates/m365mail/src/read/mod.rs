@@ -57,6 +57,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod graph;
 pub mod imap;
 pub mod record;
 pub mod sink;
@@ -243,6 +244,9 @@ pub enum ReadError {
     /// The IMAP session failed.
     #[error(transparent)]
     Imap(#[from] crate::imap::ImapError),
+    /// A Graph call failed.
+    #[error(transparent)]
+    Graph(Box<crate::graph::GraphError>),
     /// No token for a new session.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
@@ -260,11 +264,18 @@ pub enum ReadError {
     },
 }
 
+impl From<crate::graph::GraphError> for ReadError {
+    fn from(error: crate::graph::GraphError) -> Self {
+        Self::Graph(Box::new(error))
+    }
+}
+
 impl Classified for ReadError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Pop3(e) => e.class(),
             Self::Imap(e) => e.class(),
+            Self::Graph(e) => e.class(),
             Self::Auth(e) => e.class(),
             Self::Store(e) => e.class(),
             Self::Sink(e) => e.class(),
@@ -275,6 +286,7 @@ impl Classified for ReadError {
         match self {
             Self::Pop3(e) => e.cause(),
             Self::Imap(e) => e.cause(),
+            Self::Graph(e) => e.cause(),
             Self::Auth(e) => e.cause(),
             Self::Store(e) => e.cause(),
             Self::Sink(e) => e.cause(),
@@ -287,6 +299,7 @@ impl Classified for ReadError {
         match self {
             Self::Pop3(e) => e.remedy(),
             Self::Imap(e) => e.remedy(),
+            Self::Graph(e) => e.remedy(),
             Self::Auth(e) => e.remedy(),
             Self::Store(e) => e.remedy(),
             Self::Sink(e) => e.remedy(),
