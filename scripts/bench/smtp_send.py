@@ -5,7 +5,7 @@ STARTTLS + XOAUTH2), in one run, alternating, as a ratio.
 
   scripts/bench/smtp_send.py [--messages 1000] [--rounds 3] [--binary target/release/m365mail] [--graph]
 
-With --graph, each round also runs `m365mail send --via graph` on the same messages (Graph's MIME sendMail on
+With --graph, each round also runs `m365mail send --via graph` on the same messages (Graph's JSON sendMail, the default form, on
 the sandbox's /v1.0/), and the table adds its row and the Graph requests it made per message (the sandbox's own
 request counter, /_sandbox/admin/stats).
 

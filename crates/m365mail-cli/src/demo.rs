@@ -378,7 +378,7 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
     .await?;
 
     report.heading(
-        "13. Microsoft Graph: the tenant's users (app-only), and a message sent through sendMail read back over IMAP",
+        "13. Microsoft Graph: the tenant's users (app-only), and a message sent through sendMail read back over IMAP and Graph",
     );
     graph_mail(&mut report, &sandbox, &public, &password, &secret_client).await?;
 
@@ -390,7 +390,7 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
         );
     } else {
         println!(
-            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back, the Inbox read over IMAP and moved to Archive, Graph's users and sendMail."
+            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back, the Inbox read over IMAP and moved to Archive, Graph's users, sendMail and a delta read."
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -732,7 +732,8 @@ async fn read_imap_mail(
 }
 
 /// Lists the users through Graph with the daemon's app-only token, then sends a message from Adele to
-/// herself through Graph's MIME sendMail (delegated Mail.Send) and finds it in her Inbox over IMAP.
+/// herself through Graph's MIME sendMail (delegated Mail.Send) and finds it in her Inbox over IMAP and over
+/// Graph (the daemon's delta query and `$value`), byte for byte.
 async fn graph_mail(
     report: &mut Report,
     sandbox: &Sandbox,
@@ -845,6 +846,46 @@ async fn graph_mail(
         identical,
         "the message sent through Graph came back different"
     );
+
+    // And over Graph: the daemon (application Mail.Read) walks the Inbox's delta round and fetches the
+    // message's MIME by its immutable id.
+    let wanted = format!("<{}>", message.message_id);
+    let mut url = graph.delta_start(demo::USER_UPN, "inbox", None);
+    let mut graph_id = None;
+    let mut pages = 0;
+    loop {
+        let page = graph.delta_page(&app, demo::USER_UPN, &url).await?;
+        pages += 1;
+        if let Some(found) = page
+            .messages
+            .iter()
+            .find(|m| m.internet_message_id.as_deref() == Some(wanted.as_str()))
+        {
+            graph_id = Some(found.id.clone());
+        }
+        match page.next {
+            Some(next) if pages < 100 => url = next,
+            _ => break,
+        }
+    }
+    let graph_id =
+        graph_id.context("the message sent through Graph is not in the Inbox's delta")?;
+    let mime = graph
+        .message_mime(&app, demo::USER_UPN, &graph_id, 1 << 20)
+        .await?;
+    let identical_over_graph = !mime.truncated && mime.bytes == message.bytes;
+    report.line(format!(
+        "read back:   over Graph (delta, {pages} page(s), then $value) — {}",
+        if identical_over_graph {
+            "identical to what was sent"
+        } else {
+            "DIFFERENT from what was sent"
+        }
+    ));
+    anyhow::ensure!(
+        identical_over_graph,
+        "the message sent through Graph came back different over Graph"
+    );
     report.steps.push(json!({
         "step": "graph",
         "ok": true,
@@ -852,6 +893,7 @@ async fn graph_mail(
         "users": users.len(),
         "message_id": message.message_id,
         "read_back_identical": identical,
+        "read_back_over_graph_identical": identical_over_graph,
     }));
     Ok(())
 }

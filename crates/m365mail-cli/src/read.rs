@@ -833,7 +833,7 @@ fn report(
         summary.records,
         summary.listed,
         summary.bytes,
-        if source.protocol == "imap" {
+        if source.protocol != "pop3" {
             format!(" {}", source.folder)
         } else {
             String::new()

@@ -90,6 +90,7 @@ fn demo_runs_every_flow_and_single_flight_sends_one_request() {
     let graph = named("graph");
     assert!(graph["users"].as_u64().unwrap() >= 2, "{graph}");
     assert_eq!(graph["read_back_identical"], true, "{graph}");
+    assert_eq!(graph["read_back_over_graph_identical"], true, "{graph}");
 
     // A message sent over SMTP comes back over POP3 exactly as sent.
     let sent = named("smtp-send");
