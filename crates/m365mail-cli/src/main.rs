@@ -7,6 +7,7 @@
 mod bridge;
 mod config;
 mod demo;
+mod doctor;
 mod exit;
 mod profile_cmd;
 mod read;
@@ -77,6 +78,9 @@ enum Command {
     Users(Box<users::UsersArgs>),
     /// Send mail over SMTP with XOAUTH2: from flags or JSON (the schema `read` emits); one JSON line per message.
     Send(Box<send::SendArgs>),
+    /// Check every step of the Microsoft 365 setup for a profile: tenant, app, credential, consent, tokens,
+    /// IMAP, POP3, SMTP and Graph; each pass / fail with its cause and remedy. Changes nothing.
+    Doctor(Box<doctor::DoctorArgs>),
     /// Show or reset the read checkpoints.
     #[command(subcommand)]
     Checkpoint(read::CheckpointCommand),
@@ -147,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Folders(args) => read::folders(*args, &cli.global).await,
         Command::Users(args) => users::run(*args, &cli.global).await,
         Command::Send(args) => send::run(*args, &cli.global).await,
+        Command::Doctor(args) => doctor::run(*args, &cli.global).await,
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,
         Command::Bridge(command) => bridge::run(command, &cli.global).await,

@@ -246,7 +246,7 @@ fn password(sources: &PasswordSources, username: &str) -> anyhow::Result<Secret>
 }
 
 /// The client secret, if one was supplied; `required` prompts on a terminal when none was.
-fn client_secret(
+pub(crate) fn client_secret(
     args: &AuthArgs,
     profile: &Profile,
     required: bool,

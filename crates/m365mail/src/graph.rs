@@ -606,12 +606,19 @@ impl GraphClient {
         Ok(())
     }
 
-    /// `GET /users`: every user the query selects, following `@odata.nextLink` to the last page.
-    pub async fn list_users(
+    /// `GET /users`: the first page only (a check that the call is allowed, without reading a large
+    /// directory).
+    pub async fn users_page(
         &self,
         token: &Secret,
         query: &UsersQuery,
     ) -> Result<Vec<Value>, GraphError> {
+        let url = self.users_url(query);
+        let page = self.get_json(&url, token, "directory", USERS_READ).await?;
+        Ok(page["value"].as_array().cloned().unwrap_or_default())
+    }
+
+    fn users_url(&self, query: &UsersQuery) -> Url {
         let mut url = self.base.join("users").expect("a relative path");
         {
             let mut pairs = url.query_pairs_mut();
@@ -625,6 +632,16 @@ impl GraphClient {
                 pairs.append_pair("$top", &top.to_string());
             }
         }
+        url
+    }
+
+    /// `GET /users`: every user the query selects, following `@odata.nextLink` to the last page.
+    pub async fn list_users(
+        &self,
+        token: &Secret,
+        query: &UsersQuery,
+    ) -> Result<Vec<Value>, GraphError> {
+        let url = self.users_url(query);
         let mut users = Vec::new();
         let mut next = Some(url);
         while let Some(url) = next.take() {

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod bridge;
 pub mod cloud;
+pub mod doctor;
 pub mod endpoint;
 pub mod error;
 pub mod graph;

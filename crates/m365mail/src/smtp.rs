@@ -507,6 +507,14 @@ impl SmtpSender {
         }
     }
 
+    /// Connects, starts TLS and signs in, then says `QUIT`: whether sending could start, without sending
+    /// anything (`m365mail doctor`'s SMTP step).
+    pub async fn check_sign_in(&self) -> Result<(), SmtpError> {
+        let mut connection = self.connect().await?;
+        let _ = tokio::time::timeout(self.options.timeout, connection.quit()).await;
+        Ok(())
+    }
+
     /// Says goodbye (`QUIT`) on the open connection, if any.
     pub async fn close(&self) {
         if let Some(mut live) = self.connection.lock().await.take() {
