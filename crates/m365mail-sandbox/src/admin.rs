@@ -25,6 +25,33 @@
 //! | `POST /_sandbox/admin/apps/{client_id}/app-roles` | [`AppRolesChange`] | `{}` |
 //! | `POST /_sandbox/admin/apps/{client_id}/app-roles/revoke` | [`AppRolesChange`] (`roles` ignored; `resource` optional) | `{"removed": n}` |
 //! | `POST /_sandbox/admin/apps/{client_id}/enabled` | `{"enabled": bool}` | `{}` |
+//! | `GET`/`POST /_sandbox/admin/mailboxes/{address}/cas-mailbox` | [`CasMailbox`] | [`CasMailbox`] |
+//! | `/_sandbox/admin/exchange/…`, `…/mailboxes/{address}/permissions`, `…/recipient-permissions` | see [`exchange`](self#exchange-online) | the Exchange Online cmdlets |
+//!
+//! # Exchange Online
+//!
+//! `New-ServicePrincipal`, `Add-MailboxPermission`, `Add-RecipientPermission`, `Set-TransportConfig` and
+//! their `Get-`/`Remove-` siblings: [`AdminHandle::new_service_principal`] and the methods after it, and
+//! these routes (JSON keys are the cmdlets' parameter names):
+//!
+//! | Method and path | Body | Answer |
+//! |---|---|---|
+//! | `POST /_sandbox/admin/exchange/service-principals` | `{"AppId", "ObjectId", "DisplayName"?}` | 201 [`ExchangeServicePrincipalInfo`]; 409 when the AppId is registered |
+//! | `GET /_sandbox/admin/exchange/service-principals[/{identity}]` | – | `[`[`ExchangeServicePrincipalInfo`]`]` / one |
+//! | `POST /_sandbox/admin/exchange/service-principals/{identity}/remove` | – | `{"removed": 1}` |
+//! | `GET /_sandbox/admin/exchange/service-principals/{identity}/authorization[?resource=mailbox]` | – | [`ServicePrincipalAuthorization`] |
+//! | `GET`/`POST /_sandbox/admin/exchange/transport-config` | [`TransportConfig`] | [`TransportConfig`] |
+//! | `GET /_sandbox/admin/mailboxes/{address}/permissions` | – | `[`[`MailboxPermission`]`]` |
+//! | `POST /_sandbox/admin/mailboxes/{address}/permissions[/remove]` | `{"User", "AccessRights": ["FullAccess"]}` | the list / `{"removed": n}` |
+//! | `GET /_sandbox/admin/mailboxes/{address}/recipient-permissions` | – | `[`[`RecipientPermission`]`]` |
+//! | `POST /_sandbox/admin/mailboxes/{address}/recipient-permissions[/remove]` | `{"Trustee", "AccessRights": ["SendAs"]}` | the list / `{"removed": n}` |
+
+mod exchange;
+
+pub use exchange::{
+    ExchangeServicePrincipalInfo, MailboxPermission, RecipientPermission,
+    ServicePrincipalAuthorization, TransportConfig,
+};
 
 use std::sync::Arc;
 
@@ -1359,6 +1386,42 @@ pub(crate) fn router() -> Router<Arc<IdentityState>> {
         .route(
             "/_sandbox/admin/mailboxes/{address}/folders/{folder}/uidvalidity",
             post(http_set_uid_validity),
+        )
+        .route(
+            "/_sandbox/admin/exchange/service-principals",
+            get(exchange::http_service_principals).post(exchange::http_new_service_principal),
+        )
+        .route(
+            "/_sandbox/admin/exchange/service-principals/{identity}",
+            get(exchange::http_service_principal),
+        )
+        .route(
+            "/_sandbox/admin/exchange/service-principals/{identity}/remove",
+            post(exchange::http_remove_service_principal),
+        )
+        .route(
+            "/_sandbox/admin/exchange/service-principals/{identity}/authorization",
+            get(exchange::http_test_authorization),
+        )
+        .route(
+            "/_sandbox/admin/exchange/transport-config",
+            get(exchange::http_get_transport_config).post(exchange::http_set_transport_config),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/permissions",
+            get(exchange::http_mailbox_permissions).post(exchange::http_add_mailbox_permission),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/permissions/remove",
+            post(exchange::http_remove_mailbox_permission),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/recipient-permissions",
+            get(exchange::http_recipient_permissions).post(exchange::http_add_recipient_permission),
+        )
+        .route(
+            "/_sandbox/admin/mailboxes/{address}/recipient-permissions/remove",
+            post(exchange::http_remove_recipient_permission),
         )
         .route("/_sandbox/admin", any(http_unknown_route))
         .route("/_sandbox/admin/{*rest}", any(http_unknown_route))

@@ -5,7 +5,12 @@
 //! - [`USER_UPN`]: a normal user; [`SECOND_USER_UPN`]: another normal user.
 //! - [`MFA_USER_UPN`]: MFA required (ROPC → AADSTS50076; device code and auth code work).
 //! - [`DISABLED_USER_UPN`] (50057), [`LOCKED_USER_UPN`] (50053), [`EXPIRED_PASSWORD_USER_UPN`] (50055).
-//! - [`ADMIN_UPN`]: a global administrator who can grant admin consent.
+//! - [`ADMIN_UPN`]: a global administrator who can grant admin consent and, signed in through the
+//!   Microsoft Graph Command Line Tools ([`crate::tenant::GRAPH_COMMAND_LINE_TOOLS_APP_ID`], added to every
+//!   tenant at start), manage app registrations through Graph.
+//!
+//! [`TenantModel::empty`] is the tenant where setup begins: the same tenant id, domain, administrator and
+//! [`USER_UPN`] with a mailbox, nothing else.
 //!
 //! Apps:
 //! - [`PUBLIC_APP_ID`]: public client flows on, redirect `http://localhost`, admin consent for
@@ -211,6 +216,10 @@ fn app(client_id: &str, display_name: &str, service_principal: &str) -> AppRegis
         delegated_grants: Vec::new(),
         app_role_grants: Vec::new(),
         enabled: true,
+        application_object_id: String::new(),
+        sign_in_audience: String::new(),
+        has_service_principal: true,
+        first_party: false,
     }
 }
 
@@ -277,6 +286,46 @@ fn app_only_mail_roles() -> (Vec<RequiredPermission>, Vec<AppRoleGrant>) {
             },
         ],
     )
+}
+
+/// The empty tenant (`m365mail sandbox serve --empty-tenant`): where setup begins. The demo tenant's id
+/// and domain, with only the administrator [`ADMIN_UPN`] (password [`ADMIN_PASSWORD`], no mailbox) and
+/// the user [`USER_UPN`] (password [`USER_PASSWORD`]) with a mailbox; no app registrations (the Graph
+/// Command Line Tools are added at start like in every tenant), no Exchange service principal, every
+/// protocol on.
+pub(crate) fn empty_tenant_model() -> TenantModel {
+    let mut admin_user = user(
+        ADMIN_UPN,
+        ADMIN_OBJECT_ID,
+        "MOD Administrator",
+        ADMIN_PASSWORD,
+    );
+    admin_user.global_admin = true;
+    TenantModel {
+        tenants: vec![Tenant {
+            id: TENANT_ID.into(),
+            display_name: TENANT_DISPLAY_NAME.into(),
+            domains: strings(&[DOMAIN]),
+            users: vec![
+                admin_user,
+                user(USER_UPN, USER_OBJECT_ID, USER_DISPLAY_NAME, USER_PASSWORD),
+            ],
+            apps: Vec::new(),
+            resources: default_resources(),
+            mailboxes: vec![Mailbox {
+                address: USER_UPN.into(),
+                display_name: USER_DISPLAY_NAME.into(),
+                owner_upn: Some(USER_UPN.into()),
+                shared: false,
+                full_access_users: Vec::new(),
+                send_as_users: Vec::new(),
+                protocols: None,
+            }],
+            exchange_service_principals: Vec::new(),
+            protocols: ProtocolSwitches::default(),
+            basic_auth_disabled: false,
+        }],
+    }
 }
 
 pub(crate) fn tenant_model() -> TenantModel {
@@ -364,10 +413,15 @@ pub(crate) fn tenant_model() -> TenantModel {
         secret_id: CONFIDENTIAL_APP_SECRET_ID.into(),
         value: CONFIDENTIAL_APP_SECRET.into(),
         expires_at_unix: None,
+        display_name: "demo".into(),
+        start_at_unix: None,
     }];
     confidential_app.certificates = vec![AppCertificate {
         pem: certificate().certificate_pem.clone(),
         expires_at_unix: None,
+        key_id: String::new(),
+        display_name: "demo".into(),
+        start_at_unix: None,
     }];
     confidential_app.required_permissions =
         [mail_permissions.clone(), role_permissions.clone()].concat();
@@ -402,6 +456,8 @@ pub(crate) fn tenant_model() -> TenantModel {
         value: EXPIRED_SECRET_APP_SECRET.into(),
         // 2020-09-13: long past, whatever the clock says.
         expires_at_unix: Some(1_600_000_000),
+        display_name: "expired".into(),
+        start_at_unix: None,
     }];
     expired_secret_app.required_permissions = role_permissions;
     expired_secret_app.app_role_grants = role_grants;
@@ -423,6 +479,7 @@ pub(crate) fn tenant_model() -> TenantModel {
         owner_upn: owner.map(Into::into),
         shared: owner.is_none(),
         full_access_users: Vec::new(),
+        send_as_users: Vec::new(),
         protocols: None,
     };
     let mut shared_mailbox = mailbox(SHARED_MAILBOX, "Contoso Support", None);
@@ -465,6 +522,7 @@ pub(crate) fn tenant_model() -> TenantModel {
             exchange_service_principals: vec![ExchangeServicePrincipal {
                 app_id: CONFIDENTIAL_APP_ID.into(),
                 service_principal_object_id: CONFIDENTIAL_APP_SERVICE_PRINCIPAL_ID.into(),
+                display_name: CONFIDENTIAL_APP_NAME.into(),
                 full_access_mailboxes: strings(&[USER_UPN, SHARED_MAILBOX]),
                 send_as_mailboxes: strings(&[USER_UPN, SHARED_MAILBOX]),
             }],

@@ -87,6 +87,7 @@ mod graph;
 mod identity;
 #[cfg(test)]
 mod net_tests;
+pub mod permissions;
 mod request_body;
 mod server;
 mod sync;
@@ -104,7 +105,10 @@ use std::{
 use tokio::{sync::watch, task::JoinHandle};
 use url::Url;
 
-pub use admin::{AdminHandle, CasMailbox, FolderStatus};
+pub use admin::{
+    AdminHandle, CasMailbox, ExchangeServicePrincipalInfo, FolderStatus, MailboxPermission,
+    RecipientPermission, ServicePrincipalAuthorization, TransportConfig,
+};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use error::SandboxError;
 pub use exchange::seed::MailSeed;
@@ -329,7 +333,9 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Generates keys and certificates, binds the listener and starts serving in the background.
     /// Must be called inside a tokio runtime.
-    pub async fn start(config: SandboxConfig) -> Result<Self, SandboxError> {
+    pub async fn start(mut config: SandboxConfig) -> Result<Self, SandboxError> {
+        // Microsoft's first-party apps (the Graph Command Line Tools) are in every tenant.
+        config.tenant = std::mem::take(&mut config.tenant).with_first_party_apps();
         for addr in std::iter::once(&config.bind)
             .chain(&config.also_bind)
             .chain(&config.pop3s)

@@ -45,6 +45,74 @@ pub const EXCHANGE_ONLINE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
 /// Application id of the Microsoft Graph resource.
 pub const MICROSOFT_GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 
+/// Application id of the Microsoft Graph Command Line Tools, the first-party public client an administrator
+/// can sign in with before any app of their own exists (microsoft.md §9.2: unconfirmed against a real
+/// tenant, which may also block it). The sandbox adds it to every tenant at start
+/// ([`TenantModel::with_first_party_apps`]).
+pub const GRAPH_COMMAND_LINE_TOOLS_APP_ID: &str = "14d82eec-204b-4c2f-b7e8-296a70dab67e";
+
+/// The delegated Microsoft Graph scopes the Graph Command Line Tools are consented for in every tenant
+/// (admin consent for all users, as after an administrator's first sign-in; Graph's directory routes
+/// still refuse users without an admin role).
+pub const GRAPH_COMMAND_LINE_TOOLS_SCOPES: [&str; 6] = [
+    "User.Read",
+    "Application.Read.All",
+    "Application.ReadWrite.All",
+    "AppRoleAssignment.ReadWrite.All",
+    "DelegatedPermissionGrant.ReadWrite.All",
+    "User.ReadBasic.All",
+];
+
+/// A GUID derived from `parts` (SHA-256, shaped as a version-4 UUID): stable ids for objects the model
+/// does not name (resource service principals, app object ids, permission ids outside microsoft.md).
+pub fn derived_guid(parts: &[&str]) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update(part.to_ascii_lowercase().as_bytes());
+        hasher.update([0]);
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// The Microsoft Graph Command Line Tools as the sandbox models them: a public client (public client flows
+/// on, loopback redirect) consented for [`GRAPH_COMMAND_LINE_TOOLS_SCOPES`] on Microsoft Graph.
+pub fn graph_command_line_tools_app(tenant_id: &str) -> AppRegistration {
+    AppRegistration {
+        client_id: GRAPH_COMMAND_LINE_TOOLS_APP_ID.into(),
+        display_name: "Microsoft Graph Command Line Tools".into(),
+        service_principal_object_id: derived_guid(&[
+            "service-principal",
+            tenant_id,
+            GRAPH_COMMAND_LINE_TOOLS_APP_ID,
+        ]),
+        allow_public_client_flows: true,
+        redirect_uris: vec!["http://localhost".into()],
+        secrets: Vec::new(),
+        certificates: Vec::new(),
+        required_permissions: Vec::new(),
+        delegated_grants: vec![DelegatedGrant {
+            resource: MICROSOFT_GRAPH_APP_ID.into(),
+            scopes: GRAPH_COMMAND_LINE_TOOLS_SCOPES
+                .iter()
+                .map(|scope| scope.to_string())
+                .collect(),
+            user: None,
+        }],
+        app_role_grants: Vec::new(),
+        enabled: true,
+        application_object_id: String::new(),
+        sign_in_audience: "AzureADandPersonalMicrosoftAccount".into(),
+        has_service_principal: true,
+        first_party: true,
+    }
+}
+
 /// Every tenant the sandbox serves.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +248,23 @@ pub struct AppRegistration {
     /// A disabled application gets AADSTS7000112.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// Object id of the app registration (Graph's `application.id`, not the client id); empty means one
+    /// derived from the client id ([`AppRegistration::application_object_id`]).
+    #[serde(default)]
+    pub application_object_id: String,
+    /// `signInAudience` (`AzureADMyOrg` when empty). Informational: the sandbox serves every app to its
+    /// home tenant only, plus `organizations`/`common` as before.
+    #[serde(default)]
+    pub sign_in_audience: String,
+    /// Whether the app has its service principal (enterprise application) in the home tenant. Apps in a
+    /// tenant file have one (the default); an app created through Graph (`POST /v1.0/applications`) has
+    /// none until `POST /v1.0/servicePrincipals`, and client credentials answer AADSTS7000229 meanwhile.
+    #[serde(default = "enabled")]
+    pub has_service_principal: bool,
+    /// A Microsoft first-party app (the Microsoft Graph Command Line Tools): present in every tenant,
+    /// not listed by `GET /v1.0/applications` (it is not homed in the tenant).
+    #[serde(default)]
+    pub first_party: bool,
 }
 
 /// A client secret (`passwordCredentials`).
@@ -193,6 +278,12 @@ pub struct ClientSecret {
     /// Expiry in Unix seconds; `None` never expires. An expired secret gives AADSTS7000222.
     #[serde(default)]
     pub expires_at_unix: Option<u64>,
+    /// `displayName` of the password credential.
+    #[serde(default)]
+    pub display_name: String,
+    /// `startDateTime` in Unix seconds, if known.
+    #[serde(default)]
+    pub start_at_unix: Option<u64>,
 }
 
 // Secret values must never reach a log line.
@@ -202,6 +293,8 @@ impl std::fmt::Debug for ClientSecret {
             .field("secret_id", &self.secret_id)
             .field("value", &"<redacted>")
             .field("expires_at_unix", &self.expires_at_unix)
+            .field("display_name", &self.display_name)
+            .field("start_at_unix", &self.start_at_unix)
             .finish()
     }
 }
@@ -215,9 +308,27 @@ pub struct AppCertificate {
     /// Optional end of validity in Unix seconds; after it the credential is refused (AADSTS700027).
     #[serde(default)]
     pub expires_at_unix: Option<u64>,
+    /// `keyId` of the key credential; empty means one derived from the certificate.
+    #[serde(default)]
+    pub key_id: String,
+    /// `displayName` of the key credential.
+    #[serde(default)]
+    pub display_name: String,
+    /// `startDateTime` in Unix seconds, if known.
+    #[serde(default)]
+    pub start_at_unix: Option<u64>,
 }
 
 impl AppCertificate {
+    /// The key credential's `keyId`: its own, or one derived from the certificate.
+    pub fn key_id(&self) -> String {
+        if self.key_id.is_empty() {
+            derived_guid(&["key-credential", &self.pem])
+        } else {
+            self.key_id.clone()
+        }
+    }
+
     /// The DER bytes of the certificate.
     pub fn der(&self) -> Result<Vec<u8>, SandboxError> {
         use rustls_pki_types::{CertificateDer, pem::PemObject};
@@ -284,6 +395,10 @@ pub struct ResourceApi {
     /// Answers a scope without a resource prefix (`User.Read`): Microsoft Graph in Entra.
     #[serde(default)]
     pub default_for_short_scopes: bool,
+    /// Object id of the resource's service principal in this tenant; empty means one derived from the
+    /// tenant and app ids ([`Tenant::resource_service_principal_id`]).
+    #[serde(default)]
+    pub service_principal_object_id: String,
 }
 
 /// An Exchange Online mailbox (placeholder for the later Exchange emulation).
@@ -304,6 +419,9 @@ pub struct Mailbox {
     /// Users with FullAccess (UPNs).
     #[serde(default)]
     pub full_access_users: Vec<String>,
+    /// Users who may send as this mailbox (UPNs; `Add-RecipientPermission -AccessRights SendAs`).
+    #[serde(default)]
+    pub send_as_users: Vec<String>,
     /// Per-mailbox protocol switches (`Set-CASMailbox`); `None` inherits the tenant's.
     #[serde(default)]
     pub protocols: Option<ProtocolSwitches>,
@@ -315,8 +433,13 @@ pub struct Mailbox {
 pub struct ExchangeServicePrincipal {
     /// Client id of the app.
     pub app_id: String,
-    /// Enterprise application object id (what `New-ServicePrincipal -ObjectId` takes).
+    /// Enterprise application object id (what `New-ServicePrincipal -ObjectId` takes). App-only access
+    /// works only while it is the app's service principal object id in Entra (a wrong one is the
+    /// classic mistake of passing the app registration's object id).
     pub service_principal_object_id: String,
+    /// `-DisplayName`.
+    #[serde(default)]
+    pub display_name: String,
     /// Mailboxes it may access with FullAccess.
     #[serde(default)]
     pub full_access_mailboxes: Vec<String>,
@@ -385,8 +508,10 @@ pub fn default_resources() -> Vec<ResourceApi> {
                 "POP.AccessAsApp",
                 "SMTP.SendAsApp",
                 "full_access_as_app",
+                "Exchange.ManageAsApp",
             ]),
             default_for_short_scopes: false,
+            service_principal_object_id: String::new(),
         },
         ResourceApi {
             app_id: MICROSOFT_GRAPH_APP_ID.into(),
@@ -403,6 +528,10 @@ pub fn default_resources() -> Vec<ResourceApi> {
                 "IMAP.AccessAsUser.All",
                 "POP.AccessAsUser.All",
                 "SMTP.Send",
+                "Application.Read.All",
+                "Application.ReadWrite.All",
+                "AppRoleAssignment.ReadWrite.All",
+                "DelegatedPermissionGrant.ReadWrite.All",
             ]),
             app_roles: strings(&[
                 "Mail.Read",
@@ -410,8 +539,13 @@ pub fn default_resources() -> Vec<ResourceApi> {
                 "Mail.Send",
                 "User.Read.All",
                 "Directory.Read.All",
+                "Application.Read.All",
+                "Application.ReadWrite.All",
+                "AppRoleAssignment.ReadWrite.All",
+                "DelegatedPermissionGrant.ReadWrite.All",
             ]),
             default_for_short_scopes: true,
+            service_principal_object_id: String::new(),
         },
     ]
 }
@@ -420,6 +554,12 @@ impl TenantModel {
     /// The built-in demo tenant; every identifier is a constant in [`crate::demo`].
     pub fn demo() -> Self {
         demo::tenant_model()
+    }
+
+    /// The empty tenant where setup begins: an administrator and one user with a mailbox (see
+    /// [`crate::demo`]).
+    pub fn empty() -> Self {
+        demo::empty_tenant_model()
     }
 
     /// Parses a model from TOML text.
@@ -468,7 +608,13 @@ impl TenantModel {
                 }
             }
             for app in &tenant.apps {
-                if !client_ids.insert(app.client_id.to_ascii_lowercase()) {
+                // A first-party app is in every tenant; within one tenant it is still unique.
+                let key = if app.first_party {
+                    format!("{}/{}", tenant.id, app.client_id).to_ascii_lowercase()
+                } else {
+                    app.client_id.to_ascii_lowercase()
+                };
+                if !client_ids.insert(key) {
                     return Err(SandboxError::TenantModel(format!(
                         "client id {} appears twice",
                         app.client_id
@@ -503,6 +649,17 @@ impl TenantModel {
             }
         }
         Ok(())
+    }
+
+    /// The model with the Microsoft first-party apps ([`graph_command_line_tools_app`]) added to every
+    /// tenant that does not list them already. [`crate::Sandbox::start`] serves this.
+    pub fn with_first_party_apps(mut self) -> Self {
+        for tenant in &mut self.tenants {
+            if tenant.app(GRAPH_COMMAND_LINE_TOOLS_APP_ID).is_none() {
+                tenant.apps.push(graph_command_line_tools_app(&tenant.id));
+            }
+        }
+        self
     }
 
     /// The tenant whose GUID or verified domain is `name` (case-insensitive).
@@ -573,6 +730,16 @@ impl Tenant {
             .find(|app| app.client_id.eq_ignore_ascii_case(client_id))
     }
 
+    /// The object id of a resource's service principal in this tenant (its own, or one derived from the
+    /// tenant and app ids).
+    pub fn resource_service_principal_id(&self, resource: &ResourceApi) -> String {
+        if resource.service_principal_object_id.is_empty() {
+            derived_guid(&["service-principal", &self.id, &resource.app_id])
+        } else {
+            resource.service_principal_object_id.clone()
+        }
+    }
+
     /// A resource API by application id or identifier URI.
     pub fn resource(&self, id_or_uri: &str) -> Option<&ResourceApi> {
         let wanted = id_or_uri.trim_end_matches('/');
@@ -592,19 +759,61 @@ impl AppRegistration {
         !self.secrets.is_empty() || !self.certificates.is_empty()
     }
 
+    /// The app registration's object id (Graph's `application.id`).
+    pub fn application_object_id(&self) -> String {
+        if self.application_object_id.is_empty() {
+            derived_guid(&["application", &self.client_id])
+        } else {
+            self.application_object_id.clone()
+        }
+    }
+
+    /// The object id of the app's service principal in its home tenant, if it has one (the client id
+    /// stands in when the model names none, as the token claims have always done).
+    pub fn service_principal_id(&self) -> Option<&str> {
+        if !self.has_service_principal {
+            None
+        } else if self.service_principal_object_id.is_empty() {
+            Some(&self.client_id)
+        } else {
+            Some(&self.service_principal_object_id)
+        }
+    }
+
     /// The delegated scopes of `resource_app_id` that `upn` may use: admin consent plus their own.
+    ///
+    /// Consent for the delegated IMAP, POP and SMTP permissions under Microsoft Graph (where the portal and
+    /// most guides add them, microsoft.md §9.2's pitfall) also counts for Exchange Online, whose
+    /// `https://outlook.office.com/…` scopes clients request: samples suggest this works in Entra; the
+    /// sandbox's choice until settled against a real tenant.
     pub fn consented_scopes(&self, resource_app_id: &str, upn: &str) -> Vec<String> {
+        const MAIL_PROTOCOL_SCOPES: [&str; 3] =
+            ["IMAP.AccessAsUser.All", "POP.AccessAsUser.All", "SMTP.Send"];
+        let exchange = resource_app_id.eq_ignore_ascii_case(EXCHANGE_ONLINE_APP_ID);
         let mut scopes: Vec<String> = self
             .delegated_grants
             .iter()
-            .filter(|grant| grant.resource.eq_ignore_ascii_case(resource_app_id))
+            .filter(|grant| {
+                grant.resource.eq_ignore_ascii_case(resource_app_id)
+                    || (exchange && grant.resource.eq_ignore_ascii_case(MICROSOFT_GRAPH_APP_ID))
+            })
             .filter(|grant| {
                 grant
                     .user
                     .as_deref()
                     .is_none_or(|user| user.eq_ignore_ascii_case(upn))
             })
-            .flat_map(|grant| grant.scopes.iter().cloned())
+            .flat_map(|grant| {
+                let graph_for_exchange =
+                    exchange && !grant.resource.eq_ignore_ascii_case(resource_app_id);
+                grant.scopes.iter().filter(move |scope| {
+                    !graph_for_exchange
+                        || MAIL_PROTOCOL_SCOPES
+                            .iter()
+                            .any(|protocol| protocol.eq_ignore_ascii_case(scope))
+                })
+            })
+            .cloned()
             .collect();
         dedup_case_insensitive(&mut scopes);
         scopes

@@ -2,6 +2,12 @@
 //! their own mailbox or one they have FullAccess to (`user=` names it); an app only a mailbox its Exchange
 //! service principal has FullAccess to (`New-ServicePrincipal` + `Add-MailboxPermission`); and the protocol
 //! switched on for the mailbox (`Set-CASMailbox`), else for the tenant.
+//!
+//! An Exchange service principal counts only while its `ObjectId` is the app's service principal object id
+//! in Entra: registering the app registration's object id instead (the classic mistake, microsoft.md
+//! §10.1) leaves app-only access refused as if nothing were registered. Exchange's own behaviour for a
+//! mismatched id is not documented; this is the sandbox's reading of "the wrong one causes authentication
+//! failures".
 
 use crate::{identity::bearer::Principal, tenant::TenantModel};
 
@@ -66,11 +72,12 @@ pub(crate) fn open_mailbox(
                 });
             }
         }
-        Principal::App { app_id, .. } => {
-            let sp = tenant
-                .exchange_service_principals
-                .iter()
-                .find(|sp| sp.app_id.eq_ignore_ascii_case(app_id))
+        Principal::App {
+            app_id,
+            service_principal_id,
+            ..
+        } => {
+            let sp = exchange_service_principal(tenant, app_id, service_principal_id)
                 .ok_or_else(|| AccessRefusal::NoExchangeServicePrincipal(app_id.clone()))?;
             if !sp
                 .full_access_mailboxes
@@ -99,9 +106,24 @@ pub(crate) fn open_mailbox(
     Ok(mailbox.address.clone())
 }
 
+/// The Exchange service principal registered for `app_id` whose object id is the app's in Entra.
+pub(crate) fn exchange_service_principal<'t>(
+    tenant: &'t crate::tenant::Tenant,
+    app_id: &str,
+    service_principal_id: &str,
+) -> Option<&'t crate::tenant::ExchangeServicePrincipal> {
+    tenant.exchange_service_principals.iter().find(|sp| {
+        sp.app_id.eq_ignore_ascii_case(app_id)
+            && sp
+                .service_principal_object_id
+                .eq_ignore_ascii_case(service_principal_id)
+    })
+}
+
 /// Whether `principal`, acting for `mailbox` (a mailbox it may use: its own, or one it was let into), may
-/// send as `from`: that mailbox itself, or (app-only) a mailbox its Exchange service principal has SendAs
-/// on (`Add-RecipientPermission`). The SMTP service and Graph `sendMail` decide alike.
+/// send as `from`: that mailbox itself, a mailbox whose SendAs the user holds, or (app-only) a mailbox its
+/// Exchange service principal has SendAs on (`Add-RecipientPermission`). The SMTP service and Graph
+/// `sendMail` decide alike.
 pub(crate) fn may_send_as(
     directory: &TenantModel,
     principal: &Principal,
@@ -111,18 +133,28 @@ pub(crate) fn may_send_as(
     if from.eq_ignore_ascii_case(mailbox) {
         return true;
     }
-    let Principal::App { app_id, .. } = principal else {
-        return false;
-    };
-    directory.tenants.iter().any(|t| {
-        t.exchange_service_principals.iter().any(|sp| {
-            sp.app_id.eq_ignore_ascii_case(app_id)
-                && sp
-                    .send_as_mailboxes
+    match principal {
+        Principal::User { upn, .. } => directory.tenants.iter().any(|t| {
+            t.mailboxes.iter().any(|m| {
+                m.address.eq_ignore_ascii_case(from)
+                    && m.send_as_users.iter().any(|u| u.eq_ignore_ascii_case(upn))
+            })
+        }),
+        Principal::App {
+            app_id,
+            service_principal_id,
+            tenant_id,
+        } => directory
+            .tenants
+            .iter()
+            .filter(|t| t.id.eq_ignore_ascii_case(tenant_id))
+            .filter_map(|t| exchange_service_principal(t, app_id, service_principal_id))
+            .any(|sp| {
+                sp.send_as_mailboxes
                     .iter()
                     .any(|m| m.eq_ignore_ascii_case(from))
-        })
-    })
+            }),
+    }
 }
 
 #[cfg(test)]
@@ -140,10 +172,15 @@ mod tests {
     }
 
     fn app(app_id: &str) -> Principal {
+        let directory = TenantModel::demo();
+        let service_principal_id = directory
+            .find_app(app_id)
+            .and_then(|(_, app)| app.service_principal_id().map(str::to_owned))
+            .unwrap_or_default();
         Principal::App {
             tenant_id: demo::TENANT_ID.into(),
             app_id: app_id.into(),
-            service_principal_id: String::new(),
+            service_principal_id,
         }
     }
 

@@ -36,6 +36,7 @@
 //! answers Graph is commonly seen to give, and clients must branch on `code`, never on the text.
 
 mod delta;
+mod directory;
 mod drafts;
 mod folders;
 pub(crate) mod ids;
@@ -488,6 +489,24 @@ async fn unknown_segment(uri: Uri) -> GraphError {
     unknown_segment_named(&segments, known)
 }
 
+/// The directory's application routes ([`directory`]), else [`unknown_segment`].
+async fn other_paths(
+    state: State<Arc<IdentityState>>,
+    method: axum::http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if directory::handles(&mail::path_segments(&uri)) {
+        match directory::serve(state, method, uri, headers, body).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    } else {
+        unknown_segment(uri).await.into_response()
+    }
+}
+
 /// 400 `BadRequest` naming `segments[index]` (the last segment when there are fewer).
 pub(crate) fn unknown_segment_named(segments: &[String], index: usize) -> GraphError {
     let segment = segments
@@ -525,7 +544,7 @@ pub(crate) fn router(state: Arc<IdentityState>) -> Router<Arc<IdentityState>> {
         )
         .route("/v1.0", any(unknown_segment))
         .route("/v1.0/", any(unknown_segment))
-        .route("/v1.0/{*rest}", any(unknown_segment))
+        .route("/v1.0/{*rest}", any(other_paths))
         // The body was read whole and bounded before routing (`request_body`); axum's own default cap
         // (2 MiB) would otherwise refuse Graph bodies between 2 and 4 MiB in its own shape.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))

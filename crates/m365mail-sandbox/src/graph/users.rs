@@ -260,7 +260,7 @@ impl Filter {
 }
 
 /// An OData string literal: `'…'` with `''` for a quote inside.
-fn string_literal(text: &str) -> Option<String> {
+pub(super) fn string_literal(text: &str) -> Option<String> {
     let inner = text.strip_prefix('\'')?.strip_suffix('\'')?;
     let mut value = String::new();
     let mut characters = inner.chars();

@@ -86,6 +86,51 @@ impl Requirement {
         other_scopes: &["User.Read.All", "Directory.Read.All"],
         other_roles: &["Directory.Read.All"],
     };
+    /// Microsoft Graph: read applications, service principals and their grants (microsoft.md §9.4):
+    /// `Application.Read.All` or any of the write permissions of setup (the sandbox's leniency for reads).
+    pub const GRAPH_APPLICATIONS_READ: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "Application.Read.All",
+        role: "Application.Read.All",
+        other_scopes: &[
+            "Application.ReadWrite.All",
+            "AppRoleAssignment.ReadWrite.All",
+            "DelegatedPermissionGrant.ReadWrite.All",
+            "Directory.Read.All",
+        ],
+        other_roles: &[
+            "Application.ReadWrite.All",
+            "AppRoleAssignment.ReadWrite.All",
+            "DelegatedPermissionGrant.ReadWrite.All",
+            "Directory.Read.All",
+        ],
+    };
+    /// Microsoft Graph: create and change applications and service principals, add and remove passwords:
+    /// `Application.ReadWrite.All`.
+    pub const GRAPH_APPLICATIONS_WRITE: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "Application.ReadWrite.All",
+        role: "Application.ReadWrite.All",
+        other_scopes: &[],
+        other_roles: &[],
+    };
+    /// Microsoft Graph: grant application permissions (`appRoleAssignedTo`): `AppRoleAssignment.ReadWrite.All`.
+    pub const GRAPH_APP_ROLE_ASSIGNMENTS_WRITE: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "AppRoleAssignment.ReadWrite.All",
+        role: "AppRoleAssignment.ReadWrite.All",
+        other_scopes: &[],
+        other_roles: &[],
+    };
+    /// Microsoft Graph: grant delegated permissions (`oauth2PermissionGrants`):
+    /// `DelegatedPermissionGrant.ReadWrite.All`.
+    pub const GRAPH_DELEGATED_GRANTS_WRITE: Self = Self {
+        resource_app_id: MICROSOFT_GRAPH_APP_ID,
+        scope: "DelegatedPermissionGrant.ReadWrite.All",
+        role: "DelegatedPermissionGrant.ReadWrite.All",
+        other_scopes: &[],
+        other_roles: &[],
+    };
     /// Microsoft Graph: the signed-in user's profile (`/me`): delegated `User.Read` or any permission that
     /// reads all users. The roles only matter to tell an app-only token apart: `/me` refuses those anyway.
     pub const GRAPH_ME: Self = Self {
@@ -301,11 +346,10 @@ pub(crate) fn validate_bearer(
                 what: "app",
                 id: claims.appid.clone(),
             })?;
-        let service_principal_id = if app.service_principal_object_id.is_empty() {
-            app.client_id.clone()
-        } else {
-            app.service_principal_object_id.clone()
-        };
+        let service_principal_id = app
+            .service_principal_id()
+            .unwrap_or(&app.client_id)
+            .to_owned();
         return Ok(Principal::App {
             tenant_id: tenant.id.clone(),
             app_id: app.client_id.clone(),

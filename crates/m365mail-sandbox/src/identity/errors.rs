@@ -273,6 +273,19 @@ impl EntraError {
         )
     }
 
+    /// AADSTS7000229: client credentials for an app registration without a service principal in the
+    /// tenant (created through Graph, `POST /servicePrincipals` not yet done). The code is Entra's for
+    /// "service-principal-less" sign-ins (microsoft.md §9.4); the wording is the sandbox's.
+    pub(crate) fn missing_service_principal(client_id: &str, tenant: &str) -> Self {
+        Self::bad_request(
+            "invalid_client",
+            7000229,
+            format!(
+                "The client application {client_id} is missing service principal in the tenant {tenant}."
+            ),
+        )
+    }
+
     pub(crate) fn credential_required() -> Self {
         Self::invalid_client(
             7000218,

@@ -306,6 +306,12 @@ impl<'a> TokenRequest<'a> {
         let scope = self.params.require("scope")?;
         let (tenant, app) = self.app()?;
         let method = self.authenticate(tenant, app, PublicClientRule::CredentialRequired)?;
+        if app.service_principal_id().is_none() {
+            return Err(EntraError::missing_service_principal(
+                &app.client_id,
+                &tenant.id,
+            ));
+        }
         let selection = parse_app_only(tenant, scope)?;
         issue_app_only(self.state, tenant, app, &selection, method)
     }

@@ -103,11 +103,7 @@ pub(crate) fn issue_app_only(
 ) -> Result<Value, EntraError> {
     let lifetime = state.access_token_seconds();
     let mut claims = base_claims(state, tenant, &selection.audience, app, lifetime);
-    let service_principal = if app.service_principal_object_id.is_empty() {
-        &app.client_id
-    } else {
-        &app.service_principal_object_id
-    };
+    let service_principal = app.service_principal_id().unwrap_or(&app.client_id);
     claims.insert("oid".into(), json!(service_principal));
     claims.insert("sub".into(), json!(service_principal));
     claims.insert("idtyp".into(), json!("app"));

@@ -24,5 +24,6 @@ mod msal;
 mod pop3;
 mod refresh;
 mod ropc;
+mod setup_graph;
 mod smtp;
 mod tenant_file;
