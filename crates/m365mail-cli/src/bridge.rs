@@ -11,7 +11,10 @@ use std::time::Duration;
 use clap::Parser as _;
 use m365mail::auth::Target;
 use m365mail::bridge::accounts::Accounts;
-use m365mail::bridge::service::{Bridge, BridgeOptions};
+use m365mail::bridge::graph::GraphUpstream;
+use m365mail::bridge::route::UpstreamMode;
+use m365mail::bridge::service::{Bridge, BridgeOptions, Upstreams};
+use m365mail::bridge::spool::{self, Spool, SpoolOptions};
 use m365mail::bridge::upstream::SmtpUpstream;
 use m365mail::bridge::{BridgeError, tls};
 use m365mail::smtp::SmtpOptions;
@@ -31,6 +34,51 @@ pub(crate) enum BridgeCommand {
     /// The local accounts devices sign in with.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// The spool's queue and dead letters (spool mode: `[bridge.spool]`).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+/// Where the spool is.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SpoolArg {
+    /// The spool directory (default: the `[bridge.spool]` dir).
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
+}
+
+/// `bridge queue …`: works on the spool directory, with or without a running bridge (which takes a retry
+/// or a drop within 2 s).
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum QueueCommand {
+    /// The queued messages (id, age, account, sender, recipients, size, attempts, next attempt, last error);
+    /// --dead lists the dead letters instead. `--json` (global) for one JSON array.
+    List {
+        /// The dead letters (given up) instead of the queue.
+        #[arg(long)]
+        dead: bool,
+        #[command(flatten)]
+        spool: SpoolArg,
+    },
+    /// Try queued messages now, or send dead letters again (back to the queue, attempts reset).
+    Retry {
+        /// Spool ids (from `bridge queue list`).
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every queued message and every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        spool: SpoolArg,
+    },
+    /// Remove queued messages or dead letters for good (an audit line says so).
+    Drop {
+        /// Spool ids (from `bridge queue list`).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        spool: SpoolArg,
+    },
 }
 
 /// Where the accounts file is.
@@ -55,6 +103,9 @@ pub(crate) struct ServeArgs {
     /// No pacing (the `[bridge]` rate_per_minute), e.g. against the sandbox.
     #[arg(long)]
     no_pacing: bool,
+    /// Spool mode with this spool directory (instead of `[bridge.spool]` dir; its other keys still apply).
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
     #[command(flatten)]
     accounts: AccountsArg,
 }
@@ -70,6 +121,20 @@ pub(crate) enum ClientCommand {
         /// An address it may send as (repeatable; default: the profile's mailbox or username).
         #[arg(long = "from-allow", value_name = "ADDRESS")]
         from_allow: Vec<String>,
+        /// Its upstream: xoauth2 (SMTP), graph (Microsoft Graph sendMail) or auto (XOAUTH2, Graph while SMTP
+        /// AUTH is off). Default: the `[bridge]` upstream, else xoauth2.
+        #[arg(long, value_name = "MODE")]
+        upstream: Option<String>,
+        #[command(flatten)]
+        accounts: AccountsArg,
+    },
+    /// Change an account's upstream: xoauth2, graph, auto, or default (the `[bridge]` upstream). A running
+    /// bridge uses it from the next message (queued ones included).
+    Upstream {
+        /// The account.
+        name: String,
+        /// xoauth2, graph, auto or default.
+        mode: String,
         #[command(flatten)]
         accounts: AccountsArg,
     },
@@ -99,6 +164,7 @@ pub(crate) async fn run(command: BridgeCommand, global: &GlobalArgs) -> anyhow::
     match command {
         BridgeCommand::Serve(args) => serve(args, global, &config).await,
         BridgeCommand::Client(command) => client(command, global, &config),
+        BridgeCommand::Queue(command) => queue(command, global, &config),
     }
 }
 
@@ -141,8 +207,13 @@ fn client(
         ClientCommand::Add {
             name,
             from_allow,
+            upstream,
             accounts,
         } => {
+            let upstream = upstream
+                .as_deref()
+                .map(str::parse::<UpstreamMode>)
+                .transpose()?;
             let (profile_name, profile) = config.profile(global.profile.as_deref())?;
             if !config.profiles.contains_key(&profile_name) {
                 return Err(usage(format!(
@@ -164,11 +235,13 @@ fn client(
             let _lock = lock_accounts(&path)?;
             let mut file = Accounts::load(&path)?;
             let password = file.add(&name, &profile_name, from_allow.clone(), &now_rfc3339())?;
+            file.set_upstream(&name, upstream)?;
             file.save()?;
             if global.json {
                 println!(
                     "{}",
                     json!({ "name": name, "profile": profile_name, "from_allow": from_allow,
+                            "upstream": upstream.map(UpstreamMode::as_str),
                             "password": password.expose(), "accounts": path })
                 );
             } else {
@@ -191,6 +264,7 @@ fn client(
                     .iter()
                     .map(|a| {
                         json!({ "name": a.name, "profile": a.profile, "from_allow": a.from_allow,
+                                     "upstream": a.upstream.map(UpstreamMode::as_str),
                                      "changed": a.changed })
                     })
                     .collect();
@@ -202,19 +276,40 @@ fn client(
                 );
             } else {
                 println!(
-                    "{:<24} {:<20} {:<21} FROM-ALLOW",
-                    "NAME", "PROFILE", "CHANGED"
+                    "{:<24} {:<20} {:<9} {:<21} FROM-ALLOW",
+                    "NAME", "PROFILE", "UPSTREAM", "CHANGED"
                 );
                 for a in file.list() {
                     println!(
-                        "{:<24} {:<20} {:<21} {}",
+                        "{:<24} {:<20} {:<9} {:<21} {}",
                         a.name,
                         a.profile,
+                        a.upstream.map_or("default", UpstreamMode::as_str),
                         a.changed,
                         a.from_allow.join(", ")
                     );
                 }
             }
+        }
+        ClientCommand::Upstream {
+            name,
+            mode,
+            accounts,
+        } => {
+            let upstream = if mode.eq_ignore_ascii_case("default") {
+                None
+            } else {
+                Some(mode.parse::<UpstreamMode>()?)
+            };
+            let path = accounts_path(&accounts, section)?;
+            let _lock = lock_accounts(&path)?;
+            let mut file = Accounts::load(&path)?;
+            file.set_upstream(&name, upstream)?;
+            file.save()?;
+            eprintln!(
+                "account {name:?}: upstream {}",
+                upstream.map_or("default (the [bridge] upstream)", UpstreamMode::as_str)
+            );
         }
         ClientCommand::Remove { name, accounts } => {
             let path = accounts_path(&accounts, section)?;
@@ -252,6 +347,7 @@ struct Defaults {
 
 /// One listener to open.
 struct ListenSpec {
+    spool: bool,
     address: String,
     tls: BridgeTls,
     certificate: Option<PathBuf>,
@@ -259,7 +355,30 @@ struct ListenSpec {
     allow_auth_without_tls: bool,
 }
 
-async fn upstream_for(global: &GlobalArgs, profile: &str) -> anyhow::Result<SmtpUpstream> {
+/// The mailbox a profile's bridge upstream sends as: its `mailbox`, else (delegated) its `username`, else
+/// the token's account.
+async fn upstream_mailbox(profile: &str, session: &session::Session) -> anyhow::Result<String> {
+    let app_only = session.flow.is_app_only();
+    match session.profile.mailbox.clone().or_else(|| {
+        (!app_only)
+            .then(|| session.settings.username.clone())
+            .flatten()
+    }) {
+        Some(mailbox) => Ok(mailbox),
+        None if app_only => Err(usage(format!(
+            "profile {profile:?} is app-only: set its `mailbox` (the mailbox the bridge sends as)"
+        ))),
+        None => session.provider.token().await?.account.ok_or_else(|| {
+            usage(format!(
+                "profile {profile:?}: set its `username` or `mailbox`"
+            ))
+        }),
+    }
+}
+
+/// A profile's upstreams: SMTP with XOAUTH2, and Graph (`Mail.Send` and `Mail.ReadWrite`: large messages go
+/// as drafts). Building them signs nothing in.
+async fn upstreams_for(global: &GlobalArgs, profile: &str) -> anyhow::Result<Upstreams> {
     let defaults = Defaults::try_parse_from(["m365mail"])?;
     let global = GlobalArgs {
         profile: Some(profile.to_owned()),
@@ -272,31 +391,26 @@ async fn upstream_for(global: &GlobalArgs, profile: &str) -> anyhow::Result<Smtp
         ScopeChoice::Mail(Target::Smtp),
     )?;
     let endpoint = session::mail_endpoint(&session, Target::Smtp, None, None)?;
-    let app_only = session.flow.is_app_only();
-    let mailbox = match session.profile.mailbox.clone().or_else(|| {
-        (!app_only)
-            .then(|| session.settings.username.clone())
-            .flatten()
-    }) {
-        Some(mailbox) => mailbox,
-        None if app_only => {
-            return Err(usage(format!(
-                "profile {profile:?} is app-only: set its `mailbox` (the mailbox the bridge sends as)"
-            )));
-        }
-        None => session.provider.token().await?.account.ok_or_else(|| {
-            usage(format!(
-                "profile {profile:?}: set its `username` or `mailbox`"
-            ))
-        })?,
-    };
+    let mailbox = upstream_mailbox(profile, &session).await?;
     let options = SmtpOptions::new(endpoint, session.trust.clone());
-    Ok(SmtpUpstream::new(
+    let smtp = SmtpUpstream::new(
         session.provider,
         options,
-        mailbox,
+        mailbox.clone(),
         Arc::new(SystemClock),
-    ))
+    );
+    let graph_session = session::build(
+        &global,
+        &defaults.profile,
+        &defaults.auth,
+        ScopeChoice::Graph(&["Mail.Send", "Mail.ReadWrite"]),
+    )?;
+    let client = session::graph_client(&graph_session)?;
+    let graph = GraphUpstream::new(client, graph_session.provider, mailbox);
+    Ok(Upstreams {
+        smtp,
+        graph: Some(graph),
+    })
 }
 
 async fn serve(
@@ -345,6 +459,14 @@ async fn serve(
         (false, Some(n)) => Some(n),
         (false, None) => Some(30),
     };
+    if let Some(mode) = &section.upstream {
+        options.default_upstream = mode
+            .parse()
+            .map_err(|e: BridgeError| usage(format!("[bridge] upstream: {e}")))?;
+    }
+    if let Some(secs) = section.graph_remember_secs {
+        options.graph_remember = Duration::from_secs(secs);
+    }
     options.allow_networks = section
         .allow_networks
         .iter()
@@ -374,18 +496,48 @@ async fn serve(
     let mut upstreams = HashMap::new();
     let mut upstream_lines = Vec::new();
     for profile in &profiles {
-        match upstream_for(global, profile).await {
-            Ok(upstream) => {
-                // A token now: a profile that cannot sign in is reported before a device finds out.
-                match upstream.check_token().await {
-                    Ok(_) => tracing::info!(%profile, mailbox = upstream.mailbox(),
-                                            upstream = %upstream.describe(), "upstream ready"),
-                    Err(e) => tracing::warn!(%profile, cause = %e.cause(), remedy = %e.remedy(),
-                                             "no token for this profile yet; its accounts' messages are deferred (451) until there is one"),
+        // The modes its accounts use now: a token for each now, so that a profile that cannot sign in is
+        // reported before a device finds out. (Both upstreams are built: an account may change mode later.)
+        let modes: Vec<UpstreamMode> = accounts
+            .list()
+            .iter()
+            .filter(|a| &a.profile == profile)
+            .map(|a| a.upstream.unwrap_or(options.default_upstream))
+            .collect();
+        match upstreams_for(global, profile).await {
+            Ok(route) => {
+                if modes.iter().any(|m| m.uses_smtp()) {
+                    match route.smtp.check_token().await {
+                        Ok(_) => tracing::info!(%profile, mailbox = route.smtp.mailbox(),
+                                                upstream = %route.smtp.describe(), "XOAUTH2 upstream ready"),
+                        Err(e) => {
+                            tracing::warn!(%profile, cause = %e.cause(), remedy = %e.remedy(),
+                                                 "no SMTP token for this profile yet; its accounts' messages are deferred (451) until there is one")
+                        }
+                    }
                 }
-                upstream_lines.push(json!({ "profile": profile, "mailbox": upstream.mailbox(),
-                                            "upstream": upstream.describe() }));
-                upstreams.insert(profile.clone(), upstream);
+                if let Some(graph) = route
+                    .graph
+                    .as_ref()
+                    .filter(|_| modes.iter().any(|m| m.uses_graph()))
+                {
+                    match graph.check_token().await {
+                        Ok(_) => tracing::info!(%profile, mailbox = graph.mailbox(),
+                                                upstream = %graph.describe(), "Graph upstream ready"),
+                        Err(e) => {
+                            tracing::warn!(%profile, cause = %e.cause(), remedy = %e.remedy(),
+                                                 "no Graph token for this profile yet; its Graph messages are deferred (451) until there is one")
+                        }
+                    }
+                }
+                let mut used: Vec<&str> = modes.iter().map(|m| m.as_str()).collect();
+                used.sort_unstable();
+                used.dedup();
+                upstream_lines.push(json!({ "profile": profile, "mailbox": route.smtp.mailbox(),
+                                            "upstream": route.smtp.describe(),
+                                            "graph": route.graph.as_ref().map(|g| g.describe()),
+                                            "modes": used }));
+                upstreams.insert(profile.clone(), route);
             }
             Err(e) => {
                 tracing::error!(%profile, error = %format!("{e:#}"),
@@ -394,6 +546,12 @@ async fn serve(
         }
     }
     let bridge = Bridge::new(options.clone(), accounts_path.clone(), upstreams)?;
+    if let Some(spool_options) = spool_options(section, args.spool.clone())? {
+        let spool = Spool::open(spool_options)?;
+        let (queued, bytes) = spool.depth();
+        tracing::info!(dir = %spool.options().dir.display(), queued, bytes, "spool mode");
+        bridge.attach_spool(spool);
+    }
 
     let specs: Vec<ListenSpec> = if args.listen.is_empty() {
         if section.listen.is_empty() {
@@ -403,6 +561,7 @@ async fn serve(
                 certificate: None,
                 private_key: None,
                 allow_auth_without_tls: false,
+                spool: true,
             }]
         } else {
             section
@@ -414,6 +573,7 @@ async fn serve(
                     certificate: l.certificate.clone(),
                     private_key: l.private_key.clone(),
                     allow_auth_without_tls: l.allow_auth_without_tls,
+                    spool: l.spool.unwrap_or(true),
                 })
                 .collect()
         }
@@ -426,6 +586,7 @@ async fn serve(
                 certificate: None,
                 private_key: None,
                 allow_auth_without_tls: args.allow_auth_without_tls,
+                spool: true,
             })
             .collect()
     };
@@ -504,10 +665,11 @@ async fn serve(
             server_tls,
             Duration::from_secs(30),
             options.limits.max_connections,
-            bridge.listener(implicit, spec.allow_auth_without_tls),
+            bridge.listener_in(implicit, spec.allow_auth_without_tls, spec.spool),
             stopped.clone(),
         ));
         listening.push(json!({ "address": bound.to_string(), "tls": mode,
+                               "spool": spec.spool && bridge.spool().is_some(),
                                "allow_auth_without_tls": spec.allow_auth_without_tls,
                                "fingerprint_sha256": fingerprint }));
     }
@@ -517,7 +679,8 @@ async fn serve(
             "{}",
             json!({ "listeners": listening, "accounts": accounts.list().len(), "accounts_file": accounts_path,
                     "upstreams": upstream_lines,
-                    "rate_per_minute": options.rate_per_minute })
+                    "rate_per_minute": options.rate_per_minute,
+                    "spool": bridge.spool().map(|s| s.options().dir.clone()) })
         );
     } else {
         for l in &listening {
@@ -541,14 +704,202 @@ async fn serve(
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
+    let worker = bridge.spool().cloned().map(|spool| {
+        tokio::spawn(m365mail::bridge::worker::run(
+            Arc::clone(&bridge),
+            spool,
+            stopped.clone(),
+        ))
+    });
+
     wait_for_stop().await;
     tracing::info!("stopping: open sessions get 2 s to finish");
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
     }
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
     for route in bridge.routes().values() {
         route.upstream.close().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The spool's options from `[bridge.spool]` (`dir` replaced by `--spool`); `None`: no spool mode.
+fn spool_options(
+    section: &BridgeSection,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<Option<SpoolOptions>> {
+    let Some(dir) = dir.or_else(|| section.spool.as_ref().map(|s| s.dir.clone())) else {
+        return Ok(None);
+    };
+    let mut options = SpoolOptions::new(dir);
+    if let Some(spool) = &section.spool {
+        let positive = |name: &str, value: u64| {
+            if value == 0 {
+                Err(usage(format!(
+                    "[bridge.spool] {name} = 0: give a positive number"
+                )))
+            } else {
+                Ok(value)
+            }
+        };
+        if let Some(n) = spool.max_messages {
+            options.max_messages = positive("max_messages", n as u64)? as usize;
+        }
+        if let Some(n) = spool.max_bytes {
+            options.max_bytes = positive("max_bytes", n)?;
+        }
+        if let Some(n) = spool.max_attempts {
+            options.max_attempts = positive("max_attempts", u64::from(n))? as u32;
+        }
+        if let Some(n) = spool.max_age_secs {
+            options.max_age = Duration::from_secs(positive("max_age_secs", n)?);
+        }
+        if let Some(n) = spool.retry_first_secs {
+            options.retry_first = Duration::from_secs(positive("retry_first_secs", n)?);
+        }
+        if let Some(n) = spool.retry_max_secs {
+            options.retry_max = Duration::from_secs(positive("retry_max_secs", n)?);
+        }
+        if options.retry_max < options.retry_first {
+            return Err(usage(
+                "[bridge.spool] retry_max_secs is below retry_first_secs",
+            ));
+        }
+    }
+    Ok(Some(options))
+}
+
+fn spool_dir(arg: &SpoolArg, section: &BridgeSection) -> anyhow::Result<PathBuf> {
+    arg.spool
+        .clone()
+        .or_else(|| section.spool.as_ref().map(|s| s.dir.clone()))
+        .ok_or_else(|| usage("no spool: give --spool DIR or set [bridge.spool] dir"))
+}
+
+fn age(now_ms: u64, then_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(then_ms) / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+fn queue(
+    command: QueueCommand,
+    global: &GlobalArgs,
+    config: &ConfigFile,
+) -> anyhow::Result<ExitCode> {
+    let section = &config.bridge;
+    let now_ms = SystemClock.unix_now() * 1000;
+    match command {
+        QueueCommand::List { dead, spool: arg } => {
+            let dir = spool_dir(&arg, section)?;
+            let unreadable = |e: std::io::Error| BridgeError::Spool {
+                path: dir.clone(),
+                detail: e.to_string(),
+            };
+            if dead {
+                let letters = spool::list_dead(&dir).map_err(unreadable)?;
+                if global.json {
+                    println!("{}", serde_json::to_string(&letters)?);
+                } else if letters.is_empty() {
+                    eprintln!("no dead letters in {}", dir.display());
+                } else {
+                    println!(
+                        "{:<31} {:>5} {:<16} {:<32} REASON",
+                        "ID", "AGE", "ACCOUNT", "FROM"
+                    );
+                    for l in &letters {
+                        println!(
+                            "{:<31} {:>5} {:<16} {:<32} {}",
+                            l.envelope.id,
+                            age(now_ms, l.envelope.received_ms),
+                            l.envelope.account,
+                            l.envelope.from,
+                            l.reason
+                        );
+                    }
+                }
+            } else {
+                let queued = spool::list_queue(&dir).map_err(unreadable)?;
+                if global.json {
+                    println!("{}", serde_json::to_string(&queued)?);
+                } else if queued.is_empty() {
+                    eprintln!("the queue in {} is empty", dir.display());
+                } else {
+                    println!(
+                        "{:<31} {:>5} {:<16} {:<32} {:>5} {:>9} {:>3} LAST ERROR",
+                        "ID", "AGE", "ACCOUNT", "FROM", "RCPTS", "SIZE", "TRY"
+                    );
+                    for q in &queued {
+                        println!(
+                            "{:<31} {:>5} {:<16} {:<32} {:>5} {:>9} {:>3} {}",
+                            q.envelope.id,
+                            age(now_ms, q.envelope.received_ms),
+                            q.envelope.account,
+                            q.envelope.from,
+                            q.envelope.recipients.len(),
+                            q.envelope.size,
+                            q.attempts.attempts,
+                            q.attempts.last_error.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+        }
+        QueueCommand::Retry {
+            ids,
+            all,
+            spool: arg,
+        } => {
+            let dir = spool_dir(&arg, section)?;
+            let ids = if all {
+                let unreadable = |e: std::io::Error| BridgeError::Spool {
+                    path: dir.clone(),
+                    detail: e.to_string(),
+                };
+                let mut ids: Vec<String> = spool::list_queue(&dir)
+                    .map_err(unreadable)?
+                    .into_iter()
+                    .map(|q| q.envelope.id)
+                    .collect();
+                ids.extend(
+                    spool::list_dead(&dir)
+                        .map_err(unreadable)?
+                        .into_iter()
+                        .map(|l| l.envelope.id),
+                );
+                ids
+            } else {
+                ids
+            };
+            for id in &ids {
+                let was = spool::request_retry(&dir, id)?;
+                tracing::info!(target: "m365mail::audit", event = "queue", spool_id = %id, action = "retry", was);
+                eprintln!(
+                    "{id}: {}",
+                    if was == "dead" {
+                        "back in the queue (attempts reset)"
+                    } else {
+                        "to be tried now"
+                    }
+                );
+            }
+        }
+        QueueCommand::Drop { ids, spool: arg } => {
+            let dir = spool_dir(&arg, section)?;
+            for id in &ids {
+                let was = spool::drop_message(&dir, id)?;
+                tracing::info!(target: "m365mail::audit", event = "queue", spool_id = %id, action = "drop", was);
+                eprintln!("{id}: removed ({was})");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -194,6 +194,17 @@ pub(crate) struct ConfigFile {
 /// max_connections_per_address = 20        # at once, from one client address
 /// sign_in_timeout_secs = 60               # connected but not signed in this long: 421, closed
 /// max_errors = 20                         # negative replies one session may get before it is closed
+/// upstream = "xoauth2"                    # an account's upstream unless it names one: xoauth2 | graph | auto
+/// graph_remember_secs = 3600              # auto: after a 535 5.7.139, Graph for this long, then XOAUTH2 again
+///
+/// [bridge.spool]                          # spool mode: 250 once fsynced, delivered in the background
+/// dir = "/path/spool"                     # required to turn it on
+/// max_messages = 10000                    # queued at most (then 452 4.3.1)
+/// max_bytes = 2147483648
+/// max_attempts = 100                      # then dead letter + DSN
+/// max_age_secs = 432000                   # 5 days; then dead letter + DSN
+/// retry_first_secs = 60                   # the first retry; doubling up to retry_max_secs
+/// retry_max_secs = 1800
 ///
 /// [[bridge.listen]]
 /// address = "0.0.0.0:587"
@@ -201,6 +212,8 @@ pub(crate) struct ConfigFile {
 /// certificate = "/path/cert.pem"          # with private_key; neither: one is generated on first start
 /// private_key = "/path/key.pem"
 /// allow_auth_without_tls = false          # a password in clear text off loopback: a risk you accept
+/// spool = true                            # with [bridge.spool]: false answers this listener's devices only
+///                                         # once Microsoft 365 has (direct mode)
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,10 +229,26 @@ pub(crate) struct BridgeSection {
     pub(crate) max_connections_per_address: Option<usize>,
     pub(crate) sign_in_timeout_secs: Option<u64>,
     pub(crate) max_errors: Option<u32>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) graph_remember_secs: Option<u64>,
     #[serde(default)]
     pub(crate) allow_networks: Vec<String>,
     #[serde(default)]
     pub(crate) listen: Vec<BridgeListen>,
+    pub(crate) spool: Option<BridgeSpool>,
+}
+
+/// `[bridge.spool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BridgeSpool {
+    pub(crate) dir: PathBuf,
+    pub(crate) max_messages: Option<usize>,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) max_age_secs: Option<u64>,
+    pub(crate) retry_first_secs: Option<u64>,
+    pub(crate) retry_max_secs: Option<u64>,
 }
 
 /// One `[[bridge.listen]]`.
@@ -233,6 +262,8 @@ pub(crate) struct BridgeListen {
     pub(crate) private_key: Option<PathBuf>,
     #[serde(default)]
     pub(crate) allow_auth_without_tls: bool,
+    /// `None`: spool when `[bridge.spool]` is set.
+    pub(crate) spool: Option<bool>,
 }
 
 /// A bridge listener's TLS.

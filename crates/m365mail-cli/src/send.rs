@@ -497,7 +497,9 @@ async fn send_graph(
                 .send_json(&token.token, &mailbox, message.message.clone(), save)
                 .await
                 .map(|()| 0),
-            GraphForm::Json(message) => send_draft(&client, &token.token, &mailbox, message).await,
+            GraphForm::Json(message) => {
+                m365mail::outbound::send_draft(&client, &token.token, &mailbox, message).await
+            }
         };
         let form_name = match &form {
             GraphForm::Mime { .. } => "mime",
@@ -612,27 +614,6 @@ fn graph_form<'a>(
         ));
     }
     Ok(GraphForm::Mime { reason })
-}
-
-/// A message with large attachments: a draft with the small ones, an upload session per large one, then
-/// `send`. Returns the upload requests made. A draft left by a failure stays in Drafts (nothing was sent).
-async fn send_draft(
-    client: &m365mail::graph::GraphClient,
-    token: &m365mail::Secret,
-    mailbox: &str,
-    message: &m365mail::graph::mail::JsonMessage<'_>,
-) -> Result<u32, m365mail::graph::GraphError> {
-    let id = client
-        .create_draft(token, mailbox, &message.message)
-        .await?;
-    let mut puts = 0;
-    for attachment in &message.large {
-        puts += client
-            .upload_attachment(token, mailbox, &id, attachment)
-            .await?;
-    }
-    client.send_draft(token, mailbox, &id).await?;
-    Ok(puts)
 }
 
 /// The mailbox to send as: --mailbox, the profile's, the signed-in user; app-only has no user, so it signs in as

@@ -13,7 +13,7 @@ use m365mail_sandbox::demo;
 use serde_json::Value;
 
 mod common;
-use common::{Served, describe};
+use common::{Served, Smtp, admin_api, describe, subjects};
 
 fn m365mail(dir: &Path, args: &[&str]) -> Output {
     Command::cargo_bin("m365mail")
@@ -37,6 +37,28 @@ fn add_account(dir: &Path, name: &str, profile: &str, from_allow: &[&str]) -> St
     let added = m365mail(dir, &args);
     assert!(added.status.success(), "{}", describe(&added));
     let line: Value = serde_json::from_slice(&added.stdout).unwrap();
+    line["password"].as_str().unwrap().to_owned()
+}
+
+/// `bridge client add NAME -p PROFILE --upstream MODE`: the password.
+fn add_account_with(dir: &Path, name: &str, profile: &str, upstream: &str) -> String {
+    let added = m365mail(
+        dir,
+        &[
+            "--json",
+            "-p",
+            profile,
+            "bridge",
+            "client",
+            "add",
+            name,
+            "--upstream",
+            upstream,
+        ],
+    );
+    assert!(added.status.success(), "{}", describe(&added));
+    let line: Value = serde_json::from_slice(&added.stdout).unwrap();
+    assert_eq!(line["upstream"], upstream);
     line["password"].as_str().unwrap().to_owned()
 }
 
@@ -771,4 +793,82 @@ fn a_legacy_client_sends_through_the_bridge_to_postfix() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(bridge.log().contains(r#"result="relayed""#));
+}
+
+/// SMTP AUTH switched off for Adele (Set-CASMailbox through the sandbox's admin API): an `auto` account's
+/// message lands through Graph and its audit line says so; an `xoauth2` account's device gets the 5.7.139
+/// explanation. `bridge client upstream` then moves that account to Graph without a restart.
+#[test]
+fn with_smtp_auth_off_auto_lands_through_graph_and_xoauth2_explains_5_7_139() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let served = Served::start(work);
+    admin_api(
+        work,
+        &served,
+        "POST",
+        &format!("mailboxes/{}/cas-mailbox", demo::USER_UPN),
+        Some(serde_json::json!({ "SmtpClientAuthenticationDisabled": true })),
+    );
+    let auto = add_account_with(work, "printer", "sandbox-user", "auto");
+    let direct = add_account_with(work, "erp", "sandbox-user", "xoauth2");
+    let bridge = Bridge::start(work);
+    let user = demo::USER_UPN;
+    let message =
+        |subject: &str| format!("From: {user}\r\nTo: {user}\r\nSubject: {subject}\r\n\r\nscan\r\n");
+    let mut printer = Smtp::connect(bridge.port).unwrap();
+    printer.login("printer", &auto).unwrap();
+    let reply = printer
+        .send(user, &[user], &message("auto via graph"))
+        .unwrap();
+    assert!(reply.starts_with("250 2.0.0 OK"), "{reply}");
+    let mut erp = Smtp::connect(bridge.port).unwrap();
+    erp.login("erp", &direct).unwrap();
+    let refused = erp
+        .send(user, &[user], &message("xoauth2 refused"))
+        .unwrap();
+    assert!(
+        refused.starts_with("554 5.7.139 Microsoft 365 has SMTP AUTH switched off"),
+        "{refused}"
+    );
+    assert!(refused.contains("upstream graph or auto"), "{refused}");
+    // The operator moves the account to Graph; the same session's next message goes (no restart).
+    let changed = m365mail(work, &["bridge", "client", "upstream", "erp", "graph"]);
+    assert!(changed.status.success(), "{}", describe(&changed));
+    let list = m365mail(work, &["--json", "bridge", "client", "list"]);
+    let accounts: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(accounts[1]["upstream"], "graph");
+    let reply = erp
+        .send(user, &[user], &message("graph after change"))
+        .unwrap();
+    assert!(reply.starts_with("250 "), "{reply}");
+
+    let inbox = subjects(work, &served, user, "Inbox");
+    for expected in ["auto via graph", "graph after change"] {
+        assert_eq!(
+            inbox.iter().filter(|s| *s == expected).count(),
+            1,
+            "{inbox:?}"
+        );
+    }
+    assert!(!inbox.iter().any(|s| s == "xoauth2 refused"), "{inbox:?}");
+    let log = bridge.log();
+    let line = |subject_account: &str, result: &str| {
+        log.lines()
+            .filter(|l| l.contains(r#"event="message""#) && l.contains(subject_account))
+            .find(|l| l.contains(result))
+            .unwrap_or_else(|| panic!("no {result} line for {subject_account}: {log}"))
+            .to_owned()
+    };
+    let carried = line("account=printer", r#"result="relayed""#);
+    assert!(carried.contains(r#"mode="auto""#), "{carried}");
+    assert!(carried.contains(r#"upstream="graph""#), "{carried}");
+    assert!(carried.contains("fallback=true"), "{carried}");
+    let refusal = line("account=erp", r#"result="refused""#);
+    assert!(refusal.contains(r#"upstream="xoauth2""#), "{refusal}");
+    let moved = line("account=erp", r#"result="relayed""#);
+    assert!(
+        moved.contains(r#"upstream="graph""#) && moved.contains("fallback=false"),
+        "{moved}"
+    );
 }

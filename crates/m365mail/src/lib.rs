@@ -22,6 +22,7 @@ pub mod graph;
 pub mod http;
 pub mod imap;
 pub mod mime;
+pub mod outbound;
 pub mod pop3;
 pub mod read;
 pub mod secret;

@@ -242,6 +242,35 @@ pub fn sender_addresses(raw: &[u8]) -> Result<Vec<String>, String> {
     Ok(addresses)
 }
 
+/// Every address of a message's `To:`, `Cc:` and `Bcc:` fields (groups and lists included), lower-cased, once
+/// each: the recipients a sender that reads them from the header (Graph's MIME `sendMail`) delivers to.
+pub fn header_recipients(raw: &[u8]) -> Vec<String> {
+    let Some(message) = MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    let mut addresses: Vec<String> = Vec::new();
+    for name in [
+        mail_parser::HeaderName::To,
+        mail_parser::HeaderName::Cc,
+        mail_parser::HeaderName::Bcc,
+    ] {
+        for value in message.header_values(name) {
+            let Some(list) = value.as_address() else {
+                continue;
+            };
+            for mailbox in list.iter() {
+                if let Some(address) = mailbox.address.as_deref().filter(|a| a.contains('@')) {
+                    let address = address.to_ascii_lowercase();
+                    if !addresses.contains(&address) {
+                        addresses.push(address);
+                    }
+                }
+            }
+        }
+    }
+    addresses
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,12 @@ use m365mail::auth::{
     TokenCache, TokenClient, TokenProvider,
 };
 use m365mail::bridge::accounts::Accounts;
-use m365mail::bridge::service::{Bridge, BridgeOptions};
+use m365mail::bridge::graph::GraphUpstream;
+use m365mail::bridge::route::UpstreamMode;
+use m365mail::bridge::service::{Bridge, BridgeOptions, Upstreams};
 use m365mail::bridge::upstream::SmtpUpstream;
 use m365mail::endpoint::{HostPort, MailEndpoint, TlsMode};
+use m365mail::graph::{GraphClient, GraphOptions};
 use m365mail::smtp::SmtpOptions;
 use m365mail::time::{Clock as _, FakeClock, SystemClock};
 use m365mail::tls::TlsTrust;
@@ -85,20 +88,8 @@ async fn sandbox() -> Sandbox {
     Sandbox::start(config).await.unwrap()
 }
 
-/// A bridge whose account `printer` (password returned) relays as Adele through `sbx`, tokens from a
-/// provider on `clock`.
-async fn bridge_to(
-    sbx: &Sandbox,
-    clock: &FakeClock,
-    options: BridgeOptions,
-) -> (Arc<Bridge>, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut accounts = Accounts::load(&dir.path().join("accounts.json")).unwrap();
-    let password = accounts
-        .add("printer", "work", vec![demo::USER_UPN.into()], "t")
-        .unwrap();
-    accounts.save().unwrap();
-    let scopes = Scopes::for_target(Target::Smtp, Access::Delegated, &Cloud::Global);
+/// Adele's tokens for `scopes` from `sbx`, by the password flow, on `clock`.
+fn provider(sbx: &Sandbox, clock: &FakeClock, scopes: Scopes) -> TokenProvider {
     let client = TokenClient::new(
         Authority::new(
             Cloud::custom(sbx.base_url().as_str()).unwrap(),
@@ -119,7 +110,7 @@ async fn bridge_to(
         demo::USER_UPN,
         &scopes,
     );
-    let provider = TokenProvider::new(
+    TokenProvider::new(
         Arc::new(FlowSource {
             client,
             flow: Flow::Password {
@@ -131,7 +122,19 @@ async fn bridge_to(
         key,
         scopes,
         Arc::new(clock.clone()),
-    );
+    )
+}
+
+fn trust(sbx: &Sandbox) -> TlsTrust {
+    TlsTrust::system()
+        .with_ca_pem(sbx.ca_pem(), "sandbox CA")
+        .unwrap()
+        .extra_only()
+}
+
+/// Adele's upstreams on `sbx`: XOAUTH2 to its SMTP listener, Graph on its identity listener.
+fn upstreams(sbx: &Sandbox, clock: &FakeClock) -> Upstreams {
+    let scopes = Scopes::for_target(Target::Smtp, Access::Delegated, &Cloud::Global);
     let smtp = sbx
         .listeners()
         .iter()
@@ -143,17 +146,54 @@ async fn bridge_to(
             address: HostPort::parse("smtp", &smtp.to_string()).unwrap(),
             tls: TlsMode::Starttls,
         },
-        TlsTrust::system()
-            .with_ca_pem(sbx.ca_pem(), "sandbox CA")
-            .unwrap()
-            .extra_only(),
+        trust(sbx),
     );
-    let upstream = SmtpUpstream::new(
-        provider,
+    let smtp = SmtpUpstream::new(
+        provider(sbx, clock, scopes),
         options_smtp,
         demo::USER_UPN.into(),
         Arc::new(clock.clone()),
     );
+    let graph_scopes = Scopes::new([
+        "https://graph.microsoft.com/Mail.Send".to_owned(),
+        "https://graph.microsoft.com/Mail.ReadWrite".to_owned(),
+        "offline_access".to_owned(),
+    ]);
+    let client = GraphClient::new(GraphOptions::new(sbx.base_url().clone(), trust(sbx))).unwrap();
+    let graph = GraphUpstream::new(
+        client,
+        provider(sbx, clock, graph_scopes),
+        demo::USER_UPN.into(),
+    );
+    Upstreams {
+        smtp,
+        graph: Some(graph),
+    }
+}
+
+/// A bridge whose account `printer` (password returned) relays as Adele through `sbx` (upstream `mode`),
+/// tokens from providers on `clock`.
+async fn bridge_to(
+    sbx: &Sandbox,
+    clock: &FakeClock,
+    options: BridgeOptions,
+) -> (Arc<Bridge>, String, tempfile::TempDir) {
+    bridge_with(sbx, clock, options, None).await
+}
+
+async fn bridge_with(
+    sbx: &Sandbox,
+    clock: &FakeClock,
+    options: BridgeOptions,
+    mode: Option<UpstreamMode>,
+) -> (Arc<Bridge>, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut accounts = Accounts::load(&dir.path().join("accounts.json")).unwrap();
+    let password = accounts
+        .add("printer", "work", vec![demo::USER_UPN.into()], "t")
+        .unwrap();
+    accounts.set_upstream("printer", mode).unwrap();
+    accounts.save().unwrap();
     let options = BridgeOptions {
         clock: Arc::new(clock.clone()),
         ..options
@@ -161,7 +201,7 @@ async fn bridge_to(
     let bridge = Bridge::new(
         options,
         dir.path().join("accounts.json"),
-        HashMap::from([("work".to_owned(), upstream)]),
+        HashMap::from([("work".to_owned(), upstreams(sbx, clock))]),
     )
     .unwrap();
     (bridge, password.expose().to_owned(), dir)
@@ -169,6 +209,21 @@ async fn bridge_to(
 
 /// One device session: sign in, send one message with `subject`, quit; the reply to the data.
 async fn send_one(bridge: &Arc<Bridge>, password: &str, subject: &str) -> String {
+    let data = format!(
+        "From: {u}\r\nTo: {u}\r\nSubject: {subject}\r\n\r\nscan\r\n",
+        u = demo::USER_UPN
+    );
+    send_message(bridge, password, &[demo::USER_UPN], &data).await
+}
+
+/// One device session: sign in, send `data` (CRLF lines, ending in CRLF, no line starting with a dot) to
+/// `recipients`, quit; the reply to the data (or to MAIL FROM when that was refused).
+async fn send_message(
+    bridge: &Arc<Bridge>,
+    password: &str,
+    recipients: &[&str],
+    data: &str,
+) -> String {
     use base64::Engine as _;
     let mut client = connect(bridge, "127.0.0.1:40000", false);
     client.read_reply().await;
@@ -182,16 +237,205 @@ async fn send_one(bridge: &Arc<Bridge>, password: &str, subject: &str) -> String
     if !mail.starts_with("250 ") {
         return mail;
     }
-    client.send(&format!("RCPT TO:<{}>", demo::USER_UPN)).await;
+    for recipient in recipients {
+        let rcpt = client.send(&format!("RCPT TO:<{recipient}>")).await;
+        assert!(rcpt.starts_with("250 "), "{rcpt}");
+    }
     client.send("DATA").await;
-    let reply = client
-        .send(&format!(
-            "From: {u}\r\nTo: {u}\r\nSubject: {subject}\r\n\r\nscan\r\n.",
-            u = demo::USER_UPN
-        ))
-        .await;
+    let reply = client.send(&format!("{data}.")).await;
     client.send("QUIT").await;
     reply
+}
+
+/// The messages of `mailbox`'s Inbox whose header holds `Subject: {subject}`.
+fn inbox_with(sbx: &Sandbox, mailbox: &str, subject: &str) -> Vec<Vec<u8>> {
+    let needle = format!("Subject: {subject}");
+    sbx.admin()
+        .folder_messages(mailbox, "INBOX")
+        .into_iter()
+        .filter(|m| header_of(m).split("\r\n").any(|line| line == needle))
+        .collect()
+}
+
+fn header_of(message: &[u8]) -> String {
+    String::from_utf8_lossy(message)
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn auto_sends_through_graph_while_smtp_auth_is_off_and_tries_xoauth2_again_later() {
+    let sbx = sandbox().await;
+    sbx.admin()
+        .update_tenant_model(|model| model.tenants[0].protocols.smtp_auth = false);
+    let clock = FakeClock::new(SystemClock.now());
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.rate_per_minute = None;
+    options.graph_remember = Duration::from_secs(600);
+    let (bridge, password, _dir) =
+        bridge_with(&sbx, &clock, options, Some(UpstreamMode::Auto)).await;
+    let route = &bridge.routes()["work"];
+    let reply = send_one(&bridge, &password, "auto 1").await;
+    assert!(reply.starts_with("250 2.0.0 OK <"), "{reply}");
+    assert_eq!(inbox_with(&sbx, demo::USER_UPN, "auto 1").len(), 1);
+    let status = route.status().await;
+    assert!(status.graph_until.is_some(), "{status:?}");
+    assert!(status.graph_token_expires_at.is_some(), "{status:?}");
+    // Remembered: the next one goes straight to Graph, no new SMTP sign-in.
+    let tried = route.upstream.connections_opened().await;
+    let reply = send_one(&bridge, &password, "auto 2").await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert_eq!(route.upstream.connections_opened().await, tried);
+    assert_eq!(inbox_with(&sbx, demo::USER_UPN, "auto 2").len(), 1);
+    // SMTP AUTH back on and the while over: XOAUTH2 again, byte for byte.
+    sbx.admin()
+        .update_tenant_model(|model| model.tenants[0].protocols.smtp_auth = true);
+    clock.advance(Duration::from_secs(601));
+    let reply = send_one(&bridge, &password, "auto 3").await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(route.upstream.connections_opened().await > tried);
+    let third = inbox_with(&sbx, demo::USER_UPN, "auto 3");
+    assert!(
+        header_of(&third[0]).starts_with("Received: from scanner"),
+        "{}",
+        header_of(&third[0])
+    );
+}
+
+#[tokio::test]
+async fn xoauth2_with_smtp_auth_off_tells_the_device_about_graph() {
+    let sbx = sandbox().await;
+    sbx.admin()
+        .set_cas_mailbox(
+            demo::USER_UPN,
+            &m365mail_sandbox::CasMailbox {
+                smtp_client_authentication_disabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let clock = FakeClock::new(SystemClock.now());
+    let (bridge, password, _dir) = bridge_with(
+        &sbx,
+        &clock,
+        BridgeOptions::new("bridge.lan"),
+        Some(UpstreamMode::Xoauth2),
+    )
+    .await;
+    let reply = send_one(&bridge, &password, "blocked").await;
+    assert!(reply.starts_with("554 5.7.139 "), "{reply}");
+    assert!(reply.contains("upstream graph or auto"), "{reply}");
+    assert!(inbox_with(&sbx, demo::USER_UPN, "blocked").is_empty());
+    let status = bridge.routes()["work"].status().await;
+    let last = status.last_error.unwrap();
+    assert_eq!(last.upstream, "xoauth2");
+    assert!(last.reply.starts_with("554 5.7.139"), "{last:?}");
+}
+
+#[tokio::test]
+async fn graph_adds_envelope_only_recipients_as_bcc_which_no_recipient_sees() {
+    let sbx = sandbox().await;
+    let clock = FakeClock::new(SystemClock.now());
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.rate_per_minute = None;
+    let (bridge, password, _dir) =
+        bridge_with(&sbx, &clock, options, Some(UpstreamMode::Graph)).await;
+    let data = format!(
+        "From: {u}\r\nTo: {u}\r\nSubject: with bcc\r\nMessage-ID: <bcc.1@printer.lan>\r\n\r\nscan\r\n",
+        u = demo::USER_UPN
+    );
+    let reply = send_message(
+        &bridge,
+        &password,
+        &[demo::USER_UPN, demo::SECOND_USER_UPN],
+        &data,
+    )
+    .await;
+    assert_eq!(
+        reply,
+        "250 2.0.0 OK <bcc.1@printer.lan> [Hostname=bridge.lan]\r\n"
+    );
+    let to_copy = inbox_with(&sbx, demo::USER_UPN, "with bcc");
+    let bcc_copy = inbox_with(&sbx, demo::SECOND_USER_UPN, "with bcc");
+    assert_eq!(
+        (to_copy.len(), bcc_copy.len()),
+        (1, 1),
+        "each recipient once"
+    );
+    for copy in [&to_copy[0], &bcc_copy[0]] {
+        let header = header_of(copy);
+        assert!(!header.to_ascii_lowercase().contains("bcc:"), "{header}");
+        assert!(!header.contains(demo::SECOND_USER_UPN), "{header}");
+        assert!(
+            String::from_utf8_lossy(copy).ends_with(&data),
+            "the message as received"
+        );
+    }
+    // A header recipient the envelope leaves out would get it through Graph: refused.
+    let split = format!(
+        "From: {u}\r\nTo: {u}, {a}\r\nSubject: split\r\n\r\nscan\r\n",
+        u = demo::USER_UPN,
+        a = demo::SECOND_USER_UPN
+    );
+    let reply = send_message(&bridge, &password, &[demo::USER_UPN], &split).await;
+    assert!(reply.starts_with("550 5.5.0 "), "{reply}");
+    assert!(inbox_with(&sbx, demo::USER_UPN, "split").is_empty());
+}
+
+#[tokio::test]
+async fn a_message_over_3_mb_goes_through_graph_as_a_draft_with_its_attachment_intact() {
+    use base64::Engine as _;
+    let sbx = sandbox().await;
+    let clock = FakeClock::new(SystemClock.now());
+    let mut options = BridgeOptions::new("bridge.lan");
+    options.rate_per_minute = None;
+    let (bridge, password, _dir) =
+        bridge_with(&sbx, &clock, options, Some(UpstreamMode::Graph)).await;
+    // 3.5 MB of bytes that do not compress, as a printer's PDF would be.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let pdf: Vec<u8> = (0..3_500_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&pdf);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let data = format!(
+        "From: {u}\r\nTo: {u}\r\nSubject: large scan\r\nMessage-ID: <large.1@printer.lan>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nYour scan.\r\n--b\r\nContent-Type: application/pdf\r\n\
+         Content-Disposition: attachment; filename=\"scan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {}\r\n--b--\r\n",
+        lines.join("\r\n"),
+        u = demo::USER_UPN
+    );
+    assert!(data.len() > 3 * 1024 * 1024);
+    let reply = send_message(&bridge, &password, &[demo::USER_UPN], &data).await;
+    assert!(
+        reply.starts_with("250 2.0.0 OK <large.1@printer.lan>"),
+        "{reply}"
+    );
+    let arrived = inbox_with(&sbx, demo::USER_UPN, "large scan");
+    assert_eq!(arrived.len(), 1);
+    let parsed = m365mail::mime::parse(&arrived[0]).unwrap();
+    assert_eq!(parsed.message_id.as_deref(), Some("large.1@printer.lan"));
+    assert_eq!(parsed.text.as_deref().map(str::trim), Some("Your scan."));
+    assert_eq!(parsed.attachments.len(), 1);
+    assert_eq!(parsed.attachments[0].name.as_deref(), Some("scan.pdf"));
+    assert_eq!(
+        parsed.attachments[0].sha256,
+        m365mail::mime::sha256_hex(&pdf),
+        "the attachment arrives intact"
+    );
 }
 
 fn inbox_subjects(sbx: &Sandbox) -> usize {

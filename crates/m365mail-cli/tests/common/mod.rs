@@ -159,3 +159,146 @@ pub(crate) fn dovecot_profile(
     .unwrap();
     user
 }
+
+/// A plain SMTP client for tests that must not need Python (loopback, no TLS, `AUTH PLAIN`): one session,
+/// several messages.
+pub(crate) struct Smtp {
+    reader: BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl Smtp {
+    /// Connects to 127.0.0.1:`port` and reads the greeting (which must be 220).
+    pub(crate) fn connect(port: u16) -> std::io::Result<Self> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let mut smtp = Self {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        let greeting = smtp.reply()?;
+        if !greeting.starts_with("220 ") {
+            return Err(std::io::Error::other(format!("greeting {greeting:?}")));
+        }
+        Ok(smtp)
+    }
+
+    /// The next reply, its lines joined by `|`; an error when the connection ends first.
+    pub(crate) fn reply(&mut self) -> std::io::Result<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let line = line.trim_end().to_owned();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return Ok(lines.join("|"));
+            }
+        }
+    }
+
+    /// Sends one command line; its reply.
+    pub(crate) fn command(&mut self, line: &str) -> std::io::Result<String> {
+        use std::io::Write as _;
+        self.writer.write_all(format!("{line}\r\n").as_bytes())?;
+        self.reply()
+    }
+
+    /// EHLO and `AUTH PLAIN`; an error unless signed in.
+    pub(crate) fn login(&mut self, user: &str, password: &str) -> std::io::Result<()> {
+        use base64::Engine as _;
+        self.command("EHLO test.lan")?;
+        let plain =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let reply = self.command(&format!("AUTH PLAIN {plain}"))?;
+        if reply.starts_with("235 ") {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("AUTH: {reply}")))
+        }
+    }
+
+    /// One message (`data`: CRLF lines ending in CRLF, no line starting with a dot); the reply to its data,
+    /// or the first refusal of MAIL or RCPT.
+    pub(crate) fn send(
+        &mut self,
+        from: &str,
+        recipients: &[&str],
+        data: &str,
+    ) -> std::io::Result<String> {
+        use std::io::Write as _;
+        let mail = self.command(&format!("MAIL FROM:<{from}>"))?;
+        if !mail.starts_with("250 ") {
+            return Ok(mail);
+        }
+        for recipient in recipients {
+            let rcpt = self.command(&format!("RCPT TO:<{recipient}>"))?;
+            if !rcpt.starts_with("250 ") {
+                self.command("RSET")?;
+                return Ok(rcpt);
+            }
+        }
+        let go = self.command("DATA")?;
+        if !go.starts_with("354 ") {
+            return Ok(go);
+        }
+        self.writer.write_all(data.as_bytes())?;
+        self.writer.write_all(b".\r\n")?;
+        self.reply()
+    }
+}
+
+/// A JSON GET or POST against the served sandbox's admin API (`path` after `/_sandbox/admin/`).
+pub(crate) fn admin_api(
+    work: &Path,
+    served: &Served,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let url = format!(
+        "{}_sandbox/admin/{path}",
+        served.line["endpoints"]["identity"].as_str().unwrap()
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let request = match method {
+                "POST" => http.post(&url).json(&body.unwrap_or_default()),
+                _ => http.get(&url),
+            };
+            request.send().await?.json().await
+        })
+        .unwrap()
+}
+
+/// The subjects of a folder of `mailbox` on the served sandbox, oldest first.
+pub(crate) fn subjects(work: &Path, served: &Served, mailbox: &str, folder: &str) -> Vec<String> {
+    let listed = admin_api(
+        work,
+        served,
+        "GET",
+        &format!(
+            "mailboxes/{mailbox}/messages?folder={}",
+            folder.replace(' ', "%20")
+        ),
+        None,
+    );
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap_or("").to_owned())
+        .collect()
+}

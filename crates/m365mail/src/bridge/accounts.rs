@@ -27,6 +27,9 @@ pub struct Account {
     pub from_allow: Vec<String>,
     /// When it was created or its password last reset (RFC 3339).
     pub changed: String,
+    /// The upstream its mail goes through (`None`: the bridge's default, `[bridge] upstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<super::route::UpstreamMode>,
 }
 
 impl std::fmt::Debug for Account {
@@ -36,6 +39,7 @@ impl std::fmt::Debug for Account {
             .field("name", &self.name)
             .field("profile", &self.profile)
             .field("from_allow", &self.from_allow)
+            .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
 }
@@ -282,8 +286,24 @@ impl Accounts {
             profile: profile.to_owned(),
             from_allow,
             changed: now.to_owned(),
+            upstream: None,
         });
         Ok(password)
+    }
+
+    /// Sets the upstream `name`'s mail goes through (`None`: the bridge's default).
+    pub fn set_upstream(
+        &mut self,
+        name: &str,
+        upstream: Option<super::route::UpstreamMode>,
+    ) -> Result<(), BridgeError> {
+        let account = self
+            .accounts
+            .iter_mut()
+            .find(|a| a.name == name)
+            .ok_or_else(|| BridgeError::Input(format!("no account {name:?}")))?;
+        account.upstream = upstream;
+        Ok(())
     }
 
     /// Removes `name`.

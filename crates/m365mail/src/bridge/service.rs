@@ -19,8 +19,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::BridgeError;
 use super::accounts::{self, Account, Accounts, PasswordChecker};
-use super::guard::{LoginGuard, RateWindow};
-use super::upstream::{SmtpUpstream, client_reply};
+use super::graph::GraphUpstream;
+use super::guard::LoginGuard;
+use super::route::{Route, UpstreamMode};
+use super::spool::{Envelope, Spool, SpoolError};
+use super::upstream::SmtpUpstream;
 use crate::secret::Secret;
 use crate::time::{Clock, SystemClock};
 
@@ -45,14 +48,18 @@ pub struct BridgeOptions {
     pub sign_in_timeout: Duration,
     /// Negative replies one session may get before it is closed (421).
     pub max_errors: u32,
-    /// The clock for `Received:` dates and token expiry.
+    /// The clock for `Received:` dates, token expiry and how long `auto` remembers Graph.
     pub clock: Arc<dyn Clock>,
+    /// The upstream of an account that names none.
+    pub default_upstream: UpstreamMode,
+    /// How long `auto` keeps sending a mailbox's mail through Graph after a `535 5.7.139`.
+    pub graph_remember: Duration,
 }
 
 impl BridgeOptions {
     /// Defaults: 35 MiB messages (Exchange Online's default MaxSendSize), 100 connections (20 from one
     /// address), 5 minutes per command, 60 s idle, 60 s to sign in, 20 errors, 30 s to write, 30 messages a
-    /// minute.
+    /// minute, the `xoauth2` upstream, `auto` remembering Graph for an hour.
     pub fn new(host_name: &str) -> Self {
         Self {
             host_name: host_name.to_owned(),
@@ -69,16 +76,25 @@ impl BridgeOptions {
             sign_in_timeout: Duration::from_secs(60),
             max_errors: 20,
             clock: Arc::new(SystemClock),
+            default_upstream: UpstreamMode::Xoauth2,
+            graph_remember: Duration::from_secs(3600),
         }
     }
 }
 
-/// One upstream mailbox and its sending rate.
+/// A profile's upstreams: XOAUTH2 always, Graph when the profile has it.
 #[derive(Debug)]
-pub struct Route {
-    /// The relay.
-    pub upstream: SmtpUpstream,
-    window: Mutex<RateWindow>,
+pub struct Upstreams {
+    /// SMTP with XOAUTH2.
+    pub smtp: SmtpUpstream,
+    /// Microsoft Graph.
+    pub graph: Option<GraphUpstream>,
+}
+
+impl From<SmtpUpstream> for Upstreams {
+    fn from(smtp: SmtpUpstream) -> Self {
+        Self { smtp, graph: None }
+    }
 }
 
 /// The bridge's shared state: accounts (re-read when the file changes, so `bridge client add` needs no
@@ -93,6 +109,8 @@ pub struct Bridge {
     checker: PasswordChecker,
     /// Open connections per client address.
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// The spool, for listeners in spool mode.
+    spool: std::sync::OnceLock<Arc<Spool>>,
 }
 
 /// One counted connection from an address; uncounted when dropped.
@@ -147,19 +165,19 @@ fn audit_reply(peer: SocketAddr, account: Option<&str>, line: &str) {
 }
 
 impl Bridge {
-    /// A bridge with the accounts at `accounts_path` and one upstream per profile name.
+    /// A bridge with the accounts at `accounts_path` and the upstreams of each profile name.
     pub fn new(
         options: BridgeOptions,
         accounts_path: PathBuf,
-        upstreams: HashMap<String, SmtpUpstream>,
+        upstreams: HashMap<String, Upstreams>,
     ) -> Result<Arc<Self>, BridgeError> {
         let accounts = Accounts::load(&accounts_path)?;
         let stamp = modified(&accounts_path);
         let routes = upstreams
             .into_iter()
-            .map(|(profile, upstream)| {
-                let window = Mutex::new(RateWindow::new(options.rate_per_minute));
-                (profile, Arc::new(Route { upstream, window }))
+            .map(|(profile, upstreams)| {
+                let route = Route::new(upstreams.smtp, upstreams.graph, options.rate_per_minute);
+                (profile, Arc::new(route))
             })
             .collect();
         Ok(Arc::new(Self {
@@ -170,6 +188,7 @@ impl Bridge {
             guard: Mutex::new(LoginGuard::new()),
             checker: PasswordChecker::new(2),
             per_address: Arc::new(Mutex::new(HashMap::new())),
+            spool: std::sync::OnceLock::new(),
         }))
     }
 
@@ -183,19 +202,47 @@ impl Bridge {
         &self.routes
     }
 
+    /// Gives the bridge its spool (once; spool-mode listeners need it).
+    pub fn attach_spool(&self, spool: Arc<Spool>) {
+        let _ = self.spool.set(spool);
+    }
+
+    /// The spool, when one is attached.
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.get()
+    }
+
     /// The protocol for one listener: `implicit_tls` for a listener that is TLS from the first byte
     /// (STARTTLS is offered when the accept loop hands over an acceptor); `allow_auth_without_tls` lets
-    /// clients that are not on loopback send a password before TLS (loopback always may).
+    /// clients that are not on loopback send a password before TLS (loopback always may). Messages are
+    /// relayed before the device gets its answer.
     pub fn listener(
         self: &Arc<Self>,
         implicit_tls: bool,
         allow_auth_without_tls: bool,
     ) -> Arc<dyn Protocol> {
+        self.listener_in(implicit_tls, allow_auth_without_tls, false)
+    }
+
+    /// [`Bridge::listener`], in spool mode when `spool` (and a spool is attached): the device gets its
+    /// `250` once the message is on disk, and the spool's worker relays it.
+    pub fn listener_in(
+        self: &Arc<Self>,
+        implicit_tls: bool,
+        allow_auth_without_tls: bool,
+        spool: bool,
+    ) -> Arc<dyn Protocol> {
         Arc::new(Listener {
             bridge: Arc::clone(self),
             implicit_tls,
             allow_auth_without_tls,
+            spool,
         })
+    }
+
+    /// The account `name` as the accounts file has it now (`None`: removed, or the file unreadable).
+    pub fn account_now(&self, name: &str) -> Option<Account> {
+        self.account(name).ok().flatten()
     }
 
     /// Counts a connection from `ip`; `None` when that address has its maximum open.
@@ -314,6 +361,7 @@ struct Listener {
     bridge: Arc<Bridge>,
     implicit_tls: bool,
     allow_auth_without_tls: bool,
+    spool: bool,
 }
 
 /// What one connection knows.
@@ -338,13 +386,21 @@ impl Listener {
             .account
             .as_ref()
             .and_then(|a| self.bridge.account(&a.name).ok().flatten());
-        if current.as_ref() != session.account.as_ref() {
+        let same_sign_in = match (&current, &session.account) {
+            (Some(now), Some(then)) => {
+                now.password_hash == then.password_hash && now.profile == then.profile
+            }
+            _ => false,
+        };
+        if !same_sign_in {
             session.account = None;
             return Some(Reply::new(
                 530,
                 "5.7.0 The account was removed or its password changed; sign in again",
             ));
         }
+        // Its senders or upstream may have changed: this message follows the file as it is now.
+        session.account = current;
         let (Some(account), Some(route)) = (&session.account, self.route(session)) else {
             return Some(Reply::new(530, "5.7.0 Authentication required"));
         };
@@ -358,10 +414,18 @@ impl Listener {
                 ),
             ));
         }
-        lock(&route.window)
+        // Spooled messages are paced by the worker; the device only needs room in the spool.
+        if let Some(spool) = self.spooling() {
+            return spool.room_for(0).err().map(|e| spool_full(&e));
+        }
+        route
             .admit(Instant::now())
             .err()
             .map(|wait| self.too_fast(&route, wait))
+    }
+
+    fn spooling(&self) -> Option<&Arc<Spool>> {
+        self.bridge.spool().filter(|_| self.spool)
     }
 
     fn too_fast(&self, route: &Route, wait: Duration) -> Reply {
@@ -370,7 +434,7 @@ impl Listener {
             &format!(
                 "4.7.0 Microsoft 365 takes at most {} messages a minute from {}; try again in {} s",
                 self.bridge.options.rate_per_minute.unwrap_or(0),
-                route.upstream.mailbox(),
+                route.mailbox(),
                 seconds(wait)
             ),
         )
@@ -387,11 +451,15 @@ impl Listener {
         let (Some(account), Some(route)) = (session.account.clone(), self.route(session)) else {
             return SubmitOutcome::Refused(Reply::new(530, "5.7.0 Authentication required"));
         };
+        let options = &self.bridge.options;
+        let mode = account.upstream.unwrap_or(options.default_upstream);
         let size = data.len();
-        let audit = |result: &str, reply: &str| {
+        // One line per message: which upstream carried it (xoauth2 or graph; the account's mode until one
+        // was tried), whether `auto` fell back to Graph, and Microsoft 365's answer.
+        let audit = |upstream: &str, fallback: bool, result: &str, reply: &str| {
             tracing::info!(target: "m365mail::audit", event = "message", peer = %session.peer,
                            account = %account.name, from = %from, recipients = recipients.len(), size,
-                           upstream = %route.upstream.describe(), result, reply);
+                           mode = mode.as_str(), upstream, fallback, result, reply);
         };
         match crate::mime::sender_addresses(&data) {
             Err(why) => {
@@ -403,7 +471,7 @@ impl Listener {
                         account.name
                     ),
                 );
-                audit("refused", reply.text());
+                audit(mode.as_str(), false, "refused", reply.text());
                 return SubmitOutcome::Refused(reply);
             }
             Ok(addresses) => {
@@ -416,67 +484,145 @@ impl Listener {
                             account.name
                         ),
                     );
-                    audit("refused", reply.text());
+                    audit(mode.as_str(), false, "refused", reply.text());
                     return SubmitOutcome::Refused(reply);
                 }
             }
         }
-        // A place in the minute's window, taken before the relay (so that sessions at once cannot all pass)
-        // and given back if the message does not go.
-        let reserved = match lock(&route.window).reserve(Instant::now()) {
-            Ok(at) => at,
-            Err(wait) => {
-                let reply = self.too_fast(&route, wait);
-                audit("deferred", reply.text());
-                return SubmitOutcome::Refused(reply);
-            }
-        };
         let received = format!(
             "Received: from {} ([{}])\r\n\tby {} (m365mail bridge) with {};\r\n\t{}\r\n",
             core.hello_name().unwrap_or("unknown"),
             session.peer.ip(),
-            self.bridge.options.host_name,
+            options.host_name,
             if core.is_tls() { "ESMTPSA" } else { "ESMTPA" },
-            rfc5322_now(self.bridge.options.clock.as_ref()),
+            rfc5322_now(options.clock.as_ref()),
         );
         let mut message = Vec::with_capacity(received.len() + data.len());
         message.extend_from_slice(received.as_bytes());
         message.extend_from_slice(&data);
         drop(data);
-        match route.upstream.relay(&from, &recipients, message).await {
-            Ok(submitted) => {
-                session.relayed += 1;
-                audit("relayed", &submitted.reply);
-                // The client's own id, quoted back only when it is short and plain.
-                let plain = !submitted.message_id.is_empty()
-                    && submitted.message_id.len() <= 250
-                    && submitted
-                        .message_id
-                        .bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b'>');
-                let message_id = if plain {
-                    submitted.message_id
-                } else {
-                    uuid::Uuid::new_v4().simple().to_string()
-                };
-                SubmitOutcome::Accepted { message_id }
+        if let Some(spool) = self.spooling() {
+            let received_ms = options
+                .clock
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let message_id = crate::mime::message_id(&message).unwrap_or_default();
+            let envelope = Envelope {
+                v: 1,
+                id: super::spool::new_id(received_ms),
+                account: account.name.clone(),
+                profile: account.profile.clone(),
+                mode,
+                from: from.clone(),
+                recipients: recipients.clone(),
+                received_ms,
+                size: message.len() as u64,
+                message_id: message_id.clone(),
+                peer: session.peer.to_string(),
+                dsn_for: None,
+            };
+            let id = envelope.id.clone();
+            return match spool.accept(envelope, message).await {
+                Ok(()) => {
+                    session.relayed += 1;
+                    tracing::info!(target: "m365mail::audit", event = "message", peer = %session.peer,
+                                   account = %account.name, from = %from, recipients = recipients.len(), size,
+                                   mode = mode.as_str(), upstream = "spool", spool_id = %id,
+                                   result = "spooled", reply = "fsynced to the spool");
+                    SubmitOutcome::Accepted {
+                        message_id: quotable_id(message_id),
+                    }
+                }
+                Err(e) => {
+                    let reply = match &e {
+                        SpoolError::Full { .. } => spool_full(&e),
+                        SpoolError::Io { .. } => {
+                            tracing::error!(error = %e, "the spool cannot be written");
+                            Reply::new(
+                                451,
+                                "4.3.0 The bridge cannot write its spool; try again later",
+                            )
+                        }
+                    };
+                    audit("spool", false, "deferred", reply.text());
+                    SubmitOutcome::Refused(reply)
+                }
+            };
+        }
+        // A place in the minute's window, taken before the relay (so that sessions at once cannot all pass)
+        // and given back if the message does not go.
+        let reserved = match route.reserve(Instant::now()) {
+            Ok(at) => at,
+            Err(wait) => {
+                let reply = self.too_fast(&route, wait);
+                audit(mode.as_str(), false, "deferred", reply.text());
+                return SubmitOutcome::Refused(reply);
             }
-            Err(error) => {
-                lock(&route.window).release(reserved);
-                let reply =
-                    client_reply(&error, route.upstream.mailbox(), &route.upstream.describe());
-                tracing::warn!(account = %account.name, error = %error, "relay failed");
+        };
+        let delivered = route
+            .deliver(
+                mode,
+                &from,
+                &recipients,
+                message,
+                options.clock.as_ref(),
+                options.graph_remember,
+            )
+            .await;
+        match delivered {
+            Ok(delivered) => {
+                session.relayed += 1;
                 audit(
-                    if reply.code() < 500 {
-                        "deferred"
-                    } else {
-                        "refused"
-                    },
-                    reply.text(),
+                    delivered.carrier.as_str(),
+                    delivered.fallback,
+                    "relayed",
+                    &delivered.reply,
                 );
-                SubmitOutcome::Refused(reply)
+                SubmitOutcome::Accepted {
+                    message_id: quotable_id(delivered.message_id),
+                }
+            }
+            Err(failure) => {
+                route.release(reserved);
+                tracing::warn!(account = %account.name, upstream = failure.carrier.as_str(),
+                               error = %failure.detail, "relay failed");
+                let result = if failure.reply.code() < 500 {
+                    "deferred"
+                } else {
+                    "refused"
+                };
+                audit(
+                    failure.carrier.as_str(),
+                    false,
+                    result,
+                    failure.reply.text(),
+                );
+                SubmitOutcome::Refused(failure.reply)
             }
         }
+    }
+}
+
+/// `452 4.3.1` for a full spool (RFC 5321's "insufficient system storage": the device tries later).
+fn spool_full(error: &SpoolError) -> Reply {
+    Reply::new(
+        452,
+        &format!("4.3.1 The bridge's spool is full ({error}); try again later"),
+    )
+}
+
+/// The client's own Message-ID, quoted back in the 250 only when it is short and plain; else a new id.
+fn quotable_id(message_id: String) -> String {
+    let plain = !message_id.is_empty()
+        && message_id.len() <= 250
+        && message_id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'>');
+    if plain {
+        message_id
+    } else {
+        uuid::Uuid::new_v4().simple().to_string()
     }
 }
 

@@ -108,6 +108,32 @@ impl SmtpUpstream {
         &self.mailbox
     }
 
+    /// When the token of the current upstream connection ends (`None` before the first message).
+    pub async fn token_expires_at(&self) -> Option<SystemTime> {
+        self.current.lock().await.as_ref().map(|c| c.expires_at)
+    }
+
+    /// Whether `error` refuses the message itself, so that sending it again cannot help: a 5xx reply to the
+    /// message or its addresses. A refusal of the bridge's own sign-in (`535`: a token, rights, SMTP AUTH
+    /// switched off) or a missing token is the operator's to fix, and the message waits for that.
+    pub fn is_permanent(error: &RelayError) -> bool {
+        match error {
+            RelayError::Smtp(SmtpError::Refused {
+                code, rejection, ..
+            }) => {
+                *code >= 500
+                    && !matches!(
+                        rejection,
+                        Rejection::AuthFailed
+                            | Rejection::SmtpAuthDisabled
+                            | Rejection::BasicAuthRefused
+                    )
+            }
+            RelayError::Smtp(SmtpError::BadAddress { .. }) => true,
+            _ => false,
+        }
+    }
+
     /// Gets a token now (at start, to report a profile that cannot sign in before a device tries).
     pub async fn check_token(&self) -> Result<SystemTime, AuthError> {
         Ok(self.provider.token().await?.expires_at)
@@ -214,8 +240,9 @@ pub fn client_reply(error: &RelayError, mailbox: &str, upstream: &str) -> Reply 
                 format!(
                     "5.7.139 Microsoft 365 has SMTP AUTH switched off for {mailbox} or its tenant, so the \
                      bridge cannot relay over SMTP. An administrator can allow it for this mailbox \
-                     (Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false); the \
-                     bridge's Graph upstream (part 2) is the way round when it must stay off."
+                     (Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false), or the \
+                     bridge's operator can send this account's mail through Microsoft Graph (upstream graph \
+                     or auto)."
                 ),
             ),
             Some(Rejection::AuthFailed) => (
@@ -300,7 +327,7 @@ mod tests {
         assert_eq!(off.code(), 554);
         assert!(off.text().starts_with("5.7.139 "), "{}", off.text());
         assert!(off.text().contains("SMTP AUTH switched off"));
-        assert!(off.text().contains("Graph upstream"));
+        assert!(off.text().contains("upstream graph or auto"));
         let auth = client_reply(
             &refused("535 5.7.3 Authentication unsuccessful"),
             "a@b.c",
