@@ -4,6 +4,11 @@
 //! bound and every file is written, and `--config-out FILE` writes a ready m365mail config whose profiles
 //! (`sandbox-user`, `sandbox-device`, `sandbox-daemon`, `sandbox-cert`, `sandbox-shared`) point at the served
 //! endpoints, with the demo password, secret, certificate and key in 0600 files beside it.
+//!
+//! `serve --empty-tenant` serves the tenant where `m365mail setup` begins (an administrator and one user
+//! with a mailbox); its `--config-out` has one profile, `sandbox-admin`: the administrator through the
+//! Microsoft Graph Command Line Tools by device code. `sandbox exchange …` does, against a running
+//! sandbox's admin API, what the Exchange Online cmdlets of setup's script do.
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -26,7 +31,110 @@ pub(crate) enum SandboxCommand {
     /// Serve the sandbox tenant (Entra ID token endpoints, admin API) until Ctrl-C.
     Serve(ServeArgs),
     /// Print a tenant file (TOML): the built-in demo tenant, as a starting point for your own.
-    Tenant,
+    Tenant(TenantArgs),
+    /// The Exchange Online cmdlets of setup's script, against a running sandbox's admin API.
+    Exchange(ExchangeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TenantArgs {
+    /// The empty tenant of `serve --empty-tenant` (its administrator's password included) instead of the
+    /// demo tenant.
+    #[arg(long)]
+    empty: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExchangeArgs {
+    /// The sandbox's base URL (`serve` prints it; `--json` names it `endpoints.identity`).
+    #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:8443/")]
+    url: url::Url,
+    /// The sandbox's CA certificate (PEM), for an HTTPS URL.
+    #[arg(long, value_name = "FILE", default_value = "m365mail-sandbox-ca.pem")]
+    ca_file: PathBuf,
+    #[command(subcommand)]
+    command: ExchangeCommand,
+}
+
+/// One Exchange Online cmdlet (the JSON answers are printed as they come).
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ExchangeCommand {
+    /// New-ServicePrincipal -AppId -ObjectId [-DisplayName].
+    NewServicePrincipal {
+        #[arg(long)]
+        app_id: String,
+        /// The enterprise application's (service principal's) object id.
+        #[arg(long)]
+        object_id: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Get-ServicePrincipal [-Identity].
+    GetServicePrincipal {
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Remove-ServicePrincipal -Identity.
+    RemoveServicePrincipal {
+        #[arg(long)]
+        identity: String,
+    },
+    /// Add-MailboxPermission -Identity MAILBOX -User SP-OR-UPN -AccessRights FullAccess.
+    AddMailboxPermission {
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Remove-MailboxPermission … -AccessRights FullAccess.
+    RemoveMailboxPermission {
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Get-MailboxPermission -Identity MAILBOX.
+    GetMailboxPermission {
+        #[arg(long)]
+        mailbox: String,
+    },
+    /// Add-RecipientPermission -Identity MAILBOX -Trustee SP-OR-UPN -AccessRights SendAs.
+    AddRecipientPermission {
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        trustee: String,
+    },
+    /// Remove-RecipientPermission … -AccessRights SendAs.
+    RemoveRecipientPermission {
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        trustee: String,
+    },
+    /// Set-CASMailbox -Identity MAILBOX [-ImapEnabled] [-PopEnabled] [-SmtpClientAuthenticationDisabled].
+    SetCasMailbox {
+        #[arg(long)]
+        mailbox: String,
+        #[arg(long)]
+        imap_enabled: Option<bool>,
+        #[arg(long)]
+        pop_enabled: Option<bool>,
+        #[arg(long)]
+        smtp_client_authentication_disabled: Option<bool>,
+    },
+    /// Set-TransportConfig -SmtpClientAuthenticationDisabled (the tenant-wide SMTP AUTH switch).
+    SetTransportConfig {
+        #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+        smtp_client_authentication_disabled: bool,
+    },
+    /// Test-ServicePrincipalAuthorization -Identity [-Resource MAILBOX] (the sandbox's report).
+    TestServicePrincipalAuthorization {
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        resource: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +184,11 @@ pub(crate) struct ServeArgs {
     /// Minimum seconds between device-code polls (`interval`).
     #[arg(long, default_value_t = 5)]
     device_poll_interval: u64,
+    /// Serve the tenant where `m365mail setup` begins: only an administrator and one user with a mailbox
+    /// (`sandbox tenant --empty` prints it, passwords included); `--config-out` then writes the
+    /// administrator's profile `sandbox-admin`.
+    #[arg(long, conflicts_with = "tenant_file")]
+    empty_tenant: bool,
     /// Load the mailboxes from DIR: DIR/<mailbox address>/*.eml and *.mbox go to that mailbox's Inbox
     /// (kept in memory; UIDLs derive from the content). Default: the demo mail (a welcome message per
     /// mailbox, and a realistic Inbox for Adele).
@@ -86,7 +199,8 @@ pub(crate) struct ServeArgs {
 pub(crate) async fn run(command: SandboxCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let result = match command {
         SandboxCommand::Serve(args) => serve(args, global).await,
-        SandboxCommand::Tenant => tenant(global),
+        SandboxCommand::Tenant(args) => tenant(&args, global),
+        SandboxCommand::Exchange(args) => exchange(args).await,
     };
     if let Err(err) = &result
         && global.json
@@ -96,9 +210,13 @@ pub(crate) async fn run(command: SandboxCommand, global: &GlobalArgs) -> anyhow:
     result
 }
 
-/// `sandbox tenant`: the demo tenant as TOML, or with `--json` as JSON.
-fn tenant(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let demo = TenantModel::demo();
+/// `sandbox tenant`: the demo (or empty) tenant as TOML, or with `--json` as JSON.
+fn tenant(args: &TenantArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let demo = if args.empty {
+        TenantModel::empty()
+    } else {
+        TenantModel::demo()
+    };
     if global.json {
         let toml_value: toml::Value = toml::from_str(&demo.to_toml_string()?)?;
         println!("{}", serde_json::to_string_pretty(&toml_value)?);
@@ -169,6 +287,7 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     let tenant = match &args.tenant_file {
         Some(path) => TenantModel::from_file(path)
             .with_context(|| format!("loading the tenant file {}", path.display()))?,
+        None if args.empty_tenant => TenantModel::empty(),
         None => TenantModel::demo(),
     };
     let mut bind = args.bind;
@@ -194,6 +313,7 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
         smtps: vec![smtps],
         mail: match &args.mail_dir {
             Some(dir) => MailSeed::Dir(dir.clone()),
+            None if args.empty_tenant => MailSeed::Welcome,
             None => MailSeed::Demo,
         },
         tls: !args.http,
@@ -229,7 +349,12 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
     let config_file = match &args.config_out {
         Some(path) => {
             let path = absolute(path)?;
-            write_config(&sandbox, &path, (!args.http).then_some(ca_file.as_path()))?;
+            let ca = (!args.http).then_some(ca_file.as_path());
+            if args.empty_tenant {
+                write_admin_config(&sandbox, &path, ca)?;
+            } else {
+                write_config(&sandbox, &path, ca)?;
+            }
             Some(path)
         }
         None => None,
@@ -248,6 +373,11 @@ async fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
                 "ca_file": ca_file,
                 "config_file": config_file,
                 "endpoints": endpoints(&sandbox),
+                "admin": args.empty_tenant.then(|| json!({
+                    "upn": demo::ADMIN_UPN,
+                    "client_id": m365mail_sandbox::tenant::GRAPH_COMMAND_LINE_TOOLS_APP_ID,
+                    "profile": config_file.as_ref().map(|_| "sandbox-admin"),
+                })),
             })
         );
     } else {
@@ -447,4 +577,195 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
         shown(dir)
     ));
     write_file(path, &text, 0o644)
+}
+
+/// The `--config-out` file of `--empty-tenant`: the administrator's profile `sandbox-admin` (the Microsoft
+/// Graph Command Line Tools, device code: approve with `POST /_sandbox/admin/device-codes/{user_code}/approve`
+/// or sign in at `/devicelogin`), the administrator's and the user's passwords in 0600 files beside it.
+/// Setup adds the connector's profiles to it.
+fn write_admin_config(
+    sandbox: &Sandbox,
+    path: &Path,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sandbox".to_owned());
+    let beside = |name: &str| dir.join(format!("{stem}.{name}"));
+    let admin_password_file = beside("admin.password");
+    let user_password_file = beside("adele.password");
+    write_file(
+        &admin_password_file,
+        &format!("{}\n", demo::ADMIN_PASSWORD),
+        0o600,
+    )?;
+    write_file(
+        &user_password_file,
+        &format!("{}\n", demo::USER_PASSWORD),
+        0o600,
+    )?;
+    let shown = |p: &Path| toml_str(&p.display().to_string());
+    let mut text = format!(
+        "{OWNER_MARK}{} at {}\n\
+         # Written by `m365mail sandbox serve --empty-tenant` for its empty tenant at {}.\n\
+         # {} (its password in {}) has a mailbox; `m365mail setup -p sandbox-admin` starts here.\n\
+         default_profile = \"sandbox-admin\"\n\n\
+         # The administrator through the Microsoft Graph Command Line Tools, device code\n\
+         [profiles.sandbox-admin]\nauthority = {}\ntenant = {}\nclient_id = {}\nflow = \"device-code\"\n\
+         username = {}\npassword_file = {}\ncache = {}\n",
+        std::process::id(),
+        sandbox.base_url(),
+        sandbox.base_url(),
+        demo::USER_UPN,
+        user_password_file.display(),
+        toml_str(sandbox.base_url().as_str()),
+        toml_str(demo::TENANT_ID),
+        toml_str(m365mail_sandbox::tenant::GRAPH_COMMAND_LINE_TOOLS_APP_ID),
+        toml_str(demo::ADMIN_UPN),
+        shown(&admin_password_file),
+        shown(&beside("sandbox-admin.token-cache.json")),
+    );
+    if let Some(ca) = ca_file {
+        text.push_str(&format!("ca_file = {}\n", shown(ca)));
+    }
+    write_file(path, &text, 0o644)
+}
+
+/// `sandbox exchange …`: one admin API call, its JSON answer printed; an error answer fails.
+async fn exchange(args: ExchangeArgs) -> anyhow::Result<ExitCode> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if args.url.scheme() == "https" {
+        let pem = std::fs::read(&args.ca_file)
+            .with_context(|| format!("reading the sandbox CA {}", args.ca_file.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("parsing the sandbox CA {}", args.ca_file.display()))?;
+        builder = builder.tls_certs_only([ca]);
+    }
+    let client = builder.build().context("building the HTTP client")?;
+    let segment = |text: &str| {
+        url::form_urlencoded::byte_serialize(text.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
+    let (get, path, body) = match &args.command {
+        ExchangeCommand::NewServicePrincipal {
+            app_id,
+            object_id,
+            display_name,
+        } => (
+            false,
+            "exchange/service-principals".to_owned(),
+            json!({"AppId": app_id, "ObjectId": object_id, "DisplayName": display_name}),
+        ),
+        ExchangeCommand::GetServicePrincipal { identity } => (
+            true,
+            match identity {
+                Some(identity) => format!("exchange/service-principals/{}", segment(identity)),
+                None => "exchange/service-principals".to_owned(),
+            },
+            json!(null),
+        ),
+        ExchangeCommand::RemoveServicePrincipal { identity } => (
+            false,
+            format!("exchange/service-principals/{}/remove", segment(identity)),
+            json!({}),
+        ),
+        ExchangeCommand::AddMailboxPermission { mailbox, user } => (
+            false,
+            format!("mailboxes/{}/permissions", segment(mailbox)),
+            json!({"User": user, "AccessRights": ["FullAccess"]}),
+        ),
+        ExchangeCommand::RemoveMailboxPermission { mailbox, user } => (
+            false,
+            format!("mailboxes/{}/permissions/remove", segment(mailbox)),
+            json!({"User": user, "AccessRights": ["FullAccess"]}),
+        ),
+        ExchangeCommand::GetMailboxPermission { mailbox } => (
+            true,
+            format!("mailboxes/{}/permissions", segment(mailbox)),
+            json!(null),
+        ),
+        ExchangeCommand::AddRecipientPermission { mailbox, trustee } => (
+            false,
+            format!("mailboxes/{}/recipient-permissions", segment(mailbox)),
+            json!({"Trustee": trustee, "AccessRights": ["SendAs"]}),
+        ),
+        ExchangeCommand::RemoveRecipientPermission { mailbox, trustee } => (
+            false,
+            format!(
+                "mailboxes/{}/recipient-permissions/remove",
+                segment(mailbox)
+            ),
+            json!({"Trustee": trustee, "AccessRights": ["SendAs"]}),
+        ),
+        ExchangeCommand::SetCasMailbox {
+            mailbox,
+            imap_enabled,
+            pop_enabled,
+            smtp_client_authentication_disabled,
+        } => {
+            let mut change = serde_json::Map::new();
+            for (name, value) in [
+                ("ImapEnabled", imap_enabled),
+                ("PopEnabled", pop_enabled),
+                (
+                    "SmtpClientAuthenticationDisabled",
+                    smtp_client_authentication_disabled,
+                ),
+            ] {
+                if let Some(value) = value {
+                    change.insert(name.into(), json!(value));
+                }
+            }
+            (
+                false,
+                format!("mailboxes/{}/cas-mailbox", segment(mailbox)),
+                serde_json::Value::Object(change),
+            )
+        }
+        ExchangeCommand::SetTransportConfig {
+            smtp_client_authentication_disabled,
+        } => (
+            false,
+            "exchange/transport-config".to_owned(),
+            json!({"SmtpClientAuthenticationDisabled": smtp_client_authentication_disabled}),
+        ),
+        ExchangeCommand::TestServicePrincipalAuthorization { identity, resource } => (
+            true,
+            match resource {
+                Some(mailbox) => format!(
+                    "exchange/service-principals/{}/authorization?resource={}",
+                    segment(identity),
+                    segment(mailbox)
+                ),
+                None => format!(
+                    "exchange/service-principals/{}/authorization",
+                    segment(identity)
+                ),
+            },
+            json!(null),
+        ),
+    };
+    let url = args
+        .url
+        .join(&format!("_sandbox/admin/{path}"))
+        .context("building the admin URL")?;
+    let request = if get {
+        client.get(url)
+    } else {
+        client.post(url).json(&body)
+    };
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("calling the sandbox at {}", args.url))?;
+    let status = response.status();
+    let text = response.text().await.context("reading the answer")?;
+    if !status.is_success() {
+        return Err(usage(format!("the sandbox refused ({status}): {text}")));
+    }
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
