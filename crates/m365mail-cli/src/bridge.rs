@@ -15,6 +15,7 @@ use m365mail::bridge::graph::GraphUpstream;
 use m365mail::bridge::route::UpstreamMode;
 use m365mail::bridge::service::{Bridge, BridgeOptions, Upstreams};
 use m365mail::bridge::spool::{self, Spool, SpoolOptions};
+use m365mail::bridge::status::{self, ListenerStatus};
 use m365mail::bridge::upstream::SmtpUpstream;
 use m365mail::bridge::{BridgeError, tls};
 use m365mail::smtp::SmtpOptions;
@@ -37,6 +38,13 @@ pub(crate) enum BridgeCommand {
     /// The spool's queue and dead letters (spool mode: `[bridge.spool]`).
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Whether the bridge runs, its listeners, accounts and their upstreams, queue depth and oldest queued
+    /// message, last upstream error and token expiry per account (`--json` for one object). Read from the
+    /// status file the running bridge rewrites every 5 s in `[bridge] state_dir`, and the spool directory.
+    Status {
+        #[command(flatten)]
+        spool: SpoolArg,
+    },
 }
 
 /// Where the spool is.
@@ -165,6 +173,7 @@ pub(crate) async fn run(command: BridgeCommand, global: &GlobalArgs) -> anyhow::
         BridgeCommand::Serve(args) => serve(args, global, &config).await,
         BridgeCommand::Client(command) => client(command, global, &config),
         BridgeCommand::Queue(command) => queue(command, global, &config),
+        BridgeCommand::Status { spool } => status(&spool, global, &config),
     }
 }
 
@@ -590,17 +599,12 @@ async fn serve(
             })
             .collect()
     };
-    let state_dir = section
-        .state_dir
-        .clone()
-        .or_else(|| {
-            directories::ProjectDirs::from("", "", "m365mail").map(|d| d.data_dir().to_path_buf())
-        })
-        .ok_or_else(|| usage("no user data directory: set [bridge] state_dir"))?;
+    let state_dir = state_dir(section)?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     let mut listening = Vec::new();
+    let mut listener_status = Vec::new();
     for spec in &specs {
         let address: std::net::SocketAddr = spec.address.parse().map_err(|_| {
             usage(format!(
@@ -668,6 +672,11 @@ async fn serve(
             bridge.listener_in(implicit, spec.allow_auth_without_tls, spec.spool),
             stopped.clone(),
         ));
+        listener_status.push(ListenerStatus {
+            address: bound.to_string(),
+            tls: mode.to_owned(),
+            spool: spec.spool && bridge.spool().is_some(),
+        });
         listening.push(json!({ "address": bound.to_string(), "tls": mode,
                                "spool": spec.spool && bridge.spool().is_some(),
                                "allow_auth_without_tls": spec.allow_auth_without_tls,
@@ -704,6 +713,16 @@ async fn serve(
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        tracing::warn!(dir = %state_dir.display(), error = %e, "no state directory: bridge status will not see this bridge");
+    }
+    let status_writer = tokio::spawn(status::run_writer(
+        Arc::clone(&bridge),
+        state_dir.join(status::FILE_NAME),
+        listener_status,
+        SystemClock.unix_now(),
+        stopped.clone(),
+    ));
     let worker = bridge.spool().cloned().map(|spool| {
         tokio::spawn(m365mail::bridge::worker::run(
             Arc::clone(&bridge),
@@ -721,8 +740,184 @@ async fn serve(
     if let Some(worker) = worker {
         let _ = worker.await;
     }
+    let _ = status_writer.await;
     for route in bridge.routes().values() {
         route.upstream.close().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `[bridge] state_dir`, else the user data directory: the generated certificate and the status file.
+fn state_dir(section: &BridgeSection) -> anyhow::Result<PathBuf> {
+    section
+        .state_dir
+        .clone()
+        .or_else(|| {
+            directories::ProjectDirs::from("", "", "m365mail").map(|d| d.data_dir().to_path_buf())
+        })
+        .ok_or_else(|| usage("no user data directory: set [bridge] state_dir"))
+}
+
+/// Whether process `pid` exists (Linux: /proc; elsewhere the status file's age alone decides).
+fn alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let proc = std::path::Path::new("/proc");
+    !proc.exists() || proc.join(pid.to_string()).exists()
+}
+
+fn when(secs: Option<u64>) -> String {
+    secs.map_or_else(|| "-".to_owned(), m365mail::time::rfc3339)
+}
+
+fn status(arg: &SpoolArg, global: &GlobalArgs, config: &ConfigFile) -> anyhow::Result<ExitCode> {
+    let section = &config.bridge;
+    let now = SystemClock.unix_now();
+    let path = state_dir(section)?.join(status::FILE_NAME);
+    let file = status::read(&path).ok();
+    // Written within three intervals by a process that still exists: running.
+    let running = file.as_ref().is_some_and(|f| {
+        alive(f.pid) && now.saturating_sub(f.updated_at) <= 3 * status::INTERVAL.as_secs()
+    });
+    let accounts = Accounts::load(&accounts_path(&AccountsArg { accounts: None }, section)?)?;
+    let default_mode = match &section.upstream {
+        Some(mode) => mode.parse::<UpstreamMode>()?,
+        None => UpstreamMode::Xoauth2,
+    };
+    let spool_dir = arg
+        .spool
+        .clone()
+        .or_else(|| section.spool.as_ref().map(|s| s.dir.clone()));
+    let queue = match &spool_dir {
+        Some(dir) if dir.exists() => {
+            let unreadable = |e: std::io::Error| BridgeError::Spool {
+                path: dir.clone(),
+                detail: e.to_string(),
+            };
+            let queued = spool::list_queue(dir).map_err(unreadable)?;
+            let dead = spool::list_dead(dir).map_err(unreadable)?;
+            Some(json!({
+                "dir": dir,
+                "queued": queued.len(),
+                "bytes": queued.iter().map(|q| q.envelope.size).sum::<u64>(),
+                "oldest_received_at": queued.iter().map(|q| q.envelope.received_ms / 1000).min(),
+                "dead_letters": dead.len(),
+            }))
+        }
+        Some(dir) => Some(
+            json!({ "dir": dir, "queued": 0, "bytes": 0, "oldest_received_at": null,
+                                  "dead_letters": 0 }),
+        ),
+        None => None,
+    };
+    let routes = file.as_ref().map(|f| f.routes.clone()).unwrap_or_default();
+    let account_lines: Vec<serde_json::Value> = accounts
+        .list()
+        .iter()
+        .map(|a| {
+            let mode = a.upstream.unwrap_or(default_mode);
+            let route = routes.get(&a.profile);
+            // The token of the upstream this account's next message takes.
+            let graph_now = mode == UpstreamMode::Graph
+                || (mode == UpstreamMode::Auto
+                    && route
+                        .and_then(|r| r.graph_until)
+                        .is_some_and(|until| until > now));
+            let token = route.and_then(|r| {
+                if graph_now {
+                    r.graph_token_expires_at
+                } else {
+                    r.smtp_token_expires_at
+                }
+            });
+            json!({
+                "name": a.name, "profile": a.profile, "upstream": mode.as_str(),
+                "mailbox": route.map(|r| r.mailbox.clone()),
+                "token_expires_at": token,
+                "smtp_token_expires_at": route.and_then(|r| r.smtp_token_expires_at),
+                "graph_token_expires_at": route.and_then(|r| r.graph_token_expires_at),
+                "graph_until": route.and_then(|r| r.graph_until),
+                "last_error": route.and_then(|r| r.last_error.clone()),
+                "last_delivered_at": route.and_then(|r| r.last_delivered_at),
+            })
+        })
+        .collect();
+    let listeners = file
+        .as_ref()
+        .filter(|_| running)
+        .map(|f| f.listeners.clone())
+        .unwrap_or_default();
+    if global.json {
+        println!(
+            "{}",
+            json!({
+                "running": running,
+                "pid": file.as_ref().filter(|_| running).map(|f| f.pid),
+                "started_at": file.as_ref().filter(|_| running).map(|f| f.started_at),
+                "status_updated_at": file.as_ref().map(|f| f.updated_at),
+                "status_file": path,
+                "listeners": listeners,
+                "accounts": account_lines,
+                "queue": queue,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (&file, running) {
+        (Some(f), true) => println!(
+            "bridge: running (pid {}, since {}, status written {} s ago)",
+            f.pid,
+            m365mail::time::rfc3339(f.started_at),
+            now.saturating_sub(f.updated_at)
+        ),
+        (Some(f), false) => println!(
+            "bridge: not running (last status {}, {})",
+            m365mail::time::rfc3339(f.updated_at),
+            path.display()
+        ),
+        (None, _) => println!("bridge: not running (no status file {})", path.display()),
+    }
+    for l in &listeners {
+        println!(
+            "listening: {} (tls {}{})",
+            l.address,
+            l.tls,
+            if l.spool { ", spool" } else { "" }
+        );
+    }
+    if let Some(queue) = &queue {
+        println!(
+            "queue: {} message(s), {} bytes, oldest {}; {} dead letter(s) ({})",
+            queue["queued"],
+            queue["bytes"],
+            when(queue["oldest_received_at"].as_u64()),
+            queue["dead_letters"],
+            queue["dir"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "{:<20} {:<16} {:<8} {:<32} {:<21} LAST ERROR",
+        "ACCOUNT", "PROFILE", "UPSTREAM", "MAILBOX", "TOKEN EXPIRES"
+    );
+    for a in &account_lines {
+        println!(
+            "{:<20} {:<16} {:<8} {:<32} {:<21} {}",
+            a["name"].as_str().unwrap_or(""),
+            a["profile"].as_str().unwrap_or(""),
+            a["upstream"].as_str().unwrap_or(""),
+            a["mailbox"].as_str().unwrap_or("-"),
+            when(a["token_expires_at"].as_u64()),
+            a["last_error"]["reply"]
+                .as_str()
+                .map(|r| format!(
+                    "{} ({}, {})",
+                    r,
+                    a["last_error"]["upstream"].as_str().unwrap_or(""),
+                    when(a["last_error"]["at"].as_u64())
+                ))
+                .unwrap_or_else(|| "-".to_owned())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -542,6 +542,35 @@ fn spool_keeps_messages_while_the_upstream_is_down_and_delivers_them_after() {
     let error = queued[0]["attempts"]["last_error"].as_str().unwrap();
     assert!(error.starts_with("451 4.4.1"), "{error}");
     assert!(counts(&work, &served, &during).values().all(|n| *n == 0));
+    // `bridge status` during the outage: running, its listener, the queue, the account's last error and
+    // token expiry.
+    let status = bridge_status(&work, |s| s["accounts"][0]["last_error"].is_object());
+    assert_eq!(status["running"], true, "{status}");
+    assert_eq!(
+        status["listeners"][0]["address"],
+        format!("127.0.0.1:{}", bridge.port)
+    );
+    assert_eq!(status["listeners"][0]["spool"], true);
+    assert_eq!(status["queue"]["queued"], 5, "{status}");
+    assert!(
+        status["queue"]["oldest_received_at"].as_u64().is_some(),
+        "{status}"
+    );
+    let account = &status["accounts"][0];
+    assert_eq!(account["name"], "printer");
+    assert_eq!(account["upstream"], "xoauth2");
+    assert_eq!(account["mailbox"], USER);
+    assert!(account["token_expires_at"].as_u64().is_some(), "{status}");
+    let last = &account["last_error"];
+    assert_eq!(last["upstream"], "xoauth2", "{status}");
+    assert!(
+        last["reply"].as_str().unwrap().starts_with("451 4.4.1"),
+        "{status}"
+    );
+    let text = m365mail(&work, &["bridge", "status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("bridge: running (pid "), "{text}");
+    assert!(text.contains("queue: 5 message(s)"), "{text}");
 
     relay.restore();
     wait_until(
@@ -553,6 +582,22 @@ fn spool_keeps_messages_while_the_upstream_is_down_and_delivers_them_after() {
         queue(&work, false).is_empty()
     });
     assert!(bridge.log().contains(r#"result="deferred""#));
+    drop(bridge);
+    let status = bridge_status(&work, |s| s["running"] == false);
+    assert_eq!(status["running"], false, "{status}");
+    assert_eq!(status["queue"]["queued"], 0, "{status}");
+}
+
+/// `bridge status --json`, once `ready` holds for it (the running bridge rewrites its status file every 5 s).
+fn bridge_status(work: &Path, ready: impl Fn(&Value) -> bool) -> Value {
+    let mut status = Value::Null;
+    wait_until(Duration::from_secs(15), "the status", || {
+        let out = m365mail(work, &["--json", "bridge", "status"]);
+        assert!(out.status.success(), "{}", describe(&out));
+        status = serde_json::from_slice(&out.stdout).unwrap();
+        ready(&status)
+    });
+    status
 }
 
 /// A message Microsoft 365 refuses for good (through Graph, a header recipient the envelope left out): a

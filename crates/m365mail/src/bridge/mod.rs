@@ -11,6 +11,7 @@
 //! - [`upstream`]: the XOAUTH2 relay and the wording of its failures for the device.
 //! - [`spool`]: spool mode — `250` only once a message is fsynced to the spool directory; [`worker`]
 //!   delivers in the background with retries, pacing and dead letters, each with a [`dsn`] to the sender.
+//! - [`status`]: the status file the running bridge rewrites for `bridge status`.
 //! - [`graph`]: the Graph upstream (the MIME as received up to 3 MB, envelope-only recipients as `Bcc:`;
 //!   larger messages rebuilt as a draft with upload sessions — not byte-identical).
 //! - [`service`]: the SMTP driver around `m365mail_proto::smtp::server` in its relay role, served by
@@ -24,6 +25,7 @@ pub mod guard;
 pub mod route;
 pub mod service;
 pub mod spool;
+pub mod status;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

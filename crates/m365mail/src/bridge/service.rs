@@ -240,6 +240,17 @@ impl Bridge {
         })
     }
 
+    /// Every account as the accounts file has it now (the last good read when it cannot be read).
+    pub fn accounts_now(&self) -> Vec<Account> {
+        let _ = self.account("");
+        lock(&self.accounts).0.list().to_vec()
+    }
+
+    /// The accounts file.
+    pub fn accounts_path(&self) -> &std::path::Path {
+        &self.accounts_path
+    }
+
     /// The account `name` as the accounts file has it now (`None`: removed, or the file unreadable).
     pub fn account_now(&self, name: &str) -> Option<Account> {
         self.account(name).ok().flatten()
