@@ -15,6 +15,7 @@ mod sandbox_cmd;
 mod secrets;
 mod send;
 mod session;
+mod setup_cmd;
 mod token;
 mod users;
 
@@ -81,6 +82,10 @@ enum Command {
     /// Check every step of the Microsoft 365 setup for a profile: tenant, app, credential, consent, tokens,
     /// IMAP, POP3, SMTP and Graph; each pass / fail with its cause and remedy. Changes nothing.
     Doctor(Box<doctor::DoctorArgs>),
+    /// Create or update the app registration m365mail needs (an administrator signs in): permissions, public
+    /// client flows, a client secret, the service principal, admin consent; write the profile and the
+    /// Exchange Online script.
+    Setup(Box<setup_cmd::SetupArgs>),
     /// Show or reset the read checkpoints.
     #[command(subcommand)]
     Checkpoint(read::CheckpointCommand),
@@ -152,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users(args) => users::run(*args, &cli.global).await,
         Command::Send(args) => send::run(*args, &cli.global).await,
         Command::Doctor(args) => doctor::run(*args, &cli.global).await,
+        Command::Setup(args) => setup_cmd::run(*args, &cli.global).await,
         Command::Checkpoint(command) => read::checkpoint(command, &cli.global),
         Command::Demo(args) => demo::run(args, &cli.global).await,
         Command::Bridge(command) => bridge::run(command, &cli.global).await,

@@ -630,6 +630,19 @@ fn write_admin_config(
     if let Some(ca) = ca_file {
         text.push_str(&format!("ca_file = {}\n", shown(ca)));
     }
+    // The mail endpoints too: `setup` copies this profile's connection into the profiles it writes.
+    for (key, service, tls) in [
+        ("smtp", "smtp", "starttls"),
+        ("imap", "imaps", "implicit"),
+        ("pop", "pop3s", "implicit"),
+    ] {
+        if let Some(addr) = service_addr(sandbox, service) {
+            text.push_str(&format!(
+                "{key} = {}\n{key}_tls = \"{tls}\"\n",
+                toml_str(&addr.to_string())
+            ));
+        }
+    }
     write_file(path, &text, 0o644)
 }
 

@@ -51,6 +51,16 @@ pub const MAIL_SEND: Permission = Permission {
     application: &["Mail.Send"],
 };
 
+/// The directory calls `m365mail setup` makes (applications, service principals, consent).
+pub const APPLICATION_ADMIN: Permission = Permission {
+    delegated: &[
+        "Application.ReadWrite.All",
+        "AppRoleAssignment.ReadWrite.All",
+        "DelegatedPermissionGrant.ReadWrite.All",
+    ],
+    application: &["Application.ReadWrite.OwnedBy", "Application.ReadWrite.All"],
+};
+
 /// The largest MIME message sent inline through `sendMail` (base64 makes it a third larger; Graph takes about
 /// 4 MB a request — microsoft.md §8.3, unconfirmed). Larger messages need an upload session.
 pub const MAX_INLINE_MIME: usize = 3 * 1024 * 1024;
@@ -604,6 +614,36 @@ impl GraphClient {
         )
         .await?;
         Ok(())
+    }
+
+    /// A directory call: `method` on the path `segments` (each percent-encoded) under `…/v1.0/`, with `query`
+    /// pairs and an optional JSON body; the reply's JSON (`null` when empty). For `m365mail setup`'s
+    /// applications, service principals and grants.
+    pub async fn directory_call(
+        &self,
+        token: &Secret,
+        method: &'static str,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, GraphError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("an http(s) base")
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.request(
+            method,
+            &url,
+            body.map(|b| ("application/json", b.to_string().into_bytes())),
+            token,
+            "directory",
+            APPLICATION_ADMIN,
+        )
+        .await
     }
 
     /// `GET /users`: the first page only (a check that the call is allowed, without reading a large

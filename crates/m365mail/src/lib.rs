@@ -26,6 +26,7 @@ pub mod outbound;
 pub mod pop3;
 pub mod read;
 pub mod secret;
+pub mod setup;
 pub mod smtp;
 pub mod store;
 pub mod time;

@@ -1,0 +1,369 @@
+//! `m365mail setup`: an administrator signs in (the profile given with `-p`, by default through Microsoft
+//! Graph Command Line Tools), and the app registration m365mail needs is created or brought up to date
+//! ([`m365mail::setup::apply`]): permissions resolved at run time, public client flows, a client secret,
+//! the service principal, admin consent. Then the connection profile is written into the config file, the
+//! secret into a 0600 file beside it, and the Exchange Online script with every id filled in.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use m365mail::setup::{self, Access, Protocol, Request, ScriptInputs};
+use serde_json::json;
+
+use crate::GlobalArgs;
+use crate::config::{FlowName, usage};
+use crate::session::{self, AuthArgs, ProfileArgs, ScopeChoice, load_profile};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AccessArg {
+    AppOnly,
+    Delegated,
+    Both,
+}
+
+/// `m365mail setup`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SetupArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// The public client the administrator signs in with (default: the profile's `client_id`, else Microsoft
+    /// Graph Command Line Tools, 14d82eec-204b-4c2f-b7e8-296a70dab67e).
+    #[arg(long, value_name = "CLIENT-ID")]
+    admin_client_id: Option<String>,
+    /// The app registration's display name (a second run finds it by this name).
+    #[arg(long, default_value = "m365mail")]
+    name: String,
+    /// Who the tokens are for: app-only (a daemon), delegated (users), or both.
+    #[arg(long, value_enum, default_value = "both")]
+    access: AccessArg,
+    /// The protocols, comma-separated: imap, pop, smtp, graph.
+    #[arg(long, value_delimiter = ',', default_value = "imap,pop,smtp,graph")]
+    protocols: Vec<String>,
+    /// A mailbox the app opens (repeatable): the profile's `mailbox` (the first) and the script's
+    /// Add-MailboxPermission lines.
+    #[arg(long = "mailbox", value_name = "ADDRESS")]
+    mailboxes: Vec<String>,
+    /// An address the app sends as besides the mailboxes (repeatable): Add-RecipientPermission SendAs.
+    #[arg(long, value_name = "ADDRESS")]
+    send_as: Vec<String>,
+    /// The profile to write into the config file (delegated access adds NAME-user).
+    #[arg(long, default_value = "m365mail", value_name = "NAME")]
+    write_profile: String,
+    /// Where to write the Exchange Online script (default: beside the config file, NAME-exchange.ps1).
+    #[arg(long, value_name = "FILE")]
+    script_out: Option<PathBuf>,
+    /// Also print the new client secret (it is always written to the 0600 file the profile names).
+    #[arg(long)]
+    show_secret: bool,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn protocols(given: &[String]) -> anyhow::Result<Vec<Protocol>> {
+    given
+        .iter()
+        .map(|p| match p.trim().to_ascii_lowercase().as_str() {
+            "imap" => Ok(Protocol::Imap),
+            "pop" | "pop3" => Ok(Protocol::Pop),
+            "smtp" => Ok(Protocol::Smtp),
+            "graph" => Ok(Protocol::Graph),
+            other => Err(usage(format!(
+                "--protocols {other:?}: expected imap, pop, smtp or graph"
+            ))),
+        })
+        .collect()
+}
+
+/// Runs `setup`.
+pub(crate) async fn run(args: SetupArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let result = setup(args, global).await;
+    if let Err(err) = &result
+        && global.json
+    {
+        println!("{}", crate::exit::error_json(err));
+    }
+    result
+}
+
+async fn setup(mut args: SetupArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let protocols = protocols(&args.protocols)?;
+    for address in args.mailboxes.iter().chain(&args.send_as) {
+        m365mail::bridge::accounts::validate_address(address)
+            .map_err(|e| usage(format!("{address:?}: {e}")))?;
+    }
+    if args.name.trim().is_empty() || args.name.chars().any(char::is_control) {
+        return Err(usage("--name: a display name without control characters"));
+    }
+    if !args
+        .write_profile
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(usage(
+            "--write-profile: letters, digits, - and _ only (it becomes a TOML key and file names)",
+        ));
+    }
+    let access = match args.access {
+        AccessArg::AppOnly => Access::AppOnly,
+        AccessArg::Delegated => Access::Delegated,
+        AccessArg::Both => Access::Both,
+    };
+    let (_, admin_profile) = load_profile(global)?;
+    if args.profile.client_id.is_none() && admin_profile.client_id.is_none() {
+        args.profile.client_id = Some(
+            args.admin_client_id
+                .clone()
+                .unwrap_or_else(|| setup::GRAPH_CLI_TOOLS_APP_ID.to_owned()),
+        );
+    }
+    if args.auth.flow.is_none() && admin_profile.flow.is_none() {
+        args.auth.flow = Some(FlowName::DeviceCode);
+    }
+    let session = session::build(
+        global,
+        &args.profile,
+        &args.auth,
+        ScopeChoice::Graph(&setup::ADMIN_SCOPES),
+    )?;
+    if session.flow.is_app_only() {
+        return Err(usage(
+            "setup signs an administrator in (device code, auth code or password), not an app: use --flow \
+             device-code",
+        ));
+    }
+    let client = session::graph_client(&session)?;
+    let token = session.provider.token().await?;
+
+    let config_path = global
+        .config
+        .clone()
+        .or_else(crate::config::default_path)
+        .ok_or_else(|| usage("no config file location: pass --config FILE"))?;
+    // Absolute: the profile names the secret file, and may be used from another directory.
+    let dir = std::path::absolute(
+        config_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )?;
+    let secret_path = dir.join(format!("{}.secret", args.write_profile));
+    let wants_secret = matches!(access, Access::AppOnly | Access::Both);
+    let request = Request {
+        display_name: args.name.clone(),
+        access,
+        protocols: protocols.clone(),
+        public_client: matches!(access, Access::Delegated | Access::Both),
+        // A secret already kept beside the config is not replaced: a second run changes nothing.
+        add_secret: wants_secret && !secret_path.exists(),
+    };
+    let outcome = setup::apply(&client, &token.token, &request, args.dry_run).await?;
+
+    let mut written = Vec::new();
+    if !args.dry_run {
+        if let Some(secret) = &outcome.secret {
+            write_private(&secret_path, secret.expose())?;
+            written.push(secret_path.display().to_string());
+            if args.show_secret {
+                eprintln!(
+                    "client secret (shown once; also in {}): {}",
+                    secret_path.display(),
+                    secret.expose()
+                );
+            }
+        }
+        let changed_profiles = write_profiles(
+            &config_path,
+            global.profile.as_deref(),
+            &args,
+            &admin_profile,
+            access,
+            &outcome.app_id,
+            &secret_path,
+        )?;
+        if changed_profiles {
+            written.push(config_path.display().to_string());
+        }
+        let tenant_domain = admin_profile
+            .username
+            .as_deref()
+            .and_then(|u| u.split_once('@'))
+            .map_or_else(
+                || session.settings.authority.url().to_string(),
+                |(_, domain)| domain.to_owned(),
+            );
+        let script = setup::exchange_script(&ScriptInputs {
+            tenant_id: tenant_of(&session),
+            tenant_domain,
+            app_id: outcome.app_id.clone(),
+            service_principal_id: outcome.service_principal_id.clone(),
+            display_name: args.name.clone(),
+            mailboxes: args.mailboxes.clone(),
+            send_as: args.send_as.clone(),
+            smtp: protocols.contains(&Protocol::Smtp),
+            profile: args.write_profile.clone(),
+        });
+        let script_path = args
+            .script_out
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("{}-exchange.ps1", args.write_profile)));
+        let unchanged = std::fs::read_to_string(&script_path).is_ok_and(|old| old == script);
+        if !unchanged {
+            std::fs::write(&script_path, &script)?;
+            written.push(script_path.display().to_string());
+        }
+    }
+
+    if global.json {
+        println!(
+            "{}",
+            json!({
+                "app_id": outcome.app_id, "object_id": outcome.object_id,
+                "service_principal_id": outcome.service_principal_id, "actions": outcome.actions,
+                "changed": !outcome.actions.is_empty(), "dry_run": args.dry_run, "written": written,
+            })
+        );
+    } else {
+        let verb = if args.dry_run { "would" } else { "did" };
+        if outcome.actions.is_empty() {
+            println!("{:?} is already as asked: nothing to change.", args.name);
+        } else {
+            println!("setup {verb}:");
+            for action in &outcome.actions {
+                println!("  {action}");
+            }
+        }
+        if !outcome.app_id.is_empty() {
+            println!(
+                "client id {}, Enterprise application (service principal) {}",
+                outcome.app_id, outcome.service_principal_id
+            );
+        }
+        for path in &written {
+            println!("wrote {path}");
+        }
+        if !args.dry_run {
+            println!(
+                "next: run the Exchange Online script as an Exchange administrator, then `m365mail -p {} doctor`",
+                args.write_profile
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tenant_of(session: &session::Session) -> String {
+    session
+        .settings
+        .authority
+        .url()
+        .path_segments()
+        .and_then(|mut s| s.rfind(|segment| !segment.is_empty()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Writes `text` to a new 0600 file (temp + rename).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let temp = path.with_extension("secret.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    Ok(())
+}
+
+/// The connection profile(s) for the new app: the admin profile's connection keys (authority, tenant, CA,
+/// mail endpoints) with the app's client id and flow. Written only when missing or different; whether the
+/// file changed.
+fn write_profiles(
+    config_path: &Path,
+    admin_name: Option<&str>,
+    args: &SetupArgs,
+    admin: &crate::config::Profile,
+    access: Access,
+    app_id: &str,
+    secret_path: &Path,
+) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(config_path).unwrap_or_default();
+    let mut config: toml::Table = text
+        .parse()
+        .map_err(|e| usage(format!("{}: {e}", config_path.display())))?;
+    let admin_name = admin_name
+        .map(str::to_owned)
+        .or_else(|| std::env::var("M365MAIL_PROFILE").ok())
+        .or_else(|| config.get("default_profile")?.as_str().map(str::to_owned));
+    let base: toml::Table = admin_name
+        .and_then(|name| config.get("profiles")?.get(&name)?.as_table().cloned())
+        .unwrap_or_default();
+    let mut connection = toml::Table::new();
+    for key in [
+        "authority",
+        "cloud",
+        "tenant",
+        "ca_file",
+        "imap",
+        "imap_tls",
+        "pop",
+        "pop_tls",
+        "smtp",
+        "smtp_tls",
+        "graph_url",
+    ] {
+        if let Some(value) = base.get(key) {
+            connection.insert(key.into(), value.clone());
+        }
+    }
+    if let Some(tenant) = &admin.tenant {
+        connection.insert("tenant".into(), toml::Value::String(tenant.clone()));
+    }
+    connection.insert("client_id".into(), toml::Value::String(app_id.to_owned()));
+    let mut wanted: Vec<(String, toml::Table)> = Vec::new();
+    if matches!(access, Access::AppOnly | Access::Both) {
+        let mut profile = connection.clone();
+        profile.insert("flow".into(), toml::Value::String("client-secret".into()));
+        profile.insert(
+            "client_secret_file".into(),
+            toml::Value::String(secret_path.display().to_string()),
+        );
+        if let Some(mailbox) = args.mailboxes.first() {
+            profile.insert("mailbox".into(), toml::Value::String(mailbox.clone()));
+        }
+        wanted.push((args.write_profile.clone(), profile));
+    }
+    if matches!(access, Access::Delegated | Access::Both) {
+        let mut profile = connection;
+        profile.insert("flow".into(), toml::Value::String("device-code".into()));
+        let name = if access == Access::Both {
+            format!("{}-user", args.write_profile)
+        } else {
+            args.write_profile.clone()
+        };
+        wanted.push((name, profile));
+    }
+    let profiles = config
+        .entry("profiles")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| usage("the config file's `profiles` is not a table"))?;
+    let mut changed = false;
+    for (name, profile) in wanted {
+        if profiles.get(&name).and_then(toml::Value::as_table) != Some(&profile) {
+            profiles.insert(name, toml::Value::Table(profile));
+            changed = true;
+        }
+    }
+    if changed {
+        std::fs::write(config_path, toml::to_string(&config)?)?;
+    }
+    Ok(changed)
+}

@@ -1,0 +1,174 @@
+//! `m365mail setup` from an empty tenant (`sandbox serve --empty-tenant`), as an administrator runs it: a dry
+//! run changes nothing, the first run creates the app registration, its secret, service principal and
+//! consent and writes the profile and the Exchange script, a second run changes nothing; doctor then names
+//! the Exchange step still missing, and after the script's steps (through `m365mail sandbox exchange`) it is
+//! green.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt as _;
+use serde_json::Value;
+
+mod common;
+use common::Served;
+
+fn m365mail(dir: &Path, args: &[&str]) -> Output {
+    Command::cargo_bin("m365mail")
+        .unwrap()
+        .current_dir(dir)
+        .args(args)
+        .env_remove("M365MAIL_PASSWORD")
+        .env_remove("M365MAIL_PROFILE")
+        .env("M365MAIL_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn json(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", common::describe(output));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", common::describe(output)))
+}
+
+fn setup(dir: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--json",
+        "--config",
+        "cfg.toml",
+        "-p",
+        "sandbox-admin",
+        "setup",
+        "--flow",
+        "password",
+        "--mailbox",
+        "adele@contoso.onmicrosoft.com",
+    ];
+    args.extend_from_slice(extra);
+    json(&m365mail(dir, &args))
+}
+
+fn doctor(dir: &Path) -> Vec<Value> {
+    let output = m365mail(
+        dir,
+        &[
+            "--json",
+            "--config",
+            "cfg.toml",
+            "-p",
+            "m365mail",
+            "doctor",
+            "--no-cache",
+        ],
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", common::describe(&output)));
+    report["checks"].as_array().unwrap().clone()
+}
+
+fn failing(checks: &[Value]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn setup_from_an_empty_tenant_to_a_green_doctor() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let served = Served::start_with(work, &["--empty-tenant"]);
+    let url = served.line["endpoints"]["identity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A dry run says what it would do, and does nothing: the next dry run says the same.
+    let plan = setup(work, &["--dry-run"]);
+    assert_eq!(plan["dry_run"], true);
+    let actions: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(actions[0], "create application \"m365mail\"");
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.starts_with("grant IMAP.AccessAsApp")),
+        "{actions:?}"
+    );
+    assert_eq!(setup(work, &["--dry-run"])["actions"], plan["actions"]);
+    assert!(!work.join("m365mail.secret").exists());
+
+    // The run itself; then nothing is left to change.
+    let done = setup(work, &[]);
+    assert_eq!(done["changed"], true);
+    assert_eq!(done["actions"], plan["actions"]);
+    let app_id = done["app_id"].as_str().unwrap().to_owned();
+    let principal = done["service_principal_id"].as_str().unwrap().to_owned();
+    assert_ne!(app_id, principal);
+    let secret = work.join("m365mail.secret");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = setup(work, &[]);
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["app_id"], app_id.as_str());
+    // The secret is never printed without --show-secret.
+    let secret_text = std::fs::read_to_string(&secret).unwrap();
+    assert!(!done.to_string().contains(secret_text.trim()));
+
+    // The script names the app and its Enterprise application, not the registration's object id.
+    let script = std::fs::read_to_string(work.join("m365mail-exchange.ps1")).unwrap();
+    assert!(
+        script.contains(&format!(
+            "New-ServicePrincipal -AppId '{app_id}' -ObjectId '{principal}'"
+        )),
+        "{script}"
+    );
+    assert!(!script.contains(done["object_id"].as_str().unwrap()));
+
+    // Before the Exchange steps: doctor passes the Entra side and fails the protocols, naming the causes.
+    let checks = doctor(work);
+    assert_eq!(failing(&checks), ["imap", "pop", "smtp"], "{checks:#?}");
+    let imap = checks.iter().find(|c| c["id"] == "imap").unwrap();
+    assert!(
+        imap["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("New-ServicePrincipal"),
+        "{imap}"
+    );
+
+    // The script's steps, through the sandbox's Exchange surface; then all green.
+    for args in [
+        vec![
+            "new-service-principal",
+            "--app-id",
+            &app_id,
+            "--object-id",
+            &principal,
+        ],
+        vec![
+            "add-mailbox-permission",
+            "--mailbox",
+            "adele@contoso.onmicrosoft.com",
+            "--user",
+            &principal,
+        ],
+    ] {
+        let mut full = vec!["sandbox", "exchange", "--url", &url, "--ca-file", "ca.pem"];
+        full.extend(args);
+        let output = m365mail(work, &full);
+        assert!(output.status.success(), "{}", common::describe(&output));
+    }
+    let checks = doctor(work);
+    assert!(failing(&checks).is_empty(), "{checks:#?}");
+    assert_eq!(checks.iter().filter(|c| c["status"] == "pass").count(), 12);
+}
