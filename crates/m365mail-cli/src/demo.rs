@@ -1,6 +1,8 @@
 //! `m365mail demo`: starts the sandbox tenant in-process and walks through every token flow, printing the
-//! decoded claims of each token, three typical Entra errors with their remedies, and the cache's
-//! single-flight behaviour. Nothing leaves the machine; no token is printed.
+//! decoded claims of each token, three typical Entra errors with their remedies, the cache's single-flight
+//! behaviour, and mail over POP3, SMTP, IMAP and Graph (steps 1-13); then, on a second sandbox serving the
+//! empty tenant, `setup`, the Exchange steps, `doctor` and a broken setting (step 14). Nothing leaves the
+//! machine; no token or secret is printed.
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -381,8 +383,11 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
         "13. Microsoft Graph: the tenant's users (app-only), and a message sent through sendMail read back over IMAP and Graph",
     );
     graph_mail(&mut report, &sandbox, &public, &password, &secret_client).await?;
-
     sandbox.shutdown().await;
+
+    report.heading("14. From an empty tenant to a green doctor");
+    setup_to_doctor(&mut report, global).await?;
+
     if report.json {
         println!(
             "{}",
@@ -390,7 +395,7 @@ pub(crate) async fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<E
         );
     } else {
         println!(
-            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back, the Inbox read over IMAP and moved to Archive, Graph's users, sendMail and a delta read."
+            "\nDemo complete: 7 token flows, 3 modelled Entra errors, single-flight cache, mail read once over POP3, a message sent over SMTP and read back, the Inbox read over IMAP and moved to Archive, Graph's users, sendMail and a delta read; then an empty tenant taken by setup and the Exchange steps to a green doctor, mail over every protocol with the new app, and a broken setting named by doctor."
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -896,6 +901,396 @@ async fn graph_mail(
         "read_back_over_graph_identical": identical_over_graph,
     }));
     Ok(())
+}
+
+/// A command's own flags, parsed as its command line would be: the demo runs `setup`'s and `doctor`'s code
+/// rather than a copy of it.
+fn parse_args<T: clap::Args + clap::FromArgMatches>(args: &[&str]) -> anyhow::Result<T> {
+    let matches = T::augment_args(clap::Command::new("m365mail"))
+        .try_get_matches_from(std::iter::once("m365mail").chain(args.iter().copied()))?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+/// One doctor check on one line (and, when it failed or warned, its cause and remedy below it).
+fn check_lines(report: &Report, check: &m365mail::doctor::Check) {
+    use m365mail::doctor::Status;
+    let detail = check.cause.as_deref().unwrap_or("");
+    report.line(format!(
+        "  {:<5} {:<13} {detail}",
+        check.status.as_str(),
+        check.id
+    ));
+    if matches!(check.status, Status::Fail | Status::Warn)
+        && let Some(remedy) = &check.remedy
+    {
+        report.line(format!("  {:<19} remedy: {remedy}", ""));
+    }
+}
+
+/// Issue 17's story on a second sandbox serving the empty tenant (an administrator, and Adele with a
+/// mailbox), as `sandbox serve --empty-tenant --config-out` leaves it: `setup` as the administrator, the
+/// generated script's Exchange steps through the sandbox's admin surface, `doctor` green, mail over every
+/// protocol with the new app-only profile, then one setting broken, named by `doctor`, and put back.
+async fn setup_to_doctor(report: &mut Report, global: &GlobalArgs) -> anyhow::Result<()> {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let sandbox = Sandbox::start(SandboxConfig {
+        pop3s: vec![loopback],
+        imaps: vec![loopback],
+        smtp: vec![loopback],
+        mail: MailSeed::Welcome,
+        tenant: m365mail_sandbox::TenantModel::empty(),
+        ..SandboxConfig::default()
+    })
+    .await
+    .context("starting the empty tenant's sandbox")?;
+    let result = empty_tenant_story(report, global, &sandbox).await;
+    sandbox.shutdown().await;
+    result
+}
+
+async fn empty_tenant_story(
+    report: &mut Report,
+    global: &GlobalArgs,
+    sandbox: &Sandbox,
+) -> anyhow::Result<()> {
+    use m365mail::doctor::Status;
+    use m365mail_sandbox::CasMailbox;
+
+    use crate::doctor::{DoctorArgs, run_checks, summary};
+    use crate::session::{AuthArgs, ProfileArgs, ScopeChoice};
+    use crate::setup_cmd::SetupArgs;
+
+    report.line(format!(
+        "a second sandbox at {}: only {} and {} with a mailbox",
+        sandbox.base_url(),
+        demo::ADMIN_UPN,
+        demo::USER_UPN
+    ));
+    // The config `sandbox serve --empty-tenant --config-out` writes; setup adds its profiles to it.
+    let dir = tempfile::tempdir().context("creating a temporary config directory")?;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, sandbox.ca_pem())?;
+    let config = dir.path().join("cfg.toml");
+    crate::sandbox_cmd::write_admin_config(sandbox, &config, Some(&ca_file))?;
+    let as_profile = |name: &str| GlobalArgs {
+        config: Some(config.clone()),
+        profile: Some(name.to_owned()),
+        json: false,
+        ..global.clone()
+    };
+
+    // 1. setup, as tests/setup.rs runs it (its defaults: the app "m365mail", the profile "m365mail").
+    const APP: &str = "m365mail";
+    let mut setup_args: SetupArgs = parse_args(&[
+        "--flow",
+        "password",
+        "--mailbox",
+        demo::USER_UPN,
+        "--name",
+        APP,
+        "--write-profile",
+        APP,
+    ])?;
+    let (outcome, _) =
+        crate::setup_cmd::apply(&mut setup_args, &as_profile("sandbox-admin")).await?;
+    report.line(format!(
+        "setup -p sandbox-admin --flow password --mailbox {}: {} signs in through Microsoft Graph Command Line Tools",
+        demo::USER_UPN,
+        demo::ADMIN_UPN
+    ));
+    for action in &outcome.actions {
+        report.line(format!("  {action}"));
+    }
+    report.line(format!(
+        "client id:   {} (Enterprise application {}); the secret is in a 0600 file, not shown",
+        outcome.app_id, outcome.service_principal_id
+    ));
+
+    // 2. The generated script's Exchange steps, done through the admin surface; each line shown is the
+    // script's own.
+    let script = std::fs::read_to_string(dir.path().join("m365mail-exchange.ps1"))
+        .context("reading the Exchange script setup wrote")?;
+    let script_line = |cmdlet: &str| {
+        script
+            .lines()
+            .find(|line| line.starts_with(cmdlet))
+            .map(str::to_owned)
+            .with_context(|| format!("the generated script has no {cmdlet} line"))
+    };
+    let admin = sandbox.admin();
+    let principal = outcome.service_principal_id.as_str();
+    report.line("Exchange Online, through the sandbox's admin surface:");
+    let mut exchange = Vec::new();
+    admin.new_service_principal(&outcome.app_id, principal, Some(APP))?;
+    exchange.push(script_line("New-ServicePrincipal ")?);
+    admin.add_mailbox_permission(demo::USER_UPN, principal)?;
+    exchange.push(script_line("Add-MailboxPermission ")?);
+    admin.set_cas_mailbox(
+        demo::USER_UPN,
+        &CasMailbox {
+            smtp_client_authentication_disabled: Some(false),
+            ..CasMailbox::default()
+        },
+    )?;
+    exchange.push(script_line("Set-CASMailbox ")?);
+    for line in &exchange {
+        report.line(format!("  PS> {line}"));
+    }
+    let authorization =
+        admin.test_service_principal_authorization(principal, Some(demo::USER_UPN))?;
+    report.line(format!(
+        "  Test-ServicePrincipalAuthorization: registered {}, FullAccess {}, roles {}",
+        authorization.registered_in_exchange,
+        authorization.full_access.unwrap_or(false),
+        authorization.exchange_app_roles.join(" ")
+    ));
+
+    // 3. doctor on the app-only profile setup wrote. The secret file is named on the command line, as the
+    // profile names it, so that an M365MAIL_CLIENT_SECRET for a real app cannot stand in for it.
+    let daemon = as_profile(APP);
+    let secret_file = dir.path().join(format!("{APP}.secret"));
+    let secret_file = secret_file.to_string_lossy();
+    let no_cache = ["--no-cache", "--secret-file", secret_file.as_ref()];
+    let doctor_args: DoctorArgs = parse_args(&no_cache)?;
+    let (profile, checks) = run_checks(&doctor_args, &daemon).await?;
+    report.line(summary(&profile, &checks));
+    for check in &checks {
+        check_lines(report, check);
+    }
+    let count = |checks: &[m365mail::doctor::Check], status: Status| {
+        checks.iter().filter(|c| c.status == status).count()
+    };
+    anyhow::ensure!(
+        count(&checks, Status::Fail) == 0,
+        "doctor is not green after setup and the Exchange steps"
+    );
+
+    // 4. Mail with the app-only profile: a daemon has no password, so no ROPC; its client credentials
+    // token opens Adele's mailbox over every protocol.
+    let auth: AuthArgs = parse_args(&no_cache)?;
+    let connection: ProfileArgs = parse_args(&[])?;
+    let session =
+        |choice: ScopeChoice<'static>| crate::session::build(&daemon, &connection, &auth, choice);
+    let mail = app_only_mail(report, &session).await?;
+
+    // 5. One setting broken: IMAP off for the mailbox. Doctor names the step and its remedy.
+    admin.set_cas_mailbox(
+        demo::USER_UPN,
+        &CasMailbox {
+            imap_enabled: Some(false),
+            ..CasMailbox::default()
+        },
+    )?;
+    report.line(format!(
+        "broken:      PS> Set-CASMailbox -Identity '{}' -ImapEnabled $false",
+        demo::USER_UPN
+    ));
+    let (_, broken) = run_checks(&doctor_args, &daemon).await?;
+    report.line(summary(&profile, &broken));
+    let failing: Vec<&m365mail::doctor::Check> =
+        broken.iter().filter(|c| c.status == Status::Fail).collect();
+    for check in &failing {
+        check_lines(report, check);
+    }
+    let [named] = failing.as_slice() else {
+        anyhow::bail!("doctor named {} failing steps, not one", failing.len());
+    };
+    anyhow::ensure!(named.id == "imap", "doctor blamed {}, not imap", named.id);
+    admin.set_cas_mailbox(
+        demo::USER_UPN,
+        &CasMailbox {
+            imap_enabled: Some(true),
+            ..CasMailbox::default()
+        },
+    )?;
+    let (_, restored) = run_checks(&doctor_args, &daemon).await?;
+    report.line(format!(
+        "put back:    PS> Set-CASMailbox -Identity '{}' -ImapEnabled $true; {}",
+        demo::USER_UPN,
+        summary(&profile, &restored)
+    ));
+    anyhow::ensure!(
+        count(&restored, Status::Fail) == 0,
+        "doctor is not green again once IMAP is back on"
+    );
+
+    report.steps.push(json!({
+        "step": "setup-doctor",
+        "ok": true,
+        "kind": "setup",
+        "actions": outcome.actions.len(),
+        "client_id": outcome.app_id,
+        "service_principal_id": outcome.service_principal_id,
+        "exchange": exchange,
+        "doctor_passed": count(&checks, Status::Pass),
+        "doctor_failed": count(&checks, Status::Fail),
+        "mail": mail,
+        "broken_step": named.id,
+        "broken_cause": named.cause,
+        "broken_remedy": named.remedy,
+        "restored_passed": count(&restored, Status::Pass),
+        "restored_failed": count(&restored, Status::Fail),
+    }));
+    Ok(())
+}
+
+/// Step 14's mail, with the app-only profile's tokens (one per protocol, as the commands get them): one
+/// message over SMTP and one through Graph's sendMail, both from Adele to herself, then her Inbox read over
+/// IMAP, POP3 and Graph: how many of the two each brings back byte for byte.
+async fn app_only_mail(
+    report: &mut Report,
+    session: &impl Fn(crate::session::ScopeChoice<'static>) -> anyhow::Result<crate::session::Session>,
+) -> anyhow::Result<Value> {
+    use m365mail::imap::{ImapClient as _, ImapConnection, ImapOptions, SearchQuery};
+    use m365mail::mime::{self, Mailbox, Outgoing};
+    use m365mail::pop3::{Pop3Connection, Pop3Options};
+    use m365mail::smtp::{SmtpOptions, SmtpSender, Submit as _};
+    use m365mail::time::Clock as _;
+
+    use crate::session::{ScopeChoice, default_mailbox, graph_client, mail_endpoint};
+
+    let smtp = session(ScopeChoice::Mail(Target::Smtp))?;
+    let smtp_token = smtp.provider.token().await?.token;
+    let mailbox = default_mailbox(None, &smtp, None).context("setup's profile names no mailbox")?;
+    let roles = match inspect(smtp_token.expose(), &SystemClock) {
+        Inspection::Jwt(info) => info.roles.join(" "),
+        Inspection::Opaque { reason } => reason,
+    };
+    report.line(format!(
+        "token:       client credentials for profile {} (an app has no password: no ROPC), roles {roles}",
+        smtp.profile_name
+    ));
+
+    let outgoing = |subject: &str| Outgoing {
+        from: Some(Mailbox {
+            name: Some(demo::USER_DISPLAY_NAME.into()),
+            address: Some(mailbox.clone()),
+        }),
+        to: vec![Mailbox {
+            name: None,
+            address: Some(mailbox.clone()),
+        }],
+        subject: Some(subject.into()),
+        text: Some("Sent by the app that m365mail setup registered a moment ago.\r\n".into()),
+        ..Outgoing::default()
+    };
+    let now = SystemClock.unix_now() as i64;
+    let over_smtp = mime::build(&outgoing("App-only, over SMTP"), now)?;
+    let graph_outgoing = outgoing("App-only, through Graph");
+    let over_graph = mime::build(&graph_outgoing, now)?;
+
+    let sender = SmtpSender::new(
+        &SmtpOptions::new(
+            mail_endpoint(&smtp, Target::Smtp, None, None)?,
+            smtp.trust.clone(),
+        ),
+        &mailbox,
+        &smtp_token,
+    )?;
+    let submitted = sender.submit(&over_smtp).await?;
+    sender.close().await;
+    let graph_session = session(ScopeChoice::Graph(&["Mail.Send"]))?;
+    let graph = graph_client(&graph_session)?;
+    let graph_token = graph_session.provider.token().await?.token;
+    graph
+        .send_mime(
+            &graph_token,
+            &mailbox,
+            &mime::with_bcc_header(&graph_outgoing, &over_graph),
+        )
+        .await?;
+    report.line(format!(
+        "sent:        to {mailbox}: {} bytes over SMTP ({}), {} bytes through Graph sendMail",
+        over_smtp.bytes.len(),
+        submitted.reply.split(" <").next().unwrap_or_default(),
+        over_graph.bytes.len()
+    ));
+
+    let sent = [&over_smtp.bytes, &over_graph.bytes];
+    let identical = |bodies: &[Vec<u8>]| {
+        sent.iter()
+            .filter(|message| bodies.iter().any(|body| body == **message))
+            .count()
+    };
+
+    let imap = session(ScopeChoice::Mail(Target::Imap))?;
+    let imap_token = imap.provider.token().await?.token;
+    let options = ImapOptions::new(
+        mail_endpoint(&imap, Target::Imap, None, None)?,
+        imap.trust.clone(),
+    );
+    let mut connection = ImapConnection::connect(&options, &mailbox, &imap_token).await?;
+    connection.select("INBOX", true).await?;
+    let uids = connection.search(&SearchQuery::default()).await?;
+    let bodies: Vec<Vec<u8>> = connection
+        .bodies(&uids)
+        .await?
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    connection.logout().await?;
+    let over_imap = identical(&bodies);
+
+    let pop = session(ScopeChoice::Mail(Target::Pop))?;
+    let pop_token = pop.provider.token().await?.token;
+    let mut connection = Pop3Connection::connect(&Pop3Options::new(
+        mail_endpoint(&pop, Target::Pop, None, None)?,
+        pop.trust.clone(),
+    ))
+    .await?;
+    connection.authenticate(&mailbox, &pop_token).await?;
+    let mut bodies = Vec::new();
+    for (number, _) in connection.unique_ids().await? {
+        let mut body = Vec::new();
+        connection.retrieve(number, &mut body).await?;
+        bodies.push(body);
+    }
+    connection.quit().await?;
+    let over_pop = identical(&bodies);
+
+    // Graph: the Inbox's delta round, then each sent message's MIME by its id.
+    let wanted = [
+        format!("<{}>", over_smtp.message_id),
+        format!("<{}>", over_graph.message_id),
+    ];
+    let mut url = graph.delta_start(&mailbox, "inbox", None);
+    let mut bodies = Vec::new();
+    for _ in 0..100 {
+        let page = graph.delta_page(&graph_token, &mailbox, &url).await?;
+        for message in &page.messages {
+            if message
+                .internet_message_id
+                .as_ref()
+                .is_some_and(|id| wanted.contains(id))
+            {
+                let mime = graph
+                    .message_mime(&graph_token, &mailbox, &message.id, 1 << 20)
+                    .await?;
+                bodies.push(mime.bytes);
+            }
+        }
+        match page.next {
+            Some(next) => url = next,
+            None => break,
+        }
+    }
+    let over_graph_read = identical(&bodies);
+
+    report.line(format!(
+        "read back:   byte-identical to what was sent: {over_imap} of 2 over IMAP, {over_pop} of 2 over POP3, \
+         {over_graph_read} of 2 over Graph"
+    ));
+    anyhow::ensure!(
+        [over_imap, over_pop, over_graph_read] == [2, 2, 2],
+        "the messages the app sent did not all come back as sent"
+    );
+    Ok(json!({
+        "sent": 2,
+        "smtp_reply": submitted.reply,
+        "imap_identical": over_imap,
+        "pop3_identical": over_pop,
+        "graph_identical": over_graph_read,
+    }))
 }
 
 fn expect_error(

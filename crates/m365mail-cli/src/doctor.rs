@@ -68,16 +68,7 @@ fn protocols(given: &[String]) -> anyhow::Result<Vec<Protocol>> {
 
 /// Runs `doctor`.
 pub(crate) async fn run(args: DoctorArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let chosen = protocols(&args.protocols)?;
-    let (profile_name, _) = load_profile(global)?;
-    let checks = Doctor {
-        args: &args,
-        global,
-        chosen,
-        checks: Vec::new(),
-    }
-    .run()
-    .await;
+    let (profile_name, checks) = run_checks(&args, global).await?;
     if global.json {
         println!("{}", json!({ "profile": profile_name, "checks": checks }));
     } else {
@@ -85,17 +76,42 @@ pub(crate) async fn run(args: DoctorArgs, global: &GlobalArgs) -> anyhow::Result
             "{}",
             doctor::render_table(&checks, std::io::stdout().is_terminal())
         );
-        let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
-        let seconds: f64 = checks.iter().map(|c| c.seconds).sum();
-        eprintln!(
-            "doctor: profile {profile_name}: {} passed, {failed} failed, {} warned, {} skipped in {seconds:.2} s",
-            checks.iter().filter(|c| c.status == Status::Pass).count(),
-            checks.iter().filter(|c| c.status == Status::Warn).count(),
-            checks.iter().filter(|c| c.status == Status::Skip).count(),
-        );
+        eprintln!("{}", summary(&profile_name, &checks));
     }
     Ok(doctor::first_failure(&checks)
         .map_or(ExitCode::SUCCESS, |class| ExitCode::from(class.exit_code())))
+}
+
+/// Every check for the profile `global` names, printing nothing (the demo shows them its own way): the
+/// profile's name and the checks.
+pub(crate) async fn run_checks(
+    args: &DoctorArgs,
+    global: &GlobalArgs,
+) -> anyhow::Result<(String, Vec<Check>)> {
+    let chosen = protocols(&args.protocols)?;
+    let (profile_name, _) = load_profile(global)?;
+    let checks = Doctor {
+        args,
+        global,
+        chosen,
+        checks: Vec::new(),
+    }
+    .run()
+    .await;
+    Ok((profile_name, checks))
+}
+
+/// The closing line: how many checks passed, failed, warned and were skipped, and how long they took.
+pub(crate) fn summary(profile_name: &str, checks: &[Check]) -> String {
+    let count = |status: Status| checks.iter().filter(|c| c.status == status).count();
+    let seconds: f64 = checks.iter().map(|c| c.seconds).sum();
+    format!(
+        "doctor: profile {profile_name}: {} passed, {} failed, {} warned, {} skipped in {seconds:.2} s",
+        count(Status::Pass),
+        count(Status::Fail),
+        count(Status::Warn),
+        count(Status::Skip),
+    )
 }
 
 struct Doctor<'a> {

@@ -582,8 +582,8 @@ fn write_config(sandbox: &Sandbox, path: &Path, ca_file: Option<&Path>) -> anyho
 /// The `--config-out` file of `--empty-tenant`: the administrator's profile `sandbox-admin` (the Microsoft
 /// Graph Command Line Tools, device code: approve with `POST /_sandbox/admin/device-codes/{user_code}/approve`
 /// or sign in at `/devicelogin`), the administrator's and the user's passwords in 0600 files beside it.
-/// Setup adds the connector's profiles to it.
-fn write_admin_config(
+/// Setup adds the connector's profiles to it (`m365mail demo` starts its last step from one).
+pub(crate) fn write_admin_config(
     sandbox: &Sandbox,
     path: &Path,
     ca_file: Option<&Path>,

@@ -89,6 +89,51 @@ pub(crate) async fn run(args: SetupArgs, global: &GlobalArgs) -> anyhow::Result<
 }
 
 async fn setup(mut args: SetupArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let (outcome, written) = apply(&mut args, global).await?;
+    if global.json {
+        println!(
+            "{}",
+            json!({
+                "app_id": outcome.app_id, "object_id": outcome.object_id,
+                "service_principal_id": outcome.service_principal_id, "actions": outcome.actions,
+                "changed": !outcome.actions.is_empty(), "dry_run": args.dry_run, "written": written,
+            })
+        );
+    } else {
+        let verb = if args.dry_run { "would" } else { "did" };
+        if outcome.actions.is_empty() {
+            println!("{:?} is already as asked: nothing to change.", args.name);
+        } else {
+            println!("setup {verb}:");
+            for action in &outcome.actions {
+                println!("  {action}");
+            }
+        }
+        if !outcome.app_id.is_empty() {
+            println!(
+                "client id {}, Enterprise application (service principal) {}",
+                outcome.app_id, outcome.service_principal_id
+            );
+        }
+        for path in &written {
+            println!("wrote {path}");
+        }
+        if !args.dry_run {
+            println!(
+                "next: run the Exchange Online script as an Exchange administrator, then `m365mail -p {} doctor`",
+                args.write_profile
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Does what `setup` does — the sign-in, the app registration, the secret, profile and script files — and
+/// prints nothing (the demo shows it its own way): what changed, and the files written.
+pub(crate) async fn apply(
+    args: &mut SetupArgs,
+    global: &GlobalArgs,
+) -> anyhow::Result<(setup::Outcome, Vec<String>)> {
     let protocols = protocols(&args.protocols)?;
     for address in args.mailboxes.iter().chain(&args.send_as) {
         m365mail::bridge::accounts::validate_address(address)
@@ -177,7 +222,7 @@ async fn setup(mut args: SetupArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         let changed_profiles = write_profiles(
             &config_path,
             global.profile.as_deref(),
-            &args,
+            args,
             &admin_profile,
             access,
             &outcome.app_id,
@@ -215,43 +260,7 @@ async fn setup(mut args: SetupArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
             written.push(script_path.display().to_string());
         }
     }
-
-    if global.json {
-        println!(
-            "{}",
-            json!({
-                "app_id": outcome.app_id, "object_id": outcome.object_id,
-                "service_principal_id": outcome.service_principal_id, "actions": outcome.actions,
-                "changed": !outcome.actions.is_empty(), "dry_run": args.dry_run, "written": written,
-            })
-        );
-    } else {
-        let verb = if args.dry_run { "would" } else { "did" };
-        if outcome.actions.is_empty() {
-            println!("{:?} is already as asked: nothing to change.", args.name);
-        } else {
-            println!("setup {verb}:");
-            for action in &outcome.actions {
-                println!("  {action}");
-            }
-        }
-        if !outcome.app_id.is_empty() {
-            println!(
-                "client id {}, Enterprise application (service principal) {}",
-                outcome.app_id, outcome.service_principal_id
-            );
-        }
-        for path in &written {
-            println!("wrote {path}");
-        }
-        if !args.dry_run {
-            println!(
-                "next: run the Exchange Online script as an Exchange administrator, then `m365mail -p {} doctor`",
-                args.write_profile
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((outcome, written))
 }
 
 fn tenant_of(session: &session::Session) -> String {

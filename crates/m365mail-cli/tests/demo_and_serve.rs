@@ -123,16 +123,74 @@ fn demo_runs_every_flow_and_single_flight_sends_one_request() {
     assert_eq!(rounds[0]["token_requests"], 1, "cold cache: {rounds:?}");
     assert_eq!(rounds[1]["token_requests"], 0, "warm cache: {rounds:?}");
 
+    // Step 14, on the empty tenant: setup and the script's Exchange steps reach a green doctor, the new
+    // app-only profile's mail comes back as sent over every protocol, and IMAP switched off is named by
+    // doctor with its remedy, then put back.
+    let story = named("setup-doctor");
+    assert_eq!(story["ok"], true, "{story}");
+    assert_eq!(story["kind"], "setup", "{story}");
+    assert!(story["actions"].as_u64().unwrap() >= 5, "{story}");
+    let client_id = story["client_id"].as_str().unwrap();
+    let principal = story["service_principal_id"].as_str().unwrap();
+    assert_ne!(client_id, principal);
+    let exchange: Vec<&str> = story["exchange"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line.as_str().unwrap())
+        .collect();
+    assert!(
+        exchange[0].starts_with(&format!(
+            "New-ServicePrincipal -AppId '{client_id}' -ObjectId '{principal}'"
+        )),
+        "{exchange:?}"
+    );
+    assert!(
+        exchange[1].starts_with(&format!(
+            "Add-MailboxPermission -Identity '{}' -User '{principal}'",
+            demo::USER_UPN
+        )),
+        "{exchange:?}"
+    );
+    assert_eq!(story["doctor_failed"], 0, "{story}");
+    assert_eq!(story["doctor_passed"], 12, "{story}");
+    for protocol in ["imap", "pop3", "graph"] {
+        assert_eq!(
+            story["mail"][format!("{protocol}_identical")],
+            2,
+            "{protocol}: {story}"
+        );
+    }
+    assert_eq!(story["broken_step"], "imap", "{story}");
+    assert!(
+        story["broken_remedy"]
+            .as_str()
+            .unwrap()
+            .contains("Set-CASMailbox -ImapEnabled $true"),
+        "{story}"
+    );
+    assert_eq!(story["restored_failed"], 0, "{story}");
+    assert_eq!(story["restored_passed"], 12, "{story}");
+
     // Nothing secret reaches the terminal.
     let text = String::from_utf8_lossy(&output.stdout);
     for secret in [
         demo::USER_PASSWORD,
         demo::CONFIDENTIAL_APP_SECRET,
         demo::SECOND_USER_PASSWORD,
+        demo::ADMIN_PASSWORD,
     ] {
         assert!(!text.contains(secret), "demo output contains a secret");
     }
     assert!(!text.contains("eyJ"), "demo output contains a JWT");
+    // Nor step 14's new client secret, whose value has Entra's shape (three characters, a digit, `Q~`, …).
+    assert!(
+        !text
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0].is_ascii_digit() && &w[1..] == b"Q~"),
+        "demo output contains a client secret"
+    );
 }
 
 /// A `m365mail sandbox serve` child, stopped with SIGINT (its Ctrl-C path) when dropped.
