@@ -12,7 +12,7 @@ use m365mail::Classified;
 use m365mail::auth::{AuthError, Inspection, Target, inspect};
 use m365mail::doctor::{self, Check, Status};
 use m365mail::error::ErrorClass;
-use m365mail::time::SystemClock;
+use m365mail::time::{Clock as _, SystemClock};
 use serde_json::json;
 
 use crate::GlobalArgs;
@@ -32,6 +32,11 @@ pub(crate) struct DoctorArgs {
     /// The mailbox the protocol steps open. Default: the profile's `mailbox`, else the signed-in user.
     #[arg(long)]
     mailbox: Option<String>,
+    /// Also sign an administrator in with this profile (as `setup` does) and check what only an admin can
+    /// read: the registration's permissions against those granted, and secrets or certificates that expire
+    /// within 30 days.
+    #[arg(long, value_name = "ADMIN-PROFILE")]
+    admin: Option<String>,
 }
 
 /// The protocols asked for.
@@ -93,10 +98,18 @@ pub(crate) async fn run_checks(
     let checks = Doctor {
         args,
         global,
-        chosen,
+        chosen: chosen.clone(),
         checks: Vec::new(),
     }
     .run()
+    .await;
+    let checks = Doctor {
+        args,
+        global,
+        chosen,
+        checks,
+    }
+    .with_admin_checks()
     .await;
     Ok((profile_name, checks))
 }
@@ -202,13 +215,13 @@ impl Doctor<'_> {
         // 3-6. app, public client, credential, consent: from the first token request, run afresh for a flow
         // that needs no person (a cached token would hide a broken credential).
         let started = Instant::now();
-        let first = if matches!(
-            session.flow,
-            FlowName::Password | FlowName::ClientSecret | FlowName::ClientCertificate
-        ) {
-            session.provider.run_flow().await
-        } else {
-            session.provider.token().await
+        let first = match session.flow {
+            FlowName::Password | FlowName::ClientSecret | FlowName::ClientCertificate => {
+                session.provider.run_flow().await
+            }
+            // The cached refresh token is what this flow stands on: redeem it, whatever access token is cached.
+            FlowName::Refresh => session.provider.force_renew().await,
+            FlowName::DeviceCode | FlowName::AuthCode => session.provider.token().await,
         };
         let elapsed = started.elapsed().as_secs_f64();
         let public = !session.flow.is_app_only();
@@ -378,6 +391,112 @@ impl Doctor<'_> {
         }
         self.graph_checks(tokens.get(&Protocol::Graph)).await;
         self.checks
+    }
+
+    /// `--admin`'s steps, whatever the others found: an administrator can read the registration even when
+    /// the app cannot sign in (that is often why one asks).
+    async fn with_admin_checks(mut self) -> Vec<Check> {
+        let Some(admin) = self.args.admin.clone() else {
+            return self.checks;
+        };
+        let client_id = match load_profile(self.global) {
+            Ok((_, profile)) => self.args.profile.client_id.clone().or(profile.client_id),
+            Err(_) => None,
+        };
+        let Some(client_id) = client_id else {
+            self.checks.push(Check::skip(
+                "registration",
+                "the profile names no client_id",
+            ));
+            self.checks
+                .push(Check::skip("expiry", "the profile names no client_id"));
+            return self.checks;
+        };
+        let started = Instant::now();
+        let (registration, expiry) = self.admin_checks(&admin, &client_id).await;
+        self.record(registration, started);
+        self.checks.push(expiry);
+        self.checks
+    }
+
+    /// `--admin`: the registration, its grants and its credentials, read with an administrator's token.
+    async fn admin_checks(&self, admin_profile: &str, client_id: &str) -> (Check, Check) {
+        let outcome: anyhow::Result<(Check, Check)> = async {
+            let global = GlobalArgs {
+                profile: Some(admin_profile.to_owned()),
+                ..self.global.clone()
+            };
+            let auth = AuthArgs {
+                flow: None,
+                scopes: Vec::new(),
+                secret_file: None,
+                certificate: None,
+                private_key: None,
+                ..self.args.auth.clone()
+            };
+            let mut profile_args = ProfileArgs {
+                tenant: None,
+                client_id: None,
+                username: None,
+                cloud: None,
+                authority: None,
+                ca_file: None,
+                cache: None,
+            };
+            let (_, admin) = load_profile(&global)?;
+            if admin.client_id.is_none() {
+                profile_args.client_id = Some(m365mail::setup::GRAPH_CLI_TOOLS_APP_ID.to_owned());
+            }
+            let session = session::build(
+                &global,
+                &profile_args,
+                &auth,
+                ScopeChoice::Graph(&m365mail::setup::ADMIN_SCOPES),
+            )?;
+            let client = session::graph_client(&session)?;
+            let token = session.provider.token().await?;
+            let report = m365mail::setup::audit(&client, &token.token, client_id, SystemClock.unix_now()).await?;
+            let registration = if report.missing.is_empty() {
+                Check::pass(
+                    "registration",
+                    format!("{} permissions, each granted", report.permissions),
+                )
+            } else {
+                Check::fail(
+                    "registration",
+                    ErrorClass::Admin,
+                    format!("not granted: {}", report.missing.join(", ")),
+                    "grant admin consent (Entra admin center → App registrations → the app → API permissions → \
+                     Grant admin consent), or run `m365mail setup` again",
+                )
+            };
+            let expiry = match (report.expired.is_empty(), report.expiring.is_empty()) {
+                (false, _) if report.valid == 0 => Check::fail(
+                    "expiry",
+                    ErrorClass::Admin,
+                    format!("every credential has expired: {}", report.expired.join(", ")),
+                    "add a new client secret or certificate (Certificates & secrets) and update the profile",
+                ),
+                (_, false) => Check::warn(
+                    "expiry",
+                    format!("expiring within 30 days: {}", report.expiring.join(", ")),
+                    "add a new secret or certificate before then and switch the profile to it",
+                ),
+                _ => Check::pass(
+                    "expiry",
+                    format!("{} credential(s), none expiring within 30 days", report.valid),
+                ),
+            };
+            Ok((registration, expiry))
+        }
+        .await;
+        match outcome {
+            Ok(checks) => checks,
+            Err(error) => (
+                failed("registration", &error),
+                Check::skip("expiry", "the registration step failed"),
+            ),
+        }
     }
 
     /// The profile's own values, then a session for the first protocol.

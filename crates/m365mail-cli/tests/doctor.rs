@@ -26,9 +26,16 @@ fn m365mail(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `doctor --json` for `profile` (extra arguments after it): the checks by id, and the exit code.
+/// `doctor --json --no-cache` for `profile` (extra arguments after it): the checks by id, and the exit code.
 fn doctor(dir: &Path, profile: &str, extra: &[&str]) -> (Vec<Value>, Option<i32>) {
-    let mut args = vec!["--json", "-p", profile, "doctor", "--no-cache"];
+    let mut all = vec!["--no-cache"];
+    all.extend_from_slice(extra);
+    doctor_cached(dir, profile, &all)
+}
+
+/// `doctor --json` with the profile's token cache.
+fn doctor_cached(dir: &Path, profile: &str, extra: &[&str]) -> (Vec<Value>, Option<i32>) {
+    let mut args = vec!["--json", "-p", profile, "doctor"];
     args.extend_from_slice(extra);
     let output = m365mail(dir, &args);
     let report: Value = serde_json::from_slice(&output.stdout)
@@ -304,6 +311,86 @@ fn each_misconfiguration_is_named_at_its_step() {
         covered += 1;
     }
 
+    // SMTP AUTH off for the whole tenant (Set-TransportConfig), before any mailbox has its own setting.
+    admin(
+        work,
+        &served,
+        "exchange/transport-config",
+        json!({ "SmtpClientAuthenticationDisabled": true }),
+    );
+    let (checks, _) = doctor(work, "sandbox-user", &[]);
+    admin(
+        work,
+        &served,
+        "exchange/transport-config",
+        json!({ "SmtpClientAuthenticationDisabled": false }),
+    );
+    let (failed, text) = first_failure(&checks).unwrap();
+    assert_eq!(failed, "smtp", "{text}");
+    assert!(
+        text.contains("5.7.139") || text.contains("SmtpClientAuthenticationDisabled"),
+        "{text}"
+    );
+    covered += 1;
+
+    // The app's service principal not registered in Exchange (New-ServicePrincipal never run).
+    let principal = demo::CONFIDENTIAL_APP_SERVICE_PRINCIPAL_ID;
+    admin(
+        work,
+        &served,
+        &format!("exchange/service-principals/{principal}/remove"),
+        json!({}),
+    );
+    let (checks, _) = doctor(work, "sandbox-daemon", &["--protocols", "imap,pop"]);
+    let (failed, text) = first_failure(&checks).unwrap();
+    assert_eq!(failed, "imap", "{text}");
+    assert!(text.contains("New-ServicePrincipal"), "{text}");
+    covered += 1;
+    admin(
+        work,
+        &served,
+        "exchange/service-principals",
+        json!({ "AppId": demo::CONFIDENTIAL_APP_ID, "ObjectId": principal }),
+    );
+    for mailbox in [demo::USER_UPN, demo::SHARED_MAILBOX] {
+        admin(
+            work,
+            &served,
+            &format!("mailboxes/{mailbox}/permissions"),
+            json!({ "User": principal, "AccessRights": ["FullAccess"] }),
+        );
+    }
+    let (checks, code) = doctor(work, "sandbox-daemon", &[]);
+    assert_eq!(code, Some(0), "registered again: {checks:#?}");
+
+    // A refresh token revoked (a password change, an admin's revoke): the refresh flow's credential fails.
+    let signed_in = m365mail(work, &["-p", "sandbox-user", "token", "get"]);
+    assert!(
+        signed_in.status.success(),
+        "{}",
+        common::describe(&signed_in)
+    );
+    let (_, code) = doctor_cached(
+        work,
+        "sandbox-user",
+        &["--flow", "refresh", "--protocols", "imap"],
+    );
+    assert_eq!(code, Some(0), "the refresh token works before the revoke");
+    admin(
+        work,
+        &served,
+        &format!("users/{}/revoke-refresh-tokens", demo::USER_UPN),
+        json!({}),
+    );
+    let (checks, _) = doctor_cached(
+        work,
+        "sandbox-user",
+        &["--flow", "refresh", "--protocols", "imap"],
+    );
+    let (failed, text) = first_failure(&checks).unwrap();
+    assert_eq!(failed, "credential", "{text}");
+    covered += 1;
+
     // Settings broken in the sandbox, each put back after its check.
     let user = demo::USER_UPN;
     let cas = format!("mailboxes/{user}/cas-mailbox");
@@ -421,5 +508,5 @@ fn each_misconfiguration_is_named_at_its_step() {
     );
     covered += 1;
     eprintln!("doctor scenarios covered: {covered}");
-    assert!(covered >= 23);
+    assert!(covered >= 26);
 }

@@ -171,4 +171,83 @@ fn setup_from_an_empty_tenant_to_a_green_doctor() {
     let checks = doctor(work);
     assert!(failing(&checks).is_empty(), "{checks:#?}");
     assert_eq!(checks.iter().filter(|c| c["status"] == "pass").count(), 12);
+
+    // --admin: an administrator reads the registration. Everything granted, the new secret far from its end.
+    let config = std::fs::read_to_string(work.join("cfg.toml")).unwrap();
+    let mut table: toml::Table = config.parse().unwrap();
+    let mut admin = table["profiles"]["sandbox-admin"]
+        .as_table()
+        .unwrap()
+        .clone();
+    admin.insert("flow".into(), toml::Value::String("password".into()));
+    admin.remove("cache");
+    table["profiles"]
+        .as_table_mut()
+        .unwrap()
+        .insert("admin-pw".into(), toml::Value::Table(admin));
+    std::fs::write(work.join("cfg.toml"), toml::to_string(&table).unwrap()).unwrap();
+    let admin_checks = |work: &Path| {
+        let output = m365mail(
+            work,
+            &[
+                "--json",
+                "--config",
+                "cfg.toml",
+                "-p",
+                "m365mail",
+                "doctor",
+                "--no-cache",
+                "--admin",
+                "admin-pw",
+            ],
+        );
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", common::describe(&output)));
+        report["checks"].as_array().unwrap().clone()
+    };
+    let status = |checks: &[Value], id: &str| {
+        checks.iter().find(|c| c["id"] == id).unwrap()["status"].clone()
+    };
+    let checks = admin_checks(work);
+    assert_eq!(checks.len(), 15, "{checks:#?}");
+    assert_eq!(status(&checks, "registration"), "pass", "{checks:#?}");
+    assert_eq!(status(&checks, "expiry"), "pass", "{checks:#?}");
+    // Consent for the application permissions withdrawn: the registration step names them.
+    let admin_api = |path: &str, body: Value| {
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap();
+        let url = format!("{url}_sandbox/admin/{path}");
+        let status = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { http.post(&url).json(&body).send().await })
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "{path}: {status}");
+    };
+    admin_api(
+        &format!("apps/{app_id}/app-roles/revoke"),
+        serde_json::json!({}),
+    );
+    let checks = admin_checks(work);
+    assert_eq!(status(&checks, "registration"), "fail", "{checks:#?}");
+    let registration = checks.iter().find(|c| c["id"] == "registration").unwrap();
+    assert!(
+        registration["cause"]
+            .as_str()
+            .unwrap()
+            .contains("IMAP.AccessAsApp"),
+        "{registration}"
+    );
+    // The secret expired: the credential step fails, and so does the expiry step.
+    admin_api(
+        &format!("apps/{app_id}/secrets/expire"),
+        serde_json::json!({}),
+    );
+    let checks = admin_checks(work);
+    assert_eq!(status(&checks, "credential"), "fail", "{checks:#?}");
+    assert_eq!(status(&checks, "expiry"), "fail", "{checks:#?}");
 }

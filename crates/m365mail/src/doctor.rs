@@ -49,6 +49,18 @@ pub const STEPS: [(&str, &str); 13] = [
     ),
 ];
 
+/// The steps `--admin` adds: what only an administrator can read.
+pub const ADMIN_STEPS: [(&str, &str); 2] = [
+    (
+        "registration",
+        "every permission on the registration is granted (admin consent)",
+    ),
+    (
+        "expiry",
+        "no secret or certificate of the app expires within 30 days",
+    ),
+];
+
 /// A check's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +111,7 @@ impl Check {
     fn new(id: &'static str, status: Status) -> Self {
         let title = STEPS
             .iter()
+            .chain(&ADMIN_STEPS)
             .find(|(step, _)| *step == id)
             .map_or("", |(_, title)| *title);
         Self {

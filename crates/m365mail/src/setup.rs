@@ -895,6 +895,152 @@ pub async fn apply(
     })
 }
 
+/// What `doctor --admin` reads of an app registration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Permissions on the registration.
+    pub permissions: usize,
+    /// Those not granted (`IMAP.AccessAsApp (Office 365 Exchange Online, application)`).
+    pub missing: Vec<String>,
+    /// Secrets and certificates not expired.
+    pub valid: usize,
+    /// Expired ones (their names).
+    pub expired: Vec<String>,
+    /// Ones that expire within 30 days.
+    pub expiring: Vec<String>,
+}
+
+/// Reads the registration of `client_id`, its service principal's app role assignments and delegated grants,
+/// and its credentials' end dates (`now`, Unix seconds): what is asked for but not granted, and what expires.
+pub async fn audit(
+    client: &crate::graph::GraphClient,
+    token: &crate::Secret,
+    client_id: &str,
+    now: u64,
+) -> Result<AuditReport, SetupError> {
+    let by_app_id = |app_id: &str| vec![("$filter", eq_filter("appId", app_id))];
+    let get = |segments: Vec<String>, pairs: Vec<(&'static str, String)>| async move {
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        client
+            .directory_call(token, "GET", &segments, &pairs, None)
+            .await
+    };
+    let found = get(vec!["applications".into()], by_app_id(client_id)).await?;
+    let application = first(&found).cloned().ok_or(SetupError::Answer {
+        what: "the application lookup",
+        field: "an application with this client id (none: check client_id)",
+    })?;
+    let principal = get(vec!["servicePrincipals".into()], by_app_id(client_id)).await?;
+    let principal_id = first(&principal)
+        .and_then(|p| p["id"].as_str())
+        .map(str::to_owned);
+    let (assignments, grants) = match &principal_id {
+        Some(id) => (
+            get(
+                vec![
+                    "servicePrincipals".into(),
+                    id.clone(),
+                    "appRoleAssignments".into(),
+                ],
+                Vec::new(),
+            )
+            .await?,
+            get(
+                vec!["oauth2PermissionGrants".into()],
+                vec![("$filter", eq_filter("clientId", id))],
+            )
+            .await?,
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    let mut report = AuditReport::default();
+    for resource in application["requiredResourceAccess"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let resource_app = resource["resourceAppId"].as_str().unwrap_or_default();
+        let resource_page = get(vec!["servicePrincipals".into()], by_app_id(resource_app)).await?;
+        let resource_principal = first(&resource_page).cloned().unwrap_or(Value::Null);
+        let resource_sp = resource_principal["id"].as_str().unwrap_or_default();
+        let resource_name = resource_principal["displayName"]
+            .as_str()
+            .unwrap_or(resource_app);
+        for access in resource["resourceAccess"].as_array().into_iter().flatten() {
+            let id = access["id"].as_str().unwrap_or_default();
+            let role = access["type"].as_str() == Some("Role");
+            let list = if role {
+                "appRoles"
+            } else {
+                "oauth2PermissionScopes"
+            };
+            let value = resource_principal[list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| {
+                    p["id"]
+                        .as_str()
+                        .is_some_and(|pid| pid.eq_ignore_ascii_case(id))
+                })
+                .and_then(|p| p["value"].as_str())
+                .unwrap_or(id);
+            report.permissions += 1;
+            let granted = if role {
+                assignments["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| {
+                        a["resourceId"].as_str() == Some(resource_sp)
+                            && a["appRoleId"]
+                                .as_str()
+                                .is_some_and(|r| r.eq_ignore_ascii_case(id))
+                    })
+            } else {
+                grants["value"].as_array().into_iter().flatten().any(|g| {
+                    g["resourceId"].as_str() == Some(resource_sp)
+                        && g["consentType"].as_str() == Some("AllPrincipals")
+                        && g["scope"].as_str().is_some_and(|s| {
+                            s.split_whitespace().any(|v| v.eq_ignore_ascii_case(value))
+                        })
+                })
+            };
+            if !granted {
+                report.missing.push(format!(
+                    "{value} ({resource_name}, {})",
+                    if role { "application" } else { "delegated" }
+                ));
+            }
+        }
+    }
+    let soon = now + 30 * 86_400;
+    for list in ["passwordCredentials", "keyCredentials"] {
+        for credential in application[list].as_array().into_iter().flatten() {
+            let name = credential["displayName"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .or(credential["keyId"].as_str())
+                .unwrap_or(list)
+                .to_owned();
+            let end = credential["endDateTime"]
+                .as_str()
+                .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+                .map(|d| u64::try_from(d.timestamp()).unwrap_or(0));
+            match end {
+                Some(end) if end <= now => report.expired.push(name),
+                Some(end) if end <= soon => {
+                    report.valid += 1;
+                    report.expiring.push(name);
+                }
+                _ => report.valid += 1,
+            }
+        }
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
