@@ -14,6 +14,14 @@ use crate::GlobalArgs;
 use crate::config::{FlowName, usage};
 use crate::session::{self, AuthArgs, ProfileArgs, ScopeChoice, load_profile};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CredentialArg {
+    /// A client secret (a 0600 file beside the config).
+    Secret,
+    /// A self-signed RSA certificate generated here (its key a 0600 file beside the config).
+    Certificate,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum AccessArg {
     AppOnly,
@@ -54,6 +62,10 @@ pub(crate) struct SetupArgs {
     /// Where to write the Exchange Online script (default: beside the config file, NAME-exchange.ps1).
     #[arg(long, value_name = "FILE")]
     script_out: Option<PathBuf>,
+    /// The app-only credential: a client secret, or a certificate generated here (no secret to copy or expire
+    /// unseen; Microsoft's advice for daemons).
+    #[arg(long, value_enum, default_value = "secret")]
+    credential: CredentialArg,
     /// Also print the new client secret (it is always written to the 0600 file the profile names).
     #[arg(long)]
     show_secret: bool,
@@ -195,7 +207,22 @@ pub(crate) async fn apply(
             .unwrap_or(Path::new(".")),
     )?;
     let secret_path = dir.join(format!("{}.secret", args.write_profile));
-    let wants_secret = matches!(access, Access::AppOnly | Access::Both);
+    let certificate_path = dir.join(format!("{}.crt", args.write_profile));
+    let key_path = dir.join(format!("{}.key", args.write_profile));
+    let app_only = matches!(access, Access::AppOnly | Access::Both);
+    let wants_secret = app_only && args.credential == CredentialArg::Secret;
+    // A certificate already kept beside the config is not replaced either.
+    let new_certificate = if app_only
+        && args.credential == CredentialArg::Certificate
+        && !certificate_path.exists()
+    {
+        Some(
+            setup::generate_certificate(&format!("m365mail {}", args.name))
+                .map_err(|e| usage(format!("cannot generate a certificate: {e}")))?,
+        )
+    } else {
+        None
+    };
     let request = Request {
         display_name: args.name.clone(),
         access,
@@ -203,6 +230,7 @@ pub(crate) async fn apply(
         public_client: matches!(access, Access::Delegated | Access::Both),
         // A secret already kept beside the config is not replaced: a second run changes nothing.
         add_secret: wants_secret && !secret_path.exists(),
+        add_certificate: new_certificate.as_ref().map(|c| c.der.clone()),
     };
     let outcome = setup::apply(&client, &token.token, &request, args.dry_run).await?;
 
@@ -219,6 +247,20 @@ pub(crate) async fn apply(
                 );
             }
         }
+        if let Some(certificate) = &new_certificate {
+            write_private(&key_path, certificate.private_key_pem.expose())?;
+            std::fs::write(&certificate_path, &certificate.certificate_pem)?;
+            written.push(certificate_path.display().to_string());
+            written.push(key_path.display().to_string());
+        }
+        let credential = if args.credential == CredentialArg::Certificate {
+            Credential::Certificate {
+                certificate: &certificate_path,
+                private_key: &key_path,
+            }
+        } else {
+            Credential::Secret(&secret_path)
+        };
         let changed_profiles = write_profiles(
             &config_path,
             global.profile.as_deref(),
@@ -226,7 +268,7 @@ pub(crate) async fn apply(
             &admin_profile,
             access,
             &outcome.app_id,
-            &secret_path,
+            credential,
         )?;
         if changed_profiles {
             written.push(config_path.display().to_string());
@@ -291,6 +333,16 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an app-only profile's credential is.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Secret(&'a Path),
+    Certificate {
+        certificate: &'a Path,
+        private_key: &'a Path,
+    },
+}
+
 /// The connection profile(s) for the new app: the admin profile's connection keys (authority, tenant, CA,
 /// mail endpoints) with the app's client id and flow. Written only when missing or different; whether the
 /// file changed.
@@ -301,7 +353,7 @@ fn write_profiles(
     admin: &crate::config::Profile,
     access: Access,
     app_id: &str,
-    secret_path: &Path,
+    credential: Credential<'_>,
 ) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let mut config: toml::Table = text
@@ -339,11 +391,24 @@ fn write_profiles(
     let mut wanted: Vec<(String, toml::Table)> = Vec::new();
     if matches!(access, Access::AppOnly | Access::Both) {
         let mut profile = connection.clone();
-        profile.insert("flow".into(), toml::Value::String("client-secret".into()));
-        profile.insert(
-            "client_secret_file".into(),
-            toml::Value::String(secret_path.display().to_string()),
-        );
+        let path = |p: &Path| toml::Value::String(p.display().to_string());
+        match credential {
+            Credential::Secret(secret) => {
+                profile.insert("flow".into(), toml::Value::String("client-secret".into()));
+                profile.insert("client_secret_file".into(), path(secret));
+            }
+            Credential::Certificate {
+                certificate,
+                private_key,
+            } => {
+                profile.insert(
+                    "flow".into(),
+                    toml::Value::String("client-certificate".into()),
+                );
+                profile.insert("certificate".into(), path(certificate));
+                profile.insert("private_key".into(), path(private_key));
+            }
+        }
         if let Some(mailbox) = args.mailboxes.first() {
             profile.insert("mailbox".into(), toml::Value::String(mailbox.clone()));
         }

@@ -251,3 +251,119 @@ fn setup_from_an_empty_tenant_to_a_green_doctor() {
     assert_eq!(status(&checks, "credential"), "fail", "{checks:#?}");
     assert_eq!(status(&checks, "expiry"), "fail", "{checks:#?}");
 }
+
+/// `--credential certificate`: a certificate generated here, added to the registration's key credentials;
+/// the written profile signs its client assertions with it, and doctor goes green once Exchange knows it.
+#[test]
+fn setup_with_a_certificate_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let served = Served::start_with(work, &["--empty-tenant"]);
+    let url = served.line["endpoints"]["identity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = setup(
+        work,
+        &[
+            "--access",
+            "app-only",
+            "--credential",
+            "certificate",
+            "--name",
+            "daemon",
+            "--write-profile",
+            "daemon",
+        ],
+    );
+    assert!(
+        done["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "add a certificate"),
+        "{done}"
+    );
+    assert!(
+        !done["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "add a client secret"),
+        "{done}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(work.join("daemon.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(!work.join("daemon.secret").exists());
+    let config = std::fs::read_to_string(work.join("cfg.toml")).unwrap();
+    assert!(config.contains("flow = \"client-certificate\""), "{config}");
+    assert_eq!(
+        setup(
+            work,
+            &[
+                "--access",
+                "app-only",
+                "--credential",
+                "certificate",
+                "--name",
+                "daemon",
+                "--write-profile",
+                "daemon"
+            ]
+        )["changed"],
+        false
+    );
+    let app_id = done["app_id"].as_str().unwrap().to_owned();
+    let principal = done["service_principal_id"].as_str().unwrap().to_owned();
+    for args in [
+        vec![
+            "new-service-principal",
+            "--app-id",
+            &app_id,
+            "--object-id",
+            &principal,
+        ],
+        vec![
+            "add-mailbox-permission",
+            "--mailbox",
+            "adele@contoso.onmicrosoft.com",
+            "--user",
+            &principal,
+        ],
+    ] {
+        let mut full = vec!["sandbox", "exchange", "--url", &url, "--ca-file", "ca.pem"];
+        full.extend(args);
+        assert!(m365mail(work, &full).status.success());
+    }
+    let output = m365mail(
+        work,
+        &[
+            "--json",
+            "--config",
+            "cfg.toml",
+            "-p",
+            "daemon",
+            "doctor",
+            "--no-cache",
+        ],
+    );
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", common::describe(&output)));
+    let checks = report["checks"].as_array().unwrap();
+    assert!(failing(checks).is_empty(), "{checks:#?}");
+    let credential = checks.iter().find(|c| c["id"] == "credential").unwrap();
+    assert!(
+        credential["cause"]
+            .as_str()
+            .unwrap()
+            .contains("client-certificate"),
+        "{credential}"
+    );
+}

@@ -413,6 +413,34 @@ pub struct Request {
     pub public_client: bool,
     /// Add a client secret (app-only with a secret, when none is kept yet).
     pub add_secret: bool,
+    /// Add this certificate (DER) to the app's key credentials (app-only with a certificate).
+    pub add_certificate: Option<Vec<u8>>,
+}
+
+/// A new self-signed RSA certificate for client assertions (RS256/PS256, microsoft.md §5.3): its PEM, its
+/// private key's PEM, and its DER (what `keyCredentials` takes).
+pub struct NewCertificate {
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// The private key, PEM (PKCS#8): keep it 0600.
+    pub private_key_pem: crate::Secret,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+}
+
+/// Generates [`NewCertificate`] for `common_name` (valid rcgen's default span; Entra checks only the key).
+pub fn generate_certificate(common_name: &str) -> Result<NewCertificate, rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let certificate = params.self_signed(&key)?;
+    Ok(NewCertificate {
+        certificate_pem: certificate.pem(),
+        private_key_pem: crate::Secret::new(key.serialize_pem()),
+        der: certificate.der().to_vec(),
+    })
 }
 
 /// What `setup` found and did (or, with `dry_run`, would do).
@@ -717,6 +745,35 @@ pub async fn apply(
                 "secretText",
                 "addPassword",
             )?));
+        }
+    }
+
+    // A certificate, when asked for: PATCH replaces keyCredentials as a whole, so the ones there stay in the
+    // list (as Graph returned them: metadata and keyId; whether a real tenant keeps a key sent without its
+    // `key` is unconfirmed — verify against a real tenant).
+    if let Some(der) = &request.add_certificate {
+        use base64::Engine as _;
+        actions.push("add a certificate".into());
+        if !dry_run {
+            let mut keys: Vec<Value> = application
+                .as_ref()
+                .and_then(|app| app["keyCredentials"].as_array().cloned())
+                .unwrap_or_default();
+            keys.push(serde_json::json!({
+                "type": "AsymmetricX509Cert",
+                "usage": "Verify",
+                "displayName": "m365mail",
+                "key": base64::engine::general_purpose::STANDARD.encode(der),
+            }));
+            client
+                .directory_call(
+                    token,
+                    "PATCH",
+                    &["applications", &object_id],
+                    &[],
+                    Some(&serde_json::json!({ "keyCredentials": keys })),
+                )
+                .await?;
         }
     }
 
