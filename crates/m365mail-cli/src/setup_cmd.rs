@@ -40,6 +40,9 @@ pub(crate) struct SetupArgs {
     /// Graph Command Line Tools, 14d82eec-204b-4c2f-b7e8-296a70dab67e).
     #[arg(long, value_name = "CLIENT-ID")]
     admin_client_id: Option<String>,
+    /// How the administrator signs in (the same as --flow): device-code (the default), auth-code, or password.
+    #[arg(long, value_enum, value_name = "FLOW")]
+    admin_flow: Option<FlowName>,
     /// The app registration's display name (a second run finds it by this name).
     #[arg(long, default_value = "m365mail")]
     name: String,
@@ -175,6 +178,9 @@ pub(crate) async fn apply(
                 .clone()
                 .unwrap_or_else(|| setup::GRAPH_CLI_TOOLS_APP_ID.to_owned()),
         );
+    }
+    if let Some(flow) = args.admin_flow {
+        args.auth.flow = Some(flow);
     }
     if args.auth.flow.is_none() && admin_profile.flow.is_none() {
         args.auth.flow = Some(FlowName::DeviceCode);
