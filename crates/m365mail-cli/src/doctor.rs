@@ -12,6 +12,7 @@ use m365mail::Classified;
 use m365mail::auth::{AuthError, Inspection, Target, inspect};
 use m365mail::doctor::{self, Check, Status};
 use m365mail::error::ErrorClass;
+use m365mail::setup::Protocol;
 use m365mail::time::{Clock as _, SystemClock};
 use serde_json::json;
 
@@ -39,36 +40,8 @@ pub(crate) struct DoctorArgs {
     admin: Option<String>,
 }
 
-/// The protocols asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Protocol {
-    Imap,
-    Pop,
-    Smtp,
-    Graph,
-}
-
 fn protocols(given: &[String]) -> anyhow::Result<Vec<Protocol>> {
-    if given.is_empty() {
-        return Ok(vec![
-            Protocol::Imap,
-            Protocol::Pop,
-            Protocol::Smtp,
-            Protocol::Graph,
-        ]);
-    }
-    given
-        .iter()
-        .map(|p| match p.trim().to_ascii_lowercase().as_str() {
-            "imap" => Ok(Protocol::Imap),
-            "pop" | "pop3" => Ok(Protocol::Pop),
-            "smtp" => Ok(Protocol::Smtp),
-            "graph" => Ok(Protocol::Graph),
-            other => Err(usage(format!(
-                "--protocols {other:?}: expected imap, pop, smtp or graph"
-            ))),
-        })
-        .collect()
+    Protocol::parse_list(given).map_err(usage)
 }
 
 /// Runs `doctor`.

@@ -495,19 +495,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let mut sink = sink(&args)?;
     let started = Instant::now();
     let bar = std::io::stderr().is_terminal().then(progress_bar);
-    let mut bytes = 0u64;
-    let mut on_progress = |event: Progress| {
-        if let Some(bar) = &bar {
-            match event {
-                Progress::Start { new } => bar.set_length(new),
-                Progress::Message { bytes: b } => {
-                    bytes += b;
-                    bar.inc(1);
-                    bar.set_message(format!("{bytes}"));
-                }
-            }
-        }
-    };
+    let mut on_progress = progress_handler(bar.as_ref());
     let summary = match protocol {
         Protocol::Graph => unreachable!("read over Graph above"),
         Protocol::Pop => {
@@ -604,7 +592,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .await?
         }
     };
-    if let Some(bar) = bar {
+    if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     report(&summary, started, &mailbox, &source, &state, global);
@@ -733,19 +721,7 @@ async fn read_graph_command(
     let mut sink = sink(args)?;
     let started = Instant::now();
     let bar = std::io::stderr().is_terminal().then(progress_bar);
-    let mut bytes = 0u64;
-    let mut on_progress = |event: Progress| {
-        if let Some(bar) = &bar {
-            match event {
-                Progress::Start { new } => bar.set_length(new),
-                Progress::Message { bytes: b } => {
-                    bytes += b;
-                    bar.inc(1);
-                    bar.set_message(format!("{bytes}"));
-                }
-            }
-        }
-    };
+    let mut on_progress = progress_handler(bar.as_ref());
     let provider = &session.provider;
     let mut tokens = |renew: bool| async move {
         let token = if renew {
@@ -767,7 +743,7 @@ async fn read_graph_command(
         &mut on_progress,
     )
     .await?;
-    if let Some(bar) = bar {
+    if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     report(&summary, started, &mailbox, &source, state, global);
@@ -799,6 +775,23 @@ fn sink(args: &ReadArgs) -> anyhow::Result<Box<dyn Sink>> {
         ])),
         None => Box::new(stdout),
     })
+}
+
+/// What the readers report, shown on `bar` (none when stderr is not a terminal).
+fn progress_handler(bar: Option<&indicatif::ProgressBar>) -> impl FnMut(Progress) + '_ {
+    let mut bytes = 0u64;
+    move |event| {
+        if let Some(bar) = bar {
+            match event {
+                Progress::Start { new } => bar.set_length(new),
+                Progress::Message { bytes: b } => {
+                    bytes += b;
+                    bar.inc(1);
+                    bar.set_message(format!("{bytes}"));
+                }
+            }
+        }
+    }
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

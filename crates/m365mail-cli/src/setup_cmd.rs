@@ -78,18 +78,7 @@ pub(crate) struct SetupArgs {
 }
 
 fn protocols(given: &[String]) -> anyhow::Result<Vec<Protocol>> {
-    given
-        .iter()
-        .map(|p| match p.trim().to_ascii_lowercase().as_str() {
-            "imap" => Ok(Protocol::Imap),
-            "pop" | "pop3" => Ok(Protocol::Pop),
-            "smtp" => Ok(Protocol::Smtp),
-            "graph" => Ok(Protocol::Graph),
-            other => Err(usage(format!(
-                "--protocols {other:?}: expected imap, pop, smtp or graph"
-            ))),
-        })
-        .collect()
+    Protocol::parse_list(given).map_err(usage)
 }
 
 /// Runs `setup`.

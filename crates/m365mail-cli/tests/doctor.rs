@@ -2,9 +2,8 @@
 //! the scenario matrix — built in the sandbox or in a profile — diagnosed at its step with its remedy.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use assert_cmd::cargo::CommandCargoExt as _;
 use m365mail_sandbox::demo;
 use serde_json::{Value, json};
 
@@ -12,18 +11,7 @@ mod common;
 use common::Served;
 
 fn m365mail(dir: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("m365mail")
-        .unwrap()
-        .current_dir(dir)
-        .args(["--config", "cfg.toml"])
-        .args(args)
-        .env_remove("M365MAIL_PASSWORD")
-        .env_remove("M365MAIL_CLIENT_SECRET")
-        .env_remove("M365MAIL_PROFILE")
-        .env("M365MAIL_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    common::run_cfg(dir, args)
 }
 
 /// `doctor --json --no-cache` for `profile` (extra arguments after it): the checks by id, and the exit code.
@@ -68,21 +56,7 @@ fn first_failure(checks: &[Value]) -> Option<(String, String)> {
 
 /// A POST to the served sandbox's admin API.
 fn admin(work: &Path, served: &Served, path: &str, body: Value) {
-    let url = format!(
-        "{}_sandbox/admin/{path}",
-        served.line["endpoints"]["identity"].as_str().unwrap()
-    );
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap();
-    let status = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async { http.post(&url).json(&body).send().await })
-        .unwrap()
-        .status();
-    assert!(status.is_success(), "{path}: {status}");
+    common::admin_post(work, served, path, body);
 }
 
 /// Adds `[profiles.NAME]`: a copy of `base` with `changes` (a `null` removes a key).

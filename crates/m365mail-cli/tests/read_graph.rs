@@ -4,9 +4,8 @@
 //! round trip — a message sent through Graph read back over Graph, IMAP and POP3 with the same bytes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use assert_cmd::cargo::CommandCargoExt as _;
 use m365mail_sandbox::demo;
 use serde_json::Value;
 
@@ -14,18 +13,7 @@ mod common;
 use common::Served;
 
 fn m365mail(dir: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("m365mail")
-        .unwrap()
-        .current_dir(dir)
-        .args(["--config", "cfg.toml"])
-        .args(args)
-        .env_remove("M365MAIL_PASSWORD")
-        .env_remove("M365MAIL_CLIENT_SECRET")
-        .env_remove("M365MAIL_PROFILE")
-        .env("M365MAIL_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    common::run_cfg(dir, args)
 }
 
 /// `m365mail -p PROFILE read --protocol graph ARGS…` in `dir`.
@@ -35,13 +23,7 @@ fn read_graph(dir: &Path, profile: &str, args: &[&str]) -> Output {
     m365mail(dir, &full)
 }
 
-fn records(output: &Output) -> Vec<Value> {
-    String::from_utf8(output.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
+use common::records;
 
 fn subjects(output: &Output) -> Vec<String> {
     records(output)
@@ -102,21 +84,7 @@ fn sha256_of(records: &[Value]) -> Vec<String> {
 
 /// `POST /_sandbox/admin/faults/graph` on the served sandbox.
 fn inject_graph_fault(work: &Path, served: &Served, fault: Value) {
-    let url = format!(
-        "{}_sandbox/admin/faults/graph",
-        served.line["endpoints"]["identity"].as_str().unwrap()
-    );
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .build()
-        .unwrap();
-    let status = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(async { http.post(&url).json(&fault).send().await })
-        .unwrap()
-        .status();
-    assert!(status.is_success(), "fault: {status}");
+    common::admin_post(work, served, "faults/graph", fault);
 }
 
 #[test]

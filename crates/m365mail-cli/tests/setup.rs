@@ -5,25 +5,15 @@
 //! green.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use assert_cmd::cargo::CommandCargoExt as _;
 use serde_json::Value;
 
 mod common;
 use common::Served;
 
 fn m365mail(dir: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("m365mail")
-        .unwrap()
-        .current_dir(dir)
-        .args(args)
-        .env_remove("M365MAIL_PASSWORD")
-        .env_remove("M365MAIL_PROFILE")
-        .env("M365MAIL_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    common::run(dir, args)
 }
 
 fn json(output: &Output) -> Value {
@@ -213,21 +203,7 @@ fn setup_from_an_empty_tenant_to_a_green_doctor() {
     assert_eq!(status(&checks, "registration"), "pass", "{checks:#?}");
     assert_eq!(status(&checks, "expiry"), "pass", "{checks:#?}");
     // Consent for the application permissions withdrawn: the registration step names them.
-    let admin_api = |path: &str, body: Value| {
-        let ca =
-            reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
-        let http = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .build()
-            .unwrap();
-        let url = format!("{url}_sandbox/admin/{path}");
-        let status = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async { http.post(&url).json(&body).send().await })
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "{path}: {status}");
-    };
+    let admin_api = |path: &str, body: Value| common::admin_post(work, &served, path, body);
     admin_api(
         &format!("apps/{app_id}/app-roles/revoke"),
         serde_json::json!({}),

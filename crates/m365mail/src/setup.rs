@@ -113,6 +113,31 @@ pub enum Protocol {
     Graph,
 }
 
+impl Protocol {
+    /// Every protocol, in the order setup and doctor take them.
+    pub const ALL: [Self; 4] = [Self::Imap, Self::Pop, Self::Smtp, Self::Graph];
+
+    /// `--protocols imap,pop,…` (`pop3` too; case and spaces ignored); empty: [`Self::ALL`]. `Err` names the
+    /// value that is none of them.
+    pub fn parse_list(given: &[String]) -> Result<Vec<Self>, String> {
+        if given.is_empty() {
+            return Ok(Self::ALL.to_vec());
+        }
+        given
+            .iter()
+            .map(|p| match p.trim().to_ascii_lowercase().as_str() {
+                "imap" => Ok(Self::Imap),
+                "pop" | "pop3" => Ok(Self::Pop),
+                "smtp" => Ok(Self::Smtp),
+                "graph" => Ok(Self::Graph),
+                other => Err(format!(
+                    "--protocols {other:?}: expected imap, pop, smtp or graph"
+                )),
+            })
+            .collect()
+    }
+}
+
 /// The permissions for `access` and `protocols` (microsoft.md §9.3), in a stable order. Delegated IMAP, POP
 /// and SMTP go under Microsoft Graph, as Microsoft's guidance adds them (§9.2's pitfall).
 pub fn wanted(access: Access, protocols: &[Protocol]) -> Vec<Permission> {

@@ -302,3 +302,57 @@ pub(crate) fn subjects(work: &Path, served: &Served, mailbox: &str, folder: &str
         .map(|m| m["subject"].as_str().unwrap_or("").to_owned())
         .collect()
 }
+
+/// `m365mail ARGS…` in `dir` as a user runs it: no password, secret or profile from this environment,
+/// errors-only logging, no stdin.
+pub(crate) fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("m365mail")
+        .unwrap()
+        .current_dir(dir)
+        .args(args)
+        .env_remove("M365MAIL_PASSWORD")
+        .env_remove("M365MAIL_CLIENT_SECRET")
+        .env_remove("M365MAIL_PROFILE")
+        .env_remove("M365MAIL_CONFIG")
+        .env("M365MAIL_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// [`run`] with `--config cfg.toml` (the served sandbox's profiles).
+pub(crate) fn run_cfg(dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["--config", "cfg.toml"];
+    full.extend_from_slice(args);
+    run(dir, &full)
+}
+
+/// The NDJSON records a `read` printed.
+pub(crate) fn records(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+/// A POST of `body` to the served sandbox's admin API that must succeed.
+pub(crate) fn admin_post(work: &Path, served: &Served, path: &str, body: Value) {
+    let url = format!(
+        "{}_sandbox/admin/{path}",
+        served.line["endpoints"]["identity"].as_str().unwrap()
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async { http.post(&url).json(&body).send().await })
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "POST {path}: {status}");
+}
