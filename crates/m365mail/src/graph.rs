@@ -143,6 +143,8 @@ pub enum GraphError {
         retries: u32,
         /// The last `request-id`.
         request_id: Option<String>,
+        /// The last `Retry-After`: how long Graph asked to wait (a caller that retries later honours it).
+        retry_after: Option<Duration>,
     },
     /// A message too large for one `sendMail` request.
     #[error("a {size}-byte message is over the {limit} bytes one Graph sendMail request takes")]
@@ -526,6 +528,7 @@ impl GraphClient {
                         status,
                         retries,
                         request_id,
+                        retry_after,
                     });
                 }
                 // Retry-After as given (a little at least: `0` is seen), else 1, 2, 4 … s.
@@ -735,6 +738,7 @@ mod tests {
             status: 429,
             retries: 4,
             request_id: None,
+            retry_after: None,
         };
         assert_eq!(throttled.class(), ErrorClass::Transient);
     }

@@ -117,6 +117,8 @@ pub struct Undelivered {
     pub permanent: bool,
     /// Microsoft 365 asked to slow down: the mailbox's queue waits, not only this message.
     pub throttled: bool,
+    /// How long Microsoft 365 asked to wait (Graph's last `Retry-After`): no retry comes sooner.
+    pub retry_after: Option<std::time::Duration>,
     /// The failure for logs (no token, no body).
     pub detail: String,
 }
@@ -328,6 +330,7 @@ impl Route {
                     ),
                     detail: error.to_string(),
                     reply,
+                    retry_after: None,
                 })
             }
         }
@@ -352,6 +355,7 @@ impl Route {
                 permanent: false,
                 throttled: false,
                 detail: "no Graph upstream".into(),
+                retry_after: None,
             });
         };
         match graph.relay(recipients, data).await {
@@ -377,6 +381,13 @@ impl Route {
                         crate::graph::GraphError::Throttled { .. }
                     )
                 ),
+                retry_after: match &error {
+                    super::graph::GraphRelayError::Graph(crate::graph::GraphError::Throttled {
+                        retry_after,
+                        ..
+                    }) => *retry_after,
+                    _ => None,
+                },
                 detail: error.to_string(),
             }),
         }

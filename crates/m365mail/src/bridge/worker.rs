@@ -115,13 +115,14 @@ async fn deliver(bridge: Arc<Bridge>, spool: Arc<Spool>, due: Due) -> (String, O
         },
     };
     let attempts = attempts + 1;
-    let (failure_reply, permanent, throttled) = match &route {
+    let (failure_reply, permanent, throttled, retry_after) = match &route {
         None => (
             format!(
                 "454 4.3.5 This bridge has no upstream for profile {profile:?}; its operator must add the profile"
             ),
             false,
             false,
+            None,
         ),
         Some(route) => {
             let reserved = match route.reserve(Instant::now()) {
@@ -163,6 +164,7 @@ async fn deliver(bridge: Arc<Bridge>, spool: Arc<Spool>, due: Due) -> (String, O
                         format!("{} {}", failure.reply.code(), failure.reply.text()),
                         failure.permanent,
                         failure.throttled,
+                        failure.retry_after,
                     )
                 }
             }
@@ -175,6 +177,10 @@ async fn deliver(bridge: Arc<Bridge>, spool: Arc<Spool>, due: Due) -> (String, O
         .verdict(attempts, permanent, envelope.received_ms, now)
     {
         Verdict::RetryAt(at) => {
+            // Never sooner than Microsoft 365 asked (Retry-After), however short the back-off.
+            let at = retry_after.map_or(at, |wait| {
+                at.max(now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)))
+            });
             spool.deferred(
                 &envelope.id,
                 Attempts {
