@@ -1065,7 +1065,41 @@ async fn empty_tenant_story(
         "doctor is not green after setup and the Exchange steps"
     );
 
-    // 4. Mail with the app-only profile: a daemon has no password, so no ROPC; its client credentials
+    // 4a. The delegated side of the same registration: Adele signs in with the password grant (ROPC) — public
+    // client flows are on and the tenant-wide grant covers her, so no consent prompt is needed.
+    {
+        let cloud = Cloud::custom(sandbox.base_url().as_str())?;
+        let client = TokenClient::new(
+            Authority::new(cloud.clone(), demo::TENANT_ID.parse()?),
+            outcome.app_id.clone(),
+            ClientCredential::Public,
+            ClientOptions {
+                extra_ca_pem: Some(sandbox.ca_pem().into()),
+                ..ClientOptions::default()
+            },
+        )?;
+        let token = client
+            .password(
+                demo::USER_UPN,
+                &Secret::new(demo::USER_PASSWORD),
+                &Scopes::for_target(Target::Imap, Access::Delegated, &cloud),
+            )
+            .await?;
+        let scopes = match inspect(token.access_token.expose(), &SystemClock) {
+            Inspection::Jwt(info) => info.scp.join(" "),
+            Inspection::Opaque { reason } => reason,
+        };
+        anyhow::ensure!(
+            scopes.contains("IMAP.AccessAsUser.All"),
+            "the ROPC token for the new app lacks IMAP: {scopes}"
+        );
+        report.line(format!(
+            "ROPC:        {} signs in to the new app with her password: scp {scopes}",
+            demo::USER_UPN
+        ));
+    }
+
+    // 4b. Mail with the app-only profile: a daemon has no password, so no ROPC; its client credentials
     // token opens Adele's mailbox over every protocol.
     let auth: AuthArgs = parse_args(&no_cache)?;
     let connection: ProfileArgs = parse_args(&[])?;
