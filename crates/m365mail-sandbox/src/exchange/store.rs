@@ -120,6 +120,10 @@ pub(crate) struct MailStore {
     uid_validity: u32,
     /// UIDLs once given and since deleted: never given again.
     retired: HashSet<String>,
+    /// Per content-derived UIDL base, the copy number given last: a delivery of the k-th identical message
+    /// starts looking there instead of testing copies 1..k against the whole mailbox (which made repeated
+    /// deliveries of one message quadratic).
+    copies: HashMap<String, u32>,
     /// UIDLs whose RETR is refused (a fault for tests: Exchange refuses items it cannot convert).
     unretrievable: HashSet<String>,
     /// Messages submitted over SMTP to recipients outside the tenant (nothing leaves the sandbox).
@@ -170,6 +174,7 @@ impl MailStore {
             boxes: HashMap::new(),
             uid_validity: uid_validity.max(1),
             retired: HashSet::new(),
+            copies: HashMap::new(),
             unretrievable: HashSet::new(),
             outbox: Vec::new(),
             last_key: 0,
@@ -255,11 +260,18 @@ impl MailStore {
             .boxes
             .entry(address)
             .or_insert_with(|| default_folders(uid_validity, last_key));
-        let mut uid = base.clone();
-        let mut copy = 1;
+        let copy_name = |copy: u32| {
+            if copy == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{copy}")
+            }
+        };
+        let mut copy = self.copies.get(&base).copied().unwrap_or(1);
+        let mut uid = copy_name(copy);
         while taken(&uid, folders) {
             copy += 1;
-            uid = format!("{base}-{copy}");
+            uid = copy_name(copy);
         }
         let target = folders
             .iter_mut()
@@ -275,6 +287,7 @@ impl MailStore {
             structure: StructureCell::default(),
         });
         target.uid_next += 1;
+        self.copies.insert(base, copy);
         Ok(uid)
     }
 
@@ -634,6 +647,22 @@ mod tests {
     use super::*;
 
     const ADELE: &str = "adele@contoso.onmicrosoft.com";
+
+    #[test]
+    fn identical_messages_get_numbered_uidls_never_given_twice() {
+        let mut store = MailStore::default();
+        let message = b"Subject: same\r\n\r\nbody\r\n";
+        let uids: Vec<String> = (0..3).map(|_| store.deliver(ADELE, message, 0)).collect();
+        assert_eq!(uids[1], format!("{}-2", uids[0]));
+        assert_eq!(uids[2], format!("{}-3", uids[0]));
+        // Deleted copies are retired: the next identical message gets a new number, not an old one.
+        assert_eq!(store.delete(ADELE, &uids[..2]), 2);
+        let next = store.deliver(ADELE, message, 0);
+        assert_eq!(next, format!("{}-4", uids[0]));
+        // Another mailbox's copies are its own.
+        let other = store.deliver("alex@contoso.onmicrosoft.com", message, 0);
+        assert!(!other.ends_with("-2"), "{other}");
+    }
 
     #[test]
     fn delivers_lists_finds_and_deletes_by_uid() {
