@@ -715,7 +715,9 @@ async fn read_graph_command(
         )
         .to_ascii_lowercase(),
         account: mailbox.to_ascii_lowercase(),
-        folder: folder_name,
+        // The folder's id, not its name as typed: `inbox`, `Inbox` and the id are one source (one cursor,
+        // one seen-set), so no spelling reads the folder again.
+        folder: options.folder.clone(),
     };
     let _one_reader = store.lock_source(&source)?;
     let mut sink = sink(args)?;
@@ -746,7 +748,12 @@ async fn read_graph_command(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    report(&summary, started, &mailbox, &source, state, global);
+    // The summary names the folder as the user did (the source holds its id).
+    let named = SourceKey {
+        folder: folder_name,
+        ..source
+    };
+    report(&summary, started, &mailbox, &named, state, global);
     Ok(ExitCode::SUCCESS)
 }
 

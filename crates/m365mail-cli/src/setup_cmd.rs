@@ -322,6 +322,11 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&temp)?;
+    // `mode` applies only to a file created now: a leftover temp file keeps its own, so set it.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&temp, path)?;

@@ -151,6 +151,17 @@ fn graph_reads_a_folder_once_with_filters_actions_and_the_daemon() {
     );
     // The round is complete: the next run finds nothing new (the filtered ones are behind the delta link).
     let again = read_graph(work, "sandbox-user", &[]);
+    // However the folder is named — its well-known name in another case, its display name — it is one
+    // source: nothing is handed on again.
+    for spelling in ["Inbox", "INBOX"] {
+        let named = read_graph(work, "sandbox-user", &["--folder", spelling]);
+        ok(&named);
+        assert!(
+            named.stdout.is_empty(),
+            "--folder {spelling}: {}",
+            String::from_utf8_lossy(&named.stdout)
+        );
+    }
     ok(&again);
     assert!(
         again.stdout.is_empty(),

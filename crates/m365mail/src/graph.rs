@@ -500,6 +500,8 @@ impl GraphClient {
                     .body(bytes.clone());
             }
             let response = builder.send().await.map_err(|e| {
+                // A pre-authenticated upload URL is a credential (its `authtoken`): never in an error.
+                let e = if token.is_none() { e.without_url() } else { e };
                 let kind = if e.is_timeout() {
                     TransportKind::Timeout
                 } else if e.is_connect() {
@@ -547,6 +549,7 @@ impl GraphClient {
             let reply = crate::http::read_bounded(response, bound)
                 .await
                 .map_err(|e| {
+                    let e = if token.is_none() { e.without_url() } else { e };
                     GraphError::from(TransportError::new(
                         TransportKind::Io,
                         self.base.as_str(),

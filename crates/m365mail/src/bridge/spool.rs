@@ -273,6 +273,13 @@ pub fn read_message(path: &Path, body: bool) -> std::io::Result<(Envelope, Vec<u
     if envelope.v != VERSION || !valid_id(&envelope.id) {
         return Err(std::io::Error::other("an envelope of another version"));
     }
+    // The index is keyed by the envelope's id and the file is found by its name: a copied or renamed file
+    // would be delivered, then re-found under its other name, forever.
+    if path.file_stem().and_then(|stem| stem.to_str()) != Some(envelope.id.as_str()) {
+        return Err(std::io::Error::other(
+            "the envelope names another id than its file (a copied or renamed spool file)",
+        ));
+    }
     let mut data = Vec::new();
     if body {
         reader.read_to_end(&mut data)?;
@@ -662,7 +669,13 @@ impl Spool {
         let gone: Vec<String> = index
             .entries
             .keys()
-            .filter(|id| !on_disk.contains(*id) && !index.busy.contains(*id))
+            // The listing was taken before the lock: a message accepted since is in the index and on disk
+            // but not in `on_disk`. Looking again under the lock tells it from one an operator dropped.
+            .filter(|id| {
+                !on_disk.contains(*id)
+                    && !index.busy.contains(*id)
+                    && !queue.join(format!("{id}.msg")).exists()
+            })
             .cloned()
             .collect();
         for id in gone {
@@ -793,6 +806,13 @@ impl Spool {
         let id = &envelope.id;
         let queue = dir.join("queue");
         let dead = dir.join("dead");
+        // Dropped by its operator during this attempt (`queue drop`): nothing to give up, no DSN to send.
+        if !queue.join(format!("{id}.msg")).exists() {
+            let mut index = lock_index(&self.index);
+            index.busy.remove(id);
+            index.remove(id);
+            return Ok(None);
+        }
         let dsn_id = dsn.as_ref().map(|(envelope, _)| envelope.id.clone());
         // The DSN first: a crash after it and before the move tries the message again, and a second
         // failure finds the DSN already queued (by its id).
@@ -959,5 +979,36 @@ mod tests {
         let listed = list_queue(&dir.path().join("spool")).unwrap();
         assert_eq!(listed.len(), 1);
         assert_ne!(listed[0].envelope.id, first);
+    }
+
+    #[tokio::test]
+    async fn a_copied_file_is_no_message_and_a_dropped_one_gets_no_dead_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(SpoolOptions::new(dir.path().join("spool"))).unwrap();
+        let id = new_id(1_000);
+        spool
+            .accept(envelope(&id, 5), b"hello".to_vec())
+            .await
+            .unwrap();
+        let queue = dir.path().join("spool/queue");
+        // A copy under another name: its envelope names the first id, so it is refused, not re-sent forever.
+        let copy = queue.join(format!("{}.msg", new_id(2_000)));
+        std::fs::copy(queue.join(format!("{id}.msg")), &copy).unwrap();
+        assert!(read_message(&copy, false).is_err());
+        assert!(read_message(&queue.join(format!("{id}.msg")), false).is_ok());
+        std::fs::remove_file(&copy).unwrap();
+        // Dropped by the operator while an attempt was under way: giving up writes no DSN and no dead letter.
+        let due = spool.take_due(2_000, &HashSet::new()).unwrap();
+        std::fs::remove_file(queue.join(format!("{id}.msg"))).unwrap();
+        let dsn = (envelope(&format!("{id}-dsn"), 3), b"dsn".to_vec());
+        assert_eq!(
+            spool
+                .give_up(&due.envelope, 1, "refused", 3_000, Some(dsn))
+                .unwrap(),
+            None
+        );
+        assert!(!queue.join(format!("{id}-dsn.msg")).exists());
+        assert!(!dir.path().join(format!("spool/dead/{id}.json")).exists());
+        assert_eq!(spool.depth(), (0, 0));
     }
 }

@@ -34,13 +34,27 @@ pub async fn run(
     let mut busy: HashSet<String> = HashSet::new();
     let mut paused: HashMap<String, Instant> = HashMap::new();
     let mut next_rescan = Instant::now();
+    // Which delivery each task is: a task that panics returns no profile, and its mailbox and message must
+    // not stay busy (that would stall the mailbox's queue until a restart).
+    let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
     let finished = |done: Result<(String, Option<Duration>), tokio::task::JoinError>,
                     busy: &mut HashSet<String>,
-                    paused: &mut HashMap<String, Instant>| {
-        if let Ok((profile, pause)) = done {
-            busy.remove(&profile);
-            if let Some(pause) = pause {
-                paused.insert(profile, Instant::now() + pause);
+                    paused: &mut HashMap<String, Instant>,
+                    running: &mut HashMap<tokio::task::Id, (String, String)>| {
+        match done {
+            Ok((profile, pause)) => {
+                running.retain(|_, (p, _)| *p != profile);
+                busy.remove(&profile);
+                if let Some(pause) = pause {
+                    paused.insert(profile, Instant::now() + pause);
+                }
+            }
+            Err(error) => {
+                if let Some((profile, spool_id)) = running.remove(&error.id()) {
+                    tracing::error!(%error, %profile, %spool_id, "a delivery task failed; the message stays queued");
+                    busy.remove(&profile);
+                    spool.untake(&spool_id);
+                }
             }
         }
     };
@@ -49,7 +63,7 @@ pub async fn run(
             break;
         }
         while let Some(done) = lanes.try_join_next() {
-            finished(done, &mut busy, &mut paused);
+            finished(done, &mut busy, &mut paused, &mut running);
         }
         let now = Instant::now();
         if now >= next_rescan {
@@ -61,7 +75,9 @@ pub async fn run(
         match spool.take_due(now_ms(&bridge), &skip) {
             Ok(due) => {
                 busy.insert(due.envelope.profile.clone());
-                lanes.spawn(deliver(Arc::clone(&bridge), Arc::clone(&spool), due));
+                let which = (due.envelope.profile.clone(), due.envelope.id.clone());
+                let task = lanes.spawn(deliver(Arc::clone(&bridge), Arc::clone(&spool), due));
+                running.insert(task.id(), which);
             }
             Err(wait) => {
                 let mut wait = wait.unwrap_or(rescan).min(next_rescan - now);
@@ -72,7 +88,7 @@ pub async fn run(
                     () = tokio::time::sleep(wait) => {}
                     () = spool.wake.notified() => {}
                     Some(done) = lanes.join_next(), if !lanes.is_empty() => {
-                        finished(done, &mut busy, &mut paused);
+                        finished(done, &mut busy, &mut paused, &mut running);
                     }
                     _ = stop.changed() => break,
                 }

@@ -268,16 +268,38 @@ impl GraphClient {
         Ok(found)
     }
 
-    /// The id `folder` names: a well-known name as it is, else a folder whose path (`Archive/2026`) or
-    /// display name matches without case, else a folder id.
+    /// The id `folder` names: a well-known name's folder, else a folder whose path (`Archive/2026`) matches
+    /// without case, else a folder id.
     pub async fn resolve_folder(
         &self,
         token: &Secret,
         mailbox: &str,
         folder: &str,
     ) -> Result<String, GraphError> {
+        // One id for one folder, however it was named: the reader's checkpoint is keyed by it, so `inbox`,
+        // `Inbox` and the Inbox's id must not be three sources that each hand the folder on again.
         if is_well_known_folder(folder) {
-            return Ok(folder.to_ascii_lowercase());
+            let url = self.mailbox_url(mailbox, &["mailFolders", &folder.to_ascii_lowercase()]);
+            return match self
+                .mail_json(Call::new("GET", &url, Some(token), mailbox, MAIL_READ))
+                .await
+            {
+                Ok(found) => {
+                    found["id"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| GraphError::Protocol {
+                            method: "GET",
+                            path: url.path().to_owned(),
+                            what: "a folder without an id".into(),
+                        })
+                }
+                Err(error) if error.is_not_found() => Err(GraphError::NoSuchFolder {
+                    mailbox: mailbox.to_owned(),
+                    folder: folder.to_owned(),
+                }),
+                Err(error) => Err(error),
+            };
         }
         let folders = self.folders(token, mailbox).await?;
         let by_path = folders

@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use super::record::MessageRecord;
 use super::sink::Sink;
 use super::{Progress, ReadError, ReadSummary};
+use crate::error::Classified as _;
 use crate::graph::GraphClient;
 use crate::graph::GraphError;
 use crate::graph::mail::{GraphMessage, MimeDownload};
@@ -382,8 +383,10 @@ impl<T: GraphTokens> Reader<'_, T> {
         resyncing: bool,
     ) -> Result<bool, ReadError> {
         let mut new = Vec::new();
+        // Delta may list an item twice (Microsoft tells clients to expect replays): once in a page is once.
+        let mut in_page: HashSet<String> = HashSet::new();
         for message in listed {
-            if rows.contains_key(&message.id) {
+            if rows.contains_key(&message.id) || !in_page.insert(message.id.clone()) {
                 if resyncing {
                     self.summary.already_delivered += 1;
                 }
@@ -625,9 +628,23 @@ impl<T: GraphTokens> Reader<'_, T> {
             .map(|(id, row)| (id.clone(), row.state, row.target.clone()))
             .collect();
         for (id, state, target) in owed {
-            self.act(&id, state, target.as_deref()).await?;
-            self.summary.owed_actions += 1;
-            self.done(&id, rows)?;
+            match self.act(&id, state, target.as_deref()).await {
+                Ok(()) => {
+                    self.summary.owed_actions += 1;
+                    self.done(&id, rows)?;
+                }
+                // Graph is away or throttling: the run stops here and the next one tries again.
+                Err(error) if error.class() == crate::error::ErrorClass::Transient => {
+                    return Err(error);
+                }
+                // A refusal (a permission taken away, a request Graph will not take) would stop every later
+                // run before it reads anything: the action stays owed, for when it is fixed, and the run
+                // goes on reading.
+                Err(error) => {
+                    tracing::warn!(%error, %id, "an owed action was refused; it stays owed, reading goes on");
+                    self.summary.refused += 1;
+                }
+            }
         }
         Ok(())
     }
