@@ -1100,7 +1100,7 @@ fn queue(
 }
 
 /// Ctrl-C or SIGTERM (systemd's stop).
-async fn wait_for_stop() {
+pub(crate) async fn wait_for_stop() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

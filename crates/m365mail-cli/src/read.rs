@@ -134,6 +134,11 @@ pub(crate) struct ReadArgs {
     /// Mark every message on the server now as seen, without reading it: later runs read only newer mail.
     #[arg(long)]
     from_now: bool,
+    /// Keep running: read again every SECONDS (each pass as one run: its records, checkpoints and summary
+    /// line). Ctrl-C or SIGTERM stops it after the pass under way. A pass that fails for a passing reason
+    /// (network, throttling, a session lost) is logged and the next one tries again; any other failure ends it.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    watch: Option<u64>,
 }
 
 /// `m365mail folders`.
@@ -397,13 +402,59 @@ fn state_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// Runs `read`.
 pub(crate) async fn run(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let result = read(args, global).await;
+    let result = match args.watch {
+        Some(seconds) => watch(&args, global, std::time::Duration::from_secs(seconds)).await,
+        None => read(&args, global).await,
+    };
     if let Err(err) = &result
         && global.json
     {
         println!("{}", crate::exit::error_json(err));
     }
     result
+}
+
+/// `read --watch`: passes every `interval` until Ctrl-C or SIGTERM, which ends the run after the pass under
+/// way (the signal is taken from the start, so it never cuts a pass short).
+async fn watch(
+    args: &ReadArgs,
+    global: &GlobalArgs,
+    interval: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    if args.from_now {
+        return Err(usage(
+            "--from-now with --watch would mark every new message as seen, pass after pass: run --from-now once, \
+             then --watch",
+        ));
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::bridge::wait_for_stop().await;
+        let _ = stop_tx.send(true);
+    });
+    loop {
+        match read(args, global).await {
+            Ok(_) => {}
+            Err(err)
+                if crate::exit::classified(&err)
+                    .is_some_and(|c| c.class() == m365mail::ErrorClass::Transient) =>
+            {
+                // The next pass starts from the checkpoint: nothing is lost by waiting for it.
+                tracing::warn!(error = %format!("{err:#}"), "read pass failed; trying again at the next pass");
+                if global.json {
+                    println!("{}", crate::exit::error_json(&err));
+                }
+            }
+            Err(err) => return Err(err),
+        }
+        if *stop_rx.borrow() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,7 +464,7 @@ enum Protocol {
     Graph,
 }
 
-async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+async fn read(args: &ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let (_, profile) = load_profile(global)?;
     let protocol = args
         .protocol
@@ -430,7 +481,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             )));
         }
     };
-    check_flags(&args, protocol)?;
+    check_flags(args, protocol)?;
     let since = args
         .since
         .as_deref()
@@ -461,7 +512,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let session = session::build(global, &args.profile, &args.auth, choice)?;
     if protocol == Protocol::Graph {
         let state = state_path(args.state.clone().or(profile.state.clone()))?;
-        return read_graph_command(&args, global, &session, since, before, max_size, &state).await;
+        return read_graph_command(args, global, &session, since, before, max_size, &state).await;
     }
     let endpoint = match protocol {
         Protocol::Imap => session::mail_endpoint(
@@ -492,7 +543,7 @@ async fn read(args: ReadArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         folder: args.folder.clone().unwrap_or_else(|| "INBOX".into()),
     };
     let _one_reader = store.lock_source(&source)?;
-    let mut sink = sink(&args)?;
+    let mut sink = sink(args)?;
     let started = Instant::now();
     let bar = std::io::stderr().is_terminal().then(progress_bar);
     let mut on_progress = progress_handler(bar.as_ref());

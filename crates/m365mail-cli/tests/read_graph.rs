@@ -1,7 +1,8 @@
 //! `m365mail folders --protocol graph`, `read --protocol graph` and `send --via graph` as a user runs them,
 //! with the served sandbox's `--config-out` profiles: the delta query's rounds and checkpoint, filters,
 //! after-processing, the daemon reading another mailbox, large attachments through upload sessions, and the
-//! round trip — a message sent through Graph read back over Graph, IMAP and POP3 with the same bytes.
+//! round trip — a message sent through Graph read back over Graph, IMAP and POP3 with the same bytes; and
+//! `read --watch`, which keeps reading pass after pass until SIGTERM.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -485,4 +486,128 @@ fn graph_sends_json_mime_and_large_attachments_and_every_protocol_reads_them_bac
     }
     assert_eq!(seen[0], seen[1], "Graph and IMAP give the same bytes");
     assert_eq!(seen[1], seen[2], "IMAP and POP3 give the same bytes");
+}
+
+/// `read --watch 1` (IMAP, the default): the Inbox once, then a message delivered later arrives as the next
+/// pass's record; SIGTERM ends the run after its pass with exit 0, and nothing was handed on twice.
+#[test]
+fn watch_reads_new_mail_as_it_arrives_and_stops_on_sigterm() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let served = Served::start(work);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("m365mail"))
+        .current_dir(work)
+        .args([
+            "--config",
+            "cfg.toml",
+            "-p",
+            "sandbox-user",
+            "read",
+            "--watch",
+            "1",
+            "--state",
+            "w.sqlite",
+            "--out-dir",
+            "out",
+        ])
+        .env_remove("M365MAIL_PASSWORD")
+        .env_remove("M365MAIL_PROFILE")
+        .env("M365MAIL_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| -> Value {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no record for {what} within 30 s"));
+        serde_json::from_str(&line).unwrap()
+    };
+    // The first pass: the demo Inbox's 12 messages.
+    let first: Vec<Value> = (0..12)
+        .map(|i| next(&format!("demo message {i}")))
+        .collect();
+    assert_eq!(first.len(), 12);
+    // A message delivered while it watches is the next pass's record.
+    let url = format!(
+        "{}_sandbox/admin/mailboxes/{}/messages",
+        served.line["endpoints"]["identity"].as_str().unwrap(),
+        demo::USER_UPN
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(work.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let status = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            http.post(&url)
+                .body("From: late@fabrikam.example\r\nSubject: Arrived while watching\r\nMessage-ID: <watch@fabrikam.example>\r\n\r\nhello\r\n")
+                .send()
+                .await
+        })
+        .unwrap()
+        .status();
+    assert!(status.is_success());
+    let arrived = next("the late message");
+    assert_eq!(arrived["subject"], "Arrived while watching");
+    // SIGTERM: the pass under way ends, then the run, with exit 0.
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    // Exactly once in the output directory.
+    let records = std::fs::read_dir(work.join("out"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(records, 13);
+    // --from-now makes no sense pass after pass: refused.
+    let refused = m365mail(
+        work,
+        &["-p", "sandbox-user", "read", "--watch", "1", "--from-now"],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        common::describe(&refused)
+    );
 }
