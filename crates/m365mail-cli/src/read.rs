@@ -433,6 +433,15 @@ async fn watch(
         let _ = stop_tx.send(true);
     });
     loop {
+        // IMAP: a second session opens the folder before the pass, so that mail arriving during the pass or
+        // after it is reported when that session then waits in IDLE: the next pass starts at once.
+        let waiter = match imap_waiter(args, global).await {
+            Ok(waiter) => waiter,
+            Err(error) => {
+                tracing::debug!(error = %format!("{error:#}"), "no IDLE between passes; polling");
+                None
+            }
+        };
         match read(args, global).await {
             Ok(_) => {}
             Err(err)
@@ -450,11 +459,61 @@ async fn watch(
         if *stop_rx.borrow() {
             return Ok(ExitCode::SUCCESS);
         }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+        let started = std::time::Instant::now();
+        let idled = match waiter {
+            // Servers end an IDLE after about 30 minutes: a longer interval is waited in parts.
+            Some(imap) => tokio::select! {
+                waited = imap.idle_until_change(interval.min(IDLE_AT_MOST)) => waited.is_ok(),
+                _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+            },
+            None => false,
+        };
+        if !idled {
+            tokio::select! {
+                () = tokio::time::sleep(interval.saturating_sub(started.elapsed())) => {}
+                _ = stop_rx.changed() => return Ok(ExitCode::SUCCESS),
+            }
         }
     }
+}
+
+/// The longest single IDLE between `--watch` passes (Exchange and others end one at about 30 minutes).
+const IDLE_AT_MOST: std::time::Duration = std::time::Duration::from_secs(25 * 60);
+
+/// For `--watch` over IMAP: a signed-in session with the folder selected (read-only), to wait in IDLE after
+/// the pass; `None` for the other protocols.
+async fn imap_waiter(
+    args: &ReadArgs,
+    global: &GlobalArgs,
+) -> anyhow::Result<Option<ImapConnection>> {
+    let (_, profile) = load_profile(global)?;
+    let protocol = args
+        .protocol
+        .clone()
+        .or(profile.protocol.clone())
+        .unwrap_or_else(|| "imap".to_owned());
+    if !protocol.eq_ignore_ascii_case("imap") {
+        return Ok(None);
+    }
+    let session = session::build(
+        global,
+        &args.profile,
+        &args.auth,
+        ScopeChoice::Mail(Target::Imap),
+    )?;
+    let endpoint = session::mail_endpoint(
+        &session,
+        Target::Imap,
+        args.imap.as_deref(),
+        args.imap_tls.as_deref(),
+    )?;
+    let token = session.provider.token().await?;
+    let mailbox = mailbox(args.mailbox.as_deref(), &session, token.account.as_deref())?;
+    let options = ImapOptions::new(endpoint, session.trust.clone());
+    let mut imap = ImapConnection::connect(&options, &mailbox, &token.token).await?;
+    imap.select(args.folder.as_deref().unwrap_or("INBOX"), true)
+        .await?;
+    Ok(Some(imap))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -488,8 +488,9 @@ fn graph_sends_json_mime_and_large_attachments_and_every_protocol_reads_them_bac
     assert_eq!(seen[1], seen[2], "IMAP and POP3 give the same bytes");
 }
 
-/// `read --watch 1` (IMAP, the default): the Inbox once, then a message delivered later arrives as the next
-/// pass's record; SIGTERM ends the run after its pass with exit 0, and nothing was handed on twice.
+/// `read --watch 60` (IMAP, the default): the Inbox once, then a message delivered later arrives as the next
+/// pass's record within seconds, not at the next poll (the session waits in IDLE between passes); SIGTERM ends
+/// the run with exit 0, and nothing was handed on twice.
 #[test]
 fn watch_reads_new_mail_as_it_arrives_and_stops_on_sigterm() {
     use std::io::BufRead as _;
@@ -564,8 +565,15 @@ fn watch_reads_new_mail_as_it_arrives_and_stops_on_sigterm() {
         .unwrap()
         .status();
     assert!(status.is_success());
+    let delivered_at = std::time::Instant::now();
     let arrived = next("the late message");
     assert_eq!(arrived["subject"], "Arrived while watching");
+    // IDLE, not the 60 s poll (the sandbox pushes EXISTS within a second).
+    assert!(
+        delivered_at.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        delivered_at.elapsed()
+    );
     // SIGTERM: the pass under way ends, then the run, with exit 0.
     let pid = child.id().to_string();
     assert!(

@@ -1229,6 +1229,46 @@ impl ImapClient for ImapConnection {
 }
 
 impl ImapConnection {
+    /// Waits in IDLE (RFC 2177) on the folder selected last until the server reports a change (a new
+    /// message, an expunge, a flag) or `timeout` passes, then ends IDLE and logs out; `true` when the server
+    /// reported a change. A server without IDLE gets a plain wait of `timeout`. For `read --watch`: the
+    /// next pass starts as soon as mail arrives instead of at the next poll.
+    pub async fn idle_until_change(self, timeout: Duration) -> Result<bool, ImapError> {
+        if !self.capabilities.contains("IDLE") {
+            tokio::time::sleep(timeout).await;
+            let _ = ImapClient::logout(self).await;
+            return Ok(false);
+        }
+        let Self {
+            session,
+            endpoint,
+            io_timeout,
+            ..
+        } = self;
+        let timed_out = || ImapError::from(TransportError::bare(TransportKind::Timeout, &endpoint));
+        let mut idle = session.idle();
+        tokio::time::timeout(io_timeout, idle.init())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| protocol(&endpoint, "IDLE", e))?;
+        let outcome = {
+            let (wait, _stop) = idle.wait_with_timeout(timeout);
+            wait.await.map_err(|e| protocol(&endpoint, "IDLE", e))?
+        };
+        let changed = matches!(
+            outcome,
+            async_imap::extensions::idle::IdleResponse::NewData(_)
+        );
+        let mut session = tokio::time::timeout(io_timeout, idle.done())
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| protocol(&endpoint, "DONE", e))?;
+        let _ = tokio::time::timeout(io_timeout, session.logout()).await;
+        Ok(changed)
+    }
+}
+
+impl ImapConnection {
     /// One body section of each of `uids`, by UID (a message expunged meanwhile is absent).
     async fn sections(
         &mut self,
