@@ -231,22 +231,14 @@ pub(crate) async fn folders(args: FoldersArgs, global: &GlobalArgs) -> anyhow::R
         }
     }
     let result = async {
-        let session = session::build(
+        let (mut imap, mailbox) = imap_session(
             global,
             &args.profile,
             &args.auth,
-            ScopeChoice::Mail(Target::Imap),
-        )?;
-        let endpoint = session::mail_endpoint(
-            &session,
-            Target::Imap,
-            args.imap.as_deref(),
-            args.imap_tls.as_deref(),
-        )?;
-        let token = session.provider.token().await?;
-        let mailbox = mailbox(args.mailbox.as_deref(), &session, token.account.as_deref())?;
-        let options = ImapOptions::new(endpoint, session.trust.clone());
-        let mut imap = ImapConnection::connect(&options, &mailbox, &token.token).await?;
+            [args.imap.as_deref(), args.imap_tls.as_deref()],
+            args.mailbox.as_deref(),
+        )
+        .await?;
         let list = imap.folders(true).await?;
         let _ = imap.logout().await;
         anyhow::Ok((mailbox, list))
@@ -495,25 +487,35 @@ async fn imap_waiter(
     if !protocol.eq_ignore_ascii_case("imap") {
         return Ok(None);
     }
-    let session = session::build(
+    let (mut imap, _) = imap_session(
         global,
         &args.profile,
         &args.auth,
-        ScopeChoice::Mail(Target::Imap),
-    )?;
-    let endpoint = session::mail_endpoint(
-        &session,
-        Target::Imap,
-        args.imap.as_deref(),
-        args.imap_tls.as_deref(),
-    )?;
-    let token = session.provider.token().await?;
-    let mailbox = mailbox(args.mailbox.as_deref(), &session, token.account.as_deref())?;
-    let options = ImapOptions::new(endpoint, session.trust.clone());
-    let mut imap = ImapConnection::connect(&options, &mailbox, &token.token).await?;
+        [args.imap.as_deref(), args.imap_tls.as_deref()],
+        args.mailbox.as_deref(),
+    )
+    .await?;
     imap.select(args.folder.as_deref().unwrap_or("INBOX"), true)
         .await?;
     Ok(Some(imap))
+}
+
+/// A signed-in IMAP session for `folders` and `--watch`: the profile's IMAP scope and endpoint (`imap` is
+/// `--imap` and `--imap-tls`), the mailbox as `read` chooses it. The session and the mailbox.
+async fn imap_session(
+    global: &GlobalArgs,
+    profile: &ProfileArgs,
+    auth: &AuthArgs,
+    imap: [Option<&str>; 2],
+    given_mailbox: Option<&str>,
+) -> anyhow::Result<(ImapConnection, String)> {
+    let session = session::build(global, profile, auth, ScopeChoice::Mail(Target::Imap))?;
+    let endpoint = session::mail_endpoint(&session, Target::Imap, imap[0], imap[1])?;
+    let token = session.provider.token().await?;
+    let mailbox = mailbox(given_mailbox, &session, token.account.as_deref())?;
+    let options = ImapOptions::new(endpoint, session.trust.clone());
+    let connection = ImapConnection::connect(&options, &mailbox, &token.token).await?;
+    Ok((connection, mailbox))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
