@@ -543,7 +543,8 @@ impl AsyncWrite for Stream {
 /// initial response) gets the XOAUTH2 string; a later one is the server's failure report (Dovecot's base64
 /// JSON), kept and answered with an empty line.
 struct Xoauth2 {
-    response: Option<String>,
+    /// The XOAUTH2 string, for a server without SASL-IR (wiped on drop).
+    response: Option<zeroize::Zeroizing<Vec<u8>>>,
     challenge: Option<String>,
 }
 
@@ -552,7 +553,8 @@ impl async_imap::Authenticator for &mut Xoauth2 {
 
     fn process(&mut self, challenge: &[u8]) -> Vec<u8> {
         match self.response.take() {
-            Some(response) => response.into_bytes(),
+            // async-imap takes the bytes by value; our copy is wiped as it goes.
+            Some(response) => response.to_vec(),
             None => {
                 self.challenge = Some(String::from_utf8_lossy(challenge).into_owned());
                 Vec::new()
@@ -650,27 +652,30 @@ impl ImapConnection {
         let before = tokio::time::timeout(deadline, pre_auth_capabilities(&mut client, &endpoint))
             .await
             .map_err(timed("CAPABILITY"))??;
-        let encoded = xoauth2::encode(user, token.expose()).map_err(|e| ImapError::BadInput {
-            what: "mailbox".into(),
-            value: user.into(),
-            reason: e.to_string(),
-        })?;
+        // Every copy of the token made here is wiped when dropped (async-imap's own buffers are its own).
+        let encoded =
+            zeroize::Zeroizing::new(xoauth2::encode(user, token.expose()).map_err(|e| {
+                ImapError::BadInput {
+                    what: "mailbox".into(),
+                    value: user.into(),
+                    reason: e.to_string(),
+                }
+            })?);
         let initial = before.contains("SASL-IR");
         let mut exchange = Xoauth2 {
             response: (!initial).then(|| {
-                String::from_utf8(
-                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &encoded)
+                zeroize::Zeroizing::new(
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &*encoded)
                         .unwrap_or_default(),
                 )
-                .unwrap_or_default()
             }),
             challenge: None,
         };
-        let command = if initial {
-            format!("XOAUTH2 {encoded}")
+        let command = zeroize::Zeroizing::new(if initial {
+            format!("XOAUTH2 {}", *encoded)
         } else {
             "XOAUTH2".to_owned()
-        };
+        });
         let signed_in = tokio::time::timeout(
             options.io_timeout,
             client.authenticate(command, &mut exchange),
@@ -1307,6 +1312,27 @@ impl ImapConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_sasl_ir_the_string_answers_the_first_challenge_and_a_failure_is_kept() {
+        use async_imap::Authenticator as _;
+        let mut exchange = Xoauth2 {
+            response: Some(zeroize::Zeroizing::new(
+                b"user=a\x01auth=Bearer t\x01\x01".to_vec(),
+            )),
+            challenge: None,
+        };
+        let mut authenticator = &mut exchange;
+        // The bare `+` after AUTHENTICATE XOAUTH2: the XOAUTH2 string, once.
+        assert_eq!(
+            authenticator.process(b""),
+            b"user=a\x01auth=Bearer t\x01\x01"
+        );
+        // A failure challenge (Dovecot's JSON): answered with an empty line and kept for the error.
+        assert_eq!(authenticator.process(b"{\"status\":\"401\"}"), b"");
+        assert!(exchange.response.is_none());
+        assert_eq!(exchange.challenge.as_deref(), Some("{\"status\":\"401\"}"));
+    }
 
     #[test]
     fn uid_sets_are_ranges() {
