@@ -133,6 +133,11 @@ pub trait ImapBackend {
     /// Copies messages (bytes, flags, INTERNALDATE) from `folder` to `to`; the new UIDs in the order given,
     /// or `None` when `to` does not exist (nothing copied).
     fn copy(&mut self, folder: &str, uids: &[u32], to: &str) -> Option<Vec<u32>>;
+    /// MOVE's copy: as [`Self::copy`] (the caller then expunges the source's messages). A backend whose
+    /// messages have an identity beyond their UIDs (Exchange's immutable ids) keeps it on the copies here.
+    fn move_copy(&mut self, folder: &str, uids: &[u32], to: &str) -> Option<Vec<u32>> {
+        self.copy(folder, uids, to)
+    }
     /// Stores a message in `folder` with `flags` and INTERNALDATE `internal_date` (Unix seconds; now when
     /// `None`); its UID, or `None` when the folder does not exist.
     fn append(
@@ -1158,7 +1163,12 @@ impl ImapSession {
             self.server.enqueue_status(ok(tag, done));
             return;
         }
-        let Some(created) = backend.copy(&folder, &source, to) else {
+        let copied = if moving {
+            backend.move_copy(&folder, &source, to)
+        } else {
+            backend.copy(&folder, &source, to)
+        };
+        let Some(created) = copied else {
             self.server
                 .enqueue_status(no(tag, "The requested item could not be found."));
             return;

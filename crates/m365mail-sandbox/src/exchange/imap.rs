@@ -161,6 +161,13 @@ impl ImapBackend for Backend {
             .copy(mailbox, folder, uids, to)
             .ok()
     }
+
+    fn move_copy(&mut self, folder: &str, uids: &[u32], to: &str) -> Option<Vec<u32>> {
+        let mailbox = self.mailbox.as_ref()?;
+        lock(&self.exchange.store)
+            .copy_keeping_item_keys(mailbox, folder, uids, to)
+            .ok()
+    }
 }
 
 impl Protocol for ImapService {

@@ -448,6 +448,34 @@ impl MailStore {
         Ok(created)
     }
 
+    /// IMAP MOVE's copy: as [`Self::copy`], each copy keeping its original's item key, so a message moved
+    /// over IMAP keeps its Graph immutable id as in Exchange (the originals are expunged right after).
+    pub(crate) fn copy_keeping_item_keys(
+        &mut self,
+        address: &str,
+        from: &str,
+        imap_uids: &[u32],
+        to: &str,
+    ) -> Result<Vec<u32>, NoSuchFolder> {
+        let keys: Vec<u64> = {
+            let source = self.folder(address, from).ok_or(NoSuchFolder)?;
+            imap_uids
+                .iter()
+                .filter_map(|uid| source.messages.iter().find(|m| m.imap_uid == *uid))
+                .map(|m| m.item_key)
+                .collect()
+        };
+        let created = self.copy(address, from, imap_uids, to)?;
+        if let Some(folder) = self.folder_mut(address, to) {
+            for (uid, key) in created.iter().zip(keys) {
+                if let Some(copy) = folder.messages.iter_mut().find(|m| m.imap_uid == *uid) {
+                    copy.item_key = key;
+                }
+            }
+        }
+        Ok(created)
+    }
+
     /// Stores `message` in `folder` with `flags` and INTERNALDATE `internal_date`; its IMAP UID.
     pub(crate) fn append(
         &mut self,
@@ -647,6 +675,36 @@ mod tests {
     use super::*;
 
     const ADELE: &str = "adele@contoso.onmicrosoft.com";
+
+    #[test]
+    fn an_imap_move_keeps_the_item_key_a_copy_does_not() {
+        let mut store = MailStore::default();
+        store.deliver(ADELE, b"Subject: a\r\n\r\nbody\r\n", 0);
+        let original = store.each_in(ADELE, "INBOX").next().unwrap().clone();
+        let copied = store
+            .copy(ADELE, "INBOX", &[original.imap_uid], "Archive")
+            .unwrap();
+        let moved = store
+            .copy_keeping_item_keys(ADELE, "INBOX", &[original.imap_uid], "Archive")
+            .unwrap();
+        let key_of = |store: &MailStore, uid: u32| {
+            store
+                .each_in(ADELE, "Archive")
+                .find(|m| m.imap_uid == uid)
+                .unwrap()
+                .item_key
+        };
+        assert_ne!(
+            key_of(&store, copied[0]),
+            original.item_key,
+            "a copy is a new item"
+        );
+        assert_eq!(
+            key_of(&store, moved[0]),
+            original.item_key,
+            "a move is the same item"
+        );
+    }
 
     #[test]
     fn identical_messages_get_numbered_uidls_never_given_twice() {
