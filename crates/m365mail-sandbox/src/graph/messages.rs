@@ -23,9 +23,8 @@
 //! **Ids** (see [`super::ids`]): by default a message's id names its folder and its item, so a move gives
 //! it a new one (Graph's default, microsoft.md §8.5) while a draft that changes keeps it; with `Prefer: IdType="ImmutableId"` every id the
 //! answer holds is the immutable one, which a move through Graph keeps (answered `Preference-Applied:
-//! IdType="ImmutableId"`). Both kinds are accepted in paths, with or without the preference. A move through
-//! IMAP (COPY + EXPUNGE, or MOVE) makes a new item: its immutable id changes (Exchange keeps it; the
-//! sandbox's IMAP service does not tell a move from a copy).
+//! IdType="ImmutableId"`). Both kinds are accepted in paths, with or without the preference. An IMAP MOVE
+//! keeps the immutable id too, as Exchange does; COPY + EXPUNGE makes a new item (a copy), so its id changes.
 //!
 //! **Lists**: `$top` (1..=1000, default 10), `$skip`, `$select` (the properties above, names without case;
 //! `id` and `@odata.etag` always), `$orderby=receivedDateTime desc|asc` (default desc; ties by folder and
