@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::GlobalArgs;
 use crate::config::usage;
+use crate::secrets::write_file;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum SandboxCommand {
@@ -423,23 +424,6 @@ fn service_addr(sandbox: &Sandbox, service: &str) -> Option<SocketAddr> {
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
-}
-
-/// Writes `contents` to `path` with `mode`, replacing it atomically.
-fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// A TOML string literal.

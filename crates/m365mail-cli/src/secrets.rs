@@ -102,6 +102,30 @@ fn one_line(text: Secret, origin: &str) -> anyhow::Result<Secret> {
     Ok(Secret::new(value))
 }
 
+/// Writes `contents` to `path` with `mode`, replacing it atomically (a temporary file in the same directory,
+/// created 0600 and given `mode` before anything is written, synced, then renamed): a secret is never
+/// readable by others, not even for a moment, and a crash leaves the old file or the new one.
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

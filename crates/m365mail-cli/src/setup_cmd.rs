@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::GlobalArgs;
 use crate::config::{FlowName, usage};
+use crate::secrets::write_file;
 use crate::session::{self, AuthArgs, ProfileArgs, ScopeChoice, load_profile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -232,7 +233,7 @@ pub(crate) async fn apply(
     let mut written = Vec::new();
     if !args.dry_run {
         if let Some(secret) = &outcome.secret {
-            write_private(&secret_path, secret.expose())?;
+            write_file(&secret_path, secret.expose(), 0o600)?;
             written.push(secret_path.display().to_string());
             if args.show_secret {
                 eprintln!(
@@ -243,8 +244,8 @@ pub(crate) async fn apply(
             }
         }
         if let Some(certificate) = &new_certificate {
-            write_private(&key_path, certificate.private_key_pem.expose())?;
-            std::fs::write(&certificate_path, &certificate.certificate_pem)?;
+            write_file(&key_path, certificate.private_key_pem.expose(), 0o600)?;
+            write_file(&certificate_path, &certificate.certificate_pem, 0o644)?;
             written.push(certificate_path.display().to_string());
             written.push(key_path.display().to_string());
         }
@@ -277,7 +278,7 @@ pub(crate) async fn apply(
                 |(_, domain)| domain.to_owned(),
             );
         let script = setup::exchange_script(&ScriptInputs {
-            tenant_id: tenant_of(&session),
+            tenant_id: session.settings.authority.tenant.to_string(),
             tenant_domain,
             app_id: outcome.app_id.clone(),
             service_principal_id: outcome.service_principal_id.clone(),
@@ -293,44 +294,11 @@ pub(crate) async fn apply(
             .unwrap_or_else(|| dir.join(format!("{}-exchange.ps1", args.write_profile)));
         let unchanged = std::fs::read_to_string(&script_path).is_ok_and(|old| old == script);
         if !unchanged {
-            std::fs::write(&script_path, &script)?;
+            write_file(&script_path, &script, 0o644)?;
             written.push(script_path.display().to_string());
         }
     }
     Ok((outcome, written))
-}
-
-fn tenant_of(session: &session::Session) -> String {
-    session
-        .settings
-        .authority
-        .url()
-        .path_segments()
-        .and_then(|mut s| s.rfind(|segment| !segment.is_empty()))
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Writes `text` to a new 0600 file (temp + rename).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let temp = path.with_extension("secret.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)?;
-    // `mode` applies only to a file created now: a leftover temp file keeps its own, so set it.
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)?;
-    Ok(())
 }
 
 /// Where an app-only profile's credential is.
@@ -437,7 +405,12 @@ fn write_profiles(
         }
     }
     if changed {
-        std::fs::write(config_path, toml::to_string(&config)?)?;
+        // The user's config, rewritten whole: atomically, keeping its mode (it may be 0600).
+        let mode = std::fs::metadata(config_path).map_or(0o644, |m| {
+            use std::os::unix::fs::PermissionsExt as _;
+            m.permissions().mode() & 0o777
+        });
+        write_file(config_path, &toml::to_string(&config)?, mode)?;
     }
     Ok(changed)
 }

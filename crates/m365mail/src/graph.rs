@@ -695,16 +695,31 @@ impl GraphClient {
             if let Some(values) = page["value"].as_array() {
                 users.extend(values.iter().cloned());
             }
-            if let Some(link) = page["@odata.nextLink"].as_str() {
-                next = Some(Url::parse(link).map_err(|e| GraphError::Protocol {
-                    method: "GET",
-                    path: url.path().to_owned(),
-                    what: format!("a page link that is not a URL: {e}"),
-                })?);
-            }
+            next = next_link(&page, &url)?;
         }
         Ok(users)
     }
+}
+
+/// A page's link named `name` (`@odata.nextLink`, `@odata.deltaLink`), if it has one.
+#[allow(clippy::result_large_err)] // as every Graph call
+fn page_link(page: &Value, name: &str, url: &Url) -> Result<Option<Url>, GraphError> {
+    page[name]
+        .as_str()
+        .map(|link| {
+            Url::parse(link).map_err(|e| GraphError::Protocol {
+                method: "GET",
+                path: url.path().to_owned(),
+                what: format!("{name} is not a URL: {e}"),
+            })
+        })
+        .transpose()
+}
+
+/// A page's `@odata.nextLink`, if any.
+#[allow(clippy::result_large_err)] // as every Graph call
+fn next_link(page: &Value, url: &Url) -> Result<Option<Url>, GraphError> {
+    page_link(page, "@odata.nextLink", url)
 }
 
 #[cfg(test)]

@@ -543,29 +543,24 @@ impl Request<'_> {
                 Ok(graph_json(select(Value::Object(body), self.uri)?))
             }
             ([], _) => Err(method_not_allowed_error()),
-            ([relation], &Method::GET) if relation == "appRoleAssignedTo" => {
+            // Assignments to this principal as a resource, or held by it as a client: one list, two sides.
+            ([relation], &Method::GET)
+                if relation == "appRoleAssignedTo" || relation == "appRoleAssignments" =>
+            {
                 let t = self.authorize(directory, Requirement::GRAPH_APPLICATIONS_READ)?;
                 let tenant = &directory.tenants[t];
                 let principal = find_service_principal(tenant, &key)?;
+                let side = if relation == "appRoleAssignedTo" {
+                    "resourceId"
+                } else {
+                    "principalId"
+                };
                 let value: Vec<Value> = role_assignments(tenant)
                     .into_iter()
-                    .filter(|assignment| assignment["resourceId"] == json!(principal.id(tenant)))
+                    .filter(|assignment| assignment[side] == json!(principal.id(tenant)))
                     .collect();
                 Ok(graph_json(json!({
-                    "@odata.context": format!("{METADATA}#servicePrincipals('{}')/appRoleAssignedTo", principal.id(tenant)),
-                    "value": value,
-                })))
-            }
-            ([relation], &Method::GET) if relation == "appRoleAssignments" => {
-                let t = self.authorize(directory, Requirement::GRAPH_APPLICATIONS_READ)?;
-                let tenant = &directory.tenants[t];
-                let principal = find_service_principal(tenant, &key)?;
-                let value: Vec<Value> = role_assignments(tenant)
-                    .into_iter()
-                    .filter(|assignment| assignment["principalId"] == json!(principal.id(tenant)))
-                    .collect();
-                Ok(graph_json(json!({
-                    "@odata.context": format!("{METADATA}#servicePrincipals('{}')/appRoleAssignments", principal.id(tenant)),
+                    "@odata.context": format!("{METADATA}#servicePrincipals('{}')/{relation}", principal.id(tenant)),
                     "value": value,
                 })))
             }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Call, GraphClient, GraphError, Permission, Reply};
+use super::{Call, GraphClient, GraphError, Permission, Reply, next_link, page_link};
 use crate::secret::Secret;
 
 /// Reading mail (`GET …/messages`, `mailFolders`, delta, `$value`).
@@ -354,15 +354,10 @@ impl GraphClient {
                 .map_err(|e| protocol(format!("a delta page whose messages are not: {e}")))?,
             None => return Err(protocol("a delta page without `value`".into())),
         };
-        let link = |name: &str| -> Result<Option<Url>, GraphError> {
-            page[name]
-                .as_str()
-                .map(|link| {
-                    Url::parse(link).map_err(|e| protocol(format!("{name} is not a URL: {e}")))
-                })
-                .transpose()
-        };
-        let (next, delta) = (link("@odata.nextLink")?, link("@odata.deltaLink")?);
+        let (next, delta) = (
+            next_link(&page, url)?,
+            page_link(&page, "@odata.deltaLink", url)?,
+        );
         if next.is_none() && delta.is_none() {
             return Err(protocol(
                 "a delta page with neither @odata.nextLink nor @odata.deltaLink".into(),
@@ -729,20 +724,6 @@ pub fn json_message<'a>(
         message["attachments"] = Value::Array(inline);
     }
     Ok(JsonMessage { message, large })
-}
-
-/// A page's `@odata.nextLink`, if any.
-fn next_link(page: &Value, url: &Url) -> Result<Option<Url>, GraphError> {
-    page["@odata.nextLink"]
-        .as_str()
-        .map(|link| {
-            Url::parse(link).map_err(|e| GraphError::Protocol {
-                method: "GET",
-                path: url.path().to_owned(),
-                what: format!("a page link that is not a URL: {e}"),
-            })
-        })
-        .transpose()
 }
 
 #[cfg(test)]
