@@ -39,6 +39,32 @@ fn setup(dir: &Path, extra: &[&str]) -> Value {
     json(&m365mail(dir, &args))
 }
 
+/// The Exchange half of setup's script, through `m365mail sandbox exchange` (New-ServicePrincipal with the
+/// enterprise application's object id, Add-MailboxPermission FullAccess for Adele's mailbox).
+fn exchange_steps(work: &Path, url: &str, app_id: &str, principal: &str) {
+    for args in [
+        [
+            "new-service-principal",
+            "--app-id",
+            app_id,
+            "--object-id",
+            principal,
+        ],
+        [
+            "add-mailbox-permission",
+            "--mailbox",
+            "adele@contoso.onmicrosoft.com",
+            "--user",
+            principal,
+        ],
+    ] {
+        let mut full = vec!["sandbox", "exchange", "--url", url, "--ca-file", "ca.pem"];
+        full.extend(args);
+        let output = m365mail(work, &full);
+        assert!(output.status.success(), "{}", common::describe(&output));
+    }
+}
+
 fn doctor(dir: &Path) -> Vec<Value> {
     let output = m365mail(
         dir,
@@ -137,27 +163,7 @@ fn setup_from_an_empty_tenant_to_a_green_doctor() {
     );
 
     // The script's steps, through the sandbox's Exchange surface; then all green.
-    for args in [
-        vec![
-            "new-service-principal",
-            "--app-id",
-            &app_id,
-            "--object-id",
-            &principal,
-        ],
-        vec![
-            "add-mailbox-permission",
-            "--mailbox",
-            "adele@contoso.onmicrosoft.com",
-            "--user",
-            &principal,
-        ],
-    ] {
-        let mut full = vec!["sandbox", "exchange", "--url", &url, "--ca-file", "ca.pem"];
-        full.extend(args);
-        let output = m365mail(work, &full);
-        assert!(output.status.success(), "{}", common::describe(&output));
-    }
+    exchange_steps(work, &url, &app_id, &principal);
     let checks = doctor(work);
     assert!(failing(&checks).is_empty(), "{checks:#?}");
     assert_eq!(checks.iter().filter(|c| c["status"] == "pass").count(), 12);
@@ -298,26 +304,7 @@ fn setup_with_a_certificate_credential() {
     );
     let app_id = done["app_id"].as_str().unwrap().to_owned();
     let principal = done["service_principal_id"].as_str().unwrap().to_owned();
-    for args in [
-        vec![
-            "new-service-principal",
-            "--app-id",
-            &app_id,
-            "--object-id",
-            &principal,
-        ],
-        vec![
-            "add-mailbox-permission",
-            "--mailbox",
-            "adele@contoso.onmicrosoft.com",
-            "--user",
-            &principal,
-        ],
-    ] {
-        let mut full = vec!["sandbox", "exchange", "--url", &url, "--ca-file", "ca.pem"];
-        full.extend(args);
-        assert!(m365mail(work, &full).status.success());
-    }
+    exchange_steps(work, &url, &app_id, &principal);
     let output = m365mail(
         work,
         &[
